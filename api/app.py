@@ -1,0 +1,66 @@
+"""The FastAPI application: routes, error shapes, lifespan of the runtime."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+
+import structlog
+from fastapi import Depends, FastAPI, HTTPException, Request
+
+import service
+from api.deps import require_token
+from api.responses import OrjsonResponse
+from api.routes import events, health, messages
+from service.runtime import Runtime
+from service.settings import Settings
+from service.stores import StoreUnavailable
+
+log = structlog.get_logger(__name__)
+
+RuntimeHook = Callable[[Runtime], None]
+
+
+def create_app(settings: Settings | None = None, *, on_start: RuntimeHook | None = None) -> FastAPI:
+    """Build the app; ``on_start`` may add background work (the demo simulator)."""
+    settings = settings or Settings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        runtime = Runtime(settings)
+        app.state.runtime = runtime
+        await runtime.start()
+        if on_start is not None:
+            on_start(runtime)
+        try:
+            yield
+        finally:
+            await runtime.stop()
+
+    app = FastAPI(
+        title="ses-tracker",
+        version=service.__version__,
+        default_response_class=OrjsonResponse,
+        lifespan=lifespan,
+    )
+    v1 = [Depends(require_token)]
+    app.include_router(events.router, prefix="/v1", dependencies=v1, tags=["ingest"])
+    app.include_router(messages.router, prefix="/v1", dependencies=v1, tags=["messages"])
+    app.include_router(health.router, tags=["health"])
+
+    @app.exception_handler(HTTPException)
+    async def http_error(request: Request, exc: HTTPException) -> OrjsonResponse:
+        return OrjsonResponse(
+            {"error": exc.detail}, status_code=exc.status_code, headers=exc.headers
+        )
+
+    @app.exception_handler(StoreUnavailable)
+    async def store_down(request: Request, exc: StoreUnavailable) -> OrjsonResponse:
+        log.error("store_unavailable", path=request.url.path, error=str(exc))
+        return OrjsonResponse(
+            {"error": "state store unavailable, retry later"},
+            status_code=503,
+            headers={"Retry-After": "1"},
+        )
+
+    return app

@@ -1,0 +1,29 @@
+from __future__ import annotations
+
+from fastapi import APIRouter, Request
+
+from api.body import read_limited
+from api.deps import PipelineDep, SettingsDep
+from api.responses import OrjsonResponse
+
+router = APIRouter()
+
+
+@router.post("/events", status_code=202)
+async def post_events(
+    request: Request, pipeline: PipelineDep, settings: SettingsDep
+) -> OrjsonResponse:
+    """Ingest any payload the parser accepts (see the README for the shapes).
+
+    202 with per-record errors when anything was readable; 400 when nothing was.
+    """
+    body = await read_limited(request, settings.max_body_bytes)
+    result = await pipeline.ingest(body, source="http")
+    answer = {
+        "accepted": len(result.events) + len(result.account_events),
+        "rejected": len(result.rejected),
+        "ignored": len(result.ignored),
+        "errors": [{"index": i.index, "error": i.reason} for i in result.rejected],
+        "notes": [{"index": i.index, "reason": i.reason} for i in result.ignored],
+    }
+    return OrjsonResponse(answer, status_code=202 if result.readable else 400)

@@ -1,0 +1,201 @@
+"""Compact storage encoding of events and message headers.
+
+Footprint decides whether one Redis holds 14 days of a busy sender's mail, so a
+stored event is a short JSON array, ``[type, at, recipients, details, processing_ms,
+seen_ms]``, with details under one- or two-letter keys. The layout also makes the
+merge rules in ``service.state`` cheap for both stores:
+
+* a status event is filed under ``e`` + a hash of what identifies it (type, time,
+  recipients, feedback id ...), so the same bounce read from an SNS notification and
+  from event publishing lands on one field;
+* two versions of a field differ only in ``seen_ms``, which comes last, so the
+  smaller blob is the first sighting;
+* engagement is filed per recipient (``o``/``c`` + address) and starts with the type
+  and a 13-digit timestamp, so the smaller blob is the first open or click.
+
+The header is a digit counting its known fields followed by JSON, so the larger
+header is the most complete one, whichever event brought it.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+from typing import Any, NamedTuple
+
+import orjson
+
+from service import state
+from service.events import ENGAGEMENT_TYPES, EventType, SesEvent
+
+_SHORT_KEYS: dict[str, str] = {
+    "smtp_response": "s",
+    "reporting_mta": "m",
+    "remote_mta_ip": "i",
+    "bounce_type": "bt",
+    "bounce_subtype": "bs",
+    "feedback_id": "fb",
+    "reports": "r",
+    "delay_type": "dt",
+    "expiration_time": "x",
+    "feedback_type": "ft",
+    "complaint_subtype": "cs",
+    "user_agent": "ua",
+    "ip_address": "ip",
+    "link": "l",
+    "reason": "rs",
+    "error_message": "em",
+    "template_name": "tn",
+    "address": "a",
+    "status": "st",
+    "action": "ac",
+    "diagnostic_code": "dc",
+}
+_LONG_KEYS: dict[str, str] = {short: long for long, short in _SHORT_KEYS.items()}
+
+_BOUNCE_BITS = {"Permanent": state.HARD_BOUNCE, "Transient": state.SOFT_BOUNCE}
+_RECIPIENT_BITS: dict[EventType, int] = {
+    EventType.DELIVERY_DELAY: state.DELAY,
+    EventType.DELIVERY: state.DELIVERY,
+    EventType.COMPLAINT: state.COMPLAINT,
+}
+_MESSAGE_BITS: dict[EventType, int] = {
+    EventType.REJECT: state.REJECT,
+    EventType.RENDERING_FAILURE: state.RENDERING_FAILURE,
+}
+# What tells two events of one type and time apart, beyond their recipients.
+_DISCRIMINATORS: dict[EventType, tuple[str, ...]] = {
+    EventType.BOUNCE: ("feedback_id", "bounce_type"),
+    EventType.COMPLAINT: ("feedback_id",),
+    EventType.DELIVERY_DELAY: ("delay_type", "expiration_time"),
+    EventType.REJECT: ("reason",),
+    EventType.RENDERING_FAILURE: ("error_message",),
+}
+
+
+class StoredEvent(NamedTuple):
+    """An event read back from a record."""
+
+    type: EventType
+    at: int
+    recipients: tuple[str, ...]
+    details: dict[str, Any]
+    processing_ms: int | None
+    seen_ms: int
+
+
+class Header(NamedTuple):
+    sent_at: int
+    source: str | None
+    subject: str | None
+    tags: dict[str, Any]
+
+    @property
+    def configuration_set(self) -> str | None:
+        value = self.tags.get("ses:configuration-set")
+        if isinstance(value, list):
+            return value[0] if value else None
+        return value
+
+
+def encode_batch(events: list[SesEvent], seen_ms: int) -> list[state.MessageWrite]:
+    """Group ``events`` by message, each encoded once, in first-seen order."""
+    grouped: dict[str, list[SesEvent]] = {}
+    for event in events:
+        grouped.setdefault(event.mail.message_id, []).append(event)
+    writes: list[state.MessageWrite] = []
+    for message_id, group in grouped.items():
+        header = max(encode_header(event) for event in group)
+        destination: dict[str, None] = {}
+        for event in group:
+            destination.update(dict.fromkeys(event.mail.destination))
+        writes.append(
+            state.MessageWrite(
+                message_id=message_id,
+                header=header,
+                sent_at=min(event.mail.sent_at for event in group),
+                destination=tuple(destination),
+                events=tuple(encode_event(event, seen_ms) for event in group),
+            )
+        )
+    return writes
+
+
+def encode_header(event: SesEvent) -> bytes:
+    mail = event.mail
+    known = (mail.source is not None) + (mail.subject is not None) + bool(mail.tags)
+    body = orjson.dumps([mail.sent_at, mail.source, mail.subject, mail.tags])
+    return b"%d%s" % (known, body)
+
+
+def decode_header(raw: bytes) -> Header | None:
+    if not raw:
+        return None
+    sent_at, source, subject, tags = orjson.loads(raw[1:])
+    return Header(sent_at, source, subject, tags)
+
+
+def encode_event(event: SesEvent, seen_ms: int) -> state.EventWrite:
+    kind = event.type
+    details = {
+        _SHORT_KEYS[key]: _compact(value)
+        for key, value in event.details.items()
+        if value is not None
+    }
+    blob = orjson.dumps(
+        [int(kind), event.at, event.recipients, details or 0, event.processing_ms, seen_ms]
+    )
+    if kind in ENGAGEMENT_TYPES:
+        prefix = "o" if kind is EventType.OPEN else "c"
+        recipients = event.recipients
+        field = prefix + recipients[0] if len(recipients) == 1 else prefix
+        bits = tuple((address, 0) for address in recipients)
+        return state.EventWrite(field, blob, 0, bits, event.at, False)
+    if kind is EventType.BOUNCE:
+        per_recipient = _BOUNCE_BITS.get(event.details["bounce_type"], state.SOFT_BOUNCE)
+    else:
+        per_recipient = _RECIPIENT_BITS.get(kind, 0)
+    bits = tuple((address, per_recipient) for address in event.recipients)
+    return state.EventWrite(
+        "e" + _event_id(event), blob, _MESSAGE_BITS.get(kind, 0), bits, event.at, True
+    )
+
+
+def decode_event(blob: bytes) -> StoredEvent:
+    kind, at, recipients, details, processing_ms, seen_ms = orjson.loads(blob)
+    return StoredEvent(
+        EventType(kind),
+        at,
+        tuple(recipients),
+        {_LONG_KEYS[key]: _expand(value) for key, value in details.items()} if details else {},
+        processing_ms,
+        seen_ms,
+    )
+
+
+def _event_id(event: SesEvent) -> str:
+    parts = [str(int(event.type)), str(event.at), ",".join(sorted(event.recipients))]
+    for key in _DISCRIMINATORS.get(event.type, ()):
+        parts.append(str(event.details.get(key) or ""))
+    digest = hashlib.blake2b("\x1f".join(parts).encode(), digest_size=8).digest()
+    return base64.urlsafe_b64encode(digest)[:11].decode()
+
+
+def _compact(value: Any) -> Any:
+    if isinstance(value, list):
+        return [
+            {_SHORT_KEYS[k]: v for k, v in item.items() if v is not None}
+            if isinstance(item, dict)
+            else item
+            for item in value
+        ]
+    return value
+
+
+def _expand(value: Any) -> Any:
+    if isinstance(value, list):
+        return [
+            {_LONG_KEYS[k]: v for k, v in item.items()} if isinstance(item, dict) else item
+            for item in value
+        ]
+    return value

@@ -1,0 +1,129 @@
+"""Normalized SES events: what every ingestion path is parsed into.
+
+One :class:`SesEvent` is one fact about one message (``mail.messageId``): it was
+sent, delayed, delivered, bounced, ... at a time, for some recipients. Shapes from
+SES event publishing, SES notifications, SNS, EventBridge and Lambda all end up here,
+so nothing downstream knows where an event came from.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import IntEnum
+from typing import Any
+
+
+class EventType(IntEnum):
+    """Event kinds; the integer is the compact code used in stored records."""
+
+    SEND = 0
+    DELIVERY_DELAY = 1
+    DELIVERY = 2
+    BOUNCE = 3
+    COMPLAINT = 4
+    REJECT = 5
+    RENDERING_FAILURE = 6
+    OPEN = 7
+    CLICK = 8
+
+    @property
+    def label(self) -> str:
+        return _LABELS[self]
+
+
+_LABELS: dict[EventType, str] = {
+    EventType.SEND: "send",
+    EventType.DELIVERY_DELAY: "delivery_delay",
+    EventType.DELIVERY: "delivery",
+    EventType.BOUNCE: "bounce",
+    EventType.COMPLAINT: "complaint",
+    EventType.REJECT: "reject",
+    EventType.RENDERING_FAILURE: "rendering_failure",
+    EventType.OPEN: "open",
+    EventType.CLICK: "click",
+}
+
+ENGAGEMENT_TYPES = frozenset({EventType.OPEN, EventType.CLICK})
+
+
+@dataclass(frozen=True, slots=True)
+class MailInfo:
+    """What the ``mail`` object says about the message; identical on all its events."""
+
+    message_id: str
+    sent_at: int  # epoch ms of mail.timestamp: when SES accepted the message
+    source: str | None = None
+    subject: str | None = None
+    configuration_set: str | None = None
+    tags: dict[str, str | list[str]] = field(default_factory=dict)
+    destination: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class SesEvent:
+    """One SES event about one message.
+
+    ``at`` is the event's own timestamp (for Send, Reject and Rendering Failure,
+    which carry none, it is ``mail.timestamp``). ``details`` holds the type-specific
+    facts under short, stable keys (see ``service.parser``): bounce type and
+    per-recipient diagnostics, delay type and expiry, complaint feedback type,
+    SMTP response, and so on.
+    """
+
+    type: EventType
+    mail: MailInfo
+    at: int
+    recipients: tuple[str, ...]
+    details: dict[str, Any]
+    processing_ms: int | None = None
+
+    @property
+    def message_id(self) -> str:
+        return self.mail.message_id
+
+
+@dataclass(frozen=True, slots=True)
+class AccountEvent:
+    """An EventBridge account-level SES event (sending paused/resumed, advisor).
+
+    It carries no message state; alerting consumes it.
+    """
+
+    detail_type: str
+    at: int
+    account: str | None
+    region: str | None
+    detail: dict[str, Any]
+
+    @property
+    def sending_disabled(self) -> bool:
+        return self.detail_type == "Sending Status Disabled"
+
+
+@dataclass(frozen=True, slots=True)
+class RecordIssue:
+    """Why record ``index`` of a payload produced no event."""
+
+    index: int
+    reason: str
+
+
+@dataclass(slots=True)
+class ParseResult:
+    """Everything one payload yielded.
+
+    ``rejected`` are records that are wrong (bad JSON, bad types, unknown event
+    types); ``ignored`` are well-formed records that carry no delivery state
+    (subscription confirmations, inbound mail, Subscription events, records with no
+    ``mail.messageId``). Neither stops the other records.
+    """
+
+    events: list[SesEvent] = field(default_factory=list)
+    account_events: list[AccountEvent] = field(default_factory=list)
+    rejected: list[RecordIssue] = field(default_factory=list)
+    ignored: list[RecordIssue] = field(default_factory=list)
+    records: int = 0
+
+    @property
+    def readable(self) -> bool:
+        return self.records > len(self.rejected)

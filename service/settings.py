@@ -1,0 +1,51 @@
+"""All configuration, from ``SES_TRACKER_*`` environment variables (or ``.env``).
+
+One class, read once at start-up; command-line flags override by passing values
+to :class:`Settings` directly. Unset means the embedded default of the contract.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="SES_TRACKER_", env_file=".env", extra="ignore", frozen=True
+    )
+
+    host: str = "127.0.0.1"
+    port: int = Field(8000, ge=0, le=65535)
+    redis_url: str | None = None
+    kafka_bootstrap_servers: str | None = None
+    kafka_topics: str = "ses-events"
+    kafka_group_id: str = "ses-tracker"
+    sqs_queue_urls: str | None = None
+    aws_endpoint_url: str | None = None
+    api_token: SecretStr | None = None
+    firehose_access_key: SecretStr | None = None
+    overdue_after_s: float = Field(900, gt=0)
+    retention_s: int = Field(1_209_600, gt=0)
+    alert_webhooks: str | None = None
+    alert_rules: Path | None = None
+
+    # Beyond the contract's table; documented in the README.
+    max_body_bytes: int = Field(8 * 1024 * 1024, gt=0)
+    memory_max_messages: int = Field(500_000, gt=0)
+    cache_ttl_s: float = Field(1.0, ge=0)
+    log_level: str = "info"
+
+    @property
+    def topics(self) -> list[str]:
+        return _split(self.kafka_topics)
+
+    @property
+    def queue_urls(self) -> list[str]:
+        return _split(self.sqs_queue_urls)
+
+
+def _split(value: str | None) -> list[str]:
+    return [part.strip() for part in (value or "").split(",") if part.strip()]

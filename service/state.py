@@ -1,0 +1,205 @@
+"""The per-message, per-recipient state machine, as a pure merge.
+
+Why a lattice and not a transition table: events arrive late, twice and out of
+order (SNS and Firehose both retry; SES rounds bounce times down to the second).
+Every piece of state here therefore merges with an operation that is commutative,
+associative and idempotent, so ``state(events)`` is the same for every ordering and
+any duplication of the events:
+
+* each recipient holds a bitmask of the outcomes its events reached; merge is OR;
+* the message holds a bitmask of whole-message outcomes (reject, rendering
+  failure); merge is OR;
+* each stored event is filed under a field derived from its content; two versions
+  of one field merge to the lexicographically smaller blob (the earlier ingest time,
+  as blobs end in it), and engagement fields merge to the earliest event;
+* the message header (sender, subject, tags) merges to the richest version.
+
+A status is a pure function of the flags (:func:`status_of`), so precedence, the
+auto-reply rule and whole-message outcomes live in one place. The Redis store runs
+the same merge server-side in Lua and receives :data:`STATUS_TABLE` from here rather
+than re-implementing :func:`status_of`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import NamedTuple
+
+# Outcome flags; a recipient's flags are the OR of every event that names it.
+DELAY = 1
+DELIVERY = 2
+SOFT_BOUNCE = 4  # Transient or Undetermined
+HARD_BOUNCE = 8  # Permanent
+COMPLAINT = 16
+REJECT = 32  # whole message
+RENDERING_FAILURE = 64  # whole message
+ALL_FLAGS = 127
+
+# Status codes, index = code. The order is the contract's precedence.
+STATUSES: tuple[str, ...] = (
+    "sent",
+    "delayed",
+    "delivered",
+    "bounced",
+    "complained",
+    "rejected",
+    "rendering_failed",
+)
+SENT, DELAYED, DELIVERED, BOUNCED, COMPLAINED, REJECTED, RENDERING_FAILED = range(7)
+
+# Caps one message's stored events plus recipients (the Redis hash's field count,
+# less its bookkeeping fields). Status never depends on it (flags are merged even for
+# events past the cap); only the timeline of a pathological message is cut, and the
+# record is marked truncated.
+MAX_RECORD_FIELDS = 256
+
+
+def status_of(flags: int) -> int:
+    """The status code a recipient with these outcome flags is in."""
+    if flags & RENDERING_FAILURE:
+        return RENDERING_FAILED
+    if flags & REJECT:
+        return REJECTED
+    if flags & COMPLAINT:
+        return COMPLAINED
+    if flags & HARD_BOUNCE:
+        return BOUNCED
+    # An auto-reply (out of office) arrives as a Transient or Undetermined bounce
+    # after a Delivery; the mail did arrive, so delivered wins whatever the order.
+    if flags & SOFT_BOUNCE and not flags & DELIVERY:
+        return BOUNCED
+    if flags & DELIVERY:
+        return DELIVERED
+    if flags & DELAY:
+        return DELAYED
+    return SENT
+
+
+# status_of for every possible flag value, as one digit per value: the Lua merge
+# looks statuses up here instead of holding a second copy of the rules.
+STATUS_TABLE: str = "".join(str(status_of(flags)) for flags in range(ALL_FLAGS + 1))
+
+
+class EventWrite(NamedTuple):
+    """One event, encoded for storage (see ``service.codec``)."""
+
+    field: str  # where the event is filed in its message record
+    blob: bytes  # the encoded event; merges to the smaller of two versions
+    message_bits: int
+    recipient_bits: tuple[tuple[str, int], ...]
+    at: int  # event time (epoch ms), for the transitions it causes
+    capped: bool  # refused past MAX_RECORD_FIELDS (engagement fields are not)
+
+
+class MessageWrite(NamedTuple):
+    """Everything one batch says about one message, grouped for a single merge."""
+
+    message_id: str
+    header: bytes
+    sent_at: int
+    destination: tuple[str, ...]
+    events: tuple[EventWrite, ...]
+
+
+class Transition(NamedTuple):
+    """A recipient's status changed; ``from_status`` is None for a new recipient."""
+
+    message_id: str
+    recipient: str
+    from_status: str | None
+    to_status: str
+    at: int
+    latency_ms: int
+
+
+@dataclass(slots=True)
+class MessageRecord:
+    """One message's merged state, as both stores keep it."""
+
+    header: bytes = b""
+    message_flags: int = 0
+    recipients: dict[str, int] = field(default_factory=dict)
+    blobs: dict[str, bytes] = field(default_factory=dict)
+    truncated: bool = False
+
+    def recipient_status(self, address: str) -> str:
+        return STATUSES[status_of(self.recipients[address] | self.message_flags)]
+
+    def status(self) -> str:
+        """The message's status: the highest of its recipients'."""
+        codes = [status_of(flags | self.message_flags) for flags in self.recipients.values()]
+        return STATUSES[max(codes, default=status_of(self.message_flags))]
+
+
+def merge(record: MessageRecord, write: MessageWrite) -> list[Transition]:
+    """Merge one message's batch of events into ``record``; return what changed.
+
+    ``service/stores/merge.lua`` is this function's twin for Redis; a consistency
+    test holds the two to the same results.
+    """
+    transitions: list[Transition] = []
+    if write.header > record.header:
+        record.header = write.header
+    first_at = write.events[0].at if write.events else write.sent_at
+    for address in write.destination:
+        _add_bits(record, write, address, 0, first_at, transitions)
+    for event in write.events:
+        current = record.blobs.get(event.field)
+        if current is None:
+            if event.capped and len(record.blobs) + len(record.recipients) >= MAX_RECORD_FIELDS:
+                record.truncated = True
+            else:
+                record.blobs[event.field] = event.blob
+        elif event.blob < current:
+            record.blobs[event.field] = event.blob
+            continue
+        else:
+            continue
+        if event.message_bits and record.message_flags | event.message_bits != record.message_flags:
+            before = record.message_flags
+            record.message_flags |= event.message_bits
+            for address, flags in record.recipients.items():
+                old = status_of(flags | before)
+                new = status_of(flags | record.message_flags)
+                if old != new:
+                    transitions.append(_transition(write, address, old, new, event.at))
+        for address, bits in event.recipient_bits:
+            _add_bits(record, write, address, bits, event.at, transitions)
+    return transitions
+
+
+def _add_bits(
+    record: MessageRecord,
+    write: MessageWrite,
+    address: str,
+    bits: int,
+    at: int,
+    transitions: list[Transition],
+) -> None:
+    old_flags = record.recipients.get(address)
+    if old_flags is None:
+        record.recipients[address] = bits
+        new = status_of(bits | record.message_flags)
+        transitions.append(_transition(write, address, None, new, at))
+        return
+    new_flags = old_flags | bits
+    if new_flags == old_flags:
+        return
+    record.recipients[address] = new_flags
+    old = status_of(old_flags | record.message_flags)
+    new = status_of(new_flags | record.message_flags)
+    if old != new:
+        transitions.append(_transition(write, address, old, new, at))
+
+
+def _transition(
+    write: MessageWrite, address: str, old: int | None, new: int, at: int
+) -> Transition:
+    return Transition(
+        message_id=write.message_id,
+        recipient=address,
+        from_status=None if old is None else STATUSES[old],
+        to_status=STATUSES[new],
+        at=at,
+        latency_ms=max(0, at - write.sent_at),
+    )

@@ -1,0 +1,69 @@
+"""A short-lived read cache in front of the store that holds the truth."""
+
+from __future__ import annotations
+
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Sequence
+
+from service.state import MessageRecord, MessageWrite, Transition
+from service.stores.base import Checkpoint, Store
+
+
+class CachedStore(Store):
+    """Serves repeated lookups from memory for ``ttl_s``; writes go straight through.
+
+    Why a TTL rather than invalidation: other replicas merge into the same Redis
+    and cannot reach this cache, so a cached record may be up to ``ttl_s`` behind
+    theirs. This process's own merges drop the records they touch at once.
+    """
+
+    def __init__(
+        self,
+        truth: Store,
+        *,
+        ttl_s: float = 1.0,
+        max_entries: int = 10_000,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.truth = truth
+        self._ttl_s = ttl_s
+        self._max_entries = max_entries
+        self._clock = clock
+        self._entries: OrderedDict[str, tuple[float, MessageRecord | None]] = OrderedDict()
+        self.hits = 0
+        self.misses = 0
+
+    async def merge(
+        self, writes: Sequence[MessageWrite], checkpoint: Checkpoint | None = None
+    ) -> list[Transition]:
+        transitions = await self.truth.merge(writes, checkpoint)
+        for write in writes:
+            self._entries.pop(write.message_id, None)
+        return transitions
+
+    async def get(self, message_id: str) -> MessageRecord | None:
+        now = self._clock()
+        entry = self._entries.get(message_id)
+        if entry is not None and entry[0] > now:
+            self.hits += 1
+            return entry[1]
+        self.misses += 1
+        record = await self.truth.get(message_id)
+        self._entries[message_id] = (now + self._ttl_s, record)
+        self._entries.move_to_end(message_id)
+        while len(self._entries) > self._max_entries:
+            self._entries.popitem(last=False)
+        return record
+
+    async def load_checkpoint(self, name: str) -> dict[str, str]:
+        return await self.truth.load_checkpoint(name)
+
+    async def ping(self) -> bool:
+        return await self.truth.ping()
+
+    async def close(self) -> None:
+        await self.truth.close()
+
+    def describe(self) -> str:
+        return f"{self.truth.describe()} (cached {self._ttl_s:g}s)"

@@ -1,0 +1,86 @@
+"""The embedded store: merged records in process memory, bounded by count and age."""
+
+from __future__ import annotations
+
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Sequence
+
+from service.state import MessageRecord, MessageWrite, Transition, merge
+from service.stores.base import Checkpoint, Store
+
+
+class MemoryStore(Store):
+    """Records kept in least-recently-updated order.
+
+    A record lives ``retention_s`` after its last update; past ``max_messages`` the
+    least recently updated one is evicted (and counted in ``evictions``). Nothing
+    survives the process: use Redis for that.
+    """
+
+    def __init__(
+        self,
+        *,
+        max_messages: int = 500_000,
+        retention_s: float = 1_209_600,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._records: OrderedDict[str, tuple[float, MessageRecord]] = OrderedDict()
+        self._checkpoints: dict[str, dict[str, str]] = {}
+        self._max_messages = max_messages
+        self._retention_s = retention_s
+        self._clock = clock
+        self.evictions = 0
+        self.expirations = 0
+
+    def __len__(self) -> int:
+        return len(self._records)
+
+    async def merge(
+        self, writes: Sequence[MessageWrite], checkpoint: Checkpoint | None = None
+    ) -> list[Transition]:
+        return self.merge_now(writes, checkpoint)
+
+    def merge_now(
+        self, writes: Sequence[MessageWrite], checkpoint: Checkpoint | None = None
+    ) -> list[Transition]:
+        """Synchronous merge: nothing here waits, so callers may skip the await."""
+        now = self._clock()
+        expires = now + self._retention_s
+        records = self._records
+        transitions: list[Transition] = []
+        for write in writes:
+            entry = records.pop(write.message_id, None)
+            record = entry[1] if entry is not None and entry[0] > now else MessageRecord()
+            transitions.extend(merge(record, write))
+            records[write.message_id] = (expires, record)
+        if checkpoint is not None:
+            self._checkpoints.setdefault(checkpoint.name, {}).update(checkpoint.positions)
+        self._trim(now)
+        return transitions
+
+    async def get(self, message_id: str) -> MessageRecord | None:
+        entry = self._records.get(message_id)
+        if entry is None:
+            return None
+        if entry[0] <= self._clock():
+            del self._records[message_id]
+            self.expirations += 1
+            return None
+        return entry[1]
+
+    async def load_checkpoint(self, name: str) -> dict[str, str]:
+        return dict(self._checkpoints.get(name, {}))
+
+    def _trim(self, now: float) -> None:
+        records = self._records
+        # Front of the order = least recently updated = earliest expiry.
+        while records:
+            message_id, (expires, _) = next(iter(records.items()))
+            if expires <= now:
+                self.expirations += 1
+            elif len(records) > self._max_messages:
+                self.evictions += 1
+            else:
+                return
+            del records[message_id]

@@ -1,0 +1,207 @@
+"""Redis store: the shared, durable truth when ``SES_TRACKER_REDIS_URL`` is set.
+
+Layout: one hash per message, ``<prefix>m:{<message id>}`` (the braces are a
+Redis Cluster hash tag, so a message never spans slots), with the fields described
+in ``merge.lua``; one hash per checkpoint, ``<prefix>ckpt:<name>``.
+
+A batch is merged by ``merge.lua`` (loaded once, called by EVALSHA), in one round
+trip: a batch larger than ``chunk_events`` is split into several EVALSHAs sent as one
+pipeline, so no single script holds Redis for long. Scripts run atomically, so two
+processes merging the same message at once lose nothing; and since the merge is
+idempotent, a batch retried after an error or a crash does no harm.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from importlib import resources
+
+from redis import asyncio as aioredis
+from redis.exceptions import NoScriptError, RedisError
+
+from service import state
+from service.state import MessageRecord, MessageWrite, Transition
+from service.stores.base import Checkpoint, Store, StoreUnavailable
+
+MERGE_SCRIPT = resources.files("service.stores").joinpath("merge.lua").read_text()
+
+
+class RedisStore(Store):
+    def __init__(
+        self,
+        client: aioredis.Redis,
+        *,
+        retention_s: int = 1_209_600,
+        prefix: str = "st:",
+        chunk_events: int = 2_000,
+    ) -> None:
+        self._client = client
+        self._retention_s = str(int(retention_s))
+        self._prefix = prefix
+        self._chunk_events = chunk_events
+        self._sha: str | None = None
+
+    @classmethod
+    def from_url(cls, url: str, **kwargs: object) -> RedisStore:
+        client = aioredis.Redis.from_url(url, health_check_interval=30)
+        return cls(client, **kwargs)  # type: ignore[arg-type]
+
+    def key(self, message_id: str) -> str:
+        return f"{self._prefix}m:{{{message_id}}}"
+
+    def checkpoint_key(self, name: str) -> str:
+        return f"{self._prefix}ckpt:{name}"
+
+    async def merge(
+        self, writes: Sequence[MessageWrite], checkpoint: Checkpoint | None = None
+    ) -> list[Transition]:
+        if not writes and checkpoint is None:
+            return []
+        chunks = _chunks(writes, self._chunk_events)
+        calls = []
+        for position, chunk in enumerate(chunks):
+            last = position == len(chunks) - 1
+            calls.append(self._call_args(chunk, checkpoint if last else None))
+        try:
+            if self._sha is None:
+                self._sha = await self._client.script_load(MERGE_SCRIPT)
+            try:
+                replies = await self._run(calls)
+            except NoScriptError:
+                # Redis restarted or its script cache was flushed; the merge is
+                # idempotent, so running every chunk again is safe.
+                self._sha = await self._client.script_load(MERGE_SCRIPT)
+                replies = await self._run(calls)
+        except (RedisError, OSError) as exc:
+            raise StoreUnavailable(f"redis merge failed: {type(exc).__name__}") from exc
+        transitions: list[Transition] = []
+        for chunk, reply in zip(chunks, replies, strict=True):
+            transitions.extend(_transitions(chunk, reply))
+        return transitions
+
+    async def _run(self, calls: list[tuple[list[str], list[str | bytes]]]) -> list[list]:
+        assert self._sha is not None
+        if len(calls) == 1:
+            keys, args = calls[0]
+            return [await self._client.evalsha(self._sha, len(keys), *keys, *args)]
+        async with self._client.pipeline(transaction=False) as pipe:
+            for keys, args in calls:
+                pipe.evalsha(self._sha, len(keys), *keys, *args)
+            return await pipe.execute()
+
+    def _call_args(
+        self, writes: Sequence[MessageWrite], checkpoint: Checkpoint | None
+    ) -> tuple[list[str], list[str | bytes]]:
+        keys = [self.key(write.message_id) for write in writes]
+        args: list[str | bytes] = [
+            self._retention_s,
+            state.STATUS_TABLE,
+            str(state.MAX_RECORD_FIELDS),
+            str(len(writes)),
+            "1" if checkpoint is not None else "0",
+        ]
+        for write in writes:
+            args.append(write.header)
+            args.append(str(len(write.destination)))
+            args.extend(write.destination)
+            args.append(str(len(write.events)))
+            for event in write.events:
+                args.extend(
+                    (
+                        event.field,
+                        event.blob,
+                        str(event.message_bits),
+                        "1" if event.capped else "0",
+                        str(len(event.recipient_bits)),
+                    )
+                )
+                for address, bits in event.recipient_bits:
+                    args.append(address)
+                    args.append(str(bits))
+        if checkpoint is not None:
+            keys.append(self.checkpoint_key(checkpoint.name))
+            args.append(str(len(checkpoint.positions)))
+            for position, value in checkpoint.positions.items():
+                args.append(position)
+                args.append(value)
+        return keys, args
+
+    async def get(self, message_id: str) -> MessageRecord | None:
+        try:
+            fields = await self._client.hgetall(self.key(message_id))
+        except (RedisError, OSError) as exc:
+            raise StoreUnavailable(f"redis read failed: {type(exc).__name__}") from exc
+        if not fields:
+            return None
+        return record_from_hash(fields)
+
+    async def load_checkpoint(self, name: str) -> dict[str, str]:
+        raw = await self._client.hgetall(self.checkpoint_key(name))
+        return {k.decode(): v.decode() for k, v in raw.items()}
+
+    async def ping(self) -> bool:
+        try:
+            return bool(await self._client.ping())
+        except Exception:  # readiness is a yes/no; the cause is logged by the caller
+            return False
+
+    async def close(self) -> None:
+        await self._client.aclose()
+
+    def describe(self) -> str:
+        kwargs = self._client.connection_pool.connection_kwargs
+        return f"RedisStore({kwargs.get('host')}:{kwargs.get('port')}/{kwargs.get('db', 0)})"
+
+
+def record_from_hash(fields: dict[bytes, bytes]) -> MessageRecord:
+    record = MessageRecord()
+    for raw_name, value in fields.items():
+        name = raw_name.decode()
+        tag = name[0]
+        if tag == "r":
+            record.recipients[name[1:]] = int(value)
+        elif name == "h":
+            record.header = value
+        elif name == "f":
+            record.message_flags = int(value)
+        elif name == "x":
+            record.truncated = True
+        else:
+            record.blobs[name] = value
+    return record
+
+
+def _chunks(writes: Sequence[MessageWrite], max_events: int) -> list[Sequence[MessageWrite]]:
+    chunks: list[Sequence[MessageWrite]] = []
+    start, events = 0, 0
+    for index, write in enumerate(writes):
+        if events and events + len(write.events) > max_events:
+            chunks.append(writes[start:index])
+            start, events = index, 0
+        events += len(write.events)
+    chunks.append(writes[start:])
+    return chunks
+
+
+def _transitions(writes: Sequence[MessageWrite], reply: list) -> list[Transition]:
+    transitions: list[Transition] = []
+    for i in range(0, len(reply), 5):
+        write = writes[reply[i] - 1]
+        event_index = reply[i + 1]
+        at = write.events[event_index - 1].at if event_index else _first_at(write)
+        old = reply[i + 3]
+        transitions.append(
+            Transition(
+                message_id=write.message_id,
+                recipient=reply[i + 2].decode(),
+                from_status=None if old < 0 else state.STATUSES[old],
+                to_status=state.STATUSES[reply[i + 4]],
+                at=at,
+                latency_ms=max(0, at - write.sent_at),
+            )
+        )
+    return transitions
+
+
+def _first_at(write: MessageWrite) -> int:
+    return write.events[0].at if write.events else write.sent_at

@@ -1,0 +1,196 @@
+"""What a merged record means: the contract's message view, built on read.
+
+Pure: a record and "now" in, plain JSON-ready data out. Statuses come from the
+merged flags (``service.state``); details and timestamps from the stored events.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from service import latency, state
+from service.codec import Header, StoredEvent, decode_event, decode_header
+from service.events import EventType
+from service.timestamps import format_ms
+
+_PENDING = frozenset({"sent", "delayed"})
+
+
+@dataclass(frozen=True, slots=True)
+class ViewOptions:
+    now_ms: int
+    overdue_after_ms: int
+
+
+def message_view(
+    message_id: str, record: state.MessageRecord, options: ViewOptions
+) -> dict[str, Any]:
+    """The contract's ``GET /v1/messages/{id}`` body for one record."""
+    header = decode_header(record.header) or Header(0, None, None, {})
+    events = sorted(
+        (decode_event(blob) for blob in record.blobs.values()),
+        key=lambda e: (e.at, e.type, e.recipients, e.seen_ms),
+    )
+    recipients = [
+        _recipient_view(address, record, header, events, options)
+        for address in sorted(record.recipients)
+    ]
+    message_latency = latency.rollup(r["latency_ms"] for r in recipients)
+    lags = [e.seen_ms - e.at for e in events]
+    if lags:
+        message_latency["ingest_lag"] = max(0, max(lags))
+    return {
+        "message_id": message_id,
+        "status": record.status(),
+        "overdue": any(r["overdue"] for r in recipients),
+        "sent_at": format_ms(header.sent_at) if header.sent_at else None,
+        "source": header.source,
+        "subject": header.subject,
+        "configuration_set": header.configuration_set,
+        "tags": header.tags,
+        "recipients": recipients,
+        "latency_ms": message_latency,
+        "opened_at": _iso(latency.earliest(e.at for e in events if e.type is EventType.OPEN)),
+        "clicked_at": _iso(latency.earliest(e.at for e in events if e.type is EventType.CLICK)),
+        "events": [_event_view(e) for e in events],
+        "truncated": record.truncated,
+    }
+
+
+def _recipient_view(
+    address: str,
+    record: state.MessageRecord,
+    header: Header,
+    events: list[StoredEvent],
+    options: ViewOptions,
+) -> dict[str, Any]:
+    status = record.recipient_status(address)
+    mine = [e for e in events if address in e.recipients]
+    by_type: dict[EventType, list[StoredEvent]] = {}
+    for event in mine:
+        by_type.setdefault(event.type, []).append(event)
+    deliveries = by_type.get(EventType.DELIVERY, [])
+    delays = by_type.get(EventType.DELIVERY_DELAY, [])
+    bounces = by_type.get(EventType.BOUNCE, [])
+    complaints = by_type.get(EventType.COMPLAINT, [])
+    opens = by_type.get(EventType.OPEN, [])
+    clicks = by_type.get(EventType.CLICK, [])
+
+    sent_at = header.sent_at or None
+    delivered_at = deliveries[0].at if deliveries else None
+    # The bounce that decides the status: a Permanent one if any, else the first.
+    permanent = [b for b in bounces if b.details.get("bounce_type") == "Permanent"]
+    deciding_bounce = (permanent or bounces or [None])[0]
+    notes: list[dict[str, Any]] = []
+    bounce_view = None
+    if deciding_bounce is not None:
+        bounce_view = _bounce_view(deciding_bounce, address)
+        if status != "bounced":
+            notes.append({"kind": "auto_reply", "bounce": bounce_view})
+            bounce_view = None
+
+    outcome = _outcome_event(status, deliveries, deciding_bounce, complaints, delays)
+    latencies = {
+        "send_to_delivery": latency.span(sent_at, delivered_at),
+        "send_to_first_delay": latency.span(sent_at, delays[0].at if delays else None),
+        "send_to_bounce": latency.span(sent_at, deciding_bounce.at if deciding_bounce else None),
+        "send_to_complaint": latency.span(sent_at, complaints[0].at if complaints else None),
+        "delivery_to_open": latency.span(delivered_at, opens[0].at if opens else None),
+        "delivery_to_click": latency.span(delivered_at, clicks[0].at if clicks else None),
+        "processing_time": deliveries[0].processing_ms if deliveries else None,
+        "ingest_lag": latency.span(outcome.at, outcome.seen_ms) if outcome else None,
+    }
+    overdue = (
+        status in _PENDING
+        and sent_at is not None
+        and options.now_ms - sent_at > options.overdue_after_ms
+    )
+    return {
+        "address": address,
+        "status": status,
+        "overdue": overdue,
+        "delivered_at": _iso(delivered_at),
+        "smtp_response": deliveries[0].details.get("smtp_response") if deliveries else None,
+        "bounce": bounce_view,
+        "complaint": _complaint_view(complaints[0]) if complaints else None,
+        "delays": [_delay_view(d, address) for d in delays],
+        "opened_at": _iso(opens[0].at if opens else None),
+        "clicked_at": _iso(clicks[0].at if clicks else None),
+        "notes": notes,
+        "latency_ms": {k: v for k, v in latencies.items() if v is not None},
+    }
+
+
+def _outcome_event(
+    status: str,
+    deliveries: list[StoredEvent],
+    bounce: StoredEvent | None,
+    complaints: list[StoredEvent],
+    delays: list[StoredEvent],
+) -> StoredEvent | None:
+    chosen = {
+        "delivered": deliveries,
+        "bounced": [bounce] if bounce else [],
+        "complained": complaints,
+        "delayed": delays,
+    }.get(status, [])
+    return chosen[0] if chosen else None
+
+
+def _report_for(event: StoredEvent, address: str) -> dict[str, Any]:
+    for report in event.details.get("reports", ()):
+        if report.get("address") == address:
+            return {k: v for k, v in report.items() if k != "address"}
+    return {}
+
+
+def _bounce_view(event: StoredEvent, address: str) -> dict[str, Any]:
+    details = event.details
+    return {
+        "at": format_ms(event.at),
+        "type": details.get("bounce_type"),
+        "subtype": details.get("bounce_subtype"),
+        "feedback_id": details.get("feedback_id"),
+        "reporting_mta": details.get("reporting_mta"),
+        **_report_for(event, address),
+    }
+
+
+def _complaint_view(event: StoredEvent) -> dict[str, Any]:
+    details = event.details
+    return {
+        "at": format_ms(event.at),
+        "feedback_type": details.get("feedback_type"),
+        "subtype": details.get("complaint_subtype"),
+        "feedback_id": details.get("feedback_id"),
+        "user_agent": details.get("user_agent"),
+    }
+
+
+def _delay_view(event: StoredEvent, address: str) -> dict[str, Any]:
+    expiration = event.details.get("expiration_time")
+    return {
+        "at": format_ms(event.at),
+        "delay_type": event.details.get("delay_type"),
+        "expiration_time": _iso(expiration),
+        **_report_for(event, address),
+    }
+
+
+def _event_view(event: StoredEvent) -> dict[str, Any]:
+    view: dict[str, Any] = {
+        "type": event.type.label,
+        "at": format_ms(event.at),
+        "recipients": list(event.recipients),
+        "seen_at": format_ms(event.seen_ms),
+    }
+    for key, value in event.details.items():
+        view[key] = _iso(value) if key == "expiration_time" else value
+    if event.processing_ms is not None:
+        view["processing_time_ms"] = event.processing_ms
+    return view
+
+
+def _iso(ms: int | None) -> str | None:
+    return None if ms is None else format_ms(ms)

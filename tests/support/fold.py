@@ -1,0 +1,41 @@
+"""Run records through parse -> encode -> merge without any server."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+import orjson
+
+from service import state
+from service.codec import encode_batch
+from service.parser import parse_payload
+from service.view import ViewOptions, message_view
+
+SEEN_MS = 1_700_000_100_000
+OPTIONS = ViewOptions(now_ms=1_700_000_200_000, overdue_after_ms=900_000)
+
+
+def events_of(records: Iterable[dict[str, Any]]):
+    result = parse_payload(orjson.dumps(list(records)))
+    assert not result.rejected, result.rejected
+    return result.events
+
+
+def fold(
+    batches: Sequence[Sequence[dict[str, Any]]], seen_ms: int = SEEN_MS
+) -> tuple[dict[str, state.MessageRecord], list[state.Transition]]:
+    records: dict[str, state.MessageRecord] = {}
+    transitions: list[state.Transition] = []
+    for batch in batches:
+        if not batch:
+            continue
+        for write in encode_batch(list(events_of(batch)), seen_ms):
+            record = records.setdefault(write.message_id, state.MessageRecord())
+            transitions.extend(state.merge(record, write))
+    return records, transitions
+
+
+def view(records: Sequence[dict[str, Any]], message_id: str, options: ViewOptions = OPTIONS):
+    merged, _ = fold([records])
+    return message_view(message_id, merged[message_id], options)
