@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import httpx
@@ -85,9 +89,31 @@ def _serve(args: argparse.Namespace, *, demo: bool = False) -> int:
         lifespan="on",
         timeout_graceful_shutdown=20,
     )
-    server = uvicorn.Server(config)
+    server = DrainingServer(config)
     server.run()
     return 0 if server.started else 1
+
+
+class DrainingServer(uvicorn.Server):
+    """uvicorn, but a drained SIGTERM/SIGINT exits 0.
+
+    uvicorn re-raises the signal once it has shut down, so the process dies of
+    SIGTERM even after a clean drain; orchestrators then report a crash. Here the
+    handlers are installed the same way and simply restored afterwards.
+    """
+
+    @contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        if threading.current_thread() is not threading.main_thread():
+            yield
+            return
+        handled = (signal.SIGINT, signal.SIGTERM)
+        original = {sig: signal.signal(sig, self.handle_exit) for sig in handled}
+        try:
+            yield
+        finally:
+            for sig, handler in original.items():
+                signal.signal(sig, handler)
 
 
 def _demo(args: argparse.Namespace) -> int:

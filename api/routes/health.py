@@ -18,5 +18,19 @@ async def healthz() -> OrjsonResponse:
 async def readyz(runtime: RuntimeDep) -> OrjsonResponse:
     """Ready when the store answers; 503 otherwise, so a balancer routes elsewhere."""
     store_ok = await runtime.store.ping()
-    body = {"status": "ready" if store_ok else "unavailable", "store": store_ok}
+    sources = {
+        name: {
+            "records": c.records,
+            "events": c.events,
+            "rejected": c.rejected,
+            "ignored": c.ignored,
+        }
+        for name, c in runtime.pipeline.counters.items()
+    }
+    body = {
+        "status": "ready" if store_ok else "unavailable",
+        "store": store_ok,
+        "store_kind": runtime.store.describe(),
+        "sources": sources,
+    }
     return OrjsonResponse(body, status_code=200 if store_ok else 503)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from collections import defaultdict
 
 from hypothesis import given, settings
@@ -39,7 +40,7 @@ def test_transitions_chain_without_duplicates_to_the_final_status(data: st.DataO
     assert by_recipient.keys() == record.recipients.keys()
     for address, chain in by_recipient.items():
         assert chain[0].from_status is None
-        for before, after in zip(chain, chain[1:], strict=False):
+        for before, after in itertools.pairwise(chain):
             assert after.from_status == before.to_status != after.to_status
         assert chain[-1].to_status == record.recipient_status(address)
         assert all(t.latency_ms >= 0 for t in chain)

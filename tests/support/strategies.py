@@ -17,10 +17,10 @@ offsets = st.integers(min_value=-5_000, max_value=3_600_000)
 
 @st.composite
 def message_events(draw: st.DrawFn, max_events: int = 12) -> list[dict[str, Any]]:
-    destination = draw(
-        st.lists(st.sampled_from(POOL), min_size=1, max_size=len(POOL), unique=True)
+    destination = draw(st.lists(st.sampled_from(POOL), min_size=1, max_size=len(POOL), unique=True))
+    some = st.lists(
+        st.sampled_from(destination), min_size=1, max_size=len(destination), unique=True
     )
-    some = st.lists(st.sampled_from(destination), min_size=1, max_size=len(destination), unique=True)
     builders = st.one_of(
         st.just(lambda: ses.send(MESSAGE_ID, destination)),
         st.tuples(some, offsets).map(lambda a: lambda: ses.delivery(MESSAGE_ID, a[0], T + a[1])),

@@ -218,11 +218,25 @@ def test_records_without_state_are_ignored_with_a_reason(record: dict, needle: s
         (orjson.dumps({"eventType": "Teleport", "mail": ses.mail(MID, [])}), "unknown SES event"),
         (orjson.dumps({"notificationType": "Zap", "mail": ses.mail(MID, [])}), "notificationType"),
         (orjson.dumps({**ses.send(MID, []), "mail": "x"}), "mail: expected an object"),
-        (orjson.dumps({**ses.send(MID, []), "mail": {**ses.mail(MID, []), "destination": "a@x"}}), "mail.destination"),
-        (orjson.dumps({**ses.send(MID, []), "mail": {**ses.mail(MID, []), "messageId": 7}}), "mail.messageId"),
-        (orjson.dumps({**ses.send(MID, []), "mail": {**ses.mail(MID, []), "timestamp": "soon"}}), "mail.timestamp"),
+        (
+            orjson.dumps(
+                {**ses.send(MID, []), "mail": {**ses.mail(MID, []), "destination": "a@x"}}
+            ),
+            "mail.destination",
+        ),
+        (
+            orjson.dumps({**ses.send(MID, []), "mail": {**ses.mail(MID, []), "messageId": 7}}),
+            "mail.messageId",
+        ),
+        (
+            orjson.dumps({**ses.send(MID, []), "mail": {**ses.mail(MID, []), "timestamp": "soon"}}),
+            "mail.timestamp",
+        ),
         (orjson.dumps({"eventType": "Delivery", "mail": ses.mail(MID, [])}), "delivery: missing"),
-        (orjson.dumps({**ses.sns(ses.send(MID, [])), "Message": "{not json"}), "SNS Message is not JSON"),
+        (
+            orjson.dumps({**ses.sns(ses.send(MID, [])), "Message": "{not json"}),
+            "SNS Message is not JSON",
+        ),
         (orjson.dumps({**ses.sns(ses.send(MID, [])), "Message": {"a": 1}}), "JSON string"),
         (orjson.dumps({**ses.sns(ses.send(MID, [])), "Type": "Weird"}), "unknown SNS message type"),
         (orjson.dumps({"hello": "world"}), "not an SES record"),

@@ -20,7 +20,13 @@ def statuses(records) -> dict[str, str]:
 
 def test_precedence_is_the_contracts() -> None:
     assert STATUSES == (
-        "sent", "delayed", "delivered", "bounced", "complained", "rejected", "rendering_failed",
+        "sent",
+        "delayed",
+        "delivered",
+        "bounced",
+        "complained",
+        "rejected",
+        "rendering_failed",
     )
     assert status_of(0) == state.SENT
     assert status_of(state.DELAY) == state.DELAYED
@@ -88,9 +94,13 @@ def test_recipients_named_only_by_events_are_added() -> None:
 
 
 def test_message_status_is_the_highest_recipients() -> None:
-    merged, _ = fold([[ses.send(MID, [A, B]), ses.delivery(MID, [A], T + 5), ses.delay(MID, [B], T + 9)]])
+    merged, _ = fold(
+        [[ses.send(MID, [A, B]), ses.delivery(MID, [A], T + 5), ses.delay(MID, [B], T + 9)]]
+    )
     assert merged[MID].status() == "delivered"
-    merged, _ = fold([[ses.send(MID, [A, B]), ses.delivery(MID, [A], T + 5), ses.bounce(MID, [B], T + 9)]])
+    merged, _ = fold(
+        [[ses.send(MID, [A, B]), ses.delivery(MID, [A], T + 5), ses.bounce(MID, [B], T + 9)]]
+    )
     assert merged[MID].status() == "bounced"
 
 

@@ -7,19 +7,35 @@ A, B = "a@x.com", "b@y.com"
 T = ses.SENT_AT
 
 CONTRACT_KEYS = {
-    "message_id", "status", "overdue", "sent_at", "source", "subject",
-    "configuration_set", "tags", "recipients", "latency_ms", "events",
+    "message_id",
+    "status",
+    "overdue",
+    "sent_at",
+    "source",
+    "subject",
+    "configuration_set",
+    "tags",
+    "recipients",
+    "latency_ms",
+    "events",
 }
 RECIPIENT_KEYS = {
-    "address", "status", "delivered_at", "bounce", "complaint", "delays",
-    "opened_at", "clicked_at", "latency_ms",
+    "address",
+    "status",
+    "delivered_at",
+    "bounce",
+    "complaint",
+    "delays",
+    "opened_at",
+    "clicked_at",
+    "latency_ms",
 }
 
 
 def test_view_has_the_contract_shape() -> None:
     result = view([ses.send(MID, [A]), ses.delivery(MID, [A], T + 800)], MID)
-    assert CONTRACT_KEYS <= result.keys()
-    assert RECIPIENT_KEYS <= result["recipients"][0].keys()
+    assert result.keys() >= CONTRACT_KEYS
+    assert result["recipients"][0].keys() >= RECIPIENT_KEYS
     assert result["sent_at"] == "2023-11-14T22:13:20.000Z"
     assert result["tags"] == {"ses:configuration-set": "transactional", "team": "orders"}
     assert [e["type"] for e in result["events"]] == ["send", "delivery"]

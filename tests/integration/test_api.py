@@ -1,0 +1,176 @@
+"""The HTTP API in-process (ASGI transport, real lifespan), memory and Redis stores."""
+
+from __future__ import annotations
+
+import gzip
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import httpx
+import orjson
+import pytest
+
+from api.app import create_app
+from service.settings import Settings
+from tests.support import ses
+from tests.support.servers import RedisServer, free_port
+
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(60)]
+
+MID = "0100018b-api-0000-0000-000000000000-000000"
+T = ses.SENT_AT
+
+
+async def client_for(settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
+    app = create_app(settings)
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+            yield client
+
+
+@pytest.fixture(params=["memory", "redis"])
+async def client(request, redis_server: RedisServer) -> AsyncIterator[httpx.AsyncClient]:
+    redis_url = redis_server.url if request.param == "redis" else None
+    async for c in client_for(Settings(_env_file=None, redis_url=redis_url, cache_ttl_s=0)):
+        yield c
+
+
+async def test_post_then_lookup(client: httpx.AsyncClient, seeds_dir: Path) -> None:
+    body = (seeds_dir / "bounce_notification.json").read_bytes()
+    response = await client.post("/v1/events", content=body)
+    assert response.status_code == 202
+    assert response.json() == {
+        "accepted": 1,
+        "rejected": 0,
+        "ignored": 0,
+        "errors": [],
+        "notes": [],
+    }
+    found = await client.get(
+        "/v1/messages/00000138111222aa-33322211-cccc-cccc-cccc-ddddaaaa0680-000000"
+    )
+    assert found.status_code == 200
+    message = found.json()
+    assert message["status"] == "bounced"
+    assert message["recipients"][0]["bounce"]["type"] == "Permanent"
+    assert message["events"][0]["type"] == "bounce"
+
+
+async def test_full_lifecycle_over_http(client: httpx.AsyncClient) -> None:
+    records = [
+        ses.sns(ses.send(MID, ["a@x.com", "b@y.com"])),
+        ses.eventbridge(ses.delivery(MID, ["a@x.com"], T + 1_200)),
+        ses.delay(MID, ["b@y.com"], T + 3_000),
+    ]
+    response = await client.post("/v1/events", content=ses.dumps(*records))
+    assert response.json()["accepted"] == 3
+    message = (await client.get(f"/v1/messages/{MID}")).json()
+    assert message["status"] == "delivered"
+    assert {r["address"]: r["status"] for r in message["recipients"]} == {
+        "a@x.com": "delivered",
+        "b@y.com": "delayed",
+    }
+    assert message["latency_ms"]["send_to_delivery"] == 1_200
+    assert message["sent_at"] == "2023-11-14T22:13:20.000Z"
+    assert [e["type"] for e in message["events"]] == ["send", "delivery", "delivery_delay"]
+
+
+async def test_partial_errors_are_listed_and_the_rest_accepted(client: httpx.AsyncClient) -> None:
+    body = b"\n".join([ses.dumps(ses.send(MID, ["a@x.com"])), b"{broken", b'{"eventType":"Zap"}'])
+    response = await client.post("/v1/events", content=body)
+    assert response.status_code == 202
+    answer = response.json()
+    assert (answer["accepted"], answer["rejected"]) == (1, 2)
+    assert [e["index"] for e in answer["errors"]] == [1, 2]
+    assert "invalid JSON" in answer["errors"][0]["error"]
+
+
+async def test_nothing_readable_is_400(client: httpx.AsyncClient) -> None:
+    response = await client.post("/v1/events", content=b"not json at all")
+    assert response.status_code == 400
+    assert response.json()["rejected"] == 1
+
+
+async def test_records_without_state_are_202_with_notes(client: httpx.AsyncClient) -> None:
+    body = orjson.dumps({"Type": "SubscriptionConfirmation", "TopicArn": "t", "Message": "x"})
+    response = await client.post("/v1/events", content=body)
+    assert response.status_code == 202
+    assert response.json()["ignored"] == 1
+    assert "SubscriptionConfirmation" in response.json()["notes"][0]["reason"]
+
+
+async def test_unknown_message_is_404(client: httpx.AsyncClient) -> None:
+    response = await client.get("/v1/messages/never-sent")
+    assert response.status_code == 404
+    assert "never-sent" in response.json()["error"]
+
+
+async def test_gzip_body_is_accepted(client: httpx.AsyncClient) -> None:
+    body = gzip.compress(ses.dumps(ses.send(MID, ["a@x.com"])))
+    response = await client.post("/v1/events", content=body, headers={"Content-Encoding": "gzip"})
+    assert response.status_code == 202 and response.json()["accepted"] == 1
+
+
+async def test_body_size_limits() -> None:
+    async for client in client_for(Settings(_env_file=None, max_body_bytes=1_000)):
+        big = await client.post("/v1/events", content=b" " * 1_001)
+        assert big.status_code == 413
+        assert "limit" in big.json()["error"]
+
+        async def chunks():
+            for _ in range(5):
+                yield b" " * 300
+
+        streamed = await client.post("/v1/events", content=chunks())
+        assert streamed.status_code == 413
+        bomb = gzip.compress(b" " * 100_000)
+        assert len(bomb) < 1_000
+        inflated = await client.post(
+            "/v1/events", content=bomb, headers={"Content-Encoding": "gzip"}
+        )
+        assert inflated.status_code == 413
+        bad_gzip = await client.post(
+            "/v1/events", content=b"xx", headers={"Content-Encoding": "gzip"}
+        )
+        assert bad_gzip.status_code == 400
+
+
+async def test_ten_megabyte_body_is_413() -> None:
+    async for client in client_for(Settings(_env_file=None)):
+        response = await client.post("/v1/events", content=b" " * (10 * 1024 * 1024))
+        assert response.status_code == 413
+
+
+async def test_api_token_guards_v1_but_not_health() -> None:
+    async for client in client_for(Settings(_env_file=None, api_token="s3cret-token")):
+        assert (await client.get(f"/v1/messages/{MID}")).status_code == 401
+        wrong = await client.get(f"/v1/messages/{MID}", headers={"Authorization": "Bearer nope"})
+        assert wrong.status_code == 401
+        assert wrong.headers["www-authenticate"] == "Bearer"
+        basic = await client.get(
+            f"/v1/messages/{MID}", headers={"Authorization": "Basic s3cret-token"}
+        )
+        assert basic.status_code == 401
+        auth = {"Authorization": "Bearer s3cret-token"}
+        assert (await client.post("/v1/events", content=b"[]", headers=auth)).status_code == 400
+        assert (await client.get(f"/v1/messages/{MID}", headers=auth)).status_code == 404
+        assert (await client.get("/healthz")).status_code == 200
+        assert (await client.get("/readyz")).status_code == 200
+
+
+async def test_health_and_readiness(client: httpx.AsyncClient) -> None:
+    assert (await client.get("/healthz")).json() == {"status": "ok"}
+    ready = await client.get("/readyz")
+    assert ready.status_code == 200 and ready.json()["store"] is True
+
+
+async def test_store_outage_is_503_and_not_ready() -> None:
+    settings = Settings(_env_file=None, redis_url=f"redis://127.0.0.1:{free_port()}/0")
+    async for client in client_for(settings):
+        response = await client.post("/v1/events", content=ses.dumps(ses.send(MID, ["a@x.com"])))
+        assert response.status_code == 503
+        assert response.headers["retry-after"] == "1"
+        assert (await client.get(f"/v1/messages/{MID}")).status_code == 503
+        assert (await client.get("/readyz")).status_code == 503
+        assert (await client.get("/healthz")).status_code == 200

@@ -1,0 +1,214 @@
+"""The Redis store against a real redis-server started by the fixtures."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import random
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from redis import asyncio as aioredis
+
+from service.codec import encode_batch
+from service.stores import Checkpoint, RedisStore, StoreUnavailable
+from tests.support import ses
+from tests.support.fold import SEEN_MS, events_of, fold
+from tests.support.servers import RedisServer, free_port
+from tests.support.strategies import MESSAGE_ID, deliveries, message_events
+
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
+
+T = ses.SENT_AT
+_examples = itertools.count()
+
+
+def writes_for(records, seen_ms: int = SEEN_MS):
+    return encode_batch(list(events_of(records)), seen_ms)
+
+
+@settings(
+    max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(st.data())
+def test_redis_merge_equals_the_python_merge(
+    redis_server: RedisServer, data: st.DataObject
+) -> None:
+    """merge.lua and service.state.merge are twins: same records, same transitions."""
+    events = data.draw(message_events())
+    batches = data.draw(deliveries(events))
+    reference, python_transitions = fold(batches)
+
+    async def run() -> tuple:
+        client = aioredis.Redis.from_url(redis_server.url)
+        store = RedisStore(client, prefix=f"prop{next(_examples)}:", chunk_events=3)
+        transitions = []
+        for batch in batches:
+            transitions += await store.merge(writes_for(batch))
+        record = await store.get(MESSAGE_ID)
+        await client.aclose()
+        return record, transitions
+
+    record, redis_transitions = asyncio.run(run())
+    assert record == reference[MESSAGE_ID]
+    key = lambda t: (t.recipient, t.from_status or "", t.to_status, t.at)  # noqa: E731
+    assert sorted(redis_transitions, key=key) == sorted(python_transitions, key=key)
+
+
+async def test_two_clients_merging_one_message_at_once_lose_nothing(make_store) -> None:
+    recipients = [f"r{i}@x.com" for i in range(20)]
+    events = [ses.send("m-c", recipients)]
+    events += [ses.delay("m-c", [r], T + 100 + i) for i, r in enumerate(recipients)]
+    events += [ses.delivery("m-c", [r], T + 5_000 + i) for i, r in enumerate(recipients[::2])]
+    events += [ses.bounce("m-c", [r], T + 6_000 + i) for i, r in enumerate(recipients[1::2])]
+    events += [ses.open_("m-c", [r], T + 9_000) for r in recipients[:3]]
+    reference, _ = fold([events])
+    rng = random.Random(7)
+    first, second = make_store(), make_store()
+    for _round in range(5):
+        shuffled = events[:]
+        rng.shuffle(shuffled)
+        half = len(shuffled) // 2
+        # Each client sends its half as many small batches, interleaved with the other.
+        jobs = [
+            store.merge(writes_for([event]))
+            for pair in itertools.zip_longest(shuffled[:half], shuffled[half:])
+            for store, event in zip((first, second), pair, strict=True)
+            if event is not None
+        ]
+        await asyncio.gather(*jobs)
+    assert await first.get("m-c") == reference["m-c"]
+    for store in (first, second):
+        await store.close()
+
+
+async def test_transitions_are_reported_once_across_clients(make_store) -> None:
+    first, second = make_store(), make_store()
+    batch = writes_for([ses.send("m-t", ["a@x.com"]), ses.delivery("m-t", ["a@x.com"], T + 5)])
+    results = await asyncio.gather(
+        *(store.merge(batch) for store in (first, second) for _ in range(5))
+    )
+    flat = [t for result in results for t in result]
+    assert sorted((t.from_status or "", t.to_status) for t in flat) == [
+        ("", "sent"),
+        ("sent", "delivered"),
+    ]
+    await first.close()
+    await second.close()
+
+
+async def test_state_expires_after_retention(make_store, redis_client) -> None:
+    store = make_store(retention_s=3600)
+    await store.merge(writes_for([ses.send("m-ttl", ["a@x.com"])]))
+    ttl = await redis_client.ttl(store.key("m-ttl"))
+    assert 3590 <= ttl <= 3600
+    short = make_store(retention_s=1)
+    await short.merge(writes_for([ses.send("m-gone", ["a@x.com"])]))
+    await asyncio.sleep(1.6)
+    assert await short.get("m-gone") is None
+    await store.close()
+    await short.close()
+
+
+async def test_each_merge_refreshes_the_expiry(make_store, redis_client) -> None:
+    store = make_store(retention_s=100)
+    await store.merge(writes_for([ses.send("m-r", ["a@x.com"])]))
+    await redis_client.expire(store.key("m-r"), 5)
+    await store.merge(writes_for([ses.delivery("m-r", ["a@x.com"], T + 1)]))
+    assert await redis_client.ttl(store.key("m-r")) > 90
+    await store.close()
+
+
+async def test_checkpoint_lands_with_the_last_chunk_of_the_batch(make_store) -> None:
+    store = make_store(chunk_events=2)
+    records = [ses.send(f"m-k{i}", ["a@x.com"]) for i in range(7)]
+    await store.merge(writes_for(records), Checkpoint("kafka:g", {"ses:0": "7", "ses:1": "3"}))
+    assert await store.load_checkpoint("kafka:g") == {"ses:0": "7", "ses:1": "3"}
+    for i in range(7):
+        assert await store.get(f"m-k{i}") is not None
+    await store.merge([], Checkpoint("kafka:g", {"ses:0": "9"}))
+    assert await store.load_checkpoint("kafka:g") == {"ses:0": "9", "ses:1": "3"}
+    await store.close()
+
+
+async def test_first_sighting_and_first_open_win_in_redis(make_store) -> None:
+    """Lua compares bytes exactly as Python does, whatever Redis's locale."""
+    store = make_store()
+    late, early = T + 9_000, T + 1_000
+    await store.merge(writes_for([ses.open_("m-o", ["a@x.com"], late)], seen_ms=SEEN_MS + 50))
+    await store.merge(writes_for([ses.open_("m-o", ["a@x.com"], early)], seen_ms=SEEN_MS + 60))
+    await store.merge(writes_for([ses.open_("m-o", ["a@x.com"], early)], seen_ms=SEEN_MS + 10))
+    expected = state_after(
+        [
+            ([ses.open_("m-o", ["a@x.com"], early)], SEEN_MS + 10),
+        ]
+    )
+    assert (await store.get("m-o")).blobs == expected.blobs
+    await store.close()
+
+
+def state_after(sightings):
+    from service import state as state_module
+
+    record = state_module.MessageRecord()
+    for records, seen in sightings:
+        for write in writes_for(records, seen):
+            state_module.merge(record, write)
+    return record
+
+
+async def test_lost_script_cache_is_reloaded(make_store, redis_client) -> None:
+    store = make_store()
+    await store.merge(writes_for([ses.send("m-s", ["a@x.com"])]))
+    await redis_client.script_flush()
+    await store.merge(writes_for([ses.delivery("m-s", ["a@x.com"], T + 5)]))
+    assert (await store.get("m-s")).recipient_status("a@x.com") == "delivered"
+    await store.close()
+
+
+async def test_state_survives_a_new_process_and_a_redis_restart(tmp_path) -> None:
+    server = RedisServer(tmp_path / "restart")
+    server.start()
+    try:
+        writer = RedisStore(aioredis.Redis.from_url(server.url))
+        await writer.merge(
+            writes_for([ses.send("m-p", ["a@x.com"]), ses.bounce("m-p", ["a@x.com"], T + 9)])
+        )
+        await writer.close()
+        server.restart()  # append-only file, fsync always: nothing acknowledged is lost
+        reader = RedisStore(aioredis.Redis.from_url(server.url))
+        record = await reader.get("m-p")
+        assert record is not None and record.recipient_status("a@x.com") == "bounced"
+        # The restarted server has an empty script cache; merging still works.
+        await reader.merge(writes_for([ses.complaint("m-p", ["a@x.com"], T + 99)]))
+        assert (await reader.get("m-p")).recipient_status("a@x.com") == "complained"
+        await reader.close()
+    finally:
+        server.stop()
+
+
+async def test_unreachable_redis_raises_store_unavailable() -> None:
+    client = aioredis.Redis.from_url(
+        f"redis://127.0.0.1:{free_port()}/0", socket_connect_timeout=0.5
+    )
+    store = RedisStore(client)
+    with pytest.raises(StoreUnavailable):
+        await store.merge(writes_for([ses.send("m-x", ["a@x.com"])]))
+    with pytest.raises(StoreUnavailable):
+        await store.get("m-x")
+    assert await store.ping() is False
+    await store.close()
+
+
+async def test_delivered_message_footprint_stays_compact(make_store, redis_client) -> None:
+    """A delivered one-recipient message, timeline included, in at most 800 bytes."""
+    store = make_store()
+    records = [
+        ses.send("m-f", ["someone@gmail.com"]),
+        ses.delivery("m-f", ["someone@gmail.com"], T + 900),
+    ]
+    await store.merge(writes_for(records))
+    usage = await redis_client.memory_usage(store.key("m-f"), samples=0)
+    assert usage <= 800, usage
+    await store.close()
