@@ -66,9 +66,11 @@ def _settings(args: argparse.Namespace) -> Settings:
 def _serve(args: argparse.Namespace, *, demo: bool = False) -> int:
     from api.app import create_app
     from service import logs
+    from service.runtime import tune_gc
 
     settings = _settings(args)
     logs.configure(settings.log_level)
+    tune_gc()
     on_start = None
     if demo:
         from consumers.simulator import run_simulator

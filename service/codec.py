@@ -1,20 +1,26 @@
 """Compact storage encoding of events and message headers.
 
 Footprint decides whether one Redis holds 14 days of a busy sender's mail, so a
-stored event is a short JSON array, ``[type, at, recipients, details, processing_ms,
+stored event is a msgpack array, ``[type, at, recipients, details, processing_ms,
 seen_ms]``, with details under one- or two-letter keys. The layout also makes the
-merge rules in ``service.state`` cheap for both stores:
+merge rules in ``service.state`` cheap for both stores, because byte order of two
+blobs follows their fields in order: a small int type code, then ``at`` and, last,
+``seen_ms``, which msgpack always writes as ``0xcf`` plus 8 big-endian bytes for any
+time after 2000, so byte order is numeric order:
 
 * a status event is filed under ``e`` + a hash of what identifies it (type, time,
   recipients, feedback id ...), so the same bounce read from an SNS notification and
   from event publishing lands on one field;
-* two versions of a field differ only in ``seen_ms``, which comes last, so the
-  smaller blob is the first sighting;
-* engagement is filed per recipient (``o``/``c`` + address) and starts with the type
-  and a 13-digit timestamp, so the smaller blob is the first open or click.
+* two versions of a field differ only in ``seen_ms``, so the smaller blob is the
+  first sighting;
+* engagement is filed per recipient (``o``/``c`` + address), so the smaller blob is
+  the first open or click.
 
-The header is a digit counting its known fields followed by JSON, so the larger
+The header is a digit counting its known fields followed by msgpack, so the larger
 header is the most complete one, whichever event brought it.
+
+Why msgpack rather than JSON: smaller, and packing is several times faster once
+the store holds many blobs (orjson's output buffers cost more to allocate).
 """
 
 from __future__ import annotations
@@ -23,7 +29,7 @@ import base64
 import hashlib
 from typing import Any, NamedTuple
 
-import orjson
+import msgpack
 
 from service import state
 from service.events import ENGAGEMENT_TYPES, EventType, SesEvent
@@ -73,6 +79,10 @@ _DISCRIMINATORS: dict[EventType, tuple[str, ...]] = {
 }
 
 
+# One packer for the process: the ingest path runs on a single event loop thread.
+_PACKER = msgpack.Packer(use_bin_type=False)
+
+
 class StoredEvent(NamedTuple):
     """An event read back from a record."""
 
@@ -104,8 +114,9 @@ def encode_batch(events: list[SesEvent], seen_ms: int) -> list[state.MessageWrit
     for event in events:
         grouped.setdefault(event.mail.message_id, []).append(event)
     writes: list[state.MessageWrite] = []
+    headers: dict[int, bytes] = {}  # events of one message usually share one MailInfo
     for message_id, group in grouped.items():
-        header = max(encode_header(event) for event in group)
+        header = max(_header_for(event, headers) for event in group)
         destination: dict[str, None] = {}
         for event in group:
             destination.update(dict.fromkeys(event.mail.destination))
@@ -121,17 +132,24 @@ def encode_batch(events: list[SesEvent], seen_ms: int) -> list[state.MessageWrit
     return writes
 
 
+def _header_for(event: SesEvent, cache: dict[int, bytes]) -> bytes:
+    header = cache.get(id(event.mail))
+    if header is None:
+        header = cache[id(event.mail)] = encode_header(event)
+    return header
+
+
 def encode_header(event: SesEvent) -> bytes:
     mail = event.mail
     known = (mail.source is not None) + (mail.subject is not None) + bool(mail.tags)
-    body = orjson.dumps([mail.sent_at, mail.source, mail.subject, mail.tags])
+    body = _PACKER.pack([mail.sent_at, mail.source, mail.subject, mail.tags])
     return b"%d%s" % (known, body)
 
 
 def decode_header(raw: bytes) -> Header | None:
     if not raw:
         return None
-    sent_at, source, subject, tags = orjson.loads(raw[1:])
+    sent_at, source, subject, tags = msgpack.unpackb(raw[1:], raw=False)
     return Header(sent_at, source, subject, tags)
 
 
@@ -142,7 +160,7 @@ def encode_event(event: SesEvent, seen_ms: int) -> state.EventWrite:
         for key, value in event.details.items()
         if value is not None
     }
-    blob = orjson.dumps(
+    blob = _PACKER.pack(
         [int(kind), event.at, event.recipients, details or 0, event.processing_ms, seen_ms]
     )
     if kind in ENGAGEMENT_TYPES:
@@ -162,7 +180,7 @@ def encode_event(event: SesEvent, seen_ms: int) -> state.EventWrite:
 
 
 def decode_event(blob: bytes) -> StoredEvent:
-    kind, at, recipients, details, processing_ms, seen_ms = orjson.loads(blob)
+    kind, at, recipients, details, processing_ms, seen_ms = msgpack.unpackb(blob, raw=False)
     return StoredEvent(
         EventType(kind),
         at,
@@ -177,8 +195,9 @@ def _event_id(event: SesEvent) -> str:
     parts = [str(int(event.type)), str(event.at), ",".join(sorted(event.recipients))]
     for key in _DISCRIMINATORS.get(event.type, ()):
         parts.append(str(event.details.get(key) or ""))
-    digest = hashlib.blake2b("\x1f".join(parts).encode(), digest_size=8).digest()
-    return base64.urlsafe_b64encode(digest)[:11].decode()
+    # 48 bits: ids only need to be unique among one message's events.
+    digest = hashlib.blake2b("\x1f".join(parts).encode(), digest_size=6).digest()
+    return base64.urlsafe_b64encode(digest).decode()
 
 
 def _compact(value: Any) -> Any:

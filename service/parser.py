@@ -347,16 +347,23 @@ def _tags(raw: Any) -> dict[str, str | list[str]]:
         return {}
     if not isinstance(raw, dict):
         raise RecordError("mail.tags: expected an object of tag lists")
+    if len(raw) > MAX_TAGS:
+        raise RecordError(f"mail.tags: over {MAX_TAGS} tags")
     tags: dict[str, str | list[str]] = {}
-    for key, values in list(raw.items())[:MAX_TAGS]:
+    for key, values in raw.items():
         # AWS's own examples carry " ses:configuration-set" with a stray space.
-        name = key.strip()
-        if isinstance(values, list) and all(isinstance(v, str) for v in values):
-            tags[name] = values[0] if len(values) == 1 else values
-        elif isinstance(values, str):
+        name = key if key[:1] != " " and key[-1:] != " " else key.strip()
+        if type(values) is list:
+            if len(values) == 1 and type(values[0]) is str:
+                tags[name] = values[0]
+                continue
+            if all(type(v) is str for v in values):
+                tags[name] = values
+                continue
+        elif type(values) is str:
             tags[name] = values
-        else:
-            raise RecordError(f"mail.tags.{name}: expected a list of strings")
+            continue
+        raise RecordError(f"mail.tags.{name}: expected a list of strings")
     return tags
 
 
@@ -394,9 +401,10 @@ def _rendering_failure(record: dict[str, Any], mail: MailInfo) -> SesEvent:
 def _delivery(record: dict[str, Any], mail: MailInfo) -> SesEvent:
     body = _section(record, "delivery")
     recipients = _addresses(body.get("recipients"), "delivery.recipients", required=True)
+    # reportingMTA is always SES's own outbound host here: not worth its bytes in
+    # every stored delivery (a bounce's reportingMTA, the receiver's, is kept).
     details = {
         "smtp_response": _opt_str(body, "smtpResponse"),
-        "reporting_mta": _opt_str(body, "reportingMTA"),
         "remote_mta_ip": _opt_str(body, "remoteMtaIp"),
     }
     processing = body.get("processingTimeMillis")
@@ -552,7 +560,16 @@ def _addresses(raw: Any, path: str, *, required: bool = False) -> tuple[str, ...
         raise RecordError(f"{path}: over {MAX_RECIPIENTS} recipients")
     if required and not raw:
         raise RecordError(f"{path}: empty")
-    return tuple(dict.fromkeys(_address(item, f"{path}[{i}]") for i, item in enumerate(raw)))
+    addresses: dict[str, None] = {}
+    for item in raw:
+        # Fast path for the usual bare, lower-case address; _address handles the rest.
+        if type(item) is str and item.islower() and "<" not in item and item.strip() == item:
+            if len(item) > MAX_ADDRESS_CHARS:
+                raise RecordError(f"{path}: address over {MAX_ADDRESS_CHARS} characters")
+            addresses[item] = None
+        else:
+            addresses[_address(item, f"{path}[{raw.index(item)}]")] = None
+    return tuple(addresses)
 
 
 def _recipient_reports(

@@ -8,6 +8,7 @@ SES uses ISO-8601 with a ``Z`` (``2016-01-27T14:59:38.237Z``), numeric offsets
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from functools import lru_cache
 
 # Epoch millisecond values this codebase treats as plausible; anything outside is
 # almost certainly a unit mistake (seconds, microseconds) rather than a real date.
@@ -25,6 +26,13 @@ def parse_ms(value: object) -> int:
     """Return epoch milliseconds for an SES timestamp string."""
     if not isinstance(value, str):
         raise TimestampError(f"expected a timestamp string, got {type(value).__name__}")
+    return _parse_text(value)
+
+
+# Every event of a message repeats its mail.timestamp; a small cache saves the
+# datetime round trip for all but the first.
+@lru_cache(maxsize=4096)
+def _parse_text(value: str) -> int:
     text = value.strip()
     if len(text) < 10 or len(text) > 40:
         raise TimestampError(f"not a timestamp: {value[:40]!r}")
@@ -48,3 +56,8 @@ def format_ms(ms: int) -> str:
     """ISO-8601 UTC with milliseconds and ``Z``, the API's one time format."""
     moment = datetime.fromtimestamp(ms / 1000, tz=UTC)
     return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{ms % 1000:03d}Z"
+
+
+def parse_ms_cache_clear() -> None:
+    """Forget cached timestamps (for memory measurements)."""
+    _parse_text.cache_clear()

@@ -1,21 +1,24 @@
 -- Server-side twin of service.state.merge: merges a batch of messages atomically.
--- Keep the two in step; tests/consistency holds them to the same records.
+-- Keep the two in step; the consistency tests hold them to the same records.
 --
--- KEYS: one hash per message, then the checkpoint hash when ARGV[5] == "1".
--- ARGV: ttl_s, status_table, max_fields, n_messages, has_checkpoint, then per message:
---   header, n_destination, destination..., n_events, then per event:
---     field, blob, message_bits, capped ("1"/"0"), n_recipients, (address, bits)...
--- then, with a checkpoint: n_pairs, (position, value)...
--- Hash fields: h header, f message flags, x truncated, r<address> recipient flags,
--- anything else an event blob.
--- Returns transitions flattened: message_index, event_index (0 = destination),
--- address, from_status (-1 = new recipient), to_status.
+-- A message is one string key holding msgpack [header, message_flags, truncated,
+-- {address = flags}, {field = blob}]: one compact value, whatever Redis's
+-- hash-max-listpack-* settings, read and written once per message per batch.
+--
+-- KEYS: one per message, then the checkpoint hash when there is a checkpoint.
+-- ARGV: ttl_s, status_table, max_fields, batch, checkpoint; batch and checkpoint are
+-- msgpack (one argument each, so the client does not pack thousands of arguments):
+--   batch = [[header, [destination...], [[field, blob, message_bits, capped,
+--             [[address, bits]...]]...]]...], one entry per key, in KEYS order;
+--   checkpoint = {position = value} or nil (empty string).
+-- Returns msgpack of the transitions, flattened: message_index, event_index
+-- (0 = destination), address, from_status (-1 = new recipient), to_status.
 
 local ttl = tonumber(ARGV[1])
 local statuses = ARGV[2]
 local max_fields = tonumber(ARGV[3])
-local n_messages = tonumber(ARGV[4])
-local has_checkpoint = ARGV[5] == "1"
+local batch = cmsgpack.unpack(ARGV[4])
+local checkpoint = ARGV[5] ~= '' and cmsgpack.unpack(ARGV[5]) or nil
 local bor = bit.bor
 
 local function status_of(flags)
@@ -39,27 +42,37 @@ local function bytes_less(x, y)
 end
 
 local out = {}
-local a = 6
 
-for m = 1, n_messages do
+for m = 1, #batch do
   local key = KEYS[m]
-  local header = ARGV[a]
-  a = a + 1
-  local current_header = redis.call('HGET', key, 'h')
-  if not current_header or bytes_less(current_header, header) then
-    redis.call('HSET', key, 'h', header)
+  local message = batch[m]
+  local raw = redis.call('GET', key)
+  local header, mf, truncated, recipients, blobs = '', 0, false, {}, {}
+  local size = 0
+  if raw then
+    local record = cmsgpack.unpack(raw)
+    header, mf, truncated, recipients, blobs = record[1], record[2], record[3], record[4], record[5]
+    for _ in pairs(recipients) do
+      size = size + 1
+    end
+    for _ in pairs(blobs) do
+      size = size + 1
+    end
   end
-  local mf = tonumber(redis.call('HGET', key, 'f') or '0')
-  local truncated = redis.call('HEXISTS', key, 'x') == 1
-  -- Blobs plus recipients: every field but the bookkeeping ones.
-  local size = redis.call('HLEN', key) - 1 - (mf > 0 and 1 or 0) - (truncated and 1 or 0)
+  local changed = false
+
+  local incoming_header = message[1]
+  if bytes_less(header, incoming_header) then
+    header = incoming_header
+    changed = true
+  end
 
   local function add_bits(address, bits, event_index)
-    local field = 'r' .. address
-    local old = redis.call('HGET', key, field)
-    if not old then
-      redis.call('HSET', key, field, bits)
+    local old = recipients[address]
+    if old == nil then
+      recipients[address] = bits
       size = size + 1
+      changed = true
       out[#out + 1] = m
       out[#out + 1] = event_index
       out[#out + 1] = address
@@ -67,12 +80,12 @@ for m = 1, n_messages do
       out[#out + 1] = status_of(bor(bits, mf))
       return
     end
-    old = tonumber(old)
     local new = bor(old, bits)
     if new == old then
       return
     end
-    redis.call('HSET', key, field, new)
+    recipients[address] = new
+    changed = true
     local before, after = status_of(bor(old, mf)), status_of(bor(new, mf))
     if before ~= after then
       out[#out + 1] = m
@@ -83,78 +96,67 @@ for m = 1, n_messages do
     end
   end
 
-  local n_destination = tonumber(ARGV[a])
-  a = a + 1
-  for d = 1, n_destination do
-    add_bits(ARGV[a], 0, 0)
-    a = a + 1
+  for _, address in ipairs(message[2]) do
+    add_bits(address, 0, 0)
   end
 
-  local n_events = tonumber(ARGV[a])
-  a = a + 1
-  for e = 1, n_events do
-    local field, blob = ARGV[a], ARGV[a + 1]
-    local message_bits = tonumber(ARGV[a + 2])
-    local capped = ARGV[a + 3] == "1"
-    local n_recipients = tonumber(ARGV[a + 4])
-    a = a + 5
-    local current = redis.call('HGET', key, field)
+  local events = message[3]
+  for e = 1, #events do
+    local event = events[e]
+    local field, blob, message_bits, capped = event[1], event[2], event[3], event[4]
+    local current = blobs[field]
     local apply = false
-    if not current then
+    if current == nil then
       apply = true
       if capped and size >= max_fields then
         if not truncated then
-          redis.call('HSET', key, 'x', '1')
           truncated = true
+          changed = true
         end
       else
-        redis.call('HSET', key, field, blob)
+        blobs[field] = blob
         size = size + 1
+        changed = true
       end
     elseif bytes_less(blob, current) then
-      redis.call('HSET', key, field, blob)
+      blobs[field] = blob
+      changed = true
     end
     if apply then
       local merged = bor(mf, message_bits)
       if merged ~= mf then
         local before_mf = mf
         mf = merged
-        redis.call('HSET', key, 'f', mf)
-        local all = redis.call('HGETALL', key)
-        for i = 1, #all, 2 do
-          local name = all[i]
-          if string.byte(name, 1) == 114 then -- 'r'
-            local flags = tonumber(all[i + 1])
-            local before, after = status_of(bor(flags, before_mf)), status_of(bor(flags, mf))
-            if before ~= after then
-              out[#out + 1] = m
-              out[#out + 1] = e
-              out[#out + 1] = string.sub(name, 2)
-              out[#out + 1] = before
-              out[#out + 1] = after
-            end
+        changed = true
+        for address, flags in pairs(recipients) do
+          local before, after = status_of(bor(flags, before_mf)), status_of(bor(flags, mf))
+          if before ~= after then
+            out[#out + 1] = m
+            out[#out + 1] = e
+            out[#out + 1] = address
+            out[#out + 1] = before
+            out[#out + 1] = after
           end
         end
       end
-      for r = 1, n_recipients do
-        add_bits(ARGV[a], tonumber(ARGV[a + 1]), e)
-        a = a + 2
+      for _, pair in ipairs(event[5]) do
+        add_bits(pair[1], pair[2], e)
       end
-    else
-      a = a + 2 * n_recipients
     end
   end
-  redis.call('EXPIRE', key, ttl)
-end
 
-if has_checkpoint then
-  local checkpoint_key = KEYS[n_messages + 1]
-  local n_pairs = tonumber(ARGV[a])
-  a = a + 1
-  for p = 1, n_pairs do
-    redis.call('HSET', checkpoint_key, ARGV[a], ARGV[a + 1])
-    a = a + 2
+  if changed then
+    redis.call('SET', key, cmsgpack.pack({header, mf, truncated, recipients, blobs}), 'EX', ttl)
+  else
+    redis.call('EXPIRE', key, ttl)
   end
 end
 
-return out
+if checkpoint then
+  local checkpoint_key = KEYS[#batch + 1]
+  for position, value in pairs(checkpoint) do
+    redis.call('HSET', checkpoint_key, position, value)
+  end
+end
+
+return cmsgpack.pack(out)

@@ -1,8 +1,11 @@
 """Redis store: the shared, durable truth when ``SES_TRACKER_REDIS_URL`` is set.
 
-Layout: one hash per message, ``<prefix>m:{<message id>}`` (the braces are a
-Redis Cluster hash tag, so a message never spans slots), with the fields described
-in ``merge.lua``; one hash per checkpoint, ``<prefix>ckpt:<name>``.
+Layout: one string per message, ``<prefix>m:{<message id>}`` (the braces are a
+Redis Cluster hash tag), holding the record msgpack-encoded as ``merge.lua``
+describes; one hash per checkpoint, ``<prefix>ckpt:<name>``. A single compact value
+keeps a delivered message at a few hundred bytes whatever the server's
+``hash-max-listpack-*`` settings: a hash with event-sized values would fall back
+to a hashtable and cost half as much again.
 
 A batch is merged by ``merge.lua`` (loaded once, called by EVALSHA), in one round
 trip: a batch larger than ``chunk_events`` is split into several EVALSHAs sent as one
@@ -16,6 +19,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from importlib import resources
 
+import msgpack
 from redis import asyncio as aioredis
 from redis.exceptions import NoScriptError, RedisError
 
@@ -73,13 +77,13 @@ class RedisStore(Store):
                 self._sha = await self._client.script_load(MERGE_SCRIPT)
                 replies = await self._run(calls)
         except (RedisError, OSError) as exc:
-            raise StoreUnavailable(f"redis merge failed: {type(exc).__name__}") from exc
+            raise StoreUnavailable(f"redis merge failed: {type(exc).__name__}: {exc}") from exc
         transitions: list[Transition] = []
         for chunk, reply in zip(chunks, replies, strict=True):
-            transitions.extend(_transitions(chunk, reply))
+            transitions.extend(_transitions(chunk, msgpack.unpackb(reply, raw=False)))
         return transitions
 
-    async def _run(self, calls: list[tuple[list[str], list[str | bytes]]]) -> list[list]:
+    async def _run(self, calls: list[tuple[list[str], list[str | bytes]]]) -> list[bytes]:
         assert self._sha is not None
         if len(calls) == 1:
             keys, args = calls[0]
@@ -93,47 +97,39 @@ class RedisStore(Store):
         self, writes: Sequence[MessageWrite], checkpoint: Checkpoint | None
     ) -> tuple[list[str], list[str | bytes]]:
         keys = [self.key(write.message_id) for write in writes]
+        batch = [
+            [
+                write.header,
+                write.destination,
+                [
+                    (e.field, e.blob, e.message_bits, e.capped, e.recipient_bits)
+                    for e in write.events
+                ],
+            ]
+            for write in writes
+        ]
+        packed_checkpoint = b""
+        if checkpoint is not None:
+            keys.append(self.checkpoint_key(checkpoint.name))
+            packed_checkpoint = msgpack.packb(dict(checkpoint.positions), use_bin_type=False)
         args: list[str | bytes] = [
             self._retention_s,
             state.STATUS_TABLE,
             str(state.MAX_RECORD_FIELDS),
-            str(len(writes)),
-            "1" if checkpoint is not None else "0",
+            # Redis's bundled cmsgpack predates msgpack's bin type: bytes go as str.
+            msgpack.packb(batch, use_bin_type=False),
+            packed_checkpoint,
         ]
-        for write in writes:
-            args.append(write.header)
-            args.append(str(len(write.destination)))
-            args.extend(write.destination)
-            args.append(str(len(write.events)))
-            for event in write.events:
-                args.extend(
-                    (
-                        event.field,
-                        event.blob,
-                        str(event.message_bits),
-                        "1" if event.capped else "0",
-                        str(len(event.recipient_bits)),
-                    )
-                )
-                for address, bits in event.recipient_bits:
-                    args.append(address)
-                    args.append(str(bits))
-        if checkpoint is not None:
-            keys.append(self.checkpoint_key(checkpoint.name))
-            args.append(str(len(checkpoint.positions)))
-            for position, value in checkpoint.positions.items():
-                args.append(position)
-                args.append(value)
         return keys, args
 
     async def get(self, message_id: str) -> MessageRecord | None:
         try:
-            fields = await self._client.hgetall(self.key(message_id))
+            raw = await self._client.get(self.key(message_id))
         except (RedisError, OSError) as exc:
-            raise StoreUnavailable(f"redis read failed: {type(exc).__name__}") from exc
-        if not fields:
+            raise StoreUnavailable(f"redis read failed: {type(exc).__name__}: {exc}") from exc
+        if raw is None:
             return None
-        return record_from_hash(fields)
+        return record_from_bytes(raw)
 
     async def load_checkpoint(self, name: str) -> dict[str, str]:
         raw = await self._client.hgetall(self.checkpoint_key(name))
@@ -153,22 +149,16 @@ class RedisStore(Store):
         return f"RedisStore({kwargs.get('host')}:{kwargs.get('port')}/{kwargs.get('db', 0)})"
 
 
-def record_from_hash(fields: dict[bytes, bytes]) -> MessageRecord:
-    record = MessageRecord()
-    for raw_name, value in fields.items():
-        name = raw_name.decode()
-        tag = name[0]
-        if tag == "r":
-            record.recipients[name[1:]] = int(value)
-        elif name == "h":
-            record.header = value
-        elif name == "f":
-            record.message_flags = int(value)
-        elif name == "x":
-            record.truncated = True
-        else:
-            record.blobs[name] = value
-    return record
+def record_from_bytes(raw: bytes) -> MessageRecord:
+    """Decode what ``merge.lua`` stored (msgpack; an empty Lua table packs as [])."""
+    header, message_flags, truncated, recipients, blobs = msgpack.unpackb(raw, raw=True)
+    return MessageRecord(
+        header=header,
+        message_flags=message_flags,
+        recipients={address.decode(): flags for address, flags in (recipients or {}).items()},
+        blobs={name.decode(): blob for name, blob in (blobs or {}).items()},
+        truncated=truncated,
+    )
 
 
 def _chunks(writes: Sequence[MessageWrite], max_events: int) -> list[Sequence[MessageWrite]]:
@@ -193,7 +183,7 @@ def _transitions(writes: Sequence[MessageWrite], reply: list) -> list[Transition
         transitions.append(
             Transition(
                 message_id=write.message_id,
-                recipient=reply[i + 2].decode(),
+                recipient=reply[i + 2],
                 from_status=None if old < 0 else state.STATUSES[old],
                 to_status=state.STATUSES[reply[i + 4]],
                 at=at,

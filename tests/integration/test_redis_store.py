@@ -161,7 +161,7 @@ def state_after(sightings):
 async def test_lost_script_cache_is_reloaded(make_store, redis_client) -> None:
     store = make_store()
     await store.merge(writes_for([ses.send("m-s", ["a@x.com"])]))
-    await redis_client.script_flush()
+    await redis_client.script_flush()  # as after a Redis restart
     await store.merge(writes_for([ses.delivery("m-s", ["a@x.com"], T + 5)]))
     assert (await store.get("m-s")).recipient_status("a@x.com") == "delivered"
     await store.close()
