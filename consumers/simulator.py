@@ -47,6 +47,7 @@ SUBJECTS = (
     "Invoice available",
     "Weekly digest",
 )
+SAMPLE_EVERY = 200  # log one simulated message id in this many
 DELAY_TYPES = ("TransientCommunicationFailure", "MailboxFull", "SpamDetected", "IPFailure")
 
 
@@ -342,12 +343,18 @@ async def run_simulator(
     seq = 0
     owed = 0.0
     log.info("simulator_started", messages_per_s=messages_per_s)
+    made = 0
     while True:
         now = wall_clock_ms()
         owed += messages_per_s * tick_s
         while owed >= 1:
             owed -= 1
-            for due, record in model.message(now - rng.randint(0, int(tick_s * 1000))):
+            events = model.message(now - rng.randint(0, int(tick_s * 1000)))
+            made += 1
+            if made % SAMPLE_EVERY == 1:
+                # A few ids to try with `ses-tracker lookup` or GET /v1/messages/{id}.
+                log.info("simulated_message", message_id=events[0][1]["mail"]["messageId"])
+            for due, record in events:
                 seq += 1
                 heapq.heappush(pending, _Scheduled(due, seq, record))
         batch: list[bytes] = []

@@ -14,7 +14,7 @@ import httpx
 import orjson
 import uvicorn
 
-from service.settings import Settings
+from service.settings import Settings, unavailable_features
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -70,6 +70,11 @@ def _serve(args: argparse.Namespace, *, demo: bool = False) -> int:
 
     settings = _settings(args)
     logs.configure(settings.log_level)
+    problems = unavailable_features(settings)
+    if problems:
+        for problem in problems:
+            sys.stderr.write(f"ses-tracker: {problem}\n")
+        return 2
     tune_gc()
     on_start = None
     if demo:

@@ -6,12 +6,14 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
+import orjson
 import pytest
 
 from tests.support import ses
@@ -28,45 +30,58 @@ def command() -> list[str]:
     return [str(script)] if script.exists() else [sys.executable, "-m", "service.cli"]
 
 
+class Service:
+    """A running `ses-tracker` process; its stderr (the JSON log) goes to a file."""
+
+    def __init__(self, process: subprocess.Popen, base: str, log_path: Path) -> None:
+        self.process = process
+        self.base = base
+        self.log_path = log_path
+
+    def logs(self) -> str:
+        return self.log_path.read_text()
+
+    def stop(self) -> int:
+        self.process.send_signal(signal.SIGTERM)
+        return self.process.wait(timeout=15)
+
+    def kill(self) -> None:
+        self.process.kill()
+        self.process.wait(timeout=10)
+
+
 @contextmanager
-def running(
-    *args: str, env: dict[str, str] | None = None
-) -> Iterator[tuple[str, subprocess.Popen]]:
+def running(*args: str, env: dict[str, str] | None = None) -> Iterator[Service]:
     port = free_port()
     environment = {k: v for k, v in os.environ.items() if not k.startswith("SES_TRACKER_")}
     environment.update(env or {}, SES_TRACKER_PORT=str(port))
-    process = subprocess.Popen(
-        [*command(), *args], env=environment, stdout=subprocess.PIPE, stderr=subprocess.PIPE
-    )
-    base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 20
-        while True:
-            try:
-                if httpx.get(f"{base}/healthz", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if process.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(
-                    f"service did not start: {process.stderr.read().decode()[-2000:]}"
-                )
-            time.sleep(0.1)
-        yield base, process
-    finally:
-        if process.poll() is None:
-            process.kill()
-            process.wait(timeout=10)
-
-
-def stop(process: subprocess.Popen) -> tuple[int, str]:
-    process.send_signal(signal.SIGTERM)
-    code = process.wait(timeout=15)
-    return code, process.stderr.read().decode()
+    with tempfile.TemporaryDirectory() as workdir:
+        log_path = Path(workdir) / "stderr.log"
+        with log_path.open("wb") as log_file:
+            process = subprocess.Popen(
+                [*command(), *args], env=environment, stdout=subprocess.DEVNULL, stderr=log_file
+            )
+        service = Service(process, f"http://127.0.0.1:{port}", log_path)
+        try:
+            deadline = time.monotonic() + 20
+            while True:
+                try:
+                    if httpx.get(f"{service.base}/healthz", timeout=1).status_code == 200:
+                        break
+                except httpx.HTTPError:
+                    pass
+                if process.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError(f"service did not start: {service.logs()[-2000:]}")
+                time.sleep(0.1)
+            yield service
+        finally:
+            if process.poll() is None:
+                service.kill()
 
 
 def test_serve_ingests_and_answers_then_stops_cleanly_on_sigterm() -> None:
-    with running("serve") as (base, process):
+    with running("serve") as service:
+        base = service.base
         body = ses.dumps(ses.send(MID, ["a@x.com"]), ses.delivery(MID, ["a@x.com"], T + 800))
         posted = httpx.post(f"{base}/v1/events", content=body, timeout=5)
         assert posted.status_code == 202 and posted.json()["accepted"] == 2
@@ -87,8 +102,8 @@ def test_serve_ingests_and_answers_then_stops_cleanly_on_sigterm() -> None:
         )
         assert missing.returncode == 1 and "404" in missing.stderr
 
-        code, logs = stop(process)
-    assert code == 0
+        assert service.stop() == 0
+        logs = service.logs()
     lines = [line for line in logs.splitlines() if line.strip()]
     assert all(line.startswith("{") for line in lines), lines  # JSON logs only
     assert any('"service_stopped"' in line for line in lines)
@@ -96,33 +111,51 @@ def test_serve_ingests_and_answers_then_stops_cleanly_on_sigterm() -> None:
 
 def test_redis_state_survives_a_killed_process(redis_server: RedisServer) -> None:
     env = {"SES_TRACKER_REDIS_URL": redis_server.url}
-    with running("serve", env=env) as (base, process):
+    with running("serve", env=env) as service:
         body = ses.dumps(
             ses.send(MID + "k", ["a@x.com"]), ses.bounce(MID + "k", ["a@x.com"], T + 9)
         )
-        assert httpx.post(f"{base}/v1/events", content=body, timeout=5).status_code == 202
-        process.kill()  # 202 means durable: nothing may depend on a clean shutdown
-        process.wait(timeout=10)
-    with running("serve", env=env) as (base, process):
-        message = httpx.get(f"{base}/v1/messages/{MID}k", timeout=5).json()
+        posted = httpx.post(f"{service.base}/v1/events", content=body, timeout=5)
+        assert posted.status_code == 202
+        service.kill()  # 202 means durable: nothing may depend on a clean shutdown
+    with running("serve", env=env) as service:
+        message = httpx.get(f"{service.base}/v1/messages/{MID}k", timeout=5).json()
         assert message["status"] == "bounced"
-        assert stop(process)[0] == 0
+        assert service.stop() == 0
 
 
 def test_demo_runs_realistic_traffic_with_no_setup() -> None:
-    with running("demo", "--rate", "50", "--seed", "3") as (base, process):
+    with running("demo", "--rate", "50", "--seed", "3") as service:
         deadline = time.monotonic() + 15
         simulator: dict = {}
         while time.monotonic() < deadline:
-            simulator = (
-                httpx.get(f"{base}/readyz", timeout=5).json()["sources"].get("simulator", {})
-            )
+            ready = httpx.get(f"{service.base}/readyz", timeout=5).json()
+            simulator = ready["sources"].get("simulator", {})
             if simulator.get("events", 0) > 100:
                 break
             time.sleep(0.3)
         assert simulator.get("events", 0) > 100, simulator
         assert simulator["rejected"] == 0
-        assert stop(process)[0] == 0
+        # The demo logs sample message ids; each can be looked up a moment later.
+        sampled = [
+            orjson.loads(line)["message_id"]
+            for line in service.logs().splitlines()
+            if '"simulated_message"' in line
+        ]
+        assert sampled
+        time.sleep(1.0)  # the Send becomes visible within a second or so
+        message = httpx.get(f"{service.base}/v1/messages/{sampled[0]}", timeout=5)
+        assert message.status_code == 200
+        assert message.json()["status"] in {
+            "sent",
+            "delayed",
+            "delivered",
+            "bounced",
+            "complained",
+            "rejected",
+            "rendering_failed",
+        }
+        assert service.stop() == 0
 
 
 def test_bad_configuration_fails_fast_with_a_clear_error() -> None:
@@ -133,3 +166,13 @@ def test_bad_configuration_fails_fast_with_a_clear_error() -> None:
     )
     assert result.returncode != 0
     assert "port" in result.stderr.lower()
+
+
+def test_settings_for_features_not_in_this_build_refuse_to_start() -> None:
+    environment = {k: v for k, v in os.environ.items() if not k.startswith("SES_TRACKER_")}
+    environment["SES_TRACKER_KAFKA_BOOTSTRAP_SERVERS"] = "127.0.0.1:9092"
+    result = subprocess.run(
+        [*command(), "serve"], env=environment, capture_output=True, timeout=30, text=True
+    )
+    assert result.returncode == 2
+    assert "SES_TRACKER_KAFKA_BOOTSTRAP_SERVERS is set" in result.stderr
