@@ -43,6 +43,14 @@ end
 
 local out = {}
 
+local function transition(message_index, event_index, address, from_status, to_status)
+  out[#out + 1] = message_index
+  out[#out + 1] = event_index
+  out[#out + 1] = address
+  out[#out + 1] = from_status
+  out[#out + 1] = to_status
+end
+
 for m = 1, #batch do
   local key = KEYS[m]
   local message = batch[m]
@@ -73,11 +81,7 @@ for m = 1, #batch do
       recipients[address] = bits
       size = size + 1
       changed = true
-      out[#out + 1] = m
-      out[#out + 1] = event_index
-      out[#out + 1] = address
-      out[#out + 1] = -1
-      out[#out + 1] = status_of(bor(bits, mf))
+      transition(m, event_index, address, -1, status_of(bor(bits, mf)))
       return
     end
     local new = bor(old, bits)
@@ -88,11 +92,7 @@ for m = 1, #batch do
     changed = true
     local before, after = status_of(bor(old, mf)), status_of(bor(new, mf))
     if before ~= after then
-      out[#out + 1] = m
-      out[#out + 1] = event_index
-      out[#out + 1] = address
-      out[#out + 1] = before
-      out[#out + 1] = after
+      transition(m, event_index, address, before, after)
     end
   end
 
@@ -131,11 +131,7 @@ for m = 1, #batch do
         for address, flags in pairs(recipients) do
           local before, after = status_of(bor(flags, before_mf)), status_of(bor(flags, mf))
           if before ~= after then
-            out[#out + 1] = m
-            out[#out + 1] = e
-            out[#out + 1] = address
-            out[#out + 1] = before
-            out[#out + 1] = after
+            transition(m, e, address, before, after)
           end
         end
       end
