@@ -9,6 +9,7 @@ import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
+from urllib.parse import quote
 
 import httpx
 import orjson
@@ -134,7 +135,8 @@ def _lookup(args: argparse.Namespace) -> int:
     if settings.api_token is not None:
         headers["Authorization"] = f"Bearer {settings.api_token.get_secret_value()}"
     try:
-        response = httpx.get(f"{base}/v1/messages/{args.message_id}", headers=headers, timeout=10)
+        url = f"{base.rstrip('/')}/v1/messages/{quote(args.message_id, safe='')}"
+        response = httpx.get(url, headers=headers, timeout=10)
     except httpx.HTTPError as exc:
         sys.stderr.write(f"ses-tracker lookup: cannot reach {base}: {exc}\n")
         return 2

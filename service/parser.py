@@ -161,6 +161,12 @@ def _concatenated(raw: bytes) -> Iterator[Any]:
             # what follows), so resume at the first boundary after this one's start.
             pos = _next_boundary(text, pos + 1)
             continue
+        except RecursionError:
+            # json's scanner recurses per nesting level; hostile input must not
+            # take the consumer down with it.
+            yield _Broken(f"JSON nested too deeply at char {pos}")
+            pos = _next_boundary(text, pos + 1)
+            continue
         yield document
 
 

@@ -51,7 +51,12 @@ class MemoryStore(Store):
         transitions: list[Transition] = []
         for write in writes:
             entry = records.pop(write.message_id, None)
-            record = entry[1] if entry is not None and entry[0] > now else MessageRecord()
+            if entry is not None and entry[0] > now:
+                record = entry[1]
+            else:
+                if entry is not None:
+                    self.expirations += 1
+                record = MessageRecord()
             transitions.extend(merge(record, write))
             records[write.message_id] = (expires, record)
         if checkpoint is not None:

@@ -48,6 +48,7 @@ async def test_an_expired_record_starts_afresh() -> None:
     clock.now += 11
     transitions = await store.merge(writes("m1"))
     assert [(t.from_status, t.to_status) for t in transitions] == [(None, "sent")]
+    assert store.expirations == 1
 
 
 async def test_checkpoint_is_kept_with_the_batch() -> None:

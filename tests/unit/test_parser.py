@@ -323,3 +323,18 @@ def test_oversized_message_id_is_rejected() -> None:
     record = ses.send("x" * 300, ["a@x.com"])
     [issue] = parse_payload(orjson.dumps(record)).rejected
     assert "mail.messageId" in issue.reason
+
+
+@pytest.mark.parametrize(
+    "body", [b"[" * 100_000, b'{"a":' * 50_000, b"{}" + b"[" * 5_000, b"]" * 1_000]
+)
+def test_hostile_nesting_is_a_record_error_not_a_crash(body: bytes) -> None:
+    result = parse_payload(body)
+    assert result.rejected and not result.events
+
+
+def test_deep_nesting_does_not_hide_the_records_around_it() -> None:
+    good = ses.dumps(ses.send(MID, ["a@x.com"]))
+    result = parse_payload(b"\n".join([good, b"[" * 50_000, good]))
+    assert len(result.events) == 2
+    assert any("nested too deeply" in issue.reason for issue in result.rejected)
