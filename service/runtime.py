@@ -5,13 +5,16 @@ from __future__ import annotations
 import asyncio
 import gc
 from collections.abc import Coroutine
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import structlog
 
 from service.pipeline import Pipeline
 from service.settings import Settings
 from service.stores import CachedStore, MemoryStore, RedisStore, Store
+
+if TYPE_CHECKING:
+    from consumers.base import Source
 
 log = structlog.get_logger(__name__)
 
@@ -40,11 +43,43 @@ def build_store(settings: Settings) -> Store:
     return MemoryStore(max_messages=settings.memory_max_messages, retention_s=settings.retention_s)
 
 
+def build_sources(settings: Settings, pipeline: Pipeline) -> list[Source]:
+    """Every consumer the settings configure."""
+    from consumers.kafka import KafkaSource
+    from consumers.sqs import SqsSource
+
+    sources: list[Source] = []
+    if settings.kafka_bootstrap_servers:
+        sources.append(
+            KafkaSource(
+                pipeline,
+                bootstrap_servers=settings.kafka_bootstrap_servers,
+                topics=settings.topics,
+                group_id=settings.kafka_group_id,
+                max_records=settings.kafka_max_records,
+                session_timeout_ms=settings.kafka_session_timeout_ms,
+            )
+        )
+    if settings.queue_urls:
+        sources.append(
+            SqsSource(
+                pipeline,
+                queue_urls=settings.queue_urls,
+                endpoint_url=settings.aws_endpoint_url,
+                pollers_per_queue=settings.sqs_pollers_per_queue,
+                wait_time_s=settings.sqs_wait_time_s,
+            )
+        )
+    return sources
+
+
 class Runtime:
     def __init__(self, settings: Settings, store: Store | None = None) -> None:
         self.settings = settings
         self.store = store if store is not None else build_store(settings)
         self.pipeline = Pipeline(self.store, max_payload_bytes=settings.max_body_bytes)
+        self.sources = build_sources(settings, self.pipeline)
+        self._source_tasks: list[asyncio.Task[None]] = []
         self._tasks: list[asyncio.Task[None]] = []
 
     def spawn(self, name: str, work: Coroutine[Any, Any, None]) -> None:
@@ -54,17 +89,37 @@ class Runtime:
         self._tasks.append(task)
 
     async def start(self) -> None:
-        log.info("service_starting", store=self.store.describe())
+        log.info(
+            "service_starting",
+            store=self.store.describe(),
+            sources=[source.name for source in self.sources],
+        )
         if not await self.store.ping():
             # Not fatal: /readyz reports it and the store reconnects on its own.
             log.error("store_unreachable", store=self.store.describe())
+        for source in self.sources:
+            task = asyncio.create_task(source.run(), name=f"source:{source.name}")
+            task.add_done_callback(_report_crash)
+            self._source_tasks.append(task)
 
-    async def stop(self) -> None:
+    async def stop(self, drain_s: float = 15.0) -> None:
+        """Drain sources (finish, make durable, acknowledge), then stop the rest."""
+        for source in self.sources:
+            source.stop()
+        if self._source_tasks:
+            _, late = await asyncio.wait(self._source_tasks, timeout=drain_s)
+            for task in late:
+                log.error("source_drain_timed_out", task=task.get_name())
+                task.cancel()
+            await asyncio.gather(*self._source_tasks, return_exceptions=True)
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         await self.store.close()
         log.info("service_stopped")
+
+    def sources_healthy(self) -> bool:
+        return all(source.healthy for source in self.sources)
 
 
 def _report_crash(task: asyncio.Task[None]) -> None:

@@ -33,6 +33,10 @@ class Settings(BaseSettings):
     alert_rules: Path | None = None
 
     # Beyond the contract's table; documented in the README.
+    kafka_max_records: int = Field(2_000, gt=0)
+    kafka_session_timeout_ms: int = Field(10_000, ge=1_000)
+    sqs_pollers_per_queue: int = Field(2, gt=0, le=50)
+    sqs_wait_time_s: int = Field(20, ge=0, le=20)
     max_body_bytes: int = Field(8 * 1024 * 1024, gt=0)
     memory_max_messages: int = Field(500_000, gt=0)
     cache_ttl_s: float = Field(1.0, ge=0)
@@ -55,8 +59,6 @@ def _split(value: str | None) -> list[str]:
 # with one set would silently ignore a source or a sink the operator relies on, so
 # `serve` refuses instead. Each entry goes when its feature lands.
 _NOT_YET_AVAILABLE = {
-    "kafka_bootstrap_servers": "the Kafka consumer",
-    "sqs_queue_urls": "the SQS consumer",
     "alert_webhooks": "alert webhooks",
     "alert_rules": "alert rules",
 }

@@ -16,9 +16,13 @@ async def healthz() -> OrjsonResponse:
 
 @router.get("/readyz")
 async def readyz(runtime: RuntimeDep) -> OrjsonResponse:
-    """Ready when the store answers; 503 otherwise, so a balancer routes elsewhere."""
+    """Ready when the store answers and every configured consumer is connected.
+
+    503 otherwise, so a balancer routes elsewhere; the body says what is wrong.
+    """
     store_ok = await runtime.store.ping()
-    sources = {
+    ready = store_ok and runtime.sources_healthy()
+    counters = {
         name: {
             "records": c.records,
             "events": c.events,
@@ -28,9 +32,10 @@ async def readyz(runtime: RuntimeDep) -> OrjsonResponse:
         for name, c in runtime.pipeline.counters.items()
     }
     body = {
-        "status": "ready" if store_ok else "unavailable",
+        "status": "ready" if ready else "unavailable",
         "store": store_ok,
         "store_kind": runtime.store.describe(),
-        "sources": sources,
+        "consumers": {source.name: source.status() for source in runtime.sources},
+        "sources": counters,
     }
-    return OrjsonResponse(body, status_code=200 if store_ok else 503)
+    return OrjsonResponse(body, status_code=200 if ready else 503)

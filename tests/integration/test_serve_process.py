@@ -163,9 +163,9 @@ def test_bad_configuration_fails_fast_with_a_clear_error() -> None:
 
 def test_settings_for_features_not_in_this_build_refuse_to_start() -> None:
     environment = {k: v for k, v in os.environ.items() if not k.startswith("SES_TRACKER_")}
-    environment["SES_TRACKER_KAFKA_BOOTSTRAP_SERVERS"] = "127.0.0.1:9092"
+    environment["SES_TRACKER_ALERT_WEBHOOKS"] = "slack=https://hooks.slack.com/services/x"
     result = subprocess.run(
         [*command(), "serve"], env=environment, capture_output=True, timeout=30, text=True
     )
     assert result.returncode == 2
-    assert "SES_TRACKER_KAFKA_BOOTSTRAP_SERVERS is set" in result.stderr
+    assert "SES_TRACKER_ALERT_WEBHOOKS is set" in result.stderr

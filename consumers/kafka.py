@@ -1,0 +1,240 @@
+"""Kafka source (aiokafka): SES events that Firehose (or anything) wrote to topics.
+
+Semantics, at least once:
+
+* records are fetched in batches (``getmany``); one batch is one store merge;
+* the merge also records, per partition, the next offset to read (a checkpoint in
+  the store, atomically with the state). On assignment the consumer seeks to that
+  checkpoint, so a Redis that lost its last second of writes (AOF ``everysec``)
+  simply has that second replayed;
+* offsets are then committed to Kafka too, so the usual lag tools see the group;
+* a record that cannot be parsed is produced to ``<topic>.dlq`` with the reason in
+  the ``ses-tracker-error`` header (and its origin in ``ses-tracker-origin``)
+  before its offset is committed, and counted; the consumer moves on;
+* before partitions are revoked, the batch in flight finishes and commits. aiokafka
+  does not call the rebalance listener on ``stop()``, so shutdown commits
+  explicitly first.
+
+A record may hold one event or a Firehose-style batch of several.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterable
+from typing import Any
+
+import structlog
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
+from aiokafka.errors import CommitFailedError, IllegalStateError, KafkaError
+
+from consumers.base import Source, Stopped
+from service.events import AccountEvent, SesEvent
+from service.pipeline import Pipeline
+from service.stores import Checkpoint, StoreUnavailable
+
+log = structlog.get_logger(__name__)
+
+ERROR_HEADER = "ses-tracker-error"
+ORIGIN_HEADER = "ses-tracker-origin"
+DLQ_SUFFIX = ".dlq"
+
+
+def position_key(tp: TopicPartition) -> str:
+    return f"{tp.topic}:{tp.partition}"
+
+
+class KafkaSource(Source):
+    name = "kafka"
+
+    def __init__(
+        self,
+        pipeline: Pipeline,
+        *,
+        bootstrap_servers: str,
+        topics: list[str],
+        group_id: str,
+        max_records: int = 2_000,
+        session_timeout_ms: int = 10_000,
+        client_id: str = "ses-tracker",
+    ) -> None:
+        super().__init__()
+        self.pipeline = pipeline
+        self.bootstrap_servers = bootstrap_servers
+        self.topics = topics
+        self.group_id = group_id
+        self.max_records = max_records
+        self.session_timeout_ms = session_timeout_ms
+        self.client_id = client_id
+        self.checkpoint_name = f"kafka:{group_id}"
+        # Held while a batch is processed and committed, never across getmany(): the
+        # rebalance listener takes it to wait for the batch in flight.
+        self._batch_lock = asyncio.Lock()
+        self._consumer: AIOKafkaConsumer | None = None
+        self.lag: dict[str, int] = {}
+        self.dead_lettered = 0
+        self.batches = 0
+
+    def status(self) -> dict[str, Any]:
+        return {
+            **super().status(),
+            "lag": dict(self.lag),
+            "dead_lettered": self.dead_lettered,
+            "batches": self.batches,
+        }
+
+    async def run(self) -> None:
+        delay = 0.5
+        while not self.stopping:
+            try:
+                await self._consume()
+                return
+            except (KafkaError, OSError) as exc:
+                self.connected = False
+                self.failure = f"kafka: {type(exc).__name__}: {exc}"
+                log.warning("kafka_unavailable_retrying", error=self.failure, retry_s=delay)
+                await self.sleep(delay)
+                delay = min(delay * 2, 10.0)
+
+    async def _consume(self) -> None:
+        consumer = AIOKafkaConsumer(
+            bootstrap_servers=self.bootstrap_servers,
+            group_id=self.group_id,
+            client_id=self.client_id,
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+            session_timeout_ms=self.session_timeout_ms,
+            heartbeat_interval_ms=max(1_000, self.session_timeout_ms // 3),
+        )
+        producer = AIOKafkaProducer(
+            bootstrap_servers=self.bootstrap_servers, client_id=f"{self.client_id}-dlq", acks="all"
+        )
+        consumer.subscribe(self.topics, listener=_Rebalance(self, consumer))
+        self._consumer = consumer
+        await producer.start()
+        try:
+            await consumer.start()
+            self.connected = True
+            self.failure = None
+            log.info("kafka_consumer_started", topics=self.topics, group=self.group_id)
+            while not self.stopping:
+                batch = await consumer.getmany(timeout_ms=500, max_records=self.max_records)
+                if not batch:
+                    continue
+                async with self._batch_lock:
+                    try:
+                        await self._process(consumer, producer, batch)
+                    except Stopped:
+                        break
+        finally:
+            self.connected = False
+            await consumer.stop()
+            await producer.stop()
+            self._consumer = None
+            log.info("kafka_consumer_stopped", group=self.group_id)
+
+    async def _process(
+        self,
+        consumer: AIOKafkaConsumer,
+        producer: AIOKafkaProducer,
+        batch: dict[TopicPartition, list[Any]],
+    ) -> None:
+        assignment = consumer.assignment()
+        events: list[SesEvent] = []
+        account_events: list[AccountEvent] = []
+        dead: list[tuple[TopicPartition, Any, str]] = []
+        positions: dict[TopicPartition, int] = {}
+        for tp, records in batch.items():
+            if tp not in assignment:  # revoked since the fetch: its new owner reads it
+                continue
+            for record in records:
+                result = self.pipeline.parse(record.value or b"", "kafka")
+                events.extend(result.events)
+                account_events.extend(result.account_events)
+                if result.rejected:
+                    reasons = "; ".join(f"[{i.index}] {i.reason}" for i in result.rejected[:5])
+                    dead.append((tp, record, reasons))
+            positions[tp] = records[-1].offset + 1
+        if not positions:
+            return
+        if dead:
+            await self._dead_letter(producer, dead)
+        checkpoint = Checkpoint(
+            self.checkpoint_name,
+            {position_key(tp): str(offset) for tp, offset in positions.items()},
+        )
+        await self.durably(
+            lambda: self.pipeline.apply(
+                events, "kafka", account_events=account_events, checkpoint=checkpoint
+            ),
+            what="kafka batch",
+        )
+        await self._commit(consumer, positions)
+        self.batches += 1
+        self._update_lag(consumer, positions)
+
+    async def _dead_letter(
+        self, producer: AIOKafkaProducer, dead: Iterable[tuple[TopicPartition, Any, str]]
+    ) -> None:
+        sends = []
+        for tp, record, reason in dead:
+            headers = [
+                (ERROR_HEADER, reason.encode()[:4_000]),
+                (ORIGIN_HEADER, f"{tp.topic}:{tp.partition}:{record.offset}".encode()),
+            ]
+            sends.append(
+                await producer.send(
+                    tp.topic + DLQ_SUFFIX, value=record.value, key=record.key, headers=headers
+                )
+            )
+        # Parked for good before the offsets past them are committed.
+        await asyncio.gather(*sends)
+        self.dead_lettered += len(sends)
+        log.warning("kafka_records_dead_lettered", count=len(sends))
+
+    async def _commit(
+        self, consumer: AIOKafkaConsumer, positions: dict[TopicPartition, int]
+    ) -> None:
+        try:
+            await consumer.commit(positions)
+        except (CommitFailedError, IllegalStateError) as exc:
+            # A rebalance took the partitions; the store's checkpoint already says
+            # where their durable state ends, so the new owner loses nothing.
+            log.warning("kafka_commit_failed", error=str(exc))
+
+    def _update_lag(self, consumer: AIOKafkaConsumer, positions: dict[TopicPartition, int]) -> None:
+        for tp, offset in positions.items():
+            highwater = consumer.highwater(tp)
+            if highwater is not None:
+                self.lag[position_key(tp)] = max(0, highwater - offset)
+
+    async def seek_to_checkpoints(
+        self, consumer: AIOKafkaConsumer, assigned: set[TopicPartition]
+    ) -> None:
+        try:
+            checkpoint = await self.pipeline.store.load_checkpoint(self.checkpoint_name)
+        except StoreUnavailable as exc:
+            log.warning("kafka_checkpoint_unavailable", error=str(exc))
+            return  # Kafka's committed offsets are the fallback
+        for tp in assigned:
+            offset = checkpoint.get(position_key(tp))
+            if offset is not None:
+                consumer.seek(tp, int(offset))
+        log.info(
+            "kafka_partitions_assigned", partitions=sorted(position_key(tp) for tp in assigned)
+        )
+
+
+class _Rebalance(ConsumerRebalanceListener):
+    def __init__(self, source: KafkaSource, consumer: AIOKafkaConsumer) -> None:
+        self.source = source
+        self.consumer = consumer
+
+    async def on_partitions_revoked(self, revoked: set[TopicPartition]) -> None:
+        # Only eager assignors exist: keep this short. Waiting for the lock lets the
+        # batch in flight finish and commit before the partitions move.
+        async with self.source._batch_lock:
+            pass
+
+    async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
+        await self.source.seek_to_checkpoints(self.consumer, set(assigned))

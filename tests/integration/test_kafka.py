@@ -1,0 +1,181 @@
+"""The Kafka consumer against a real Kafka-protocol broker (Tansu) and Redis."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+from collections.abc import AsyncIterator
+
+import orjson
+import pytest
+from redis import asyncio as aioredis
+
+from consumers.kafka import DLQ_SUFFIX, ERROR_HEADER, ORIGIN_HEADER, KafkaSource
+from service.pipeline import Pipeline
+from service.stores import RedisStore
+from tests.support import ses
+from tests.support.fold import essence, fold
+from tests.support.kafka import (
+    committed,
+    create_topic,
+    keyed,
+    produce,
+    read_all,
+    simulated_records,
+    wait_until,
+)
+from tests.support.servers import RedisServer, TansuBroker
+
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(90)]
+
+_names = itertools.count()
+T = ses.SENT_AT
+
+
+@pytest.fixture
+def topic() -> str:
+    return f"ses-events-{next(_names)}"
+
+
+@pytest.fixture
+async def store(redis_server: RedisServer) -> AsyncIterator[RedisStore]:
+    store = RedisStore(aioredis.Redis.from_url(redis_server.url), prefix=f"kafka{next(_names)}:")
+    try:
+        yield store
+    finally:
+        await store.close()
+
+
+class Running:
+    def __init__(self, source: KafkaSource) -> None:
+        self.source = source
+        self.task = asyncio.create_task(source.run())
+
+    async def stop(self) -> None:
+        self.source.stop()
+        await asyncio.wait_for(self.task, 20)
+
+
+def source_for(broker: TansuBroker, store: RedisStore, topic: str, group: str) -> KafkaSource:
+    return KafkaSource(
+        Pipeline(store),
+        bootstrap_servers=broker.bootstrap_servers,
+        topics=[topic],
+        group_id=group,
+        max_records=100,
+        session_timeout_ms=6_000,
+    )
+
+
+async def test_every_shape_on_a_topic_reaches_the_store(kafka_broker, store, topic) -> None:
+    await create_topic(kafka_broker.bootstrap_servers, topic)
+    firehose_batch = ses.dumps(
+        ses.send("m-fh", ["a@x.com"]), ses.delivery("m-fh", ["a@x.com"], T + 700), sep=b""
+    )
+    items = [
+        (b"m-raw", ses.dumps(ses.bounce("m-raw", ["a@x.com"], T + 100))),
+        (b"m-sns", orjson.dumps(ses.sns(ses.complaint("m-sns", ["a@x.com"], T + 100)))),
+        (b"m-eb", orjson.dumps(ses.eventbridge(ses.delay("m-eb", ["a@x.com"], T + 100)))),
+        (b"m-fh", firehose_batch),
+    ]
+    await produce(kafka_broker.bootstrap_servers, topic, items)
+    running = Running(source_for(kafka_broker, store, topic, "g-shapes"))
+
+    async def all_there() -> bool:
+        return all([await store.get(m) for m in ("m-raw", "m-sns", "m-eb", "m-fh")])
+
+    await wait_until(all_there, 30)
+    await running.stop()
+    statuses = {m: (await store.get(m)).status() for m in ("m-raw", "m-sns", "m-eb", "m-fh")}
+    assert statuses == {
+        "m-raw": "bounced",
+        "m-sns": "complained",
+        "m-eb": "delayed",
+        "m-fh": "delivered",
+    }
+
+    # The checkpoint in the store and the group's committed offsets agree: 4 records.
+    checkpoint = await store.load_checkpoint("kafka:g-shapes")
+    offsets = await committed(kafka_broker.bootstrap_servers, "g-shapes", topic, 3)
+    assert sum(int(v) for v in checkpoint.values()) == 4
+    assert {f"{topic}:{p}": str(o) for p, o in offsets.items() if o} == checkpoint
+
+
+async def test_a_stream_of_traffic_ends_in_the_right_state(kafka_broker, store, topic) -> None:
+    await create_topic(kafka_broker.bootstrap_servers, topic)
+    records = simulated_records(150, seed=3)
+    await produce(kafka_broker.bootstrap_servers, topic, keyed(records))
+    running = Running(source_for(kafka_broker, store, topic, "g-stream"))
+    source = running.source
+
+    async def consumed() -> bool:
+        return source.pipeline.counters.get("kafka") is not None and (
+            source.pipeline.counters["kafka"].events == len(records)
+        )
+
+    await wait_until(consumed, 30)
+    await running.stop()
+    reference, _ = fold([records])
+    for message_id, expected in reference.items():
+        assert essence(await store.get(message_id)) == essence(expected), message_id
+    assert source.lag and all(v == 0 for v in source.lag.values())
+
+
+async def test_poison_records_are_dead_lettered_and_the_rest_goes_on(
+    kafka_broker, store, topic
+) -> None:
+    await create_topic(kafka_broker.bootstrap_servers, topic, partitions=1)
+    good = ses.dumps(ses.send("m-ok", ["a@x.com"]))
+    items = [
+        (None, good),
+        (None, good[:30]),
+        (None, orjson.dumps({"eventType": "Zap", "mail": ses.mail("m-zap", [])})),
+        (None, ses.dumps(ses.delivery("m-ok", ["a@x.com"], T + 5))),
+    ]
+    await produce(kafka_broker.bootstrap_servers, topic, items)
+    running = Running(source_for(kafka_broker, store, topic, "g-poison"))
+    source = running.source
+
+    async def delivered() -> bool:
+        record = await store.get("m-ok")
+        return record is not None and record.status() == "delivered"
+
+    await wait_until(delivered, 30)
+    await running.stop()
+    assert source.dead_lettered == 2
+    assert source.pipeline.counters["kafka"].rejected == 2
+    parked = await read_all(kafka_broker.bootstrap_servers, topic + DLQ_SUFFIX, expected=2)
+    headers = [dict(record.headers) for record in parked]
+    assert "invalid JSON" in headers[0][ERROR_HEADER].decode()
+    assert "unknown SES event type" in headers[1][ERROR_HEADER].decode()
+    assert headers[0][ORIGIN_HEADER] == f"{topic}:0:1".encode()
+    assert parked[0].value == good[:30]
+    assert (await committed(kafka_broker.bootstrap_servers, "g-poison", topic, 1)) == {0: 4}
+
+
+async def test_nothing_is_committed_while_the_store_is_down(kafka_broker, tmp_path, topic) -> None:
+    redis = RedisServer(tmp_path / "redis")
+    redis.start()
+    store = RedisStore(aioredis.Redis.from_url(redis.url))
+    try:
+        await create_topic(kafka_broker.bootstrap_servers, topic, partitions=1)
+        running = Running(source_for(kafka_broker, store, topic, "g-outage"))
+        await wait_until(lambda: _true(running.source.connected), 30)
+        redis.stop()
+        await produce(
+            kafka_broker.bootstrap_servers, topic, [(None, ses.dumps(ses.send("m-o", ["a@x.com"])))]
+        )
+        await wait_until(lambda: _true(running.source.failure is not None), 30)
+        assert (await committed(kafka_broker.bootstrap_servers, "g-outage", topic, 1)) == {0: None}
+        redis.start()  # same port and data directory
+        await wait_until(lambda: _true(running.source.batches == 1), 30)
+        await running.stop()
+        assert (await store.get("m-o")).status() == "sent"
+        assert (await committed(kafka_broker.bootstrap_servers, "g-outage", topic, 1)) == {0: 1}
+    finally:
+        await store.close()
+        redis.stop()
+
+
+async def _true(value: bool) -> bool:
+    return value
