@@ -1,0 +1,71 @@
+"""`ses-tracker` as a real child process, for tests."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import httpx
+
+from tests.support.servers import free_port
+
+
+def command() -> list[str]:
+    script = Path(sys.executable).parent / "ses-tracker"
+    return [str(script)] if script.exists() else [sys.executable, "-m", "service.cli"]
+
+
+class Service:
+    """A running `ses-tracker` process; its stderr (the JSON log) goes to a file."""
+
+    def __init__(self, process: subprocess.Popen, base: str, log_path: Path) -> None:
+        self.process = process
+        self.base = base
+        self.log_path = log_path
+
+    def logs(self) -> str:
+        return self.log_path.read_text()
+
+    def stop(self) -> int:
+        self.process.send_signal(signal.SIGTERM)
+        return self.process.wait(timeout=15)
+
+    def kill(self) -> None:
+        self.process.kill()
+        self.process.wait(timeout=10)
+
+
+@contextmanager
+def running(*args: str, env: dict[str, str] | None = None) -> Iterator[Service]:
+    port = free_port()
+    environment = {k: v for k, v in os.environ.items() if not k.startswith("SES_TRACKER_")}
+    environment.update(env or {}, SES_TRACKER_PORT=str(port))
+    with tempfile.TemporaryDirectory() as workdir:
+        log_path = Path(workdir) / "stderr.log"
+        with log_path.open("wb") as log_file:
+            process = subprocess.Popen(
+                [*command(), *args], env=environment, stdout=subprocess.DEVNULL, stderr=log_file
+            )
+        service = Service(process, f"http://127.0.0.1:{port}", log_path)
+        try:
+            deadline = time.monotonic() + 20
+            while True:
+                try:
+                    if httpx.get(f"{service.base}/healthz", timeout=1).status_code == 200:
+                        break
+                except httpx.HTTPError:
+                    pass
+                if process.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError(f"service did not start: {service.logs()[-2000:]}")
+                time.sleep(0.1)
+            yield service
+        finally:
+            if process.poll() is None:
+                service.kill()
