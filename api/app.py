@@ -11,7 +11,7 @@ from fastapi import Depends, FastAPI, HTTPException, Request
 import service
 from api.deps import require_token
 from api.responses import OrjsonResponse
-from api.routes import events, health, messages
+from api.routes import events, health, ingest, messages
 from service.runtime import Runtime
 from service.settings import Settings
 from service.stores import StoreUnavailable
@@ -46,6 +46,8 @@ def create_app(settings: Settings | None = None, *, on_start: RuntimeHook | None
     v1 = [Depends(require_token)]
     app.include_router(events.router, prefix="/v1", dependencies=v1, tags=["ingest"])
     app.include_router(messages.router, prefix="/v1", dependencies=v1, tags=["messages"])
+    # Authenticated by SNS signatures and the Firehose access key instead.
+    app.include_router(ingest.router, prefix="/v1", tags=["ingest"])
     app.include_router(health.router, tags=["health"])
 
     @app.exception_handler(HTTPException)

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import gc
-from collections.abc import Coroutine
+from collections.abc import Awaitable, Callable, Coroutine
 from typing import TYPE_CHECKING, Any
 
 import structlog
 
+from consumers.sns import SnsVerifier, confirm_over_https
+from service.dedupe import RecentIds
 from service.pipeline import Pipeline
 from service.settings import Settings
 from service.stores import CachedStore, MemoryStore, RedisStore, Store
@@ -79,6 +81,11 @@ class Runtime:
         self.store = store if store is not None else build_store(settings)
         self.pipeline = Pipeline(self.store, max_payload_bytes=settings.max_body_bytes)
         self.sources = build_sources(settings, self.pipeline)
+        # HTTP sources: SNS subscriptions and Firehose deliveries (api/routes/ingest.py).
+        self.sns_verifier = SnsVerifier()
+        self.confirm_subscription: Callable[[str], Awaitable[None]] = confirm_over_https
+        self.recent_sns_ids = RecentIds()
+        self.recent_firehose_ids = RecentIds()
         self._source_tasks: list[asyncio.Task[None]] = []
         self._tasks: list[asyncio.Task[None]] = []
 

@@ -33,6 +33,7 @@ class Settings(BaseSettings):
     alert_rules: Path | None = None
 
     # Beyond the contract's table; documented in the README.
+    sns_topic_arns: str | None = None
     kafka_max_records: int = Field(2_000, gt=0)
     kafka_session_timeout_ms: int = Field(10_000, ge=1_000)
     sqs_pollers_per_queue: int = Field(2, gt=0, le=50)
@@ -49,6 +50,10 @@ class Settings(BaseSettings):
     @property
     def queue_urls(self) -> list[str]:
         return _split(self.sqs_queue_urls)
+
+    @property
+    def allowed_topic_arns(self) -> frozenset[str]:
+        return frozenset(_split(self.sns_topic_arns))
 
 
 def _split(value: str | None) -> list[str]:
