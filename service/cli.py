@@ -8,6 +8,7 @@ import sys
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
@@ -40,6 +41,17 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument("--rate", type=float, default=20.0, help="simulated messages per second")
     demo.add_argument("--seed", type=int, default=None, help="seed for repeatable traffic")
     demo.set_defaults(run=_demo)
+
+    replay = commands.add_parser(
+        "replay",
+        help="feed saved events (JSON, NDJSON, Firehose/S3 dumps, gzip, folders) into the store",
+    )
+    replay.add_argument("paths", nargs="+", type=Path, metavar="FILE")
+    replay.add_argument("--redis-url", help="store to write to (SES_TRACKER_REDIS_URL)")
+    replay.add_argument(
+        "--dry-run", action="store_true", help="only parse and report; store nothing"
+    )
+    replay.set_defaults(run=_replay)
 
     lookup = commands.add_parser("lookup", help="print one message's state from a running service")
     lookup.add_argument("message_id")
@@ -126,6 +138,71 @@ class DrainingServer(uvicorn.Server):
 
 def _demo(args: argparse.Namespace) -> int:
     return _serve(args, demo=True)
+
+
+def _replay(args: argparse.Namespace) -> int:
+    """Replay into the configured Redis; exit 1 when any record was rejected."""
+    import asyncio
+
+    from rich.console import Console
+    from rich.progress import BarColumn, DownloadColumn, Progress, TimeRemainingColumn
+    from rich.table import Table
+
+    from consumers.replay import input_files, replay
+    from service import logs
+    from service.pipeline import Pipeline
+    from service.runtime import build_store, tune_gc
+
+    settings = Settings(**({"redis_url": args.redis_url} if args.redis_url else {}))
+    logs.configure("error")  # the summary says what went wrong, per reason
+    console = Console(stderr=True)
+    missing = [str(p) for p in args.paths if not p.exists()]
+    if missing:
+        console.print(f"ses-tracker replay: no such file: {', '.join(missing)}")
+        return 2
+    if not settings.redis_url and not args.dry_run:
+        console.print(
+            "ses-tracker replay: set SES_TRACKER_REDIS_URL (or --redis-url) to keep the "
+            "replayed state, or pass --dry-run to only check the files"
+        )
+        return 2
+    tune_gc()
+    total = sum(path.stat().st_size for path in input_files(args.paths))
+
+    async def run() -> Any:
+        store = build_store(settings)
+        pipeline = Pipeline(store, max_payload_bytes=settings.max_body_bytes)
+        columns = (
+            *Progress.get_default_columns()[:1],
+            BarColumn(),
+            DownloadColumn(),
+            TimeRemainingColumn(),
+        )
+        try:
+            with Progress(*columns, console=console, transient=True) as progress:
+                task = progress.add_task("replaying", total=total or None)
+                return await replay(
+                    args.paths,
+                    pipeline,
+                    on_progress=lambda n: progress.advance(task, n),
+                    dry_run=args.dry_run,
+                )
+        finally:
+            await store.close()
+
+    report = asyncio.run(run())
+    counters = report.counters
+    table = Table(title=f"replayed {report.files} file(s), {report.bytes:,} bytes")
+    table.add_column("outcome")
+    table.add_column("records", justify="right")
+    label = "readable events (dry run: not stored)" if args.dry_run else "accepted events"
+    table.add_row(label, f"{report.events:,}")
+    table.add_row("ignored (no delivery state)", f"{counters.ignored:,}")
+    table.add_row("rejected", f"{counters.rejected:,}")
+    for reason, count in counters.reasons.most_common():
+        table.add_row(f"  rejected: {reason}", f"{count:,}")
+    Console().print(table)
+    return 1 if counters.rejected else 0
 
 
 def _lookup(args: argparse.Namespace) -> int:

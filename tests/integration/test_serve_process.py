@@ -110,3 +110,32 @@ def test_settings_for_features_not_in_this_build_refuse_to_start() -> None:
     )
     assert result.returncode == 2
     assert "SES_TRACKER_ALERT_WEBHOOKS is set" in result.stderr
+
+
+def test_replay_command_writes_to_redis_and_summarises(redis_server: RedisServer, tmp_path) -> None:
+    saved = tmp_path / "saved.ndjson"
+    saved.write_bytes(
+        b"\n".join(
+            [
+                ses.dumps(ses.send(MID + "r", ["a@x.com"])),
+                b'{"eventType": "Zap", "mail": {}}',
+                ses.dumps(ses.delivery(MID + "r", ["a@x.com"], T + 5)),
+            ]
+        )
+    )
+    result = subprocess.run(
+        [*command(), "replay", str(saved), "--redis-url", redis_server.url],
+        capture_output=True,
+        timeout=60,
+        text=True,
+    )
+    assert result.returncode == 1  # one record was rejected
+    assert "accepted events" in result.stdout and "rejected: eventType" in result.stdout
+    with running("serve", env={"SES_TRACKER_REDIS_URL": redis_server.url}) as service:
+        message = httpx.get(f"{service.base}/v1/messages/{MID}r", timeout=5).json()
+        assert message["status"] == "delivered"
+        assert service.stop() == 0
+    missing = subprocess.run(
+        [*command(), "replay", str(saved)], capture_output=True, timeout=60, text=True
+    )
+    assert missing.returncode == 2 and "--dry-run" in missing.stderr

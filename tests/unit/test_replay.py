@@ -1,0 +1,62 @@
+import gzip
+from pathlib import Path
+
+import orjson
+import pytest
+
+from consumers.replay import chunks, input_files, read, replay
+from service.parser import parse_payload
+from service.pipeline import Pipeline
+from service.stores import MemoryStore
+from tests.support import ses
+from tests.support.kafka import simulated_records
+
+
+@pytest.mark.parametrize("separator", [b"\n", b""])
+def test_chunks_never_cut_a_record(separator: bytes) -> None:
+    records = simulated_records(200, seed=2)
+    data = separator.join(orjson.dumps(r) for r in records)
+    pieces = list(chunks(data, size=10_000))
+    assert len(pieces) > 5
+    assert all(len(p) <= 10_000 for p in pieces)
+    parsed = [parse_payload(p) for p in pieces]
+    assert sum(len(r.events) for r in parsed) == len(records)
+    assert not any(r.rejected for r in parsed)
+
+
+def test_a_record_longer_than_a_chunk_is_kept_whole() -> None:
+    long_record = ses.dumps(ses.send("r-long", ["a@x.com"]))
+    data = long_record + b"\n" + long_record
+    assert list(chunks(data, size=100)) == [long_record, b"\n" + long_record]
+
+
+def test_files_dirs_and_gzip(tmp_path: Path) -> None:
+    (tmp_path / "b").mkdir()
+    (tmp_path / "b" / "2.json").write_bytes(ses.dumps(ses.send("r-2", ["a@x.com"])))
+    (tmp_path / "a.ndjson.gz").write_bytes(gzip.compress(ses.dumps(ses.send("r-1", ["a@x.com"]))))
+    (tmp_path / "firehose-object").write_bytes(gzip.compress(ses.dumps(ses.send("r-3", []))))
+    (tmp_path / ".hidden").write_bytes(b"junk")
+    files = list(input_files([tmp_path]))
+    assert [f.name for f in files] == ["a.ndjson.gz", "2.json", "firehose-object"]
+    assert all(read(f).startswith(b"{") for f in files)  # gzip found by content
+
+
+async def test_replay_feeds_the_pipeline_and_reports(tmp_path: Path) -> None:
+    (tmp_path / "events.json").write_bytes(
+        b"\n".join(
+            [
+                ses.dumps(ses.send("r-4", ["a@x.com"])),
+                b"{oops",
+                ses.dumps(ses.delivery("r-4", ["a@x.com"], ses.SENT_AT + 5)),
+            ]
+        )
+    )
+    store = MemoryStore()
+    report = await replay([tmp_path], Pipeline(store))
+    assert (report.files, report.events, report.counters.rejected) == (1, 2, 1)
+    assert report.counters.reasons == {"invalid_json": 1}
+    assert (await store.get("r-4")).status() == "delivered"
+
+    dry_store = MemoryStore()
+    dry = await replay([tmp_path], Pipeline(dry_store), dry_run=True)
+    assert dry.events == 2 and len(dry_store) == 0
