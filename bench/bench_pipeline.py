@@ -46,11 +46,17 @@ from service.timestamps import format_ms, parse_ms_cache_clear
 SENT_AT = 1_763_900_000_000
 
 
-def traffic(messages: int, batch_records: int, seed: int) -> tuple[list[bytes], int]:
+def traffic_records(messages: int, seed: int) -> list[dict]:
+    """Simulated SES events for ``messages`` messages, in the order SES would emit them."""
     model = TrafficModel(random.Random(seed))
     records = []
     for n in range(messages):
         records += [record for _, record in model.message(SENT_AT + n * 3)]
+    return records
+
+
+def traffic(messages: int, batch_records: int, seed: int) -> tuple[list[bytes], int]:
+    records = traffic_records(messages, seed)
     payloads = [
         b"\n".join(orjson.dumps(r) for r in records[i : i + batch_records])
         for i in range(0, len(records), batch_records)
