@@ -24,7 +24,7 @@ EXPOSE 8000
 # /healthz says the process serves; readiness (/readyz) is for the orchestrator.
 HEALTHCHECK --interval=15s --timeout=3s --start-period=10s --retries=3 \
   CMD ["python", "-c", "import os, urllib.request; urllib.request.urlopen('http://127.0.0.1:%s/healthz' % os.environ.get('SES_TRACKER_PORT', '8000'), timeout=2)"]
-# SIGTERM drains and exits 0; give it longer than the 20 s graceful-shutdown window.
+# SIGTERM drains and exits 0; orchestrators should allow 40 s (docker stop -t 40).
 STOPSIGNAL SIGTERM
 ENTRYPOINT ["ses-tracker"]
 CMD ["serve"]
