@@ -63,9 +63,16 @@ async def test_sigkill_mid_stream_then_restart_applies_everything(
                 break
             assert time.monotonic() < deadline, checkpoint
             await asyncio.sleep(0.2)
+        reference, _ = fold([records])
+        # What users see: every message's status, per recipient, over HTTP.
+        async with httpx.AsyncClient(base_url=second.base) as http:
+            for message_id, expected in reference.items():
+                view = (await http.get(f"/v1/messages/{message_id}")).json()
+                statuses = {r["address"]: r["status"] for r in view["recipients"]}
+                assert statuses == {a: expected.recipient_status(a) for a in expected.recipients}
         assert second.stop() == 0
 
-    reference, _ = fold([records])
+    # And the stored records, event for event.
     for message_id, expected in reference.items():
         stored = await store.get(message_id)
         assert stored is not None and essence(stored) == essence(expected), message_id

@@ -7,6 +7,7 @@ import itertools
 from collections.abc import AsyncIterator
 from typing import Any
 
+import httpx
 import orjson
 import pytest
 from aiobotocore.session import get_session
@@ -193,3 +194,42 @@ async def test_messages_are_not_deleted_before_their_state_is_durable(
     finally:
         await store.close()
         redis.stop()
+
+
+async def test_serve_consumes_a_queue_configured_by_settings(
+    moto_server, sqs, redis_server
+) -> None:
+    from tests.support.process import running
+
+    url = await make_queue(sqs)
+    env = {
+        "SES_TRACKER_SQS_QUEUE_URLS": url,
+        "SES_TRACKER_AWS_ENDPOINT_URL": moto_server.url,
+        "SES_TRACKER_SQS_WAIT_TIME_S": "1",
+        "SES_TRACKER_REDIS_URL": redis_server.url,
+    }
+    with running("serve", env=env) as service:
+        bodies = [
+            orjson.dumps(ses.sns(ses.send("q-proc", ["a@x.com", "b@y.com"]))),
+            orjson.dumps(ses.eventbridge(ses.delivery("q-proc", ["a@x.com"], T + 700))),
+            ses.dumps(ses.bounce("q-proc", ["b@y.com"], T + 900)),
+        ]
+        for body in bodies:
+            await sqs.send_message(QueueUrl=url, MessageBody=body.decode())
+
+        async def applied() -> bool:
+            async with httpx.AsyncClient() as client:
+                response = await client.get(f"{service.base}/v1/messages/q-proc")
+                return response.status_code == 200 and response.json()["status"] == "bounced"
+
+        await wait_until(applied, 30)
+        async with httpx.AsyncClient() as client:
+            message = (await client.get(f"{service.base}/v1/messages/q-proc")).json()
+            ready = (await client.get(f"{service.base}/readyz")).json()
+        assert {r["address"]: r["status"] for r in message["recipients"]} == {
+            "a@x.com": "delivered",
+            "b@y.com": "bounced",
+        }
+        assert ready["status"] == "ready" and ready["consumers"]["sqs"]["connected"]
+        assert service.stop() == 0
+    assert await queue_depth(sqs, url) == 0
