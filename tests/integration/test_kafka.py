@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import itertools
 from collections.abc import AsyncIterator
 
@@ -25,6 +24,7 @@ from tests.support.kafka import (
     wait_until,
 )
 from tests.support.servers import RedisServer, TansuBroker
+from tests.support.sources import RunningSource
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(90)]
 
@@ -44,16 +44,6 @@ async def store(redis_server: RedisServer) -> AsyncIterator[RedisStore]:
         yield store
     finally:
         await store.close()
-
-
-class Running:
-    def __init__(self, source: KafkaSource) -> None:
-        self.source = source
-        self.task = asyncio.create_task(source.run())
-
-    async def stop(self) -> None:
-        self.source.stop()
-        await asyncio.wait_for(self.task, 20)
 
 
 def source_for(broker: TansuBroker, store: RedisStore, topic: str, group: str) -> KafkaSource:
@@ -79,7 +69,7 @@ async def test_every_shape_on_a_topic_reaches_the_store(kafka_broker, store, top
         (b"m-fh", firehose_batch),
     ]
     await produce(kafka_broker.bootstrap_servers, topic, items)
-    running = Running(source_for(kafka_broker, store, topic, "g-shapes"))
+    running = RunningSource(source_for(kafka_broker, store, topic, "g-shapes"))
 
     async def all_there() -> bool:
         return all([await store.get(m) for m in ("m-raw", "m-sns", "m-eb", "m-fh")])
@@ -105,7 +95,7 @@ async def test_a_stream_of_traffic_ends_in_the_right_state(kafka_broker, store, 
     await create_topic(kafka_broker.bootstrap_servers, topic)
     records = simulated_records(150, seed=3)
     await produce(kafka_broker.bootstrap_servers, topic, keyed(records))
-    running = Running(source_for(kafka_broker, store, topic, "g-stream"))
+    running = RunningSource(source_for(kafka_broker, store, topic, "g-stream"))
     source = running.source
 
     async def consumed() -> bool:
@@ -133,7 +123,7 @@ async def test_poison_records_are_dead_lettered_and_the_rest_goes_on(
         (None, ses.dumps(ses.delivery("m-ok", ["a@x.com"], T + 5))),
     ]
     await produce(kafka_broker.bootstrap_servers, topic, items)
-    running = Running(source_for(kafka_broker, store, topic, "g-poison"))
+    running = RunningSource(source_for(kafka_broker, store, topic, "g-poison"))
     source = running.source
 
     async def delivered() -> bool:
@@ -159,7 +149,7 @@ async def test_nothing_is_committed_while_the_store_is_down(kafka_broker, tmp_pa
     store = RedisStore(aioredis.Redis.from_url(redis.url))
     try:
         await create_topic(kafka_broker.bootstrap_servers, topic, partitions=1)
-        running = Running(source_for(kafka_broker, store, topic, "g-outage"))
+        running = RunningSource(source_for(kafka_broker, store, topic, "g-outage"))
         await wait_until(lambda: _true(running.source.connected), 30)
         redis.stop()
         await produce(

@@ -20,6 +20,7 @@ from tests.support import ses
 from tests.support.fold import essence, fold
 from tests.support.kafka import simulated_records, wait_until
 from tests.support.servers import MotoServer, RedisServer
+from tests.support.sources import RunningSource
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(90)]
 
@@ -57,16 +58,6 @@ async def queue_depth(sqs: Any, url: str) -> int:
     return sum(int(v) for v in attributes["Attributes"].values())
 
 
-class Running:
-    def __init__(self, source: SqsSource) -> None:
-        self.source = source
-        self.task = asyncio.create_task(source.run())
-
-    async def stop(self) -> None:
-        self.source.stop()
-        await asyncio.wait_for(self.task, 20)
-
-
 def source_for(moto: MotoServer, store: RedisStore, url: str) -> SqsSource:
     return SqsSource(
         Pipeline(store), queue_urls=[url], endpoint_url=moto.url, pollers_per_queue=2, wait_time_s=1
@@ -99,7 +90,7 @@ async def test_every_body_shape_reaches_the_store_and_is_deleted(moto_server, sq
     ]
     for body in bodies:
         await sqs.send_message(QueueUrl=url, MessageBody=body.decode())
-    running = Running(source_for(moto_server, store, url))
+    running = RunningSource(source_for(moto_server, store, url))
 
     async def drained() -> bool:
         return running.source.deleted == len(bodies)
@@ -125,7 +116,7 @@ async def test_a_stream_of_traffic_ends_in_the_right_state(moto_server, sqs, sto
             for i, r in enumerate(records[start : start + 10])
         ]
         await sqs.send_message_batch(QueueUrl=url, Entries=entries)
-    running = Running(source_for(moto_server, store, url))
+    running = RunningSource(source_for(moto_server, store, url))
 
     async def drained() -> bool:
         return running.source.deleted == len(records)
@@ -145,7 +136,7 @@ async def test_poison_is_left_for_redrive_and_counted(moto_server, sqs, store) -
     await sqs.send_message(
         QueueUrl=url, MessageBody=ses.dumps(ses.send("q-good", ["a@x.com"])).decode()
     )
-    running = Running(source_for(moto_server, store, url))
+    running = RunningSource(source_for(moto_server, store, url))
     dlq_url = url + "-dlq"
 
     async def parked() -> bool:
@@ -173,7 +164,7 @@ async def test_messages_are_not_deleted_before_their_state_is_durable(
         await sqs.send_message(
             QueueUrl=url, MessageBody=ses.dumps(ses.send("q-d", ["a@x.com"])).decode()
         )
-        running = Running(source_for(moto_server, store, url))
+        running = RunningSource(source_for(moto_server, store, url))
 
         async def failing() -> bool:
             return running.source.failure is not None
