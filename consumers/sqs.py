@@ -117,9 +117,8 @@ class SqsSource(Source):
                     await self.sleep(2.0)
                     continue
                 self.connected = True
-                self.failure = (
-                    None if self.failure and self.failure.startswith("sqs") else self.failure
-                )
+                # A store outage is set again by durably(); /readyz also pings the store.
+                self.failure = None
                 if messages:
                     try:
                         await self._handle(client, queue_url, messages, visibility_s)

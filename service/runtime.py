@@ -105,7 +105,7 @@ class Runtime:
             # Not fatal: /readyz reports it and the store reconnects on its own.
             log.error("store_unreachable", store=self.store.describe())
         for source in self.sources:
-            task = asyncio.create_task(source.run(), name=f"source:{source.name}")
+            task = asyncio.create_task(supervise(source), name=f"source:{source.name}")
             task.add_done_callback(_report_crash)
             self._source_tasks.append(task)
 
@@ -127,6 +127,25 @@ class Runtime:
 
     def sources_healthy(self) -> bool:
         return all(source.healthy for source in self.sources)
+
+
+async def supervise(source: Source, max_delay_s: float = 60.0) -> None:
+    """Run a source until it is stopped, restarting it (with backoff) if it crashes.
+
+    Sources retry their own broker and AWS errors; this catches the unexpected, so a
+    bug in one batch does not leave the process serving with a dead consumer.
+    """
+    delay = 1.0
+    while not source.stopping:
+        try:
+            await source.run()
+            return
+        except Exception:
+            source.connected = False
+            source.failure = "crashed; restarting"
+            log.exception("source_crashed", source=source.name, restart_in_s=delay)
+            await source.sleep(delay)
+            delay = min(delay * 2, max_delay_s)
 
 
 def _report_crash(task: asyncio.Task[None]) -> None:
