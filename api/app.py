@@ -11,7 +11,7 @@ from fastapi import Depends, FastAPI, HTTPException, Request
 import service
 from api.deps import require_token
 from api.responses import OrjsonResponse
-from api.routes import events, health, ingest, messages
+from api.routes import events, health, ingest, messages, metrics
 from service.runtime import Runtime
 from service.settings import Settings
 from service.stores import StoreUnavailable
@@ -49,6 +49,7 @@ def create_app(settings: Settings | None = None, *, on_start: RuntimeHook | None
     # Authenticated by SNS signatures and the Firehose access key instead.
     app.include_router(ingest.router, prefix="/v1", tags=["ingest"])
     app.include_router(health.router, tags=["health"])
+    app.include_router(metrics.router, tags=["metrics"])
 
     @app.exception_handler(HTTPException)
     async def http_error(request: Request, exc: HTTPException) -> OrjsonResponse:

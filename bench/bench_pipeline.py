@@ -35,8 +35,8 @@ from redis import asyncio as aioredis
 from consumers.simulator import TrafficModel
 from service.codec import encode_batch
 from service.parser import parse_payload
-from service.pipeline import Pipeline
-from service.runtime import tune_gc
+from service.runtime import Runtime, tune_gc
+from service.settings import Settings
 from service.stores import MemoryStore, RedisStore
 from service.timestamps import format_ms, parse_ms_cache_clear
 from tests.support.servers import RedisServer
@@ -74,7 +74,8 @@ def bench_parse(payloads: list[bytes], events: int) -> float:
 
 
 async def bench_pipeline(store, payloads: list[bytes], events: int) -> float:
-    pipeline = Pipeline(store)
+    # The service's own wiring (metrics hooks included), around the given store.
+    pipeline = Runtime(Settings(_env_file=None), store=store).pipeline
     start = time.perf_counter()
     for payload in payloads:
         await pipeline.ingest(payload, source="bench")

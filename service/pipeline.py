@@ -39,6 +39,7 @@ class SourceCounters:
     ignored: int = 0
     batches: int = 0
     reasons: Counter[str] = field(default_factory=Counter)
+    by_type: Counter[str] = field(default_factory=Counter)
 
 
 class Pipeline:
@@ -53,6 +54,8 @@ class Pipeline:
         self.max_payload_bytes = max_payload_bytes
         self._clock_ms = clock_ms
         self._transition_listeners: list[TransitionListener] = []
+        # Told how long each store merge took (seconds); metrics hook in here.
+        self.merge_timers: list[Callable[[float], None]] = []
         self._account_listeners: list[AccountListener] = []
         self.counters: dict[str, SourceCounters] = {}
         self.account_events: deque[AccountEvent] = deque(maxlen=100)
@@ -96,9 +99,14 @@ class Pipeline:
         transitions: list[Transition] = []
         if events or checkpoint is not None:
             writes = encode_batch(list(events), self._clock_ms())
+            started = time.perf_counter()
             transitions = await self.store.merge(writes, checkpoint)
+            elapsed = time.perf_counter() - started
+            for timer in self.merge_timers:
+                timer(elapsed)
             counters.events += len(events)
             counters.batches += 1
+            counters.by_type.update(event.type.label for event in events)
         for account_event in account_events:
             self._publish_account_event(account_event, source)
         if transitions:

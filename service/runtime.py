@@ -11,6 +11,7 @@ import structlog
 
 from consumers.sns import SnsVerifier, confirm_over_https
 from service.dedupe import RecentIds
+from service.metrics import Metrics
 from service.pipeline import Pipeline
 from service.settings import Settings
 from service.stores import CachedStore, MemoryStore, RedisStore, Store
@@ -86,6 +87,7 @@ class Runtime:
         self.confirm_subscription: Callable[[str], Awaitable[None]] = confirm_over_https
         self.recent_sns_ids = RecentIds()
         self.recent_firehose_ids = RecentIds()
+        self.metrics = Metrics(self)
         self._source_tasks: list[asyncio.Task[None]] = []
         self._tasks: list[asyncio.Task[None]] = []
 

@@ -34,6 +34,7 @@ class Settings(BaseSettings):
 
     # Beyond the contract's table; documented in the README.
     sns_topic_arns: str | None = None
+    metrics_require_token: bool = False
     kafka_max_records: int = Field(2_000, gt=0)
     kafka_session_timeout_ms: int = Field(10_000, ge=1_000)
     sqs_pollers_per_queue: int = Field(2, gt=0, le=50)

@@ -1,0 +1,135 @@
+"""Prometheus metrics, built so that ingestion pays almost nothing for them.
+
+Counts (records, events by type, rejections by reason, consumer lag, store size)
+already live in the pipeline and the sources; a collector reads them when Prometheus
+scrapes. Only what must be seen as it happens is observed on the way: how long each
+store merge took (once per batch) and the latency each status transition reports.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from typing import TYPE_CHECKING
+
+from prometheus_client import CollectorRegistry, Histogram
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from service.state import Transition
+
+if TYPE_CHECKING:
+    from service.runtime import Runtime
+
+# The step each transition's latency measures (from send to this status).
+_LATENCY_OF = {
+    "delivered": "send_to_delivery",
+    "delayed": "send_to_first_delay",
+    "bounced": "send_to_bounce",
+    "complained": "send_to_complaint",
+}
+_LATENCY_BUCKETS = (0.5, 1, 2, 5, 10, 30, 60, 120, 300, 900, 1800, 3600, 4 * 3600, 12 * 3600)
+
+
+class Metrics:
+    """One registry per runtime (tests run several apps in one process)."""
+
+    def __init__(self, runtime: Runtime) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        self.merge_seconds = Histogram(
+            "ses_tracker_store_merge_seconds",
+            "Time to merge one batch into the store (one round trip with Redis).",
+            ["store"],
+            registry=self.registry,
+            buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5),
+        )
+        self.latency_seconds = Histogram(
+            "ses_tracker_email_latency_seconds",
+            "Send-to-step latency of recipients reaching a status, from SES's timestamps.",
+            ["step"],
+            registry=self.registry,
+            buckets=_LATENCY_BUCKETS,
+        )
+        self.registry.register(_PipelineCollector(runtime))
+        store_kind = type(runtime.store).__name__
+        merge_child = self.merge_seconds.labels(store=store_kind)
+        runtime.pipeline.merge_timers.append(merge_child.observe)
+        runtime.pipeline.on_transitions(self.observe_transitions)
+        self._latency_children = {
+            status: self.latency_seconds.labels(step=step) for status, step in _LATENCY_OF.items()
+        }
+
+    def observe_transitions(self, transitions: Sequence[Transition]) -> None:
+        children = self._latency_children
+        # A recipient first seen already delivered counts too: many SES setups do not
+        # publish Send events, and mail.timestamp gives the send time regardless.
+        for transition in transitions:
+            child = children.get(transition.to_status)
+            if child is not None:
+                child.observe(transition.latency_ms / 1000)
+
+
+class _PipelineCollector(Collector):
+    def __init__(self, runtime: Runtime) -> None:
+        self.runtime = runtime
+
+    def collect(self) -> Iterator[Metric]:
+        pipeline = self.runtime.pipeline
+        records = CounterMetricFamily(
+            "ses_tracker_records", "Records read, by source.", labels=["source"]
+        )
+        events = CounterMetricFamily(
+            "ses_tracker_events",
+            "Events merged into the store, by source and type.",
+            labels=["source", "type"],
+        )
+        rejected = CounterMetricFamily(
+            "ses_tracker_records_rejected",
+            "Records rejected as malformed, by source and reason.",
+            labels=["source", "reason"],
+        )
+        ignored = CounterMetricFamily(
+            "ses_tracker_records_ignored",
+            "Records with no delivery state, by source.",
+            labels=["source"],
+        )
+        for source, counters in pipeline.counters.items():
+            records.add_metric([source], counters.records)
+            ignored.add_metric([source], counters.ignored)
+            for kind, count in counters.by_type.items():
+                events.add_metric([source, kind], count)
+            for reason, count in counters.reasons.items():
+                rejected.add_metric([source, reason], count)
+        yield from (records, events, rejected, ignored)
+
+        up = GaugeMetricFamily(
+            "ses_tracker_consumer_up",
+            "1 when the consumer is connected and healthy.",
+            labels=["consumer"],
+        )
+        lag = GaugeMetricFamily(
+            "ses_tracker_kafka_lag",
+            "Records behind the end of each partition.",
+            labels=["partition"],
+        )
+        dead = CounterMetricFamily(
+            "ses_tracker_dead_lettered",
+            "Records parked in a dead-letter topic or left for redrive.",
+            labels=["consumer"],
+        )
+        for source in self.runtime.sources:
+            up.add_metric([source.name], 1.0 if source.healthy else 0.0)
+            status = source.status()
+            for partition, behind in status.get("lag", {}).items():
+                lag.add_metric([partition], behind)
+            parked = status.get("dead_lettered", status.get("left_for_redrive"))
+            if parked is not None:
+                dead.add_metric([source.name], parked)
+        yield from (up, lag, dead)
+
+        stored = getattr(self.runtime.store, "__len__", None)
+        if stored is not None:
+            size = GaugeMetricFamily(
+                "ses_tracker_memory_store_messages", "Messages held by the in-memory store."
+            )
+            size.add_metric([], len(self.runtime.store))  # type: ignore[arg-type]
+            yield size

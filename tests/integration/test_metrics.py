@@ -1,0 +1,100 @@
+"""GET /metrics: Prometheus text, read back with prometheus_client's own parser."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import httpx
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from api.app import create_app
+from consumers.base import Source
+from service.runtime import Runtime
+from service.settings import Settings
+from tests.support import ses
+
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(30)]
+
+T = ses.SENT_AT
+
+
+def samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    found = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            found[(sample.name, tuple(sorted(sample.labels.items())))] = sample.value
+    return found
+
+
+class FakeKafka(Source):
+    name = "kafka"
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.connected = True
+
+    async def run(self) -> None:
+        await self._stopping.wait()
+
+    def status(self) -> dict[str, Any]:
+        return {**super().status(), "lag": {"ses-events:0": 7}, "dead_lettered": 2}
+
+
+async def scrape(settings: Settings, body: bytes, extra_source: Source | None = None, headers=None):
+    holder: dict[str, Runtime] = {}
+
+    def on_start(runtime: Runtime) -> None:
+        if extra_source is not None:
+            runtime.sources.append(extra_source)
+        holder["runtime"] = runtime
+
+    app = create_app(settings, on_start=on_start)
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+            await client.post("/v1/events", content=body, headers=headers or {})
+            return await client.get("/metrics", headers=headers or {})
+
+
+async def test_counts_rejections_merges_and_latencies_are_exposed() -> None:
+    body = b"\n".join(
+        [
+            ses.dumps(ses.send("m-1", ["a@x.com"])),
+            ses.dumps(ses.delivery("m-1", ["a@x.com"], T + 1_500)),
+            ses.dumps(ses.bounce("m-2", ["b@x.com"], T + 4_000)),
+            b"{not json",
+        ]
+    )
+    response = await scrape(Settings(_env_file=None), body, FakeKafka())
+    assert response.status_code == 200
+    assert response.headers["content-type"].startswith("text/plain")
+    found = samples(response.text)
+    assert found[("ses_tracker_records_total", (("source", "http"),))] == 4
+    assert found[("ses_tracker_events_total", (("source", "http"), ("type", "delivery")))] == 1
+    assert found[("ses_tracker_events_total", (("source", "http"), ("type", "send")))] == 1
+    reason = (("reason", "invalid_json"), ("source", "http"))
+    assert found[("ses_tracker_records_rejected_total", reason)] == 1
+    assert found[("ses_tracker_store_merge_seconds_count", (("store", "MemoryStore"),))] == 1
+    # m-1 went sent -> delivered after 1.5 s; m-2 was first seen already bounced (no
+    # Send event, as in setups that do not publish it) and still counts, 4 s after send.
+    delivered = (("le", "2.0"), ("step", "send_to_delivery"))
+    assert found[("ses_tracker_email_latency_seconds_bucket", delivered)] == 1
+    assert found[("ses_tracker_email_latency_seconds_count", (("step", "send_to_delivery"),))] == 1
+    bounced = (("le", "2.0"), ("step", "send_to_bounce"))
+    assert found[("ses_tracker_email_latency_seconds_bucket", bounced)] == 0
+    assert found[("ses_tracker_email_latency_seconds_count", (("step", "send_to_bounce"),))] == 1
+    assert found[("ses_tracker_memory_store_messages", ())] == 2
+    assert found[("ses_tracker_consumer_up", (("consumer", "kafka"),))] == 1
+    assert found[("ses_tracker_kafka_lag", (("partition", "ses-events:0"),))] == 7
+    assert found[("ses_tracker_dead_lettered_total", (("consumer", "kafka"),))] == 2
+
+
+async def test_metrics_can_require_the_api_token() -> None:
+    settings = Settings(_env_file=None, api_token="tok", metrics_require_token=True)
+    denied = await scrape(settings, b"[]")
+    assert denied.status_code == 401
+    allowed = await scrape(settings, b"[]", headers={"Authorization": "Bearer tok"})
+    assert allowed.status_code == 200
+    open_by_default = await scrape(Settings(_env_file=None, api_token="tok"), b"[]")
+    assert open_by_default.status_code == 200
