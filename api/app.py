@@ -11,7 +11,7 @@ from fastapi import Depends, FastAPI, HTTPException, Request
 import service
 from api.deps import require_token
 from api.responses import OrjsonResponse
-from api.routes import events, health, ingest, messages, metrics
+from api.routes import events, health, ingest, messages, metrics, stats
 from service.runtime import Runtime
 from service.settings import Settings
 from service.stores import StoreUnavailable
@@ -46,6 +46,7 @@ def create_app(settings: Settings | None = None, *, on_start: RuntimeHook | None
     v1 = [Depends(require_token)]
     app.include_router(events.router, prefix="/v1", dependencies=v1, tags=["ingest"])
     app.include_router(messages.router, prefix="/v1", dependencies=v1, tags=["messages"])
+    app.include_router(stats.router, prefix="/v1", dependencies=v1, tags=["stats"])
     # Authenticated by SNS signatures and the Firehose access key instead.
     app.include_router(ingest.router, prefix="/v1", tags=["ingest"])
     app.include_router(health.router, tags=["health"])

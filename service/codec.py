@@ -31,7 +31,7 @@ from typing import Any, NamedTuple
 
 import msgpack
 
-from service import state
+from service import state, stats
 from service.events import ENGAGEMENT_TYPES, EventType, SesEvent
 
 _SHORT_KEYS: dict[str, str] = {
@@ -168,14 +168,24 @@ def encode_event(event: SesEvent, seen_ms: int) -> state.EventWrite:
         recipients = event.recipients
         field = prefix + recipients[0] if len(recipients) == 1 else prefix
         bits = tuple((address, 0) for address in recipients)
-        return state.EventWrite(field, blob, 0, bits, event.at, False)
+        natural, latency_field, once = stats.event_counters(event, seen_ms)
+        return state.EventWrite(field, blob, 0, bits, event.at, False, natural, latency_field, once)
     if kind is EventType.BOUNCE:
         per_recipient = _BOUNCE_BITS.get(event.details["bounce_type"], state.SOFT_BOUNCE)
     else:
         per_recipient = _RECIPIENT_BITS.get(kind, 0)
     bits = tuple((address, per_recipient) for address in event.recipients)
+    natural, latency_field, once = stats.event_counters(event, seen_ms)
     return state.EventWrite(
-        "e" + _event_id(event), blob, _MESSAGE_BITS.get(kind, 0), bits, event.at, True
+        "e" + _event_id(event),
+        blob,
+        _MESSAGE_BITS.get(kind, 0),
+        bits,
+        event.at,
+        True,
+        natural,
+        latency_field,
+        once,
     )
 
 

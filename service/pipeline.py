@@ -19,6 +19,7 @@ from service.codec import encode_batch
 from service.events import AccountEvent, ParseResult, SesEvent
 from service.parser import DEFAULT_MAX_PAYLOAD_BYTES, parse_payload
 from service.state import Transition
+from service.stats import bucket_of
 from service.stores.base import Checkpoint, Store
 
 log = structlog.get_logger(__name__)
@@ -98,9 +99,10 @@ class Pipeline:
         counters = self.counters.setdefault(source, SourceCounters())
         transitions: list[Transition] = []
         if events or checkpoint is not None:
-            writes = encode_batch(list(events), self._clock_ms())
+            now_ms = self._clock_ms()
+            writes = encode_batch(list(events), now_ms)
             started = time.perf_counter()
-            transitions = await self.store.merge(writes, checkpoint)
+            transitions = await self.store.merge(writes, checkpoint, bucket_of(now_ms))
             elapsed = time.perf_counter() - started
             for timer in self.merge_timers:
                 timer(elapsed)

@@ -22,8 +22,9 @@ than re-implementing :func:`status_of`.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import NamedTuple
+from typing import NamedTuple, Protocol
 
 # Outcome flags; a recipient's flags are the OR of every event that names it.
 DELAY = 1
@@ -89,6 +90,12 @@ class EventWrite(NamedTuple):
     recipient_bits: tuple[tuple[str, int], ...]
     at: int  # event time (epoch ms), for the transitions it causes
     capped: bool  # refused past MAX_RECORD_FIELDS (engagement fields are not)
+    # Statistics (service.stats): the status this event naturally brings a recipient
+    # to (-1: none), the latency bin counted when it does, and the fields counted
+    # once when the event is new.
+    natural: int = -1
+    latency_field: str = ""
+    once_fields: tuple[str, ...] = ()
 
 
 class MessageWrite(NamedTuple):
@@ -131,8 +138,23 @@ class MessageRecord:
         return STATUSES[max(codes, default=status_of(self.message_flags))]
 
 
-def merge(record: MessageRecord, write: MessageWrite) -> list[Transition]:
+class ChangeCounter(Protocol):
+    """Counts what a merge changed (``service.stats.BucketCounters``)."""
+
+    def update(self, fields: Iterable[str]) -> None: ...
+
+    def transition(
+        self, address: str, old: int | None, new: int, natural: int, latency_field: str
+    ) -> None: ...
+
+
+def merge(
+    record: MessageRecord, write: MessageWrite, counters: ChangeCounter | None = None
+) -> list[Transition]:
     """Merge one message's batch of events into ``record``; return what changed.
+
+    With ``counters``, also count what changed for the statistics (``service.stats``):
+    counting only real changes makes a repeated batch count once.
 
     ``service/stores/merge.lua`` is this function's twin for Redis; a consistency
     test holds the two to the same results.
@@ -142,7 +164,7 @@ def merge(record: MessageRecord, write: MessageWrite) -> list[Transition]:
         record.header = write.header
     first_at = write.events[0].at if write.events else write.sent_at
     for address in write.destination:
-        _add_bits(record, write, address, 0, first_at, transitions)
+        _add_bits(record, write, address, 0, first_at, transitions, counters, None)
     for event in write.events:
         current = record.blobs.get(event.field)
         if current is None:
@@ -155,6 +177,8 @@ def merge(record: MessageRecord, write: MessageWrite) -> list[Transition]:
             continue
         else:
             continue
+        if counters is not None:
+            counters.update(event.once_fields)
         if event.message_bits and record.message_flags | event.message_bits != record.message_flags:
             before = record.message_flags
             record.message_flags |= event.message_bits
@@ -163,9 +187,24 @@ def merge(record: MessageRecord, write: MessageWrite) -> list[Transition]:
                 new = status_of(flags | record.message_flags)
                 if old != new:
                     transitions.append(_transition(write, address, old, new, event.at))
+                    _count(counters, address, old, new, event)
         for address, bits in event.recipient_bits:
-            _add_bits(record, write, address, bits, event.at, transitions)
+            _add_bits(record, write, address, bits, event.at, transitions, counters, event)
     return transitions
+
+
+def _count(
+    counters: ChangeCounter | None,
+    address: str,
+    old: int | None,
+    new: int,
+    event: EventWrite | None,
+) -> None:
+    if counters is not None:
+        if event is None:
+            counters.transition(address, old, new, -1, "")
+        else:
+            counters.transition(address, old, new, event.natural, event.latency_field)
 
 
 def _add_bits(
@@ -175,12 +214,15 @@ def _add_bits(
     bits: int,
     at: int,
     transitions: list[Transition],
+    counters: ChangeCounter | None,
+    event: EventWrite | None,
 ) -> None:
     old_flags = record.recipients.get(address)
     if old_flags is None:
         record.recipients[address] = bits
         new = status_of(bits | record.message_flags)
         transitions.append(_transition(write, address, None, new, at))
+        _count(counters, address, None, new, event)
         return
     new_flags = old_flags | bits
     if new_flags == old_flags:
@@ -190,6 +232,7 @@ def _add_bits(
     new = status_of(new_flags | record.message_flags)
     if old != new:
         transitions.append(_transition(write, address, old, new, at))
+        _count(counters, address, old, new, event)
 
 
 def _transition(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
@@ -37,9 +38,20 @@ class Store(ABC):
 
     @abstractmethod
     async def merge(
-        self, writes: Sequence[MessageWrite], checkpoint: Checkpoint | None = None
+        self,
+        writes: Sequence[MessageWrite],
+        checkpoint: Checkpoint | None = None,
+        stats_bucket: int | None = None,
     ) -> list[Transition]:
-        """Merge a batch; when it returns, the batch (and checkpoint) is durable."""
+        """Merge a batch; when it returns, the batch (and checkpoint) is durable.
+
+        With ``stats_bucket`` (see ``service.stats``), what the batch changed is
+        counted in that time bucket, atomically with the state.
+        """
+
+    @abstractmethod
+    async def read_stats(self, first_bucket: int, last_bucket: int) -> Counter[str]:
+        """The statistics counters of buckets ``first_bucket..last_bucket``, summed."""
 
     @abstractmethod
     async def get(self, message_id: str) -> MessageRecord | None:

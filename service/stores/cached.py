@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections import OrderedDict
+from collections import Counter, OrderedDict
 from collections.abc import Callable, Sequence
 
 from service.state import MessageRecord, MessageWrite, Transition
@@ -35,9 +35,12 @@ class CachedStore(Store):
         self.misses = 0
 
     async def merge(
-        self, writes: Sequence[MessageWrite], checkpoint: Checkpoint | None = None
+        self,
+        writes: Sequence[MessageWrite],
+        checkpoint: Checkpoint | None = None,
+        stats_bucket: int | None = None,
     ) -> list[Transition]:
-        transitions = await self.truth.merge(writes, checkpoint)
+        transitions = await self.truth.merge(writes, checkpoint, stats_bucket)
         for write in writes:
             self._entries.pop(write.message_id, None)
         return transitions
@@ -58,6 +61,9 @@ class CachedStore(Store):
 
     async def load_checkpoint(self, name: str) -> dict[str, str]:
         return await self.truth.load_checkpoint(name)
+
+    async def read_stats(self, first_bucket: int, last_bucket: int) -> Counter[str]:
+        return await self.truth.read_stats(first_bucket, last_bucket)
 
     async def ping(self) -> bool:
         return await self.truth.ping()

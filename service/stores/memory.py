@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import time
-from collections import OrderedDict
+from collections import Counter, OrderedDict
 from collections.abc import Callable, Sequence
 
+from service import stats
 from service.state import MessageRecord, MessageWrite, Transition, merge
 from service.stores.base import Checkpoint, Store
 
@@ -27,6 +28,7 @@ class MemoryStore(Store):
     ) -> None:
         self._records: OrderedDict[str, tuple[float, MessageRecord]] = OrderedDict()
         self._checkpoints: dict[str, dict[str, str]] = {}
+        self._stats: dict[int, stats.BucketCounters] = {}
         self._max_messages = max_messages
         self._retention_s = retention_s
         self._clock = clock
@@ -37,15 +39,26 @@ class MemoryStore(Store):
         return len(self._records)
 
     async def merge(
-        self, writes: Sequence[MessageWrite], checkpoint: Checkpoint | None = None
+        self,
+        writes: Sequence[MessageWrite],
+        checkpoint: Checkpoint | None = None,
+        stats_bucket: int | None = None,
     ) -> list[Transition]:
-        return self.merge_now(writes, checkpoint)
+        return self.merge_now(writes, checkpoint, stats_bucket)
 
     def merge_now(
-        self, writes: Sequence[MessageWrite], checkpoint: Checkpoint | None = None
+        self,
+        writes: Sequence[MessageWrite],
+        checkpoint: Checkpoint | None = None,
+        stats_bucket: int | None = None,
     ) -> list[Transition]:
         """Synchronous merge: nothing here waits, so callers may skip the await."""
         now = self._clock()
+        counters = None
+        if stats_bucket is not None:
+            counters = self._stats.setdefault(stats_bucket, stats.BucketCounters())
+            for old in [b for b in self._stats if b < stats_bucket - stats.BUCKET_TTL_S]:
+                del self._stats[old]
         expires = now + self._retention_s
         records = self._records
         transitions: list[Transition] = []
@@ -57,7 +70,7 @@ class MemoryStore(Store):
                 if entry is not None:
                     self.expirations += 1
                 record = MessageRecord()
-            transitions.extend(merge(record, write))
+            transitions.extend(merge(record, write, counters))
             records[write.message_id] = (expires, record)
         if checkpoint is not None:
             self._checkpoints.setdefault(checkpoint.name, {}).update(checkpoint.positions)
@@ -76,6 +89,13 @@ class MemoryStore(Store):
 
     async def load_checkpoint(self, name: str) -> dict[str, str]:
         return dict(self._checkpoints.get(name, {}))
+
+    async def read_stats(self, first_bucket: int, last_bucket: int) -> Counter[str]:
+        total: Counter[str] = Counter()
+        for bucket, counters in self._stats.items():
+            if first_bucket <= bucket <= last_bucket:
+                total.update(counters)
+        return total
 
     def _trim(self, now: float) -> None:
         records = self._records

@@ -5,12 +5,17 @@
 -- {address = flags}, {field = blob}]: one compact value, whatever Redis's
 -- hash-max-listpack-* settings, read and written once per message per batch.
 --
--- KEYS: one per message, then the checkpoint hash when there is a checkpoint.
--- ARGV: ttl_s, status_table, max_fields, batch, checkpoint; batch and checkpoint are
--- msgpack (one argument each, so the client does not pack thousands of arguments):
+-- KEYS: one per message, then the checkpoint hash when there is a checkpoint, then
+-- the statistics bucket hash when there are statistics.
+-- ARGV: ttl_s, status_table, max_fields, batch, checkpoint, stats; all but the first
+-- three are msgpack (one argument each, so the client does not pack thousands):
 --   batch = [[header, [destination...], [[field, blob, message_bits, capped,
---             [[address, bits]...]]...]]...], one entry per key, in KEYS order;
---   checkpoint = {position = value} or nil (empty string).
+--             [[address, bits]...], natural, latency_field, [once_field...]]...]]...],
+--           one entry per message key, in KEYS order;
+--   checkpoint = {position = value}, or an empty string for none;
+--   stats = [bucket_ttl_s, [status names...]], or an empty string for none.
+-- What changed is counted as service.stats describes, summed per field in the
+-- script and written with one HINCRBY per field.
 -- Returns msgpack of the transitions, flattened: message_index, event_index
 -- (0 = destination), address, from_status (-1 = new recipient), to_status.
 
@@ -19,6 +24,9 @@ local statuses = ARGV[2]
 local max_fields = tonumber(ARGV[3])
 local batch = cmsgpack.unpack(ARGV[4])
 local checkpoint = ARGV[5] ~= '' and cmsgpack.unpack(ARGV[5]) or nil
+local stats = ARGV[6] ~= '' and cmsgpack.unpack(ARGV[6]) or nil
+local status_names = stats and stats[2] or {}
+local counts = {}
 local bor = bit.bor
 
 local function status_of(flags)
@@ -43,12 +51,45 @@ end
 
 local out = {}
 
-local function transition(message_index, event_index, address, from_status, to_status)
+local function bump(field)
+  counts[field] = (counts[field] or 0) + 1
+end
+
+-- Twin of service.stats.transition_fields.
+local function count_transition(address, from_status, to_status, natural, latency_field)
+  local domain = string.match(address, "@([^@]*)$")
+  if domain == nil or domain == "" then
+    domain = "(none)"
+  end
+  local prefix = "d:" .. domain .. "|"
+  if from_status == -1 then
+    bump("c:sent")
+    bump(prefix .. "c:sent")
+  end
+  if from_status ~= -1 or to_status ~= 0 then
+    local name = "c:" .. status_names[to_status + 1]
+    bump(name)
+    bump(prefix .. name)
+  end
+  if latency_field ~= "" and to_status == natural then
+    bump(latency_field)
+    bump(prefix .. latency_field)
+  end
+end
+
+local function transition(message_index, event, event_index, address, from_status, to_status)
   out[#out + 1] = message_index
   out[#out + 1] = event_index
   out[#out + 1] = address
   out[#out + 1] = from_status
   out[#out + 1] = to_status
+  if stats then
+    if event then
+      count_transition(address, from_status, to_status, event[6], event[7])
+    else
+      count_transition(address, from_status, to_status, -1, "")
+    end
+  end
 end
 
 for m = 1, #batch do
@@ -75,13 +116,13 @@ for m = 1, #batch do
     changed = true
   end
 
-  local function add_bits(address, bits, event_index)
+  local function add_bits(address, bits, event, event_index)
     local old = recipients[address]
     if old == nil then
       recipients[address] = bits
       size = size + 1
       changed = true
-      transition(m, event_index, address, -1, status_of(bor(bits, mf)))
+      transition(m, event, event_index, address, -1, status_of(bor(bits, mf)))
       return
     end
     local new = bor(old, bits)
@@ -92,12 +133,12 @@ for m = 1, #batch do
     changed = true
     local before, after = status_of(bor(old, mf)), status_of(bor(new, mf))
     if before ~= after then
-      transition(m, event_index, address, before, after)
+      transition(m, event, event_index, address, before, after)
     end
   end
 
   for _, address in ipairs(message[2]) do
-    add_bits(address, 0, 0)
+    add_bits(address, 0, nil, 0)
   end
 
   local events = message[3]
@@ -123,6 +164,11 @@ for m = 1, #batch do
       changed = true
     end
     if apply then
+      if stats then
+        for _, once in ipairs(event[8]) do
+          bump(once)
+        end
+      end
       local merged = bor(mf, message_bits)
       if merged ~= mf then
         local before_mf = mf
@@ -131,12 +177,12 @@ for m = 1, #batch do
         for address, flags in pairs(recipients) do
           local before, after = status_of(bor(flags, before_mf)), status_of(bor(flags, mf))
           if before ~= after then
-            transition(m, e, address, before, after)
+            transition(m, event, e, address, before, after)
           end
         end
       end
       for _, pair in ipairs(event[5]) do
-        add_bits(pair[1], pair[2], e)
+        add_bits(pair[1], pair[2], event, e)
       end
     end
   end
@@ -152,6 +198,18 @@ if checkpoint then
   local checkpoint_key = KEYS[#batch + 1]
   for position, value in pairs(checkpoint) do
     redis.call('HSET', checkpoint_key, position, value)
+  end
+end
+
+if stats then
+  local stats_key = KEYS[#KEYS]
+  local any = false
+  for field, n in pairs(counts) do
+    redis.call('HINCRBY', stats_key, field, n)
+    any = true
+  end
+  if any then
+    redis.call('EXPIRE', stats_key, stats[1])
   end
 end
 

@@ -16,6 +16,7 @@ idempotent, a batch retried after an error or a crash does no harm.
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Sequence
 from importlib import resources
 
@@ -23,7 +24,7 @@ import msgpack
 from redis import asyncio as aioredis
 from redis.exceptions import NoScriptError, RedisError
 
-from service import state
+from service import state, stats
 from service.state import MessageRecord, MessageWrite, Transition
 from service.stores.base import Checkpoint, Store, StoreUnavailable
 
@@ -56,8 +57,14 @@ class RedisStore(Store):
     def checkpoint_key(self, name: str) -> str:
         return f"{self._prefix}ckpt:{name}"
 
+    def stats_key(self, bucket: int) -> str:
+        return f"{self._prefix}stats:{bucket}"
+
     async def merge(
-        self, writes: Sequence[MessageWrite], checkpoint: Checkpoint | None = None
+        self,
+        writes: Sequence[MessageWrite],
+        checkpoint: Checkpoint | None = None,
+        stats_bucket: int | None = None,
     ) -> list[Transition]:
         if not writes and checkpoint is None:
             return []
@@ -65,7 +72,7 @@ class RedisStore(Store):
         calls = []
         for position, chunk in enumerate(chunks):
             last = position == len(chunks) - 1
-            calls.append(self._call_args(chunk, checkpoint if last else None))
+            calls.append(self._call_args(chunk, checkpoint if last else None, stats_bucket))
         try:
             if self._sha is None:
                 self._sha = await self._client.script_load(MERGE_SCRIPT)
@@ -94,7 +101,10 @@ class RedisStore(Store):
             return await pipe.execute()
 
     def _call_args(
-        self, writes: Sequence[MessageWrite], checkpoint: Checkpoint | None
+        self,
+        writes: Sequence[MessageWrite],
+        checkpoint: Checkpoint | None,
+        stats_bucket: int | None,
     ) -> tuple[list[str], list[str | bytes]]:
         keys = [self.key(write.message_id) for write in writes]
         batch = [
@@ -102,7 +112,16 @@ class RedisStore(Store):
                 write.header,
                 write.destination,
                 [
-                    (e.field, e.blob, e.message_bits, e.capped, e.recipient_bits)
+                    (
+                        e.field,
+                        e.blob,
+                        e.message_bits,
+                        e.capped,
+                        e.recipient_bits,
+                        e.natural,
+                        e.latency_field,
+                        e.once_fields,
+                    )
                     for e in write.events
                 ],
             ]
@@ -112,6 +131,12 @@ class RedisStore(Store):
         if checkpoint is not None:
             keys.append(self.checkpoint_key(checkpoint.name))
             packed_checkpoint = msgpack.packb(dict(checkpoint.positions), use_bin_type=False)
+        packed_stats = b""
+        if stats_bucket is not None:
+            keys.append(self.stats_key(stats_bucket))
+            packed_stats = msgpack.packb(
+                [stats.BUCKET_TTL_S, list(state.STATUSES)], use_bin_type=False
+            )
         args: list[str | bytes] = [
             self._retention_s,
             state.STATUS_TABLE,
@@ -119,6 +144,7 @@ class RedisStore(Store):
             # Redis's bundled cmsgpack predates msgpack's bin type: bytes go as str.
             msgpack.packb(batch, use_bin_type=False),
             packed_checkpoint,
+            packed_stats,
         ]
         return keys, args
 
@@ -130,6 +156,21 @@ class RedisStore(Store):
         if raw is None:
             return None
         return record_from_bytes(raw)
+
+    async def read_stats(self, first_bucket: int, last_bucket: int) -> Counter[str]:
+        total: Counter[str] = Counter()
+        buckets = range(first_bucket, last_bucket + 1, stats.BUCKET_S)
+        try:
+            async with self._client.pipeline(transaction=False) as pipe:
+                for bucket in buckets:
+                    pipe.hgetall(self.stats_key(bucket))
+                replies = await pipe.execute()
+        except (RedisError, OSError) as exc:
+            raise StoreUnavailable(f"redis read failed: {type(exc).__name__}: {exc}") from exc
+        for reply in replies:
+            for field, count in reply.items():
+                total[field.decode()] += int(count)
+        return total
 
     async def load_checkpoint(self, name: str) -> dict[str, str]:
         raw = await self._client.hgetall(self.checkpoint_key(name))

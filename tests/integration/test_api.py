@@ -9,6 +9,7 @@ from pathlib import Path
 import httpx
 import orjson
 import pytest
+from redis import asyncio as aioredis
 
 from api.app import create_app
 from service.settings import Settings
@@ -32,6 +33,11 @@ async def client_for(settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
 @pytest.fixture(params=["memory", "redis"])
 async def client(request, redis_server: RedisServer) -> AsyncIterator[httpx.AsyncClient]:
     redis_url = redis_server.url if request.param == "redis" else None
+    if redis_url:
+        # The service's own key prefix: start each test from an empty database.
+        flusher = aioredis.Redis.from_url(redis_url)
+        await flusher.flushdb()
+        await flusher.aclose()
     async for c in client_for(Settings(_env_file=None, redis_url=redis_url, cache_ttl_s=0)):
         yield c
 
@@ -174,3 +180,24 @@ async def test_store_outage_is_503_and_not_ready() -> None:
         assert (await client.get(f"/v1/messages/{MID}")).status_code == 503
         assert (await client.get("/readyz")).status_code == 503
         assert (await client.get("/healthz")).status_code == 200
+
+
+async def test_stats_over_a_window(client: httpx.AsyncClient) -> None:
+    records = [
+        ses.send(MID + "s", ["a@gmail.com", "b@yahoo.com"]),
+        ses.delivery(MID + "s", ["a@gmail.com"], T + 2_000),
+        ses.bounce(MID + "s", ["b@yahoo.com"], T + 5_000),
+    ]
+    await client.post("/v1/events", content=ses.dumps(*records))
+    response = await client.get("/v1/stats", params={"window_s": 60})
+    assert response.status_code == 200
+    body = response.json()
+    assert body["window_s"] == 60
+    assert body["counts"]["sent"] == 2
+    assert body["counts"]["delivered"] == 1 and body["counts"]["bounced"] == 1
+    assert body["rates"]["bounce"] == 0.5
+    delivery = body["latency_ms"]["send_to_delivery"]
+    assert delivery["count"] == 1 and abs(delivery["p50"] - 2_000) <= 20
+    assert body["by_domain"]["yahoo.com"]["counts"]["bounced"] == 1
+    for bad in (0, 5, 3_601):
+        assert (await client.get("/v1/stats", params={"window_s": bad})).status_code == 422

@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 from redis import asyncio as aioredis
 
 from service.codec import encode_batch
+from service.stats import BUCKET_TTL_S, BucketCounters
 from service.stores import Checkpoint, RedisStore, StoreUnavailable
 from tests.support import ses
 from tests.support.fold import SEEN_MS, events_of, fold
@@ -21,6 +22,7 @@ from tests.support.strategies import MESSAGE_ID, deliveries, message_events
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
 
 T = ses.SENT_AT
+BUCKET = 1_700_000_000
 _examples = itertools.count()
 
 
@@ -38,20 +40,23 @@ def test_redis_merge_equals_the_python_merge(
     """merge.lua and service.state.merge are twins: same records, same transitions."""
     events = data.draw(message_events())
     batches = data.draw(deliveries(events))
-    reference, python_transitions = fold(batches)
+    python_counters = BucketCounters()
+    reference, python_transitions = fold(batches, counters=python_counters)
 
     async def run() -> tuple:
         client = aioredis.Redis.from_url(redis_server.url)
         store = RedisStore(client, prefix=f"prop{next(_examples)}:", chunk_events=3)
         transitions = []
         for batch in batches:
-            transitions += await store.merge(writes_for(batch))
+            transitions += await store.merge(writes_for(batch), stats_bucket=BUCKET)
         record = await store.get(MESSAGE_ID)
+        counters = await store.read_stats(BUCKET, BUCKET)
         await client.aclose()
-        return record, transitions
+        return record, transitions, counters
 
-    record, redis_transitions = asyncio.run(run())
+    record, redis_transitions, redis_counters = asyncio.run(run())
     assert record == reference[MESSAGE_ID]
+    assert redis_counters == python_counters
     key = lambda t: (t.recipient, t.from_status or "", t.to_status, t.at)  # noqa: E731
     assert sorted(redis_transitions, key=key) == sorted(python_transitions, key=key)
 
@@ -211,4 +216,19 @@ async def test_delivered_message_footprint_stays_compact(make_store, redis_clien
     await store.merge(writes_for(records))
     usage = await redis_client.memory_usage(store.key("m-f"), samples=0)
     assert usage <= 800, usage
+    await store.close()
+
+
+async def test_statistics_count_a_retried_batch_once_and_expire(make_store, redis_client) -> None:
+    store = make_store()
+    batch = writes_for([ses.send("m-st", ["a@x.com"]), ses.delivery("m-st", ["a@x.com"], T + 900)])
+    await store.merge(batch, stats_bucket=BUCKET)
+    first = await store.read_stats(BUCKET, BUCKET)
+    await store.merge(batch, stats_bucket=BUCKET)  # a retry after a lost reply
+    await store.merge(batch, stats_bucket=BUCKET + 10)  # a replay, later
+    assert await store.read_stats(BUCKET, BUCKET + 10) == first
+    assert first["c:sent"] == 1 and first["c:delivered"] == 1
+    ttl = await redis_client.ttl(store.stats_key(BUCKET))
+    assert BUCKET_TTL_S - 5 <= ttl <= BUCKET_TTL_S
+    assert not await redis_client.exists(store.stats_key(BUCKET + 10))  # nothing changed
     await store.close()

@@ -23,7 +23,9 @@ def events_of(records: Iterable[dict[str, Any]]):
 
 
 def fold(
-    batches: Sequence[Sequence[dict[str, Any]]], seen_ms: int = SEEN_MS
+    batches: Sequence[Sequence[dict[str, Any]]],
+    seen_ms: int = SEEN_MS,
+    counters: state.ChangeCounter | None = None,
 ) -> tuple[dict[str, state.MessageRecord], list[state.Transition]]:
     records: dict[str, state.MessageRecord] = {}
     transitions: list[state.Transition] = []
@@ -32,7 +34,7 @@ def fold(
             continue
         for write in encode_batch(list(events_of(batch)), seen_ms):
             record = records.setdefault(write.message_id, state.MessageRecord())
-            transitions.extend(state.merge(record, write))
+            transitions.extend(state.merge(record, write, counters))
     return records, transitions
 
 

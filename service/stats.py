@@ -1,0 +1,170 @@
+"""Windowed statistics: counts by status, rates, latency percentiles, per domain.
+
+Counting happens inside the store's merge, from what actually changed, so a batch
+merged twice (a retry, a replay after a crash) counts once, and every replica adds
+to the same numbers. Time is cut into buckets of ``BUCKET_S`` seconds of ingestion
+time; a window is the sum of its buckets. Each bucket is a flat map of counters:
+
+* ``c:<status>``, ``d:<domain>|c:<status>``: recipients reaching a status (a newly
+  seen recipient counts once under ``sent`` too, whatever status it arrives in);
+* ``l:<kind>:<bin>``, ``d:<domain>|l:<kind>:<bin>``: latency sketches. Bins come from
+  ddsketch's logarithmic mapping (relative accuracy 1%), so sketches from any
+  buckets and replicas add up by summing counters, and a percentile read from them
+  is within 1% of the exact value. Bin ``z`` holds zeros.
+
+Send-to-step latencies are counted when a recipient reaches the step's status from
+the event that brings it there; processing time and ingest lag once per new event.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from ddsketch.mapping import LogarithmicMapping
+
+from service import state
+from service.events import EventType, SesEvent
+
+BUCKET_S = 10
+MAX_WINDOW_S = 3_600
+RELATIVE_ACCURACY = 0.01
+TOP_DOMAINS = 20
+# Redis keeps a bucket a little longer than the longest window that can read it.
+BUCKET_TTL_S = MAX_WINDOW_S + 6 * BUCKET_S
+
+_MAPPING = LogarithmicMapping(RELATIVE_ACCURACY)
+
+# The status an event type brings a recipient to, and the latency that step measures.
+NATURAL_STEP: dict[EventType, tuple[int, str]] = {
+    EventType.DELIVERY: (state.DELIVERED, "send_to_delivery"),
+    EventType.DELIVERY_DELAY: (state.DELAYED, "send_to_first_delay"),
+    EventType.BOUNCE: (state.BOUNCED, "send_to_bounce"),
+    EventType.COMPLAINT: (state.COMPLAINED, "send_to_complaint"),
+}
+LATENCY_KINDS = (
+    "send_to_delivery",
+    "send_to_first_delay",
+    "send_to_bounce",
+    "send_to_complaint",
+    "processing_time",
+    "ingest_lag",
+)
+QUANTILES = {"p50": 0.50, "p90": 0.90, "p99": 0.99}
+
+
+def bucket_of(ms: int) -> int:
+    """The bucket (its start, in epoch seconds) that an instant falls in."""
+    return ms // 1000 // BUCKET_S * BUCKET_S
+
+
+def bin_of(ms: int) -> str:
+    return "z" if ms <= 0 else str(_MAPPING.key(ms))
+
+
+def value_of(bin_name: str) -> float:
+    return 0.0 if bin_name == "z" else _MAPPING.value(int(bin_name))
+
+
+def domain_of(address: str) -> str:
+    _, at, domain = address.rpartition("@")
+    return domain if at and domain else "(none)"
+
+
+def event_counters(event: SesEvent, seen_ms: int) -> tuple[int, str, tuple[str, ...]]:
+    """What an event adds to the statistics, precomputed where the event is encoded.
+
+    Returns the status the event naturally brings a recipient to (-1 for none), the
+    latency bin field counted when it does, and the fields counted once when the
+    event is new to the store.
+    """
+    once = [f"l:ingest_lag:{bin_of(seen_ms - event.at)}"]
+    if event.processing_ms is not None:
+        once.append(f"l:processing_time:{bin_of(event.processing_ms)}")
+    step = NATURAL_STEP.get(event.type)
+    if step is None:
+        return -1, "", tuple(once)
+    status, kind = step
+    return status, f"l:{kind}:{bin_of(event.at - event.mail.sent_at)}", tuple(once)
+
+
+def transition_fields(
+    address: str, from_status: int | None, to_status: int, natural: int, latency_field: str
+) -> list[str]:
+    """The counters one status transition adds (the Lua merge applies the same rule)."""
+    domain = "d:" + domain_of(address) + "|"
+    fields: list[str] = []
+    if from_status is None:
+        fields += ["c:sent", domain + "c:sent"]
+    if from_status is not None or to_status != state.SENT:
+        name = "c:" + state.STATUSES[to_status]
+        fields += [name, domain + name]
+    if latency_field and to_status == natural:
+        fields += [latency_field, domain + latency_field]
+    return fields
+
+
+class BucketCounters(Counter[str]):
+    """One bucket's counters; ``state.merge`` counts into it what it changes."""
+
+    def transition(
+        self, address: str, old: int | None, new: int, natural: int, latency_field: str
+    ) -> None:
+        self.update(transition_fields(address, old, new, natural, latency_field))
+
+
+def summarize(counters: Mapping[str, int], window_s: int) -> dict[str, Any]:
+    """The contract's ``/v1/stats`` body from a window's summed counters."""
+    overall: Counter[str] = Counter()
+    per_domain: dict[str, Counter[str]] = {}
+    for field, count in counters.items():
+        if field.startswith("d:"):
+            domain, _, rest = field[2:].partition("|")
+            per_domain.setdefault(domain, Counter())[rest] += count
+        else:
+            overall[field] += count
+    busiest = sorted(per_domain.items(), key=lambda item: -item[1].get("c:sent", 0))
+    return {
+        "window_s": window_s,
+        **_section(overall),
+        "by_domain": {domain: _section(fields) for domain, fields in busiest[:TOP_DOMAINS]},
+        "relative_accuracy": RELATIVE_ACCURACY,
+    }
+
+
+def _section(fields: Mapping[str, int]) -> dict[str, Any]:
+    counts = {name: fields.get("c:" + name, 0) for name in state.STATUSES}
+    sent = counts["sent"]
+    rates = {
+        "bounce": counts["bounced"] / sent if sent else None,
+        "complaint": counts["complained"] / sent if sent else None,
+    }
+    bins: dict[str, dict[str, int]] = {}
+    for field, count in fields.items():
+        if field.startswith("l:"):
+            kind, _, bin_name = field[2:].rpartition(":")
+            bins.setdefault(kind, {})[bin_name] = count
+    latency = {kind: percentiles(bins[kind].items()) for kind in LATENCY_KINDS if kind in bins}
+    return {"counts": counts, "rates": rates, "latency_ms": latency}
+
+
+def percentiles(bins: Iterable[tuple[str, int]]) -> dict[str, int]:
+    """count, p50, p90, p99 and max (ms) from sketch bins, ranks as ddsketch ranks."""
+    ordered = sorted(
+        ((value_of(name), count) for name, count in bins if count > 0), key=lambda b: b[0]
+    )
+    total = sum(count for _, count in ordered)
+    result = {"count": total}
+    if not total:
+        return result
+    for label, q in QUANTILES.items():
+        rank = q * (total - 1)
+        seen = 0
+        for value, count in ordered:
+            seen += count
+            if seen > rank:
+                result[label] = round(value)
+                break
+    result["max"] = round(ordered[-1][0])
+    return result
