@@ -19,6 +19,7 @@ EventBridge events; the one parser reads them all.
 from __future__ import annotations
 
 import asyncio
+import os
 import re
 from typing import Any
 
@@ -34,9 +35,12 @@ log = structlog.get_logger(__name__)
 _REGION_IN_URL = re.compile(r"sqs[.-]([a-z0-9-]+)\.amazonaws\.com")
 
 
-def region_of(queue_url: str, default: str = "us-east-1") -> str:
+def region_of(queue_url: str) -> str:
+    """The queue URL's region; else the standard AWS variables; else us-east-1."""
     match = _REGION_IN_URL.search(queue_url)
-    return match.group(1) if match else default
+    if match:
+        return match.group(1)
+    return os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION") or "us-east-1"
 
 
 class SqsSource(Source):

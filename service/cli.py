@@ -171,7 +171,7 @@ def _replay(args: argparse.Namespace) -> int:
 
     async def run() -> Any:
         store = build_store(settings)
-        pipeline = Pipeline(store, max_payload_bytes=settings.max_body_bytes)
+        pipeline = Pipeline(store, max_payload_bytes=settings.max_body_bytes, live_stats=False)
         columns = (
             *Progress.get_default_columns()[:1],
             BarColumn(),

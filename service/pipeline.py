@@ -50,9 +50,12 @@ class Pipeline:
         *,
         max_payload_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES,
         clock_ms: Callable[[], int] = wall_clock_ms,
+        live_stats: bool = True,
     ) -> None:
         self.store = store
         self.max_payload_bytes = max_payload_bytes
+        # Replays of history must not land in the live windows (nor trip alerts).
+        self.live_stats = live_stats
         self._clock_ms = clock_ms
         self._transition_listeners: list[TransitionListener] = []
         # Told how long each store merge took (seconds); metrics hook in here.
@@ -102,7 +105,8 @@ class Pipeline:
             now_ms = self._clock_ms()
             writes = encode_batch(list(events), now_ms)
             started = time.perf_counter()
-            transitions = await self.store.merge(writes, checkpoint, bucket_of(now_ms))
+            bucket = bucket_of(now_ms) if self.live_stats else None
+            transitions = await self.store.merge(writes, checkpoint, bucket)
             elapsed = time.perf_counter() - started
             for timer in self.merge_timers:
                 timer(elapsed)

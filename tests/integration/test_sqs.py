@@ -73,8 +73,15 @@ async def store(redis_server: RedisServer) -> AsyncIterator[RedisStore]:
         await store.close()
 
 
-def test_region_comes_from_the_queue_url() -> None:
+def test_region_comes_from_the_queue_url_else_the_environment(monkeypatch) -> None:
     assert region_of("https://sqs.eu-west-3.amazonaws.com/123456789012/q") == "eu-west-3"
+    monkeypatch.delenv("AWS_REGION", raising=False)
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "ap-south-1")
+    assert region_of("http://127.0.0.1:5000/123456789012/q") == "ap-south-1"
+    monkeypatch.setenv("AWS_REGION", "sa-east-1")
+    assert region_of("http://127.0.0.1:5000/123456789012/q") == "sa-east-1"
+    monkeypatch.delenv("AWS_REGION")
+    monkeypatch.delenv("AWS_DEFAULT_REGION")
     assert region_of("http://127.0.0.1:5000/123456789012/q") == "us-east-1"
 
 

@@ -60,3 +60,14 @@ async def test_replay_feeds_the_pipeline_and_reports(tmp_path: Path) -> None:
     dry_store = MemoryStore()
     dry = await replay([tmp_path], Pipeline(dry_store), dry_run=True)
     assert dry.events == 2 and len(dry_store) == 0
+
+
+async def test_replayed_history_stays_out_of_the_live_statistics(tmp_path: Path) -> None:
+    (tmp_path / "old.json").write_bytes(ses.dumps(ses.bounce("r-5", ["a@x.com"], ses.SENT_AT + 5)))
+    store = MemoryStore()
+    await replay([tmp_path], Pipeline(store, live_stats=False))
+    assert (await store.get("r-5")).status() == "bounced"
+    assert await store.read_stats(0, 10**10) == {}
+    live = MemoryStore()
+    await Pipeline(live).ingest((tmp_path / "old.json").read_bytes(), "http")
+    assert (await live.read_stats(0, 10**10))["c:bounced"] == 1
