@@ -10,8 +10,9 @@ from fastapi import Depends, FastAPI, HTTPException, Request
 
 import service
 from api.deps import require_token
+from api.live import Broadcaster
 from api.responses import OrjsonResponse
-from api.routes import events, health, ingest, messages, metrics, stats
+from api.routes import events, health, ingest, live, messages, metrics, stats
 from service.runtime import Runtime
 from service.settings import Settings
 from service.stores import StoreUnavailable
@@ -29,12 +30,20 @@ def create_app(settings: Settings | None = None, *, on_start: RuntimeHook | None
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         runtime = Runtime(settings)
         app.state.runtime = runtime
+        runtime.live = Broadcaster(
+            lambda: stats.read_window(runtime.store, 300),
+            queue_frames=settings.live_queue_frames,
+            send_timeout_s=settings.live_send_timeout_s,
+        )
+        runtime.feed.subscribe(runtime.live.publish)
         await runtime.start()
+        runtime.live.start()
         if on_start is not None:
             on_start(runtime)
         try:
             yield
         finally:
+            await runtime.live.stop()
             await runtime.stop()
 
     app = FastAPI(
@@ -47,6 +56,8 @@ def create_app(settings: Settings | None = None, *, on_start: RuntimeHook | None
     app.include_router(events.router, prefix="/v1", dependencies=v1, tags=["ingest"])
     app.include_router(messages.router, prefix="/v1", dependencies=v1, tags=["messages"])
     app.include_router(stats.router, prefix="/v1", dependencies=v1, tags=["stats"])
+    # Checks the token itself (a websocket may pass it as ?token=).
+    app.include_router(live.router, prefix="/v1", tags=["live"])
     # Authenticated by SNS signatures and the Firehose access key instead.
     app.include_router(ingest.router, prefix="/v1", tags=["ingest"])
     app.include_router(health.router, tags=["health"])

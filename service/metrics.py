@@ -126,6 +126,17 @@ class _PipelineCollector(Collector):
                 dead.add_metric([source.name], parked)
         yield from (up, lag, dead)
 
+        if self.runtime.live is not None:
+            clients = GaugeMetricFamily(
+                "ses_tracker_websocket_clients", "Connected /v1/live clients."
+            )
+            clients.add_metric([], self.runtime.live.clients)
+            dropped = CounterMetricFamily(
+                "ses_tracker_websocket_dropped", "Clients closed (1013) for reading too slowly."
+            )
+            dropped.add_metric([], self.runtime.live.dropped_slow)
+            yield from (clients, dropped)
+
         stored = getattr(self.runtime.store, "__len__", None)
         if stored is not None:
             size = GaugeMetricFamily(

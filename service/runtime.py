@@ -11,6 +11,7 @@ import structlog
 
 from consumers.sns import SnsVerifier, confirm_over_https
 from service.dedupe import RecentIds
+from service.feed import TransitionFeed, follow_redis
 from service.metrics import Metrics
 from service.pipeline import Pipeline
 from service.settings import Settings
@@ -36,10 +37,21 @@ def tune_gc() -> None:
     gc.set_threshold(*GC_THRESHOLDS)
 
 
+def redis_of(store: Store) -> RedisStore | None:
+    """The Redis store behind ``store``, if there is one."""
+    if isinstance(store, CachedStore):
+        store = store.truth
+    return store if isinstance(store, RedisStore) else None
+
+
 def build_store(settings: Settings) -> Store:
     """Memory alone by default; with Redis, Redis is the truth behind a read cache."""
     if settings.redis_url:
-        truth = RedisStore.from_url(settings.redis_url, retention_s=settings.retention_s)
+        truth = RedisStore.from_url(
+            settings.redis_url,
+            retention_s=settings.retention_s,
+            feed_max_length=settings.feed_max_length,
+        )
         if settings.cache_ttl_s > 0:
             return CachedStore(truth, ttl_s=settings.cache_ttl_s)
         return truth
@@ -87,6 +99,9 @@ class Runtime:
         self.confirm_subscription: Callable[[str], Awaitable[None]] = confirm_over_https
         self.recent_sns_ids = RecentIds()
         self.recent_firehose_ids = RecentIds()
+        # The websocket broadcaster (api.live), attached by the app.
+        self.live: Any = None
+        self.feed = TransitionFeed()
         self.metrics = Metrics(self)
         self._source_tasks: list[asyncio.Task[None]] = []
         self._tasks: list[asyncio.Task[None]] = []
@@ -106,6 +121,11 @@ class Runtime:
         if not await self.store.ping():
             # Not fatal: /readyz reports it and the store reconnects on its own.
             log.error("store_unreachable", store=self.store.describe())
+        redis = redis_of(self.store)
+        if redis is None:
+            self.pipeline.on_transitions(self.feed.publish)
+        else:
+            self.spawn("transition-feed", follow_redis(redis, self.feed, asyncio.sleep))
         for source in self.sources:
             task = asyncio.create_task(supervise(source), name=f"source:{source.name}")
             task.add_done_callback(_report_crash)

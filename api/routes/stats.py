@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Query
 
@@ -8,8 +8,16 @@ from api.deps import StoreDep
 from api.responses import OrjsonResponse
 from service import stats
 from service.pipeline import wall_clock_ms
+from service.stores import Store
 
 router = APIRouter()
+
+
+async def read_window(store: Store, window_s: int) -> dict[str, Any]:
+    """The last ``window_s`` seconds: whole 10 s buckets, the current one included."""
+    last = stats.bucket_of(wall_clock_ms())
+    first = last - window_s + stats.BUCKET_S
+    return stats.summarize(await store.read_stats(first, last), window_s)
 
 
 @router.get("/stats")
@@ -17,11 +25,5 @@ async def get_stats(
     store: StoreDep,
     window_s: Annotated[int, Query(ge=stats.BUCKET_S, le=stats.MAX_WINDOW_S)] = 300,
 ) -> OrjsonResponse:
-    """Counts, rates and latency percentiles over the last ``window_s`` seconds.
-
-    Windows are whole buckets of ingestion time (10 s), the current one included.
-    """
-    last = stats.bucket_of(wall_clock_ms())
-    first = last - window_s + stats.BUCKET_S
-    counters = await store.read_stats(first, last)
-    return OrjsonResponse(stats.summarize(counters, window_s))
+    """Counts, rates and latency percentiles over the last ``window_s`` seconds."""
+    return OrjsonResponse(await read_window(store, window_s))

@@ -6,14 +6,18 @@
 -- hash-max-listpack-* settings, read and written once per message per batch.
 --
 -- KEYS: one per message, then the checkpoint hash when there is a checkpoint, then
--- the statistics bucket hash when there are statistics.
--- ARGV: ttl_s, status_table, max_fields, batch, checkpoint, stats; all but the first
--- three are msgpack (one argument each, so the client does not pack thousands):
+-- the statistics bucket hash when there are statistics, then the transitions stream
+-- when there is a feed.
+-- ARGV: ttl_s, status_table, max_fields, batch, checkpoint, stats, feed; all but the
+-- first three are msgpack (one argument each, so the client does not pack thousands):
 --   batch = [[header, [destination...], [[field, blob, message_bits, capped,
---             [[address, bits]...], natural, latency_field, [once_field...]]...]]...],
---           one entry per message key, in KEYS order;
+--             [[address, bits]...], natural, latency_field, [once_field...], at]...],
+--             message_id, sent_at]...], one entry per message key, in KEYS order;
 --   checkpoint = {position = value}, or an empty string for none;
---   stats = [bucket_ttl_s, [status names...]], or an empty string for none.
+--   stats = [bucket_ttl_s, [status names...]], or an empty string for none;
+--   feed = [max_length], or an empty string for none: the batch's transitions are
+--          appended to the stream as one entry (field "t", msgpack [[message_id,
+--          address, from, to, at, latency_ms]...]), so every replica can follow them.
 -- What changed is counted as service.stats describes, summed per field in the
 -- script and written with one HINCRBY per field.
 -- Returns msgpack of the transitions, flattened: message_index, event_index
@@ -25,6 +29,8 @@ local max_fields = tonumber(ARGV[3])
 local batch = cmsgpack.unpack(ARGV[4])
 local checkpoint = ARGV[5] ~= '' and cmsgpack.unpack(ARGV[5]) or nil
 local stats = ARGV[6] ~= '' and cmsgpack.unpack(ARGV[6]) or nil
+local feed = ARGV[7] ~= '' and cmsgpack.unpack(ARGV[7]) or nil
+local fed = {}
 local status_names = stats and stats[2] or {}
 local counts = {}
 local bor = bit.bor
@@ -83,6 +89,11 @@ local function transition(message_index, event, event_index, address, from_statu
   out[#out + 1] = address
   out[#out + 1] = from_status
   out[#out + 1] = to_status
+  if feed then
+    local message = batch[message_index]
+    local at = event and event[9] or (message[3][1] and message[3][1][9] or message[5])
+    fed[#fed + 1] = {message[4], address, from_status, to_status, at, math.max(0, at - message[5])}
+  end
   if stats then
     if event then
       count_transition(address, from_status, to_status, event[6], event[7])
@@ -194,15 +205,19 @@ for m = 1, #batch do
   end
 end
 
+local next_key = #batch + 1
+
 if checkpoint then
-  local checkpoint_key = KEYS[#batch + 1]
+  local checkpoint_key = KEYS[next_key]
+  next_key = next_key + 1
   for position, value in pairs(checkpoint) do
     redis.call('HSET', checkpoint_key, position, value)
   end
 end
 
 if stats then
-  local stats_key = KEYS[#KEYS]
+  local stats_key = KEYS[next_key]
+  next_key = next_key + 1
   local any = false
   for field, n in pairs(counts) do
     redis.call('HINCRBY', stats_key, field, n)
@@ -211,6 +226,10 @@ if stats then
   if any then
     redis.call('EXPIRE', stats_key, stats[1])
   end
+end
+
+if feed and #fed > 0 then
+  redis.call('XADD', KEYS[next_key], 'MAXLEN', '~', feed[1], '*', 't', cmsgpack.pack(fed))
 end
 
 return cmsgpack.pack(out)

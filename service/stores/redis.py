@@ -39,11 +39,15 @@ class RedisStore(Store):
         retention_s: int = 1_209_600,
         prefix: str = "st:",
         chunk_events: int = 2_000,
+        feed_max_length: int | None = None,
     ) -> None:
         self._client = client
         self._retention_s = str(int(retention_s))
         self._prefix = prefix
         self._chunk_events = chunk_events
+        # With a length, each merge appends its transitions to a stream that every
+        # replica follows (follow_transitions); without, nothing is appended.
+        self._feed_max_length = feed_max_length
         self._sha: str | None = None
 
     @classmethod
@@ -56,6 +60,10 @@ class RedisStore(Store):
 
     def checkpoint_key(self, name: str) -> str:
         return f"{self._prefix}ckpt:{name}"
+
+    @property
+    def transitions_key(self) -> str:
+        return f"{self._prefix}transitions"
 
     def stats_key(self, bucket: int) -> str:
         return f"{self._prefix}stats:{bucket}"
@@ -121,9 +129,12 @@ class RedisStore(Store):
                         e.natural,
                         e.latency_field,
                         e.once_fields,
+                        e.at,
                     )
                     for e in write.events
                 ],
+                write.message_id,
+                write.sent_at,
             ]
             for write in writes
         ]
@@ -137,6 +148,10 @@ class RedisStore(Store):
             packed_stats = msgpack.packb(
                 [stats.BUCKET_TTL_S, list(state.STATUSES)], use_bin_type=False
             )
+        packed_feed = b""
+        if self._feed_max_length is not None:
+            keys.append(self.transitions_key)
+            packed_feed = msgpack.packb([self._feed_max_length], use_bin_type=False)
         args: list[str | bytes] = [
             self._retention_s,
             state.STATUS_TABLE,
@@ -145,6 +160,7 @@ class RedisStore(Store):
             msgpack.packb(batch, use_bin_type=False),
             packed_checkpoint,
             packed_stats,
+            packed_feed,
         ]
         return keys, args
 
@@ -171,6 +187,46 @@ class RedisStore(Store):
             for field, count in reply.items():
                 total[field.decode()] += int(count)
         return total
+
+    async def follow_transitions(
+        self, after: str = "$", block_ms: int = 1_000
+    ) -> tuple[str, list[Transition]]:
+        """Transitions appended after stream id ``after`` (waits up to ``block_ms``).
+
+        Returns the id to pass next time, so a follower that reconnects resumes where
+        it stopped (within the stream's retained length).
+        """
+        try:
+            reply = await self._client.xread({self.transitions_key: after}, block=block_ms)
+        except (RedisError, OSError) as exc:
+            raise StoreUnavailable(f"redis read failed: {type(exc).__name__}: {exc}") from exc
+        transitions: list[Transition] = []
+        last = after
+        for _stream, entries in reply or ():
+            for entry_id, fields in entries:
+                last = entry_id.decode()
+                for message_id, address, old, new, at, latency in msgpack.unpackb(
+                    fields[b"t"], raw=False
+                ):
+                    transitions.append(
+                        Transition(
+                            message_id=message_id,
+                            recipient=address,
+                            from_status=None if old < 0 else state.STATUSES[old],
+                            to_status=state.STATUSES[new],
+                            at=int(at),
+                            latency_ms=int(latency),
+                        )
+                    )
+        return last, transitions
+
+    async def last_transition_id(self) -> str:
+        """The id of the newest stream entry ("0-0" when empty): where to start following."""
+        try:
+            entries = await self._client.xrevrange(self.transitions_key, count=1)
+        except (RedisError, OSError) as exc:
+            raise StoreUnavailable(f"redis read failed: {type(exc).__name__}: {exc}") from exc
+        return entries[0][0].decode() if entries else "0-0"
 
     async def load_checkpoint(self, name: str) -> dict[str, str]:
         raw = await self._client.hgetall(self.checkpoint_key(name))

@@ -1,0 +1,70 @@
+"""The live feed of status transitions, for websockets and anything else that watches.
+
+Without Redis, this process's own merges publish straight into the feed. With
+Redis, every replica's merges append to one stream (``merge.lua``) and each replica
+follows it with one reader, resuming from its last id after a reconnect: a
+transition merged by any replica reaches the watchers of every replica, once.
+Subscribers are called synchronously and must not block (they queue and return).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Sequence
+
+import structlog
+
+from service.state import Transition
+from service.stores import RedisStore, StoreUnavailable
+
+log = structlog.get_logger(__name__)
+
+Subscriber = Callable[[Sequence[Transition]], None]
+
+
+class TransitionFeed:
+    def __init__(self) -> None:
+        self._subscribers: list[Subscriber] = []
+        self.published = 0
+
+    def subscribe(self, subscriber: Subscriber) -> None:
+        self._subscribers.append(subscriber)
+
+    def unsubscribe(self, subscriber: Subscriber) -> None:
+        self._subscribers.remove(subscriber)
+
+    def publish(self, transitions: Sequence[Transition]) -> None:
+        self.published += len(transitions)
+        for subscriber in self._subscribers:
+            subscriber(transitions)
+
+
+async def follow_redis(store: RedisStore, feed: TransitionFeed, sleep: Callable) -> None:
+    """Publish every transition appended to the Redis stream, until cancelled.
+
+    ``sleep(seconds)`` waits between retries (the runtime passes one that wakes on
+    shutdown).
+    """
+    last: str | None = None
+    delay = 0.5
+    task = asyncio.current_task()
+    while True:
+        # redis-py may swallow a cancellation (turning it into a connection error, or
+        # retrying the command), so a pending cancel is honoured here, every turn;
+        # XREAD blocks for at most a second.
+        if task is not None and task.cancelling():
+            raise asyncio.CancelledError
+        try:
+            if last is None:
+                last = await store.last_transition_id()
+            last, transitions = await store.follow_transitions(last)
+        except StoreUnavailable as exc:
+            if task is not None and task.cancelling():
+                raise asyncio.CancelledError from exc
+            log.warning("transition_feed_unavailable", error=str(exc), retry_s=delay)
+            await sleep(delay)
+            delay = min(delay * 2, 10.0)
+            continue
+        delay = 0.5
+        if transitions:
+            feed.publish(transitions)
