@@ -50,7 +50,7 @@ def build_store(settings: Settings) -> Store:
         truth = RedisStore.from_url(
             settings.redis_url,
             retention_s=settings.retention_s,
-            feed_max_length=settings.feed_max_length,
+            feed_window_s=settings.feed_window_s,
         )
         if settings.cache_ttl_s > 0:
             return CachedStore(truth, ttl_s=settings.cache_ttl_s)

@@ -35,7 +35,7 @@ class Settings(BaseSettings):
     # Beyond the contract's table; documented in the README.
     sns_topic_arns: str | None = None
     metrics_require_token: bool = False
-    feed_max_length: int = Field(100_000, gt=0)
+    feed_window_s: float = Field(60.0, gt=0)
     live_queue_frames: int = Field(64, gt=0)
     live_send_timeout_s: float = Field(5.0, gt=0)
     kafka_max_records: int = Field(2_000, gt=0)

@@ -15,9 +15,11 @@
 --             message_id, sent_at]...], one entry per message key, in KEYS order;
 --   checkpoint = {position = value}, or an empty string for none;
 --   stats = [bucket_ttl_s, [status names...]], or an empty string for none;
---   feed = [max_length], or an empty string for none: the batch's transitions are
+--   feed = [min_id_ms], or an empty string for none: the batch's transitions are
 --          appended to the stream as one entry (field "t", msgpack [[message_id,
---          address, from, to, at, latency_ms]...]), so every replica can follow them.
+--          address, from, to, at, latency_ms]...]), so every replica can follow them;
+--          entries older than min_id_ms are trimmed (a window of time, because an
+--          entry holds a whole batch: a count of entries would not bound memory).
 -- What changed is counted as service.stats describes, summed per field in the
 -- script and written with one HINCRBY per field.
 -- Returns msgpack of the transitions, flattened: message_index, event_index
@@ -229,7 +231,7 @@ if stats then
 end
 
 if feed and #fed > 0 then
-  redis.call('XADD', KEYS[next_key], 'MAXLEN', '~', feed[1], '*', 't', cmsgpack.pack(fed))
+  redis.call('XADD', KEYS[next_key], 'MINID', '~', feed[1], '*', 't', cmsgpack.pack(fed))
 end
 
 return cmsgpack.pack(out)

@@ -16,6 +16,7 @@ idempotent, a batch retried after an error or a crash does no harm.
 
 from __future__ import annotations
 
+import time
 from collections import Counter
 from collections.abc import Sequence
 from importlib import resources
@@ -39,15 +40,16 @@ class RedisStore(Store):
         retention_s: int = 1_209_600,
         prefix: str = "st:",
         chunk_events: int = 2_000,
-        feed_max_length: int | None = None,
+        feed_window_s: float | None = None,
     ) -> None:
         self._client = client
         self._retention_s = str(int(retention_s))
         self._prefix = prefix
         self._chunk_events = chunk_events
-        # With a length, each merge appends its transitions to a stream that every
-        # replica follows (follow_transitions); without, nothing is appended.
-        self._feed_max_length = feed_max_length
+        # With a window, each merge appends its transitions to a stream that every
+        # replica follows (follow_transitions), kept for that many seconds; without,
+        # nothing is appended.
+        self._feed_window_ms = None if feed_window_s is None else int(feed_window_s * 1000)
         self._sha: str | None = None
 
     @classmethod
@@ -149,9 +151,10 @@ class RedisStore(Store):
                 [stats.BUCKET_TTL_S, list(state.STATUSES)], use_bin_type=False
             )
         packed_feed = b""
-        if self._feed_max_length is not None:
+        if self._feed_window_ms is not None:
             keys.append(self.transitions_key)
-            packed_feed = msgpack.packb([self._feed_max_length], use_bin_type=False)
+            oldest_kept = time.time_ns() // 1_000_000 - self._feed_window_ms
+            packed_feed = msgpack.packb([oldest_kept], use_bin_type=False)
         args: list[str | bytes] = [
             self._retention_s,
             state.STATUS_TABLE,

@@ -232,3 +232,21 @@ async def test_statistics_count_a_retried_batch_once_and_expire(make_store, redi
     assert BUCKET_TTL_S - 5 <= ttl <= BUCKET_TTL_S
     assert not await redis_client.exists(store.stats_key(BUCKET + 10))  # nothing changed
     await store.close()
+
+
+async def test_the_transitions_stream_keeps_a_window_of_time(make_store, redis_client) -> None:
+    store = make_store(feed_window_s=0.5)
+    last = await store.last_transition_id()
+    await store.merge(writes_for([ses.send("m-w0", ["a@x.com"])]))
+    last, followed = await store.follow_transitions(last, block_ms=100)
+    assert [(t.message_id, t.to_status) for t in followed] == [("m-w0", "sent")]
+    for n in range(1, 150):
+        await store.merge(writes_for([ses.send(f"m-w{n}", ["a@x.com"])]))
+    await asyncio.sleep(1.0)  # all 150 entries are now older than the window
+    for n in range(150, 300):
+        await store.merge(writes_for([ses.send(f"m-w{n}", ["a@x.com"])]))
+    # Trimming is approximate (whole stream nodes of 100 entries), never unbounded.
+    entries = await redis_client.xrange(store.transitions_key)
+    assert 150 <= len(entries) <= 200
+    assert all(b"m-w0\xa7" not in fields[b"t"] for _, fields in entries)
+    await store.close()
