@@ -4,9 +4,12 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
+from pathlib import Path
 
 import structlog
 from fastapi import Depends, FastAPI, HTTPException, Request
+from fastapi.responses import FileResponse
+from fastapi.staticfiles import StaticFiles
 
 import service
 from api.deps import require_token
@@ -18,6 +21,8 @@ from service.settings import Settings
 from service.stores import StoreUnavailable
 
 log = structlog.get_logger(__name__)
+
+STATIC = Path(__file__).parent / "static"
 
 RuntimeHook = Callable[[Runtime], None]
 
@@ -62,6 +67,13 @@ def create_app(settings: Settings | None = None, *, on_start: RuntimeHook | None
     app.include_router(ingest.router, prefix="/v1", tags=["ingest"])
     app.include_router(health.router, tags=["health"])
     app.include_router(metrics.router, tags=["metrics"])
+
+    app.mount("/static", StaticFiles(directory=STATIC), name="static")
+
+    @app.get("/", include_in_schema=False)
+    async def status_page() -> FileResponse:
+        """The live status page; its data calls carry the token (?token=) when set."""
+        return FileResponse(STATIC / "index.html", headers={"Cache-Control": "no-cache"})
 
     @app.exception_handler(HTTPException)
     async def http_error(request: Request, exc: HTTPException) -> OrjsonResponse:

@@ -8,50 +8,22 @@ import itertools
 import os
 import socket
 import time
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from typing import Any
 
 import httpx
 import orjson
 import pytest
-import uvicorn
 import websockets
 from redis import asyncio as aioredis
 
-from api.app import create_app
-from service.runtime import Runtime
 from service.settings import Settings
 from tests.support import ses
-from tests.support.servers import RedisServer, free_port, wait_for_port
+from tests.support.servers import RedisServer
+from tests.support.serving import serving
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(60)]
 
 T = ses.SENT_AT
-
-
-class Server:
-    def __init__(self, base: str, runtime: Runtime) -> None:
-        self.base = base
-        self.ws = base.replace("http://", "ws://")
-        self.runtime = runtime
-
-
-@asynccontextmanager
-async def serving(settings: Settings) -> AsyncIterator[Server]:
-    holder: dict[str, Runtime] = {}
-    port = free_port()
-    app = create_app(settings, on_start=lambda runtime: holder.setdefault("runtime", runtime))
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_config=None))
-    task = asyncio.create_task(server.serve())
-    try:
-        await asyncio.to_thread(wait_for_port, port)
-        while "runtime" not in holder:  # noqa: ASYNC110 - set by the app's lifespan
-            await asyncio.sleep(0.01)
-        yield Server(f"http://127.0.0.1:{port}", holder["runtime"])
-    finally:
-        server.should_exit = True
-        await task
 
 
 async def frames(ws: Any, kind: str, until: Any, within_s: float = 5.0) -> list[dict]:

@@ -1,0 +1,160 @@
+// The live status page: one websocket for transitions and stats, fetch for lookups.
+// A token, when the service needs one, comes from ?token= in this page's URL.
+"use strict";
+const token = new URLSearchParams(location.search).get("token");
+const authHeaders = token ? { Authorization: "Bearer " + token } : {};
+const $ = (id) => document.getElementById(id);
+const FEED_ROWS = 50;
+const HISTORY = 300; // one stats point a second: five minutes
+const history = [];
+const delayed = new Map(); // "message|recipient" -> at
+
+function text(tag, value, className) {
+  const el = document.createElement(tag);
+  el.textContent = value;
+  if (className) el.className = className;
+  return el;
+}
+
+function connect() {
+  const scheme = location.protocol === "https:" ? "wss" : "ws";
+  const query = token ? "?token=" + encodeURIComponent(token) : "";
+  const ws = new WebSocket(`${scheme}://${location.host}/v1/live${query}`);
+  ws.onopen = () => { $("connection").className = "dot on"; $("connection").textContent = "live"; };
+  ws.onclose = () => {
+    $("connection").className = "dot off"; $("connection").textContent = "reconnecting";
+    setTimeout(connect, 1000);
+  };
+  ws.onmessage = (event) => {
+    const frame = JSON.parse(event.data);
+    if (frame.type === "stats") showStats(frame);
+    else if (frame.type === "transitions") showTransitions(frame.items);
+  };
+}
+
+function showStats(stats) {
+  for (const [status, count] of Object.entries(stats.counts)) {
+    const el = $("count-" + status);
+    if (el) el.textContent = count.toLocaleString();
+  }
+  showRate("bounce", stats.rates.bounce, 0.05);
+  showRate("complaint", stats.rates.complaint, 0.001);
+  const delivery = stats.latency_ms.send_to_delivery;
+  if (delivery && delivery.count) {
+    history.push({ p50: delivery.p50, p90: delivery.p90, p99: delivery.p99 });
+    if (history.length > HISTORY) history.shift();
+    $("latency-now").textContent =
+      `now: p50 ${delivery.p50} ms · p90 ${delivery.p90} ms · p99 ${delivery.p99} ms · max ${delivery.max} ms (${delivery.count} deliveries)`;
+    drawChart();
+  }
+  const body = $("domains").querySelector("tbody");
+  body.replaceChildren();
+  for (const [domain, section] of Object.entries(stats.by_domain).slice(0, 12)) {
+    const row = document.createElement("tr");
+    const p90 = section.latency_ms.send_to_delivery ? section.latency_ms.send_to_delivery.p90 : "–";
+    for (const value of [domain, section.counts.sent, section.counts.delayed, section.counts.bounced, p90]) {
+      row.append(text("td", String(value)));
+    }
+    body.append(row);
+  }
+}
+
+function showRate(name, rate, reviewAt) {
+  const bar = $(name + "-bar");
+  // The bar's full width is twice the review threshold; the marker sits at half.
+  const share = rate === null ? 0 : Math.min(1, rate / (2 * reviewAt));
+  bar.style.width = (share * 100).toFixed(1) + "%";
+  bar.className = rate !== null && rate >= reviewAt ? "over" : "";
+  $(name + "-rate").textContent = rate === null ? "–" : (rate * 100).toFixed(2) + "%";
+}
+
+function drawChart() {
+  const svg = $("latency-chart");
+  const max = Math.max(1, ...history.map((h) => h.p99));
+  const x = (i) => (history.length < 2 ? 0 : (i / (history.length - 1)) * 600);
+  const y = (v) => 175 - (v / max) * 165;
+  const colours = { p50: "#3fb950", p90: "#d29922", p99: "#f85149" };
+  svg.replaceChildren();
+  for (const [key, colour] of Object.entries(colours)) {
+    const line = document.createElementNS("http://www.w3.org/2000/svg", "polyline");
+    line.setAttribute("points", history.map((h, i) => `${x(i)},${y(h[key])}`).join(" "));
+    line.setAttribute("fill", "none");
+    line.setAttribute("stroke", colour);
+    line.setAttribute("stroke-width", "2");
+    svg.append(line);
+  }
+}
+
+function showTransitions(items) {
+  const body = $("feed").querySelector("tbody");
+  for (const item of items) {
+    const row = document.createElement("tr");
+    row.append(text("td", item.at.slice(11, 23)));
+    const cell = document.createElement("td");
+    cell.className = "mid";
+    const link = text("a", item.message_id.slice(0, 28) + (item.message_id.length > 28 ? "…" : ""));
+    link.dataset.messageId = item.message_id;
+    link.onclick = () => lookup(item.message_id);
+    cell.append(link);
+    row.append(cell, text("td", item.recipient));
+    row.append(text("td", `${item.from || "new"} → ${item.to}`, "status-" + item.to));
+    row.append(text("td", item.latency_ms + " ms"));
+    body.prepend(row);
+    const key = item.message_id + "|" + item.recipient;
+    if (item.to === "delayed") delayed.set(key, item);
+    else delayed.delete(key);
+  }
+  while (body.rows.length > FEED_ROWS) body.deleteRow(-1);
+  const list = $("delayed");
+  list.replaceChildren();
+  for (const item of [...delayed.values()].slice(-30).reverse()) {
+    list.append(text("li", `${item.at.slice(11, 19)} ${item.recipient} (${item.message_id.slice(0, 24)}…)`));
+  }
+}
+
+async function lookup(messageId) {
+  const panel = $("lookup-panel");
+  panel.hidden = false;
+  $("lookup-title").textContent = messageId;
+  const result = $("lookup-result");
+  result.replaceChildren(text("p", "loading…", "muted"));
+  const response = await fetch("/v1/messages/" + encodeURIComponent(messageId), { headers: authHeaders });
+  if (!response.ok) {
+    result.replaceChildren(text("p", response.status === 404 ? "unknown message id" : "error " + response.status, "status-bounced"));
+    return;
+  }
+  const message = await response.json();
+  const summary = text("p", "");
+  summary.append(text("strong", message.status, "status-" + message.status));
+  summary.append(` · sent ${message.sent_at || "?"} · ${message.subject || ""}${message.overdue ? " · OVERDUE" : ""}`);
+  summary.id = "lookup-status";
+  const recipients = document.createElement("table");
+  recipients.append(headerRow(["recipient", "status", "delivered at", "latency"]));
+  for (const r of message.recipients) {
+    const row = document.createElement("tr");
+    row.append(text("td", r.address), text("td", r.status, "status-" + r.status), text("td", r.delivered_at || "–"));
+    row.append(text("td", r.latency_ms.send_to_delivery !== undefined ? r.latency_ms.send_to_delivery + " ms" : "–"));
+    recipients.append(row);
+  }
+  const timeline = document.createElement("table");
+  timeline.append(headerRow(["at", "event", "recipients"]));
+  for (const e of message.events) {
+    const row = document.createElement("tr");
+    row.append(text("td", e.at), text("td", e.type), text("td", e.recipients.join(", ")));
+    timeline.append(row);
+  }
+  result.replaceChildren(summary, recipients, text("h2", "Timeline"), timeline);
+}
+
+function headerRow(names) {
+  const row = document.createElement("tr");
+  for (const name of names) row.append(text("th", name));
+  return row;
+}
+
+$("lookup-form").onsubmit = (event) => {
+  event.preventDefault();
+  const id = $("lookup-id").value.trim();
+  if (id) lookup(id);
+};
+connect();

@@ -1,0 +1,115 @@
+"""The status page in headless Chromium (Debian's, driven by Playwright)."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import pytest
+from playwright.async_api import async_playwright, expect
+
+from consumers.simulator import run_simulator
+from service.runtime import Runtime
+from service.settings import Settings
+from tests.support.serving import serving
+
+pytestmark = [pytest.mark.browser, pytest.mark.timeout(90)]
+
+CHROMIUM = "/usr/bin/chromium"
+HAVE_CHROMIUM = Path(CHROMIUM).exists()
+PLACEHOLDER = "\u2013"  # what a counter shows before the first stats frame (an en dash)
+ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
+# As the machine's own probe runs it: no sandbox as root, no background networking
+# (this machine is offline, and Chromium's own connections would be refused).
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+
+
+def with_simulator(runtime: Runtime) -> None:
+    runtime.spawn("simulator", run_simulator(runtime.pipeline, messages_per_s=40, seed=4))
+
+
+async def counter(page, name: str) -> int:
+    value = await page.inner_text(f"#count-{name}")
+    return int(value.replace(",", "")) if value.strip(PLACEHOLDER) else 0
+
+
+async def test_the_page_is_live_and_looks_messages_up() -> None:
+    assert HAVE_CHROMIUM, "install Debian's chromium (bash .ci/run does)"
+    async with (
+        serving(Settings(_env_file=None), on_start=with_simulator) as server,
+        async_playwright() as p,
+    ):
+        browser = await p.chromium.launch(
+            executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS
+        )
+        page = await browser.new_page(viewport={"width": 1400, "height": 1000})
+        await page.goto(server.base + "/")
+        await expect(page.locator("#connection")).to_have_text("live", timeout=5_000)
+        await expect(page.locator("#feed tbody tr").first).to_be_visible(timeout=5_000)
+        await page.wait_for_function(
+            f"document.getElementById('count-sent').textContent !== '{PLACEHOLDER}'"
+        )
+        sent_before = await counter(page, "sent")
+        rows_before = await page.locator("#feed tbody tr").count()
+        first_before = await page.inner_text("#feed tbody tr:first-child")
+        # Counters and the feed move within 2 s.
+        sent_now = "Number(document.getElementById('count-sent').textContent.replace(/,/g, ''))"
+        await page.wait_for_function(f"{sent_now} > {sent_before}", timeout=2_000)
+        await page.wait_for_function(
+            "([rows, first]) => document.querySelectorAll('#feed tbody tr').length !== rows"
+            " || document.querySelector('#feed tbody tr').innerText !== first",
+            arg=[rows_before, first_before],
+            timeout=2_000,
+        )
+        await expect(page.locator("#latency-chart polyline")).to_have_count(3, timeout=3_000)
+        # Look a message up, by the box, with an id from the feed.
+        message_id = await page.locator("#feed td.mid a").first.get_attribute("data-message-id")
+        await page.fill("#lookup-id", message_id)
+        await page.click("#lookup-form button")
+        status = page.locator("#lookup-status strong")
+        await expect(status).to_be_visible(timeout=5_000)
+        assert await status.inner_text() in {
+            "sent",
+            "delayed",
+            "delivered",
+            "bounced",
+            "complained",
+            "rejected",
+            "rendering_failed",
+        }
+        assert await page.locator("#lookup-result table").count() == 2  # recipients, timeline
+        ARTIFACTS.mkdir(exist_ok=True)
+        await page.screenshot(path=str(ARTIFACTS / "status-page.png"), full_page=True)
+        await page.fill("#lookup-id", "no-such-message")
+        await page.click("#lookup-form button")
+        await expect(page.locator("#lookup-result")).to_contain_text("unknown message id")
+        await browser.close()
+
+
+async def test_the_page_carries_the_api_token() -> None:
+    settings = Settings(_env_file=None, api_token="page-token")
+    async with serving(settings, on_start=with_simulator) as server, async_playwright() as p:
+        browser = await p.chromium.launch(
+            executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS
+        )
+        page = await browser.new_page()
+        await page.goto(server.base + "/?token=page-token")
+        await expect(page.locator("#connection")).to_have_text("live", timeout=5_000)
+        await expect(page.locator("#feed tbody tr").first).to_be_visible(timeout=5_000)
+        message_id = await page.locator("#feed td.mid a").first.get_attribute("data-message-id")
+        await page.fill("#lookup-id", message_id)
+        await page.click("#lookup-form button")
+        await expect(page.locator("#lookup-status strong")).to_be_visible(timeout=5_000)
+        without = await browser.new_page()
+        await without.goto(server.base + "/")
+        await asyncio.sleep(1.5)
+        assert await without.inner_text("#connection") != "live"  # the websocket is refused
+        await browser.close()
