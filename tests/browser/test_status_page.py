@@ -11,6 +11,7 @@ from playwright.async_api import async_playwright, expect
 from consumers.simulator import run_simulator
 from service.runtime import Runtime
 from service.settings import Settings
+from service.state import STATUSES
 from tests.support.serving import serving
 
 pytestmark = [pytest.mark.browser, pytest.mark.timeout(90)]
@@ -76,15 +77,7 @@ async def test_the_page_is_live_and_looks_messages_up() -> None:
         await page.click("#lookup-form button")
         status = page.locator("#lookup-status strong")
         await expect(status).to_be_visible(timeout=5_000)
-        assert await status.inner_text() in {
-            "sent",
-            "delayed",
-            "delivered",
-            "bounced",
-            "complained",
-            "rejected",
-            "rendering_failed",
-        }
+        assert await status.inner_text() in STATUSES
         assert await page.locator("#lookup-result table").count() == 2  # recipients, timeline
         ARTIFACTS.mkdir(exist_ok=True)
         await page.screenshot(path=str(ARTIFACTS / "status-page.png"), full_page=True)
