@@ -39,11 +39,11 @@ class LiveFilter:
     domain: str | None = None
     status: str | None = None
 
-    def matches(self, transition: Transition) -> bool:
+    def matches(self, transition: Transition, domain: str) -> bool:
         return (
             (self.message_id is None or transition.message_id == self.message_id)
             and (self.recipient is None or transition.recipient == self.recipient)
-            and (self.domain is None or domain_of(transition.recipient) == self.domain)
+            and (self.domain is None or domain == self.domain)
             and (self.status is None or transition.to_status == self.status)
         )
 
@@ -60,9 +60,8 @@ def _item(transition: Transition) -> dict[str, Any]:
 
 
 class LiveClient:
-    def __init__(self, websocket: WebSocket, live_filter: LiveFilter, queue_frames: int) -> None:
+    def __init__(self, websocket: WebSocket, queue_frames: int) -> None:
         self.websocket = websocket
-        self.filter = live_filter
         self.queue: asyncio.Queue[bytes] = asyncio.Queue(maxsize=queue_frames)
         self.closed = asyncio.Event()
 
@@ -83,7 +82,6 @@ class Broadcaster:
         self._tasks: list[asyncio.Task[None]] = []
         self._closing: set[asyncio.Task[None]] = set()
         self.dropped_slow = 0
-        self.frames_sent = 0
 
     @property
     def clients(self) -> int:
@@ -105,14 +103,18 @@ class Broadcaster:
 
     def publish(self, transitions: Sequence[Transition]) -> None:
         """Feed subscriber: filter into each group's pending batch; never waits."""
+        if not self._groups:
+            return
+        # Each transition's item and domain once, however many groups want it.
+        entries = [(t, domain_of(t.recipient), _item(t)) for t in transitions]
         for live_filter in self._groups:
-            matching = [_item(t) for t in transitions if live_filter.matches(t)]
+            matching = [item for t, domain, item in entries if live_filter.matches(t, domain)]
             if matching:
                 self._pending.setdefault(live_filter, []).extend(matching)
 
     async def serve(self, websocket: WebSocket, live_filter: LiveFilter) -> None:
         """Run one accepted client until it disconnects or is dropped."""
-        client = LiveClient(websocket, live_filter, self._queue_frames)
+        client = LiveClient(websocket, self._queue_frames)
         self._groups.setdefault(live_filter, set()).add(client)
         writer = asyncio.create_task(self._write(client), name="live-writer")
         reader = asyncio.create_task(self._read_until_closed(client), name="live-reader")
@@ -167,7 +169,6 @@ class Broadcaster:
             except Exception:  # the peer went away; the reader ends the session
                 client.closed.set()
                 return
-            self.frames_sent += 1
 
     async def _read_until_closed(self, client: LiveClient) -> None:
         while True:

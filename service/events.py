@@ -125,5 +125,10 @@ class ParseResult:
     records: int = 0
 
     @property
+    def accepted(self) -> int:
+        """Records that became events or account events."""
+        return len(self.events) + len(self.account_events)
+
+    @property
     def readable(self) -> bool:
         return self.records > len(self.rejected)

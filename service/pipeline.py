@@ -38,7 +38,6 @@ class SourceCounters:
     events: int = 0
     rejected: int = 0
     ignored: int = 0
-    batches: int = 0
     reasons: Counter[str] = field(default_factory=Counter)
     by_type: Counter[str] = field(default_factory=Counter)
 
@@ -111,7 +110,6 @@ class Pipeline:
             for timer in self.merge_timers:
                 timer(elapsed)
             counters.events += len(events)
-            counters.batches += 1
             counters.by_type.update(event.type.label for event in events)
         for account_event in account_events:
             self._publish_account_event(account_event, source)

@@ -107,6 +107,11 @@ class MessageWrite(NamedTuple):
     destination: tuple[str, ...]
     events: tuple[EventWrite, ...]
 
+    @property
+    def first_at(self) -> int:
+        """When transitions not caused by one event (new destination recipients) happen."""
+        return self.events[0].at if self.events else self.sent_at
+
 
 class Transition(NamedTuple):
     """A recipient's status changed; ``from_status`` is None for a new recipient."""
@@ -162,9 +167,8 @@ def merge(
     transitions: list[Transition] = []
     if write.header > record.header:
         record.header = write.header
-    first_at = write.events[0].at if write.events else write.sent_at
     for address in write.destination:
-        _add_bits(record, write, address, 0, first_at, transitions, counters, None)
+        _add_bits(record, write, address, 0, write.first_at, transitions, counters, None)
     for event in write.events:
         current = record.blobs.get(event.field)
         if current is None:

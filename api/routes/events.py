@@ -20,7 +20,7 @@ async def post_events(
     body = await read_limited(request, settings.max_body_bytes)
     result = await pipeline.ingest(body, source="http")
     answer = {
-        "accepted": len(result.events) + len(result.account_events),
+        "accepted": result.accepted,
         "rejected": len(result.rejected),
         "ignored": len(result.ignored),
         "errors": [{"index": i.index, "error": i.reason} for i in result.rejected],

@@ -69,7 +69,7 @@ async def sns_endpoint(request: Request, runtime: RuntimeDep) -> OrjsonResponse:
     runtime.recent_sns_ids.add(message_id)
     return OrjsonResponse(
         {
-            "accepted": len(result.events) + len(result.account_events),
+            "accepted": result.accepted,
             "rejected": len(result.rejected),
             "ignored": len(result.ignored),
         }

@@ -278,7 +278,7 @@ def _transitions(writes: Sequence[MessageWrite], reply: list) -> list[Transition
     for i in range(0, len(reply), 5):
         write = writes[reply[i] - 1]
         event_index = reply[i + 1]
-        at = write.events[event_index - 1].at if event_index else _first_at(write)
+        at = write.events[event_index - 1].at if event_index else write.first_at
         old = reply[i + 3]
         transitions.append(
             Transition(
@@ -291,7 +291,3 @@ def _transitions(writes: Sequence[MessageWrite], reply: list) -> list[Transition
             )
         )
     return transitions
-
-
-def _first_at(write: MessageWrite) -> int:
-    return write.events[0].at if write.events else write.sent_at

