@@ -28,10 +28,21 @@ def message_view(
 ) -> dict[str, Any]:
     """The contract's ``GET /v1/messages/{id}`` body for one record."""
     header = decode_header(record.header) or Header(0, None, None, {})
-    events = sorted(
-        (decode_event(blob) for blob in record.blobs.values()),
-        key=lambda e: (e.at, e.type, e.recipients, e.seen_ms),
-    )
+    # The blob breaks ties (two bounces of one time and recipient, say), so the
+    # order never depends on which event arrived first.
+    events = [
+        event
+        for _, event in sorted(
+            ((blob, decode_event(blob)) for blob in record.blobs.values()),
+            key=lambda pair: (
+                pair[1].at,
+                pair[1].type,
+                pair[1].recipients,
+                pair[1].seen_ms,
+                pair[0],
+            ),
+        )
+    ]
     recipients = [
         _recipient_view(address, record, header, events, options)
         for address in sorted(record.recipients)
@@ -55,6 +66,32 @@ def message_view(
         "clicked_at": _iso(latency.earliest(e.at for e in events if e.type is EventType.CLICK)),
         "events": [_event_view(e) for e in events],
         "truncated": record.truncated,
+    }
+
+
+def message_summary(
+    message_id: str, record: state.MessageRecord, options: ViewOptions
+) -> dict[str, Any]:
+    """One search result: what the message is and where each recipient stands."""
+    header = decode_header(record.header) or Header(0, None, None, {})
+    recipients = [
+        {"address": address, "status": record.recipient_status(address)}
+        for address in sorted(record.recipients)
+    ]
+    waiting = any(r["status"] in _PENDING for r in recipients)
+    return {
+        "message_id": message_id,
+        "status": record.status(),
+        "overdue": bool(
+            waiting
+            and header.sent_at
+            and options.now_ms - header.sent_at > options.overdue_after_ms
+        ),
+        "sent_at": format_ms(header.sent_at) if header.sent_at else None,
+        "source": header.source,
+        "subject": header.subject,
+        "configuration_set": header.configuration_set,
+        "recipients": recipients,
     }
 
 

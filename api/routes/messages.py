@@ -2,17 +2,61 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, HTTPException, Path
+from fastapi import APIRouter, HTTPException, Path, Query
 
 from api.deps import SettingsDep, StoreDep
 from api.responses import OrjsonResponse
+from service import search, state
 from service.parser import MAX_MESSAGE_ID_CHARS
 from service.pipeline import wall_clock_ms
-from service.view import ViewOptions, message_view
+from service.timestamps import TimestampError, parse_ms
+from service.view import ViewOptions, message_summary, message_view
 
 router = APIRouter()
 
 MessageId = Annotated[str, Path(min_length=1, max_length=MAX_MESSAGE_ID_CHARS)]
+Status = Annotated[str | None, Query(pattern="^(" + "|".join(state.STATUSES) + ")$")]
+Instant = Annotated[
+    str | None, Query(max_length=40, description="ISO-8601, e.g. 2026-11-23T10:00:00Z")
+]
+
+
+@router.get("/messages")
+async def search_messages(
+    store: StoreDep,
+    settings: SettingsDep,
+    recipient: Annotated[str | None, Query(min_length=1, max_length=320)] = None,
+    status: Status = None,
+    since: Instant = None,
+    until: Instant = None,
+    limit: Annotated[int, Query(ge=1, le=search.MAX_LIMIT)] = search.DEFAULT_LIMIT,
+    cursor: Annotated[str | None, Query(max_length=200)] = None,
+) -> OrjsonResponse:
+    """Messages sent in ``[since, until)``, newest first, filtered by recipient and status.
+
+    With ``recipient``, ``status`` is that recipient's; otherwise the message's.
+    """
+    try:
+        query = search.SearchQuery(
+            recipient=recipient,
+            status=status,
+            since_ms=None if since is None else parse_ms(since),
+            until_ms=None if until is None else parse_ms(until),
+            limit=limit,
+            after=None if cursor is None else search.decode_cursor(cursor),
+        )
+    except (TimestampError, search.CursorError) as exc:
+        raise HTTPException(422, str(exc)) from exc
+    page = await store.search(query)
+    options = ViewOptions(wall_clock_ms(), int(settings.overdue_after_s * 1000))
+    return OrjsonResponse(
+        {
+            "items": [message_summary(h.message_id, h.record, options) for h in page.hits],
+            "next_cursor": None
+            if page.next_after is None
+            else search.encode_cursor(page.next_after),
+        }
+    )
 
 
 @router.get("/messages/{message_id}")

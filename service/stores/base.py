@@ -7,6 +7,7 @@ from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
+from service.search import SearchPage, SearchQuery
 from service.state import MessageRecord, MessageWrite, Transition
 
 
@@ -56,6 +57,10 @@ class Store(ABC):
     @abstractmethod
     async def get(self, message_id: str) -> MessageRecord | None:
         """The merged record, or None for an unknown or expired message."""
+
+    @abstractmethod
+    async def search(self, query: SearchQuery) -> SearchPage:
+        """One page of the messages ``query`` matches, newest first (``service.search``)."""
 
     @abstractmethod
     async def load_checkpoint(self, name: str) -> dict[str, str]:

@@ -6,6 +6,7 @@ import time
 from collections import Counter, OrderedDict
 from collections.abc import Callable, Sequence
 
+from service.search import SearchPage, SearchQuery
 from service.state import MessageRecord, MessageWrite, Transition
 from service.stores.base import Checkpoint, Store
 
@@ -58,6 +59,9 @@ class CachedStore(Store):
         while len(self._entries) > self._max_entries:
             self._entries.popitem(last=False)
         return record
+
+    async def search(self, query: SearchQuery) -> SearchPage:
+        return await self.truth.search(query)
 
     async def load_checkpoint(self, name: str) -> dict[str, str]:
         return await self.truth.load_checkpoint(name)

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import heapq
 import time
 from collections import Counter, OrderedDict
 from collections.abc import Callable, Sequence
 
 from service import stats
+from service.search import Position, SearchHit, SearchPage, SearchQuery, message_handle
 from service.state import MessageRecord, MessageWrite, Transition, merge
 from service.stores.base import Checkpoint, Store
 
@@ -17,6 +19,9 @@ class MemoryStore(Store):
     A record lives ``retention_s`` after its last update; past ``max_messages`` the
     least recently updated one is evicted (and counted in ``evictions``). Nothing
     survives the process: use Redis for that.
+
+    Search scans every record (no indexes to keep in step): about 0.3 s per
+    100,000 records for a query that matches everything, less for narrow ones.
     """
 
     def __init__(
@@ -26,7 +31,8 @@ class MemoryStore(Store):
         retention_s: float = 1_209_600,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        self._records: OrderedDict[str, tuple[float, MessageRecord]] = OrderedDict()
+        # message id -> (expires, record, send time as first seen)
+        self._records: OrderedDict[str, tuple[float, MessageRecord, int]] = OrderedDict()
         self._checkpoints: dict[str, dict[str, str]] = {}
         self._stats: dict[int, stats.BucketCounters] = {}
         self._max_messages = max_messages
@@ -65,13 +71,13 @@ class MemoryStore(Store):
         for write in writes:
             entry = records.pop(write.message_id, None)
             if entry is not None and entry[0] > now:
-                record = entry[1]
+                record, sent_at = entry[1], entry[2]
             else:
                 if entry is not None:
                     self.expirations += 1
-                record = MessageRecord()
+                record, sent_at = MessageRecord(), write.sent_at
             transitions.extend(merge(record, write, counters))
-            records[write.message_id] = (expires, record)
+            records[write.message_id] = (expires, record, sent_at)
         if checkpoint is not None:
             self._checkpoints.setdefault(checkpoint.name, {}).update(checkpoint.positions)
         self._trim(now)
@@ -90,6 +96,46 @@ class MemoryStore(Store):
     async def load_checkpoint(self, name: str) -> dict[str, str]:
         return dict(self._checkpoints.get(name, {}))
 
+    async def search(self, query: SearchQuery) -> SearchPage:
+        now = self._clock()
+        after = query.after
+        since = query.since_ms
+        until = query.until_ms
+        matching: list[tuple[int, str, MessageRecord]] = []
+        for message_id, (expires, record, sent_at) in self._records.items():
+            if expires <= now:
+                continue
+            if since is not None and sent_at < since:
+                continue
+            if until is not None and sent_at >= until:
+                continue
+            if after is not None and (
+                sent_at > after.sent_at
+                or (sent_at == after.sent_at and message_handle(message_id) >= after.handle)
+            ):
+                continue
+            if query.matches(record):
+                matching.append((sent_at, message_id, record))
+        # Handles are only needed to order messages sent in the same millisecond,
+        # so they are computed for the newest few, not for every match.
+        wanted = query.limit + 1
+        newest = heapq.nlargest(wanted, matching, key=lambda m: m[0])
+        if len(newest) == wanted:
+            cutoff = newest[-1][0]
+            newest = [m for m in matching if m[0] >= cutoff]
+        hits = sorted(
+            (
+                SearchHit(message_id, Position(sent_at, message_handle(message_id)), record)
+                for sent_at, message_id, record in newest
+            ),
+            key=lambda hit: hit.position,
+            reverse=True,
+        )
+        if len(hits) > query.limit:
+            hits = hits[: query.limit]
+            return SearchPage(hits, hits[-1].position)
+        return SearchPage(hits, None)
+
     async def read_stats(self, first_bucket: int, last_bucket: int) -> Counter[str]:
         total: Counter[str] = Counter()
         for bucket, counters in self._stats.items():
@@ -101,7 +147,7 @@ class MemoryStore(Store):
         records = self._records
         # Front of the order = least recently updated = earliest expiry.
         while records:
-            message_id, (expires, _) = next(iter(records.items()))
+            message_id, (expires, _, _) = next(iter(records.items()))
             if expires <= now:
                 self.expirations += 1
             elif len(records) > self._max_messages:

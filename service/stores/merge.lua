@@ -8,11 +8,13 @@
 -- KEYS: one per message, then the checkpoint hash when there is a checkpoint, then
 -- the statistics bucket hash when there are statistics, then the transitions stream
 -- when there is a feed.
--- ARGV: ttl_s, status_table, max_fields, batch, checkpoint, stats, feed; all but the
--- first three are msgpack (one argument each, so the client does not pack thousands):
+-- ARGV: ttl_s, status_table, max_fields, batch, checkpoint, stats, feed, index; all
+-- but the first three are msgpack (one argument each, so the client does not pack
+-- thousands):
 --   batch = [[header, [destination...], [[field, blob, message_bits, capped,
 --             [[address, bits]...], natural, latency_field, [once_field...], at]...],
---             message_id, sent_at]...], one entry per message key, in KEYS order;
+--             message_id, sent_at, handle]...], one entry per message key, in KEYS
+--             order (the key is <prefix>m:{handle}; the record keeps message_id);
 --   checkpoint = {position = value}, or an empty string for none;
 --   stats = [bucket_ttl_s, [status names...]], or an empty string for none;
 --   feed = [min_id_ms], or an empty string for none: the batch's transitions are
@@ -20,6 +22,18 @@
 --          address, from, to, at, latency_ms]...]), so every replica can follow them;
 --          entries older than min_id_ms are trimmed (a window of time, because an
 --          entry holds a whole batch: a count of entries would not bound memory).
+--   index = [prefix, bucket_ms, [status names...]]: the search indexes that
+--          service.stores.redis_search reads, all scored by send time with the
+--          message handle as member:
+--            <prefix>r:<recipient, ASCII lower-cased>  zset, recipient's messages;
+--            <prefix>x:pending  zset, messages with a recipient still sent/delayed;
+--            <prefix>x:s:<status>  zset per problem status (bounced and above),
+--                                  the message's status;
+--            <prefix>t:<bucket>  string, every message sent in the bucket, as
+--                                appended 6-byte send times + 16-byte handles;
+--            <prefix>x:buckets  zset of the buckets that hold messages.
+--          Index keys are not in KEYS: like the records they point to, they are
+--          per-message or shared, and Redis Cluster would need them hash-tagged.
 -- What changed is counted as service.stats describes, summed per field in the
 -- script and written with one HINCRBY per field.
 -- Returns msgpack of the transitions, flattened: message_index, event_index
@@ -32,6 +46,7 @@ local batch = cmsgpack.unpack(ARGV[4])
 local checkpoint = ARGV[5] ~= '' and cmsgpack.unpack(ARGV[5]) or nil
 local stats = ARGV[6] ~= '' and cmsgpack.unpack(ARGV[6]) or nil
 local feed = ARGV[7] ~= '' and cmsgpack.unpack(ARGV[7]) or nil
+local index = ARGV[8] ~= '' and cmsgpack.unpack(ARGV[8]) or nil
 local fed = {}
 local status_names = stats and stats[2] or {}
 local counts = {}
@@ -58,6 +73,94 @@ local function bytes_less(x, y)
 end
 
 local out = {}
+
+-- Search indexes (see the header). Records expire on their own; index entries are
+-- dropped when found dead: a zset checks its two oldest members at every add, the
+-- reader drops what it finds missing.
+local index_prefix = index and index[1]
+local PROBLEM_FIRST = 3 -- bounced; see service.search.PROBLEM_STATUSES
+
+local function ascii_lower(text)
+  return (string.gsub(text, '[A-Z]', function(c)
+    return string.char(string.byte(c) + 32)
+  end))
+end
+
+local function send_time_bytes(ms)
+  local b = {}
+  for i = 6, 1, -1 do
+    b[i] = ms % 256
+    ms = (ms - b[i]) / 256
+  end
+  return string.char(b[1], b[2], b[3], b[4], b[5], b[6])
+end
+
+local function index_add(key, score, handle)
+  redis.call('ZADD', key, score, handle)
+  local oldest = redis.call('ZRANGE', key, 0, 1)
+  for _, other in ipairs(oldest) do
+    if other ~= handle and redis.call('EXISTS', index_prefix .. 'm:{' .. other .. '}') == 0 then
+      redis.call('ZREM', key, other)
+    end
+  end
+end
+
+-- The message's status (highest of its recipients') and whether it has a recipient
+-- still waiting, or is itself sent/delayed; twin of MessageRecord.status and
+-- service.search.is_pending.
+local function rollup(recipients, mf)
+  local top, pending = -1, false
+  for _, flags in pairs(recipients) do
+    local code = status_of(bor(flags, mf))
+    if code > top then
+      top = code
+    end
+    if code <= 1 then
+      pending = true
+    end
+  end
+  if top < 0 then
+    top = status_of(mf)
+  end
+  return top, pending or top <= 1
+end
+
+local function index_message(message, raw, before_top, before_pending, recipients, mf, new_recipients)
+  local sent_at, handle = math.max(0, message[5]), message[6]
+  if not raw then
+    local bucket = math.floor(sent_at / index[2])
+    local bucket_key = index_prefix .. 't:' .. bucket
+    redis.call('APPEND', bucket_key, send_time_bytes(sent_at) .. handle)
+    redis.call('EXPIRE', bucket_key, ttl)
+    local buckets_key = index_prefix .. 'x:buckets'
+    redis.call('ZADD', buckets_key, bucket, bucket)
+    local oldest = redis.call('ZRANGE', buckets_key, 0, 0)[1]
+    if oldest ~= tostring(bucket) and redis.call('EXISTS', index_prefix .. 't:' .. oldest) == 0 then
+      redis.call('ZREM', buckets_key, oldest)
+    end
+  end
+  for _, address in ipairs(new_recipients) do
+    local key = index_prefix .. 'r:' .. ascii_lower(address)
+    index_add(key, sent_at, handle)
+    redis.call('EXPIRE', key, ttl)
+  end
+  local top, pending = rollup(recipients, mf)
+  if top ~= before_top then
+    if before_top >= PROBLEM_FIRST then
+      redis.call('ZREM', index_prefix .. 'x:s:' .. index[3][before_top + 1], handle)
+    end
+    if top >= PROBLEM_FIRST then
+      index_add(index_prefix .. 'x:s:' .. index[3][top + 1], sent_at, handle)
+    end
+  end
+  if pending ~= before_pending then
+    if pending then
+      index_add(index_prefix .. 'x:pending', sent_at, handle)
+    else
+      redis.call('ZREM', index_prefix .. 'x:pending', handle)
+    end
+  end
+end
 
 local function bump(field)
   counts[field] = (counts[field] or 0) + 1
@@ -122,6 +225,11 @@ for m = 1, #batch do
     end
   end
   local changed = false
+  local before_top, before_pending = -1, false
+  if index and raw then
+    before_top, before_pending = rollup(recipients, mf)
+  end
+  local new_recipients = {}
 
   local incoming_header = message[1]
   if bytes_less(header, incoming_header) then
@@ -133,6 +241,7 @@ for m = 1, #batch do
     local old = recipients[address]
     if old == nil then
       recipients[address] = bits
+      new_recipients[#new_recipients + 1] = address
       size = size + 1
       changed = true
       transition(m, event, event_index, address, -1, status_of(bor(bits, mf)))
@@ -201,7 +310,11 @@ for m = 1, #batch do
   end
 
   if changed then
-    redis.call('SET', key, cmsgpack.pack({header, mf, truncated, recipients, blobs}), 'EX', ttl)
+    local record = {header, mf, truncated, recipients, blobs, message[4]}
+    redis.call('SET', key, cmsgpack.pack(record), 'EX', ttl)
+    if index then
+      index_message(message, raw, before_top, before_pending, recipients, mf, new_recipients)
+    end
   else
     redis.call('EXPIRE', key, ttl)
   end

@@ -1,8 +1,10 @@
 """Redis store: the shared, durable truth when ``SES_TRACKER_REDIS_URL`` is set.
 
-Layout: one string per message, ``<prefix>m:{<message id>}`` (the braces are a
+Layout: one string per message, ``<prefix>m:{<handle>}`` (the handle is a 16-character
+digest of the message id, see ``service.search.message_handle``; the braces are a
 Redis Cluster hash tag), holding the record msgpack-encoded as ``merge.lua``
-describes; one hash per checkpoint, ``<prefix>ckpt:<name>``. A single compact value
+describes, message id included; one hash per checkpoint, ``<prefix>ckpt:<name>``;
+the search indexes that ``merge.lua`` maintains and ``redis_search`` reads. A single compact value
 keeps a delivered message at a few hundred bytes whatever the server's
 ``hash-max-listpack-*`` settings: a hash with event-sized values would fall back
 to a hashtable and cost half as much again.
@@ -26,8 +28,11 @@ from redis import asyncio as aioredis
 from redis.exceptions import NoScriptError, RedisError
 
 from service import state, stats
+from service.search import SearchPage, SearchQuery, message_handle
 from service.state import MessageRecord, MessageWrite, Transition
 from service.stores.base import Checkpoint, Store, StoreUnavailable
+from service.stores.redis_record import record_from_bytes
+from service.stores.redis_search import SEND_TIME_BUCKET_MS, IndexReader
 
 MERGE_SCRIPT = resources.files("service.stores").joinpath("merge.lua").read_text()
 
@@ -51,6 +56,10 @@ class RedisStore(Store):
         # nothing is appended.
         self._feed_window_ms = None if feed_window_s is None else int(feed_window_s * 1000)
         self._sha: str | None = None
+        self._index = IndexReader(client, prefix)
+        self._packed_index = msgpack.packb(
+            [prefix, SEND_TIME_BUCKET_MS, list(state.STATUSES)], use_bin_type=False
+        )
 
     @classmethod
     def from_url(cls, url: str, **kwargs: object) -> RedisStore:
@@ -58,7 +67,7 @@ class RedisStore(Store):
         return cls(client, **kwargs)  # type: ignore[arg-type]
 
     def key(self, message_id: str) -> str:
-        return f"{self._prefix}m:{{{message_id}}}"
+        return self._index.record_key(message_handle(message_id))
 
     def checkpoint_key(self, name: str) -> str:
         return f"{self._prefix}ckpt:{name}"
@@ -116,7 +125,8 @@ class RedisStore(Store):
         checkpoint: Checkpoint | None,
         stats_bucket: int | None,
     ) -> tuple[list[str], list[str | bytes]]:
-        keys = [self.key(write.message_id) for write in writes]
+        handles = [message_handle(write.message_id) for write in writes]
+        keys = [self._index.record_key(handle) for handle in handles]
         batch = [
             [
                 write.header,
@@ -137,8 +147,9 @@ class RedisStore(Store):
                 ],
                 write.message_id,
                 write.sent_at,
+                handle,
             ]
-            for write in writes
+            for write, handle in zip(writes, handles, strict=True)
         ]
         packed_checkpoint = b""
         if checkpoint is not None:
@@ -164,6 +175,7 @@ class RedisStore(Store):
             packed_checkpoint,
             packed_stats,
             packed_feed,
+            self._packed_index,
         ]
         return keys, args
 
@@ -174,7 +186,15 @@ class RedisStore(Store):
             raise StoreUnavailable(f"redis read failed: {type(exc).__name__}: {exc}") from exc
         if raw is None:
             return None
-        return record_from_bytes(raw)
+        stored_id, record = record_from_bytes(raw)
+        # Two ids sharing a handle (odds ~1e-15) must not answer for each other.
+        return record if stored_id == message_id else None
+
+    async def search(self, query: SearchQuery) -> SearchPage:
+        try:
+            return await self._index.search(query)
+        except (RedisError, OSError) as exc:
+            raise StoreUnavailable(f"redis read failed: {type(exc).__name__}: {exc}") from exc
 
     async def read_stats(self, first_bucket: int, last_bucket: int) -> Counter[str]:
         total: Counter[str] = Counter()
@@ -247,18 +267,6 @@ class RedisStore(Store):
     def describe(self) -> str:
         kwargs = self._client.connection_pool.connection_kwargs
         return f"RedisStore({kwargs.get('host')}:{kwargs.get('port')}/{kwargs.get('db', 0)})"
-
-
-def record_from_bytes(raw: bytes) -> MessageRecord:
-    """Decode what ``merge.lua`` stored (msgpack; an empty Lua table packs as [])."""
-    header, message_flags, truncated, recipients, blobs = msgpack.unpackb(raw, raw=True)
-    return MessageRecord(
-        header=header,
-        message_flags=message_flags,
-        recipients={address.decode(): flags for address, flags in (recipients or {}).items()},
-        blobs={name.decode(): blob for name, blob in (blobs or {}).items()},
-        truncated=truncated,
-    )
 
 
 def _chunks(writes: Sequence[MessageWrite], max_events: int) -> list[Sequence[MessageWrite]]:
