@@ -541,18 +541,26 @@ def _opt_str(body: dict[str, Any], key: str) -> str | None:
     raise RecordError(f"{key}: expected a string")
 
 
-def _address(value: Any, path: str) -> str:
-    if not isinstance(value, str) or not value.strip():
-        raise RecordError(f"{path}: expected an email address string")
-    address = value.strip()
+def normalize_address(text: str) -> str:
+    """A recipient as state keeps it: bare address, case folded.
+
+    Addresses are matched case-insensitively, as mailbox providers and SES's
+    suppression list do; otherwise "Jane@x" and "jane@x" would be two recipients.
+    """
+    address = text.strip()
     # Bounce reports may name a recipient as `"Name" <addr>`.
     if address.endswith(">") and "<" in address:
         address = address[address.rindex("<") + 1 : -1]
+    return address.lower()
+
+
+def _address(value: Any, path: str) -> str:
+    if not isinstance(value, str) or not value.strip():
+        raise RecordError(f"{path}: expected an email address string")
+    address = normalize_address(value)
     if len(address) > MAX_ADDRESS_CHARS:
         raise RecordError(f"{path}: address over {MAX_ADDRESS_CHARS} characters")
-    # Addresses are matched case-insensitively, as mailbox providers and SES's
-    # suppression list do; otherwise "Jane@x" and "jane@x" would be two recipients.
-    return address.lower()
+    return address
 
 
 def _addresses(raw: Any, path: str, *, required: bool = False) -> tuple[str, ...]:

@@ -17,6 +17,7 @@ import hashlib
 from dataclasses import dataclass
 
 from service import state
+from service.parser import normalize_address
 from service.state import MessageRecord
 
 # Statuses whose messages the Redis store keeps in an index of their own: rare,
@@ -47,13 +48,25 @@ def message_handle(message_id: str) -> str:
     return base64.urlsafe_b64encode(digest).decode()
 
 
-def recipient_key(address: str) -> str:
-    """How a recipient is matched: ASCII case folded, as mail systems treat domains.
+def rollup(record: MessageRecord) -> tuple[int, bool]:
+    """The message's status code, and whether it waits on an outcome.
 
-    ASCII only, so that the Redis script (which cannot rely on the server's
-    locale) folds exactly the same characters.
+    Waiting means a recipient still sent or delayed (or the message itself so, when
+    it has no recipients). The Redis pending index holds exactly these messages
+    (``merge.lua``'s twin ``rollup``).
     """
-    return address.encode().lower().decode()
+    codes = [state.status_of(flags | record.message_flags) for flags in record.recipients.values()]
+    top = max(codes, default=state.status_of(record.message_flags))
+    return top, top <= state.DELAYED or any(code <= state.DELAYED for code in codes)
+
+
+def is_pending(record: MessageRecord) -> bool:
+    return rollup(record)[1]
+
+
+def recipient_key(address: str) -> str:
+    """How a searched-for recipient is matched: as the parser stores recipients."""
+    return normalize_address(address)
 
 
 @dataclass(frozen=True, slots=True, order=True)
@@ -72,6 +85,9 @@ class SearchQuery:
     until_ms: int | None = None  # exclusive
     limit: int = DEFAULT_LIMIT
     after: Position | None = None  # resume strictly after this position
+    # Only messages with a recipient still waiting (is_pending); with until_ms set
+    # to now minus the overdue threshold, these are the overdue messages.
+    waiting: bool = False
 
     def __post_init__(self) -> None:
         if self.status is not None and self.status not in state.STATUSES:
@@ -88,16 +104,15 @@ class SearchQuery:
         return self.after is None or position < self.after
 
     def matches(self, record: MessageRecord) -> bool:
-        """Whether a record passes the recipient and status filters."""
+        """Whether a record passes the recipient, status and waiting filters."""
+        if self.waiting and not is_pending(record):
+            return False
         if self.recipient is None:
             return self.status is None or record.status() == self.status
         wanted = recipient_key(self.recipient)
-        for address in record.recipients:
-            if recipient_key(address) == wanted and (
-                self.status is None or record.recipient_status(address) == self.status
-            ):
-                return True
-        return False
+        if wanted not in record.recipients:
+            return False
+        return self.status is None or record.recipient_status(wanted) == self.status
 
 
 @dataclass(frozen=True, slots=True)

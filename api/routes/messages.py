@@ -31,19 +31,27 @@ async def search_messages(
     until: Instant = None,
     limit: Annotated[int, Query(ge=1, le=search.MAX_LIMIT)] = search.DEFAULT_LIMIT,
     cursor: Annotated[str | None, Query(max_length=200)] = None,
+    overdue: bool = False,
 ) -> OrjsonResponse:
     """Messages sent in ``[since, until)``, newest first, filtered by recipient and status.
 
     With ``recipient``, ``status`` is that recipient's; otherwise the message's.
+    ``overdue=true`` keeps messages with a recipient still sent/delayed past
+    ``SES_TRACKER_OVERDUE_AFTER_S``.
     """
     try:
+        until_ms = None if until is None else parse_ms(until)
+        if overdue:
+            deadline = wall_clock_ms() - int(settings.overdue_after_s * 1000)
+            until_ms = deadline if until_ms is None else min(until_ms, deadline)
         query = search.SearchQuery(
             recipient=recipient,
             status=status,
             since_ms=None if since is None else parse_ms(since),
-            until_ms=None if until is None else parse_ms(until),
+            until_ms=until_ms,
             limit=limit,
             after=None if cursor is None else search.decode_cursor(cursor),
+            waiting=overdue,
         )
     except (TimestampError, search.CursorError) as exc:
         raise HTTPException(422, str(exc)) from exc

@@ -7,7 +7,8 @@ const $ = (id) => document.getElementById(id);
 const FEED_ROWS = 50;
 const HISTORY = 300; // one stats point a second: five minutes
 const history = [];
-const delayed = new Map(); // "message|recipient" -> at
+const WAITING_POLL_MS = 5000;
+const WAITING_ROWS = 15;
 
 function text(tag, value, className) {
   const el = document.createElement(tag);
@@ -100,16 +101,46 @@ function showTransitions(items) {
     row.append(text("td", `${item.from || "new"} → ${item.to}`, "status-" + item.to));
     row.append(text("td", item.latency_ms + " ms"));
     body.prepend(row);
-    const key = item.message_id + "|" + item.recipient;
-    if (item.to === "delayed") delayed.set(key, item);
-    else delayed.delete(key);
   }
   while (body.rows.length > FEED_ROWS) body.deleteRow(-1);
-  const list = $("delayed");
-  list.replaceChildren();
-  for (const item of [...delayed.values()].slice(-30).reverse()) {
-    list.append(text("li", `${item.at.slice(11, 19)} ${item.recipient} (${item.message_id.slice(0, 24)}…)`));
+}
+
+// Overdue and delayed messages come from the search API (the store's pending
+// index), so the list holds what every replica has seen, not only this page.
+async function refreshWaiting() {
+  try {
+    const [overdue, delayed] = await Promise.all([
+      searchMessages({ overdue: "true", limit: WAITING_ROWS }),
+      searchMessages({ status: "delayed", limit: WAITING_ROWS }),
+    ]);
+    const list = $("waiting");
+    list.replaceChildren();
+    const shown = new Set();
+    for (const [label, items] of [["overdue", overdue], ["delayed", delayed]]) {
+      for (const message of items) {
+        if (shown.has(message.message_id)) continue;
+        shown.add(message.message_id);
+        const waiting = message.recipients.filter((r) => r.status === "sent" || r.status === "delayed");
+        const item = document.createElement("li");
+        item.append(text("span", label, label === "overdue" ? "status-bounced" : "status-delayed"));
+        item.append(` ${(message.sent_at || "").slice(11, 19)} `);
+        const link = text("a", message.message_id.slice(0, 24) + "…");
+        link.dataset.messageId = message.message_id;
+        link.onclick = () => lookup(message.message_id);
+        item.append(link, ` ${waiting.map((r) => r.address).join(", ")}`);
+        list.append(item);
+      }
+    }
+    if (!list.children.length) list.append(text("li", "nothing waiting", "muted"));
+  } finally {
+    setTimeout(refreshWaiting, WAITING_POLL_MS);
   }
+}
+
+async function searchMessages(params) {
+  const response = await fetch("/v1/messages?" + new URLSearchParams(params), { headers: authHeaders });
+  if (!response.ok) throw new Error("search failed: " + response.status);
+  return (await response.json()).items;
 }
 
 async function lookup(messageId) {
@@ -158,3 +189,4 @@ $("lookup-form").onsubmit = (event) => {
   if (id) lookup(id);
 };
 connect();
+refreshWaiting();

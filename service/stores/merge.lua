@@ -22,10 +22,12 @@
 --          address, from, to, at, latency_ms]...]), so every replica can follow them;
 --          entries older than min_id_ms are trimmed (a window of time, because an
 --          entry holds a whole batch: a count of entries would not bound memory).
---   index = [prefix, bucket_ms, [status names...]]: the search indexes that
+--   index = [prefix, bucket_ms, [status names...], oldest_live_ms]: the search
+--          indexes that
 --          service.stores.redis_search reads, all scored by send time with the
 --          message handle as member:
---            <prefix>r:<recipient, ASCII lower-cased>  zset, recipient's messages;
+--            <prefix>r:<recipient>  zset, the recipient's messages (addresses come
+--                                   case-folded from the parser);
 --            <prefix>x:pending  zset, messages with a recipient still sent/delayed;
 --            <prefix>x:s:<status>  zset per problem status (bounced and above),
 --                                  the message's status;
@@ -75,16 +77,14 @@ end
 local out = {}
 
 -- Search indexes (see the header). Records expire on their own; index entries are
--- dropped when found dead: a zset checks its two oldest members at every add, the
--- reader drops what it finds missing.
+-- dropped when found dead: by the reader, and here at each add, from the oldest end
+-- of the zset. A member sent after oldest_live_ms cannot be dead (its record was
+-- merged after it was sent, and lives the retention from then), so the common case
+-- costs one ZRANGE and no EXISTS. Shared zsets and buckets are tended once a call.
 local index_prefix = index and index[1]
+local oldest_live = index and index[4]
 local PROBLEM_FIRST = 3 -- bounced; see service.search.PROBLEM_STATUSES
-
-local function ascii_lower(text)
-  return (string.gsub(text, '[A-Z]', function(c)
-    return string.char(string.byte(c) + 32)
-  end))
-end
+local tended = {}
 
 local function send_time_bytes(ms)
   local b = {}
@@ -95,12 +95,43 @@ local function send_time_bytes(ms)
   return string.char(b[1], b[2], b[3], b[4], b[5], b[6])
 end
 
-local function index_add(key, score, handle)
+local function trim_dead(key, count)
+  local rows = redis.call('ZRANGE', key, 0, count - 1, 'WITHSCORES')
+  for i = 1, #rows, 2 do
+    local member = rows[i]
+    if tonumber(rows[i + 1]) < oldest_live
+        and redis.call('EXISTS', index_prefix .. 'm:{' .. member .. '}') == 0 then
+      redis.call('ZREM', key, member)
+    end
+  end
+end
+
+local function index_add(key, score, handle, shared)
   redis.call('ZADD', key, score, handle)
-  local oldest = redis.call('ZRANGE', key, 0, 1)
-  for _, other in ipairs(oldest) do
-    if other ~= handle and redis.call('EXISTS', index_prefix .. 'm:{' .. other .. '}') == 0 then
-      redis.call('ZREM', key, other)
+  if not shared then
+    trim_dead(key, 1)
+  elseif not tended[key] then
+    tended[key] = true
+    trim_dead(key, 8)
+  end
+end
+
+local function add_to_bucket(sent_at, handle)
+  local bucket = math.floor(sent_at / index[2])
+  local bucket_key = index_prefix .. 't:' .. bucket
+  redis.call('APPEND', bucket_key, send_time_bytes(sent_at) .. handle)
+  if tended[bucket_key] then
+    return
+  end
+  tended[bucket_key] = true
+  redis.call('EXPIRE', bucket_key, ttl)
+  local buckets_key = index_prefix .. 'x:buckets'
+  redis.call('ZADD', buckets_key, bucket, bucket)
+  if not tended[buckets_key] then
+    tended[buckets_key] = true
+    local oldest = redis.call('ZRANGE', buckets_key, 0, 0)[1]
+    if oldest ~= tostring(bucket) and redis.call('EXISTS', index_prefix .. 't:' .. oldest) == 0 then
+      redis.call('ZREM', buckets_key, oldest)
     end
   end
 end
@@ -128,20 +159,11 @@ end
 local function index_message(message, raw, before_top, before_pending, recipients, mf, new_recipients)
   local sent_at, handle = math.max(0, message[5]), message[6]
   if not raw then
-    local bucket = math.floor(sent_at / index[2])
-    local bucket_key = index_prefix .. 't:' .. bucket
-    redis.call('APPEND', bucket_key, send_time_bytes(sent_at) .. handle)
-    redis.call('EXPIRE', bucket_key, ttl)
-    local buckets_key = index_prefix .. 'x:buckets'
-    redis.call('ZADD', buckets_key, bucket, bucket)
-    local oldest = redis.call('ZRANGE', buckets_key, 0, 0)[1]
-    if oldest ~= tostring(bucket) and redis.call('EXISTS', index_prefix .. 't:' .. oldest) == 0 then
-      redis.call('ZREM', buckets_key, oldest)
-    end
+    add_to_bucket(sent_at, handle)
   end
   for _, address in ipairs(new_recipients) do
-    local key = index_prefix .. 'r:' .. ascii_lower(address)
-    index_add(key, sent_at, handle)
+    local key = index_prefix .. 'r:' .. address
+    index_add(key, sent_at, handle, false)
     redis.call('EXPIRE', key, ttl)
   end
   local top, pending = rollup(recipients, mf)
@@ -150,12 +172,12 @@ local function index_message(message, raw, before_top, before_pending, recipient
       redis.call('ZREM', index_prefix .. 'x:s:' .. index[3][before_top + 1], handle)
     end
     if top >= PROBLEM_FIRST then
-      index_add(index_prefix .. 'x:s:' .. index[3][top + 1], sent_at, handle)
+      index_add(index_prefix .. 'x:s:' .. index[3][top + 1], sent_at, handle, true)
     end
   end
   if pending ~= before_pending then
     if pending then
-      index_add(index_prefix .. 'x:pending', sent_at, handle)
+      index_add(index_prefix .. 'x:pending', sent_at, handle, true)
     else
       redis.call('ZREM', index_prefix .. 'x:pending', handle)
     end

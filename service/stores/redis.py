@@ -57,9 +57,7 @@ class RedisStore(Store):
         self._feed_window_ms = None if feed_window_s is None else int(feed_window_s * 1000)
         self._sha: str | None = None
         self._index = IndexReader(client, prefix)
-        self._packed_index = msgpack.packb(
-            [prefix, SEND_TIME_BUCKET_MS, list(state.STATUSES)], use_bin_type=False
-        )
+        self._retention_ms = int(retention_s * 1000)
 
     @classmethod
     def from_url(cls, url: str, **kwargs: object) -> RedisStore:
@@ -175,7 +173,15 @@ class RedisStore(Store):
             packed_checkpoint,
             packed_stats,
             packed_feed,
-            self._packed_index,
+            msgpack.packb(
+                [
+                    self._prefix,
+                    SEND_TIME_BUCKET_MS,
+                    list(state.STATUSES),
+                    time.time_ns() // 1_000_000 - self._retention_ms,
+                ],
+                use_bin_type=False,
+            ),
         ]
         return keys, args
 

@@ -4,7 +4,8 @@ Which index answers a query (the narrowest one that holds every match):
 
 * ``recipient=`` : the recipient's zset, ``r:<address>``;
 * ``status=`` bounced and above: that status's zset, ``x:s:<status>``;
-* ``status=sent|delayed``: the pending zset, ``x:pending``;
+* ``status=sent|delayed``, or waiting (overdue) messages: the pending zset,
+  ``x:pending``;
 * otherwise (``delivered``, or no filter): every message by send time, from the
   per-minute ``t:<bucket>`` strings listed in ``x:buckets``.
 
@@ -53,7 +54,7 @@ class IndexReader:
             return f"{self._prefix}r:{recipient_key(query.recipient)}"
         if query.status in PROBLEM_STATUSES:
             return f"{self._prefix}x:s:{query.status}"
-        if query.status in ("sent", "delayed"):
+        if query.waiting or query.status in ("sent", "delayed"):
             return f"{self._prefix}x:pending"
         return None
 

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from pathlib import Path
 
+import httpx
 import pytest
 from playwright.async_api import async_playwright, expect
 
@@ -12,6 +14,7 @@ from consumers.simulator import run_simulator
 from service.runtime import Runtime
 from service.settings import Settings
 from service.state import STATUSES
+from tests.support import ses
 from tests.support.serving import serving
 
 pytestmark = [pytest.mark.browser, pytest.mark.timeout(90)]
@@ -71,6 +74,13 @@ async def test_the_page_is_live_and_looks_messages_up() -> None:
             timeout=2_000,
         )
         await expect(page.locator("#latency-chart polyline")).to_have_count(3, timeout=3_000)
+        # A message sent an hour ago with no outcome is listed as overdue, by the server.
+        stale = ses.send("0100018b-stale-0000", ["late@x.com"], int(time.time() * 1000) - 3_600_000)
+        async with httpx.AsyncClient(base_url=server.base) as client:
+            assert (await client.post("/v1/events", content=ses.dumps(stale))).status_code == 202
+        waiting = page.locator("#waiting li", has_text="0100018b-stale-0000")
+        await expect(waiting).to_contain_text("overdue", timeout=8_000)
+        await expect(waiting).to_contain_text("late@x.com")
         # Look a message up, by the box, with an id from the feed.
         message_id = await page.locator("#feed td.mid a").first.get_attribute("data-message-id")
         await page.fill("#lookup-id", message_id)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gzip
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -201,3 +202,106 @@ async def test_stats_over_a_window(client: httpx.AsyncClient) -> None:
     assert body["by_domain"]["yahoo.com"]["counts"]["bounced"] == 1
     for bad in (0, 5, 3_601):
         assert (await client.get("/v1/stats", params={"window_s": bad})).status_code == 422
+
+
+async def test_search_by_recipient_status_and_time_with_cursor(client: httpx.AsyncClient) -> None:
+    records = []
+    for n in range(5):
+        mid = f"0100018b-search-{n}"
+        records.append(ses.send(mid, ["Shopper@Example.com", f"other{n}@x.com"], T + n * 1000))
+        if n % 2 == 0:
+            records.append(
+                ses.delivery(mid, ["Shopper@Example.com"], T + n * 1000 + 700, T + n * 1000)
+            )
+    records.append(
+        ses.bounce("0100018b-search-3", ["Shopper@Example.com"], T + 3900, sent_at=T + 3000)
+    )
+    assert (await client.post("/v1/events", content=ses.dumps(*records))).status_code == 202
+
+    response = await client.get(
+        "/v1/messages", params={"recipient": "shopper@example.com", "limit": 2}
+    )
+    assert response.status_code == 200
+    first = response.json()
+    assert [item["message_id"] for item in first["items"]] == [
+        "0100018b-search-4",
+        "0100018b-search-3",
+    ]
+    item = first["items"][0]
+    assert set(item) == {
+        "message_id",
+        "status",
+        "overdue",
+        "sent_at",
+        "source",
+        "subject",
+        "configuration_set",
+        "recipients",
+    }
+    assert item["sent_at"] == "2023-11-14T22:13:24.000Z"
+    assert {"address": "shopper@example.com", "status": "delivered"} in item["recipients"]
+    assert first["next_cursor"]
+
+    seen = [i["message_id"] for i in first["items"]]
+    cursor = first["next_cursor"]
+    while cursor:
+        page = (
+            await client.get(
+                "/v1/messages",
+                params={"recipient": "shopper@example.com", "limit": 2, "cursor": cursor},
+            )
+        ).json()
+        seen += [i["message_id"] for i in page["items"]]
+        cursor = page["next_cursor"]
+    assert seen == [f"0100018b-search-{n}" for n in (4, 3, 2, 1, 0)]
+
+    bounced = (await client.get("/v1/messages", params={"status": "bounced"})).json()
+    assert [i["message_id"] for i in bounced["items"]] == ["0100018b-search-3"]
+    assert bounced["next_cursor"] is None
+    # With a recipient, status is that recipient's: other3 was never bounced.
+    other = await client.get(
+        "/v1/messages", params={"recipient": "other3@x.com", "status": "bounced"}
+    )
+    assert other.json()["items"] == []
+    window = await client.get(
+        "/v1/messages",
+        params={"since": "2023-11-14T22:13:21Z", "until": "2023-11-14T22:13:23.000Z"},
+    )
+    assert [i["message_id"] for i in window.json()["items"]] == [
+        "0100018b-search-2",
+        "0100018b-search-1",
+    ]
+
+
+@pytest.mark.parametrize(
+    "params",
+    [
+        {"status": "lost"},
+        {"limit": "0"},
+        {"limit": "501"},
+        {"since": "yesterday"},
+        {"cursor": "not-a-cursor"},
+        {"cursor": "MTcwMDAwMDAwMDAwMC5zaG9ydA"},  # well-formed base64, wrong handle
+    ],
+)
+async def test_bad_search_parameters_are_422(client: httpx.AsyncClient, params) -> None:
+    response = await client.get("/v1/messages", params=params)
+    assert response.status_code == 422, response.text
+
+
+async def test_overdue_lists_messages_still_waiting_past_the_threshold(
+    client: httpx.AsyncClient,
+) -> None:
+    # T is long past; a message sent "now" is not yet overdue.
+    now = int(time.time() * 1000)
+    records = [
+        ses.send("0100018b-overdue-old", ["a@x.com"], T),
+        ses.send("0100018b-overdue-new", ["a@x.com"], now),
+        ses.send("0100018b-overdue-done", ["a@x.com"], T),
+        ses.delivery("0100018b-overdue-done", ["a@x.com"], T + 50, T),
+    ]
+    assert (await client.post("/v1/events", content=ses.dumps(*records))).status_code == 202
+    body = (await client.get("/v1/messages", params={"overdue": "true"})).json()
+    assert [(i["message_id"], i["overdue"]) for i in body["items"]] == [
+        ("0100018b-overdue-old", True)
+    ]

@@ -25,7 +25,9 @@ def mailbox(draw: st.DrawFn, max_messages: int = 14) -> list[list[dict[str, Any]
     for n in range(count):
         message_id = f"0100018bsearch-{n:04d}-0000-0000-000000000000-000000"
         sent_at = T + draw(st.sampled_from((0, 0, 1, 1000, 2000, 2000, 60_000, 120_500)))
-        recipients = draw(st.lists(st.sampled_from(RECIPIENTS), min_size=1, max_size=3, unique=True))
+        recipients = draw(
+            st.lists(st.sampled_from(RECIPIENTS), min_size=1, max_size=3, unique=True)
+        )
         records = [ses.send(message_id, recipients, sent_at)]
         if draw(st.integers(0, 9)) == 0:
             records.append(ses.reject(message_id, recipients, sent_at))
@@ -57,11 +59,10 @@ def queries(draw: st.DrawFn) -> dict[str, Any]:
         "recipient": draw(st.none() | st.sampled_from((*RECIPIENTS, "B@Y.ORG", "nobody@x.com"))),
         "status": draw(
             st.none()
-            | st.sampled_from(
-                ("sent", "delayed", "delivered", "bounced", "complained", "rejected")
-            )
+            | st.sampled_from(("sent", "delayed", "delivered", "bounced", "complained", "rejected"))
         ),
         "since_ms": draw(st.none() | st.sampled_from((T, T + 1, T + 2000, T + 60_000))),
         "until_ms": draw(st.none() | st.sampled_from((T + 1, T + 2000, T + 120_500, T + 10**7))),
         "limit": draw(st.integers(1, 4)),
+        "waiting": draw(st.booleans()),
     }

@@ -1,0 +1,76 @@
+"""The memory store's search indexes: the Redis indexes' semantics, as dicts.
+
+Recipients map to message ids; waiting (pending) messages and messages in a
+problem status are kept in insertion-ordered dicts used as sets. Delivered mail,
+most of the traffic, is in no index but the recipient's, so a busy store pays for
+the recipient entry only (a shared address string and a slot).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection
+
+from service import state
+from service.search import PROBLEM_STATUSES, SearchQuery, recipient_key, rollup
+from service.state import MessageRecord
+
+_PROBLEM_CODES = {state.STATUSES.index(name): name for name in PROBLEM_STATUSES}
+
+
+class MemoryIndex:
+    def __init__(self) -> None:
+        # One message: the id itself (no list object for the usual case).
+        self._by_recipient: dict[str, str | list[str]] = {}
+        self._waiting: dict[str, None] = {}
+        self._by_status: dict[str, dict[str, None]] = {name: {} for name in PROBLEM_STATUSES}
+
+    def update(
+        self, message_id: str, record: MessageRecord, new_recipients: Collection[str]
+    ) -> None:
+        """After a merge that changed a status: file the message where it now belongs."""
+        for address in new_recipients:
+            held = self._by_recipient.get(address)
+            if held is None:
+                self._by_recipient[address] = message_id
+            elif isinstance(held, str):
+                if held != message_id:
+                    self._by_recipient[address] = [held, message_id]
+            elif message_id not in held:
+                held.append(message_id)
+        top, waiting = rollup(record)
+        for code, name in _PROBLEM_CODES.items():
+            if code == top:
+                self._by_status[name][message_id] = None
+            else:
+                self._by_status[name].pop(message_id, None)
+        if waiting:
+            self._waiting[message_id] = None
+        else:
+            self._waiting.pop(message_id, None)
+
+    def drop(self, message_id: str, record: MessageRecord) -> None:
+        """Forget an evicted or expired message."""
+        for address in record.recipients:
+            held = self._by_recipient.get(address)
+            if held == message_id:
+                del self._by_recipient[address]
+            elif isinstance(held, list) and message_id in held:
+                held.remove(message_id)
+                if len(held) == 1:
+                    self._by_recipient[address] = held[0]
+        self._waiting.pop(message_id, None)
+        for members in self._by_status.values():
+            members.pop(message_id, None)
+
+    def candidates(self, query: SearchQuery) -> Collection[str] | None:
+        """Ids that may match (a superset), or None when every message may."""
+        if query.recipient is not None:
+            held = self._by_recipient.get(recipient_key(query.recipient))
+            if held is None:
+                return ()
+            return (held,) if isinstance(held, str) else list(held)
+        if query.status in self._by_status:
+            return list(self._by_status[query.status])
+        if query.waiting or query.status in ("sent", "delayed"):
+            return list(self._waiting)
+        return None
