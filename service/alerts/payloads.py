@@ -1,0 +1,234 @@
+"""One alert as each chat service wants it posted. Pure: an Alert in, JSON-ready out.
+
+Each builder keeps within its service's documented limits (text lengths, number of
+fields), because an over-long payload is refused whole (Slack answers 400
+``invalid_blocks``, Discord 400, Teams and Google Chat drop the card): an alert
+that cannot be shown in full is cut, never lost.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from service.alerts.model import Alert, AlertState, Severity
+from service.timestamps import format_ms
+
+_COLOURS = {  # firing warning, firing critical, resolved
+    Severity.WARNING: 0xD29922,
+    Severity.CRITICAL: 0xF85149,
+    None: 0x3FB950,
+}
+_MAX_EXAMPLES = 5
+
+
+def _cut(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def _colour(alert: Alert) -> int:
+    return _COLOURS[None if alert.state is AlertState.RESOLVED else alert.severity]
+
+
+def _facts(alert: Alert) -> list[tuple[str, str]]:
+    """Figures, then the worst offenders, then example message ids, as (label, value)."""
+    facts = list(alert.figures.items())
+    facts += [(f"worst: {name}", value) for name, value in alert.worst.items()]
+    for example in alert.examples[:_MAX_EXAMPLES]:
+        value = example.message_id
+        if example.recipient:
+            value += f" ({example.recipient})"
+        if example.detail:
+            value += f": {example.detail}"
+        facts.append(("example", value))
+    return facts
+
+
+def _when(alert: Alert) -> str:
+    if alert.state is AlertState.RESOLVED and alert.resolved_at is not None:
+        return f"resolved {format_ms(alert.resolved_at)} (since {format_ms(alert.started_at)})"
+    return f"since {format_ms(alert.started_at)}"
+
+
+def slack(alert: Alert) -> dict[str, Any]:
+    """Incoming webhook with Block Kit; ``text`` is the notification fallback."""
+    facts = _facts(alert)
+    blocks: list[dict[str, Any]] = [
+        {"type": "header", "text": {"type": "plain_text", "text": _cut(alert.headline, 150)}},
+        {"type": "section", "text": {"type": "mrkdwn", "text": _cut(alert.summary, 3000)}},
+    ]
+    if facts:
+        blocks.append(
+            {
+                "type": "section",
+                "fields": [
+                    {"type": "mrkdwn", "text": _cut(f"*{label}*\n{value}", 2000)}
+                    for label, value in facts[:10]
+                ],
+            }
+        )
+    blocks.append(
+        {
+            "type": "context",
+            "elements": [{"type": "mrkdwn", "text": _cut(f"`{alert.key}` · {_when(alert)}", 3000)}],
+        }
+    )
+    if alert.link:
+        blocks.append(
+            {
+                "type": "actions",
+                "elements": [
+                    {
+                        "type": "button",
+                        "text": {"type": "plain_text", "text": "Open in ses-tracker"},
+                        "url": alert.link,
+                    }
+                ],
+            }
+        )
+    return {"text": _cut(f"{alert.headline}: {alert.summary}", 3000), "blocks": blocks}
+
+
+def teams(alert: Alert) -> dict[str, Any]:
+    """A Workflows ("When a Teams webhook request is received") message with an Adaptive Card."""
+    body: list[dict[str, Any]] = [
+        {
+            "type": "TextBlock",
+            "text": alert.headline,
+            "weight": "Bolder",
+            "size": "Medium",
+            "wrap": True,
+            "color": "Good"
+            if alert.state is AlertState.RESOLVED
+            else ("Attention" if alert.severity is Severity.CRITICAL else "Warning"),
+        },
+        {"type": "TextBlock", "text": alert.summary, "wrap": True},
+    ]
+    facts = _facts(alert)
+    if facts:
+        body.append({"type": "FactSet", "facts": [{"title": k, "value": v} for k, v in facts]})
+    body.append(
+        {
+            "type": "TextBlock",
+            "text": f"{alert.key} · {_when(alert)}",
+            "isSubtle": True,
+            "wrap": True,
+        }
+    )
+    card: dict[str, Any] = {
+        "$schema": "http://adaptivecards.io/schemas/adaptive-card.json",
+        "type": "AdaptiveCard",
+        "version": "1.4",
+        "body": body,
+    }
+    if alert.link:
+        card["actions"] = [
+            {"type": "Action.OpenUrl", "title": "Open in ses-tracker", "url": alert.link}
+        ]
+    return {
+        "type": "message",
+        "attachments": [
+            {
+                "contentType": "application/vnd.microsoft.card.adaptive",
+                "contentUrl": None,
+                "content": card,
+            }
+        ],
+    }
+
+
+def discord(alert: Alert) -> dict[str, Any]:
+    """An execute-webhook body with one embed (title 256, description 4096, 25 fields)."""
+    embed: dict[str, Any] = {
+        "title": _cut(alert.headline, 256),
+        "description": _cut(alert.summary, 4096),
+        "color": _colour(alert),
+        "fields": [
+            {
+                "name": _cut(label, 256),
+                "value": _cut(value, 1024),
+                "inline": not label.startswith("example"),
+            }
+            for label, value in _facts(alert)[:25]
+        ],
+        "footer": {"text": _cut(f"{alert.key} · {_when(alert)}", 2048)},
+        "timestamp": format_ms(alert.resolved_at or alert.started_at),
+    }
+    if alert.link:
+        embed["url"] = alert.link
+    # Discord refuses an embed over 6,000 characters in all: drop fields until it fits.
+    while _embed_size(embed) > 6000 and embed["fields"]:
+        embed["fields"].pop()
+    return {
+        "content": _cut(alert.headline, 2000),
+        "embeds": [embed],
+        "allowed_mentions": {"parse": []},
+    }
+
+
+def _embed_size(embed: dict[str, Any]) -> int:
+    size = len(embed["title"]) + len(embed["description"]) + len(embed["footer"]["text"])
+    return size + sum(len(f["name"]) + len(f["value"]) for f in embed["fields"])
+
+
+def google_chat(alert: Alert) -> dict[str, Any]:
+    """A Chat app incoming-webhook message: ``text`` plus a ``cardsV2`` card."""
+    widgets: list[dict[str, Any]] = [{"textParagraph": {"text": _cut(alert.summary, 4000)}}]
+    widgets += [
+        {"decoratedText": {"topLabel": label, "text": value, "wrapText": True}}
+        for label, value in _facts(alert)
+    ]
+    if alert.link:
+        widgets.append(
+            {
+                "buttonList": {
+                    "buttons": [
+                        {
+                            "text": "Open in ses-tracker",
+                            "onClick": {"openLink": {"url": alert.link}},
+                        }
+                    ]
+                }
+            }
+        )
+    return {
+        "text": _cut(alert.headline, 4000),
+        "cardsV2": [
+            {
+                "cardId": _cut(alert.key, 64),
+                "card": {
+                    "header": {"title": _cut(alert.headline, 200), "subtitle": _when(alert)},
+                    "sections": [{"widgets": widgets}],
+                },
+            }
+        ],
+    }
+
+
+def generic(alert: Alert) -> dict[str, Any]:
+    """The signed JSON webhook: every field, nothing cut (see ``sinks.sign``)."""
+    return {
+        "key": alert.key,
+        "rule": alert.rule,
+        "severity": alert.severity.value,
+        "state": alert.state.value,
+        "title": alert.title,
+        "summary": alert.summary,
+        "started_at": format_ms(alert.started_at),
+        "resolved_at": None if alert.resolved_at is None else format_ms(alert.resolved_at),
+        "figures": alert.figures,
+        "worst": alert.worst,
+        "examples": [
+            {"message_id": e.message_id, "recipient": e.recipient, "detail": e.detail}
+            for e in alert.examples
+        ],
+        "link": alert.link,
+    }
+
+
+BUILDERS = {
+    "slack": slack,
+    "teams": teams,
+    "discord": discord,
+    "googlechat": google_chat,
+    "webhook": generic,
+}

@@ -1,0 +1,114 @@
+"""Where alerts go: ``SES_TRACKER_ALERT_WEBHOOKS`` read and checked, and request signing.
+
+A webhook URL is a credential (whoever holds a Slack or Discord webhook URL can
+post to the channel), so a sink prints as its kind and host only, never its URL.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+from dataclasses import dataclass, field
+from urllib.parse import urlsplit
+
+KINDS = ("slack", "teams", "discord", "googlechat", "webhook")
+
+# The hosts each service issues webhook URLs on; a URL elsewhere is most likely
+# pasted under the wrong kind, and its payloads would be refused.
+_HOSTS: dict[str, tuple[str, ...]] = {
+    "slack": ("hooks.slack.com",),
+    "teams": (".logic.azure.com", ".powerplatform.com", ".powerautomate.com"),
+    "discord": ("discord.com", "discordapp.com", ".discord.com"),
+    "googlechat": ("chat.googleapis.com",),
+}
+_LOOPBACK = ("127.0.0.1", "localhost", "::1")
+
+SIGNATURE_HEADER = "X-SES-Tracker-Signature"
+TIMESTAMP_HEADER = "X-SES-Tracker-Timestamp"
+
+
+class SinkConfigError(ValueError):
+    """A webhook entry that cannot work; the message names the entry and the field."""
+
+
+@dataclass(frozen=True, slots=True)
+class Sink:
+    kind: str
+    url: str = field(repr=False)
+    host: str
+
+    @property
+    def name(self) -> str:
+        return f"{self.kind}:{self.host}"
+
+
+def parse_webhooks(text: str | None) -> list[Sink]:
+    """``kind=url`` entries, comma-separated, each checked; [] when unset."""
+    sinks: list[Sink] = []
+    for position, entry in enumerate((text or "").split(","), 1):
+        entry = entry.strip()
+        if not entry:
+            continue
+        kind, sep, url = entry.partition("=")
+        kind = kind.strip().lower()
+        where = f"SES_TRACKER_ALERT_WEBHOOKS entry {position}"
+        if not sep:
+            raise SinkConfigError(f"{where}: expected kind=url, got no '='")
+        if kind not in KINDS:
+            raise SinkConfigError(
+                f"{where}: unknown kind {kind!r}; expected one of {', '.join(KINDS)}"
+            )
+        sinks.append(_checked(kind, url.strip(), where))
+    names = [s.name + s.url for s in sinks]
+    if len(set(names)) != len(names):
+        raise SinkConfigError("SES_TRACKER_ALERT_WEBHOOKS: the same webhook is listed twice")
+    return sinks
+
+
+def _checked(kind: str, url: str, where: str) -> Sink:
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError as exc:
+        raise SinkConfigError(f"{where} ({kind}): not a URL: {exc}") from exc
+    host = (parts.hostname or "").lower()
+    if not host:
+        raise SinkConfigError(f"{where} ({kind}): URL has no host")
+    loopback = host in _LOOPBACK
+    if parts.scheme != "https" and not (parts.scheme == "http" and loopback):
+        raise SinkConfigError(f"{where} ({kind}): URL must be https (http only to localhost)")
+    if parts.username or parts.password:
+        raise SinkConfigError(f"{where} ({kind}): URL must not carry a user or password")
+    expected = _HOSTS.get(kind)
+    if (
+        expected
+        and not loopback
+        and not any(host == h or (h.startswith(".") and host.endswith(h)) for h in expected)
+    ):
+        raise SinkConfigError(
+            f"{where} ({kind}): host {host} is not where {kind} issues webhooks "
+            f"({', '.join(h.lstrip('.') for h in expected)})"
+        )
+    if kind == "discord" and not loopback and not parts.path.startswith("/api/webhooks/"):
+        raise SinkConfigError(f"{where} (discord): path must start with /api/webhooks/")
+    return Sink(kind, url, host if port is None else f"{host}:{port}")
+
+
+def sign(secret: bytes, timestamp_s: int, body: bytes) -> str:
+    """The generic webhook's signature: HMAC-SHA256 over ``<timestamp>.<body>``.
+
+    Sent as ``X-SES-Tracker-Signature: v1=<hex>`` with ``X-SES-Tracker-Timestamp``
+    (Unix seconds); a receiver recomputes it, compares in constant time, and
+    refuses timestamps more than a few minutes old (replays).
+    """
+    mac = hmac.new(secret, b"%d." % timestamp_s + body, hashlib.sha256)
+    return "v1=" + mac.hexdigest()
+
+
+def verify(
+    secret: bytes, timestamp_s: int, body: bytes, signature: str, now_s: int, tolerance_s: int = 300
+) -> bool:
+    """What a receiver does (and what the tests' receiver does)."""
+    if abs(now_s - timestamp_s) > tolerance_s:
+        return False
+    return hmac.compare_digest(sign(secret, timestamp_s, body).encode(), signature.encode())
