@@ -8,25 +8,13 @@ import httpx
 import pytest
 
 from service.alerts.delivery import Deliverer, FinalDeliveryError, RetryableDeliveryError
-from service.alerts.model import Alert, AlertState, Example, Severity
 from service.alerts.sinks import SIGNATURE_HEADER, TIMESTAMP_HEADER, parse_webhooks, verify
-from tests.support.chat import CHECKS
+from tests.support.chat import CHECKS, sample_alert
 from tests.support.receiver import Answer, Received, Receiver
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(30)]
 
-ALERT = Alert(
-    key="bounce_rate|global",
-    rule="bounce_rate",
-    severity=Severity.WARNING,
-    state=AlertState.FIRING,
-    title="Bounce rate 6.2%",
-    summary="31 of 500 recipients bounced in the last 5 minutes.",
-    started_at=1_700_000_000_000,
-    figures={"bounce rate": "6.2% (31 of 500)"},
-    examples=(Example("0100018b-aaaa", "a@gmail.com"),),
-    link="http://127.0.0.1:8000/?message=0100018b-aaaa",
-)
+ALERT = sample_alert()
 # Fast backoff and no pacing, unless a test is about them.
 FAST = {"backoff_s": 0.05, "max_wait_s": 5.0, "min_interval_s": {}}
 

@@ -9,6 +9,27 @@ from __future__ import annotations
 
 from typing import Any
 
+from service.alerts.model import Alert, AlertState, Example, Severity
+
+
+def sample_alert(**changes: Any) -> Alert:
+    """A bounce-rate alert with every part filled in; ``changes`` override fields."""
+    fields: dict[str, Any] = dict(
+        key="bounce_rate|gmail.com",
+        rule="bounce_rate",
+        severity=Severity.WARNING,
+        state=AlertState.FIRING,
+        title="Bounce rate 6.2% at gmail.com",
+        summary="31 of 500 recipients bounced in the last 5 minutes (threshold 2%).",
+        started_at=1_700_000_000_000,
+        figures={"bounce rate": "6.2% (31 of 500)", "window": "5 min"},
+        worst={"gmail.com": "6.2%"},
+        examples=(Example("0100018b-aaaa", "a@gmail.com", "550 5.1.1 user unknown"),),
+        link="http://127.0.0.1:8000/?message=0100018b-aaaa",
+    )
+    fields.update(changes)
+    return Alert(**fields)
+
 
 def check_slack(body: dict[str, Any]) -> None:
     assert isinstance(body.get("text"), str) and body["text"], "slack: text fallback required"
