@@ -33,6 +33,15 @@ MAX_LIMIT = 500
 SCAN_BUDGET = 5_000
 
 
+class IndexKind:
+    """Which index answers a query (see :meth:`SearchQuery.index`)."""
+
+    RECIPIENT = "recipient"  # the recipient's messages
+    STATUS = "status"  # messages in one problem status
+    PENDING = "pending"  # messages with a recipient still waiting
+    ALL = "all"  # every message, by send time
+
+
 class CursorError(ValueError):
     """A cursor this service did not write."""
 
@@ -55,7 +64,7 @@ def rollup(record: MessageRecord) -> tuple[int, bool]:
     it has no recipients). The Redis pending index holds exactly these messages
     (``merge.lua``'s twin ``rollup``).
     """
-    codes = [state.status_of(flags | record.message_flags) for flags in record.recipients.values()]
+    codes = record.status_codes()
     top = max(codes, default=state.status_of(record.message_flags))
     return top, top <= state.DELAYED or any(code <= state.DELAYED for code in codes)
 
@@ -94,6 +103,19 @@ class SearchQuery:
             raise ValueError(f"unknown status {self.status!r}")
         if not 1 <= self.limit <= MAX_LIMIT:
             raise ValueError(f"limit must be 1..{MAX_LIMIT}")
+
+    def index(self) -> tuple[str, str | None]:
+        """The narrowest index holding every match, as (IndexKind, its key or None).
+
+        Both stores pick their index here, so they agree on what each one covers.
+        """
+        if self.recipient is not None:
+            return IndexKind.RECIPIENT, recipient_key(self.recipient)
+        if self.status in PROBLEM_STATUSES:
+            return IndexKind.STATUS, self.status
+        if self.waiting or self.status in ("sent", "delayed"):
+            return IndexKind.PENDING, None
+        return IndexKind.ALL, None
 
     def admits(self, position: Position) -> bool:
         """Whether ``position`` is inside the time range and before the cursor."""

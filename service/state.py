@@ -137,10 +137,13 @@ class MessageRecord:
     def recipient_status(self, address: str) -> str:
         return STATUSES[status_of(self.recipients[address] | self.message_flags)]
 
+    def status_codes(self) -> list[int]:
+        """Each recipient's status code, whole-message outcomes included."""
+        return [status_of(flags | self.message_flags) for flags in self.recipients.values()]
+
     def status(self) -> str:
         """The message's status: the highest of its recipients'."""
-        codes = [status_of(flags | self.message_flags) for flags in self.recipients.values()]
-        return STATUSES[max(codes, default=status_of(self.message_flags))]
+        return STATUSES[max(self.status_codes(), default=status_of(self.message_flags))]
 
 
 class ChangeCounter(Protocol):

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Collection
 
 from service import state
-from service.search import PROBLEM_STATUSES, SearchQuery, recipient_key, rollup
+from service.search import PROBLEM_STATUSES, IndexKind, SearchQuery, rollup
 from service.state import MessageRecord
 
 _PROBLEM_CODES = {state.STATUSES.index(name): name for name in PROBLEM_STATUSES}
@@ -64,13 +64,14 @@ class MemoryIndex:
 
     def candidates(self, query: SearchQuery) -> Collection[str] | None:
         """Ids that may match (a superset), or None when every message may."""
-        if query.recipient is not None:
-            held = self._by_recipient.get(recipient_key(query.recipient))
+        kind, name = query.index()
+        if kind == IndexKind.RECIPIENT:
+            held = self._by_recipient.get(name or "")
             if held is None:
                 return ()
             return (held,) if isinstance(held, str) else list(held)
-        if query.status in self._by_status:
-            return list(self._by_status[query.status])
-        if query.waiting or query.status in ("sent", "delayed"):
+        if kind == IndexKind.STATUS:
+            return list(self._by_status[name or ""])
+        if kind == IndexKind.PENDING:
             return list(self._waiting)
         return None

@@ -22,13 +22,12 @@ from collections.abc import AsyncIterator
 from redis import asyncio as aioredis
 
 from service.search import (
-    PROBLEM_STATUSES,
     SCAN_BUDGET,
+    IndexKind,
     Position,
     SearchHit,
     SearchPage,
     SearchQuery,
-    recipient_key,
 )
 from service.stores.redis_record import record_from_bytes
 
@@ -50,11 +49,12 @@ class IndexReader:
 
     def index_key(self, query: SearchQuery) -> str | None:
         """The zset that answers ``query``; None for the send-time buckets."""
-        if query.recipient is not None:
-            return f"{self._prefix}r:{recipient_key(query.recipient)}"
-        if query.status in PROBLEM_STATUSES:
-            return f"{self._prefix}x:s:{query.status}"
-        if query.waiting or query.status in ("sent", "delayed"):
+        kind, name = query.index()
+        if kind == IndexKind.RECIPIENT:
+            return f"{self._prefix}r:{name}"
+        if kind == IndexKind.STATUS:
+            return f"{self._prefix}x:s:{name}"
+        if kind == IndexKind.PENDING:
             return f"{self._prefix}x:pending"
         return None
 
