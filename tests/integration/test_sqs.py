@@ -36,7 +36,9 @@ async def sqs(moto_server: MotoServer) -> AsyncIterator[Any]:
         yield client
 
 
-async def make_queue(sqs: Any, *, visibility_s: int = 30, max_receives: int | None = None) -> str:
+async def make_queue(sqs: Any, *, visibility_s: int = 5, max_receives: int | None = None) -> str:
+    # Short visibility: a receive whose answer is lost on a loaded machine comes back
+    # in seconds, well inside the tests' deadlines.
     name = f"ses-events-{next(_names)}"
     attributes = {"VisibilityTimeout": str(visibility_s)}
     if max_receives is not None:
@@ -56,6 +58,15 @@ async def queue_depth(sqs: Any, url: str) -> int:
         AttributeNames=["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"],
     )
     return sum(int(v) for v in attributes["Attributes"].values())
+
+
+async def drained(sqs: Any, url: str) -> bool:
+    """Nothing left, visible or in flight.
+
+    Counting deletes would not do: SQS delivers at least once, and moto's threaded
+    server can hand one message to two concurrent pollers under load.
+    """
+    return await queue_depth(sqs, url) == 0
 
 
 def source_for(moto: MotoServer, store: RedisStore, url: str) -> SqsSource:
@@ -99,10 +110,7 @@ async def test_every_body_shape_reaches_the_store_and_is_deleted(moto_server, sq
         await sqs.send_message(QueueUrl=url, MessageBody=body.decode())
     running = RunningSource(source_for(moto_server, store, url))
 
-    async def drained() -> bool:
-        return running.source.deleted == len(bodies)
-
-    await wait_until(drained, 30)
+    await wait_until(lambda: drained(sqs, url), 30)
     await running.stop()
     statuses = {m: (await store.get(m)).status() for m in ("q-raw", "q-sns", "q-eb", "q-batch")}
     assert statuses == {
@@ -111,7 +119,6 @@ async def test_every_body_shape_reaches_the_store_and_is_deleted(moto_server, sq
         "q-eb": "delayed",
         "q-batch": "delivered",
     }
-    assert await queue_depth(sqs, url) == 0
 
 
 async def test_a_stream_of_traffic_ends_in_the_right_state(moto_server, sqs, store) -> None:
@@ -125,10 +132,7 @@ async def test_a_stream_of_traffic_ends_in_the_right_state(moto_server, sqs, sto
         await sqs.send_message_batch(QueueUrl=url, Entries=entries)
     running = RunningSource(source_for(moto_server, store, url))
 
-    async def drained() -> bool:
-        return running.source.deleted == len(records)
-
-    await wait_until(drained, 45)
+    await wait_until(lambda: drained(sqs, url), 45)
     await running.stop()
     reference, _ = fold([records])
     for message_id, expected in reference.items():
@@ -154,7 +158,7 @@ async def test_poison_is_left_for_redrive_and_counted(moto_server, sqs, store) -
     # The good events of a partly bad message are applied all the same.
     assert (await store.get("q-mixed")).status() == "sent"
     assert (await store.get("q-good")).status() == "sent"
-    assert running.source.deleted == 1
+    assert running.source.deleted >= 1  # q-good, perhaps delivered twice
     assert running.source.left_for_redrive >= 4  # each poison message, at least twice
     assert running.source.pipeline.counters["sqs"].rejected >= 4
 
@@ -182,13 +186,9 @@ async def test_messages_are_not_deleted_before_their_state_is_durable(
         assert await queue_depth(sqs, url) == 1
         redis.start()
 
-        async def deleted() -> bool:
-            return running.source.deleted == 1
-
-        await wait_until(deleted, 30)
+        await wait_until(lambda: drained(sqs, url), 30)
         await running.stop()
         assert (await store.get("q-d")).status() == "sent"
-        assert await queue_depth(sqs, url) == 0
     finally:
         await store.close()
         redis.stop()
