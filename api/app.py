@@ -15,7 +15,7 @@ import service
 from api.deps import require_token
 from api.live import Broadcaster
 from api.responses import OrjsonResponse
-from api.routes import events, health, ingest, live, messages, metrics, stats
+from api.routes import alerts, events, health, ingest, live, messages, metrics, stats
 from service.runtime import Runtime
 from service.settings import Settings
 from service.stores import StoreUnavailable
@@ -61,6 +61,7 @@ def create_app(settings: Settings | None = None, *, on_start: RuntimeHook | None
     app.include_router(events.router, prefix="/v1", dependencies=v1, tags=["ingest"])
     app.include_router(messages.router, prefix="/v1", dependencies=v1, tags=["messages"])
     app.include_router(stats.router, prefix="/v1", dependencies=v1, tags=["stats"])
+    app.include_router(alerts.router, prefix="/v1", dependencies=v1, tags=["alerts"])
     # Checks the token itself (a websocket may pass it as ?token=).
     app.include_router(live.router, prefix="/v1", tags=["live"])
     # Authenticated by SNS signatures and the Firehose access key instead.

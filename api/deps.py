@@ -7,6 +7,7 @@ from typing import Annotated
 
 from fastapi import Depends, HTTPException, Request
 
+from service.alerts.engine import Alerting
 from service.pipeline import Pipeline
 from service.runtime import Runtime
 from service.settings import Settings
@@ -32,9 +33,14 @@ def get_pipeline(runtime: RuntimeDep) -> Pipeline:
     return runtime.pipeline
 
 
+def get_alerting(runtime: RuntimeDep) -> Alerting:
+    return runtime.alerting
+
+
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 StoreDep = Annotated[Store, Depends(get_store)]
 PipelineDep = Annotated[Pipeline, Depends(get_pipeline)]
+AlertingDep = Annotated[Alerting, Depends(get_alerting)]
 
 
 def require_token(request: Request, settings: SettingsDep) -> None:

@@ -1,4 +1,4 @@
-"""The ``ses-tracker`` command: serve, demo, lookup."""
+"""The ``ses-tracker`` command: serve, demo, replay, loadgen, check-rules, lookup."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ import httpx
 import orjson
 import uvicorn
 
-from service.settings import Settings, unavailable_features
+from service.settings import Settings
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -53,6 +53,30 @@ def _parser() -> argparse.ArgumentParser:
     )
     replay.set_defaults(run=_replay)
 
+    load = commands.add_parser(
+        "loadgen", help="send realistic SES traffic to Kafka, SQS or a running service"
+    )
+    load.add_argument("--to", choices=("kafka", "sqs", "http"), required=True)
+    load.add_argument(
+        "--target", required=True, help="Kafka bootstrap servers, SQS queue URL or service URL"
+    )
+    load.add_argument("--topic", default="ses-events", help="Kafka topic")
+    load.add_argument("--partitions", type=int, help="create the Kafka topic with this many")
+    load.add_argument(
+        "--rate", type=float, default=100.0, help="messages per second; 0: all at once"
+    )
+    load.add_argument("--duration", type=float, help="seconds to run")
+    load.add_argument("--messages", type=int, help="messages to make")
+    load.add_argument("--seed", type=int, default=None)
+    load.add_argument("--endpoint-url", help="SQS endpoint (SES_TRACKER_AWS_ENDPOINT_URL)")
+    load.set_defaults(run=_loadgen)
+
+    rules = commands.add_parser(
+        "check-rules", help="check an alert rules file (default: SES_TRACKER_ALERT_RULES)"
+    )
+    rules.add_argument("path", nargs="?", type=Path, metavar="FILE")
+    rules.set_defaults(run=_check_rules)
+
     lookup = commands.add_parser("lookup", help="print one message's state from a running service")
     lookup.add_argument("message_id")
     lookup.add_argument("--url", help="service base URL (default: from HOST/PORT settings)")
@@ -83,10 +107,7 @@ def _serve(args: argparse.Namespace, *, demo: bool = False) -> int:
 
     settings = _settings(args)
     logs.configure(settings.log_level)
-    problems = unavailable_features(settings)
-    if problems:
-        for problem in problems:
-            sys.stderr.write(f"ses-tracker: {problem}\n")
+    if not _alert_settings_valid(settings):
         return 2
     tune_gc()
     on_start = None
@@ -134,6 +155,83 @@ class DrainingServer(uvicorn.Server):
         finally:
             for sig, handler in original.items():
                 signal.signal(sig, handler)
+
+
+def _alert_settings_valid(settings: Settings) -> bool:
+    from service.alerts.config import AlertConfigError, alert_config
+
+    try:
+        alert_config(settings)
+    except AlertConfigError as exc:
+        for problem in str(exc).splitlines():
+            sys.stderr.write(f"ses-tracker: {problem}\n")
+        return False
+    return True
+
+
+def _check_rules(args: argparse.Namespace) -> int:
+    """Validate a rules file and print the rules as they will run (defaults filled in)."""
+    from service.alerts.rules import RulesError, load_rules
+
+    path = args.path or Settings().alert_rules
+    try:
+        rules = load_rules(path)
+    except RulesError as exc:
+        sys.stderr.write(f"ses-tracker: {exc}\n")
+        return 2
+    sys.stdout.write(
+        orjson.dumps(rules.model_dump(mode="json"), option=orjson.OPT_INDENT_2).decode()
+    )
+    sys.stdout.write("\n")
+    return 0
+
+
+def _loadgen(args: argparse.Namespace) -> int:
+    import asyncio
+    import random
+
+    from consumers.loadgen import (
+        HttpTarget,
+        KafkaTarget,
+        SqsTarget,
+        Target,
+        UsageError,
+        generate,
+    )
+    from service import logs
+
+    settings = Settings()
+    logs.configure(settings.log_level)
+    target: Target
+    if args.to == "kafka":
+        target = KafkaTarget(args.target, args.topic, args.partitions)
+    elif args.to == "sqs":
+        endpoint = args.endpoint_url or settings.aws_endpoint_url
+        target = SqsTarget(args.target, endpoint, random.Random(args.seed))
+    else:
+        token = settings.api_token.get_secret_value() if settings.api_token else None
+        target = HttpTarget(args.target, token)
+    try:
+        report = asyncio.run(
+            generate(
+                target,
+                rate=args.rate,
+                messages=args.messages,
+                duration_s=args.duration,
+                seed=args.seed,
+            )
+        )
+    except UsageError as exc:  # checked before anything is sent
+        sys.stderr.write(f"ses-tracker loadgen: {exc}\n")
+        return 2
+    summary = {
+        "messages": report.messages,
+        "events": report.events,
+        "seconds": round(report.seconds, 3),
+        "events_per_s": round(report.events_per_s),
+    }
+    sys.stdout.write(orjson.dumps(summary).decode() + "\n")
+    return 0
 
 
 def _demo(args: argparse.Namespace) -> int:

@@ -137,6 +137,8 @@ class _PipelineCollector(Collector):
             dropped.add_metric([], self.runtime.live.dropped_slow)
             yield from (clients, dropped)
 
+        yield from _alert_metrics(self.runtime)
+
         stored = getattr(self.runtime.store, "__len__", None)
         if stored is not None:
             size = GaugeMetricFamily(
@@ -144,3 +146,34 @@ class _PipelineCollector(Collector):
             )
             size.add_metric([], len(self.runtime.store))  # type: ignore[arg-type]
             yield size
+
+
+def _alert_metrics(runtime: Runtime) -> Iterator[Metric]:
+    alerting = runtime.alerting
+    notices = CounterMetricFamily(
+        "ses_tracker_alert_deliveries",
+        "Alert posts by sink kind and outcome (delivered, retrying, refused, given_up).",
+        labels=["sink", "outcome"],
+    )
+    for (kind, outcome), count in alerting.deliveries.items():
+        notices.add_metric([kind, outcome], count)
+    evaluations = CounterMetricFamily(
+        "ses_tracker_alert_evaluations", "Rule evaluations run by this replica."
+    )
+    evaluations.add_metric([], alerting.evaluations)
+    errors = CounterMetricFamily(
+        "ses_tracker_alert_evaluation_errors", "Rule evaluations that failed (store errors)."
+    )
+    errors.add_metric([], alerting.evaluation_errors)
+    leading = GaugeMetricFamily(
+        "ses_tracker_alert_leader", "1 when this replica holds the alert lease."
+    )
+    leading.add_metric([], 1.0 if alerting.leading else 0.0)
+    backlog = GaugeMetricFamily(
+        "ses_tracker_alert_outbox",
+        "Alert notices waiting for a sink (including the one being posted).",
+        labels=["sink"],
+    )
+    for sink, waiting in alerting.backlog.items():
+        backlog.add_metric([sink], waiting)
+    yield from (notices, evaluations, errors, leading, backlog)

@@ -7,9 +7,15 @@ import gc
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import TYPE_CHECKING, Any
 
+import httpx
 import structlog
 
 from consumers.sns import SnsVerifier, confirm_over_https
+from service.alerts.config import alert_config
+from service.alerts.delivery import Deliverer
+from service.alerts.engine import Alerting
+from service.alerts.redis_store import RedisAlertStore
+from service.alerts.store import AlertStore, MemoryAlertStore
 from service.dedupe import RecentIds
 from service.feed import TransitionFeed, follow_redis
 from service.metrics import Metrics
@@ -58,6 +64,30 @@ def build_store(settings: Settings) -> Store:
     return MemoryStore(max_messages=settings.memory_max_messages, retention_s=settings.retention_s)
 
 
+def build_alerting(settings: Settings, store: Store) -> Alerting:
+    """Rules, sinks and alert state; raises AlertConfigError on bad settings."""
+    config = alert_config(settings)
+    alert_store: AlertStore
+    redis = redis_of(store)
+    if redis is not None:
+        # Alert state lives beside the messages, on the message store's connections.
+        alert_store = RedisAlertStore(redis.client, prefix=redis.prefix, owns_client=False)
+    else:
+        alert_store = MemoryAlertStore(settings.alert_state_dir)
+    # A sink that hangs costs its own sender this long per attempt, nothing else.
+    client = httpx.AsyncClient(timeout=httpx.Timeout(10.0, connect=5.0), follow_redirects=False)
+    deliverer = Deliverer(client, secret=config.secret, attempts=4, max_wait_s=30.0)
+    return Alerting(
+        store,
+        alert_store,
+        config.rules,
+        config.sinks,
+        deliverer,
+        overdue_after_s=settings.overdue_after_s,
+        public_url=settings.public_url,
+    )
+
+
 def build_sources(settings: Settings, pipeline: Pipeline) -> list[Source]:
     """Every consumer the settings configure."""
     from consumers.kafka import KafkaSource
@@ -102,6 +132,8 @@ class Runtime:
         # The websocket broadcaster (api.live), attached by the app.
         self.live: Any = None
         self.feed = TransitionFeed()
+        self.alerting = build_alerting(settings, self.store)
+        self.pipeline.on_account_event(self.alerting.on_account_event)
         self.metrics = Metrics(self)
         self._source_tasks: list[asyncio.Task[None]] = []
         self._tasks: list[asyncio.Task[None]] = []
@@ -126,6 +158,9 @@ class Runtime:
             self.pipeline.on_transitions(self.feed.publish)
         else:
             self.spawn("transition-feed", follow_redis(redis, self.feed, asyncio.sleep))
+        self.spawn("alert-evaluator", self.alerting.run_evaluator())
+        for sink in self.alerting.sinks:
+            self.spawn(f"alert-sender:{sink.id}", self.alerting.run_sender(sink))
         for source in self.sources:
             task = asyncio.create_task(supervise(source), name=f"source:{source.name}")
             task.add_done_callback(_report_crash)
@@ -144,6 +179,7 @@ class Runtime:
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self.alerting.stop()
         await self.store.close()
         log.info("service_stopped")
 

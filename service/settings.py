@@ -33,6 +33,9 @@ class Settings(BaseSettings):
     alert_rules: Path | None = None
 
     # Beyond the contract's table; documented in the README.
+    alert_webhook_secret: SecretStr | None = None
+    alert_state_dir: Path | None = None
+    public_url: str | None = None
     sns_topic_arns: str | None = None
     metrics_require_token: bool = False
     feed_window_s: float = Field(60.0, gt=0)
@@ -62,21 +65,3 @@ class Settings(BaseSettings):
 
 def _split(value: str | None) -> list[str]:
     return [part.strip() for part in (value or "").split(",") if part.strip()]
-
-
-# Settings of the contract whose feature this build does not have yet. Starting
-# with one set would silently ignore a source or a sink the operator relies on, so
-# `serve` refuses instead. Each entry goes when its feature lands.
-_NOT_YET_AVAILABLE = {
-    "alert_webhooks": "alert webhooks",
-    "alert_rules": "alert rules",
-}
-
-
-def unavailable_features(settings: Settings) -> list[str]:
-    """Messages for each set setting whose feature this build lacks."""
-    return [
-        f"SES_TRACKER_{name.upper()} is set, but this build has no {feature} yet"
-        for name, feature in _NOT_YET_AVAILABLE.items()
-        if getattr(settings, name)
-    ]

@@ -7,6 +7,8 @@ time; a window is the sum of its buckets. Each bucket is a flat map of counters:
 
 * ``c:<status>``, ``d:<domain>|c:<status>``: recipients reaching a status (a newly
   seen recipient counts once under ``sent`` too, whatever status it arrives in);
+* ``y:<delay type>``, ``d:<domain>|y``: DeliveryDelay events, every one (a recipient
+  delayed three times counts three), for delay-spike alerts;
 * ``l:<kind>:<bin>``, ``d:<domain>|l:<kind>:<bin>``: latency sketches. Bins come from
   ddsketch's logarithmic mapping (relative accuracy 1%), so sketches from any
   buckets and replicas add up by summing counters, and a percentile read from them
@@ -59,6 +61,13 @@ def bucket_of(ms: int) -> int:
     return ms // 1000 // BUCKET_S * BUCKET_S
 
 
+def window_buckets(now_ms: int, window_s: int) -> tuple[int, int]:
+    """The first and last buckets of the last ``window_s`` seconds: whole buckets,
+    the current one included."""
+    last = bucket_of(now_ms)
+    return last - window_s + BUCKET_S, last
+
+
 def bin_of(ms: int) -> str:
     return "z" if ms <= 0 else str(_MAPPING.key(ms))
 
@@ -82,6 +91,10 @@ def event_counters(event: SesEvent, seen_ms: int) -> tuple[int, str, tuple[str, 
     once = [f"l:ingest_lag:{bin_of(seen_ms - event.at)}"]
     if event.processing_ms is not None:
         once.append(f"l:processing_time:{bin_of(event.processing_ms)}")
+    if event.type is EventType.DELIVERY_DELAY:
+        # Every delay, not only a recipient's first: what delay-spike alerts count.
+        once.append("y:" + (event.details.get("delay_type") or "Undetermined"))
+        once.extend({f"d:{domain_of(address)}|y" for address in event.recipients})
     step = NATURAL_STEP.get(event.type)
     if step is None:
         return -1, "", tuple(once)
@@ -116,6 +129,18 @@ class BucketCounters(Counter[str]):
 
 def summarize(counters: Mapping[str, int], window_s: int) -> dict[str, Any]:
     """The contract's ``/v1/stats`` body from a window's summed counters."""
+    overall, per_domain = split_domains(counters)
+    busiest = sorted(per_domain.items(), key=lambda item: -item[1].get("c:sent", 0))
+    return {
+        "window_s": window_s,
+        **_section(overall),
+        "by_domain": {domain: _section(fields) for domain, fields in busiest[:TOP_DOMAINS]},
+        "relative_accuracy": RELATIVE_ACCURACY,
+    }
+
+
+def split_domains(counters: Mapping[str, int]) -> tuple[Counter[str], dict[str, Counter[str]]]:
+    """Overall counters, and per-domain ones from the ``d:<domain>|`` fields."""
     overall: Counter[str] = Counter()
     per_domain: dict[str, Counter[str]] = {}
     for field, count in counters.items():
@@ -124,13 +149,7 @@ def summarize(counters: Mapping[str, int], window_s: int) -> dict[str, Any]:
             per_domain.setdefault(domain, Counter())[rest] += count
         else:
             overall[field] += count
-    busiest = sorted(per_domain.items(), key=lambda item: -item[1].get("c:sent", 0))
-    return {
-        "window_s": window_s,
-        **_section(overall),
-        "by_domain": {domain: _section(fields) for domain, fields in busiest[:TOP_DOMAINS]},
-        "relative_accuracy": RELATIVE_ACCURACY,
-    }
+    return overall, per_domain
 
 
 def _section(fields: Mapping[str, int]) -> dict[str, Any]:
@@ -159,12 +178,25 @@ def percentiles(bins: Iterable[tuple[str, int]]) -> dict[str, int]:
     if not total:
         return result
     for label, q in QUANTILES.items():
-        rank = q * (total - 1)
-        seen = 0
-        for value, count in ordered:
-            seen += count
-            if seen > rank:
-                result[label] = round(value)
-                break
+        result[label] = round(_rank_value(ordered, total, q))
     result["max"] = round(ordered[-1][0])
     return result
+
+
+def quantile(bins: Iterable[tuple[str, int]], q: float) -> tuple[int, float | None]:
+    """(count, the ``q`` quantile in ms) from sketch bins; None when they are empty."""
+    ordered = sorted(
+        ((value_of(name), count) for name, count in bins if count > 0), key=lambda b: b[0]
+    )
+    total = sum(count for _, count in ordered)
+    return total, (_rank_value(ordered, total, q) if total else None)
+
+
+def _rank_value(ordered: list[tuple[float, int]], total: int, q: float) -> float:
+    rank = q * (total - 1)
+    seen = 0
+    for value, count in ordered:
+        seen += count
+        if seen > rank:
+            return value
+    return ordered[-1][0]

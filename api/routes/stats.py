@@ -15,8 +15,7 @@ router = APIRouter()
 
 async def read_window(store: Store, window_s: int) -> dict[str, Any]:
     """The last ``window_s`` seconds: whole 10 s buckets, the current one included."""
-    last = stats.bucket_of(wall_clock_ms())
-    first = last - window_s + stats.BUCKET_S
+    first, last = stats.window_buckets(wall_clock_ms(), window_s)
     return stats.summarize(await store.read_stats(first, last), window_s)
 
 

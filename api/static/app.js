@@ -137,6 +137,33 @@ async function refreshWaiting() {
   }
 }
 
+// What fires now, from /v1/alerts (the alert state every replica shares).
+async function refreshAlerts() {
+  try {
+    const response = await fetch("/v1/alerts?limit=1", { headers: authHeaders });
+    if (!response.ok) throw new Error("alerts failed: " + response.status);
+    const list = $("alerts");
+    list.replaceChildren();
+    for (const alert of (await response.json()).firing) {
+      const item = document.createElement("li");
+      item.append(text("span", alert.severity, alert.severity === "critical" ? "status-bounced" : "status-delayed"));
+      item.append(` ${alert.title} `);
+      const example = (alert.examples || [])[0];
+      if (example) {
+        const link = text("a", example.message_id.slice(0, 24) + "…");
+        link.dataset.messageId = example.message_id;
+        link.onclick = () => lookup(example.message_id);
+        item.append(link);
+      }
+      item.title = alert.summary;
+      list.append(item);
+    }
+    if (!list.children.length) list.append(text("li", "nothing firing", "muted"));
+  } finally {
+    setTimeout(refreshAlerts, WAITING_POLL_MS);
+  }
+}
+
 async function searchMessages(params) {
   const response = await fetch("/v1/messages?" + new URLSearchParams(params), { headers: authHeaders });
   if (!response.ok) throw new Error("search failed: " + response.status);
@@ -190,3 +217,4 @@ $("lookup-form").onsubmit = (event) => {
 };
 connect();
 refreshWaiting();
+refreshAlerts();

@@ -97,6 +97,9 @@ class Deliverer:
         self._locks: dict[str, asyncio.Lock] = {}
         self._next_post: dict[str, float] = {}
 
+    async def aclose(self) -> None:
+        await self._client.aclose()
+
     async def send(self, sink: Sink, alert: Alert) -> None:
         """Post ``alert`` to ``sink``; raises when it could not be delivered."""
         body = orjson.dumps(BUILDERS[sink.kind](alert))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from enum import StrEnum
+from typing import Any
 
 
 class Severity(StrEnum):
@@ -51,3 +52,41 @@ class Alert:
     def headline(self) -> str:
         prefix = "RESOLVED" if self.state is AlertState.RESOLVED else self.severity.value.upper()
         return f"[{prefix}] {self.title}"
+
+
+def alert_to_dict(alert: Alert) -> dict[str, Any]:
+    """The alert as stored (outbox, history) and as ``GET /v1/alerts`` shows it."""
+    return {
+        "key": alert.key,
+        "rule": alert.rule,
+        "severity": alert.severity.value,
+        "state": alert.state.value,
+        "title": alert.title,
+        "summary": alert.summary,
+        "started_at": alert.started_at,
+        "resolved_at": alert.resolved_at,
+        "figures": alert.figures,
+        "worst": alert.worst,
+        "examples": [
+            {"message_id": e.message_id, "recipient": e.recipient, "detail": e.detail}
+            for e in alert.examples
+        ],
+        "link": alert.link,
+    }
+
+
+def alert_from_dict(data: dict[str, Any]) -> Alert:
+    return Alert(
+        key=data["key"],
+        rule=data["rule"],
+        severity=Severity(data["severity"]),
+        state=AlertState(data["state"]),
+        title=data["title"],
+        summary=data["summary"],
+        started_at=data["started_at"],
+        resolved_at=data.get("resolved_at"),
+        figures=dict(data.get("figures") or {}),
+        worst=dict(data.get("worst") or {}),
+        examples=tuple(Example(**example) for example in data.get("examples") or ()),
+        link=data.get("link"),
+    )

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from service.alerts.model import Alert, AlertState, Severity
+from service.alerts.model import Alert, AlertState, Severity, alert_to_dict
 from service.timestamps import format_ms
 
 _COLOURS = {  # firing warning, firing critical, resolved
@@ -205,24 +205,12 @@ def google_chat(alert: Alert) -> dict[str, Any]:
 
 
 def generic(alert: Alert) -> dict[str, Any]:
-    """The signed JSON webhook: every field, nothing cut (see ``sinks.sign``)."""
-    return {
-        "key": alert.key,
-        "rule": alert.rule,
-        "severity": alert.severity.value,
-        "state": alert.state.value,
-        "title": alert.title,
-        "summary": alert.summary,
-        "started_at": format_ms(alert.started_at),
-        "resolved_at": None if alert.resolved_at is None else format_ms(alert.resolved_at),
-        "figures": alert.figures,
-        "worst": alert.worst,
-        "examples": [
-            {"message_id": e.message_id, "recipient": e.recipient, "detail": e.detail}
-            for e in alert.examples
-        ],
-        "link": alert.link,
-    }
+    """The signed JSON webhook (and ``GET /v1/alerts``): every field, nothing cut,
+    times as ISO-8601 (see ``sinks.sign``)."""
+    body = alert_to_dict(alert)
+    body["started_at"] = format_ms(alert.started_at)
+    body["resolved_at"] = None if alert.resolved_at is None else format_ms(alert.resolved_at)
+    return body
 
 
 BUILDERS = {

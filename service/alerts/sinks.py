@@ -41,6 +41,12 @@ class Sink:
     def name(self) -> str:
         return f"{self.kind}:{self.host}"
 
+    @property
+    def id(self) -> str:
+        """Stable across replicas and restarts (it names the sink's outbox), URL-free."""
+        digest = hashlib.blake2b(self.url.encode(), digest_size=6).hexdigest()
+        return f"{self.kind}-{digest}"
+
 
 def parse_webhooks(text: str | None) -> list[Sink]:
     """``kind=url`` entries, comma-separated, each checked; [] when unset."""

@@ -64,6 +64,15 @@ class RedisStore(Store):
         client = aioredis.Redis.from_url(url, health_check_interval=30)
         return cls(client, **kwargs)  # type: ignore[arg-type]
 
+    @property
+    def client(self) -> aioredis.Redis:
+        """The connection pool, for other Redis-backed parts (alert state) to share."""
+        return self._client
+
+    @property
+    def prefix(self) -> str:
+        return self._prefix
+
     def key(self, message_id: str) -> str:
         return self._index.record_key(message_handle(message_id))
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import re
 import time
 from pathlib import Path
 
@@ -45,10 +46,15 @@ async def counter(page, name: str) -> int:
     return int(value.replace(",", "")) if value.strip(PLACEHOLDER) else 0
 
 
-async def test_the_page_is_live_and_looks_messages_up() -> None:
+async def test_the_page_is_live_and_looks_messages_up(tmp_path: Path) -> None:
     assert HAVE_CHROMIUM, "install Debian's chromium (bash .ci/run does)"
+    rules = tmp_path / "rules.yaml"
+    rules.write_text(
+        "timing: {group_wait_s: 0, evaluate_every_s: 0.5}\n"
+        "rules:\n  - {name: rejects, kind: status_count, status: rejected}\n"
+    )
     async with (
-        serving(Settings(_env_file=None), on_start=with_simulator) as server,
+        serving(Settings(_env_file=None, alert_rules=rules), on_start=with_simulator) as server,
         async_playwright() as p,
     ):
         browser = await p.chromium.launch(
@@ -81,6 +87,13 @@ async def test_the_page_is_live_and_looks_messages_up() -> None:
         waiting = page.locator("#waiting li", has_text="0100018b-stale-0000")
         await expect(waiting).to_contain_text("overdue", timeout=8_000)
         await expect(waiting).to_contain_text("late@x.com")
+        # An alert fires (a Reject) and the page lists it, with an example to look up.
+        reject = ses.reject("0100018b-rejected-000", ["r@x.com"])
+        async with httpx.AsyncClient(base_url=server.base) as client:
+            assert (await client.post("/v1/events", content=ses.dumps(reject))).status_code == 202
+        firing = page.locator("#alerts li", has_text="rejected")
+        await expect(firing).to_contain_text("critical", timeout=8_000)
+        await expect(firing.locator("a")).to_have_attribute("data-message-id", re.compile(".+"))
         # Look a message up, by the box, with an id from the feed.
         message_id = await page.locator("#feed td.mid a").first.get_attribute("data-message-id")
         await page.fill("#lookup-id", message_id)

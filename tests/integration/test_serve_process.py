@@ -102,14 +102,37 @@ def test_bad_configuration_fails_fast_with_a_clear_error() -> None:
     assert "port" in result.stderr.lower()
 
 
-def test_settings_for_features_not_in_this_build_refuse_to_start() -> None:
+def test_bad_alert_rules_and_webhooks_stop_start_up_naming_line_and_entry(tmp_path) -> None:
+    rules = tmp_path / "rules.yaml"
+    rules.write_text(
+        "rules:\n  - name: bounces\n    kind: bounce_rate\n    warn: 0.02\n    window_s: 7200\n"
+    )
     environment = {k: v for k, v in os.environ.items() if not k.startswith("SES_TRACKER_")}
-    environment["SES_TRACKER_ALERT_WEBHOOKS"] = "slack=https://hooks.slack.com/services/x"
+    environment["SES_TRACKER_ALERT_RULES"] = str(rules)
+    environment["SES_TRACKER_ALERT_WEBHOOKS"] = (
+        "slack=https://hooks.slack.com/services/x,discord=http://discord.com/api/webhooks/1/t"
+    )
     result = subprocess.run(
         [*command(), "serve"], env=environment, capture_output=True, timeout=30, text=True
     )
     assert result.returncode == 2
-    assert "SES_TRACKER_ALERT_WEBHOOKS is set" in result.stderr
+    assert f"{rules}:5: rules[0].window_s: Input should be less than or equal to 3600" in (
+        result.stderr
+    )
+    assert "SES_TRACKER_ALERT_WEBHOOKS entry 2" in result.stderr
+    assert "services/x" not in result.stderr  # webhook URLs are credentials
+
+
+def test_check_rules_prints_the_rules_as_they_will_run(tmp_path) -> None:
+    rules = tmp_path / "rules.yaml"
+    rules.write_text("rules:\n  - {name: paused, kind: sending_disabled}\n")
+    result = subprocess.run(
+        [*command(), "check-rules", str(rules)], capture_output=True, timeout=30, text=True
+    )
+    assert result.returncode == 0, result.stderr
+    shown = orjson.loads(result.stdout)
+    assert shown["rules"] == [{"name": "paused", "kind": "sending_disabled"}]
+    assert shown["timing"]["group_wait_s"] == 30
 
 
 def test_replay_command_writes_to_redis_and_summarises(redis_server: RedisServer, tmp_path) -> None:

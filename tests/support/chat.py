@@ -7,9 +7,13 @@ AssertionError naming the rule a payload breaks.
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
 from typing import Any
 
 from service.alerts.model import Alert, AlertState, Example, Severity
+from service.alerts.sinks import SIGNATURE_HEADER, TIMESTAMP_HEADER, verify
+from tests.support.receiver import Received
 
 
 def sample_alert(**changes: Any) -> Alert:
@@ -113,3 +117,26 @@ CHECKS = {
     "discord": check_discord,
     "googlechat": check_google_chat,
 }
+
+
+def check_signed(request: Received, secret: bytes) -> None:
+    """A generic webhook: signed over timestamp and body, with every alert field."""
+    timestamp = int(request.headers[TIMESTAMP_HEADER.lower()])
+    signature = request.headers[SIGNATURE_HEADER.lower()]
+    assert verify(secret, timestamp, request.body, signature, int(time.time())), "bad signature"
+    body = request.json()
+    for name in ("key", "rule", "severity", "state", "title", "summary", "started_at", "link"):
+        assert name in body, f"webhook: {name} missing"
+
+
+def checker(secret: bytes) -> Callable[[Received], None]:
+    """A receiver check routing by path: ``/<kind>`` gets that service's checks."""
+
+    def check(request: Received) -> None:
+        kind = request.path.strip("/")
+        if kind == "webhook":
+            check_signed(request, secret)
+        else:
+            CHECKS[kind](request.json())
+
+    return check

@@ -86,7 +86,7 @@ class Receiver:
                     + text
                 )
                 await writer.drain()
-        except (asyncio.IncompleteReadError, ConnectionError):
-            pass
+        except (asyncio.IncompleteReadError, ConnectionError, asyncio.CancelledError):
+            pass  # the client went away, or the receiver is closing
         finally:
             writer.close()

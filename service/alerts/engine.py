@@ -1,0 +1,284 @@
+"""Alerting at run time: evaluate the rules on a timer, send the outbox, per sink.
+
+Ingestion never waits on any of this. The evaluator reads what the merges already
+counted (stats buckets, the pending index) on its own timer; each sink has its own
+sender task reading the outbox; the pipeline's only hook is a callback that queues
+account events. A sink that hangs or refuses holds up nothing but its own outbox.
+
+With Redis, every replica runs the same tasks, but only the holder of the alert
+lease evaluates and sends, and its commits are fenced by the lease: an alert fires
+once however many replicas there are, and another replica takes over within a
+lease period if the holder dies.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import os
+import socket
+import uuid
+from collections import Counter
+from collections.abc import Callable, Sequence
+
+import structlog
+
+from service import state
+from service.alerts.delivery import Deliverer, FinalDeliveryError, RetryableDeliveryError
+from service.alerts.evaluate import AccountStatus, Inputs, OverdueMessage, evaluate, windows_needed
+from service.alerts.lifecycle import Finding, due_for_notice, plan
+from service.alerts.model import Alert, Example
+from service.alerts.rules import RuleSet
+from service.alerts.sinks import Sink
+from service.alerts.store import AlertStore, OutboxEntry
+from service.alerts.windows import WindowReader
+from service.events import AccountEvent
+from service.pipeline import wall_clock_ms
+from service.search import MAX_LIMIT, SearchQuery
+from service.stores.base import Store, StoreUnavailable
+
+log = structlog.get_logger(__name__)
+
+EXAMPLES_SHOWN = 5
+# An entry is hidden from other claims this long; longer than one Deliverer.send
+# can take (attempts x (timeout + capped wait)), so it is not sent twice meanwhile.
+CLAIM_VISIBILITY_MS = 10 * 60 * 1000
+# After a send ran out of attempts, the entry waits, doubling up to this...
+RETRY_CAP_MS = 30 * 60 * 1000
+# ...and is dropped after this long undelivered (a day of a sink down).
+GIVE_UP_AFTER_MS = 24 * 3600 * 1000
+SENDER_IDLE_S = 1.0
+
+
+def replica_name() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
+
+
+class Alerting:
+    def __init__(
+        self,
+        store: Store,
+        alert_store: AlertStore,
+        rules: RuleSet,
+        sinks: Sequence[Sink],
+        deliverer: Deliverer,
+        *,
+        overdue_after_s: float,
+        public_url: str | None = None,
+        clock_ms: Callable[[], int] = wall_clock_ms,
+        owner: str | None = None,
+    ) -> None:
+        self.store = store
+        self.alert_store = alert_store
+        self.rules = rules
+        self.sinks = list(sinks)
+        self.deliverer = deliverer
+        self.overdue_after_s = overdue_after_s
+        self.public_url = public_url.rstrip("/") if public_url else None
+        self.owner = owner or replica_name()
+        self._clock_ms = clock_ms
+        self.leading = False
+        self.evaluations = 0
+        self.evaluation_errors = 0
+        self.deliveries: Counter[tuple[str, str]] = Counter()  # (sink kind, outcome)
+        # Entries waiting per sink (kind:host label), as each sender last saw them.
+        self.backlog: dict[str, int] = {}
+        self._in_flight: dict[str, OutboxEntry] = {}
+        self._account_writes: set[asyncio.Task[None]] = set()
+        self._window_reader = WindowReader(store, windows_needed(rules.rules))
+
+    @property
+    def lease_ms(self) -> int:
+        return max(5_000, int(self.rules.timing.evaluate_every_s * 3_000))
+
+    # Evaluation ------------------------------------------------------------
+
+    async def tick(self) -> list[Alert]:
+        """Evaluate once, if this replica holds the lease; the notices committed."""
+        now_ms = self._clock_ms()
+        self.leading = await self.alert_store.hold_lease(self.owner, self.lease_ms)
+        if not self.leading:
+            return []
+        inputs = await self._gather(now_ms)
+        findings = evaluate(self.rules.rules, inputs)
+        records = await self.alert_store.records()
+        timing = self.rules.timing
+        for key, finding in findings.items():
+            if finding is not None and due_for_notice(records.get(key), finding, now_ms, timing):
+                findings[key] = await self._with_examples(finding)
+        changes = plan(records, findings, now_ms, timing, self._status_page())
+        self.evaluations += 1
+        if not changes:
+            return []
+        sink_ids = [sink.id for sink in self.sinks]
+        if not await self.alert_store.commit(self.owner, changes, sink_ids, now_ms):
+            self.leading = False  # the lease moved on mid-evaluation: the other one fires
+            return []
+        for notice in changes.notices:
+            log.warning(
+                "alert", key=notice.key, state=notice.state.value,
+                severity=notice.severity.value, title=notice.title,
+            )  # fmt: skip
+        return changes.notices
+
+    async def _gather(self, now_ms: int) -> Inputs:
+        windows = await self._window_reader.read(now_ms)
+        overdue: list[OverdueMessage] = []
+        more = False
+        if any(rule.kind == "overdue" for rule in self.rules.rules):
+            overdue, more = await self._overdue(now_ms)
+        accounts = None
+        if any(rule.kind == "sending_disabled" for rule in self.rules.rules):
+            accounts = await self.alert_store.accounts()
+        return Inputs(now_ms, windows, overdue, more, self.overdue_after_s, accounts)
+
+    async def _overdue(self, now_ms: int) -> tuple[list[OverdueMessage], bool]:
+        deadline = now_ms - int(self.overdue_after_s * 1000)
+        page = await self.store.search(
+            SearchQuery(until_ms=deadline, limit=MAX_LIMIT, waiting=True)
+        )
+        messages = []
+        for hit in reversed(page.hits):  # oldest first
+            record = hit.record
+            waiting = tuple(
+                (address, state.STATUSES[code])
+                for address, flags in record.recipients.items()
+                if (code := state.status_of(flags | record.message_flags)) <= state.DELAYED
+            )
+            messages.append(OverdueMessage(hit.message_id, hit.position.sent_at, waiting))
+        return messages, page.next_after is not None
+
+    async def _with_examples(self, finding: Finding) -> Finding:
+        query = finding.example_query
+        if query is None or finding.examples:
+            return finding
+        page = await self.store.search(SearchQuery(status=query.status, limit=EXAMPLES_SHOWN))
+        examples = []
+        for hit in page.hits:
+            wanted = [
+                a for a in hit.record.recipients if hit.record.recipient_status(a) == query.status
+            ]
+            examples.append(Example(hit.message_id, wanted[0] if wanted else None, query.status))
+        return dataclasses.replace(finding, examples=tuple(examples))
+
+    def _status_page(self) -> str | None:
+        return f"{self.public_url}/" if self.public_url else None
+
+    async def run_evaluator(self, sleep: Callable[[float], object] = asyncio.sleep) -> None:
+        every = self.rules.timing.evaluate_every_s
+        while True:
+            _honour_cancel()
+            try:
+                await self.tick()
+            except (StoreUnavailable, OSError, ConnectionError) as exc:
+                self.evaluation_errors += 1
+                log.warning("alert_evaluation_failed", error=str(exc))
+            except Exception:
+                self.evaluation_errors += 1
+                log.exception("alert_evaluation_crashed")
+            _honour_cancel()
+            await sleep(every)  # type: ignore[misc]
+
+    # Account events --------------------------------------------------------
+
+    def on_account_event(self, event: AccountEvent) -> None:
+        """Pipeline hook (synchronous, so ingestion does not wait): note the status."""
+        if event.detail_type not in ("Sending Status Disabled", "Sending Status Enabled"):
+            return
+        status = AccountStatus(not event.sending_disabled, event.at, event.detail_type)
+        task = asyncio.get_running_loop().create_task(
+            self.alert_store.note_account(event.account or "(unknown)", status)
+        )
+        self._account_writes.add(task)
+        task.add_done_callback(self._account_written)
+
+    def _account_written(self, task: asyncio.Task[None]) -> None:
+        self._account_writes.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("account_status_not_saved", exc_info=task.exception())
+
+    # Delivery --------------------------------------------------------------
+
+    async def run_sender(
+        self, sink: Sink, sleep: Callable[[float], object] = asyncio.sleep
+    ) -> None:
+        """Send ``sink``'s outbox, oldest first, while this replica holds the lease."""
+        while True:
+            _honour_cancel()
+            try:
+                sent = await self.send_due(sink)
+                self.backlog[sink.name] = await self.alert_store.pending(sink.id)
+            except (StoreUnavailable, OSError, ConnectionError) as exc:
+                log.warning("alert_outbox_unreachable", sink=sink.name, error=str(exc))
+                sent = 0
+            except Exception:
+                log.exception("alert_sender_crashed", sink=sink.name)
+                sent = 0
+            _honour_cancel()
+            if not sent:
+                await sleep(SENDER_IDLE_S)  # type: ignore[misc]
+
+    async def send_due(self, sink: Sink) -> int:
+        """Send what is due for ``sink`` now; how many entries were handled."""
+        if not self.leading:
+            return 0
+        now_ms = self._clock_ms()
+        entries = await self.alert_store.claim(sink.id, now_ms, now_ms + CLAIM_VISIBILITY_MS, 10)
+        if entries:  # seen before posting: a hung post must not hide its backlog
+            self.backlog[sink.name] = await self.alert_store.pending(sink.id)
+        # Cancelled mid-batch, what is left in flight goes back at stop (release).
+        for entry in entries:
+            self._in_flight[entry.id] = entry
+        for entry in entries:
+            await self._send(sink, entry)
+            del self._in_flight[entry.id]
+        return len(entries)
+
+    async def _send(self, sink: Sink, entry: OutboxEntry) -> None:
+        try:
+            await self.deliverer.send(sink, entry.alert)
+        except RetryableDeliveryError as exc:
+            now_ms = self._clock_ms()
+            if now_ms - entry.created_ms > GIVE_UP_AFTER_MS:
+                self.deliveries[(sink.kind, "given_up")] += 1
+                log.error("alert_given_up", sink=sink.name, key=entry.alert.key, error=str(exc))
+                await self.alert_store.finish(entry)
+                return
+            self.deliveries[(sink.kind, "retrying")] += 1
+            wait_ms = min(RETRY_CAP_MS, 60_000 * 2 ** min(entry.attempts, 10))
+            await self.alert_store.reschedule(entry, now_ms + wait_ms)
+            return
+        except FinalDeliveryError as exc:
+            self.deliveries[(sink.kind, "refused")] += 1
+            log.error("alert_refused_for_good", sink=sink.name, key=entry.alert.key, error=str(exc))
+            await self.alert_store.finish(entry)
+            return
+        self.deliveries[(sink.kind, "delivered")] += 1
+        await self.alert_store.finish(entry)
+
+    async def stop(self) -> None:
+        """After the tasks are cancelled: put claimed, unsent entries back."""
+        if self._account_writes:
+            await asyncio.gather(*self._account_writes, return_exceptions=True)
+        if self._in_flight:
+            try:
+                await self.alert_store.release(list(self._in_flight.values()), self._clock_ms())
+            except Exception:
+                log.exception("alert_outbox_release_failed")
+            self._in_flight.clear()
+        if self.leading:
+            try:
+                await self.alert_store.drop_lease(self.owner)
+            except Exception:
+                log.warning("alert_lease_not_dropped", exc_info=True)
+            self.leading = False
+        await self.deliverer.aclose()
+        await self.alert_store.close()
+
+
+def _honour_cancel() -> None:
+    """Raise if this task was asked to stop: redis-py can swallow a cancellation
+    (turning it into a connection error, or retrying the command)."""
+    task = asyncio.current_task()
+    if task is not None and task.cancelling():
+        raise asyncio.CancelledError

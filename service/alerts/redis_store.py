@@ -1,0 +1,192 @@
+"""Alert state in Redis, shared by every replica (see ``service.alerts.store``).
+
+Keys, beside the message store's (same prefix): ``al:lease`` (the evaluating
+replica, with a TTL), ``al:records`` (hash: alert key -> record JSON),
+``al:history`` (list of notices, newest first, capped), ``al:entries`` (hash:
+outbox entry id -> entry JSON), ``al:out:<sink id>`` (zset: entry id scored by
+when it is next due) and ``al:accounts`` (hash: account -> sending status).
+Every multi-key change is one Lua script, so it happens whole or not at all.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import replace
+
+import orjson
+from redis import asyncio as aioredis
+
+from service.alerts.evaluate import AccountStatus
+from service.alerts.lifecycle import AlertRecord, Plan
+from service.alerts.model import Alert, alert_from_dict, alert_to_dict
+from service.alerts.store import HISTORY_KEPT, AlertStore, OutboxEntry, new_entries
+
+_HOLD_LEASE = """
+local holder = redis.call('GET', KEYS[1])
+if holder == ARGV[1] then
+  redis.call('PEXPIRE', KEYS[1], ARGV[2])
+  return 1
+end
+if not holder then
+  redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+  return 1
+end
+return 0
+"""
+
+_DROP_LEASE = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+"""
+
+# KEYS: lease, records, history, entries. ARGV: owner, plan JSON.
+_COMMIT = """
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
+local plan = cjson.decode(ARGV[2])
+for _, pair in ipairs(plan.upserts) do redis.call('HSET', KEYS[2], pair[1], pair[2]) end
+for _, key in ipairs(plan.deletes) do redis.call('HDEL', KEYS[2], key) end
+for _, notice in ipairs(plan.history) do redis.call('LPUSH', KEYS[3], notice) end
+if #plan.history > 0 then redis.call('LTRIM', KEYS[3], 0, tonumber(plan.kept) - 1) end
+for _, entry in ipairs(plan.outbox) do
+  redis.call('HSET', KEYS[4], entry[2], entry[4])
+  redis.call('ZADD', entry[1], entry[3], entry[2])
+end
+return 1
+"""
+
+# KEYS: outbox zset, entries. ARGV: now, visible again at, limit.
+_CLAIM = """
+local ids = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, ARGV[3])
+local claimed = {}
+for _, id in ipairs(ids) do
+  local entry = redis.call('HGET', KEYS[2], id)
+  if entry then
+    redis.call('ZADD', KEYS[1], ARGV[2], id)
+    table.insert(claimed, entry)
+  else
+    redis.call('ZREM', KEYS[1], id)
+  end
+end
+return claimed
+"""
+
+# KEYS: accounts. ARGV: account, status JSON, at, enabled (1/0).
+_NOTE_ACCOUNT = """
+local old = redis.call('HGET', KEYS[1], ARGV[1])
+if old then
+  old = cjson.decode(old)
+  local at = tonumber(ARGV[3])
+  if old.at > at then return 0 end
+  if old.at == at and not (old.enabled and ARGV[4] == '0') then return 0 end
+end
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
+return 1
+"""
+
+
+class RedisAlertStore(AlertStore):
+    def __init__(
+        self, client: aioredis.Redis, *, prefix: str = "st:", owns_client: bool = True
+    ) -> None:
+        self._client = client
+        self._owns_client = owns_client
+        self._prefix = prefix
+        self._lease_key = f"{prefix}al:lease"
+        self._records_key = f"{prefix}al:records"
+        self._history_key = f"{prefix}al:history"
+        self._entries_key = f"{prefix}al:entries"
+        self._accounts_key = f"{prefix}al:accounts"
+        self._hold_lease = client.register_script(_HOLD_LEASE)
+        self._drop_lease = client.register_script(_DROP_LEASE)
+        self._commit = client.register_script(_COMMIT)
+        self._claim = client.register_script(_CLAIM)
+        self._note_account = client.register_script(_NOTE_ACCOUNT)
+
+    def outbox_key(self, sink_id: str) -> str:
+        return f"{self._prefix}al:out:{sink_id}"
+
+    async def hold_lease(self, owner: str, ttl_ms: int) -> bool:
+        return bool(await self._hold_lease(keys=[self._lease_key], args=[owner, ttl_ms]))
+
+    async def drop_lease(self, owner: str) -> None:
+        await self._drop_lease(keys=[self._lease_key], args=[owner])
+
+    async def records(self) -> dict[str, AlertRecord]:
+        raw = await self._client.hgetall(self._records_key)
+        return {
+            key.decode(): AlertRecord.from_dict(orjson.loads(value)) for key, value in raw.items()
+        }
+
+    async def commit(self, owner: str, plan: Plan, sink_ids: Sequence[str], now_ms: int) -> bool:
+        entries = new_entries(plan.notices, sink_ids, now_ms)
+        payload = {
+            "upserts": [
+                [key, orjson.dumps(record.to_dict()).decode()]
+                for key, record in plan.upserts.items()
+            ],
+            "deletes": plan.deletes,
+            # LPUSH one by one puts the last first: push oldest first.
+            "history": [orjson.dumps(alert_to_dict(a)).decode() for a in plan.notices],
+            "kept": str(HISTORY_KEPT),
+            "outbox": [
+                [self.outbox_key(e.sink_id), e.id, str(now_ms), e.to_json().decode()]
+                for e in entries
+            ],
+        }
+        # cjson turns an empty list into an empty object; ipairs reads both alike.
+        keys = [self._lease_key, self._records_key, self._history_key, self._entries_key]
+        return bool(await self._commit(keys=keys, args=[owner, orjson.dumps(payload)]))
+
+    async def history(self, limit: int) -> list[Alert]:
+        raw = await self._client.lrange(self._history_key, 0, limit - 1)
+        return [alert_from_dict(orjson.loads(item)) for item in raw]
+
+    async def claim(
+        self, sink_id: str, now_ms: int, visible_again_ms: int, limit: int
+    ) -> list[OutboxEntry]:
+        raw = await self._claim(
+            keys=[self.outbox_key(sink_id), self._entries_key],
+            args=[now_ms, visible_again_ms, limit],
+        )
+        return [OutboxEntry.from_json(item) for item in raw]
+
+    async def finish(self, entry: OutboxEntry) -> None:
+        async with self._client.pipeline(transaction=True) as pipe:
+            pipe.zrem(self.outbox_key(entry.sink_id), entry.id)
+            pipe.hdel(self._entries_key, entry.id)
+            await pipe.execute()
+
+    async def reschedule(self, entry: OutboxEntry, due_ms: int) -> None:
+        again = replace(entry, attempts=entry.attempts + 1)
+        async with self._client.pipeline(transaction=True) as pipe:
+            pipe.hset(self._entries_key, entry.id, again.to_json())
+            pipe.zadd(self.outbox_key(entry.sink_id), {entry.id: due_ms}, xx=True)
+            await pipe.execute()
+
+    async def release(self, entries: Sequence[OutboxEntry], now_ms: int) -> None:
+        if not entries:
+            return
+        async with self._client.pipeline(transaction=True) as pipe:
+            for entry in entries:
+                pipe.zadd(self.outbox_key(entry.sink_id), {entry.id: now_ms}, xx=True)
+            await pipe.execute()
+
+    async def pending(self, sink_id: str) -> int:
+        return int(await self._client.zcard(self.outbox_key(sink_id)))
+
+    async def note_account(self, account: str, status: AccountStatus) -> None:
+        body = orjson.dumps(
+            {"enabled": status.enabled, "at": status.at, "detail_type": status.detail_type}
+        )
+        await self._note_account(
+            keys=[self._accounts_key],
+            args=[account, body, status.at, 1 if status.enabled else 0],
+        )
+
+    async def accounts(self) -> dict[str, AccountStatus]:
+        raw = await self._client.hgetall(self._accounts_key)
+        return {name.decode(): AccountStatus(**orjson.loads(value)) for name, value in raw.items()}
+
+    async def close(self) -> None:
+        if self._owns_client:
+            await self._client.aclose()

@@ -1,0 +1,280 @@
+"""Alert rules: what can fire, read from ``SES_TRACKER_ALERT_RULES`` or built in.
+
+A rules file is YAML::
+
+    timing:                    # Alertmanager's defaults
+      group_wait_s: 30         # a new alert waits this long before its first notice
+      group_interval_s: 300    # news about a firing alert (it changed, it cleared)
+      repeat_interval_s: 14400 # a still-firing alert is repeated this often
+      evaluate_every_s: 10
+    rules:
+      - name: bounce-rate
+        kind: bounce_rate      # or complaint_rate
+        window_s: 3600
+        warn: 0.02
+        critical: 0.04
+        min_sent: 200          # no verdict on fewer recipients than this
+        by: global             # or domain: each recipient domain on its own
+
+Each rule's ``name`` is its alert key: one rule makes at most one alert, which lists
+every domain (or delay type, or account) it is about. Every mistake is reported at
+start-up with the file, line and field (``RulesError``); nothing is half-loaded.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from service.alerts.model import Severity
+from service.stats import BUCKET_S, LATENCY_KINDS, MAX_WINDOW_S
+
+Window = Annotated[int, Field(ge=BUCKET_S, le=MAX_WINDOW_S)]
+Scope = Literal["global", "domain"]
+
+
+class RulesError(ValueError):
+    """A rules file that cannot be used; the message names file, line and field."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Timing(_Strict):
+    group_wait_s: float = Field(30, ge=0)
+    group_interval_s: float = Field(300, ge=0)
+    repeat_interval_s: float = Field(4 * 3600, gt=0)
+    evaluate_every_s: float = Field(10, ge=0.1, le=300)
+
+
+class _Rule(_Strict):
+    name: str = Field(pattern=r"^[a-z0-9][a-z0-9_.-]{0,62}$")
+
+
+class RateRule(_Rule):
+    """Bounces or complaints per recipient seen, over a window, above a threshold.
+
+    SES puts an account under review at 5% bounces or 0.1% complaints (measured over
+    a longer period); the defaults warn well before either.
+    """
+
+    kind: Literal["bounce_rate", "complaint_rate"]
+    window_s: Window = 3600
+    warn: float = Field(gt=0, le=1)
+    critical: float | None = Field(None, gt=0, le=1)
+    min_sent: int = Field(100, ge=1)
+    by: Scope = "global"
+
+    @model_validator(mode="after")
+    def _critical_above_warn(self) -> RateRule:
+        if self.critical is not None and self.critical <= self.warn:
+            raise ValueError("critical must be above warn")
+        return self
+
+
+# The sketches service.stats keeps (Literal of a tuple: the same names, one list).
+LatencyKind = Literal[LATENCY_KINDS]  # type: ignore[valid-type]
+
+
+class LatencyRule(_Rule):
+    """A latency percentile (from the stats sketches) above a threshold."""
+
+    kind: Literal["latency"]
+    latency: LatencyKind = "send_to_delivery"
+    percentile: float = Field(95, gt=0, lt=100)
+    above_ms: int = Field(gt=0)
+    critical_ms: int | None = Field(None, gt=0)
+    window_s: Window = 300
+    min_count: int = Field(20, ge=1)
+    by: Scope = "global"
+
+    @model_validator(mode="after")
+    def _critical_above_warn(self) -> LatencyRule:
+        if self.critical_ms is not None and self.critical_ms <= self.above_ms:
+            raise ValueError("critical_ms must be above above_ms")
+        return self
+
+
+class DelaySpikeRule(_Rule):
+    """More DeliveryDelays than usual, per delay type and per recipient domain.
+
+    Fires when the last ``window_s`` holds at least ``min_delays`` delays and
+    ``factor`` times what the rest of ``baseline_s`` averaged per window.
+    """
+
+    kind: Literal["delay_spike"]
+    window_s: Window = 300
+    baseline_s: Window = 3600
+    min_delays: int = Field(20, ge=1)
+    factor: float = Field(3.0, ge=1)
+    severity: Severity = Severity.WARNING
+
+    @model_validator(mode="after")
+    def _baseline_longer(self) -> DelaySpikeRule:
+        if self.baseline_s < 2 * self.window_s:
+            raise ValueError("baseline_s must be at least twice window_s")
+        return self
+
+
+class StatusCountRule(_Rule):
+    """Any recipient reaching a status in the window: rejects and rendering failures
+    mean SES dropped the email without trying to deliver it."""
+
+    kind: Literal["status_count"]
+    status: Literal["rejected", "rendering_failed", "bounced", "complained"]
+    window_s: Window = 300
+    min_count: int = Field(1, ge=1)
+    severity: Severity = Severity.CRITICAL
+
+
+class SendingDisabledRule(_Rule):
+    """EventBridge said sending is paused for the account: always critical."""
+
+    kind: Literal["sending_disabled"]
+
+
+class OverdueRule(_Rule):
+    """Recipients still sent/delayed ``SES_TRACKER_OVERDUE_AFTER_S`` after the send."""
+
+    kind: Literal["overdue"]
+    min_count: int = Field(1, ge=1)
+    severity: Severity = Severity.WARNING
+
+
+Rule = Annotated[
+    RateRule | LatencyRule | DelaySpikeRule | StatusCountRule | SendingDisabledRule | OverdueRule,
+    Field(discriminator="kind"),
+]
+
+
+class RuleSet(_Strict):
+    timing: Timing = Timing()
+    rules: list[Rule]
+
+    @model_validator(mode="after")
+    def _unique_names(self) -> RuleSet:
+        seen: set[str] = set()
+        for rule in self.rules:
+            if rule.name in seen:
+                raise ValueError(f"rule name {rule.name!r} is used twice")
+            seen.add(rule.name)
+        return self
+
+
+DEFAULT_RULES: dict[str, Any] = {
+    "rules": [
+        {"name": "bounce-rate", "kind": "bounce_rate", "warn": 0.02, "critical": 0.04,
+         "min_sent": 200},
+        {"name": "bounce-rate-by-domain", "kind": "bounce_rate", "warn": 0.05, "critical": 0.10,
+         "min_sent": 100, "by": "domain"},
+        {"name": "complaint-rate", "kind": "complaint_rate", "warn": 0.0005, "critical": 0.0008,
+         "min_sent": 1000},
+        {"name": "slow-delivery", "kind": "latency", "latency": "send_to_delivery",
+         "percentile": 95, "above_ms": 60_000, "window_s": 300, "min_count": 20, "by": "domain"},
+        {"name": "delay-spike", "kind": "delay_spike"},
+        {"name": "rejects", "kind": "status_count", "status": "rejected"},
+        {"name": "rendering-failures", "kind": "status_count", "status": "rendering_failed"},
+        {"name": "sending-disabled", "kind": "sending_disabled"},
+        {"name": "overdue", "kind": "overdue"},
+    ]
+}  # fmt: skip
+
+
+def default_rules() -> RuleSet:
+    return RuleSet.model_validate(DEFAULT_RULES)
+
+
+def load_rules(path: Path | None) -> RuleSet:
+    """The rules in ``path``, or the built-in defaults when it is None."""
+    if path is None:
+        return default_rules()
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise RulesError(f"{path}: cannot read the rules file: {exc}") from None
+    return parse_rules(text, str(path))
+
+
+def parse_rules(text: str, origin: str = "<rules>") -> RuleSet:
+    try:
+        tree = yaml.compose(text, Loader=yaml.SafeLoader)
+        data = yaml.safe_load(text)
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        line = f":{mark.line + 1}" if mark is not None else ""
+        raise RulesError(f"{origin}{line}: not valid YAML: {exc.problem}") from None
+    except yaml.YAMLError as exc:
+        raise RulesError(f"{origin}: not valid YAML: {exc}") from None
+    if not isinstance(data, dict):
+        raise RulesError(f"{origin}: expected a mapping with a 'rules' list")
+    try:
+        return RuleSet.model_validate(data)
+    except ValidationError as exc:
+        raise RulesError(_describe(exc, tree, origin)) from None
+
+
+def _describe(exc: ValidationError, tree: yaml.Node | None, origin: str) -> str:
+    """Each problem as ``file:line: rules[2].window_s: message``, one per line."""
+    lines = []
+    for error in exc.errors(include_url=False):
+        loc, line = _locate(tree, error["loc"])
+        where = "".join(f"[{part}]" if isinstance(part, int) else f".{part}" for part in loc)
+        message = error["msg"].removeprefix("Value error, ")
+        lines.append(f"{origin}:{line}: {where.lstrip('.') or '(top)'}: {message}")
+    return "\n".join(lines)
+
+
+def _locate(tree: yaml.Node | None, loc: tuple[int | str, ...]) -> tuple[list[int | str], int]:
+    """The part of ``loc`` that names places in the file, and the line of the last.
+
+    Pydantic puts the discriminator's value (``bounce_rate``) and validator names
+    into ``loc``; those name no node, so they are skipped.
+    """
+    node = tree
+    path: list[int | str] = []
+    line = node.start_mark.line + 1 if node is not None else 1
+    for position, part in enumerate(loc):
+        # The tag comes right after the rule's index (a field may share its name).
+        after_index = position > 0 and isinstance(loc[position - 1], int)
+        if after_index and isinstance(part, str) and part == _kind_of(node):
+            continue
+        child = _child(node, part)
+        if child is None:
+            if isinstance(node, yaml.MappingNode) and isinstance(part, str) and _is_field(part):
+                path.append(part)  # a missing field: point at its mapping
+            continue
+        node = child
+        path.append(part)
+        line = child.start_mark.line + 1
+    return path, line
+
+
+def _child(node: yaml.Node | None, part: int | str) -> yaml.Node | None:
+    if isinstance(node, yaml.SequenceNode) and isinstance(part, int):
+        return node.value[part] if 0 <= part < len(node.value) else None
+    if isinstance(node, yaml.MappingNode) and isinstance(part, str):
+        for key, value in node.value:
+            if key.value == part:
+                return value
+    return None
+
+
+def _kind_of(node: yaml.Node | None) -> str | None:
+    kind = _child(node, "kind")
+    return kind.value if isinstance(kind, yaml.ScalarNode) else None
+
+
+_FIELDS = {
+    name
+    for model in (Timing, RateRule, LatencyRule, DelaySpikeRule, StatusCountRule,
+                  SendingDisabledRule, OverdueRule, RuleSet)
+    for name in model.model_fields
+}  # fmt: skip
+
+
+def _is_field(part: str) -> bool:
+    return part in _FIELDS

@@ -1,0 +1,331 @@
+"""Alerting end to end in one process: events in, rules evaluated, notices posted.
+
+The clock is a fake one shared by the pipeline (which stamps stats buckets) and the
+alert engine, so group_wait, group_interval and windows are stepped through exactly;
+the stores, the outbox and the chat receiver are real.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import pytest
+from redis import asyncio as aioredis
+
+from service.alerts.delivery import Deliverer
+from service.alerts.engine import Alerting
+from service.alerts.model import AlertState, Severity
+from service.alerts.redis_store import RedisAlertStore
+from service.alerts.rules import parse_rules
+from service.alerts.sinks import Sink, parse_webhooks
+from service.alerts.store import AlertStore, MemoryAlertStore
+from service.pipeline import Pipeline
+from service.stores import MemoryStore, RedisStore, Store
+from tests.support import ses
+from tests.support.chat import checker
+from tests.support.receiver import Answer, Receiver
+from tests.support.servers import RedisServer
+
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(30)]
+
+T0 = 1_800_000_000_000
+S = 1000
+FAST = {"backoff_s": 0.01, "max_wait_s": 0.1, "min_interval_s": {}}
+
+BOUNCE_RULES = """
+timing: {group_wait_s: 30, group_interval_s: 300, repeat_interval_s: 3600}
+rules:
+  - {name: bounce-rate, kind: bounce_rate, warn: 0.05, critical: 0.5, min_sent: 10,
+     window_s: 300}
+  - {name: bounce-rate-by-domain, kind: bounce_rate, warn: 0.05, min_sent: 10, window_s: 300,
+     by: domain}
+"""
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.ms = T0
+
+    def __call__(self) -> int:
+        return self.ms
+
+
+SECRET = b"0123456789abcdef"
+check_by_path = checker(SECRET)
+
+
+@dataclass
+class Bench:
+    """One replica's alerting, wired to real stores and a receiver."""
+
+    pipeline: Pipeline
+    alerting: Alerting
+    receiver: Receiver
+    clock: Clock
+
+    @property
+    def sink(self) -> Sink:
+        return self.alerting.sinks[0]
+
+    async def at(self, seconds: float) -> list:
+        """Move the clock to T0 + ``seconds`` and evaluate once."""
+        self.clock.ms = T0 + int(seconds * S)
+        return await self.alerting.tick()
+
+    async def send_outbox(self) -> int:
+        handled = 0
+        for sink in self.alerting.sinks:
+            handled += await self.alerting.send_due(sink)
+        return handled
+
+
+def make_alerting(
+    store: Store,
+    alert_store: AlertStore,
+    rules: str,
+    sinks: list[Sink],
+    clock: Clock,
+    **deliverer: object,
+) -> Alerting:
+    """One replica's alerting; its deliverer owns its HTTP client (stop closes it)."""
+    return Alerting(
+        store,
+        alert_store,
+        parse_rules(rules),
+        sinks,
+        Deliverer(httpx.AsyncClient(), secret=SECRET, **{**FAST, **deliverer}),  # type: ignore[arg-type]
+        overdue_after_s=900,
+        public_url="https://tracker.example",
+        clock_ms=clock,
+    )
+
+
+@pytest.fixture(params=["memory", "redis"])
+def kind(request: pytest.FixtureRequest) -> str:
+    return request.param
+
+
+@pytest.fixture
+def stores(
+    kind: str, redis_server: RedisServer, tmp_path: Path
+) -> Callable[[], tuple[Store, AlertStore]]:
+    """A factory of (message store, alert store) pairs that share state, as replicas
+    (Redis) or as one process restarted on the same directory (memory)."""
+    prefix = f"al{uuid.uuid4().hex[:8]}:"
+    memory = MemoryStore()
+
+    def make() -> tuple[Store, AlertStore]:
+        if kind == "memory":
+            return memory, MemoryAlertStore(tmp_path / "alerts")
+        return (
+            RedisStore(aioredis.Redis.from_url(redis_server.url), prefix=prefix),
+            RedisAlertStore(aioredis.Redis.from_url(redis_server.url), prefix=prefix),
+        )
+
+    return make
+
+
+@pytest.fixture
+async def bench(stores, kind: str) -> AsyncIterator[Bench]:
+    clock = Clock()
+    store, alert_store = stores()
+    async with Receiver(check_by_path) as receiver:
+        sinks = parse_webhooks(f"slack={receiver.base}/slack,webhook={receiver.base}/webhook")
+        alerting = make_alerting(store, alert_store, BOUNCE_RULES, sinks, clock)
+        pipeline = Pipeline(store, clock_ms=clock)
+        yield Bench(pipeline, alerting, receiver, clock)
+        await alerting.stop()
+        if kind == "redis":
+            await store.close()
+
+
+async def mail(pipeline: Pipeline, domain: str, sent: int, bounced: int, tag: str = "") -> None:
+    records = []
+    for n in range(sent):
+        message_id = f"{tag}{domain}-{n}"
+        records.append(ses.send(message_id, [f"r{n}@{domain}"]))
+        if n < bounced:
+            records.append(ses.bounce(message_id, [f"r{n}@{domain}"], ses.SENT_AT + 2000))
+    await pipeline.ingest(ses.dumps(*records), "test")
+
+
+async def test_a_bounce_breach_notifies_once_per_group_and_resolves_later(bench: Bench) -> None:
+    await mail(bench.pipeline, "x.com", sent=40, bounced=8)  # 20%
+    await mail(bench.pipeline, "y.com", sent=40, bounced=0)
+    assert await bench.at(0) == []  # group_wait holds the first notice
+    assert await bench.at(20) == []
+    fired = await bench.at(30)
+    assert sorted(alert.key for alert in fired) == ["bounce-rate", "bounce-rate-by-domain"]
+    by_key = {alert.key: alert for alert in fired}
+    assert by_key["bounce-rate"].figures["bounce rate"] == "10% (8 of 80)"
+    assert by_key["bounce-rate-by-domain"].title == "Bounce rate 20% at x.com"
+    assert by_key["bounce-rate"].severity is Severity.WARNING
+    examples = by_key["bounce-rate"].examples
+    assert examples and all(e.message_id.startswith("x.com-") for e in examples)
+    # The link opens the status page on the first example.
+    assert (
+        by_key["bounce-rate"].link == f"https://tracker.example/?message={examples[0].message_id}"
+    )
+    for second in range(40, 300, 10):  # the condition holds: nothing more
+        assert await bench.at(second) == []
+    # The window slides past the bounces (only the sends' buckets are in it).
+    assert await bench.at(320) == []  # clear, but within group_interval of the notice
+    resolved = await bench.at(330)
+    assert sorted(a.key for a in resolved) == ["bounce-rate", "bounce-rate-by-domain"]
+    assert {a.state for a in resolved} == {AlertState.RESOLVED}
+    assert await bench.at(400) == []
+
+    assert await bench.send_outbox() == 8  # 4 notices x 2 sinks
+    assert len(bench.receiver.received) == 8 and bench.receiver.refusals == []
+    generic = [r.json() for r in bench.receiver.received if r.path == "/webhook"]
+    assert [(g["key"], g["state"]) for g in generic] == [
+        ("bounce-rate", "firing"),
+        ("bounce-rate-by-domain", "firing"),
+        ("bounce-rate", "resolved"),
+        ("bounce-rate-by-domain", "resolved"),
+    ]
+    history = await bench.alerting.alert_store.history(10)
+    assert [a.state for a in history] == [AlertState.RESOLVED] * 2 + [AlertState.FIRING] * 2
+    assert await bench.send_outbox() == 0
+
+
+async def test_500_then_429_then_200_is_delivered_once_through_the_outbox(bench: Bench) -> None:
+    await mail(bench.pipeline, "x.com", sent=20, bounced=10)
+    await bench.at(0)
+    await bench.at(30)
+    bench.receiver.script = [Answer(500), Answer(429, {"Retry-After": "0"}), Answer(200)]
+    slack = bench.alerting.sinks[0]
+    assert await bench.alerting.send_due(slack) == 2  # both alerts, the first retried twice
+    slack_posts = [r for r in bench.receiver.received if r.path == "/slack"]
+    assert len(slack_posts) == 4  # 500, 429, 200, then the second alert's 200
+    assert slack_posts[0].body == slack_posts[1].body == slack_posts[2].body
+    assert await bench.alerting.alert_store.pending(slack.id) == 0
+    assert bench.alerting.deliveries[("slack", "delivered")] == 2
+
+
+async def test_a_sink_down_for_every_attempt_is_rescheduled_not_lost(bench: Bench) -> None:
+    await mail(bench.pipeline, "x.com", sent=20, bounced=10)
+    await bench.at(0)
+    await bench.at(30)
+    slack = bench.alerting.sinks[0]
+    bench.receiver.script = [Answer(503)] * 12  # every attempt of both alerts
+    assert await bench.alerting.send_due(slack) == 2
+    assert await bench.alerting.alert_store.pending(slack.id) == 2
+    assert await bench.alerting.send_due(slack) == 0  # not due yet (backoff)
+    bench.clock.ms += 61 * S
+    assert await bench.alerting.send_due(slack) == 2
+    assert await bench.alerting.alert_store.pending(slack.id) == 0
+
+
+async def test_an_alert_queued_before_a_restart_is_sent_after_it(
+    stores, kind: str, tmp_path: Path
+) -> None:
+    clock = Clock()
+    async with Receiver(check_by_path) as receiver:
+        sinks = parse_webhooks(f"discord={receiver.base}/discord")
+        store, alert_store = stores()
+        before = make_alerting(store, alert_store, BOUNCE_RULES, sinks, clock)
+        await mail(Pipeline(store, clock_ms=clock), "x.com", sent=20, bounced=10)
+        await before.tick()
+        clock.ms += 30 * S
+        assert len(await before.tick()) == 2
+        # The service hangs on the first post and is stopped mid-send.
+        receiver.script = [Answer(hang_s=10)]
+        sender = asyncio.create_task(before.run_sender(sinks[0]))
+        while not receiver.received:  # noqa: ASYNC110 - polling a local receiver
+            await asyncio.sleep(0.01)
+        sender.cancel()
+        await asyncio.gather(sender, return_exceptions=True)
+        await before.stop()
+        if kind == "redis":
+            await store.close()
+
+        _, alert_store = stores()  # a new process: nothing in memory carried over
+        after = make_alerting(store, alert_store, BOUNCE_RULES, sinks, clock)
+        assert await after.tick() == []  # takes the lease; the alerts were already sent
+        assert await after.send_due(sinks[0]) == 2
+        titles = [r.json()["embeds"][0]["title"] for r in receiver.received[1:]]
+        assert len(titles) == 2 and all("Bounce rate" in title for title in titles)
+        await after.stop()
+
+
+async def test_only_the_lease_holder_evaluates_and_a_stale_holder_cannot_commit(
+    redis_server: RedisServer,
+) -> None:
+    prefix = f"al{uuid.uuid4().hex[:8]}:"
+    clock = Clock()
+    clients = [aioredis.Redis.from_url(redis_server.url) for _ in range(2)]
+    store = RedisStore(aioredis.Redis.from_url(redis_server.url), prefix=prefix)
+    replicas = [
+        make_alerting(store, RedisAlertStore(c, prefix=prefix), BOUNCE_RULES, [], clock)
+        for c in clients
+    ]
+    await mail(Pipeline(store, clock_ms=clock), "x.com", sent=20, bounced=10)
+    a, b = replicas
+    await asyncio.gather(a.tick(), b.tick())
+    assert [a.leading, b.leading].count(True) == 1
+    leader, other = (a, b) if a.leading else (b, a)
+    clock.ms += 30 * S
+    fired = await asyncio.gather(leader.tick(), other.tick())
+    assert sorted(len(notices) for notices in fired) == [0, 2]
+    # The leader stops (drops the lease); the other takes over at its next tick.
+    await leader.stop()
+    clock.ms += 10 * S
+    assert await other.tick() == [] and other.leading
+    assert len(await other.alert_store.history(10)) == 2  # nothing fired twice
+    # A holder whose lease moved on cannot commit what it planned.
+    stale = RedisAlertStore(aioredis.Redis.from_url(redis_server.url), prefix=prefix)
+    records = await stale.records()
+    from service.alerts.lifecycle import plan
+
+    changes = plan(records, {}, clock.ms + 10**9, parse_rules(BOUNCE_RULES).timing)
+    assert changes.notices
+    assert not await stale.commit(leader.owner, changes, [], clock.ms)
+    assert len(await stale.history(10)) == 2
+    await stale.close()
+    await other.stop()
+    await store.close()
+
+
+async def written(alert_store: AlertStore, *, enabled: bool) -> None:
+    for _ in range(200):
+        status = (await alert_store.accounts()).get("123456789012")
+        if status is not None and status.enabled is enabled:
+            return
+        await asyncio.sleep(0.01)
+    raise AssertionError("account status not written")
+
+
+async def test_sending_disabled_is_critical_and_resolves_when_enabled(stores, kind: str) -> None:
+    rules = "timing: {group_wait_s: 0, group_interval_s: 0}\nrules:\n"
+    rules += "  - {name: paused, kind: sending_disabled}\n"
+    store, alert_store = stores()
+    clock = Clock()
+    alerting = make_alerting(store, alert_store, rules, [], clock)
+    pipeline = Pipeline(store, clock_ms=clock)
+    pipeline.on_account_event(alerting.on_account_event)
+
+    def account_event(detail_type: str, time: str) -> bytes:
+        record = ses.eventbridge({"sendingStatus": "x"}, detail_type)
+        record["time"] = time
+        return ses.dumps(record)
+
+    await pipeline.ingest(account_event("Sending Status Disabled", "2026-11-23T10:00:01Z"), "t")
+    # An older "enabled" arriving late does not un-pause the account.
+    await pipeline.ingest(account_event("Sending Status Enabled", "2026-11-23T10:00:00Z"), "t")
+    await written(alert_store, enabled=False)  # beside ingestion, not in its path
+    [fired] = await alerting.tick()
+    assert fired.severity is Severity.CRITICAL and "123456789012" in fired.title
+    await pipeline.ingest(account_event("Sending Status Enabled", "2026-11-23T10:05:00Z"), "t")
+    await written(alert_store, enabled=True)
+    clock.ms += 10 * S
+    [resolved] = await alerting.tick()
+    assert resolved.state is AlertState.RESOLVED
+    await alerting.stop()
+    if kind == "redis":
+        await store.close()

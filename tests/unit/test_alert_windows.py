@@ -1,0 +1,41 @@
+"""Incremental window sums agree with reading the whole window every time."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from service.alerts.windows import WindowReader
+from service.codec import encode_batch
+from service.stats import bucket_of, window_buckets
+from service.stores import MemoryStore
+from tests.support import ses
+from tests.support.fold import events_of
+
+WINDOWS = (60, 300)
+START = 1_800_000_000_000
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.lists(st.tuples(st.integers(0, 200), st.integers(0, 3)), min_size=1, max_size=40))
+def test_window_sums_match_a_full_read(steps: list[tuple[int, int]]) -> None:
+    async def run() -> None:
+        store = MemoryStore()
+        reader = WindowReader(store, WINDOWS)
+        ids = itertools.count()
+        now = START
+        for advance_s, sends in steps:
+            now += advance_s * 1000
+            if sends:
+                # Merges count into the bucket of their ingestion time: now.
+                records = [ses.send(f"m{next(ids)}", [f"r@d{n}.com"]) for n in range(sends)]
+                await store.merge(encode_batch(list(events_of(records)), now), None, bucket_of(now))
+            got = await reader.read(now)
+            for window in WINDOWS:
+                expected = await store.read_stats(*window_buckets(now, window))
+                assert got[window] == +expected, (window, now)
+
+    asyncio.run(run())
