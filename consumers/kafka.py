@@ -78,6 +78,10 @@ class KafkaSource(Source):
     def status(self) -> dict[str, Any]:
         return {
             **super().status(),
+            # What this replica owns now (rebalances move them between replicas).
+            "partitions": sorted(
+                position_key(tp) for tp in (self._consumer.assignment() if self._consumer else ())
+            ),
             "lag": dict(self.lag),
             "dead_lettered": self.dead_lettered,
             "batches": self.batches,
@@ -234,7 +238,8 @@ class _Rebalance(ConsumerRebalanceListener):
         # Only eager assignors exist: keep this short. Waiting for the lock lets the
         # batch in flight finish and commit before the partitions move.
         async with self.source._batch_lock:
-            pass
+            for tp in revoked:
+                self.source.lag.pop(position_key(tp), None)
 
     async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
         await self.source.seek_to_checkpoints(self.consumer, set(assigned))

@@ -1,0 +1,184 @@
+"""The deployment files, checked by the tools that would refuse them, and against the
+service they deploy (its settings, rules, commands and drain time)."""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from service.alerts.rules import default_rules, parse_rules
+from service.cli import _parser
+from service.settings import Settings
+
+ROOT = Path(__file__).resolve().parents[2]
+DEPLOY = ROOT / "deploy"
+KUBERNETES = DEPLOY / "kubernetes"
+BIN = Path(sys.executable).parent
+# The drain as the service runs it: sources 15 s, then uvicorn's graceful 20 s.
+DRAIN_S = 15 + 20
+
+
+def tool(name: str, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [str(BIN / name), *args], capture_output=True, text=True, timeout=120, cwd=ROOT
+    )
+
+
+def documents(path: Path) -> list[dict[str, Any]]:
+    return [doc for doc in yaml.safe_load_all(path.read_text()) if doc]
+
+
+def manifests() -> dict[str, dict[str, Any]]:
+    found = {}
+    for path in sorted(KUBERNETES.glob("*.yaml")):
+        if path.name != "kustomization.yaml":
+            (doc,) = documents(path)
+            found[path.name] = doc
+    return found
+
+
+def setting_names() -> set[str]:
+    return {f"SES_TRACKER_{name.upper()}" for name in Settings.model_fields}
+
+
+# --- Docker -------------------------------------------------------------------
+
+
+def test_dockerfile_passes_hadolint() -> None:
+    result = tool("hadolint", "Dockerfile")
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_dockerfile_runs_serve_as_a_non_root_user_with_a_health_check() -> None:
+    text = (ROOT / "Dockerfile").read_text()
+    assert text.count("\nFROM ") + text.startswith("FROM ") >= 2  # multi-stage
+    assert re.search(r"^USER 10001", text, re.M)
+    assert "HEALTHCHECK" in text and "/healthz" in text
+    assert 'ENTRYPOINT ["ses-tracker"]' in text and 'CMD ["serve"]' in text
+
+
+def test_compose_file_matches_the_compose_spec_and_the_service() -> None:
+    path = DEPLOY / "compose" / "compose.yaml"
+    result = tool("check-jsonschema", "--builtin-schema", "vendor.compose-spec", str(path))
+    assert result.returncode == 0, result.stdout + result.stderr
+    (compose,) = documents(path)
+    services = compose["services"]
+    trackers = [s for name, s in services.items() if name.startswith("tracker-")]
+    assert len(trackers) == 2
+    assert trackers[0]["environment"] == trackers[1]["environment"]  # one group, one Redis
+    for tracker in trackers:
+        assert set(tracker["environment"]) <= setting_names()
+        assert int(tracker["stop_grace_period"].rstrip("s")) > DRAIN_S
+    kafka = services["kafka"]["environment"]
+    assert "controller" in kafka["KAFKA_PROCESS_ROLES"]  # KRaft, no ZooKeeper
+    # The load generator's command is one the CLI accepts.
+    args = _parser().parse_args(services["loadgen"]["command"])
+    assert args.to == "kafka" and args.target == "kafka:9092"
+
+
+# --- Kubernetes ---------------------------------------------------------------
+
+
+def test_kubernetes_manifests_pass_strict_schema_validation() -> None:
+    paths = [str(KUBERNETES / name) for name in manifests()]
+    result = tool("kubernetes-validate", "--strict", *paths)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_kustomization_applies_everything_but_the_example_secret() -> None:
+    (kustomization,) = documents(KUBERNETES / "kustomization.yaml")
+    assert set(kustomization["resources"]) == set(manifests()) - {"secret.example.yaml"}
+
+
+def test_deployment_probes_drain_and_hardening() -> None:
+    found = manifests()
+    deployment = found["deployment.yaml"]
+    pod = deployment["spec"]["template"]["spec"]
+    (container,) = pod["containers"]
+    assert container["readinessProbe"]["httpGet"]["path"] == "/readyz"
+    assert container["livenessProbe"]["httpGet"]["path"] == "/healthz"
+    pre_stop = container["lifecycle"]["preStop"]["sleep"]["seconds"]
+    assert pod["terminationGracePeriodSeconds"] > pre_stop + DRAIN_S
+    assert container["securityContext"]["readOnlyRootFilesystem"] is True
+    assert pod["securityContext"]["runAsNonRoot"] is True
+    assert deployment["spec"]["strategy"]["rollingUpdate"]["maxUnavailable"] == 0
+    labels = pod_labels = deployment["spec"]["template"]["metadata"]["labels"]
+    assert deployment["spec"]["selector"]["matchLabels"].items() <= labels.items()
+    assert found["service.yaml"]["spec"]["selector"].items() <= pod_labels.items()
+    assert found["pdb.yaml"]["spec"]["selector"]["matchLabels"].items() <= pod_labels.items()
+    hpa = found["hpa.yaml"]["spec"]
+    assert hpa["scaleTargetRef"]["name"] == deployment["metadata"]["name"]
+    assert (
+        hpa["minReplicas"] >= 2 and found["pdb.yaml"]["spec"]["minAvailable"] < hpa["minReplicas"]
+    )
+
+
+def test_configuration_names_only_settings_the_service_has() -> None:
+    found = manifests()
+    config = found["configmap.yaml"]["data"]
+    secret = found["secret.example.yaml"]["stringData"]
+    known = setting_names() | {"AWS_REGION"}
+    assert set(config) <= known and set(secret) <= known
+    assert not set(config) & {"SES_TRACKER_API_TOKEN", "SES_TRACKER_ALERT_WEBHOOKS",
+                              "SES_TRACKER_ALERT_WEBHOOK_SECRET",
+                              "SES_TRACKER_FIREHOSE_ACCESS_KEY"}  # fmt: skip
+    # The rules file the ConfigMap mounts is where the settings look, and valid.
+    mount = found["deployment.yaml"]["spec"]["template"]["spec"]["containers"][0]["volumeMounts"]
+    rules_dir = next(m["mountPath"] for m in mount if m["name"] == "rules")
+    assert config["SES_TRACKER_ALERT_RULES"] == f"{rules_dir}/rules.yaml"
+    rules = parse_rules(found["rules-configmap.yaml"]["data"]["rules.yaml"], "rules-configmap")
+    assert rules == default_rules()
+
+
+# --- AWS ----------------------------------------------------------------------
+
+
+def test_cloudformation_template_passes_cfn_lint() -> None:
+    result = tool("cfn-lint", "deploy/aws/ses-events.yaml")
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+# The consumer's SQS calls and the IAM action each needs.
+_ACTION_OF = {
+    "receive_message": "sqs:ReceiveMessage",
+    "delete_message_batch": "sqs:DeleteMessage",
+    "change_message_visibility_batch": "sqs:ChangeMessageVisibility",
+    "get_queue_attributes": "sqs:GetQueueAttributes",
+}
+
+
+@pytest.mark.parametrize("where", ["json", "cloudformation"])
+def test_iam_policy_grants_exactly_what_the_consumer_calls(where: str) -> None:
+    calls = set(re.findall(r"client\.([a-z_]+)\(", (ROOT / "consumers" / "sqs.py").read_text()))
+    assert calls <= set(_ACTION_OF), f"map new SQS calls to IAM actions: {calls - set(_ACTION_OF)}"
+    needed = {_ACTION_OF[call] for call in calls}
+    if where == "json":
+        (statement,) = json.loads((DEPLOY / "aws" / "iam-policy.json").read_text())["Statement"]
+    else:
+        template = yaml.load((DEPLOY / "aws" / "ses-events.yaml").read_text(), Loader=_CfnLoader)
+        policy = template["Resources"]["TrackerPolicy"]["Properties"]["PolicyDocument"]
+        (statement,) = policy["Statement"]
+    assert set(statement["Action"]) == needed
+    assert "*" not in json.dumps(statement["Resource"])
+
+
+class _CfnLoader(yaml.SafeLoader):
+    """YAML with CloudFormation's short-form tags (!Ref, !Sub, ...) read as plain data."""
+
+
+def _tag(loader: yaml.SafeLoader, suffix: str, node: yaml.Node) -> Any:
+    if isinstance(node, yaml.ScalarNode):
+        return {suffix: loader.construct_scalar(node)}
+    if isinstance(node, yaml.SequenceNode):
+        return {suffix: loader.construct_sequence(node)}
+    return {suffix: loader.construct_mapping(node)}
+
+
+_CfnLoader.add_multi_constructor("!", _tag)
