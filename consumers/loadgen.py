@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import heapq
+import math
 import random
 import time
 from abc import ABC, abstractmethod
@@ -167,6 +168,26 @@ class LoadReport:
         return self.events / self.seconds if self.seconds else 0.0
 
 
+def messages_due(
+    rate: float, elapsed_s: float, messages: int | None, duration_s: float | None
+) -> int:
+    """How many messages a run should have made ``elapsed_s`` into it.
+
+    From the elapsed time, not counted per tick: when the target or the machine is
+    slow, the next tick catches up, so the rate holds (an open-loop generator; a
+    slow target must not lower the load it is given). Message ``i`` is due at
+    ``i / rate``; a run of ``duration_s`` makes exactly ``ceil(rate * duration_s)``.
+    """
+    if rate <= 0:
+        return messages or 0
+    due = math.floor(rate * elapsed_s) + 1
+    if duration_s is not None:
+        due = min(due, math.ceil(rate * duration_s))
+    if messages is not None:
+        due = min(due, messages)
+    return due
+
+
 async def generate(
     target: Target,
     *,
@@ -189,7 +210,6 @@ async def generate(
     pending: list[tuple[int, int, dict[str, Any]]] = []
     made = sent = sequence = 0
     started = time.perf_counter()
-    owed = 0.0
 
     async def flush(due_by: int | None) -> None:
         nonlocal sent
@@ -208,21 +228,16 @@ async def generate(
     try:
         while True:
             elapsed = time.perf_counter() - started
-            done = (messages is not None and made >= messages) or (
-                duration_s is not None and elapsed >= duration_s
-            )
-            if done:
-                break
             now = clock_ms()
-            owed = (messages - made) if rate <= 0 else owed + rate * tick_s  # type: ignore[operator]
-            while owed >= 1 and (messages is None or made < messages):
-                owed -= 1
+            for _ in range(made, messages_due(rate, elapsed, messages, duration_s)):
                 for due, record in model.message(now):
                     sequence += 1
                     heapq.heappush(pending, (due, sequence, record))
                 made += 1
-            if rate <= 0:
-                continue
+            if (messages is not None and made >= messages) or (
+                duration_s is not None and elapsed >= duration_s
+            ):
+                break
             await flush(now)
             await asyncio.sleep(tick_s)
         await flush(None)

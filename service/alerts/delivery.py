@@ -114,16 +114,18 @@ class Deliverer:
                 await self._post_paced(sink, alert, body)
 
     async def _post_paced(self, sink: Sink, alert: Alert, body: bytes) -> None:
-        lock = self._locks.setdefault(sink.name, asyncio.Lock())
+        # Per webhook, not per host: Slack's limit is per incoming webhook, and two
+        # channels' webhooks should not queue behind each other.
+        lock = self._locks.setdefault(sink.id, asyncio.Lock())
         async with lock:
-            delay = self._next_post.get(sink.name, 0.0) - self._clock()
+            delay = self._next_post.get(sink.id, 0.0) - self._clock()
             if delay > 0:
                 await asyncio.sleep(delay)
             try:
                 await self._post(sink, alert, body)
             finally:
                 interval = self._min_interval_s.get(sink.kind, 0.0)
-                self._next_post[sink.name] = self._clock() + interval
+                self._next_post[sink.id] = self._clock() + interval
 
     async def _post(self, sink: Sink, alert: Alert, body: bytes) -> None:
         headers = {"content-type": "application/json", "user-agent": "ses-tracker"}

@@ -81,6 +81,17 @@ async def test_posts_to_one_sink_are_paced() -> None:
         assert all(gap >= 0.29 for gap in gaps), gaps
 
 
+async def test_two_webhooks_on_one_host_are_paced_apart() -> None:
+    async with Receiver() as receiver, httpx.AsyncClient() as client:
+        sinks = parse_webhooks(f"slack={receiver.base}/alerts,slack={receiver.base}/ops")
+        deliverer = Deliverer(client, **{**FAST, "min_interval_s": {"slack": 2.0}})
+        for sink in sinks:
+            await deliverer.send(sink, ALERT)
+        first, second = receiver.received
+        assert {first.path, second.path} == {"/alerts", "/ops"}
+        assert second.at - first.at < 1.0  # the second did not wait for the first's slot
+
+
 async def test_generic_webhook_is_signed() -> None:
     secret = b"webhook-secret"
 
