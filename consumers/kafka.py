@@ -10,7 +10,13 @@ Semantics, at least once:
 * offsets are then committed to Kafka too, so the usual lag tools see the group;
 * a record that cannot be parsed is produced to ``<topic>.dlq`` with the reason in
   the ``ses-tracker-error`` header (and its origin in ``ses-tracker-origin``)
-  before its offset is committed, and counted; the consumer moves on;
+  before its offset is committed, and counted; the consumer moves on. A record the
+  dead-letter topic will not take whole (too large) is parked cut to
+  ``DLQ_TRUNCATED_BYTES`` with its original size in ``ses-tracker-truncated``. When
+  even that fails (topic missing, broker refusing), only that partition stops: it
+  is sought back to the batch's start and paused with backoff (1 s doubling to
+  60 s; ``dlq_blocked`` in ``/readyz`` and metrics) while the others go on. The
+  consumer never leaves the group over it, so it cannot start a rebalance loop;
 * before partitions are revoked, the batch in flight finishes and commits. aiokafka
   does not call the rebalance listener on ``stop()``, so shutdown commits
   explicitly first.
@@ -21,7 +27,8 @@ A record may hold one event or a Firehose-style batch of several.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterable
+import time
+from collections.abc import Callable
 from typing import Any
 
 import structlog
@@ -30,14 +37,19 @@ from aiokafka.errors import CommitFailedError, IllegalStateError, KafkaError
 
 from consumers.base import Source, Stopped
 from service.events import AccountEvent, SesEvent
-from service.pipeline import Pipeline
+from service.pipeline import OFFLOAD_BYTES, Pipeline
 from service.stores import Checkpoint, StoreUnavailable
 
 log = structlog.get_logger(__name__)
 
 ERROR_HEADER = "ses-tracker-error"
 ORIGIN_HEADER = "ses-tracker-origin"
+TRUNCATED_HEADER = "ses-tracker-truncated"
 DLQ_SUFFIX = ".dlq"
+DLQ_TRUNCATED_BYTES = 64 * 1024
+DLQ_BACKOFF_S = (1.0, 60.0)
+
+ProducerFactory = Callable[..., AIOKafkaProducer]
 
 
 def position_key(tp: TopicPartition) -> str:
@@ -57,6 +69,7 @@ class KafkaSource(Source):
         max_records: int = 2_000,
         session_timeout_ms: int = 10_000,
         client_id: str = "ses-tracker",
+        producer_factory: ProducerFactory = AIOKafkaProducer,
     ) -> None:
         super().__init__()
         self.pipeline = pipeline
@@ -71,9 +84,15 @@ class KafkaSource(Source):
         # rebalance listener takes it to wait for the batch in flight.
         self._batch_lock = asyncio.Lock()
         self._consumer: AIOKafkaConsumer | None = None
+        self.producer_factory = producer_factory
         self.lag: dict[str, int] = {}
         self.dead_lettered = 0
+        self.dead_letter_truncated = 0
+        self.dead_letter_failures = 0
         self.batches = 0
+        # Partitions paused because their dead letters could not be parked:
+        # partition -> (monotonic time to resume, current backoff).
+        self.dlq_blocked: dict[TopicPartition, tuple[float, float]] = {}
 
     def status(self) -> dict[str, Any]:
         return {
@@ -84,6 +103,8 @@ class KafkaSource(Source):
             ),
             "lag": dict(self.lag),
             "dead_lettered": self.dead_lettered,
+            "dead_letter_truncated": self.dead_letter_truncated,
+            "dlq_blocked": sorted(position_key(tp) for tp in self.dlq_blocked),
             "batches": self.batches,
         }
 
@@ -110,7 +131,7 @@ class KafkaSource(Source):
             session_timeout_ms=self.session_timeout_ms,
             heartbeat_interval_ms=max(1_000, self.session_timeout_ms // 3),
         )
-        producer = AIOKafkaProducer(
+        producer = self.producer_factory(
             bootstrap_servers=self.bootstrap_servers, client_id=f"{self.client_id}-dlq", acks="all"
         )
         consumer.subscribe(self.topics, listener=_Rebalance(self, consumer))
@@ -122,6 +143,7 @@ class KafkaSource(Source):
             self.failure = None
             log.info("kafka_consumer_started", topics=self.topics, group=self.group_id)
             while not self.stopping:
+                self._resume_due(consumer)
                 batch = await consumer.getmany(timeout_ms=500, max_records=self.max_records)
                 if not batch:
                     continue
@@ -144,29 +166,43 @@ class KafkaSource(Source):
         batch: dict[TopicPartition, list[Any]],
     ) -> None:
         assignment = consumer.assignment()
-        events: list[SesEvent] = []
-        account_events: list[AccountEvent] = []
+        parsed: dict[TopicPartition, tuple[list[SesEvent], list[AccountEvent]]] = {}
         dead: list[tuple[TopicPartition, Any, str]] = []
         positions: dict[TopicPartition, int] = {}
         for tp, records in batch.items():
             if tp not in assignment:  # revoked since the fetch: its new owner reads it
                 continue
+            events: list[SesEvent] = []
+            account_events: list[AccountEvent] = []
             for record in records:
-                result = self.pipeline.parse(record.value or b"", "kafka")
+                value = record.value or b""
+                if len(value) > OFFLOAD_BYTES:
+                    result = await self.pipeline.parse_off_loop(value, "kafka")
+                else:
+                    result = self.pipeline.parse(value, "kafka")
                 events.extend(result.events)
                 account_events.extend(result.account_events)
-                if result.rejected:
+                if result.rejected_count:
                     reasons = "; ".join(f"[{i.index}] {i.reason}" for i in result.rejected[:5])
                     dead.append((tp, record, reasons))
+            parsed[tp] = (events, account_events)
             positions[tp] = records[-1].offset + 1
         if not positions:
             return
         if dead:
-            await self._dead_letter(producer, dead)
+            for tp in await self._dead_letter(producer, dead):
+                # Not parked, so not past it: read this partition's batch again later.
+                self._block(consumer, tp, batch[tp][0].offset)
+                del positions[tp]
+                del parsed[tp]
+            if not positions:
+                return
         checkpoint = Checkpoint(
             self.checkpoint_name,
             {position_key(tp): str(offset) for tp, offset in positions.items()},
         )
+        events = [event for tp_events, _ in parsed.values() for event in tp_events]
+        account_events = [event for _, tp_events in parsed.values() for event in tp_events]
         await self.durably(
             lambda: self.pipeline.apply(
                 events, "kafka", account_events=account_events, checkpoint=checkpoint
@@ -178,23 +214,75 @@ class KafkaSource(Source):
         self._update_lag(consumer, positions)
 
     async def _dead_letter(
-        self, producer: AIOKafkaProducer, dead: Iterable[tuple[TopicPartition, Any, str]]
-    ) -> None:
-        sends = []
-        for tp, record, reason in dead:
-            headers = [
-                (ERROR_HEADER, reason.encode()[:4_000]),
-                (ORIGIN_HEADER, f"{tp.topic}:{tp.partition}:{record.offset}".encode()),
-            ]
-            sends.append(
-                await producer.send(
-                    tp.topic + DLQ_SUFFIX, value=record.value, key=record.key, headers=headers
+        self, producer: AIOKafkaProducer, dead: list[tuple[TopicPartition, Any, str]]
+    ) -> set[TopicPartition]:
+        """Park each record (cut down if it must be); the partitions that could not."""
+        outcomes = await asyncio.gather(
+            *(self._park(producer, tp, record, reason) for tp, record, reason in dead),
+            return_exceptions=True,
+        )
+        blocked: set[TopicPartition] = set()
+        for (tp, record, _), outcome in zip(dead, outcomes, strict=True):
+            if isinstance(outcome, BaseException):
+                if not isinstance(outcome, KafkaError | OSError):
+                    raise outcome
+                blocked.add(tp)
+                self.dead_letter_failures += 1
+                log.error(
+                    "kafka_dead_letter_failed",
+                    origin=f"{tp.topic}:{tp.partition}:{record.offset}",
+                    error=type(outcome).__name__,
                 )
-            )
-        # Parked for good before the offsets past them are committed.
-        await asyncio.gather(*sends)
-        self.dead_lettered += len(sends)
-        log.warning("kafka_records_dead_lettered", count=len(sends))
+            else:
+                self.dead_lettered += 1
+                self.dlq_blocked.pop(tp, None)
+        parked = len(dead) - sum(1 for o in outcomes if isinstance(o, BaseException))
+        if parked:
+            log.warning("kafka_records_dead_lettered", count=parked)
+        return blocked
+
+    async def _park(
+        self, producer: AIOKafkaProducer, tp: TopicPartition, record: Any, reason: str
+    ) -> None:
+        headers = [
+            (ERROR_HEADER, reason.encode()[:4_000]),
+            (ORIGIN_HEADER, f"{tp.topic}:{tp.partition}:{record.offset}".encode()),
+        ]
+        topic = tp.topic + DLQ_SUFFIX
+        value = record.value or b""
+        try:
+            await (await producer.send(topic, value=value, key=record.key, headers=headers))
+            return
+        except KafkaError as exc:
+            if len(value) <= DLQ_TRUNCATED_BYTES:
+                raise
+            log.warning("kafka_dead_letter_cut", size=len(value), error=type(exc).__name__)
+        headers.append((TRUNCATED_HEADER, str(len(value)).encode()))
+        key = record.key[:1024] if record.key else record.key
+        await (
+            await producer.send(topic, value=value[:DLQ_TRUNCATED_BYTES], key=key, headers=headers)
+        )
+        self.dead_letter_truncated += 1
+
+    def _block(self, consumer: AIOKafkaConsumer, tp: TopicPartition, offset: int) -> None:
+        _, previous = self.dlq_blocked.get(tp, (0.0, 0.0))
+        low, high = DLQ_BACKOFF_S
+        backoff = min(high, max(low, previous * 2))
+        self.dlq_blocked[tp] = (time.monotonic() + backoff, backoff)
+        consumer.seek(tp, offset)
+        consumer.pause(tp)
+        log.error(
+            "kafka_partition_paused", partition=position_key(tp), offset=offset, retry_s=backoff
+        )
+
+    def _resume_due(self, consumer: AIOKafkaConsumer) -> None:
+        now = time.monotonic()
+        assigned = consumer.assignment()
+        for tp, (until, _) in list(self.dlq_blocked.items()):
+            if tp not in assigned:
+                del self.dlq_blocked[tp]
+            elif until <= now and tp in consumer.paused():
+                consumer.resume(tp)
 
     async def _commit(
         self, consumer: AIOKafkaConsumer, positions: dict[TopicPartition, int]

@@ -152,10 +152,10 @@ class SqsSource(Source):
         account_events = []
         done: list[dict[str, Any]] = []
         for message in messages:
-            result = self.pipeline.parse(message.get("Body", "").encode(), "sqs")
+            result = await self.pipeline.parse_off_loop(message.get("Body", "").encode(), "sqs")
             events.extend(result.events)
             account_events.extend(result.account_events)
-            if result.rejected:
+            if result.rejected_count:
                 self.left_for_redrive += 1
                 log.warning(
                     "sqs_message_left_for_redrive",

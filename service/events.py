@@ -8,8 +8,9 @@ so nothing downstream knows where an event came from.
 
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import dataclass, field
-from enum import IntEnum
+from enum import IntEnum, StrEnum
 from typing import Any
 
 
@@ -100,12 +101,42 @@ class AccountEvent:
         return self.detail_type == "Sending Status Disabled"
 
 
+class Reason(StrEnum):
+    """Why a record produced no event: a closed set, safe as a metric label.
+
+    The human text beside it (:attr:`RecordIssue.reason`) may quote the input; this
+    code never does, so nothing downstream parses the text back into a label.
+    """
+
+    INVALID_JSON = "invalid_json"
+    NOT_UTF8 = "not_utf8"
+    TOO_LARGE = "too_large"
+    TOO_DEEP = "too_deep"
+    EMPTY = "empty"
+    NOT_OBJECT = "not_object"
+    NOT_SES = "not_ses"
+    UNKNOWN_TYPE = "unknown_type"
+    MISSING_FIELD = "missing_field"
+    BAD_FIELD = "bad_field"
+    BAD_TIMESTAMP = "bad_timestamp"
+    FUTURE_TIMESTAMP = "future_timestamp"
+    TOO_MANY = "too_many"
+    NO_STATE = "no_state"  # well formed, but says nothing about delivery (ignored)
+
+
 @dataclass(frozen=True, slots=True)
 class RecordIssue:
     """Why record ``index`` of a payload produced no event."""
 
     index: int
+    code: Reason
     reason: str
+
+
+# A payload of a million tiny bad records must not cost a million issue objects, a
+# million answer entries or a million log lines: the first few are kept as examples,
+# every one is counted.
+MAX_ISSUES_KEPT = 100
 
 
 @dataclass(slots=True)
@@ -115,14 +146,32 @@ class ParseResult:
     ``rejected`` are records that are wrong (bad JSON, bad types, unknown event
     types); ``ignored`` are well-formed records that carry no delivery state
     (subscription confirmations, inbound mail, Subscription events, records with no
-    ``mail.messageId``). Neither stops the other records.
+    ``mail.messageId``). Neither stops the other records. Both lists keep the first
+    :data:`MAX_ISSUES_KEPT` issues; ``rejected_count``, ``ignored_count`` and
+    ``codes`` count all of them.
     """
 
     events: list[SesEvent] = field(default_factory=list)
     account_events: list[AccountEvent] = field(default_factory=list)
     rejected: list[RecordIssue] = field(default_factory=list)
     ignored: list[RecordIssue] = field(default_factory=list)
+    rejected_count: int = 0
+    ignored_count: int = 0
+    codes: Counter[Reason] = field(default_factory=Counter)
     records: int = 0
+    # Recipients past the per-event cap (service.parser.MAX_RECIPIENTS), dropped.
+    recipients_dropped: int = 0
+
+    def reject(self, index: int, code: Reason, reason: str) -> None:
+        self.rejected_count += 1
+        self.codes[code] += 1
+        if len(self.rejected) < MAX_ISSUES_KEPT:
+            self.rejected.append(RecordIssue(index, code, reason))
+
+    def ignore(self, index: int, reason: str) -> None:
+        self.ignored_count += 1
+        if len(self.ignored) < MAX_ISSUES_KEPT:
+            self.ignored.append(RecordIssue(index, Reason.NO_STATE, reason))
 
     @property
     def accepted(self) -> int:
@@ -131,4 +180,4 @@ class ParseResult:
 
     @property
     def readable(self) -> bool:
-        return self.records > len(self.rejected)
+        return self.records > self.rejected_count

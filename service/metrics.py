@@ -84,7 +84,7 @@ class _PipelineCollector(Collector):
         )
         rejected = CounterMetricFamily(
             "ses_tracker_records_rejected",
-            "Records rejected as malformed, by source and reason.",
+            "Records rejected as malformed, by source and reason code.",
             labels=["source", "reason"],
         )
         ignored = CounterMetricFamily(
@@ -92,14 +92,20 @@ class _PipelineCollector(Collector):
             "Records with no delivery state, by source.",
             labels=["source"],
         )
+        dropped = CounterMetricFamily(
+            "ses_tracker_recipients_dropped",
+            "Recipients past the per-event cap of 100, dropped, by source.",
+            labels=["source"],
+        )
         for source, counters in pipeline.counters.items():
             records.add_metric([source], counters.records)
+            dropped.add_metric([source], counters.recipients_dropped)
             ignored.add_metric([source], counters.ignored)
             for kind, count in counters.by_type.items():
                 events.add_metric([source, kind], count)
             for reason, count in counters.reasons.items():
                 rejected.add_metric([source, reason], count)
-        yield from (records, events, rejected, ignored)
+        yield from (records, events, rejected, ignored, dropped)
 
         up = GaugeMetricFamily(
             "ses_tracker_consumer_up",
@@ -116,15 +122,26 @@ class _PipelineCollector(Collector):
             "Records parked in a dead-letter topic or left for redrive.",
             labels=["consumer"],
         )
+        blocked = GaugeMetricFamily(
+            "ses_tracker_kafka_dlq_blocked_partitions",
+            "Partitions paused because their dead letters could not be parked.",
+        )
+        dlq_failures = CounterMetricFamily(
+            "ses_tracker_kafka_dead_letter_failures",
+            "Dead letters the DLQ topic refused (their partition was paused and retried).",
+        )
         for source in self.runtime.sources:
             up.add_metric([source.name], 1.0 if source.healthy else 0.0)
             status = source.status()
+            if "dlq_blocked" in status:
+                blocked.add_metric([], len(status["dlq_blocked"]))
+                dlq_failures.add_metric([], getattr(source, "dead_letter_failures", 0))
             for partition, behind in status.get("lag", {}).items():
                 lag.add_metric([partition], behind)
             parked = status.get("dead_lettered", status.get("left_for_redrive"))
             if parked is not None:
                 dead.add_metric([source.name], parked)
-        yield from (up, lag, dead)
+        yield from (up, lag, dead, blocked, dlq_failures)
 
         if self.runtime.live is not None:
             clients = GaugeMetricFamily(

@@ -12,14 +12,25 @@ an HTTP request or a saved file and returns a :class:`ParseResult`. It understan
 * several records in one payload: a JSON array, newline-delimited JSON, or objects
   written back to back as Firehose does.
 
-A bad record is reported with its index and a reason that names the offending field;
-it never stops the records around it. ``mail.messageId`` is the message key, never
+A bad record is reported with its index, a reason code from a closed set
+(:class:`service.events.Reason`) and a text that names the offending field; it never
+stops the records around it.
+
+Hostile input costs bounded, linear work: every shape, broken ones included, is
+read in time linear in its bytes (see ``_concatenated``), nesting is bounded, and
+only the first :data:`service.events.MAX_ISSUES_KEPT` issues are kept (all are
+counted). Lists and strings that a record could grow without limit are capped
+(recipients per event, detail strings, tags), and an event dated further ahead of
+the wall clock than the caller allows (``latest_ms``) is rejected: a forged future
+event would otherwise pin state and alerts for ever. ``mail.messageId`` is the message key, never
 ``commonHeaders.messageId`` (that one is the sender's own header and is not unique).
 """
 
 from __future__ import annotations
 
+import bisect
 import json
+import re
 from collections.abc import Iterator
 from typing import Any
 
@@ -30,7 +41,7 @@ from service.events import (
     EventType,
     MailInfo,
     ParseResult,
-    RecordIssue,
+    Reason,
     SesEvent,
 )
 from service.timestamps import TimestampError, parse_ms
@@ -41,9 +52,24 @@ DEFAULT_MAX_PAYLOAD_BYTES = 8 * 1024 * 1024
 MAX_RECORD_BYTES = 1024 * 1024
 MAX_MESSAGE_ID_CHARS = 256
 MAX_ADDRESS_CHARS = 320
-MAX_RECIPIENTS = 1000
+# SES allows 50 recipients a message. An event naming more keeps the 100 smallest
+# addresses (whatever the list's order, so every copy of the event keeps the same
+# ones) and counts the rest in ParseResult.recipients_dropped.
+MAX_RECIPIENTS = 100
 MAX_SUBJECT_CHARS = 256
 MAX_TAGS = 50
+MAX_TAG_CHARS = 256  # SES's own limit on a tag's name and value
+MAX_TAG_VALUES = 5
+# Detail strings are cut (not refused) to these lengths; the rest are MAX_DETAIL_CHARS.
+MAX_DETAIL_CHARS = 256
+DETAIL_CHARS: dict[str, int] = {
+    "diagnosticCode": 1_000,
+    "smtpResponse": 1_000,
+    "errorMessage": 1_000,
+    "reason": 500,
+    "link": 2_000,
+    "userAgent": 500,
+}
 
 _EVENT_TYPES: dict[str, EventType] = {
     "Send": EventType.SEND,
@@ -72,30 +98,43 @@ _ACCOUNT_DETAIL_PREFIX = "Advisor Recommendation Status"
 class RecordError(ValueError):
     """The record is malformed; the message says which field and why."""
 
+    def __init__(self, code: Reason, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+
 
 class NoDeliveryState(Exception):
     """The record is well formed but says nothing about a message's delivery."""
 
 
-def parse_payload(body: bytes | str, *, max_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES) -> ParseResult:
-    """Parse every record in ``body``; see the module docstring for the shapes."""
+def parse_payload(
+    body: bytes | str,
+    *,
+    max_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES,
+    latest_ms: int | None = None,
+) -> ParseResult:
+    """Parse every record in ``body``; see the module docstring for the shapes.
+
+    ``latest_ms``: the newest event time accepted (epoch ms; the wall clock plus the
+    allowed skew). None accepts any time, for callers that have no clock to trust.
+    """
     result = ParseResult()
     raw = body.encode() if isinstance(body, str) else body
     if len(raw) > max_bytes:
         result.records = 1
-        result.rejected.append(
-            RecordIssue(0, f"payload is {len(raw)} bytes, over the {max_bytes}-byte limit")
+        result.reject(
+            0, Reason.TOO_LARGE, f"payload is {len(raw)} bytes, over the {max_bytes}-byte limit"
         )
         return result
     for index, document in enumerate(_documents(raw)):
         result.records += 1
         if isinstance(document, _Broken):
-            result.rejected.append(RecordIssue(index, document.reason))
+            result.reject(index, document.code, document.reason)
             continue
-        _parse_document(document, index, result)
+        _parse_document(document, index, result, latest_ms)
     if result.records == 0:
         result.records = 1
-        result.rejected.append(RecordIssue(0, "empty payload: no JSON record found"))
+        result.reject(0, Reason.EMPTY, "empty payload: no JSON record found")
     return result
 
 
@@ -104,9 +143,10 @@ def parse_payload(body: bytes | str, *, max_bytes: int = DEFAULT_MAX_PAYLOAD_BYT
 
 
 class _Broken:
-    __slots__ = ("reason",)
+    __slots__ = ("code", "reason")
 
-    def __init__(self, reason: str) -> None:
+    def __init__(self, code: Reason, reason: str) -> None:
+        self.code = code
         self.reason = reason
 
 
@@ -135,19 +175,42 @@ def _documents(raw: bytes) -> Iterator[Any]:
         yield from documents
 
 
+# Where a record may begin: a "{" after a "}" (with only white space between: that
+# is never valid inside one document), at the start of a line, or opening with a
+# key only a top-level record has (a record cut off mid-value swallows the one after
+# it when nothing separates them). Group 1, 2 or 3 is the "{".
+_BOUNDARY = re.compile(
+    r'\}\s*(\{)|\n(\{)|(\{)"(?:eventType|notificationType|Type|version|Records)"'
+)
+# Resynchronising after a broken record may rescan text, at most this many times
+# the payload's length in all; past that, scanning only moves forward.
+_RESCAN_FACTOR = 4
+# Deeper than any SES record nests; what the stdlib scanner would recurse to.
+_MAX_DEPTH = 512
+_BRACKETS = re.compile(r'"(?:[^"\\\x00-\x1f]|\\.)*"|[{\[\]}]')
+
+
 def _concatenated(raw: bytes) -> Iterator[Any]:
     """Objects back to back, compact or pretty-printed, with or without newlines.
 
     Firehose writes ``{...}{...}``; saved files often hold pretty-printed objects
     one after another. A broken object is reported once and scanning resumes at the
-    next place a record may begin (see ``_next_boundary``).
+    next place a record may begin (``_BOUNDARY``).
+
+    The work is linear in the payload: a good record is scanned once; a broken one
+    is rescanned from the next boundary after its start (so the records it
+    swallowed are found again) only while the total rescanned stays under
+    ``_RESCAN_FACTOR`` times the payload; past that, from the first boundary after
+    the farthest point the failed scan reached, so no text is scanned twice.
     """
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
-        yield _Broken(f"not UTF-8 text at byte {exc.start}")
+        yield _Broken(Reason.NOT_UTF8, f"not UTF-8 text at byte {exc.start}")
         return
     pos, end = 0, len(text)
+    budget = _RESCAN_FACTOR * end + 65_536
+    boundaries: list[int] | None = None
     while pos < end:
         while pos < end and text[pos] in _WHITESPACE:
             pos += 1
@@ -156,75 +219,92 @@ def _concatenated(raw: bytes) -> Iterator[Any]:
         try:
             document, pos = _DECODER.raw_decode(text, pos)
         except json.JSONDecodeError as exc:
-            yield _Broken(f"invalid JSON at char {exc.pos}: {exc.msg}")
-            # The error can lie inside the next record (a truncated value swallows
-            # what follows), so resume at the first boundary after this one's start.
-            pos = _next_boundary(text, pos + 1)
-            continue
+            broken = _Broken(Reason.INVALID_JSON, f"invalid JSON at char {exc.pos}: {exc.msg}")
+            # An unterminated string is reported where it starts, but was scanned
+            # to the end of the text.
+            reached = end if exc.msg.startswith("Unterminated string") else exc.pos
         except RecursionError:
-            # json's scanner recurses per nesting level; hostile input must not
-            # take the consumer down with it.
-            yield _Broken(f"JSON nested too deeply at char {pos}")
-            pos = _next_boundary(text, pos + 1)
+            broken = _Broken(Reason.TOO_DEEP, f"JSON nested too deeply at char {pos}")
+            reached = _depth_exceeded_at(text, pos)
+        else:
+            yield document
             continue
-        yield document
+        yield broken
+        if boundaries is None:
+            boundaries = [
+                m.start(1) if m.start(1) >= 0 else m.start(2) if m.start(2) >= 0 else m.start(3)
+                for m in _BOUNDARY.finditer(text)
+            ]
+        budget -= max(reached - pos, 1)
+        resume_after = pos if budget > 0 else max(pos, reached - 1)
+        following = bisect.bisect_right(boundaries, resume_after)
+        pos = boundaries[following] if following < len(boundaries) else end
 
 
-# Where a record may begin: after "}{" or a newline, or at an object opening with a
-# key only a top-level record has (a record cut off mid-value swallows the one after
-# it when nothing separates them).
-_SEPARATORS = ("}{", "\n{")
-_OPENERS = ('{"eventType"', '{"notificationType"', '{"Type"', '{"version"', '{"Records"')
-
-
-def _next_boundary(text: str, start: int) -> int:
-    candidates = [i + 1 for i in (text.find(s, start) for s in _SEPARATORS) if i >= 0]
-    candidates += [i for i in (text.find(o, start) for o in _OPENERS) if i >= 0]
-    return min(candidates, default=len(text))
+def _depth_exceeded_at(text: str, pos: int) -> int:
+    """Where nesting from ``pos`` first passes _MAX_DEPTH (the text's end if never)."""
+    depth = 0
+    for match in _BRACKETS.finditer(text, pos):
+        token = match.group()
+        if token in "{[":
+            depth += 1
+            if depth > _MAX_DEPTH:
+                return match.end()
+        elif token in "}]":
+            depth -= 1
+            if depth <= 0:
+                return match.end()
+    return len(text)
 
 
 # ---------------------------------------------------------------------------
 # Envelopes
 
 
-def _parse_document(document: Any, index: int, result: ParseResult) -> None:
+def _parse_document(document: Any, index: int, result: ParseResult, latest_ms: int | None) -> None:
     try:
         if not isinstance(document, dict):
-            raise RecordError(f"record is a JSON {_kind(document)}, expected an object")
+            raise RecordError(
+                Reason.NOT_OBJECT, f"record is a JSON {_kind(document)}, expected an object"
+            )
         if "Records" in document:
-            _parse_lambda(document, index, result)
+            _parse_lambda(document, index, result, latest_ms)
         elif "Type" in document and ("Message" in document or "TopicArn" in document):
-            _parse_ses(_unwrap_sns(document), index, result)
+            _parse_ses(_unwrap_sns(document), index, result, latest_ms)
         elif "detail-type" in document and "source" in document:
-            _parse_eventbridge(document, index, result)
+            _parse_eventbridge(document, index, result, latest_ms)
         else:
-            _parse_ses(document, index, result)
+            _parse_ses(document, index, result, latest_ms)
     except RecordError as exc:
-        result.rejected.append(RecordIssue(index, str(exc)))
+        result.reject(index, exc.code, str(exc))
     except NoDeliveryState as exc:
-        result.ignored.append(RecordIssue(index, str(exc)))
+        result.ignore(index, str(exc))
 
 
-def _parse_lambda(document: dict[str, Any], index: int, result: ParseResult) -> None:
+def _parse_lambda(
+    document: dict[str, Any], index: int, result: ParseResult, latest_ms: int | None
+) -> None:
     records = document["Records"]
     if not isinstance(records, list) or not records:
-        raise RecordError("Records: expected a non-empty list of SNS event records")
+        raise RecordError(Reason.NOT_SES, "Records: expected a non-empty list of SNS event records")
     for position, record in enumerate(records):
         where = f"Records[{position}]"
         try:
             if not isinstance(record, dict):
-                raise RecordError(f"{where}: expected an object")
+                raise RecordError(Reason.NOT_OBJECT, f"{where}: expected an object")
             source = record.get("EventSource") or record.get("eventSource")
             if source != "aws:sns":
-                raise RecordError(f"{where}.EventSource: expected 'aws:sns', got {source!r}")
+                raise RecordError(
+                    Reason.NOT_SES, f"{where}.EventSource: expected 'aws:sns', got {_show(source)}"
+                )
             sns = record.get("Sns")
             if not isinstance(sns, dict):
-                raise RecordError(f"{where}.Sns: expected an object")
-            _parse_ses(_unwrap_sns(sns), index, result)
+                raise RecordError(Reason.BAD_FIELD, f"{where}.Sns: expected an object")
+            _parse_ses(_unwrap_sns(sns), index, result, latest_ms)
         except RecordError as exc:
-            result.rejected.append(RecordIssue(index, f"{where}: {exc}"))
+            result.reject(index, exc.code, f"{where}: {exc}")
         except NoDeliveryState as exc:
-            result.ignored.append(RecordIssue(index, f"{where}: {exc}"))
+            result.ignore(index, f"{where}: {exc}")
     # Each inner record counts as one record; the envelope itself was counted once.
     result.records += len(records) - 1
 
@@ -236,97 +316,124 @@ def _unwrap_sns(envelope: dict[str, Any]) -> dict[str, Any]:
             f"SNS {kind} carries no delivery state (subscribe via /v1/ingest/sns)"
         )
     if kind != "Notification":
-        raise RecordError(f"Type: unknown SNS message type {kind!r}")
+        raise RecordError(Reason.UNKNOWN_TYPE, f"Type: unknown SNS message type {_show(kind)}")
     message = envelope.get("Message")
     if not isinstance(message, str):
-        raise RecordError("Message: SNS Message must be a JSON string")
+        raise RecordError(Reason.BAD_FIELD, "Message: SNS Message must be a JSON string")
     if len(message) > MAX_RECORD_BYTES:
-        raise RecordError(f"Message: over the {MAX_RECORD_BYTES}-byte record limit")
+        raise RecordError(
+            Reason.TOO_LARGE, f"Message: over the {MAX_RECORD_BYTES}-byte record limit"
+        )
     try:
         inner = orjson.loads(message)
     except orjson.JSONDecodeError as exc:
-        raise RecordError(f"Message: SNS Message is not JSON ({exc})") from None
+        raise RecordError(
+            Reason.INVALID_JSON, f"Message: SNS Message is not JSON ({exc})"
+        ) from None
     if not isinstance(inner, dict):
-        raise RecordError(f"Message: SNS Message is a JSON {_kind(inner)}, expected an object")
+        raise RecordError(
+            Reason.NOT_OBJECT, f"Message: SNS Message is a JSON {_kind(inner)}, expected an object"
+        )
     return inner
 
 
-def _parse_eventbridge(document: dict[str, Any], index: int, result: ParseResult) -> None:
+def _parse_eventbridge(
+    document: dict[str, Any], index: int, result: ParseResult, latest_ms: int | None
+) -> None:
     if document.get("source") != "aws.ses":
-        raise RecordError(f"source: expected 'aws.ses', got {document.get('source')!r}")
+        raise RecordError(
+            Reason.NOT_SES, f"source: expected 'aws.ses', got {_show(document.get('source'))}"
+        )
     detail_type = document.get("detail-type")
     if not isinstance(detail_type, str):
-        raise RecordError("detail-type: expected a string")
+        raise RecordError(Reason.BAD_FIELD, "detail-type: expected a string")
     detail = document.get("detail")
     if not isinstance(detail, dict):
-        raise RecordError("detail: expected an object")
+        raise RecordError(Reason.BAD_FIELD, "detail: expected an object")
     if detail_type in _ACCOUNT_DETAIL_TYPES or detail_type.startswith(_ACCOUNT_DETAIL_PREFIX):
-        at = _timestamp(document, "time", "")
+        at = _timestamp(document, "time", "", latest_ms)
         account = document.get("account")
         region = document.get("region")
         result.account_events.append(
             AccountEvent(
-                detail_type=detail_type,
+                detail_type=detail_type[:MAX_DETAIL_CHARS],
                 at=at,
-                account=account if isinstance(account, str) else None,
-                region=region if isinstance(region, str) else None,
+                account=account[:MAX_DETAIL_CHARS] if isinstance(account, str) else None,
+                region=region[:MAX_DETAIL_CHARS] if isinstance(region, str) else None,
                 detail=detail,
             )
         )
         return
     # The detail-type ("Email Bounced") is a label; detail.eventType is the fact.
     try:
-        _parse_ses(detail, index, result)
+        _parse_ses(detail, index, result, latest_ms)
     except RecordError as exc:
-        raise RecordError(f"detail.{exc}") from None
+        raise RecordError(exc.code, f"detail.{exc}") from None
 
 
 # ---------------------------------------------------------------------------
 # SES records
 
 
-def _parse_ses(record: dict[str, Any], index: int, result: ParseResult) -> None:
+def _parse_ses(
+    record: dict[str, Any], index: int, result: ParseResult, latest_ms: int | None
+) -> None:
     if "eventType" in record:
         label = record["eventType"]
         if label == "Subscription":
             raise NoDeliveryState("Subscription event carries no delivery state")
         kind = _EVENT_TYPES.get(label) if isinstance(label, str) else None
         if kind is None:
-            raise RecordError(f"eventType: unknown SES event type {label!r}")
+            raise RecordError(
+                Reason.UNKNOWN_TYPE, f"eventType: unknown SES event type {_show(label)}"
+            )
     elif "notificationType" in record:
         label = record["notificationType"]
         if isinstance(label, str) and label in _NO_STATE_NOTIFICATIONS:
             raise NoDeliveryState(_NO_STATE_NOTIFICATIONS[label])
         kind = _NOTIFICATION_TYPES.get(label) if isinstance(label, str) else None
         if kind is None:
-            raise RecordError(f"notificationType: unknown SES notification type {label!r}")
+            raise RecordError(
+                Reason.UNKNOWN_TYPE,
+                f"notificationType: unknown SES notification type {_show(label)}",
+            )
     else:
         raise RecordError(
+            Reason.NOT_SES,
             "not an SES record: expected eventType or notificationType, an SNS envelope, "
-            "an EventBridge event from aws.ses, or Lambda SNS Records"
+            "an EventBridge event from aws.ses, or Lambda SNS Records",
         )
-    mail = _mail(record)
-    result.events.append(_BUILDERS[kind](record, mail))
+    mail = _mail(record, result)
+    event = _BUILDERS[kind](record, mail, result)
+    if latest_ms is not None and max(event.at, mail.sent_at) > latest_ms:
+        raise RecordError(
+            Reason.FUTURE_TIMESTAMP,
+            f"{'mail.timestamp' if mail.sent_at > latest_ms else 'timestamp'}: "
+            "dated further ahead of the clock than SES_TRACKER_MAX_FUTURE_S allows",
+        )
+    result.events.append(event)
 
 
-def _mail(record: dict[str, Any]) -> MailInfo:
+def _mail(record: dict[str, Any], result: ParseResult) -> MailInfo:
     mail = record.get("mail")
     if not isinstance(mail, dict):
         if mail is None:
             raise NoDeliveryState("no mail object, so no mail.messageId: no delivery state")
-        raise RecordError("mail: expected an object")
+        raise RecordError(Reason.BAD_FIELD, "mail: expected an object")
     message_id = mail.get("messageId")
     if message_id is None or message_id == "":
         raise NoDeliveryState("no mail.messageId: carries no delivery state")
     if not isinstance(message_id, str):
-        raise RecordError("mail.messageId: expected a string")
+        raise RecordError(Reason.BAD_FIELD, "mail.messageId: expected a string")
     if len(message_id) > MAX_MESSAGE_ID_CHARS or not message_id.isprintable():
-        raise RecordError("mail.messageId: not a plausible SES message id")
-    sent_at = _timestamp(mail, "timestamp", "mail.")
-    destination = _addresses(mail.get("destination", []), "mail.destination")
+        raise RecordError(Reason.BAD_FIELD, "mail.messageId: not a plausible SES message id")
+    sent_at = _timestamp(mail, "timestamp", "mail.", None)
+    destination = _addresses(mail.get("destination", []), "mail.destination", result)
     source = mail.get("source")
-    if source is not None and not isinstance(source, str):
-        raise RecordError("mail.source: expected a string")
+    if source is not None:
+        if not isinstance(source, str):
+            raise RecordError(Reason.BAD_FIELD, "mail.source: expected a string")
+        source = source[:MAX_ADDRESS_CHARS]
     subject = None
     headers = mail.get("commonHeaders")
     if isinstance(headers, dict):
@@ -352,24 +459,24 @@ def _tags(raw: Any) -> dict[str, str | list[str]]:
     if raw is None:
         return {}
     if not isinstance(raw, dict):
-        raise RecordError("mail.tags: expected an object of tag lists")
+        raise RecordError(Reason.BAD_FIELD, "mail.tags: expected an object of tag lists")
     if len(raw) > MAX_TAGS:
-        raise RecordError(f"mail.tags: over {MAX_TAGS} tags")
+        raise RecordError(Reason.TOO_MANY, f"mail.tags: over {MAX_TAGS} tags")
     tags: dict[str, str | list[str]] = {}
     for key, values in raw.items():
         # AWS's own examples carry " ses:configuration-set" with a stray space.
-        name = key if key[:1] != " " and key[-1:] != " " else key.strip()
+        name = (key if key[:1] != " " and key[-1:] != " " else key.strip())[:MAX_TAG_CHARS]
         if type(values) is list:
             if len(values) == 1 and type(values[0]) is str:
-                tags[name] = values[0]
+                tags[name] = values[0][:MAX_TAG_CHARS]
                 continue
             if all(type(v) is str for v in values):
-                tags[name] = values
+                tags[name] = [v[:MAX_TAG_CHARS] for v in values[:MAX_TAG_VALUES]]
                 continue
         elif type(values) is str:
-            tags[name] = values
+            tags[name] = values[:MAX_TAG_CHARS]
             continue
-        raise RecordError(f"mail.tags.{name}: expected a list of strings")
+        raise RecordError(Reason.BAD_FIELD, f"mail.tags.{_clip(name)}: expected a list of strings")
     return tags
 
 
@@ -384,18 +491,18 @@ def _event(
     return SesEvent(kind, mail, at, recipients, details, processing_ms)
 
 
-def _send(record: dict[str, Any], mail: MailInfo) -> SesEvent:
+def _send(record: dict[str, Any], mail: MailInfo, result: ParseResult) -> SesEvent:
     return _event(EventType.SEND, mail, mail.sent_at, mail.destination, {})
 
 
-def _reject(record: dict[str, Any], mail: MailInfo) -> SesEvent:
+def _reject(record: dict[str, Any], mail: MailInfo, result: ParseResult) -> SesEvent:
     body = _section(record, "reject")
     return _event(
         EventType.REJECT, mail, mail.sent_at, mail.destination, {"reason": _opt_str(body, "reason")}
     )
 
 
-def _rendering_failure(record: dict[str, Any], mail: MailInfo) -> SesEvent:
+def _rendering_failure(record: dict[str, Any], mail: MailInfo, result: ParseResult) -> SesEvent:
     body = _section(record, "failure")
     details = {
         "error_message": _opt_str(body, "errorMessage"),
@@ -404,9 +511,9 @@ def _rendering_failure(record: dict[str, Any], mail: MailInfo) -> SesEvent:
     return _event(EventType.RENDERING_FAILURE, mail, mail.sent_at, mail.destination, details)
 
 
-def _delivery(record: dict[str, Any], mail: MailInfo) -> SesEvent:
+def _delivery(record: dict[str, Any], mail: MailInfo, result: ParseResult) -> SesEvent:
     body = _section(record, "delivery")
-    recipients = _addresses(body.get("recipients"), "delivery.recipients", required=True)
+    recipients = _addresses(body.get("recipients"), "delivery.recipients", result, required=True)
     # reportingMTA is always SES's own outbound host here: not worth its bytes in
     # every stored delivery (a bounce's reportingMTA, the receiver's, is kept).
     details = {
@@ -414,21 +521,25 @@ def _delivery(record: dict[str, Any], mail: MailInfo) -> SesEvent:
         "remote_mta_ip": _opt_str(body, "remoteMtaIp"),
     }
     processing = body.get("processingTimeMillis")
-    if processing is not None and (not isinstance(processing, int) or processing < 0):
-        raise RecordError("delivery.processingTimeMillis: expected a non-negative integer")
-    at = _timestamp(body, "timestamp", "delivery.")
+    if processing is not None and (type(processing) is not int or not 0 <= processing < 2**53):
+        raise RecordError(
+            Reason.BAD_FIELD, "delivery.processingTimeMillis: expected a non-negative integer"
+        )
+    at = _timestamp(body, "timestamp", "delivery.", None)
     return _event(EventType.DELIVERY, mail, at, recipients, details, processing)
 
 
-def _bounce(record: dict[str, Any], mail: MailInfo) -> SesEvent:
+def _bounce(record: dict[str, Any], mail: MailInfo, result: ParseResult) -> SesEvent:
     body = _section(record, "bounce")
     bounce_type = body.get("bounceType")
     if bounce_type not in ("Permanent", "Transient", "Undetermined"):
         raise RecordError(
-            f"bounce.bounceType: expected Permanent, Transient or Undetermined, got {bounce_type!r}"
+            Reason.BAD_FIELD,
+            "bounce.bounceType: expected Permanent, Transient or Undetermined, "
+            f"got {_show(bounce_type)}",
         )
     recipients, diagnostics = _recipient_reports(
-        body.get("bouncedRecipients"), "bounce.bouncedRecipients", ("status", "action")
+        body.get("bouncedRecipients"), "bounce.bouncedRecipients", ("status", "action"), result
     )
     details = {
         "bounce_type": bounce_type,
@@ -438,15 +549,14 @@ def _bounce(record: dict[str, Any], mail: MailInfo) -> SesEvent:
         "remote_mta_ip": _opt_str(body, "remoteMtaIp"),
         "reports": diagnostics,
     }
-    return _event(
-        EventType.BOUNCE, mail, _timestamp(body, "timestamp", "bounce."), recipients, details
-    )
+    at = _timestamp(body, "timestamp", "bounce.", None)
+    return _event(EventType.BOUNCE, mail, at, recipients, details)
 
 
-def _complaint(record: dict[str, Any], mail: MailInfo) -> SesEvent:
+def _complaint(record: dict[str, Any], mail: MailInfo, result: ParseResult) -> SesEvent:
     body = _section(record, "complaint")
     recipients, _ = _recipient_reports(
-        body.get("complainedRecipients"), "complaint.complainedRecipients", ()
+        body.get("complainedRecipients"), "complaint.complainedRecipients", (), result
     )
     details = {
         "feedback_type": _opt_str(body, "complaintFeedbackType"),
@@ -454,33 +564,34 @@ def _complaint(record: dict[str, Any], mail: MailInfo) -> SesEvent:
         "feedback_id": _opt_str(body, "feedbackId"),
         "user_agent": _opt_str(body, "userAgent"),
     }
-    at = _timestamp(body, "timestamp", "complaint.")
+    at = _timestamp(body, "timestamp", "complaint.", None)
     return _event(EventType.COMPLAINT, mail, at, recipients, details)
 
 
-def _delivery_delay(record: dict[str, Any], mail: MailInfo) -> SesEvent:
+def _delivery_delay(record: dict[str, Any], mail: MailInfo, result: ParseResult) -> SesEvent:
     body = _section(record, "deliveryDelay")
     recipients, diagnostics = _recipient_reports(
-        body.get("delayedRecipients"), "deliveryDelay.delayedRecipients", ("status",)
+        body.get("delayedRecipients"), "deliveryDelay.delayedRecipients", ("status",), result
     )
     expiration = body.get("expirationTime")
     details = {
         "delay_type": _opt_str(body, "delayType"),
+        # When SES gives up: ahead of the clock by nature, so no future check.
         "expiration_time": (
-            _timestamp(body, "expirationTime", "deliveryDelay.") if expiration else None
+            _timestamp(body, "expirationTime", "deliveryDelay.", None) if expiration else None
         ),
         "reporting_mta": _opt_str(body, "reportingMTA"),
         "reports": diagnostics,
     }
-    at = _timestamp(body, "timestamp", "deliveryDelay.")
+    at = _timestamp(body, "timestamp", "deliveryDelay.", None)
     return _event(EventType.DELIVERY_DELAY, mail, at, recipients, details)
 
 
 def _engagement(kind: EventType, section: str, fields: dict[str, str]):
-    def build(record: dict[str, Any], mail: MailInfo) -> SesEvent:
+    def build(record: dict[str, Any], mail: MailInfo, result: ParseResult) -> SesEvent:
         body = _section(record, section)
         details = {name: _opt_str(body, source) for name, source in fields.items()}
-        at = _timestamp(body, "timestamp", f"{section}.")
+        at = _timestamp(body, "timestamp", f"{section}.", None)
         # SES cannot tell which recipient of a multi-recipient message opened it.
         recipients = mail.destination if len(mail.destination) == 1 else ()
         return _event(kind, mail, at, recipients, details)
@@ -516,29 +627,39 @@ def _section(record: dict[str, Any], name: str) -> dict[str, Any]:
     if body is None:
         if name in ("reject", "failure"):
             return {}
-        raise RecordError(f"{name}: missing; a {name} record needs its {name} object")
+        raise RecordError(
+            Reason.MISSING_FIELD, f"{name}: missing; a {name} record needs its {name} object"
+        )
     if not isinstance(body, dict):
-        raise RecordError(f"{name}: expected an object")
+        raise RecordError(Reason.BAD_FIELD, f"{name}: expected an object")
     return body
 
 
-def _timestamp(body: dict[str, Any], key: str, path: str) -> int:
+def _timestamp(body: dict[str, Any], key: str, path: str, latest_ms: int | None) -> int:
     value = body.get(key)
     if value is None:
-        raise RecordError(f"{path}{key}: missing")
+        raise RecordError(Reason.MISSING_FIELD, f"{path}{key}: missing")
     try:
-        return parse_ms(value)
+        ms = parse_ms(value)
     except TimestampError as exc:
-        raise RecordError(f"{path}{key}: {exc}") from None
+        raise RecordError(Reason.BAD_TIMESTAMP, f"{path}{key}: {exc}") from None
+    if latest_ms is not None and ms > latest_ms:
+        raise RecordError(
+            Reason.FUTURE_TIMESTAMP,
+            f"{path}{key}: dated further ahead of the clock than SES_TRACKER_MAX_FUTURE_S allows",
+        )
+    return ms
 
 
 def _opt_str(body: dict[str, Any], key: str) -> str | None:
     value = body.get(key)
-    if value is None or isinstance(value, str):
-        return value
-    if isinstance(value, int | float):
-        return str(value)
-    raise RecordError(f"{key}: expected a string")
+    if value is None:
+        return None
+    if isinstance(value, str):
+        return value[: DETAIL_CHARS.get(key, MAX_DETAIL_CHARS)]
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return str(value)[:MAX_DETAIL_CHARS]
+    raise RecordError(Reason.BAD_FIELD, f"{key}: expected a string")
 
 
 def normalize_address(text: str) -> str:
@@ -556,60 +677,90 @@ def normalize_address(text: str) -> str:
 
 def _address(value: Any, path: str) -> str:
     if not isinstance(value, str) or not value.strip():
-        raise RecordError(f"{path}: expected an email address string")
+        raise RecordError(Reason.BAD_FIELD, f"{path}: expected an email address string")
+    if len(value) > 4 * MAX_ADDRESS_CHARS:
+        raise RecordError(Reason.BAD_FIELD, f"{path}: address over {MAX_ADDRESS_CHARS} characters")
     address = normalize_address(value)
-    if len(address) > MAX_ADDRESS_CHARS:
-        raise RecordError(f"{path}: address over {MAX_ADDRESS_CHARS} characters")
+    if len(address) > MAX_ADDRESS_CHARS or not address.isprintable():
+        raise RecordError(
+            Reason.BAD_FIELD,
+            f"{path}: not an address (over {MAX_ADDRESS_CHARS} characters "
+            "or with control characters)",
+        )
     return address
 
 
-def _addresses(raw: Any, path: str, *, required: bool = False) -> tuple[str, ...]:
+def _addresses(
+    raw: Any, path: str, result: ParseResult, *, required: bool = False
+) -> tuple[str, ...]:
     if raw is None:
         if required:
-            raise RecordError(f"{path}: missing")
+            raise RecordError(Reason.MISSING_FIELD, f"{path}: missing")
         return ()
     if not isinstance(raw, list):
-        raise RecordError(f"{path}: expected a list of addresses")
-    if len(raw) > MAX_RECIPIENTS:
-        raise RecordError(f"{path}: over {MAX_RECIPIENTS} recipients")
+        raise RecordError(Reason.BAD_FIELD, f"{path}: expected a list of addresses")
     if required and not raw:
-        raise RecordError(f"{path}: empty")
+        raise RecordError(Reason.MISSING_FIELD, f"{path}: empty")
     addresses: dict[str, None] = {}
-    for item in raw:
+    for position, item in enumerate(raw):
         # Fast path for the usual bare, lower-case address; _address handles the rest.
-        if type(item) is str and item.islower() and "<" not in item and item.strip() == item:
-            if len(item) > MAX_ADDRESS_CHARS:
-                raise RecordError(f"{path}: address over {MAX_ADDRESS_CHARS} characters")
+        if (
+            type(item) is str
+            and item.islower()
+            and "<" not in item
+            and item.strip() == item
+            and len(item) <= MAX_ADDRESS_CHARS
+            and item.isprintable()
+        ):
             addresses[item] = None
         else:
-            addresses[_address(item, f"{path}[{raw.index(item)}]")] = None
-    return tuple(addresses)
+            addresses[_address(item, f"{path}[{position}]")] = None
+    return _capped(tuple(addresses), result)
+
+
+def _capped(addresses: tuple[str, ...], result: ParseResult) -> tuple[str, ...]:
+    """At most MAX_RECIPIENTS addresses: the smallest, so any copy keeps the same."""
+    if len(addresses) <= MAX_RECIPIENTS:
+        return addresses
+    result.recipients_dropped += len(addresses) - MAX_RECIPIENTS
+    kept = set(sorted(addresses)[:MAX_RECIPIENTS])
+    return tuple(address for address in addresses if address in kept)
 
 
 def _recipient_reports(
-    raw: Any, path: str, keys: tuple[str, ...]
+    raw: Any, path: str, keys: tuple[str, ...], result: ParseResult
 ) -> tuple[tuple[str, ...], list[dict[str, str | None]]]:
     if not isinstance(raw, list) or not raw:
-        raise RecordError(f"{path}: expected a non-empty list of recipients")
-    if len(raw) > MAX_RECIPIENTS:
-        raise RecordError(f"{path}: over {MAX_RECIPIENTS} recipients")
-    addresses: list[str] = []
-    reports: list[dict[str, str | None]] = []
+        raise RecordError(Reason.BAD_FIELD, f"{path}: expected a non-empty list of recipients")
+    reports: dict[str, dict[str, str | None]] = {}
     for i, item in enumerate(raw):
         if not isinstance(item, dict):
-            raise RecordError(f"{path}[{i}]: expected an object")
+            raise RecordError(Reason.BAD_FIELD, f"{path}[{i}]: expected an object")
         address = _address(item.get("emailAddress"), f"{path}[{i}].emailAddress")
-        addresses.append(address)
+        if address in reports:
+            continue
         report: dict[str, str | None] = {"address": address}
         for key in keys:
             report[key] = _opt_str(item, key)
         if "diagnosticCode" in item:
             report["diagnostic_code"] = _opt_str(item, "diagnosticCode")
-        reports.append(report)
-    return tuple(dict.fromkeys(addresses)), reports if keys else []
+        reports[address] = report
+    addresses = _capped(tuple(reports), result)
+    if not keys:
+        return addresses, []
+    return addresses, [reports[address] for address in addresses]
 
 
 def _kind(value: Any) -> str:
     return {list: "array", str: "string", int: "number", float: "number", bool: "boolean"}.get(
         type(value), "null" if value is None else type(value).__name__
     )
+
+
+def _clip(text: str, limit: int = 64) -> str:
+    return text if len(text) <= limit else text[:limit] + "..."
+
+
+def _show(value: Any) -> str:
+    """A value quoted into an error, never long: errors are answered and logged."""
+    return _clip(repr(value))

@@ -8,9 +8,12 @@ metrics and readiness.
 
 from __future__ import annotations
 
+import asyncio
+import functools
 import time
 from collections import Counter, deque
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import structlog
@@ -25,7 +28,15 @@ from service.stores.base import Checkpoint, Store
 log = structlog.get_logger(__name__)
 
 TransitionListener = Callable[[Sequence[Transition]], None]
-AccountListener = Callable[[AccountEvent], None]
+# Awaited before the batch is acknowledged: what it stores must be durable too.
+AccountListener = Callable[[AccountEvent], Awaitable[None]]
+
+DEFAULT_MAX_FUTURE_S = 86_400
+# Payloads larger than this are parsed on a worker thread, so a big (or hostile)
+# body never holds the event loop: health checks, websockets, Kafka heartbeats and
+# SQS polls go on meanwhile. One thread, so such parses queue instead of competing.
+OFFLOAD_BYTES = 64 * 1024
+_PARSER_THREAD = ThreadPoolExecutor(max_workers=1, thread_name_prefix="parse")
 
 
 def wall_clock_ms() -> int:
@@ -38,8 +49,10 @@ class SourceCounters:
     events: int = 0
     rejected: int = 0
     ignored: int = 0
+    # Rejections by service.events.Reason code: a closed set, safe as a label.
     reasons: Counter[str] = field(default_factory=Counter)
     by_type: Counter[str] = field(default_factory=Counter)
+    recipients_dropped: int = 0
 
 
 class Pipeline:
@@ -50,9 +63,11 @@ class Pipeline:
         max_payload_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES,
         clock_ms: Callable[[], int] = wall_clock_ms,
         live_stats: bool = True,
+        max_future_s: float = DEFAULT_MAX_FUTURE_S,
     ) -> None:
         self.store = store
         self.max_payload_bytes = max_payload_bytes
+        self.max_future_ms = int(max_future_s * 1000)
         # Replays of history must not land in the live windows (nor trip alerts).
         self.live_stats = live_stats
         self._clock_ms = clock_ms
@@ -70,22 +85,59 @@ class Pipeline:
         self._account_listeners.append(listener)
 
     def parse(self, payload: bytes, source: str) -> ParseResult:
-        """Parse and count one payload; report what was wrong with it."""
-        result = parse_payload(payload, max_bytes=self.max_payload_bytes)
+        """Parse and count one payload here, on the caller's thread."""
+        result = parse_payload(
+            payload,
+            max_bytes=self.max_payload_bytes,
+            latest_ms=self._clock_ms() + self.max_future_ms,
+        )
+        self._count(result, source)
+        return result
+
+    async def parse_off_loop(self, payload: bytes, source: str) -> ParseResult:
+        """Parse one payload, on the parser thread when it is large."""
+        if len(payload) <= OFFLOAD_BYTES:
+            return self.parse(payload, source)
+        work = functools.partial(
+            parse_payload,
+            payload,
+            max_bytes=self.max_payload_bytes,
+            latest_ms=self._clock_ms() + self.max_future_ms,
+        )
+        result = await asyncio.get_running_loop().run_in_executor(_PARSER_THREAD, work)
+        self._count(result, source)
+        return result
+
+    def _count(self, result: ParseResult, source: str) -> None:
+        """Count what was wrong with a payload; log it once, not once per record."""
         counters = self.counters.setdefault(source, SourceCounters())
         counters.records += result.records
-        counters.rejected += len(result.rejected)
-        counters.ignored += len(result.ignored)
-        for issue in result.rejected:
-            counters.reasons[_reason_kind(issue.reason)] += 1
-            log.warning("record_rejected", source=source, index=issue.index, reason=issue.reason)
-        for issue in result.ignored:
-            log.info("record_ignored", source=source, index=issue.index, reason=issue.reason)
-        return result
+        counters.rejected += result.rejected_count
+        counters.ignored += result.ignored_count
+        counters.recipients_dropped += result.recipients_dropped
+        if result.rejected_count:
+            counters.reasons.update({code.value: n for code, n in result.codes.items()})
+            first = result.rejected[0]
+            log.warning(
+                "records_rejected",
+                source=source,
+                count=result.rejected_count,
+                of_records=result.records,
+                codes={code.value: n for code, n in result.codes.items()},
+                first_index=first.index,
+                first_reason=first.reason,
+            )
+        if result.ignored_count:
+            log.info(
+                "records_ignored",
+                source=source,
+                count=result.ignored_count,
+                first_reason=result.ignored[0].reason,
+            )
 
     async def ingest(self, payload: bytes, source: str) -> ParseResult:
         """Parse one payload and make its events durable in the store."""
-        result = self.parse(payload, source)
+        result = await self.parse_off_loop(payload, source)
         await self.apply(result.events, source, account_events=result.account_events)
         return result
 
@@ -112,29 +164,19 @@ class Pipeline:
             counters.events += len(events)
             counters.by_type.update(event.type.label for event in events)
         for account_event in account_events:
-            self._publish_account_event(account_event, source)
+            await self._publish_account_event(account_event, source)
         if transitions:
             for listener in self._transition_listeners:
                 listener(transitions)
         return transitions
 
-    def _publish_account_event(self, event: AccountEvent, source: str) -> None:
+    async def _publish_account_event(self, event: AccountEvent, source: str) -> None:
+        # Listeners store what they keep (raising StoreUnavailable when they cannot),
+        # so the source acknowledges the event only once that is durable.
+        for listener in self._account_listeners:
+            await listener(event)
         self.account_events.append(event)
         level = log.error if event.sending_disabled else log.warning
         level(
             "ses_account_event", source=source, detail_type=event.detail_type, account=event.account
         )
-        for listener in self._account_listeners:
-            listener(event)
-
-
-def _reason_kind(reason: str) -> str:
-    """A low-cardinality label for a rejection reason (for counters and metrics)."""
-    head = reason.split(":", 1)[0]
-    if head.startswith("Records["):
-        head = reason.split(":", 2)[1].strip() if reason.count(":") >= 2 else head
-    if head.startswith("invalid JSON") or head.startswith("not UTF-8"):
-        return "invalid_json"
-    if head.startswith("payload is"):
-        return "too_large"
-    return head.split("[", 1)[0].strip() or "other"

@@ -16,14 +16,19 @@ async def post_events(
     """Ingest any payload the parser accepts (see the README for the shapes).
 
     202 with per-record errors when anything was readable; 400 when nothing was.
+    At most 100 errors and 100 notes are listed; the counts cover every record.
     """
     body = await read_limited(request, settings.max_body_bytes)
     result = await pipeline.ingest(body, source="http")
     answer = {
         "accepted": result.accepted,
-        "rejected": len(result.rejected),
-        "ignored": len(result.ignored),
-        "errors": [{"index": i.index, "error": i.reason} for i in result.rejected],
+        "rejected": result.rejected_count,
+        "ignored": result.ignored_count,
+        # The first 100 of each; the counts (and codes) cover every record.
+        "errors": [
+            {"index": i.index, "code": i.code.value, "error": i.reason} for i in result.rejected
+        ],
+        "error_codes": {code.value: n for code, n in result.codes.items()},
         "notes": [{"index": i.index, "reason": i.reason} for i in result.ignored],
     }
     return OrjsonResponse(answer, status_code=202 if result.readable else 400)

@@ -70,8 +70,8 @@ async def sns_endpoint(request: Request, runtime: RuntimeDep) -> OrjsonResponse:
     return OrjsonResponse(
         {
             "accepted": result.accepted,
-            "rejected": len(result.rejected),
-            "ignored": len(result.ignored),
+            "rejected": result.rejected_count,
+            "ignored": result.ignored_count,
         }
     )
 

@@ -22,6 +22,7 @@ from collections import Counter
 from collections.abc import Callable, Sequence
 
 import structlog
+from redis.exceptions import RedisError
 
 from service import state
 from service.alerts.delivery import Deliverer, FinalDeliveryError, RetryableDeliveryError
@@ -84,7 +85,6 @@ class Alerting:
         # Entries waiting per sink (kind:host label), as each sender last saw them.
         self.backlog: dict[str, int] = {}
         self._in_flight: dict[str, OutboxEntry] = {}
-        self._account_writes: set[asyncio.Task[None]] = set()
         self._window_reader = WindowReader(store, windows_needed(rules.rules))
 
     @property
@@ -181,21 +181,15 @@ class Alerting:
 
     # Account events --------------------------------------------------------
 
-    def on_account_event(self, event: AccountEvent) -> None:
-        """Pipeline hook (synchronous, so ingestion does not wait): note the status."""
+    async def on_account_event(self, event: AccountEvent) -> None:
+        """Pipeline hook: store the account's sending status before it is acknowledged."""
         if event.detail_type not in ("Sending Status Disabled", "Sending Status Enabled"):
             return
         status = AccountStatus(not event.sending_disabled, event.at, event.detail_type)
-        task = asyncio.get_running_loop().create_task(
-            self.alert_store.note_account(event.account or "(unknown)", status)
-        )
-        self._account_writes.add(task)
-        task.add_done_callback(self._account_written)
-
-    def _account_written(self, task: asyncio.Task[None]) -> None:
-        self._account_writes.discard(task)
-        if not task.cancelled() and task.exception() is not None:
-            log.error("account_status_not_saved", exc_info=task.exception())
+        try:
+            await self.alert_store.note_account(event.account or "(unknown)", status)
+        except (RedisError, OSError) as exc:
+            raise StoreUnavailable(f"account status not saved: {type(exc).__name__}") from exc
 
     # Delivery --------------------------------------------------------------
 
@@ -258,8 +252,6 @@ class Alerting:
 
     async def stop(self) -> None:
         """After the tasks are cancelled: put claimed, unsent entries back."""
-        if self._account_writes:
-            await asyncio.gather(*self._account_writes, return_exceptions=True)
         if self._in_flight:
             try:
                 await self.alert_store.release(list(self._in_flight.values()), self._clock_ms())

@@ -52,6 +52,7 @@ async def test_post_then_lookup(client: httpx.AsyncClient, seeds_dir: Path) -> N
         "rejected": 0,
         "ignored": 0,
         "errors": [],
+        "error_codes": {},
         "notes": [],
     }
     found = await client.get(

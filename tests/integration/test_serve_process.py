@@ -153,7 +153,7 @@ def test_replay_command_writes_to_redis_and_summarises(redis_server: RedisServer
         text=True,
     )
     assert result.returncode == 1  # one record was rejected
-    assert "accepted events" in result.stdout and "rejected: eventType" in result.stdout
+    assert "accepted events" in result.stdout and "rejected: unknown_type" in result.stdout
     with running("serve", env={"SES_TRACKER_REDIS_URL": redis_server.url}) as service:
         message = httpx.get(f"{service.base}/v1/messages/{MID}r", timeout=5).json()
         assert message["status"] == "delivered"
