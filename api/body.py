@@ -28,12 +28,44 @@ async def read_limited(request: Request, limit: int) -> bytes:
     return body
 
 
+# Fed to zlib a slice at a time: at a member's end zlib copies the input it did not
+# use, so feeding the whole body would copy the rest of it once per member.
+_GZIP_SLICE = 64 * 1024
+MAX_GZIP_MEMBERS = 1_000
+
+
 def _gunzip(body: bytes, limit: int) -> bytes:
+    """Every member of a gzip body (RFC 1952 allows several back to back), whole.
+
+    A stream cut short or corrupt is a 400, never a silent prefix: accepting part of
+    a body would acknowledge records that were never read.
+    """
+    view = memoryview(body)
+    parts: list[bytes] = []
+    size = offset = members = 0
     decompressor = zlib.decompressobj(16 + zlib.MAX_WBITS)
-    try:
-        data = decompressor.decompress(body, limit + 1)
-    except zlib.error as exc:
-        raise HTTPException(400, f"invalid gzip body: {exc}") from None
-    if len(data) > limit or decompressor.unconsumed_tail:
-        raise HTTPException(413, f"decompressed body over the {limit}-byte limit")
-    return data
+    while True:
+        piece = view[offset : offset + _GZIP_SLICE]
+        offset += len(piece)
+        try:
+            data = decompressor.decompress(piece, limit + 1 - size)
+        except zlib.error as exc:
+            raise HTTPException(400, f"invalid gzip body: {exc}") from None
+        size += len(data)
+        parts.append(data)
+        if size > limit or decompressor.unconsumed_tail:
+            raise HTTPException(413, f"decompressed body over the {limit}-byte limit")
+        if not decompressor.eof:
+            if offset >= len(body):
+                raise HTTPException(400, "invalid gzip body: truncated stream")
+            continue
+        members += 1
+        offset -= len(decompressor.unused_data)
+        # Some writers pad the end with zero bytes; anything else is another member.
+        if offset >= len(body) or (
+            body[offset] == 0 and body.count(0, offset) == len(body) - offset
+        ):
+            return b"".join(parts)
+        if members >= MAX_GZIP_MEMBERS:
+            raise HTTPException(400, f"gzip body of over {MAX_GZIP_MEMBERS} members")
+        decompressor = zlib.decompressobj(16 + zlib.MAX_WBITS)

@@ -17,6 +17,7 @@ from typing import Any
 import orjson
 
 MAX_RECORDS = 10_000
+MAX_REQUEST_ID_CHARS = 256
 
 
 class FirehoseRequestError(ValueError):
@@ -43,6 +44,8 @@ def parse_delivery(body: bytes, header_request_id: str | None) -> FirehoseDelive
     request_id = document.get("requestId") or header_request_id
     if not isinstance(request_id, str) or not request_id:
         raise FirehoseRequestError("requestId missing")
+    if len(request_id) > MAX_REQUEST_ID_CHARS:
+        raise FirehoseRequestError(f"requestId over {MAX_REQUEST_ID_CHARS} characters")
     raw_records = document.get("records")
     if not isinstance(raw_records, list):
         raise FirehoseRequestError("records must be a list")

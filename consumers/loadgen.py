@@ -32,7 +32,7 @@ import orjson
 import structlog
 
 from consumers.simulator import TrafficModel, wrap
-from service.pipeline import wall_clock_ms
+from service.clock import wall_clock_ms
 
 log = structlog.get_logger(__name__)
 

@@ -24,7 +24,8 @@ from typing import Any
 import orjson
 import structlog
 
-from service.pipeline import Pipeline, wall_clock_ms
+from service.clock import wall_clock_ms
+from service.pipeline import Pipeline
 from service.timestamps import format_ms
 
 log = structlog.get_logger(__name__)

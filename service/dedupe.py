@@ -1,14 +1,24 @@
 """Recently seen ids (SNS MessageId, Firehose requestId), to skip retried deliveries.
 
-Merging is idempotent, so a duplicate that slips through (another replica, or an id
-older than the window) costs work, never correctness.
+For SNS this is also replay protection: a captured, genuinely signed message must
+not be accepted again on any replica while its Timestamp is still fresh, so with
+Redis the ids are shared (``<prefix>seen:<kind>:<digest>``, expiring with the
+freshness window). Merging is idempotent, so a duplicate that slips through (two
+copies in flight at once) costs work, never correctness.
 """
 
 from __future__ import annotations
 
+import hashlib
 import time
+from abc import ABC, abstractmethod
 from collections import OrderedDict
 from collections.abc import Callable
+
+import redis.asyncio as aioredis
+from redis.exceptions import RedisError
+
+from service.stores.base import StoreUnavailable
 
 
 class RecentIds:
@@ -37,3 +47,51 @@ class RecentIds:
             if expires > now and len(self._ids) <= self._max_ids:
                 break
             del self._ids[oldest]
+
+
+class SeenIds(ABC):
+    """Ids remembered for a while; ``remember`` only once their effect is durable."""
+
+    @abstractmethod
+    async def seen(self, key: str) -> bool: ...
+
+    @abstractmethod
+    async def remember(self, key: str) -> None: ...
+
+
+class MemorySeenIds(SeenIds):
+    """One process's memory: enough without Redis, where there is one process."""
+
+    def __init__(self, *, ttl_s: float, max_ids: int = 100_000) -> None:
+        self.recent = RecentIds(ttl_s=ttl_s, max_ids=max_ids)
+
+    async def seen(self, key: str) -> bool:
+        return self.recent.seen(key)
+
+    async def remember(self, key: str) -> None:
+        self.recent.add(key)
+
+
+class RedisSeenIds(SeenIds):
+    """Shared by every replica; a key per id, expiring after ``ttl_s``."""
+
+    def __init__(self, client: aioredis.Redis, *, prefix: str, kind: str, ttl_s: float) -> None:
+        self._client = client
+        self._prefix = f"{prefix}seen:{kind}:"
+        self._ttl_ms = max(1, int(ttl_s * 1000))
+
+    def _key(self, key: str) -> str:
+        # Hashed: the id is whatever the sender wrote, so its length is not ours.
+        return self._prefix + hashlib.blake2b(key.encode(), digest_size=16).hexdigest()
+
+    async def seen(self, key: str) -> bool:
+        try:
+            return bool(await self._client.exists(self._key(key)))
+        except (RedisError, OSError) as exc:
+            raise StoreUnavailable(f"redis read failed: {type(exc).__name__}") from exc
+
+    async def remember(self, key: str) -> None:
+        try:
+            await self._client.set(self._key(key), b"1", px=self._ttl_ms)
+        except (RedisError, OSError) as exc:
+            raise StoreUnavailable(f"redis write failed: {type(exc).__name__}") from exc

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 
 import structlog
 
+from service.clock import wall_clock_ms
 from service.codec import encode_batch
 from service.events import AccountEvent, ParseResult, SesEvent
 from service.parser import DEFAULT_MAX_PAYLOAD_BYTES, parse_payload
@@ -37,10 +38,6 @@ DEFAULT_MAX_FUTURE_S = 86_400
 # SQS polls go on meanwhile. One thread, so such parses queue instead of competing.
 OFFLOAD_BYTES = 64 * 1024
 _PARSER_THREAD = ThreadPoolExecutor(max_workers=1, thread_name_prefix="parse")
-
-
-def wall_clock_ms() -> int:
-    return time.time_ns() // 1_000_000
 
 
 @dataclass(slots=True)

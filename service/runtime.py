@@ -16,7 +16,7 @@ from service.alerts.delivery import Deliverer
 from service.alerts.engine import Alerting
 from service.alerts.redis_store import RedisAlertStore
 from service.alerts.store import AlertStore, MemoryAlertStore
-from service.dedupe import RecentIds
+from service.dedupe import MemorySeenIds, RedisSeenIds, SeenIds
 from service.feed import TransitionFeed, follow_redis
 from service.metrics import Metrics
 from service.pipeline import Pipeline
@@ -62,6 +62,18 @@ def build_store(settings: Settings) -> Store:
             return CachedStore(truth, ttl_s=settings.cache_ttl_s)
         return truth
     return MemoryStore(max_messages=settings.memory_max_messages, retention_s=settings.retention_s)
+
+
+# Firehose retries a failed delivery for up to two hours (its longest retry duration).
+FIREHOSE_RETRY_S = 7_200
+
+
+def build_seen_ids(store: Store, kind: str, ttl_s: float) -> SeenIds:
+    """Delivery ids remembered for ``ttl_s``: in Redis (every replica) when there is one."""
+    redis = redis_of(store)
+    if redis is None:
+        return MemorySeenIds(ttl_s=ttl_s)
+    return RedisSeenIds(redis.client, prefix=redis.prefix, kind=kind, ttl_s=ttl_s)
 
 
 def build_alerting(settings: Settings, store: Store) -> Alerting:
@@ -122,13 +134,17 @@ class Runtime:
     def __init__(self, settings: Settings, store: Store | None = None) -> None:
         self.settings = settings
         self.store = store if store is not None else build_store(settings)
-        self.pipeline = Pipeline(self.store, max_payload_bytes=settings.max_body_bytes)
+        self.pipeline = Pipeline(
+            self.store,
+            max_payload_bytes=settings.max_body_bytes,
+            max_future_s=settings.max_future_s,
+        )
         self.sources = build_sources(settings, self.pipeline)
         # HTTP sources: SNS subscriptions and Firehose deliveries (api/routes/ingest.py).
         self.sns_verifier = SnsVerifier()
         self.confirm_subscription: Callable[[str], Awaitable[None]] = confirm_over_https
-        self.recent_sns_ids = RecentIds()
-        self.recent_firehose_ids = RecentIds()
+        self.seen_sns_ids = build_seen_ids(self.store, "sns", settings.sns_max_age_s)
+        self.seen_firehose_ids = build_seen_ids(self.store, "firehose", FIREHOSE_RETRY_S)
         # The websocket broadcaster (api.live), attached by the app.
         self.live: Any = None
         self.feed = TransitionFeed()

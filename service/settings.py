@@ -27,6 +27,7 @@ class Settings(BaseSettings):
     aws_endpoint_url: str | None = None
     api_token: SecretStr | None = None
     firehose_access_key: SecretStr | None = None
+    max_future_s: int = Field(86_400, ge=0)
     overdue_after_s: float = Field(900, gt=0)
     retention_s: int = Field(1_209_600, gt=0)
     alert_webhooks: str | None = None
@@ -37,6 +38,11 @@ class Settings(BaseSettings):
     alert_state_dir: Path | None = None
     public_url: str | None = None
     sns_topic_arns: str | None = None
+    sns_max_age_s: float = Field(3_900, gt=0, le=7 * 86_400)
+    allowed_origins: str | None = None
+    rate_limit_per_s: float = Field(50.0, ge=0)
+    rate_limit_burst: int = Field(200, ge=1)
+    rate_limit_loopback: bool = False
     metrics_require_token: bool = False
     feed_window_s: float = Field(60.0, gt=0)
     live_queue_frames: int = Field(64, gt=0)
@@ -47,6 +53,7 @@ class Settings(BaseSettings):
     sqs_wait_time_s: int = Field(20, ge=0, le=20)
     max_body_bytes: int = Field(8 * 1024 * 1024, gt=0)
     memory_max_messages: int = Field(500_000, gt=0)
+    memory_max_bytes: int = Field(1024**3, gt=0)
     cache_ttl_s: float = Field(1.0, ge=0)
     log_level: str = "info"
 
@@ -60,7 +67,13 @@ class Settings(BaseSettings):
 
     @property
     def allowed_topic_arns(self) -> frozenset[str]:
+        """Topics the SNS endpoint accepts; empty: closed; ``*`` in it: any topic."""
         return frozenset(_split(self.sns_topic_arns))
+
+    @property
+    def origins(self) -> frozenset[str]:
+        """Browser origins besides the service's own that may open ``/v1/live``."""
+        return frozenset(origin.rstrip("/") for origin in _split(self.allowed_origins))
 
 
 def _split(value: str | None) -> list[str]:

@@ -2,7 +2,8 @@
 
 SNS cannot send a bearer token (it signs its messages instead), and Firehose sends
 its access key in ``X-Amz-Firehose-Access-Key``; so these two routes are exempt from
-``SES_TRACKER_API_TOKEN`` and check those instead.
+``SES_TRACKER_API_TOKEN`` and check those instead. Both are closed (403) until their
+setting says who may post: they face the internet.
 """
 
 from __future__ import annotations
@@ -17,56 +18,74 @@ from api.body import read_limited
 from api.deps import RuntimeDep
 from api.responses import OrjsonResponse
 from consumers import firehose
-from consumers.sns import SignatureError
-from service.pipeline import wall_clock_ms
+from consumers.sns import SignatureError, check_freshness
+from service.clock import wall_clock_ms
 from service.stores import StoreUnavailable
 
 log = structlog.get_logger(__name__)
 
 router = APIRouter()
 
+# SNS messages are at most 256 KiB; JSON escaping of the Message at most doubles it.
+MAX_SNS_BODY_BYTES = 1024 * 1024
+_SNS_TYPES = ("Notification", "SubscriptionConfirmation", "UnsubscribeConfirmation")
+
 
 @router.post("/ingest/sns")
 async def sns_endpoint(request: Request, runtime: RuntimeDep) -> OrjsonResponse:
-    """An SNS HTTP(S) subscription endpoint: confirms, verifies, de-duplicates, ingests."""
-    body = await read_limited(request, runtime.settings.max_body_bytes)
+    """An SNS HTTP(S) subscription endpoint: confirms, verifies, de-duplicates, ingests.
+
+    Checks, cheapest first: the endpoint is open, the topic is allowed, the message
+    is fresh, the signature is SNS's. Only the signed ``Message`` is ingested.
+    """
+    allowed = runtime.settings.allowed_topic_arns
+    if not allowed:
+        return _error(403, "SNS endpoint closed: set SES_TRACKER_SNS_TOPIC_ARNS (or * for any)")
+    limit = min(runtime.settings.max_body_bytes, MAX_SNS_BODY_BYTES)
+    body = await read_limited(request, limit)
     try:
         message = orjson.loads(body)
     except orjson.JSONDecodeError:
-        return OrjsonResponse({"error": "body is not an SNS message (not JSON)"}, status_code=400)
-    if not isinstance(message, dict):
-        return OrjsonResponse({"error": "body is not an SNS message"}, status_code=400)
+        return _error(400, "body is not an SNS message (not JSON)")
+    if not isinstance(message, dict) or message.get("Type") not in _SNS_TYPES:
+        return _error(400, "body is not an SNS message")
+    topic = message.get("TopicArn")
+    if not isinstance(topic, str) or ("*" not in allowed and topic not in allowed):
+        log.warning("sns_topic_not_allowed", topic=topic if isinstance(topic, str) else None)
+        return _error(403, "topic not allowed")
     try:
+        check_freshness(message, wall_clock_ms(), runtime.settings.sns_max_age_s)
         await runtime.sns_verifier.verify(message)
     except SignatureError as exc:
-        log.warning("sns_forgery_rejected", reason=str(exc), topic=message.get("TopicArn"))
-        return OrjsonResponse({"error": f"SNS signature rejected: {exc}"}, status_code=403)
-    allowed = runtime.settings.allowed_topic_arns
-    if allowed and message.get("TopicArn") not in allowed:
-        log.warning("sns_topic_not_allowed", topic=message.get("TopicArn"))
-        return OrjsonResponse({"error": "topic not allowed"}, status_code=403)
+        log.warning("sns_message_refused", reason=str(exc), topic=topic)
+        return _error(403, f"SNS message refused: {exc}")
 
     kind = message["Type"]
     if kind == "SubscriptionConfirmation":
         try:
             await runtime.confirm_subscription(runtime.sns_verifier.subscribe_url(message))
         except SignatureError as exc:
-            return OrjsonResponse({"error": str(exc)}, status_code=403)
+            return _error(403, str(exc))
         except Exception as exc:  # the fetch failed: tell SNS, which retries
-            log.error("sns_confirmation_failed", topic=message.get("TopicArn"), error=repr(exc))
-            return OrjsonResponse({"error": "could not confirm the subscription"}, status_code=502)
-        log.info("sns_subscription_confirmed", topic=message.get("TopicArn"))
+            log.error("sns_confirmation_failed", topic=topic, error=type(exc).__name__)
+            return _error(502, "could not confirm the subscription")
+        log.info("sns_subscription_confirmed", topic=topic)
         return OrjsonResponse({"confirmed": True})
     if kind == "UnsubscribeConfirmation":
-        log.warning("sns_unsubscribed", topic=message.get("TopicArn"))
+        log.warning("sns_unsubscribed", topic=topic)
         return OrjsonResponse({"unsubscribed": True})
 
     message_id = message.get("MessageId")
-    if runtime.recent_sns_ids.seen(message_id):
+    signed_message = message.get("Message")
+    if not isinstance(message_id, str) or not isinstance(signed_message, str):
+        return _error(400, "Notification without MessageId or Message")
+    if await runtime.seen_sns_ids.seen(message_id):
         return OrjsonResponse({"duplicate": True})
-    result = await runtime.pipeline.ingest(body, source="sns")
+    # Nothing but the signed Message reaches the parser: every other field of the
+    # body could have been added by whoever relayed it.
+    result = await runtime.pipeline.ingest(signed_message.encode(), source="sns")
     # Only now: a delivery that failed (store down, 503) must not look seen.
-    runtime.recent_sns_ids.add(message_id)
+    await runtime.seen_sns_ids.remember(message_id)
     return OrjsonResponse(
         {
             "accepted": result.accepted,
@@ -80,28 +99,40 @@ async def sns_endpoint(request: Request, runtime: RuntimeDep) -> OrjsonResponse:
 async def firehose_endpoint(request: Request, runtime: RuntimeDep) -> OrjsonResponse:
     """An Amazon Data Firehose HTTP endpoint destination."""
     header_id = request.headers.get("x-amz-firehose-request-id")
+    if header_id is not None and len(header_id) > firehose.MAX_REQUEST_ID_CHARS:
+        header_id = None
     expected = runtime.settings.firehose_access_key
-    if expected is not None:
-        presented = request.headers.get("x-amz-firehose-access-key", "")
-        if not hmac.compare_digest(presented.encode(), expected.get_secret_value().encode()):
-            log.warning("firehose_access_key_rejected", request_id=header_id)
-            return _firehose(header_id, 401, "invalid access key")
+    if expected is None:
+        return _firehose(
+            header_id, 403, "Firehose endpoint closed: set SES_TRACKER_FIREHOSE_ACCESS_KEY"
+        )
+    presented = request.headers.get("x-amz-firehose-access-key", "")
+    if not hmac.compare_digest(presented.encode(), expected.get_secret_value().encode()):
+        log.warning("firehose_access_key_rejected")
+        return _firehose(header_id, 401, "invalid access key")
     body = await read_limited(request, runtime.settings.max_body_bytes)
     try:
         delivery = firehose.parse_delivery(body, header_id)
     except firehose.FirehoseRequestError as exc:
         return _firehose(header_id, 400, str(exc))
-    if runtime.recent_firehose_ids.seen(delivery.request_id):
-        return _firehose(delivery.request_id, 200)
     try:
+        if await runtime.seen_firehose_ids.seen(delivery.request_id):
+            return _firehose(delivery.request_id, 200)
         # Records that cannot be parsed are counted and logged; a retry cannot fix
         # them, so the delivery still succeeds.
         await runtime.pipeline.ingest(delivery.payload(), source="firehose")
+        await runtime.seen_firehose_ids.remember(delivery.request_id)
     except StoreUnavailable:
         return _firehose(delivery.request_id, 503, "state store unavailable, retry")
-    runtime.recent_firehose_ids.add(delivery.request_id)
     return _firehose(delivery.request_id, 200)
 
 
+def _error(status: int, text: str) -> OrjsonResponse:
+    return OrjsonResponse({"error": text}, status_code=status)
+
+
 def _firehose(request_id: str | None, status: int, error: str | None = None) -> OrjsonResponse:
-    return OrjsonResponse(firehose.response(request_id, wall_clock_ms(), error), status_code=status)
+    body = firehose.response(request_id, wall_clock_ms(), error)
+    if error is not None:
+        body["error"] = error  # the one error shape every route answers with
+    return OrjsonResponse(body, status_code=status)

@@ -7,8 +7,8 @@ from fastapi import APIRouter, HTTPException, Path, Query
 from api.deps import SettingsDep, StoreDep
 from api.responses import OrjsonResponse
 from service import search, state
+from service.clock import wall_clock_ms
 from service.parser import MAX_MESSAGE_ID_CHARS
-from service.pipeline import wall_clock_ms
 from service.timestamps import TimestampError, parse_ms
 from service.view import ViewOptions, message_summary, message_view
 

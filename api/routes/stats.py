@@ -7,7 +7,7 @@ from fastapi import APIRouter, Query
 from api.deps import StoreDep
 from api.responses import OrjsonResponse
 from service import stats
-from service.pipeline import wall_clock_ms
+from service.clock import wall_clock_ms
 from service.stores import Store
 
 router = APIRouter()

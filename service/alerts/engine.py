@@ -33,8 +33,8 @@ from service.alerts.rules import RuleSet
 from service.alerts.sinks import Sink
 from service.alerts.store import AlertStore, OutboxEntry
 from service.alerts.windows import WindowReader
+from service.clock import wall_clock_ms
 from service.events import AccountEvent
-from service.pipeline import wall_clock_ms
 from service.search import MAX_LIMIT, SearchQuery
 from service.stores.base import Store, StoreUnavailable
 

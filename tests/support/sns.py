@@ -12,6 +12,8 @@ from cryptography.hazmat.primitives.asymmetric import padding, rsa
 from cryptography.x509.oid import NameOID
 
 from consumers.sns import canonical_string
+from service.clock import wall_clock_ms
+from service.timestamps import format_ms
 
 CERT_URL = "https://sns.us-east-1.amazonaws.com/SimpleNotificationService-local.pem"
 
@@ -44,13 +46,20 @@ class LocalSigner:
         return message
 
 
-def notification(body: str, message_id: str = "11111111-aaaa-bbbb-cccc-000000000001") -> dict:
+def now_stamp(offset_s: float = 0) -> str:
+    """An SNS Timestamp: now (SNS delivers fresh messages), or ``offset_s`` from now."""
+    return format_ms(wall_clock_ms() + int(offset_s * 1000))
+
+
+def notification(
+    body: str, message_id: str = "11111111-aaaa-bbbb-cccc-000000000001", timestamp: str = ""
+) -> dict:
     return {
         "Type": "Notification",
         "MessageId": message_id,
         "TopicArn": "arn:aws:sns:us-east-1:123456789012:ses-events",
         "Message": body,
-        "Timestamp": "2023-11-14T22:13:21.000Z",
+        "Timestamp": timestamp or now_stamp(),
         "UnsubscribeURL": "https://sns.us-east-1.amazonaws.com/?Action=Unsubscribe",
     }
 
@@ -63,5 +72,5 @@ def subscription_confirmation() -> dict:
         "TopicArn": "arn:aws:sns:us-east-1:123456789012:ses-events",
         "Message": "You have chosen to subscribe to the topic ...",
         "SubscribeURL": "https://sns.us-east-1.amazonaws.com/?Action=ConfirmSubscription&Token=2336",
-        "Timestamp": "2023-11-14T22:13:21.000Z",
+        "Timestamp": now_stamp(),
     }
