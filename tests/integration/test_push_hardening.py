@@ -1,0 +1,145 @@
+"""The push endpoints as an attacker meets them: forged, replayed, stale, closed, gzip."""
+
+from __future__ import annotations
+
+import gzip
+from collections.abc import AsyncIterator
+
+import orjson
+import pytest
+
+from service.settings import Settings
+from tests.support import ses
+from tests.support.push import Harness, harness_for, open_settings, signed
+from tests.support.servers import RedisServer
+from tests.support.sns import notification, now_stamp
+
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(60)]
+
+
+@pytest.fixture
+async def harness() -> AsyncIterator[Harness]:
+    async for h in harness_for(open_settings()):
+        yield h
+
+
+# --- 1. only the signed Message is ever parsed -------------------------------------
+
+
+@pytest.mark.parametrize(
+    "forged_fields",
+    [
+        # The parser used to prefer these shapes over the SNS envelope.
+        {
+            "Records": [
+                {
+                    "EventSource": "aws:sns",
+                    "Sns": ses.sns(ses.bounce("forged", ["v@x.com"], ses.SENT_AT + 5)),
+                }
+            ]
+        },
+        {
+            "detail-type": "Email Bounced",
+            "source": "aws.ses",
+            "detail": ses.bounce("forged", ["v@x.com"], ses.SENT_AT + 5),
+        },
+        ses.bounce("forged", ["v@x.com"], ses.SENT_AT + 5),
+    ],
+)
+async def test_unsigned_fields_beside_a_signed_message_reach_nothing(
+    harness: Harness, forged_fields: dict
+) -> None:
+    genuine = orjson.loads(signed(harness, ses.send("genuine", ["a@x.com"]), message_id="g-1"))
+    body = orjson.dumps({**forged_fields, **genuine})
+    response = await harness.client.post("/v1/ingest/sns", content=body)
+    assert response.status_code == 200, response.text
+    assert await harness.runtime.store.get("forged") is None
+    assert (await harness.runtime.store.get("genuine")).status() == "sent"
+
+
+# --- 1. freshness and replays --------------------------------------------------------
+
+
+@pytest.mark.parametrize("offset_s", [-3_901, -86_400, 3_600])
+async def test_stale_or_future_messages_are_403(harness: Harness, offset_s: float) -> None:
+    record = orjson.dumps(ses.send("old", ["a@x.com"])).decode()
+    message = harness.signer.sign(notification(record, "old-1", timestamp=now_stamp(offset_s)))
+    response = await harness.client.post("/v1/ingest/sns", content=orjson.dumps(message))
+    assert response.status_code == 403
+    assert "Timestamp" in response.json()["error"]
+    assert await harness.runtime.store.get("old") is None
+
+
+async def test_a_captured_message_cannot_be_replayed_to_another_replica(
+    redis_server: RedisServer,
+) -> None:
+    settings = open_settings(redis_url=redis_server.url, cache_ttl_s=0)
+    async for first in harness_for(settings):
+        async for second in harness_for(settings):
+            second.signer = first.signer  # one SNS: both replicas trust its certificate
+            second.runtime.sns_verifier = first.runtime.sns_verifier
+            body = signed(first, ses.send("replayed", ["a@x.com"]), message_id="capture-1")
+            assert (await first.client.post("/v1/ingest/sns", content=body)).json()["accepted"] == 1
+            again = await second.client.post("/v1/ingest/sns", content=body)
+            assert again.json() == {"duplicate": True}
+            assert "sns" not in second.runtime.pipeline.counters
+
+
+async def test_the_topic_is_checked_before_any_certificate_is_fetched() -> None:
+    settings = open_settings(sns_topic_arns="arn:aws:sns:us-east-1:123456789012:mine")
+    async for harness in harness_for(settings):
+        verifier = harness.runtime.sns_verifier
+        for n in range(20):
+            message = orjson.loads(signed(harness, ses.send(f"t{n}", ["a@x.com"])))
+            message["SigningCertURL"] = f"https://sns.us-east-1.amazonaws.com/c-{n}.pem"
+            response = await harness.client.post("/v1/ingest/sns", content=orjson.dumps(message))
+            assert response.status_code == 403
+        assert verifier.fetches == 0
+
+
+# --- 2. closed by default --------------------------------------------------------------
+
+
+async def test_push_endpoints_are_closed_until_configured() -> None:
+    async for harness in harness_for(Settings(_env_file=None)):
+        sns = await harness.client.post(
+            "/v1/ingest/sns", content=signed(harness, ses.send("c", ["a@x.com"]))
+        )
+        assert sns.status_code == 403
+        assert "SES_TRACKER_SNS_TOPIC_ARNS" in sns.json()["error"]
+        firehose = await harness.client.post(
+            "/v1/ingest/firehose", content=b'{"requestId": "r", "records": []}'
+        )
+        assert firehose.status_code == 403
+        assert "SES_TRACKER_FIREHOSE_ACCESS_KEY" in firehose.json()["error"]
+        assert "SES_TRACKER_FIREHOSE_ACCESS_KEY" in firehose.json()["errorMessage"]
+        assert await harness.runtime.store.get("c") is None
+
+
+# --- 11. gzip --------------------------------------------------------------------------
+
+
+async def test_every_gzip_member_is_read(harness: Harness) -> None:
+    body = gzip.compress(ses.dumps(ses.send("gz-1", ["a@x.com"])) + b"\n") + gzip.compress(
+        ses.dumps(ses.delivery("gz-1", ["a@x.com"], ses.SENT_AT + 5))
+    )
+    response = await harness.client.post(
+        "/v1/events",
+        content=body,
+        headers={"Content-Encoding": "gzip", "Authorization": "Bearer api-secret"},
+    )
+    assert response.status_code == 202 and response.json()["accepted"] == 2
+    assert (await harness.runtime.store.get("gz-1")).status() == "delivered"
+
+
+@pytest.mark.parametrize("cut", [-4, -20, 15])
+async def test_truncated_gzip_is_400_and_stores_nothing(harness: Harness, cut: int) -> None:
+    whole = gzip.compress(ses.dumps(ses.send("gz-2", ["a@x.com"])))
+    response = await harness.client.post(
+        "/v1/events",
+        content=whole[:cut],
+        headers={"Content-Encoding": "gzip", "Authorization": "Bearer api-secret"},
+    )
+    assert response.status_code == 400
+    assert "gzip" in response.json()["error"]
+    assert await harness.runtime.store.get("gz-2") is None
