@@ -161,6 +161,9 @@ class ParseResult:
     records: int = 0
     # Recipients past the per-event cap (service.parser.MAX_RECIPIENTS), dropped.
     recipients_dropped: int = 0
+    # Characters the splitter read, rescans included: the parse's work, which the
+    # property tests hold linear in the payload without timing anything.
+    scanned: int = 0
 
     def reject(self, index: int, code: Reason, reason: str) -> None:
         self.rejected_count += 1

@@ -28,8 +28,6 @@ event would otherwise pin state and alerts for ever. ``mail.messageId`` is the m
 
 from __future__ import annotations
 
-import bisect
-import json
 import re
 from collections.abc import Iterator
 from typing import Any
@@ -50,6 +48,9 @@ DEFAULT_MAX_PAYLOAD_BYTES = 8 * 1024 * 1024
 # SNS caps a message at 256 KiB and Firehose a record at 1,000 KiB; SES events with
 # full headers stay well below both. Anything larger is not an SES event.
 MAX_RECORD_BYTES = 1024 * 1024
+# An SES record takes hundreds of bytes, so a full 8 MiB body holds well under this;
+# a body of a million tiny items ([1,1,...]) is not read past it.
+MAX_RECORDS_PER_PAYLOAD = 100_000
 MAX_MESSAGE_ID_CHARS = 256
 MAX_ADDRESS_CHARS = 320
 # SES allows 50 recipients a message. An event naming more keeps the 100 smallest
@@ -126,10 +127,20 @@ def parse_payload(
             0, Reason.TOO_LARGE, f"payload is {len(raw)} bytes, over the {max_bytes}-byte limit"
         )
         return result
-    for index, document in enumerate(_documents(raw)):
+    for index, document in enumerate(_documents(raw, result)):
+        if index == MAX_RECORDS_PER_PAYLOAD:
+            _reject_rest(raw, result)
+            break
         result.records += 1
+        if type(document) is not dict and not isinstance(document, _Broken):
+            # No exception per item: a body can hold millions of them ([1,1,1...]).
+            result.reject(index, Reason.NOT_OBJECT, _NOT_AN_OBJECT[_kind(document)])
+            continue
         if isinstance(document, _Broken):
-            result.reject(index, document.code, document.reason)
+            reason = document.reason
+            if document.more:
+                reason += f" (and the {document.more} broken pieces after it)"
+            result.reject(index, document.code, reason)
             continue
         _parse_document(document, index, result, latest_ms)
     if result.records == 0:
@@ -143,18 +154,28 @@ def parse_payload(
 
 
 class _Broken:
-    __slots__ = ("code", "reason")
+    """Text that is not a record; ``more`` counts further broken pieces run into it."""
+
+    __slots__ = ("code", "more", "reason")
 
     def __init__(self, code: Reason, reason: str) -> None:
         self.code = code
         self.reason = reason
+        self.more = 0
 
 
-_DECODER = json.JSONDecoder()
-_WHITESPACE = " \t\r\n"
+def _reject_rest(raw: bytes, result: ParseResult) -> None:
+    """Past the record cap: the rest counted as one rejection, not read."""
+    result.records += 1
+    result.reject(
+        MAX_RECORDS_PER_PAYLOAD,
+        Reason.TOO_MANY,
+        f"payload holds over {MAX_RECORDS_PER_PAYLOAD} records; the rest were not read",
+    )
 
 
-def _documents(raw: bytes) -> Iterator[Any]:
+def _documents(raw: bytes, result: ParseResult) -> Iterator[Any]:
+    result.scanned += len(raw)
     try:
         whole = orjson.loads(raw)
     except orjson.JSONDecodeError:
@@ -170,91 +191,138 @@ def _documents(raw: bytes) -> Iterator[Any]:
     try:
         documents = [orjson.loads(line) for line in lines]
     except orjson.JSONDecodeError:
-        yield from _concatenated(raw)
+        result.scanned += len(raw)
+        yield from _concatenated(raw, result)
     else:
         yield from documents
 
 
-# Where a record may begin: a "{" after a "}" (with only white space between: that
-# is never valid inside one document), at the start of a line, or opening with a
-# key only a top-level record has (a record cut off mid-value swallows the one after
-# it when nothing separates them). Group 1, 2 or 3 is the "{".
-_BOUNDARY = re.compile(
-    r'\}\s*(\{)|\n(\{)|(\{)"(?:eventType|notificationType|Type|version|Records)"'
-)
-# Resynchronising after a broken record may rescan text, at most this many times
-# the payload's length in all; past that, scanning only moves forward.
-_RESCAN_FACTOR = 4
-# Deeper than any SES record nests; what the stdlib scanner would recurse to.
-_MAX_DEPTH = 512
-_BRACKETS = re.compile(r'"(?:[^"\\\x00-\x1f]|\\.)*"|[{\[\]}]')
+# Where a record may begin: a "{" (or "[") right after a "}" (or "]"), white space
+# between allowed: that is never valid inside one document, so it splits Firehose's
+# compact ``}{``; or at the start of a line (pretty-printed and newline-separated).
+_START = re.compile(rb"[}\]][ \t\r\n]*[{\[]|\n[{\[]")
+# An object opening with a key only a top-level record has: where a record cut off
+# mid-value, which swallowed the next one, is searched for that next one.
+_OPENER = re.compile(rb'\{"(?:eventType|notificationType|Type|version|Records|source)"')
+_CONTENT = re.compile(rb"[^ \t\r\n]")
+# Recovery (joining pieces a "}{" inside a string split apart, finding a record a
+# truncated one swallowed) may read text again, at most this many times the payload
+# in all; past that every piece is read once, so the work stays linear.
+_RECOVERY_FACTOR = 1
+_MAX_JOINED = 8
+# No SES record is shorter (mail.messageId and mail.timestamp alone take more):
+# shorter pieces are not worth a parse, which hostile input could ask for millions
+# of times.
+_MIN_RECORD_BYTES = 48
 
 
-def _concatenated(raw: bytes) -> Iterator[Any]:
+def _concatenated(raw: bytes, result: ParseResult) -> Iterator[Any]:
     """Objects back to back, compact or pretty-printed, with or without newlines.
 
     Firehose writes ``{...}{...}``; saved files often hold pretty-printed objects
-    one after another. A broken object is reported once and scanning resumes at the
-    next place a record may begin (``_BOUNDARY``).
-
-    The work is linear in the payload: a good record is scanned once; a broken one
-    is rescanned from the next boundary after its start (so the records it
-    swallowed are found again) only while the total rescanned stays under
-    ``_RESCAN_FACTOR`` times the payload; past that, from the first boundary after
-    the farthest point the failed scan reached, so no text is scanned twice.
+    one after another. The payload is cut where a record may start (``_START``, one
+    linear pass) and each piece is parsed on its own. A piece that is not JSON is
+    joined to the pieces after it (a string may hold ``}{``), then searched for a
+    record it swallowed (``_OPENER``); a run of broken pieces is reported once.
+    Parsing a piece is linear in its length, and recovery reads at most
+    ``_RECOVERY_FACTOR`` times the payload again, so input of any shape costs
+    linear work.
     """
     try:
-        text = raw.decode("utf-8")
+        raw.decode("utf-8")
     except UnicodeDecodeError as exc:
         yield _Broken(Reason.NOT_UTF8, f"not UTF-8 text at byte {exc.start}")
         return
-    pos, end = 0, len(text)
-    budget = _RESCAN_FACTOR * end + 65_536
-    boundaries: list[int] | None = None
-    while pos < end:
-        while pos < end and text[pos] in _WHITESPACE:
-            pos += 1
-        if pos >= end:
-            return
-        try:
-            document, pos = _DECODER.raw_decode(text, pos)
-        except json.JSONDecodeError as exc:
-            broken = _Broken(Reason.INVALID_JSON, f"invalid JSON at char {exc.pos}: {exc.msg}")
-            # An unterminated string is reported where it starts, but was scanned
-            # to the end of the text.
-            reached = end if exc.msg.startswith("Unterminated string") else exc.pos
-        except RecursionError:
-            broken = _Broken(Reason.TOO_DEEP, f"JSON nested too deeply at char {pos}")
-            reached = _depth_exceeded_at(text, pos)
+    first = _CONTENT.search(raw)
+    if first is None:
+        return
+    starts = [first.start()]
+    starts.extend(m.end() - 1 for m in _START.finditer(raw, first.start() + 1))
+    starts.append(len(raw))
+    budget = [_RECOVERY_FACTOR * len(raw) + 65_536]
+    broken: _Broken | None = None
+    piece, last = 0, len(starts) - 1
+    while piece < last:
+        begin, end = starts[piece], starts[piece + 1]
+        result.scanned += end - begin
+        error: orjson.JSONDecodeError | None = None
+        if end - begin >= _MIN_RECORD_BYTES:
+            try:
+                document = orjson.loads(raw[begin:end])
+            except orjson.JSONDecodeError as exc:
+                error = exc
+            else:
+                piece += 1
+                if broken is not None:
+                    yield broken
+                    broken = None
+                yield document
+                continue
+        document = _NOTHING
+        if budget[0] > 0:
+            document, piece = _rejoined(raw, starts, piece, budget, result)
         else:
-            yield document
-            continue
+            piece += 1
+        if document is _NOTHING:
+            if broken is None:
+                broken = _broken(begin, error)
+            else:
+                broken.more += 1
+            if error is None or budget[0] <= 0:
+                continue
+            document = _swallowed(raw, begin, end, budget, result)
+            if document is _NOTHING:
+                continue
+        if broken is not None:
+            yield broken
+            broken = None
+        yield document
+    if broken is not None:
         yield broken
-        if boundaries is None:
-            boundaries = [
-                m.start(1) if m.start(1) >= 0 else m.start(2) if m.start(2) >= 0 else m.start(3)
-                for m in _BOUNDARY.finditer(text)
-            ]
-        budget -= max(reached - pos, 1)
-        resume_after = pos if budget > 0 else max(pos, reached - 1)
-        following = bisect.bisect_right(boundaries, resume_after)
-        pos = boundaries[following] if following < len(boundaries) else end
 
 
-def _depth_exceeded_at(text: str, pos: int) -> int:
-    """Where nesting from ``pos`` first passes _MAX_DEPTH (the text's end if never)."""
-    depth = 0
-    for match in _BRACKETS.finditer(text, pos):
-        token = match.group()
-        if token in "{[":
-            depth += 1
-            if depth > _MAX_DEPTH:
-                return match.end()
-        elif token in "}]":
-            depth -= 1
-            if depth <= 0:
-                return match.end()
-    return len(text)
+_NOTHING = object()
+
+
+def _rejoined(
+    raw: bytes, starts: list[int], piece: int, budget: list[int], result: ParseResult
+) -> tuple[Any, int]:
+    """The piece joined to the next few (a "}{" inside a string split a record)."""
+    begin = starts[piece]
+    for joined in range(piece + 2, min(len(starts), piece + _MAX_JOINED + 1)):
+        if budget[0] <= 0:
+            break
+        budget[0] -= starts[joined] - begin
+        result.scanned += starts[joined] - begin
+        try:
+            return orjson.loads(raw[begin : starts[joined]]), joined
+        except orjson.JSONDecodeError:
+            continue
+    return _NOTHING, piece + 1
+
+
+def _swallowed(raw: bytes, begin: int, end: int, budget: list[int], result: ParseResult) -> Any:
+    """The record a broken piece swallowed (the first that parses), or _NOTHING."""
+    for opener in _OPENER.finditer(raw, begin + 1, end):
+        if budget[0] <= 0:
+            break
+        budget[0] -= end - opener.start()
+        result.scanned += end - opener.start()
+        try:
+            return orjson.loads(raw[opener.start() : end])
+        except orjson.JSONDecodeError:
+            continue
+    return _NOTHING
+
+
+def _broken(begin: int, error: orjson.JSONDecodeError | None) -> _Broken:
+    if error is None:
+        return _Broken(
+            Reason.INVALID_JSON, f"invalid JSON at byte {begin}: too short to be an SES record"
+        )
+    if "depth" in error.msg:
+        return _Broken(Reason.TOO_DEEP, f"JSON nested too deeply at byte {begin + error.pos}")
+    return _Broken(Reason.INVALID_JSON, f"invalid JSON at byte {begin + error.pos}: {error.msg}")
 
 
 # ---------------------------------------------------------------------------
@@ -749,6 +817,12 @@ def _recipient_reports(
     if not keys:
         return addresses, []
     return addresses, [reports[address] for address in addresses]
+
+
+_NOT_AN_OBJECT = {
+    kind: f"record is a JSON {kind}, expected an object"
+    for kind in ("array", "string", "number", "boolean", "null")
+}
 
 
 def _kind(value: Any) -> str:

@@ -175,3 +175,18 @@ def eventbridge(record: dict[str, Any], detail_type: str = "Email Delivered") ->
 
 def dumps(*records: dict[str, Any], sep: bytes = b"\n") -> bytes:
     return sep.join(orjson.dumps(r) for r in records)
+
+
+def eventbridge_account(detail_type: str, at: int, account: str = "123456789012") -> dict[str, Any]:
+    """An account-level EventBridge event (``Sending Status Disabled`` ...)."""
+    return {
+        "version": "0",
+        "id": "22222222-2222-3333-4444-555555555555",
+        "detail-type": detail_type,
+        "source": "aws.ses",
+        "account": account,
+        "time": format_ms(at),
+        "region": "us-east-1",
+        "resources": [],
+        "detail": {},
+    }
