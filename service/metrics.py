@@ -162,7 +162,12 @@ class _PipelineCollector(Collector):
                 "ses_tracker_memory_store_messages", "Messages held by the in-memory store."
             )
             size.add_metric([], len(self.runtime.store))  # type: ignore[arg-type]
-            yield size
+            held = GaugeMetricFamily(
+                "ses_tracker_memory_store_bytes",
+                "Estimated bytes held by the in-memory store (bounded by MEMORY_MAX_BYTES).",
+            )
+            held.add_metric([], getattr(self.runtime.store, "bytes", 0))
+            yield from (size, held)
 
 
 def _alert_metrics(runtime: Runtime) -> Iterator[Metric]:

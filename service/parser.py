@@ -210,10 +210,11 @@ _CONTENT = re.compile(rb"[^ \t\r\n]")
 # in all; past that every piece is read once, so the work stays linear.
 _RECOVERY_FACTOR = 1
 _MAX_JOINED = 8
-# No SES record is shorter (mail.messageId and mail.timestamp alone take more):
-# shorter pieces are not worth a parse, which hostile input could ask for millions
-# of times.
+# No SES record is shorter (mail.messageId and mail.timestamp alone take more). The
+# first few shorter pieces are parsed, for a precise error; past that they are not
+# worth a parse each, which hostile input could ask for millions of times.
 _MIN_RECORD_BYTES = 48
+_SHORT_PIECES_PARSED = 1_000
 
 
 def _concatenated(raw: bytes, result: ParseResult) -> Iterator[Any]:
@@ -241,12 +242,16 @@ def _concatenated(raw: bytes, result: ParseResult) -> Iterator[Any]:
     starts.append(len(raw))
     budget = [_RECOVERY_FACTOR * len(raw) + 65_536]
     broken: _Broken | None = None
+    short_tries = _SHORT_PIECES_PARSED
     piece, last = 0, len(starts) - 1
     while piece < last:
         begin, end = starts[piece], starts[piece + 1]
         result.scanned += end - begin
         error: orjson.JSONDecodeError | None = None
-        if end - begin >= _MIN_RECORD_BYTES:
+        short = end - begin < _MIN_RECORD_BYTES
+        if short:
+            short_tries -= 1
+        if not short or short_tries >= 0:
             try:
                 document = orjson.loads(raw[begin:end])
             except orjson.JSONDecodeError as exc:

@@ -61,7 +61,11 @@ def build_store(settings: Settings) -> Store:
         if settings.cache_ttl_s > 0:
             return CachedStore(truth, ttl_s=settings.cache_ttl_s)
         return truth
-    return MemoryStore(max_messages=settings.memory_max_messages, retention_s=settings.retention_s)
+    return MemoryStore(
+        max_messages=settings.memory_max_messages,
+        max_bytes=settings.memory_max_bytes,
+        retention_s=settings.retention_s,
+    )
 
 
 # Firehose retries a failed delivery for up to two hours (its longest retry duration).

@@ -53,6 +53,16 @@ SENT, DELAYED, DELIVERED, BOUNCED, COMPLAINED, REJECTED, RENDERING_FAILED = rang
 # events past the cap); only the timeline of a pathological message is cut, and the
 # record is marked truncated.
 MAX_RECORD_FIELDS = 256
+# SES sends a message to at most 50 recipients. A message naming more keeps the 100
+# smallest addresses: whatever order events arrive in, the same 100 are kept (an
+# address only ever leaves for a smaller one, and those stay), so state stays
+# independent of order. Past the cap the record is marked truncated.
+MAX_RECIPIENTS = 100
+# Caps the bytes of a message's stored events (the blobs): one message id cannot be
+# grown without limit, which would make every later merge of it, inside Redis,
+# unpack and repack a huge record. An event that does not fit is not stored (its
+# outcome flags still are) and the record is marked truncated.
+MAX_RECORD_BLOB_BYTES = 64 * 1024
 
 
 def status_of(flags: int) -> int:
@@ -157,12 +167,16 @@ class ChangeCounter(Protocol):
 
 
 def merge(
-    record: MessageRecord, write: MessageWrite, counters: ChangeCounter | None = None
+    record: MessageRecord,
+    write: MessageWrite,
+    counters: ChangeCounter | None = None,
+    evicted: list[str] | None = None,
 ) -> list[Transition]:
     """Merge one message's batch of events into ``record``; return what changed.
 
     With ``counters``, also count what changed for the statistics (``service.stats``):
-    counting only real changes makes a repeated batch count once.
+    counting only real changes makes a repeated batch count once. Recipients let go
+    past MAX_RECIPIENTS are appended to ``evicted`` (for the caller's indexes).
 
     ``service/stores/merge.lua`` is this function's twin for Redis; a consistency
     test holds the two to the same results.
@@ -171,16 +185,24 @@ def merge(
     if write.header > record.header:
         record.header = write.header
     for address in write.destination:
-        _add_bits(record, write, address, 0, write.first_at, transitions, counters, None)
+        _add_bits(record, write, address, 0, write.first_at, transitions, counters, None, evicted)
+    blob_bytes = -1  # summed when first needed: most merges add no field
     for event in write.events:
         current = record.blobs.get(event.field)
         if current is None:
-            if event.capped and len(record.blobs) + len(record.recipients) >= MAX_RECORD_FIELDS:
+            if blob_bytes < 0:
+                blob_bytes = sum(map(len, record.blobs.values()))
+            if (
+                event.capped and len(record.blobs) + len(record.recipients) >= MAX_RECORD_FIELDS
+            ) or blob_bytes + len(event.blob) > MAX_RECORD_BLOB_BYTES:
                 record.truncated = True
             else:
                 record.blobs[event.field] = event.blob
+                blob_bytes += len(event.blob)
         elif event.blob < current:
             record.blobs[event.field] = event.blob
+            if blob_bytes >= 0:
+                blob_bytes += len(event.blob) - len(current)
             continue
         else:
             continue
@@ -196,7 +218,7 @@ def merge(
                     transitions.append(_transition(write, address, old, new, event.at))
                     _count(counters, address, old, new, event)
         for address, bits in event.recipient_bits:
-            _add_bits(record, write, address, bits, event.at, transitions, counters, event)
+            _add_bits(record, write, address, bits, event.at, transitions, counters, event, evicted)
     return transitions
 
 
@@ -223,9 +245,18 @@ def _add_bits(
     transitions: list[Transition],
     counters: ChangeCounter | None,
     event: EventWrite | None,
+    evicted: list[str] | None,
 ) -> None:
     old_flags = record.recipients.get(address)
     if old_flags is None:
+        if len(record.recipients) >= MAX_RECIPIENTS:
+            record.truncated = True
+            largest = max(record.recipients)
+            if address > largest:
+                return
+            del record.recipients[largest]
+            if evicted is not None:
+                evicted.append(largest)
         record.recipients[address] = bits
         new = status_of(bits | record.message_flags)
         transitions.append(_transition(write, address, None, new, at))

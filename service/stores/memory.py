@@ -17,12 +17,29 @@ from service.stores.memory_index import MemoryIndex
 _SCAN_SLICE = 10_000
 
 
+# What a record costs beyond its strings (objects, dict slots, the LRU entry), as
+# measured with tracemalloc by bench/bench_pipeline.py; an estimate, to bound memory.
+_RECORD_OVERHEAD = 900
+_SLOT_OVERHEAD = 100
+
+
+def record_weight(record: MessageRecord) -> int:
+    """Approximate bytes a record holds in memory."""
+    return (
+        _RECORD_OVERHEAD
+        + len(record.header)
+        + sum(len(blob) + _SLOT_OVERHEAD for blob in record.blobs.values())
+        + sum(len(address) + _SLOT_OVERHEAD for address in record.recipients)
+    )
+
+
 class MemoryStore(Store):
     """Records kept in least-recently-updated order.
 
-    A record lives ``retention_s`` after its last update; past ``max_messages`` the
-    least recently updated one is evicted (and counted in ``evictions``). Nothing
-    survives the process: use Redis for that.
+    A record lives ``retention_s`` after its last update; past ``max_messages``, or
+    past ``max_bytes`` (estimated by :func:`record_weight`), the least recently
+    updated one is evicted (and counted in ``evictions``). Nothing survives the
+    process: use Redis for that.
 
     Search goes through small indexes (``memory_index``) for recipient, waiting
     and problem-status queries; a query with none of those (``delivered``, or no
@@ -33,11 +50,14 @@ class MemoryStore(Store):
         self,
         *,
         max_messages: int = 500_000,
+        max_bytes: int = 1024**3,
         retention_s: float = 1_209_600,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        # message id -> (expires, record, send time as first seen)
-        self._records: OrderedDict[str, tuple[float, MessageRecord, int]] = OrderedDict()
+        # message id -> (expires, record, send time as first seen, weight)
+        self._records: OrderedDict[str, tuple[float, MessageRecord, int, int]] = OrderedDict()
+        self._max_bytes = max_bytes
+        self.bytes = 0
         self._checkpoints: dict[str, dict[str, str]] = {}
         self._stats: dict[int, stats.BucketCounters] = {}
         self._max_messages = max_messages
@@ -79,19 +99,24 @@ class MemoryStore(Store):
             entry = records.pop(message_id, None)
             if entry is not None and entry[0] > now:
                 record, sent_at = entry[1], entry[2]
+                self.bytes -= entry[3]
             else:
                 if entry is not None:
                     self.expirations += 1
+                    self.bytes -= entry[3]
                     self._index.drop(message_id, entry[1])
                 record, sent_at = MessageRecord(), write.sent_at
-            known = len(record.recipients)
-            changed = merge(record, write, counters)
+            evicted: list[str] = []
+            changed = merge(record, write, counters, evicted)
             if changed:
-                # Recipients are only ever added, and dicts keep insertion order.
-                added = list(record.recipients)[known:] if len(record.recipients) > known else ()
+                added = [t.recipient for t in changed if t.from_status is None]
                 self._index.update(message_id, record, added)
                 transitions.extend(changed)
-            records[message_id] = (expires, record, sent_at)
+            for address in evicted:
+                self._index.drop_recipient(message_id, address)
+            weight = record_weight(record)
+            self.bytes += weight
+            records[message_id] = (expires, record, sent_at, weight)
         if checkpoint is not None:
             self._checkpoints.setdefault(checkpoint.name, {}).update(checkpoint.positions)
         self._trim(now)
@@ -103,6 +128,7 @@ class MemoryStore(Store):
             return None
         if entry[0] <= self._clock():
             del self._records[message_id]
+            self.bytes -= entry[3]
             self._index.drop(message_id, entry[1])
             self.expirations += 1
             return None
@@ -122,7 +148,7 @@ class MemoryStore(Store):
             entries = list(self._records.items())
         else:
             entries = [(m, self._records[m]) for m in candidates if m in self._records]
-        for count, (message_id, (expires, record, sent_at)) in enumerate(entries, 1):
+        for count, (message_id, (expires, record, sent_at, _)) in enumerate(entries, 1):
             if count % _SCAN_SLICE == 0:
                 # A full scan takes a while: let ingestion run between slices.
                 await asyncio.sleep(0)
@@ -170,12 +196,13 @@ class MemoryStore(Store):
         records = self._records
         # Front of the order = least recently updated = earliest expiry.
         while records:
-            message_id, (expires, record, _) = next(iter(records.items()))
+            message_id, (expires, record, _, weight) = next(iter(records.items()))
             if expires <= now:
                 self.expirations += 1
-            elif len(records) > self._max_messages:
+            elif len(records) > self._max_messages or self.bytes > self._max_bytes:
                 self.evictions += 1
             else:
                 return
             del records[message_id]
+            self.bytes -= weight
             self._index.drop(message_id, record)

@@ -8,9 +8,9 @@
 -- KEYS: one per message, then the checkpoint hash when there is a checkpoint, then
 -- the statistics bucket hash when there are statistics, then the transitions stream
 -- when there is a feed.
--- ARGV: ttl_s, status_table, max_fields, batch, checkpoint, stats, feed, index; all
--- but the first three are msgpack (one argument each, so the client does not pack
--- thousands):
+-- ARGV: ttl_s, status_table, max_fields, batch, checkpoint, stats, feed, index,
+-- max_recipients, max_blob_bytes; batch to index are msgpack (one argument each, so
+-- the client does not pack thousands):
 --   batch = [[header, [destination...], [[field, blob, message_bits, capped,
 --             [[address, bits]...], natural, latency_field, [once_field...], at]...],
 --             message_id, sent_at, handle]...], one entry per message key, in KEYS
@@ -49,6 +49,10 @@ local checkpoint = ARGV[5] ~= '' and cmsgpack.unpack(ARGV[5]) or nil
 local stats = ARGV[6] ~= '' and cmsgpack.unpack(ARGV[6]) or nil
 local feed = ARGV[7] ~= '' and cmsgpack.unpack(ARGV[7]) or nil
 local index = ARGV[8] ~= '' and cmsgpack.unpack(ARGV[8]) or nil
+-- Caps (service.state.MAX_RECIPIENTS, MAX_RECORD_BLOB_BYTES): enforced here, inside
+-- the atomic merge, so no writer can grow one record past them.
+local max_recipients = tonumber(ARGV[9])
+local max_blob_bytes = tonumber(ARGV[10])
 local fed = {}
 local status_names = stats and stats[2] or {}
 local counts = {}
@@ -235,16 +239,18 @@ for m = 1, #batch do
   local message = batch[m]
   local raw = redis.call('GET', key)
   local header, mf, truncated, recipients, blobs = '', 0, false, {}, {}
-  local size = 0
+  local size, recipient_count, blob_bytes = 0, 0, 0
   if raw then
     local record = cmsgpack.unpack(raw)
     header, mf, truncated, recipients, blobs = record[1], record[2], record[3], record[4], record[5]
     for _ in pairs(recipients) do
-      size = size + 1
+      recipient_count = recipient_count + 1
     end
-    for _ in pairs(blobs) do
+    for _, blob in pairs(blobs) do
       size = size + 1
+      blob_bytes = blob_bytes + #blob
     end
+    size = size + recipient_count
   end
   local changed = false
   local before_top, before_pending = -1, false
@@ -262,7 +268,28 @@ for m = 1, #batch do
   local function add_bits(address, bits, event, event_index)
     local old = recipients[address]
     if old == nil then
+      if recipient_count >= max_recipients then
+        -- Keep the smallest addresses (twin of service.state._add_bits).
+        if not truncated then
+          truncated = true
+          changed = true
+        end
+        local largest = nil
+        for kept in pairs(recipients) do
+          if largest == nil or bytes_less(largest, kept) then
+            largest = kept
+          end
+        end
+        if not bytes_less(address, largest) then
+          return
+        end
+        recipients[largest] = nil
+        recipient_count = recipient_count - 1
+        size = size - 1
+        changed = true
+      end
       recipients[address] = bits
+      recipient_count = recipient_count + 1
       new_recipients[#new_recipients + 1] = address
       size = size + 1
       changed = true
@@ -293,7 +320,7 @@ for m = 1, #batch do
     local apply = false
     if current == nil then
       apply = true
-      if capped and size >= max_fields then
+      if (capped and size >= max_fields) or blob_bytes + #blob > max_blob_bytes then
         if not truncated then
           truncated = true
           changed = true
@@ -301,9 +328,11 @@ for m = 1, #batch do
       else
         blobs[field] = blob
         size = size + 1
+        blob_bytes = blob_bytes + #blob
         changed = true
       end
     elseif bytes_less(blob, current) then
+      blob_bytes = blob_bytes - #current + #blob
       blobs[field] = blob
       changed = true
     end

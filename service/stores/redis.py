@@ -191,6 +191,8 @@ class RedisStore(Store):
                 ],
                 use_bin_type=False,
             ),
+            str(state.MAX_RECIPIENTS),
+            str(state.MAX_RECORD_BLOB_BYTES),
         ]
         return keys, args
 

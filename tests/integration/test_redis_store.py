@@ -11,13 +11,20 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from redis import asyncio as aioredis
 
+from service import state
 from service.codec import encode_batch
 from service.stats import BUCKET_TTL_S, BucketCounters
 from service.stores import Checkpoint, RedisStore, StoreUnavailable
 from tests.support import ses
 from tests.support.fold import SEEN_MS, events_of, fold
 from tests.support.servers import RedisServer, free_port
-from tests.support.strategies import MESSAGE_ID, deliveries, message_events
+from tests.support.strategies import (
+    CROWDED_ID,
+    MESSAGE_ID,
+    crowded_message,
+    deliveries,
+    message_events,
+)
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
 
@@ -59,6 +66,42 @@ def test_redis_merge_equals_the_python_merge(
     assert redis_counters == python_counters
     key = lambda t: (t.recipient, t.from_status or "", t.to_status, t.at)  # noqa: E731
     assert sorted(redis_transitions, key=key) == sorted(python_transitions, key=key)
+
+
+@settings(
+    max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(crowded_message())
+def test_redis_keeps_the_same_capped_recipients_as_python(
+    redis_server: RedisServer, events: list
+) -> None:
+    """The caps live in both merges: the same 100 recipients, the same truncation."""
+    batches = [[event] for event in events]
+    reference, _ = fold(batches)
+
+    async def run():
+        client = aioredis.Redis.from_url(redis_server.url)
+        store = RedisStore(client, prefix=f"caps{next(_examples)}:")
+        for batch in batches:
+            await store.merge(writes_for(batch))
+        record = await store.get(CROWDED_ID)
+        await client.aclose()
+        return record
+
+    assert asyncio.run(run()) == reference[CROWDED_ID]
+
+
+async def test_the_byte_cap_is_enforced_inside_redis(make_store) -> None:
+    store = make_store()
+    delays = [ses.delay("capped", ["a@x.com"], T + n) for n in range(200)]
+    for delay in delays:
+        delay["deliveryDelay"]["delayedRecipients"][0]["diagnosticCode"] = "d" * 1_000
+    for delay in delays:
+        await store.merge(writes_for([delay]))
+    record = await store.get("capped")
+    assert record.truncated
+    assert sum(map(len, record.blobs.values())) <= state.MAX_RECORD_BLOB_BYTES
+    assert record.recipient_status("a@x.com") == "delayed"
 
 
 async def test_two_clients_merging_one_message_at_once_lose_nothing(make_store) -> None:

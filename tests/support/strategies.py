@@ -68,3 +68,28 @@ def deliveries(draw: st.DrawFn, events: list[dict[str, Any]]) -> list[list[dict[
         batches.append(stream[start:cut])
         start = cut
     return [b for b in batches if b]
+
+
+CROWDED_ID = "0100018bcaps-0000-0000-0000-000000000000-000000"
+ADDRESSES = [f"r{n:03d}@x.com" for n in range(130)]
+
+
+@st.composite
+def crowded_message(draw: st.DrawFn) -> list[dict]:
+    """Events naming, between them, more recipients than a record keeps."""
+    events = []
+    for n in range(draw(st.integers(3, 8))):
+        # Wide, overlapping ranges, so that together they pass the cap.
+        start = draw(st.integers(0, len(ADDRESSES) - 30))
+        named = ADDRESSES[start : start + draw(st.integers(30, 60))]
+        named = draw(st.permutations(named))
+        kind = draw(st.sampled_from(["send", "delivery", "bounce", "delay"]))
+        if kind == "send":
+            events.append(ses.send(CROWDED_ID, named))
+        elif kind == "delivery":
+            events.append(ses.delivery(CROWDED_ID, named, ses.SENT_AT + 1_000 + n))
+        elif kind == "bounce":
+            events.append(ses.bounce(CROWDED_ID, named, ses.SENT_AT + 2_000 + n))
+        else:
+            events.append(ses.delay(CROWDED_ID, named, ses.SENT_AT + 3_000 + n))
+    return events

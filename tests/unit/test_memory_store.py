@@ -1,4 +1,6 @@
+from service import state
 from service.codec import encode_batch
+from service.search import SearchQuery
 from service.stores import Checkpoint, MemoryStore
 from tests.support import ses
 from tests.support.fold import events_of
@@ -57,3 +59,41 @@ async def test_checkpoint_is_kept_with_the_batch() -> None:
     await store.merge([], Checkpoint("kafka:g", {"t:0": "12"}))
     assert await store.load_checkpoint("kafka:g") == {"t:0": "12", "t:1": "4"}
     assert await store.load_checkpoint("other") == {}
+
+
+async def test_memory_is_bounded_by_bytes_as_well_as_messages() -> None:
+    store = MemoryStore(max_messages=1_000_000, max_bytes=50_000, clock=FakeClock())
+    for n in range(200):
+        await store.merge(writes(f"b{n}"))
+    assert 0 < store.bytes <= 50_000
+    assert store.evictions > 0 and len(store) < 200
+    assert await store.get("b199") is not None and await store.get("b0") is None
+
+
+async def test_one_address_receiving_most_mail_is_indexed_in_a_set() -> None:
+    """An archive BCC: updates and drops stay O(1), never a list searched per update."""
+    store = MemoryStore(max_messages=20_000, clock=FakeClock())
+    ids = [f"bcc{n}" for n in range(25_000)]
+    for start in range(0, len(ids), 1_000):
+        await store.merge(
+            encode_batch(
+                list(events_of(ses.send(m, ["archive@x.com"]) for m in ids[start : start + 1_000])),
+                1,
+            )
+        )
+    held = store._index._by_recipient["archive@x.com"]
+    assert isinstance(held, dict) and len(held) == 20_000  # 5,000 evicted and dropped
+    page = await store.search(SearchQuery(recipient="archive@x.com", limit=5))
+    assert len(page.hits) == 5 and all(hit.message_id in held for hit in page.hits)
+
+
+async def test_an_evicted_recipient_leaves_the_recipient_index() -> None:
+    store = MemoryStore(clock=FakeClock())
+    crowd = [f"r{n:03d}@x.com" for n in range(state.MAX_RECIPIENTS)]
+    await store.merge(encode_batch(list(events_of([ses.send("crowd", crowd)])), 1))
+    await store.merge(encode_batch(list(events_of([ses.send("crowd", ["a@x.com"])])), 1))
+    record = await store.get("crowd")
+    assert "a@x.com" in record.recipients and crowd[-1] not in record.recipients
+    gone = await store.search(SearchQuery(recipient=crowd[-1], limit=5))
+    assert gone.hits == []
+    assert crowd[-1] not in store._index._by_recipient
