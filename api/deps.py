@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import hmac
 from typing import Annotated
+from urllib.parse import urlsplit
 
 from fastapi import Depends, HTTPException, Request
+from starlette.requests import HTTPConnection
 
 from service.alerts.engine import Alerting
 from service.pipeline import Pipeline
@@ -14,8 +16,8 @@ from service.settings import Settings
 from service.stores import Store
 
 
-def get_runtime(request: Request) -> Runtime:
-    return request.app.state.runtime
+def get_runtime(connection: HTTPConnection) -> Runtime:
+    return connection.app.state.runtime
 
 
 RuntimeDep = Annotated[Runtime, Depends(get_runtime)]
@@ -43,13 +45,42 @@ PipelineDep = Annotated[Pipeline, Depends(get_pipeline)]
 AlertingDep = Annotated[Alerting, Depends(get_alerting)]
 
 
+def presents_token(connection: HTTPConnection, settings: Settings) -> bool:
+    """Whether the caller holds the API token (always true when none is set).
+
+    ``Authorization: Bearer <token>``; a websocket may pass ``?token=`` instead, as
+    browsers cannot set headers on one. Compared in constant time, even on a wrong
+    scheme, so timing says nothing about the token.
+    """
+    if settings.api_token is None:
+        return True
+    expected = settings.api_token.get_secret_value().encode()
+    scheme, _, presented = connection.headers.get("authorization", "").partition(" ")
+    if scheme.lower() != "bearer" and connection.scope["type"] == "websocket":
+        scheme, presented = "bearer", connection.query_params.get("token", "")
+    valid = hmac.compare_digest(presented.strip().encode(), expected)
+    return scheme.lower() == "bearer" and valid
+
+
 def require_token(request: Request, settings: SettingsDep) -> None:
     """``Authorization: Bearer <SES_TRACKER_API_TOKEN>`` when a token is set."""
-    if settings.api_token is None:
-        return
-    expected = settings.api_token.get_secret_value().encode()
-    scheme, _, presented = request.headers.get("authorization", "").partition(" ")
-    # compare_digest even on a wrong scheme, so timing says nothing about the token.
-    valid = hmac.compare_digest(presented.strip().encode(), expected)
-    if scheme.lower() != "bearer" or not valid:
+    if not presents_token(request, settings):
         raise HTTPException(401, "missing or invalid bearer token", {"WWW-Authenticate": "Bearer"})
+
+
+def same_origin_or_allowed(connection: HTTPConnection, settings: Settings) -> bool:
+    """A browser's ``Origin`` is this service's own, or listed in ALLOWED_ORIGINS.
+
+    Browsers send Origin on every websocket handshake and let any page open one, so
+    without this check another site could read the live feed with the visitor's
+    network position (an internal service) or a token in the page's URL. Clients
+    that are not browsers send no Origin and are not affected.
+    """
+    origin = connection.headers.get("origin")
+    if origin is None:
+        return True
+    origin = origin.rstrip("/")
+    if origin in settings.origins:
+        return True
+    host = connection.headers.get("host", "")
+    return host != "" and urlsplit(origin).netloc == host

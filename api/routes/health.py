@@ -1,8 +1,8 @@
 from __future__ import annotations
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Request
 
-from api.deps import RuntimeDep
+from api.deps import RuntimeDep, presents_token
 from api.responses import OrjsonResponse
 
 router = APIRouter()
@@ -15,13 +15,22 @@ async def healthz() -> OrjsonResponse:
 
 
 @router.get("/readyz")
-async def readyz(runtime: RuntimeDep) -> OrjsonResponse:
-    """Ready when the store answers and every configured consumer is connected.
+async def readyz(request: Request, runtime: RuntimeDep) -> OrjsonResponse:
+    """Ready while the store answers: lookups, search and the push endpoints work.
 
-    503 otherwise, so a balancer routes elsewhere; the body says what is wrong.
+    A broker or queue outage does not make the service unready (it would take every
+    replica out of a load balancer while lookups still work); each source's state
+    is in the body and in ``/metrics``. Failure texts can name accounts, queues and
+    hosts, so with an API token set they are shown only to callers presenting it.
     """
     store_ok = await runtime.store.ping()
-    ready = store_ok and runtime.sources_healthy()
+    detailed = presents_token(request, runtime.settings)
+    consumers = {}
+    for source in runtime.sources:
+        status = source.status()
+        if not detailed and status.get("failure"):
+            status["failure"] = "failing (details with the API token)"
+        consumers[source.name] = status
     counters = {
         name: {
             "records": c.records,
@@ -32,10 +41,11 @@ async def readyz(runtime: RuntimeDep) -> OrjsonResponse:
         for name, c in runtime.pipeline.counters.items()
     }
     body = {
-        "status": "ready" if ready else "unavailable",
+        "status": "ready" if store_ok else "unavailable",
         "store": store_ok,
         "store_kind": runtime.store.describe(),
-        "consumers": {source.name: source.status() for source in runtime.sources},
+        "sources_healthy": runtime.sources_healthy(),
+        "consumers": consumers,
         "sources": counters,
     }
-    return OrjsonResponse(body, status_code=200 if ready else 503)
+    return OrjsonResponse(body, status_code=200 if store_ok else 503)

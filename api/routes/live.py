@@ -1,10 +1,11 @@
 from __future__ import annotations
 
-import hmac
-
 from fastapi import APIRouter, WebSocket
 
+from api.deps import RuntimeDep, presents_token, same_origin_or_allowed
 from api.live import LiveFilter
+from service.parser import MAX_ADDRESS_CHARS, MAX_MESSAGE_ID_CHARS
+from service.state import STATUSES
 
 router = APIRouter()
 
@@ -12,27 +13,25 @@ POLICY_VIOLATION = 1008
 
 
 @router.websocket("/live")
-async def live(websocket: WebSocket) -> None:
+async def live(websocket: WebSocket, runtime: RuntimeDep) -> None:
     """Live transitions (batched every 50 ms) and stats (every second) as JSON frames.
 
     Optional filters: ``message_id``, ``recipient``, ``domain``, ``status``. With an
-    API token set, pass ``Authorization: Bearer <token>`` or ``?token=<token>``.
+    API token set, pass ``Authorization: Bearer <token>`` or ``?token=<token>``. A
+    browser page from another origin is refused unless SES_TRACKER_ALLOWED_ORIGINS
+    lists it.
     """
-    runtime = websocket.app.state.runtime
-    token = runtime.settings.api_token
-    if token is not None:
-        scheme, _, presented = websocket.headers.get("authorization", "").partition(" ")
-        if scheme.lower() != "bearer":
-            presented = websocket.query_params.get("token", "")
-        if not hmac.compare_digest(presented.strip().encode(), token.get_secret_value().encode()):
-            await websocket.close(code=POLICY_VIOLATION)
-            return
+    settings = runtime.settings
+    if not same_origin_or_allowed(websocket, settings) or not presents_token(websocket, settings):
+        await websocket.close(code=POLICY_VIOLATION)
+        return
     query = websocket.query_params
+    status = query.get("status") or None
     live_filter = LiveFilter(
-        message_id=query.get("message_id") or None,
-        recipient=(query.get("recipient") or "").lower() or None,
-        domain=(query.get("domain") or "").lower() or None,
-        status=query.get("status") or None,
+        message_id=(query.get("message_id") or "")[:MAX_MESSAGE_ID_CHARS] or None,
+        recipient=(query.get("recipient") or "")[:MAX_ADDRESS_CHARS].lower() or None,
+        domain=(query.get("domain") or "")[:MAX_ADDRESS_CHARS].lower() or None,
+        status=status if status in STATUSES else None,
     )
     await websocket.accept()
     await runtime.live.serve(websocket, live_filter)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import gzip
 import time
 from collections.abc import AsyncIterator
@@ -182,6 +183,29 @@ async def test_store_outage_is_503_and_not_ready() -> None:
         assert (await client.get(f"/v1/messages/{MID}")).status_code == 503
         assert (await client.get("/readyz")).status_code == 503
         assert (await client.get("/healthz")).status_code == 200
+
+
+async def test_a_broker_outage_keeps_lookups_in_service_and_hides_details() -> None:
+    """Readiness follows the store only; failure texts need the token."""
+    settings = Settings(
+        _env_file=None,
+        api_token="ready-secret",
+        kafka_bootstrap_servers=f"127.0.0.1:{free_port()}",
+        sqs_queue_urls=f"http://127.0.0.1:{free_port()}/123456789012/secret-queue",
+    )
+    async for client in client_for(settings):
+        async with asyncio.timeout(20):
+            while True:
+                ready = await client.get("/readyz")
+                consumers = ready.json()["consumers"]
+                if all(c["failure"] for c in consumers.values()):
+                    break
+                await asyncio.sleep(0.2)
+        assert ready.status_code == 200 and ready.json()["sources_healthy"] is False
+        assert "secret-queue" not in ready.text and "123456789012" not in ready.text
+        detailed = await client.get("/readyz", headers={"Authorization": "Bearer ready-secret"})
+        assert detailed.status_code == 200
+        assert "kafka" in detailed.json()["consumers"]["kafka"]["failure"]
 
 
 async def test_stats_over_a_window(client: httpx.AsyncClient) -> None:

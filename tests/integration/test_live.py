@@ -126,6 +126,19 @@ async def test_the_api_token_guards_the_websocket() -> None:
             await frames(ws, "stats", lambda f: len(f) >= 1)
 
 
+async def test_pages_of_other_origins_cannot_open_the_feed() -> None:
+    settings = Settings(_env_file=None, allowed_origins="https://ops.example")
+    async with serving(settings) as server:
+        host = server.ws.removeprefix("ws://")
+        for origin in ("https://evil.example", f"http://{host}.evil.example", "null"):
+            with pytest.raises(websockets.exceptions.InvalidStatus):
+                async with websockets.connect(f"{server.ws}/v1/live", origin=origin):
+                    pass
+        for origin in (f"http://{host}", "https://ops.example", None):
+            async with websockets.connect(f"{server.ws}/v1/live", origin=origin) as ws:
+                await frames(ws, "stats", lambda f: len(f) >= 1)
+
+
 # ~12 MB of frames: well past what loopback socket buffers (up to 4 MB here) absorb.
 BATCHES = 60
 
