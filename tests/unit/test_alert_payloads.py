@@ -42,7 +42,7 @@ def test_resolved_alerts_say_so_and_carry_no_link_when_none(kind: str) -> None:
     resolved = sample_alert(state=AlertState.RESOLVED, resolved_at=T + 600_000, link=None)
     body = payloads.BUILDERS[kind](resolved)
     CHECKS[kind](body)
-    assert "[RESOLVED]" in str(body)
+    assert "RESOLVED" in str(body)
     assert "http" not in str(body).replace("http://adaptivecards.io", "")
 
 
@@ -58,3 +58,63 @@ def test_generic_payload_keeps_everything() -> None:
             "detail": "550 5.1.1 user unknown",
         }
     ]
+
+
+# --- 8. attacker-chosen text shows as text ---------------------------------------------
+
+HOSTILE = (
+    "<!channel> @everyone <https://evil.example|click> [x](https://evil.example) *b* <users/all>"
+)
+
+
+def hostile_alert():
+    return sample_alert(
+        title=f"Bounce rate at {HOSTILE}",
+        summary=f"Recipients at {HOSTILE} bounced.",
+        figures={f"at {HOSTILE}": HOSTILE},
+        worst={HOSTILE: "9%"},
+        examples=(Example(HOSTILE, f"{HOSTILE}@x.com", HOSTILE),),
+    )
+
+
+def _strings(value: object, path: str = "") -> list[tuple[str, str]]:
+    if isinstance(value, dict):
+        return [s for key, child in value.items() for s in _strings(child, f"{path}.{key}")]
+    if isinstance(value, list):
+        return [s for index, child in enumerate(value) for s in _strings(child, f"{path}[{index}]")]
+    return [(path, value)] if isinstance(value, str) else []
+
+
+def test_slack_shows_attacker_text_as_text() -> None:
+    body = payloads.slack(hostile_alert())
+    for block in body["blocks"]:
+        for part in [block.get("text"), *block.get("fields", []), *block.get("elements", [])]:
+            if isinstance(part, dict) and "type" in part and part["type"] != "button":
+                assert part["type"] == "plain_text", block  # never mrkdwn
+    fallback = body["text"]
+    for raw in ("<!channel>", "<https://", "<users/all>", "*b*", "https://evil"):
+        assert raw not in fallback
+
+
+@pytest.mark.parametrize("kind", ["discord", "teams"])
+def test_markdown_services_get_escaped_markup(kind: str) -> None:
+    body = payloads.BUILDERS[kind](hostile_alert())
+    for path, text in _strings(body):
+        if "evil" not in text:
+            continue
+        assert "[x](" not in text and "](https://" not in text, path
+        assert "https://evil" not in text, path  # not linked on sight
+        assert "*b*" not in text, path
+        if kind == "discord":
+            assert "@everyone" not in text.replace("\\@everyone", ""), path
+    if kind == "discord":
+        assert body["allowed_mentions"] == {"parse": []}
+
+
+def test_google_chat_escapes_html_and_mentions() -> None:
+    body = payloads.google_chat(hostile_alert())
+    assert "<users/all>" not in body["text"] and "<!channel>" not in body["text"]
+    card = body["cardsV2"][0]["card"]
+    for path, text in _strings(card["sections"]):
+        if "evil" in text:
+            assert "<" not in text and ">" not in text, path
