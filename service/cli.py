@@ -106,7 +106,7 @@ def _serve(args: argparse.Namespace, *, demo: bool = False) -> int:
     from service.runtime import tune_gc
 
     settings = _settings(args)
-    logs.configure(settings.log_level)
+    logs.configure(settings.log_level, settings.secret_values())
     if not _alert_settings_valid(settings):
         return 2
     tune_gc()
@@ -201,7 +201,7 @@ def _loadgen(args: argparse.Namespace) -> int:
     from service import logs
 
     settings = Settings()
-    logs.configure(settings.log_level)
+    logs.configure(settings.log_level, settings.secret_values())
     target: Target
     if args.to == "kafka":
         target = KafkaTarget(args.target, args.topic, args.partitions)
@@ -252,7 +252,7 @@ def _replay(args: argparse.Namespace) -> int:
     from service.runtime import build_store, tune_gc
 
     settings = Settings(**({"redis_url": args.redis_url} if args.redis_url else {}))
-    logs.configure("error")  # the summary says what went wrong, per reason
+    logs.configure("error", settings.secret_values())  # the summary says what went wrong
     console = Console(stderr=True)
     missing = [str(p) for p in args.paths if not p.exists()]
     if missing:

@@ -6,7 +6,9 @@ to :class:`Settings` directly. Unset means the embedded default of the contract.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -56,6 +58,30 @@ class Settings(BaseSettings):
     memory_max_bytes: int = Field(1024**3, gt=0)
     cache_ttl_s: float = Field(1.0, ge=0)
     log_level: str = "info"
+
+    def secret_values(self) -> list[str]:
+        """Every configured secret, for the log redactor (``service.logs``)."""
+        values = [
+            secret.get_secret_value()
+            for secret in (self.api_token, self.firehose_access_key, self.alert_webhook_secret)
+            if secret is not None
+        ]
+        for entry in _split(self.alert_webhooks):
+            url = entry.partition("=")[2].strip()
+            values.append(url)
+            # Slack, Discord and Google Chat put the credential in the path or query.
+            parts = urlsplit(url)
+            values += [p for p in (parts.path, parts.query) if len(p) > 8]
+        if self.redis_url:
+            password = urlsplit(self.redis_url).password
+            if password:
+                values.append(password)
+        values += [
+            os.environ[name]
+            for name in ("AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN")
+            if os.environ.get(name)
+        ]
+        return values
 
     @property
     def topics(self) -> list[str]:
