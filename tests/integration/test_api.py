@@ -208,6 +208,16 @@ async def test_a_broker_outage_keeps_lookups_in_service_and_hides_details() -> N
         assert "kafka" in detailed.json()["consumers"]["kafka"]["failure"]
 
 
+async def test_an_account_event_is_not_acknowledged_while_the_store_is_down() -> None:
+    """9. Sending Status Disabled is stored before the answer; with Redis down, 503."""
+    settings = Settings(_env_file=None, redis_url=f"redis://127.0.0.1:{free_port()}/0")
+    event = ses.eventbridge_account("Sending Status Disabled", int(time.time() * 1000))
+    async for client in client_for(settings):
+        response = await client.post("/v1/events", content=orjson.dumps(event))
+        assert response.status_code == 503
+        assert response.json() == {"error": "state store unavailable, retry later"}
+
+
 async def test_stats_over_a_window(client: httpx.AsyncClient) -> None:
     records = [
         ses.send(MID + "s", ["a@gmail.com", "b@yahoo.com"]),

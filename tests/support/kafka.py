@@ -23,12 +23,17 @@ async def create_topic(bootstrap: str, name: str, partitions: int = 3) -> None:
         await admin.close()
 
 
-async def produce(bootstrap: str, topic: str, items: list[tuple[bytes | None, bytes]]) -> None:
+async def produce(
+    bootstrap: str,
+    topic: str,
+    items: list[tuple[bytes | None, bytes]],
+    partition: int | None = None,
+) -> None:
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all")
     await producer.start()
     try:
         for key, value in items:
-            await producer.send(topic, value=value, key=key)
+            await producer.send(topic, value=value, key=key, partition=partition)
         await producer.flush()
     finally:
         await producer.stop()
