@@ -159,7 +159,7 @@ class MessageRecord:
 class ChangeCounter(Protocol):
     """Counts what a merge changed (``service.stats.BucketCounters``)."""
 
-    def update(self, fields: Iterable[str]) -> None: ...
+    def once(self, fields: Iterable[str]) -> None: ...
 
     def transition(
         self, address: str, old: int | None, new: int, natural: int, latency_field: str
@@ -207,7 +207,7 @@ def merge(
         else:
             continue
         if counters is not None:
-            counters.update(event.once_fields)
+            counters.once(event.once_fields)
         if event.message_bits and record.message_flags | event.message_bits != record.message_flags:
             before = record.message_flags
             record.message_flags |= event.message_bits

@@ -16,6 +16,12 @@ time; a window is the sum of its buckets. Each bucket is a flat map of counters:
 
 Send-to-step latencies are counted when a recipient reaches the step's status from
 the event that brings it there; processing time and ingest lag once per new event.
+
+Cardinality is bounded, because domains (and delay types) come from senders: a
+bucket admits at most ``MAX_DOMAINS_PER_BUCKET`` domains, first come (marked by an
+``a:<domain>`` field, counted in ``n:domains``); the rest count under ``(other)``.
+Delay types outside SES's documented set count as ``Undetermined``. Reads return the
+busiest ``TOP_DOMAINS`` domains and fold the rest into ``(other)``.
 """
 
 from __future__ import annotations
@@ -32,7 +38,24 @@ from service.events import EventType, SesEvent
 BUCKET_S = 10
 MAX_WINDOW_S = 3_600
 RELATIVE_ACCURACY = 0.01
-TOP_DOMAINS = 20
+TOP_DOMAINS = 50
+MAX_DOMAINS_PER_BUCKET = 200
+OTHER = "(other)"
+ADMITTED = "n:domains"
+# SES's documented DeliveryDelay delayType values.
+DELAY_TYPES = frozenset(
+    {
+        "InternalFailure",
+        "General",
+        "MailboxFull",
+        "SpamDetected",
+        "RecipientServerError",
+        "IPFailure",
+        "TransientCommunicationFailure",
+        "BYOIPHostNameLookupUnavailable",
+        "Undetermined",
+    }
+)
 # Redis keeps a bucket a little longer than the longest window that can read it.
 BUCKET_TTL_S = MAX_WINDOW_S + 6 * BUCKET_S
 
@@ -93,7 +116,8 @@ def event_counters(event: SesEvent, seen_ms: int) -> tuple[int, str, tuple[str, 
         once.append(f"l:processing_time:{bin_of(event.processing_ms)}")
     if event.type is EventType.DELIVERY_DELAY:
         # Every delay, not only a recipient's first: what delay-spike alerts count.
-        once.append("y:" + (event.details.get("delay_type") or "Undetermined"))
+        delay_type = event.details.get("delay_type")
+        once.append("y:" + (delay_type if delay_type in DELAY_TYPES else "Undetermined"))
         once.extend({f"d:{domain_of(address)}|y" for address in event.recipients})
     step = NATURAL_STEP.get(event.type)
     if step is None:
@@ -103,40 +127,86 @@ def event_counters(event: SesEvent, seen_ms: int) -> tuple[int, str, tuple[str, 
 
 
 def transition_fields(
-    address: str, from_status: int | None, to_status: int, natural: int, latency_field: str
+    address: str,
+    from_status: int | None,
+    to_status: int,
+    natural: int,
+    latency_field: str,
+    domain: str | None = None,
 ) -> list[str]:
-    """The counters one status transition adds (the Lua merge applies the same rule)."""
-    domain = "d:" + domain_of(address) + "|"
+    """The counters one status transition adds (the Lua merge applies the same rule).
+
+    ``domain`` is the group the address counts under (``(other)`` past the bucket's
+    cap); by default the address's own domain.
+    """
+    prefix = "d:" + (domain if domain is not None else domain_of(address)) + "|"
     fields: list[str] = []
     if from_status is None:
-        fields += ["c:sent", domain + "c:sent"]
+        fields += ["c:sent", prefix + "c:sent"]
     if from_status is not None or to_status != state.SENT:
         name = "c:" + state.STATUSES[to_status]
-        fields += [name, domain + name]
+        fields += [name, prefix + name]
     if latency_field and to_status == natural:
-        fields += [latency_field, domain + latency_field]
+        fields += [latency_field, prefix + latency_field]
     return fields
 
 
 class BucketCounters(Counter[str]):
-    """One bucket's counters; ``state.merge`` counts into it what it changes."""
+    """One bucket's counters; ``state.merge`` counts into it what it changes.
+
+    Twin of the counting in ``merge.lua``, domain admission included.
+    """
+
+    def admit(self, domain: str) -> str:
+        """The group ``domain`` counts under in this bucket: itself, or (other)."""
+        if "a:" + domain in self:
+            return domain
+        if self[ADMITTED] >= MAX_DOMAINS_PER_BUCKET:
+            return OTHER
+        self["a:" + domain] = 1
+        self[ADMITTED] += 1
+        return domain
+
+    def once(self, fields: Iterable[str]) -> None:
+        for field in fields:
+            if field.startswith("d:"):
+                domain, _, rest = field[2:].partition("|")
+                field = "d:" + self.admit(domain) + "|" + rest
+            self[field] += 1
 
     def transition(
         self, address: str, old: int | None, new: int, natural: int, latency_field: str
     ) -> None:
-        self.update(transition_fields(address, old, new, natural, latency_field))
+        domain = self.admit(domain_of(address))
+        self.update(transition_fields(address, old, new, natural, latency_field, domain))
 
 
 def summarize(counters: Mapping[str, int], window_s: int) -> dict[str, Any]:
     """The contract's ``/v1/stats`` body from a window's summed counters."""
     overall, per_domain = split_domains(counters)
-    busiest = sorted(per_domain.items(), key=lambda item: -item[1].get("c:sent", 0))
     return {
         "window_s": window_s,
         **_section(overall),
-        "by_domain": {domain: _section(fields) for domain, fields in busiest[:TOP_DOMAINS]},
+        "by_domain": {domain: _section(fields) for domain, fields in busiest(per_domain).items()},
         "relative_accuracy": RELATIVE_ACCURACY,
     }
+
+
+def busiest(
+    per_domain: Mapping[str, Counter[str]], top: int = TOP_DOMAINS
+) -> dict[str, Counter[str]]:
+    """The ``top`` domains by sent, then one ``(other)`` group summing the rest."""
+    ranked = sorted(
+        ((d, f) for d, f in per_domain.items() if d != OTHER),
+        key=lambda item: -item[1].get("c:sent", 0),
+    )
+    groups = dict(ranked[:top])
+    rest: Counter[str] = Counter(per_domain.get(OTHER, Counter()))
+    for _, fields in ranked[top:]:
+        rest.update(fields)
+    if rest:
+        groups[OTHER] = rest
+    return groups
 
 
 def split_domains(counters: Mapping[str, int]) -> tuple[Counter[str], dict[str, Counter[str]]]:
@@ -147,7 +217,7 @@ def split_domains(counters: Mapping[str, int]) -> tuple[Counter[str], dict[str, 
         if field.startswith("d:"):
             domain, _, rest = field[2:].partition("|")
             per_domain.setdefault(domain, Counter())[rest] += count
-        else:
+        elif field[:2] not in ("a:", "n:"):  # admission bookkeeping, not figures
             overall[field] += count
     return overall, per_domain
 

@@ -16,7 +16,8 @@
 --             message_id, sent_at, handle]...], one entry per message key, in KEYS
 --             order (the key is <prefix>m:{handle}; the record keeps message_id);
 --   checkpoint = {position = value}, or an empty string for none;
---   stats = [bucket_ttl_s, [status names...]], or an empty string for none;
+--   stats = [bucket_ttl_s, [status names...], max_domains], or an empty string for
+--           none;
 --   feed = [min_id_ms], or an empty string for none: the batch's transitions are
 --          appended to the stream as one entry (field "t", msgpack [[message_id,
 --          address, from, to, at, latency_ms]...]), so every replica can follow them;
@@ -192,13 +193,52 @@ local function bump(field)
   counts[field] = (counts[field] or 0) + 1
 end
 
+-- Domain admission (twin of service.stats.BucketCounters.admit): a bucket counts at
+-- most max_domains domains apart, first come; the rest count as (other).
+local stats_key = stats and KEYS[#batch + 1 + (checkpoint and 1 or 0)]
+local max_domains = stats and stats[3]
+local groups = {}
+local admitted_count = nil
+
+local function admit(domain)
+  local group = groups[domain]
+  if group then
+    return group
+  end
+  if redis.call('HEXISTS', stats_key, 'a:' .. domain) == 1 then
+    group = domain
+  else
+    if admitted_count == nil then
+      admitted_count = tonumber(redis.call('HGET', stats_key, 'n:domains') or '0')
+    end
+    if admitted_count >= max_domains then
+      group = '(other)'
+    else
+      admitted_count = admitted_count + 1
+      bump('a:' .. domain)
+      bump('n:domains')
+      group = domain
+    end
+  end
+  groups[domain] = group
+  return group
+end
+
+local function count_once(field)
+  if string.sub(field, 1, 2) == 'd:' then
+    local bar = string.find(field, '|', 3, true)
+    field = 'd:' .. admit(string.sub(field, 3, bar - 1)) .. string.sub(field, bar)
+  end
+  bump(field)
+end
+
 -- Twin of service.stats.transition_fields.
 local function count_transition(address, from_status, to_status, natural, latency_field)
   local domain = string.match(address, "@([^@]*)$")
   if domain == nil or domain == "" then
     domain = "(none)"
   end
-  local prefix = "d:" .. domain .. "|"
+  local prefix = "d:" .. admit(domain) .. "|"
   if from_status == -1 then
     bump("c:sent")
     bump(prefix .. "c:sent")
@@ -339,7 +379,7 @@ for m = 1, #batch do
     if apply then
       if stats then
         for _, once in ipairs(event[8]) do
-          bump(once)
+          count_once(once)
         end
       end
       local merged = bor(mf, message_bits)
@@ -382,7 +422,6 @@ if checkpoint then
 end
 
 if stats then
-  local stats_key = KEYS[next_key]
   next_key = next_key + 1
   local any = false
   for field, n in pairs(counts) do

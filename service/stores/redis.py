@@ -166,7 +166,8 @@ class RedisStore(Store):
         if stats_bucket is not None:
             keys.append(self.stats_key(stats_bucket))
             packed_stats = msgpack.packb(
-                [stats.BUCKET_TTL_S, list(state.STATUSES)], use_bin_type=False
+                [stats.BUCKET_TTL_S, list(state.STATUSES), stats.MAX_DOMAINS_PER_BUCKET],
+                use_bin_type=False,
             )
         packed_feed = b""
         if self._feed_window_ms is not None:

@@ -91,6 +91,19 @@ def test_redis_keeps_the_same_capped_recipients_as_python(
     assert asyncio.run(run()) == reference[CROWDED_ID]
 
 
+async def test_redis_admits_the_same_domains_as_python(make_store) -> None:
+    """Domain admission is in both merges: the same fields, (other) included."""
+    records = [ses.send(f"dom-{n}", [f"a@d{n}.example"]) for n in range(260)]
+    records += [ses.delay(f"dom-{n}", [f"a@d{n}.example"], T + 5) for n in range(0, 260, 7)]
+    python_counters = BucketCounters()
+    fold([records[:100], records[100:]], counters=python_counters)
+    store = make_store()
+    await store.merge(writes_for(records[:100]), stats_bucket=BUCKET)
+    await store.merge(writes_for(records[100:]), stats_bucket=BUCKET)
+    assert await store.read_stats(BUCKET, BUCKET) == python_counters
+    assert python_counters["d:(other)|c:sent"] == 60
+
+
 async def test_the_byte_cap_is_enforced_inside_redis(make_store) -> None:
     store = make_store()
     delays = [ses.delay("capped", ["a@x.com"], T + n) for n in range(200)]

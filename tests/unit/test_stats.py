@@ -88,3 +88,32 @@ def test_each_change_is_counted_once_whatever_the_order_and_repeats(data: st.Dat
         assert sum(v for k, v in once.items() if k.startswith(field)) == sum(
             v for k, v in repeated.items() if k.startswith(field)
         )
+
+
+# --- 6. bounded cardinality -------------------------------------------------------
+
+
+def test_a_bucket_admits_a_bounded_number_of_domains() -> None:
+    from service import stats
+
+    counters = BucketCounters()
+    for n in range(1_000):
+        counters.transition(f"a@d{n}.example", None, 2, 2, "l:send_to_delivery:356")
+    domains = {field[2:].partition("|")[0] for field in counters if field.startswith("d:")}
+    assert len(domains) == stats.MAX_DOMAINS_PER_BUCKET + 1  # the first ones, and (other)
+    assert counters["d:(other)|c:sent"] == 1_000 - stats.MAX_DOMAINS_PER_BUCKET
+    body = summarize(counters, 300)
+    assert len(body["by_domain"]) == stats.TOP_DOMAINS + 1
+    assert sum(g["counts"]["sent"] for g in body["by_domain"].values()) == 1_000
+    assert body["counts"]["sent"] == 1_000
+
+
+def test_unknown_delay_types_count_as_undetermined() -> None:
+    from service.codec import encode_batch
+    from tests.support import ses
+    from tests.support.fold import events_of
+
+    record = ses.delay("m", ["a@x.com"], ses.SENT_AT + 5)
+    record["deliveryDelay"]["delayType"] = "attacker-chosen-" + "x" * 200
+    [write] = encode_batch(list(events_of([record])), ses.SENT_AT + 10)
+    assert "y:Undetermined" in write.events[0].once_fields
