@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import hmac
+import math
+import time
 from typing import Annotated
 from urllib.parse import urlsplit
 
@@ -66,6 +68,24 @@ def require_token(request: Request, settings: SettingsDep) -> None:
     """``Authorization: Bearer <SES_TRACKER_API_TOKEN>`` when a token is set."""
     if not presents_token(request, settings):
         raise HTTPException(401, "missing or invalid bearer token", {"WWW-Authenticate": "Bearer"})
+
+
+_LOOPBACK = ("127.", "::1", "localhost")
+
+
+def rate_limited(request: Request, runtime: RuntimeDep) -> None:
+    """429 with Retry-After past the client's rate (SES_TRACKER_RATE_LIMIT_*)."""
+    limiter = runtime.rate_limiter
+    if limiter is None:
+        return
+    client = request.client.host if request.client else "unknown"
+    if not runtime.settings.rate_limit_loopback and client.startswith(_LOOPBACK):
+        return
+    wait_s = limiter.take(client, time.monotonic())
+    if wait_s > 0:
+        raise HTTPException(
+            429, "too many requests from this client", {"Retry-After": str(math.ceil(wait_s))}
+        )
 
 
 def same_origin_or_allowed(connection: HTTPConnection, settings: Settings) -> bool:

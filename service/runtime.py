@@ -20,6 +20,7 @@ from service.dedupe import MemorySeenIds, RedisSeenIds, SeenIds
 from service.feed import TransitionFeed, follow_redis
 from service.metrics import Metrics
 from service.pipeline import Pipeline
+from service.ratelimit import RateLimiter
 from service.settings import Settings
 from service.stores import CachedStore, MemoryStore, RedisStore, Store
 
@@ -147,6 +148,11 @@ class Runtime:
         # HTTP sources: SNS subscriptions and Firehose deliveries (api/routes/ingest.py).
         self.sns_verifier = SnsVerifier()
         self.confirm_subscription: Callable[[str], Awaitable[None]] = confirm_over_https
+        self.rate_limiter = (
+            RateLimiter(settings.rate_limit_per_s, settings.rate_limit_burst)
+            if settings.rate_limit_per_s > 0
+            else None
+        )
         self.seen_sns_ids = build_seen_ids(self.store, "sns", settings.sns_max_age_s)
         self.seen_firehose_ids = build_seen_ids(self.store, "firehose", FIREHOSE_RETRY_S)
         # The websocket broadcaster (api.live), attached by the app.

@@ -1,15 +1,15 @@
 from __future__ import annotations
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Depends, Request
 
 from api.body import read_limited
-from api.deps import PipelineDep, SettingsDep
+from api.deps import PipelineDep, SettingsDep, rate_limited
 from api.responses import OrjsonResponse
 
 router = APIRouter()
 
 
-@router.post("/events", status_code=202)
+@router.post("/events", status_code=202, dependencies=[Depends(rate_limited)])
 async def post_events(
     request: Request, pipeline: PipelineDep, settings: SettingsDep
 ) -> OrjsonResponse:

@@ -12,10 +12,10 @@ import hmac
 
 import orjson
 import structlog
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Depends, Request
 
 from api.body import read_limited
-from api.deps import RuntimeDep
+from api.deps import RuntimeDep, rate_limited
 from api.responses import OrjsonResponse
 from consumers import firehose
 from consumers.sns import SignatureError, check_freshness
@@ -31,7 +31,7 @@ MAX_SNS_BODY_BYTES = 1024 * 1024
 _SNS_TYPES = ("Notification", "SubscriptionConfirmation", "UnsubscribeConfirmation")
 
 
-@router.post("/ingest/sns")
+@router.post("/ingest/sns", dependencies=[Depends(rate_limited)])
 async def sns_endpoint(request: Request, runtime: RuntimeDep) -> OrjsonResponse:
     """An SNS HTTP(S) subscription endpoint: confirms, verifies, de-duplicates, ingests.
 
@@ -95,7 +95,7 @@ async def sns_endpoint(request: Request, runtime: RuntimeDep) -> OrjsonResponse:
     )
 
 
-@router.post("/ingest/firehose")
+@router.post("/ingest/firehose", dependencies=[Depends(rate_limited)])
 async def firehose_endpoint(request: Request, runtime: RuntimeDep) -> OrjsonResponse:
     """An Amazon Data Firehose HTTP endpoint destination."""
     header_id = request.headers.get("x-amz-firehose-request-id")

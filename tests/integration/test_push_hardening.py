@@ -5,6 +5,7 @@ from __future__ import annotations
 import gzip
 from collections.abc import AsyncIterator
 
+import httpx
 import orjson
 import pytest
 
@@ -143,3 +144,34 @@ async def test_truncated_gzip_is_400_and_stores_nothing(harness: Harness, cut: i
     assert response.status_code == 400
     assert "gzip" in response.json()["error"]
     assert await harness.runtime.store.get("gz-2") is None
+
+
+# --- 15. rate limits ---------------------------------------------------------------
+
+
+async def test_push_and_ingest_endpoints_are_rate_limited_per_client() -> None:
+    settings = open_settings(rate_limit_per_s=1, rate_limit_burst=3)
+    async for harness in harness_for(settings):
+        app = harness.client._transport.app  # type: ignore[attr-defined]
+        for client_host in ("203.0.113.5", "198.51.100.7"):
+            transport = httpx.ASGITransport(app=app, client=(client_host, 4321))
+            async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+                auth = {"Authorization": "Bearer api-secret"}
+                answers = [
+                    (await client.post("/v1/events", content=b"[]", headers=auth)).status_code
+                    for _ in range(4)
+                ]
+                assert answers == [400, 400, 400, 429]
+                limited = await client.post("/v1/ingest/sns", content=b"{}")
+                assert limited.status_code == 429 and int(limited.headers["retry-after"]) >= 1
+                assert limited.json()["error"] == "too many requests from this client"
+                # Reads are not limited.
+                assert (await client.get("/healthz")).status_code == 200
+
+
+async def test_loopback_is_not_limited_by_default() -> None:
+    async for harness in harness_for(open_settings(rate_limit_per_s=1, rate_limit_burst=1)):
+        auth = {"Authorization": "Bearer api-secret"}
+        for _ in range(5):
+            response = await harness.client.post("/v1/events", content=b"[]", headers=auth)
+            assert response.status_code == 400

@@ -1,0 +1,48 @@
+"""Per-client request rate limits for the ingest endpoints: token buckets, bounded.
+
+Each client (its address as the server sees it: behind a proxy, set uvicorn's
+``FORWARDED_ALLOW_IPS`` so that is the real client) gets ``burst`` requests at
+once and ``rate_per_s`` a second after that. The table of clients is bounded: the
+least recently seen is forgotten first, which only ever gives a client a full
+bucket again. Pure: the clock is passed in.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from dataclasses import dataclass
+
+MAX_CLIENTS = 10_000
+
+
+@dataclass(slots=True)
+class _Bucket:
+    tokens: float
+    at: float
+
+
+class RateLimiter:
+    def __init__(self, rate_per_s: float, burst: int, max_clients: int = MAX_CLIENTS) -> None:
+        self.rate_per_s = rate_per_s
+        self.burst = burst
+        self._max_clients = max_clients
+        self._buckets: OrderedDict[str, _Bucket] = OrderedDict()
+        self.limited = 0
+
+    def take(self, client: str, now: float) -> float:
+        """0 when ``client`` may go ahead; else the seconds until it may."""
+        bucket = self._buckets.pop(client, None)
+        if bucket is None:
+            bucket = _Bucket(float(self.burst), now)
+        else:
+            elapsed = max(0.0, now - bucket.at)
+            bucket.tokens = min(float(self.burst), bucket.tokens + elapsed * self.rate_per_s)
+            bucket.at = now
+        self._buckets[client] = bucket
+        while len(self._buckets) > self._max_clients:
+            self._buckets.popitem(last=False)
+        if bucket.tokens >= 1.0:
+            bucket.tokens -= 1.0
+            return 0.0
+        self.limited += 1
+        return (1.0 - bucket.tokens) / self.rate_per_s
