@@ -9,7 +9,24 @@ from api.responses import OrjsonResponse
 router = APIRouter()
 
 
-@router.post("/events", status_code=202, dependencies=[Depends(rate_limited)])
+_ANY_PAYLOAD = {
+    "requestBody": {
+        "required": True,
+        "description": "SES events in any shape the parser reads (see the README).",
+        "content": {
+            "application/json": {"schema": {}},
+            "text/plain": {"schema": {"type": "string"}},
+        },
+    }
+}
+
+
+@router.post(
+    "/events",
+    status_code=202,
+    dependencies=[Depends(rate_limited)],
+    openapi_extra=_ANY_PAYLOAD,
+)
 async def post_events(
     request: Request, pipeline: PipelineDep, settings: SettingsDep
 ) -> OrjsonResponse:

@@ -31,7 +31,62 @@ MAX_SNS_BODY_BYTES = 1024 * 1024
 _SNS_TYPES = ("Notification", "SubscriptionConfirmation", "UnsubscribeConfirmation")
 
 
-@router.post("/ingest/sns", dependencies=[Depends(rate_limited)])
+_SNS_MESSAGE = {
+    "requestBody": {
+        "required": True,
+        "description": "An SNS HTTP(S) delivery: Notification or (Un)SubscriptionConfirmation.",
+        "content": {
+            "application/json": {
+                "schema": {
+                    "type": "object",
+                    "properties": {
+                        name: {"type": "string"}
+                        for name in (
+                            "Type",
+                            "MessageId",
+                            "TopicArn",
+                            "Message",
+                            "Timestamp",
+                            "Subject",
+                            "SignatureVersion",
+                            "Signature",
+                            "SigningCertURL",
+                            "SubscribeURL",
+                            "Token",
+                        )
+                    },
+                }
+            }
+        },
+    }
+}
+_FIREHOSE_DELIVERY = {
+    "requestBody": {
+        "required": True,
+        "description": "An Amazon Data Firehose HTTP endpoint delivery.",
+        "content": {
+            "application/json": {
+                "schema": {
+                    "type": "object",
+                    "properties": {
+                        "requestId": {"type": "string"},
+                        "timestamp": {"type": "integer"},
+                        "records": {
+                            "type": "array",
+                            "items": {
+                                "type": "object",
+                                "properties": {"data": {"type": "string", "format": "byte"}},
+                            },
+                        },
+                    },
+                }
+            }
+        },
+    }
+}
+
+
+@router.post("/ingest/sns", dependencies=[Depends(rate_limited)], openapi_extra=_SNS_MESSAGE)
 async def sns_endpoint(request: Request, runtime: RuntimeDep) -> OrjsonResponse:
     """An SNS HTTP(S) subscription endpoint: confirms, verifies, de-duplicates, ingests.
 
@@ -95,7 +150,9 @@ async def sns_endpoint(request: Request, runtime: RuntimeDep) -> OrjsonResponse:
     )
 
 
-@router.post("/ingest/firehose", dependencies=[Depends(rate_limited)])
+@router.post(
+    "/ingest/firehose", dependencies=[Depends(rate_limited)], openapi_extra=_FIREHOSE_DELIVERY
+)
 async def firehose_endpoint(request: Request, runtime: RuntimeDep) -> OrjsonResponse:
     """An Amazon Data Firehose HTTP endpoint destination."""
     header_id = request.headers.get("x-amz-firehose-request-id")
