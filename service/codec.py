@@ -95,7 +95,7 @@ class StoredEvent(NamedTuple):
 
 
 class Header(NamedTuple):
-    sent_at: int
+    sent_at: int | None  # None: no event carried mail.timestamp
     source: str | None
     subject: str | None
     tags: dict[str, Any]
@@ -120,13 +120,16 @@ def encode_batch(events: list[SesEvent], seen_ms: int) -> list[state.MessageWrit
         destination: dict[str, None] = {}
         for event in group:
             destination.update(dict.fromkeys(event.mail.destination))
+        known = [event.mail.sent_at for event in group if event.mail.sent_at_known]
         writes.append(
             state.MessageWrite(
                 message_id=message_id,
                 header=header,
-                sent_at=min(event.mail.sent_at for event in group),
+                # Without a send time, the earliest event's time orders and indexes.
+                sent_at=min(known) if known else min(event.at for event in group),
                 destination=tuple(destination),
                 events=tuple(encode_event(event, seen_ms) for event in group),
+                sent_known=bool(known),
             )
         )
     return writes
@@ -141,8 +144,14 @@ def _header_for(event: SesEvent, cache: dict[int, bytes]) -> bytes:
 
 def encode_header(event: SesEvent) -> bytes:
     mail = event.mail
-    known = (mail.source is not None) + (mail.subject is not None) + bool(mail.tags)
-    body = _PACKER.pack([mail.sent_at, mail.source, mail.subject, mail.tags])
+    known = (
+        mail.sent_at_known
+        + (mail.source is not None)
+        + (mail.subject is not None)
+        + bool(mail.tags)
+    )
+    sent_at = mail.sent_at if mail.sent_at_known else None
+    body = _PACKER.pack([sent_at, mail.source, mail.subject, mail.tags])
     return b"%d%s" % (known, body)
 
 

@@ -52,12 +52,16 @@ class MailInfo:
     """What the ``mail`` object says about the message; identical on all its events."""
 
     message_id: str
-    sent_at: int  # epoch ms of mail.timestamp: when SES accepted the message
+    # Epoch ms of mail.timestamp: when SES accepted the message. A record without
+    # one (sent_at_known False) carries its event's own time here instead, which
+    # orders and indexes it; nothing reads it as a send time.
+    sent_at: int
     source: str | None = None
     subject: str | None = None
     configuration_set: str | None = None
     tags: dict[str, str | list[str]] = field(default_factory=dict)
     destination: tuple[str, ...] = ()
+    sent_at_known: bool = True
 
 
 @dataclass(frozen=True, slots=True)

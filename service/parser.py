@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterator
+from dataclasses import replace
 from typing import Any
 
 import orjson
@@ -92,6 +93,7 @@ _NO_STATE_NOTIFICATIONS: dict[str, str] = {
     "Received": "inbound mail notification (Received) carries no sending state",
     "AmazonSnsSubscriptionSucceeded": "SES subscription notice carries no delivery state",
 }
+_TIMED_BY_MAIL = (EventType.SEND, EventType.REJECT, EventType.RENDERING_FAILURE)
 _ACCOUNT_DETAIL_TYPES = ("Sending Status Disabled", "Sending Status Enabled")
 _ACCOUNT_DETAIL_PREFIX = "Advisor Recommendation Status"
 
@@ -477,7 +479,17 @@ def _parse_ses(
             "an EventBridge event from aws.ses, or Lambda SNS Records",
         )
     mail = _mail(record, result)
-    event = _BUILDERS[kind](record, mail, result)
+    if not mail.sent_at_known:
+        # Lenient where it is safe: an event with its own time still says what
+        # happened to its recipients. Send, Reject and Rendering Failure have no
+        # time but mail.timestamp, so without it they say nothing datable.
+        if kind in _TIMED_BY_MAIL:
+            raise RecordError(Reason.MISSING_FIELD, "mail.timestamp: missing")
+        event = _BUILDERS[kind](record, mail, result)
+        mail = replace(mail, sent_at=event.at)
+        event = replace(event, mail=mail)
+    else:
+        event = _BUILDERS[kind](record, mail, result)
     if latest_ms is not None and max(event.at, mail.sent_at) > latest_ms:
         raise RecordError(
             Reason.FUTURE_TIMESTAMP,
@@ -500,7 +512,8 @@ def _mail(record: dict[str, Any], result: ParseResult) -> MailInfo:
         raise RecordError(Reason.BAD_FIELD, "mail.messageId: expected a string")
     if len(message_id) > MAX_MESSAGE_ID_CHARS or not message_id.isprintable():
         raise RecordError(Reason.BAD_FIELD, "mail.messageId: not a plausible SES message id")
-    sent_at = _timestamp(mail, "timestamp", "mail.", None)
+    known = mail.get("timestamp") is not None
+    sent_at = _timestamp(mail, "timestamp", "mail.", None) if known else 0
     destination = _addresses(mail.get("destination", []), "mail.destination", result)
     source = mail.get("source")
     if source is not None:
@@ -525,6 +538,7 @@ def _mail(record: dict[str, Any], result: ParseResult) -> MailInfo:
         configuration_set=configuration_set,
         tags=tags,
         destination=destination,
+        sent_at_known=known,
     )
 
 

@@ -116,6 +116,9 @@ class MessageWrite(NamedTuple):
     sent_at: int
     destination: tuple[str, ...]
     events: tuple[EventWrite, ...]
+    # False when no event carried mail.timestamp: sent_at is then the earliest
+    # event's time, and no latency from send is reported.
+    sent_known: bool = True
 
     @property
     def first_at(self) -> int:
@@ -131,7 +134,7 @@ class Transition(NamedTuple):
     from_status: str | None
     to_status: str
     at: int
-    latency_ms: int
+    latency_ms: int | None  # None when the send time is not known
 
 
 @dataclass(slots=True)
@@ -282,5 +285,5 @@ def _transition(
         from_status=None if old is None else STATUSES[old],
         to_status=STATUSES[new],
         at=at,
-        latency_ms=max(0, at - write.sent_at),
+        latency_ms=max(0, at - write.sent_at) if write.sent_known else None,
     )

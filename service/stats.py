@@ -122,6 +122,8 @@ def event_counters(event: SesEvent, seen_ms: int) -> tuple[int, str, tuple[str, 
     step = NATURAL_STEP.get(event.type)
     if step is None:
         return -1, "", tuple(once)
+    if not event.mail.sent_at_known:
+        return step[0], "", tuple(once)
     status, kind = step
     return status, f"l:{kind}:{bin_of(event.at - event.mail.sent_at)}", tuple(once)
 

@@ -27,7 +27,7 @@ def message_view(
     message_id: str, record: state.MessageRecord, options: ViewOptions
 ) -> dict[str, Any]:
     """The contract's ``GET /v1/messages/{id}`` body for one record."""
-    header = decode_header(record.header) or Header(0, None, None, {})
+    header = decode_header(record.header) or Header(None, None, None, {})
     # The blob breaks ties (two bounces of one time and recipient, say), so the
     # order never depends on which event arrived first.
     events = [
@@ -66,14 +66,25 @@ def message_view(
         "clicked_at": _iso(latency.earliest(e.at for e in events if e.type is EventType.CLICK)),
         "events": [_event_view(e) for e in events],
         "truncated": record.truncated,
+        "notes": _message_notes(header),
     }
+
+
+def _message_notes(header: Header) -> list[str]:
+    """What the answer could not know, said plainly."""
+    if header.sent_at is None:
+        return [
+            "mail.timestamp was in none of this message's events: sent_at and the "
+            "latencies from send are unknown, and the message is never overdue"
+        ]
+    return []
 
 
 def message_summary(
     message_id: str, record: state.MessageRecord, options: ViewOptions
 ) -> dict[str, Any]:
     """One search result: what the message is and where each recipient stands."""
-    header = decode_header(record.header) or Header(0, None, None, {})
+    header = decode_header(record.header) or Header(None, None, None, {})
     recipients = [
         {"address": address, "status": record.recipient_status(address)}
         for address in sorted(record.recipients)

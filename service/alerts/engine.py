@@ -34,6 +34,7 @@ from service.alerts.sinks import Sink
 from service.alerts.store import AlertStore, OutboxEntry
 from service.alerts.windows import WindowReader
 from service.clock import wall_clock_ms
+from service.codec import decode_header
 from service.events import AccountEvent
 from service.search import MAX_LIMIT, SearchQuery
 from service.stores.base import Store, StoreUnavailable
@@ -140,6 +141,9 @@ class Alerting:
         messages = []
         for hit in reversed(page.hits):  # oldest first
             record = hit.record
+            header = decode_header(record.header)
+            if header is None or header.sent_at is None:
+                continue  # indexed by an event's time, not a send time: never overdue
             waiting = tuple(
                 (address, state.STATUSES[code])
                 for address, flags in record.recipients.items()

@@ -13,7 +13,8 @@
 -- the client does not pack thousands):
 --   batch = [[header, [destination...], [[field, blob, message_bits, capped,
 --             [[address, bits]...], natural, latency_field, [once_field...], at]...],
---             message_id, sent_at, handle]...], one entry per message key, in KEYS
+--             message_id, sent_at, handle, sent_known]...], one entry per message
+--             key, in KEYS
 --             order (the key is <prefix>m:{handle}; the record keeps message_id);
 --   checkpoint = {position = value}, or an empty string for none;
 --   stats = [bucket_ttl_s, [status names...], max_domains], or an empty string for
@@ -263,7 +264,9 @@ local function transition(message_index, event, event_index, address, from_statu
   if feed then
     local message = batch[message_index]
     local at = event and event[9] or (message[3][1] and message[3][1][9] or message[5])
-    fed[#fed + 1] = {message[4], address, from_status, to_status, at, math.max(0, at - message[5])}
+    -- -1: no send time known (message[7] false), so no latency.
+    local latency = message[7] and math.max(0, at - message[5]) or -1
+    fed[#fed + 1] = {message[4], address, from_status, to_status, at, latency}
   end
   if stats then
     if event then

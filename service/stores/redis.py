@@ -155,6 +155,7 @@ class RedisStore(Store):
                 write.message_id,
                 write.sent_at,
                 handle,
+                write.sent_known,
             ]
             for write, handle in zip(writes, handles, strict=True)
         ]
@@ -256,7 +257,7 @@ class RedisStore(Store):
                             from_status=None if old < 0 else state.STATUSES[old],
                             to_status=state.STATUSES[new],
                             at=int(at),
-                            latency_ms=int(latency),
+                            latency_ms=None if latency < 0 else int(latency),
                         )
                     )
         return last, transitions
@@ -313,7 +314,7 @@ def _transitions(writes: Sequence[MessageWrite], reply: list) -> list[Transition
                 from_status=None if old < 0 else state.STATUSES[old],
                 to_status=state.STATUSES[reply[i + 4]],
                 at=at,
-                latency_ms=max(0, at - write.sent_at),
+                latency_ms=max(0, at - write.sent_at) if write.sent_known else None,
             )
         )
     return transitions

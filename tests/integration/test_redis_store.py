@@ -104,6 +104,28 @@ async def test_redis_admits_the_same_domains_as_python(make_store) -> None:
     assert python_counters["d:(other)|c:sent"] == 60
 
 
+async def test_redis_reads_events_without_a_send_time_as_python_does(make_store) -> None:
+    def bare(record: dict) -> dict:
+        del record["mail"]["timestamp"]
+        return record
+
+    batches = [
+        [bare(ses.delay("bare", ["a@x.com", "b@x.com"], T + 5))],
+        [bare(ses.delivery("bare", ["b@x.com"], T + 60_000))],
+        [ses.send("bare", ["a@x.com", "b@x.com"])],
+    ]
+    python_counters = BucketCounters()
+    reference, python_transitions = fold(batches, counters=python_counters)
+    store = make_store()
+    redis_transitions = []
+    for batch in batches:
+        redis_transitions += await store.merge(writes_for(batch), stats_bucket=BUCKET)
+    assert await store.get("bare") == reference["bare"]
+    assert await store.read_stats(BUCKET, BUCKET) == python_counters
+    assert set(redis_transitions) == set(python_transitions)
+    assert {t.latency_ms for t in python_transitions if t.to_status != "sent"} == {None}
+
+
 async def test_the_byte_cap_is_enforced_inside_redis(make_store) -> None:
     store = make_store()
     delays = [ses.delay("capped", ["a@x.com"], T + n) for n in range(200)]
