@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator
 import httpx
 import orjson
 import pytest
+import structlog
 
 from service.settings import Settings
 from tests.support import ses
@@ -175,3 +176,33 @@ async def test_loopback_is_not_limited_by_default() -> None:
         for _ in range(5):
             response = await harness.client.post("/v1/events", content=b"[]", headers=auth)
             assert response.status_code == 400
+
+
+# --- 3. bounded answers and one log line per payload ---------------------------------
+
+
+async def test_a_payload_of_many_bad_records_gets_a_bounded_answer_and_one_log_line(
+    harness: Harness,
+) -> None:
+    bad = b'{"eventType": "Zap", "mail": {"messageId": "m", "timestamp": "2023-11-14T22:13:20Z"}}'
+    body = b"\n".join([bad] * 5_000 + [ses.dumps(ses.send("one-good", ["a@x.com"]))])
+    with structlog.testing.capture_logs() as logged:
+        response = await harness.client.post(
+            "/v1/events", content=body, headers={"Authorization": "Bearer api-secret"}
+        )
+    answer = response.json()
+    assert response.status_code == 202
+    assert (answer["accepted"], answer["rejected"]) == (1, 5_000)
+    assert len(answer["errors"]) == 100 and answer["error_codes"] == {"unknown_type": 5_000}
+    rejected_lines = [line for line in logged if line["event"] == "records_rejected"]
+    assert len(rejected_lines) == 1 and rejected_lines[0]["count"] == 5_000
+    assert len(response.content) < 20_000
+
+
+async def test_an_event_dated_years_ahead_is_rejected_over_http(harness: Harness) -> None:
+    ahead = ses.eventbridge_account("Sending Status Disabled", 7_000_000_000_000)  # 2191
+    response = await harness.client.post(
+        "/v1/events", content=orjson.dumps(ahead), headers={"Authorization": "Bearer api-secret"}
+    )
+    assert response.status_code == 400
+    assert response.json()["error_codes"] == {"future_timestamp": 1}
