@@ -42,8 +42,8 @@ class Settings(BaseSettings):
     sns_topic_arns: str | None = None
     sns_max_age_s: float = Field(3_900, gt=0, le=7 * 86_400)
     allowed_origins: str | None = None
-    rate_limit_per_s: float = Field(50.0, ge=0)
-    rate_limit_burst: int = Field(200, ge=1)
+    rate_limit_per_s: float = Field(200.0, ge=0)
+    rate_limit_burst: int = Field(1_000, ge=1)
     rate_limit_loopback: bool = False
     metrics_require_token: bool = False
     feed_window_s: float = Field(60.0, gt=0)

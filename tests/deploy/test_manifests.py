@@ -124,7 +124,8 @@ def test_configuration_names_only_settings_the_service_has() -> None:
     found = manifests()
     config = found["configmap.yaml"]["data"]
     secret = found["secret.example.yaml"]["stringData"]
-    known = setting_names() | {"AWS_REGION"}
+    # AWS_REGION is botocore's; FORWARDED_ALLOW_IPS is uvicorn's (trusted proxies).
+    known = setting_names() | {"AWS_REGION", "FORWARDED_ALLOW_IPS"}
     assert set(config) <= known and set(secret) <= known
     assert not set(config) & {"SES_TRACKER_API_TOKEN", "SES_TRACKER_ALERT_WEBHOOKS",
                               "SES_TRACKER_ALERT_WEBHOOK_SECRET",
