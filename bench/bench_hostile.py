@@ -19,15 +19,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
 import sys
 import time
-from pathlib import Path
 
 import httpx
 
+from bench.serving import served
 from service.parser import parse_payload
-from tests.support.servers import free_port, wait_for_port
 from tests.unit.test_parser_hostile import HOSTILE
 
 
@@ -59,15 +57,7 @@ def parse_costs(size: int) -> tuple[str, bytes]:
 
 
 async def healthz_under_load(name: str, body: bytes, seconds: float) -> None:
-    port = free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("SES_TRACKER_")}
-    env.update(SES_TRACKER_PORT=str(port), SES_TRACKER_LOG_LEVEL="warning")
-    script = Path(sys.executable).parent / "ses-tracker"
-    process = await asyncio.create_subprocess_exec(
-        str(script), "serve", env=env, stdout=asyncio.subprocess.DEVNULL
-    )
-    try:
-        await asyncio.to_thread(wait_for_port, port, 20)
+    async with served() as port:
         base = f"http://127.0.0.1:{port}"
         posts: list[float] = []
         probes: list[float] = []
@@ -99,9 +89,6 @@ async def healthz_under_load(name: str, body: bytes, seconds: float) -> None:
             f" {percentile(probes, 0.99) * 1000:.1f} / {max(probes) * 1000:.1f} ms"
             f" over {len(probes)} probes (target p99 <= 100 ms)"
         )
-    finally:
-        process.terminate()
-        await process.wait()
 
 
 def main() -> None:

@@ -15,20 +15,17 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
 import random
-import signal
 import sys
 import time
 from collections import defaultdict
-from pathlib import Path
 
 import httpx
 import orjson
 import websockets
 
+from bench.serving import served
 from tests.support import ses
-from tests.support.servers import free_port, wait_for_port
 
 DOMAINS = [f"d{n}.example" for n in range(9)]
 
@@ -49,19 +46,8 @@ async def main() -> None:
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
 
-    port = free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("SES_TRACKER_")}
-    env.update(SES_TRACKER_PORT=str(port), SES_TRACKER_LOG_LEVEL="warning")
-    script = Path(sys.executable).parent / "ses-tracker"
-    server = await asyncio.create_subprocess_exec(
-        str(script), "serve", env=env, stdout=asyncio.subprocess.DEVNULL
-    )
-    try:
-        await asyncio.to_thread(wait_for_port, port, 20.0)
+    async with served() as port:
         figures = await run(port, args)
-    finally:
-        server.send_signal(signal.SIGTERM)
-        await asyncio.wait_for(server.wait(), 40)
     if args.json:
         sys.stdout.write(orjson.dumps(figures).decode() + "\n")
         return
