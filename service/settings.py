@@ -1,7 +1,7 @@
 """All configuration, from ``SES_TRACKER_*`` environment variables (or ``.env``).
 
 One class, read once at start-up; command-line flags override by passing values
-to :class:`Settings` directly. Unset means the embedded default of the contract.
+to :class:`Settings` directly. Unset means the embedded default (README, Configuration).
 """
 
 from __future__ import annotations
@@ -35,7 +35,7 @@ class Settings(BaseSettings):
     alert_webhooks: str | None = None
     alert_rules: Path | None = None
 
-    # Beyond the contract's table; documented in the README.
+    # Beyond the published contract's table; all documented in README, Configuration.
     alert_webhook_secret: SecretStr | None = None
     alert_state_dir: Path | None = None
     public_url: str | None = None

@@ -36,7 +36,7 @@ REJECT = 32  # whole message
 RENDERING_FAILURE = 64  # whole message
 ALL_FLAGS = 127
 
-# Status codes, index = code. The order is the contract's precedence.
+# Status codes, index = code. The order is the precedence (README, How state is decided).
 STATUSES: tuple[str, ...] = (
     "sent",
     "delayed",

@@ -184,7 +184,7 @@ class BucketCounters(Counter[str]):
 
 
 def summarize(counters: Mapping[str, int], window_s: int) -> dict[str, Any]:
-    """The contract's ``/v1/stats`` body from a window's summed counters."""
+    """The ``/v1/stats`` body (README, HTTP API) from a window's summed counters."""
     overall, per_domain = split_domains(counters)
     return {
         "window_s": window_s,

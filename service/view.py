@@ -1,4 +1,4 @@
-"""What a merged record means: the contract's message view, built on read.
+"""What a merged record means: the message view (README, HTTP API), built on read.
 
 Pure: a record and "now" in, plain JSON-ready data out. Statuses come from the
 merged flags (``service.state``); details and timestamps from the stored events.
@@ -26,7 +26,7 @@ class ViewOptions:
 def message_view(
     message_id: str, record: state.MessageRecord, options: ViewOptions
 ) -> dict[str, Any]:
-    """The contract's ``GET /v1/messages/{id}`` body for one record."""
+    """The ``GET /v1/messages/{id}`` body (README, HTTP API) for one record."""
     header = decode_header(record.header) or Header(None, None, None, {})
     # The blob breaks ties (two bounces of one time and recipient, say), so the
     # order never depends on which event arrived first.

@@ -2,8 +2,9 @@
 
 The input log is simulated SES traffic (wrapped in SNS and EventBridge envelopes,
 duplicated, out of order), delivered at least once: some batches arrive twice. The
-oracle below reads the log with plain dict access and applies the contract's rules
-as written, sharing no code with the parser or the state machine.
+oracle below reads the log with plain dict access and applies the rules of the
+README's "How state is decided" as written, sharing no code with the parser or the
+state machine.
 """
 
 from __future__ import annotations
