@@ -32,13 +32,13 @@ from pathlib import Path
 import orjson
 from redis import asyncio as aioredis
 
-from consumers.simulator import TrafficModel
 from service.codec import encode_batch
 from service.parser import parse_payload
 from service.runtime import Runtime, tune_gc
 from service.settings import Settings
 from service.stores import MemoryStore, RedisStore
 from service.timestamps import format_ms, parse_ms_cache_clear
+from service.traffic.model import TrafficModel
 from tests.support.servers import RedisServer
 
 SENT_AT = 1_763_900_000_000

@@ -25,8 +25,8 @@ from pathlib import Path
 import httpx
 from redis import asyncio as aioredis
 
-from consumers.loadgen import KafkaTarget, generate
 from service.stores import RedisStore
+from service.traffic.loadgen import KafkaTarget, generate
 from tests.support.servers import RedisServer, TansuBroker, free_port, wait_for_port
 
 

@@ -85,3 +85,22 @@ class Source(ABC):
             if self.stopping:
                 raise Stopped(what)
             delay = min(delay * 2, 5.0)
+
+
+async def supervise(source: Source, max_delay_s: float = 60.0) -> None:
+    """Run a source until it is stopped, restarting it (with backoff) if it crashes.
+
+    Sources retry their own broker and AWS errors; this catches the unexpected, so a
+    bug in one batch does not leave the process serving with a dead consumer.
+    """
+    delay = 1.0
+    while not source.stopping:
+        try:
+            await source.run()
+            return
+        except Exception:
+            source.connected = False
+            source.failure = "crashed; restarting"
+            log.exception("source_crashed", source=source.name, restart_in_s=delay)
+            await source.sleep(delay)
+            delay = min(delay * 2, max_delay_s)

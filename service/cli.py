@@ -112,7 +112,7 @@ def _serve(args: argparse.Namespace, *, demo: bool = False) -> int:
     tune_gc()
     on_start = None
     if demo:
-        from consumers.simulator import run_simulator
+        from service.traffic.simulator import run_simulator
 
         def on_start(runtime: Any) -> None:
             runtime.spawn(
@@ -190,7 +190,8 @@ def _loadgen(args: argparse.Namespace) -> int:
     import asyncio
     import random
 
-    from consumers.loadgen import (
+    from service import logs
+    from service.traffic.loadgen import (
         HttpTarget,
         KafkaTarget,
         SqsTarget,
@@ -198,7 +199,6 @@ def _loadgen(args: argparse.Namespace) -> int:
         UsageError,
         generate,
     )
-    from service import logs
 
     settings = Settings()
     logs.configure(settings.log_level, settings.secret_values())

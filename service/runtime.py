@@ -5,11 +5,12 @@ from __future__ import annotations
 import asyncio
 import gc
 from collections.abc import Awaitable, Callable, Coroutine
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import httpx
 import structlog
 
+from consumers.base import Source, supervise
 from consumers.sns import SnsVerifier, confirm_over_https
 from service.alerts.config import alert_config
 from service.alerts.delivery import Deliverer
@@ -23,9 +24,6 @@ from service.pipeline import Pipeline
 from service.ratelimit import RateLimiter
 from service.settings import Settings
 from service.stores import CachedStore, MemoryStore, RedisStore, Store
-
-if TYPE_CHECKING:
-    from consumers.base import Source
 
 log = structlog.get_logger(__name__)
 
@@ -211,25 +209,6 @@ class Runtime:
 
     def sources_healthy(self) -> bool:
         return all(source.healthy for source in self.sources)
-
-
-async def supervise(source: Source, max_delay_s: float = 60.0) -> None:
-    """Run a source until it is stopped, restarting it (with backoff) if it crashes.
-
-    Sources retry their own broker and AWS errors; this catches the unexpected, so a
-    bug in one batch does not leave the process serving with a dead consumer.
-    """
-    delay = 1.0
-    while not source.stopping:
-        try:
-            await source.run()
-            return
-        except Exception:
-            source.connected = False
-            source.failure = "crashed; restarting"
-            log.exception("source_crashed", source=source.name, restart_in_s=delay)
-            await source.sleep(delay)
-            delay = min(delay * 2, max_delay_s)
 
 
 def _report_crash(task: asyncio.Task[None]) -> None:

@@ -11,10 +11,10 @@ import httpx
 import pytest
 from playwright.async_api import async_playwright, expect
 
-from consumers.simulator import run_simulator
 from service.runtime import Runtime
 from service.settings import Settings
 from service.state import STATUSES
+from service.traffic.simulator import run_simulator
 from tests.support import ses
 from tests.support.serving import serving
 

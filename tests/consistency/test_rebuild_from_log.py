@@ -17,10 +17,10 @@ import orjson
 import pytest
 from redis import asyncio as aioredis
 
-from consumers.simulator import TrafficModel, wrap
 from service.pipeline import Pipeline
 from service.stores import RedisStore
 from service.timestamps import parse_ms
+from service.traffic.model import TrafficModel, wrap
 from service.view import ViewOptions, message_view
 from tests.support.servers import RedisServer
 

@@ -11,8 +11,8 @@ import orjson
 import pytest
 from aiobotocore.session import get_session
 
-from consumers.loadgen import HttpTarget, KafkaTarget, SqsTarget, generate
 from service.settings import Settings
+from service.traffic.loadgen import HttpTarget, KafkaTarget, SqsTarget, generate
 from tests.support.kafka import read_all
 from tests.support.process import command
 from tests.support.servers import MotoServer, TansuBroker

@@ -22,8 +22,8 @@ import websockets
 from aiobotocore.session import get_session
 from redis import asyncio as aioredis
 
-from consumers.loadgen import SqsTarget
 from service.stores import RedisStore
+from service.traffic.loadgen import SqsTarget
 from tests.support import ses
 from tests.support.fold import essence, fold
 from tests.support.kafka import create_topic, keyed, produce, simulated_records

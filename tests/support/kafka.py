@@ -11,7 +11,7 @@ import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
-from consumers.simulator import TrafficModel
+from service.traffic.model import TrafficModel
 
 
 async def create_topic(bootstrap: str, name: str, partitions: int = 3) -> None:

@@ -9,7 +9,7 @@ from typing import Any
 from hypothesis import given
 from hypothesis import strategies as st
 
-from consumers.loadgen import Target, generate, messages_due
+from service.traffic.loadgen import Target, generate, messages_due
 
 
 def test_a_run_makes_rate_times_duration_messages() -> None:

@@ -4,10 +4,11 @@ from collections import Counter
 
 import orjson
 
-from consumers.simulator import TrafficModel, run_simulator, wrap
 from service.parser import parse_payload
 from service.pipeline import Pipeline
 from service.stores import MemoryStore
+from service.traffic.model import TrafficModel, wrap
+from service.traffic.simulator import run_simulator
 from tests.support.fold import fold
 
 

@@ -1,7 +1,6 @@
 import asyncio
 
-from consumers.base import Source
-from service.runtime import supervise
+from consumers.base import Source, supervise
 
 
 class Flaky(Source):

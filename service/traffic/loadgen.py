@@ -1,6 +1,6 @@
 """Realistic SES traffic at a chosen rate, to Kafka, SQS or HTTP: ``ses-tracker loadgen``.
 
-The traffic is the demo simulator's (``consumers.simulator.TrafficModel``): the same
+The traffic is the demo simulator's (``service.traffic.model.TrafficModel``): the same
 mix of deliveries, delays, bounces, complaints, rejects and duplicates, with the
 same compressed time. What differs is where it goes:
 
@@ -18,7 +18,6 @@ are sent at once, as fast as the target takes them.
 from __future__ import annotations
 
 import asyncio
-import heapq
 import math
 import random
 import time
@@ -31,8 +30,9 @@ import httpx
 import orjson
 import structlog
 
-from consumers.simulator import TrafficModel, wrap
 from service.clock import wall_clock_ms
+from service.traffic.model import TrafficModel, wrap
+from service.traffic.schedule import Schedule
 
 log = structlog.get_logger(__name__)
 
@@ -207,20 +207,13 @@ async def generate(
         raise UsageError("--rate 0 needs --messages")
     rng = random.Random(seed)
     model = TrafficModel(rng)
-    pending: list[tuple[int, int, dict[str, Any]]] = []
-    made = sent = sequence = 0
+    schedule = Schedule()
+    made = sent = 0
     started = time.perf_counter()
 
     async def flush(due_by: int | None) -> None:
         nonlocal sent
-        batch: list[dict[str, Any]] = []
-        while pending and (due_by is None or pending[0][0] <= due_by):
-            batch.append(heapq.heappop(pending)[2])
-            if len(batch) == batch_size:
-                await target.send(batch)
-                sent += len(batch)
-                batch = []
-        if batch:
+        while batch := schedule.due(due_by, batch_size):
             await target.send(batch)
             sent += len(batch)
 
@@ -230,9 +223,7 @@ async def generate(
             elapsed = time.perf_counter() - started
             now = clock_ms()
             for _ in range(made, messages_due(rate, elapsed, messages, duration_s)):
-                for due, record in model.message(now):
-                    sequence += 1
-                    heapq.heappush(pending, (due, sequence, record))
+                schedule.add(model.message(now))
                 made += 1
             if (messages is not None and made >= messages) or (
                 duration_s is not None and elapsed >= duration_s

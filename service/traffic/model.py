@@ -1,4 +1,4 @@
-"""A source of realistic SES traffic, for ``ses-tracker demo`` and load tests.
+"""A model of realistic SES traffic, for ``ses-tracker demo``, ``loadgen`` and tests.
 
 It writes the records SES itself would publish (event publishing records, some
 wrapped in SNS or EventBridge envelopes) and feeds them through the same parser and
@@ -14,21 +14,13 @@ Events are sometimes duplicated and sometimes arrive out of order.
 
 from __future__ import annotations
 
-import asyncio
-import heapq
 import random
 import uuid
-from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
-import structlog
 
-from service.clock import wall_clock_ms
-from service.pipeline import Pipeline
 from service.timestamps import format_ms
-
-log = structlog.get_logger(__name__)
 
 DOMAINS = (
     ("gmail.com", 40),
@@ -48,15 +40,7 @@ SUBJECTS = (
     "Invoice available",
     "Weekly digest",
 )
-SAMPLE_EVERY = 200  # log one simulated message id in this many
 DELAY_TYPES = ("TransientCommunicationFailure", "MailboxFull", "SpamDetected", "IPFailure")
-
-
-@dataclass(order=True)
-class _Scheduled:
-    due_ms: int
-    seq: int
-    record: dict[str, Any] = field(compare=False)
 
 
 class TrafficModel:
@@ -328,42 +312,3 @@ def wrap(record: dict[str, Any], rng: random.Random) -> bytes:
             "detail": record,
         }
     )
-
-
-async def run_simulator(
-    pipeline: Pipeline,
-    *,
-    messages_per_s: float = 20.0,
-    tick_s: float = 0.1,
-    seed: int | None = None,
-) -> None:
-    """Send simulated traffic through ``pipeline`` until cancelled."""
-    rng = random.Random(seed)
-    model = TrafficModel(rng)
-    pending: list[_Scheduled] = []
-    seq = 0
-    owed = 0.0
-    log.info("simulator_started", messages_per_s=messages_per_s)
-    made = 0
-    while True:
-        now = wall_clock_ms()
-        owed += messages_per_s * tick_s
-        while owed >= 1:
-            owed -= 1
-            events = model.message(now - rng.randint(0, int(tick_s * 1000)))
-            made += 1
-            if made % SAMPLE_EVERY == 1:
-                # A few ids to try with `ses-tracker lookup` or GET /v1/messages/{id}.
-                log.info("simulated_message", message_id=events[0][1]["mail"]["messageId"])
-            for due, record in events:
-                seq += 1
-                heapq.heappush(pending, _Scheduled(due, seq, record))
-        batch: list[bytes] = []
-        while pending and pending[0].due_ms <= now:
-            batch.append(wrap(heapq.heappop(pending).record, rng))
-        if batch:
-            try:
-                await pipeline.ingest(b"\n".join(batch), source="simulator")
-            except Exception:  # the demo must keep going; the cause is logged
-                log.exception("simulator_batch_failed", records=len(batch))
-        await asyncio.sleep(tick_s)

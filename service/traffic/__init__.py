@@ -1,0 +1,1 @@
+"""Simulated SES traffic: the model, its schedule, the demo simulator and loadgen."""
