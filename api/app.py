@@ -40,6 +40,7 @@ def create_app(settings: Settings | None = None, *, on_start: RuntimeHook | None
             queue_frames=settings.live_queue_frames,
             send_timeout_s=settings.live_send_timeout_s,
         )
+        runtime.metrics.live = runtime.live
         runtime.feed.subscribe(runtime.live.publish)
         await runtime.start()
         runtime.live.start()

@@ -9,7 +9,7 @@ store merge took (once per batch) and the latency each status transition reports
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from prometheus_client import CollectorRegistry, Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
@@ -18,7 +18,10 @@ from prometheus_client.registry import Collector
 from service.state import Transition
 
 if TYPE_CHECKING:
-    from service.runtime import Runtime
+    from consumers.base import Source
+    from service.alerts.engine import Alerting
+    from service.pipeline import Pipeline
+    from service.stores import Store
 
 # The step each transition's latency measures (from send to this status).
 _LATENCY_OF = {
@@ -31,9 +34,25 @@ _LATENCY_BUCKETS = (0.5, 1, 2, 5, 10, 30, 60, 120, 300, 900, 1800, 3600, 4 * 360
 
 
 class Metrics:
-    """One registry per runtime (tests run several apps in one process)."""
+    """One registry per runtime (tests run several apps in one process).
 
-    def __init__(self, runtime: Runtime) -> None:
+    Given what it measures: the pipeline, the store, the sources, alerting, and,
+    once the app has one, the websocket broadcaster (``live``).
+    """
+
+    def __init__(
+        self,
+        *,
+        pipeline: Pipeline,
+        store: Store,
+        sources: Sequence[Source],
+        alerting: Alerting,
+    ) -> None:
+        self.pipeline = pipeline
+        self.store = store
+        self.sources = sources
+        self.alerting = alerting
+        self.live: Any = None
         self.registry = CollectorRegistry(auto_describe=True)
         self.merge_seconds = Histogram(
             "ses_tracker_store_merge_seconds",
@@ -49,11 +68,11 @@ class Metrics:
             registry=self.registry,
             buckets=_LATENCY_BUCKETS,
         )
-        self.registry.register(_PipelineCollector(runtime))
-        store_kind = type(runtime.store).__name__
+        self.registry.register(_PipelineCollector(self))
+        store_kind = type(store).__name__
         merge_child = self.merge_seconds.labels(store=store_kind)
-        runtime.pipeline.merge_timers.append(merge_child.observe)
-        runtime.pipeline.on_transitions(self.observe_transitions)
+        pipeline.merge_timers.append(merge_child.observe)
+        pipeline.on_transitions(self.observe_transitions)
         self._latency_children = {
             status: self.latency_seconds.labels(step=step) for status, step in _LATENCY_OF.items()
         }
@@ -64,16 +83,18 @@ class Metrics:
         # publish Send events, and mail.timestamp gives the send time regardless.
         for transition in transitions:
             child = children.get(transition.to_status)
-            if child is not None:
+            # No latency without a send time (an event that lacked mail.timestamp).
+            if child is not None and transition.latency_ms is not None:
                 child.observe(transition.latency_ms / 1000)
 
 
 class _PipelineCollector(Collector):
-    def __init__(self, runtime: Runtime) -> None:
-        self.runtime = runtime
+    def __init__(self, measured: Metrics) -> None:
+        self.measured = measured
 
     def collect(self) -> Iterator[Metric]:
-        pipeline = self.runtime.pipeline
+        measured = self.measured
+        pipeline = measured.pipeline
         records = CounterMetricFamily(
             "ses_tracker_records", "Records read, by source.", labels=["source"]
         )
@@ -130,7 +151,7 @@ class _PipelineCollector(Collector):
             "ses_tracker_kafka_dead_letter_failures",
             "Dead letters the DLQ topic refused (their partition was paused and retried).",
         )
-        for source in self.runtime.sources:
+        for source in measured.sources:
             up.add_metric([source.name], 1.0 if source.healthy else 0.0)
             status = source.status()
             if "dlq_blocked" in status:
@@ -143,35 +164,35 @@ class _PipelineCollector(Collector):
                 dead.add_metric([source.name], parked)
         yield from (up, lag, dead, blocked, dlq_failures)
 
-        if self.runtime.live is not None:
+        if measured.live is not None:
             clients = GaugeMetricFamily(
                 "ses_tracker_websocket_clients", "Connected /v1/live clients."
             )
-            clients.add_metric([], self.runtime.live.clients)
+            clients.add_metric([], measured.live.clients)
             dropped = CounterMetricFamily(
                 "ses_tracker_websocket_dropped", "Clients closed (1013) for reading too slowly."
             )
-            dropped.add_metric([], self.runtime.live.dropped_slow)
+            dropped.add_metric([], measured.live.dropped_slow)
             yield from (clients, dropped)
 
-        yield from _alert_metrics(self.runtime)
+        yield from _alert_metrics(measured.alerting)
 
-        stored = getattr(self.runtime.store, "__len__", None)
+        store = measured.store
+        stored = getattr(store, "__len__", None)
         if stored is not None:
             size = GaugeMetricFamily(
                 "ses_tracker_memory_store_messages", "Messages held by the in-memory store."
             )
-            size.add_metric([], len(self.runtime.store))  # type: ignore[arg-type]
+            size.add_metric([], len(store))  # type: ignore[arg-type]
             held = GaugeMetricFamily(
                 "ses_tracker_memory_store_bytes",
                 "Estimated bytes held by the in-memory store (bounded by MEMORY_MAX_BYTES).",
             )
-            held.add_metric([], getattr(self.runtime.store, "bytes", 0))
+            held.add_metric([], getattr(store, "bytes", 0))
             yield from (size, held)
 
 
-def _alert_metrics(runtime: Runtime) -> Iterator[Metric]:
-    alerting = runtime.alerting
+def _alert_metrics(alerting: Alerting) -> Iterator[Metric]:
     notices = CounterMetricFamily(
         "ses_tracker_alert_deliveries",
         "Alert posts by sink kind and outcome (delivered, retrying, refused, given_up).",

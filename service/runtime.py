@@ -158,7 +158,12 @@ class Runtime:
         self.feed = TransitionFeed()
         self.alerting = build_alerting(settings, self.store)
         self.pipeline.on_account_event(self.alerting.on_account_event)
-        self.metrics = Metrics(self)
+        self.metrics = Metrics(
+            pipeline=self.pipeline,
+            store=self.store,
+            sources=self.sources,
+            alerting=self.alerting,
+        )
         self._source_tasks: list[asyncio.Task[None]] = []
         self._tasks: list[asyncio.Task[None]] = []
 

@@ -206,3 +206,17 @@ async def test_an_event_dated_years_ahead_is_rejected_over_http(harness: Harness
     )
     assert response.status_code == 400
     assert response.json()["error_codes"] == {"future_timestamp": 1}
+
+
+async def test_an_event_without_a_send_time_is_accepted_end_to_end(harness: Harness) -> None:
+    """14. Through the app's whole wiring (metrics, live feed, stats) and back."""
+    record = ses.delivery("bare-1", ["a@x.com"], ses.SENT_AT + 9)
+    del record["mail"]["timestamp"]
+    auth = {"Authorization": "Bearer api-secret"}
+    response = await harness.client.post("/v1/events", content=orjson.dumps(record), headers=auth)
+    assert response.status_code == 202 and response.json()["accepted"] == 1
+    view = (await harness.client.get("/v1/messages/bare-1", headers=auth)).json()
+    assert view["status"] == "delivered" and view["sent_at"] is None
+    assert view["notes"] and view["overdue"] is False
+    metrics = (await harness.client.get("/metrics")).text
+    assert "ses_tracker_email_latency_seconds" in metrics
