@@ -19,6 +19,7 @@ import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
 from service.stores.base import StoreUnavailable
+from service.stores.keys import RedisKeys
 
 
 class RecentIds:
@@ -77,12 +78,14 @@ class RedisSeenIds(SeenIds):
 
     def __init__(self, client: aioredis.Redis, *, prefix: str, kind: str, ttl_s: float) -> None:
         self._client = client
-        self._prefix = f"{prefix}seen:{kind}:"
+        self._keys = RedisKeys(prefix)
+        self._kind = kind
         self._ttl_ms = max(1, int(ttl_s * 1000))
 
     def _key(self, key: str) -> str:
         # Hashed: the id is whatever the sender wrote, so its length is not ours.
-        return self._prefix + hashlib.blake2b(key.encode(), digest_size=16).hexdigest()
+        digest = hashlib.blake2b(key.encode(), digest_size=16).hexdigest()
+        return self._keys.seen(self._kind, digest)
 
     async def seen(self, key: str) -> bool:
         try:

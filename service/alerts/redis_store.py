@@ -20,6 +20,7 @@ from service.alerts.evaluate import AccountStatus
 from service.alerts.lifecycle import AlertRecord, Plan
 from service.alerts.model import Alert, alert_from_dict, alert_to_dict
 from service.alerts.store import HISTORY_KEPT, AlertStore, OutboxEntry, new_entries
+from service.stores.keys import DEFAULT_PREFIX, RedisKeys
 
 _HOLD_LEASE = """
 local holder = redis.call('GET', KEYS[1])
@@ -86,16 +87,17 @@ return 1
 
 class RedisAlertStore(AlertStore):
     def __init__(
-        self, client: aioredis.Redis, *, prefix: str = "st:", owns_client: bool = True
+        self, client: aioredis.Redis, *, prefix: str = DEFAULT_PREFIX, owns_client: bool = True
     ) -> None:
         self._client = client
         self._owns_client = owns_client
         self._prefix = prefix
-        self._lease_key = f"{prefix}al:lease"
-        self._records_key = f"{prefix}al:records"
-        self._history_key = f"{prefix}al:history"
-        self._entries_key = f"{prefix}al:entries"
-        self._accounts_key = f"{prefix}al:accounts"
+        self._keys = RedisKeys(prefix)
+        self._lease_key = self._keys.alert_lease
+        self._records_key = self._keys.alert_records
+        self._history_key = self._keys.alert_history
+        self._entries_key = self._keys.alert_entries
+        self._accounts_key = self._keys.alert_accounts
         self._hold_lease = client.register_script(_HOLD_LEASE)
         self._drop_lease = client.register_script(_DROP_LEASE)
         self._commit = client.register_script(_COMMIT)
@@ -103,7 +105,7 @@ class RedisAlertStore(AlertStore):
         self._note_account = client.register_script(_NOTE_ACCOUNT)
 
     def outbox_key(self, sink_id: str) -> str:
-        return f"{self._prefix}al:out:{sink_id}"
+        return self._keys.alert_outbox(sink_id)
 
     async def hold_lease(self, owner: str, ttl_ms: int) -> bool:
         return bool(await self._hold_lease(keys=[self._lease_key], args=[owner, ttl_ms]))

@@ -31,6 +31,7 @@ from service import state, stats
 from service.search import SearchPage, SearchQuery, message_handle
 from service.state import MessageRecord, MessageWrite, Transition
 from service.stores.base import Checkpoint, Store, StoreUnavailable
+from service.stores.keys import DEFAULT_PREFIX, RedisKeys
 from service.stores.redis_record import record_from_bytes
 from service.stores.redis_search import SEND_TIME_BUCKET_MS, IndexReader
 
@@ -43,13 +44,14 @@ class RedisStore(Store):
         client: aioredis.Redis,
         *,
         retention_s: int = 1_209_600,
-        prefix: str = "st:",
+        prefix: str = DEFAULT_PREFIX,
         chunk_events: int = 2_000,
         feed_window_s: float | None = None,
     ) -> None:
         self._client = client
         self._retention_s = str(int(retention_s))
         self._prefix = prefix
+        self._keys = RedisKeys(prefix)
         self._chunk_events = chunk_events
         # With a window, each merge appends its transitions to a stream that every
         # replica follows (follow_transitions), kept for that many seconds; without,
@@ -77,14 +79,14 @@ class RedisStore(Store):
         return self._index.record_key(message_handle(message_id))
 
     def checkpoint_key(self, name: str) -> str:
-        return f"{self._prefix}ckpt:{name}"
+        return self._keys.checkpoint(name)
 
     @property
     def transitions_key(self) -> str:
-        return f"{self._prefix}transitions"
+        return self._keys.transitions
 
     def stats_key(self, bucket: int) -> str:
-        return f"{self._prefix}stats:{bucket}"
+        return self._keys.stats(bucket)
 
     async def merge(
         self,

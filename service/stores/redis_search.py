@@ -29,6 +29,7 @@ from service.search import (
     SearchPage,
     SearchQuery,
 )
+from service.stores.keys import RedisKeys
 from service.stores.redis_record import record_from_bytes
 
 # One minute per send-time bucket: at 1M messages a day a bucket holds ~700
@@ -42,20 +43,20 @@ _BUCKETS_PER_READ = 32
 class IndexReader:
     def __init__(self, client: aioredis.Redis, prefix: str) -> None:
         self._client = client
-        self._prefix = prefix
+        self._keys = RedisKeys(prefix)
 
     def record_key(self, handle: str) -> str:
-        return f"{self._prefix}m:{{{handle}}}"
+        return self._keys.record(handle)
 
     def index_key(self, query: SearchQuery) -> str | None:
         """The zset that answers ``query``; None for the send-time buckets."""
         kind, name = query.index()
         if kind == IndexKind.RECIPIENT:
-            return f"{self._prefix}r:{name}"
+            return self._keys.recipient(name or "")
         if kind == IndexKind.STATUS:
-            return f"{self._prefix}x:s:{name}"
+            return self._keys.status(name or "")
         if kind == IndexKind.PENDING:
-            return f"{self._prefix}x:pending"
+            return self._keys.pending
         return None
 
     async def search(self, query: SearchQuery) -> SearchPage:
@@ -114,7 +115,7 @@ class IndexReader:
             offset += len(rows)
 
     async def _buckets(self, query: SearchQuery) -> AsyncIterator[list[Position]]:
-        buckets_key = f"{self._prefix}x:buckets"
+        buckets_key = self._keys.buckets
         newest_ms = math.inf if query.until_ms is None else query.until_ms - 1
         if query.after is not None:
             newest_ms = min(newest_ms, query.after.sent_at)
@@ -130,7 +131,7 @@ class IndexReader:
             offset += len(buckets)
             async with self._client.pipeline(transaction=False) as pipe:
                 for bucket in buckets:
-                    pipe.get(f"{self._prefix}t:{bucket.decode()}")
+                    pipe.get(self._keys.send_time_bucket(bucket.decode()))
                 contents = await pipe.execute()
             gone = [b for b, content in zip(buckets, contents, strict=True) if content is None]
             if gone:

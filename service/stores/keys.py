@@ -1,0 +1,78 @@
+"""Every Redis key the service writes, in one place, under one prefix (``st:``).
+
+``merge.lua`` builds the record and search-index keys itself from the same prefix
+(the script is this module's twin for them: change both together). Records carry
+their handle in a hash tag (``m:{<handle>}``), so one message's key maps to one
+Redis Cluster slot.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+DEFAULT_PREFIX = "st:"
+
+
+@dataclass(frozen=True, slots=True)
+class RedisKeys:
+    prefix: str = DEFAULT_PREFIX
+
+    # Messages and their search indexes (written by merge.lua).
+    def record(self, handle: str) -> str:
+        return f"{self.prefix}m:{{{handle}}}"
+
+    def recipient(self, address: str) -> str:
+        return f"{self.prefix}r:{address}"
+
+    def status(self, name: str) -> str:
+        return f"{self.prefix}x:s:{name}"
+
+    @property
+    def pending(self) -> str:
+        return f"{self.prefix}x:pending"
+
+    @property
+    def buckets(self) -> str:
+        return f"{self.prefix}x:buckets"
+
+    def send_time_bucket(self, bucket: str) -> str:
+        return f"{self.prefix}t:{bucket}"
+
+    # Written beside the records, in the same merge.
+    def checkpoint(self, name: str) -> str:
+        return f"{self.prefix}ckpt:{name}"
+
+    @property
+    def transitions(self) -> str:
+        return f"{self.prefix}transitions"
+
+    def stats(self, bucket: int) -> str:
+        return f"{self.prefix}stats:{bucket}"
+
+    # Delivery ids already ingested (service.dedupe).
+    def seen(self, kind: str, digest: str) -> str:
+        return f"{self.prefix}seen:{kind}:{digest}"
+
+    # Alerting (service.alerts.redis_store).
+    @property
+    def alert_lease(self) -> str:
+        return f"{self.prefix}al:lease"
+
+    @property
+    def alert_records(self) -> str:
+        return f"{self.prefix}al:records"
+
+    @property
+    def alert_history(self) -> str:
+        return f"{self.prefix}al:history"
+
+    @property
+    def alert_entries(self) -> str:
+        return f"{self.prefix}al:entries"
+
+    @property
+    def alert_accounts(self) -> str:
+        return f"{self.prefix}al:accounts"
+
+    def alert_outbox(self, sink_id: str) -> str:
+        return f"{self.prefix}al:out:{sink_id}"
