@@ -91,7 +91,6 @@ class RedisAlertStore(AlertStore):
     ) -> None:
         self._client = client
         self._owns_client = owns_client
-        self._prefix = prefix
         self._keys = RedisKeys(prefix)
         self._lease_key = self._keys.alert_lease
         self._records_key = self._keys.alert_records
