@@ -7,9 +7,11 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 
 import structlog
-from fastapi import Depends, FastAPI, HTTPException, Request
+from fastapi import Depends, FastAPI, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse
 from fastapi.staticfiles import StaticFiles
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 import service
 from api.deps import require_token
@@ -77,11 +79,22 @@ def create_app(settings: Settings | None = None, *, on_start: RuntimeHook | None
         """The live status page; its data calls carry the token (?token=) when set."""
         return FileResponse(STATIC / "index.html", headers={"Cache-Control": "no-cache"})
 
-    @app.exception_handler(HTTPException)
-    async def http_error(request: Request, exc: HTTPException) -> OrjsonResponse:
+    # One error shape for every status, the framework's own 404/405/422 included.
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, exc: StarletteHTTPException) -> OrjsonResponse:
         return OrjsonResponse(
             {"error": exc.detail}, status_code=exc.status_code, headers=exc.headers
         )
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid_request(request: Request, exc: RequestValidationError) -> OrjsonResponse:
+        # Where and why only: the offending input is the caller's and may be large.
+        problems = [
+            {"loc": [str(part) for part in error.get("loc", ())], "msg": error.get("msg", "")}
+            for error in exc.errors()[:20]
+        ]
+        text = "; ".join(f"{'.'.join(p['loc'])}: {p['msg']}" for p in problems)
+        return OrjsonResponse({"error": f"invalid request: {text}", "problems": problems}, 422)
 
     @app.exception_handler(StoreUnavailable)
     async def store_down(request: Request, exc: StoreUnavailable) -> OrjsonResponse:

@@ -6,13 +6,14 @@ from fastapi import APIRouter, Query
 
 from api.deps import AlertingDep
 from api.responses import OrjsonResponse
+from api.schemas import ERRORS, AlertsAnswer
 from service.alerts.lifecycle import Phase
 from service.alerts.payloads import generic
 
 router = APIRouter()
 
 
-@router.get("/alerts")
+@router.get("/alerts", response_model=AlertsAnswer, responses=ERRORS)
 async def list_alerts(
     alerting: AlertingDep,
     state: Literal["firing", "resolved"] | None = None,

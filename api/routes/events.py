@@ -5,6 +5,7 @@ from fastapi import APIRouter, Depends, Request
 from api.body import read_limited
 from api.deps import PipelineDep, SettingsDep, rate_limited
 from api.responses import OrjsonResponse
+from api.schemas import ERRORS, ErrorAnswer, IngestAnswer
 
 router = APIRouter()
 
@@ -24,6 +25,8 @@ _ANY_PAYLOAD = {
 @router.post(
     "/events",
     status_code=202,
+    response_model=IngestAnswer,
+    responses={**ERRORS, 400: {"model": IngestAnswer | ErrorAnswer}},
     dependencies=[Depends(rate_limited)],
     openapi_extra=_ANY_PAYLOAD,
 )

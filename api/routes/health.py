@@ -4,17 +4,18 @@ from fastapi import APIRouter, Request
 
 from api.deps import RuntimeDep, presents_token
 from api.responses import OrjsonResponse
+from api.schemas import HealthAnswer, ReadyAnswer
 
 router = APIRouter()
 
 
-@router.get("/healthz")
+@router.get("/healthz", response_model=HealthAnswer)
 async def healthz() -> OrjsonResponse:
     """The process is alive and serving; says nothing about its dependencies."""
     return OrjsonResponse({"status": "ok"})
 
 
-@router.get("/readyz")
+@router.get("/readyz", response_model=ReadyAnswer, responses={503: {"model": ReadyAnswer}})
 async def readyz(request: Request, runtime: RuntimeDep) -> OrjsonResponse:
     """Ready while the store answers: lookups, search and the push endpoints work.
 

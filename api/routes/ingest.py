@@ -17,6 +17,7 @@ from fastapi import APIRouter, Depends, Request
 from api.body import read_limited
 from api.deps import RuntimeDep, rate_limited
 from api.responses import OrjsonResponse
+from api.schemas import ERRORS, ErrorAnswer, FirehoseAnswer, SnsAnswer
 from consumers import firehose
 from consumers.sns import SignatureError, check_freshness
 from service.clock import wall_clock_ms
@@ -86,7 +87,13 @@ _FIREHOSE_DELIVERY = {
 }
 
 
-@router.post("/ingest/sns", dependencies=[Depends(rate_limited)], openapi_extra=_SNS_MESSAGE)
+@router.post(
+    "/ingest/sns",
+    response_model=SnsAnswer,
+    responses={**ERRORS, 502: {"model": ErrorAnswer}},
+    dependencies=[Depends(rate_limited)],
+    openapi_extra=_SNS_MESSAGE,
+)
 async def sns_endpoint(request: Request, runtime: RuntimeDep) -> OrjsonResponse:
     """An SNS HTTP(S) subscription endpoint: confirms, verifies, de-duplicates, ingests.
 
@@ -151,7 +158,15 @@ async def sns_endpoint(request: Request, runtime: RuntimeDep) -> OrjsonResponse:
 
 
 @router.post(
-    "/ingest/firehose", dependencies=[Depends(rate_limited)], openapi_extra=_FIREHOSE_DELIVERY
+    "/ingest/firehose",
+    response_model=FirehoseAnswer,
+    responses={
+        **ERRORS,
+        **{status: {"model": FirehoseAnswer} for status in (401, 403, 503)},
+        400: {"model": FirehoseAnswer | ErrorAnswer},
+    },
+    dependencies=[Depends(rate_limited)],
+    openapi_extra=_FIREHOSE_DELIVERY,
 )
 async def firehose_endpoint(request: Request, runtime: RuntimeDep) -> OrjsonResponse:
     """An Amazon Data Firehose HTTP endpoint destination."""

@@ -6,6 +6,7 @@ from fastapi import APIRouter, HTTPException, Path, Query
 
 from api.deps import SettingsDep, StoreDep
 from api.responses import OrjsonResponse
+from api.schemas import ERRORS, MessageView, SearchAnswer
 from service import search, state
 from service.clock import wall_clock_ms
 from service.parser import MAX_MESSAGE_ID_CHARS
@@ -21,7 +22,7 @@ Instant = Annotated[
 ]
 
 
-@router.get("/messages")
+@router.get("/messages", response_model=SearchAnswer, responses=ERRORS)
 async def search_messages(
     store: StoreDep,
     settings: SettingsDep,
@@ -67,7 +68,7 @@ async def search_messages(
     )
 
 
-@router.get("/messages/{message_id}")
+@router.get("/messages/{message_id}", response_model=MessageView, responses=ERRORS)
 async def get_message(
     message_id: MessageId, store: StoreDep, settings: SettingsDep
 ) -> OrjsonResponse:

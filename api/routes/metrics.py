@@ -9,7 +9,11 @@ from api.deps import RuntimeDep, require_token
 router = APIRouter()
 
 
-@router.get("/metrics")
+@router.get(
+    "/metrics",
+    response_class=Response,
+    responses={200: {"content": {CONTENT_TYPE_LATEST: {"schema": {"type": "string"}}}}},
+)
 async def metrics(request: Request, runtime: RuntimeDep) -> Response:
     """Prometheus text format; behind the API token when METRICS_REQUIRE_TOKEN is set."""
     if runtime.settings.metrics_require_token:

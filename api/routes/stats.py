@@ -6,6 +6,7 @@ from fastapi import APIRouter, Query
 
 from api.deps import StoreDep
 from api.responses import OrjsonResponse
+from api.schemas import ERRORS, StatsAnswer
 from service import stats
 from service.clock import wall_clock_ms
 from service.stores import Store
@@ -19,7 +20,7 @@ async def read_window(store: Store, window_s: int) -> dict[str, Any]:
     return stats.summarize(await store.read_stats(first, last), window_s)
 
 
-@router.get("/stats")
+@router.get("/stats", response_model=StatsAnswer, responses=ERRORS)
 async def get_stats(
     store: StoreDep,
     window_s: Annotated[int, Query(ge=stats.BUCKET_S, le=stats.MAX_WINDOW_S)] = 300,

@@ -340,3 +340,28 @@ async def test_overdue_lists_messages_still_waiting_past_the_threshold(
     assert [(i["message_id"], i["overdue"]) for i in body["items"]] == [
         ("0100018b-overdue-old", True)
     ]
+
+
+async def test_answers_with_data_conform_to_the_declared_schemas(client: httpx.AsyncClient) -> None:
+    """The response models are the contract in code: real answers, full of data, fit."""
+    from api import schemas
+
+    records = [
+        ses.send(MID + "c", ["a@gmail.com", "b@yahoo.com", "c@x.com"]),
+        ses.delivery(MID + "c", ["a@gmail.com"], T + 2_000),
+        ses.bounce(MID + "c", ["b@yahoo.com"], T + 5_000, "Transient"),
+        ses.delay(MID + "c", ["c@x.com"], T + 9_000),
+        ses.complaint(MID + "c", ["a@gmail.com"], T + 60_000),
+        ses.open_(MID + "c", ["a@gmail.com"], T + 70_000),
+        ses.reject(MID + "r", ["d@x.com"]),
+    ]
+    ingest = await client.post("/v1/events", content=ses.dumps(*records) + b"\n{broken")
+    schemas.IngestAnswer.model_validate(ingest.json())
+    schemas.MessageView.model_validate((await client.get(f"/v1/messages/{MID}c")).json())
+    schemas.SearchAnswer.model_validate((await client.get("/v1/messages?limit=5")).json())
+    schemas.StatsAnswer.model_validate((await client.get("/v1/stats?window_s=60")).json())
+    schemas.AlertsAnswer.model_validate((await client.get("/v1/alerts")).json())
+    schemas.ReadyAnswer.model_validate((await client.get("/readyz")).json())
+    schemas.HealthAnswer.model_validate((await client.get("/healthz")).json())
+    for path in ("/v1/messages/nope", "/v1/messages?status=zap", "/nowhere"):
+        schemas.ErrorAnswer.model_validate((await client.get(path)).json())

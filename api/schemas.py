@@ -1,0 +1,201 @@
+"""The shapes every route answers with, as the OpenAPI schema publishes them.
+
+Declared for the schema (``/docs``, ``/openapi.json``), not enforced per request:
+routes return ``OrjsonResponse`` directly, so nothing here runs on the hot path.
+The schemathesis test checks that answers conform (``tests/property``).
+Objects allow extra fields, so adding one is not a breaking change.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict
+
+
+class _Open(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+
+class ErrorAnswer(_Open):
+    """Every error: ``{"error": "..."}``, more fields where useful."""
+
+    error: str
+
+
+class RecordErrorItem(_Open):
+    index: int
+    code: str
+    error: str
+
+
+class RecordNote(_Open):
+    index: int
+    reason: str
+
+
+class IngestAnswer(_Open):
+    """``POST /v1/events``: the first 100 errors and notes; the counts cover all."""
+
+    accepted: int
+    rejected: int
+    ignored: int
+    errors: list[RecordErrorItem]
+    error_codes: dict[str, int]
+    notes: list[RecordNote]
+
+
+class SnsAnswer(_Open):
+    """One of: ingested counts, ``duplicate``, ``confirmed`` or ``unsubscribed``."""
+
+    accepted: int | None = None
+    rejected: int | None = None
+    ignored: int | None = None
+    duplicate: bool | None = None
+    confirmed: bool | None = None
+    unsubscribed: bool | None = None
+
+
+class FirehoseAnswer(_Open):
+    """Amazon Data Firehose's response format."""
+
+    requestId: str
+    timestamp: int
+    errorMessage: str | None = None
+
+
+class RecipientSummary(_Open):
+    address: str
+    status: str
+
+
+class MessageSummary(_Open):
+    message_id: str
+    status: str
+    overdue: bool
+    sent_at: str | None
+    source: str | None
+    subject: str | None
+    configuration_set: str | None
+    recipients: list[RecipientSummary]
+
+
+class SearchAnswer(_Open):
+    items: list[MessageSummary]
+    next_cursor: str | None
+
+
+class RecipientView(_Open):
+    address: str
+    status: str
+    overdue: bool
+    delivered_at: str | None
+    smtp_response: str | None
+    bounce: dict[str, Any] | None
+    complaint: dict[str, Any] | None
+    delays: list[dict[str, Any]]
+    opened_at: str | None
+    clicked_at: str | None
+    notes: list[dict[str, Any]]
+    latency_ms: dict[str, int]
+
+
+class EventView(_Open):
+    type: str
+    at: str
+    recipients: list[str]
+    seen_at: str
+
+
+class MessageView(_Open):
+    message_id: str
+    status: str
+    overdue: bool
+    sent_at: str | None
+    source: str | None
+    subject: str | None
+    configuration_set: str | None
+    tags: dict[str, Any]
+    recipients: list[RecipientView]
+    latency_ms: dict[str, int]
+    opened_at: str | None
+    clicked_at: str | None
+    events: list[EventView]
+    truncated: bool
+    notes: list[str]
+
+
+class Percentiles(_Open):
+    count: int
+    p50: int | None = None
+    p90: int | None = None
+    p99: int | None = None
+    max: int | None = None
+
+
+class Rates(_Open):
+    bounce: float | None
+    complaint: float | None
+
+
+class StatsSection(_Open):
+    counts: dict[str, int]
+    rates: Rates
+    latency_ms: dict[str, Percentiles]
+
+
+class StatsAnswer(StatsSection):
+    window_s: int
+    by_domain: dict[str, StatsSection]
+    relative_accuracy: float
+
+
+class AlertExample(_Open):
+    message_id: str
+    recipient: str | None
+    detail: str | None
+
+
+class AlertView(_Open):
+    key: str
+    rule: str
+    severity: str
+    state: str
+    title: str
+    summary: str
+    started_at: str
+    resolved_at: str | None
+    figures: dict[str, str]
+    worst: dict[str, str]
+    examples: list[AlertExample]
+    link: str | None
+
+
+class AlertsAnswer(_Open):
+    items: list[AlertView]
+    firing: list[AlertView]
+
+
+class HealthAnswer(_Open):
+    status: str
+
+
+class SourceCounters(_Open):
+    records: int
+    events: int
+    rejected: int
+    ignored: int
+
+
+class ReadyAnswer(_Open):
+    status: str
+    store: bool
+    store_kind: str
+    sources_healthy: bool
+    consumers: dict[str, dict[str, Any]]
+    sources: dict[str, SourceCounters]
+
+
+ERRORS: dict[int | str, dict[str, Any]] = {
+    status: {"model": ErrorAnswer} for status in (400, 401, 403, 404, 413, 422, 429, 503)
+}
