@@ -16,7 +16,7 @@ import httpx
 import orjson
 import uvicorn
 
-from service.settings import Settings
+from service.settings import Settings, SettingsError, load_settings, unknown_names
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -91,13 +91,36 @@ def _server_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--log-level", help="debug, info, warning, error (SES_TRACKER_LOG_LEVEL)")
 
 
-def _settings(args: argparse.Namespace) -> Settings:
+def _settings(args: argparse.Namespace) -> Settings | None:
     overrides: dict[str, Any] = {
         name: getattr(args, name)
         for name in ("host", "port", "redis_url", "log_level")
         if getattr(args, name, None) is not None
     }
-    return Settings(**overrides)
+    return _load_settings(**overrides)
+
+
+def _load_settings(**overrides: Any) -> Settings | None:
+    """The settings, or None after naming every problem on stderr (exit 2 then)."""
+    try:
+        settings = load_settings(**overrides)
+    except SettingsError as exc:
+        sys.stderr.write("ses-tracker: invalid settings\n")
+        sys.stderr.writelines(f"  {problem}\n" for problem in exc.problems)
+        return None
+    return settings
+
+
+def _warn_unknown_settings() -> None:
+    """A misspelt name would silently fall back to a default: say so at start-up."""
+    import os
+
+    import structlog
+    from dotenv import dotenv_values
+
+    dotenv = dotenv_values(".env") if Path(".env").is_file() else {}
+    for problem in unknown_names(dict(os.environ), dotenv):
+        structlog.get_logger(__name__).warning("unknown_setting", problem=problem)
 
 
 def _serve(args: argparse.Namespace, *, demo: bool = False) -> int:
@@ -106,7 +129,10 @@ def _serve(args: argparse.Namespace, *, demo: bool = False) -> int:
     from service.runtime import tune_gc
 
     settings = _settings(args)
+    if settings is None:
+        return 2
     logs.configure(settings.log_level, settings.secret_values())
+    _warn_unknown_settings()
     if not _alert_settings_valid(settings):
         return 2
     tune_gc()
@@ -173,7 +199,10 @@ def _check_rules(args: argparse.Namespace) -> int:
     """Validate a rules file and print the rules as they will run (defaults filled in)."""
     from service.alerts.rules import RulesError, load_rules
 
-    path = args.path or Settings().alert_rules
+    settings = _load_settings()
+    if settings is None:
+        return 2
+    path = args.path or settings.alert_rules
     try:
         rules = load_rules(path)
     except RulesError as exc:
@@ -200,7 +229,9 @@ def _loadgen(args: argparse.Namespace) -> int:
         generate,
     )
 
-    settings = Settings()
+    settings = _load_settings()
+    if settings is None:
+        return 2
     logs.configure(settings.log_level, settings.secret_values())
     target: Target
     if args.to == "kafka":
@@ -251,7 +282,9 @@ def _replay(args: argparse.Namespace) -> int:
     from service.pipeline import Pipeline
     from service.runtime import build_store, tune_gc
 
-    settings = Settings(**({"redis_url": args.redis_url} if args.redis_url else {}))
+    settings = _load_settings(**({"redis_url": args.redis_url} if args.redis_url else {}))
+    if settings is None:
+        return 2
     logs.configure("error", settings.secret_values())  # the summary says what went wrong
     console = Console(stderr=True)
     missing = [str(p) for p in args.paths if not p.exists()]
@@ -304,7 +337,9 @@ def _replay(args: argparse.Namespace) -> int:
 
 
 def _lookup(args: argparse.Namespace) -> int:
-    settings = Settings()
+    settings = _load_settings()
+    if settings is None:
+        return 2
     base = args.url or f"http://{settings.host}:{settings.port}"
     headers = {}
     if settings.api_token is not None:

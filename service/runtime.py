@@ -174,10 +174,17 @@ class Runtime:
         self._tasks.append(task)
 
     async def start(self) -> None:
+        settings = self.settings
+        # One line saying what this process will do, so a misconfiguration shows.
         log.info(
             "service_starting",
             store=self.store.describe(),
             sources=[source.name for source in self.sources],
+            alert_sinks=[sink.kind for sink in self.alerting.sinks],
+            api_token=settings.api_token is not None,
+            sns_endpoint="open" if settings.allowed_topic_arns else "closed",
+            firehose_endpoint="open" if settings.firehose_access_key else "closed",
+            rate_limit_per_s=settings.rate_limit_per_s or None,
         )
         if not await self.store.ping():
             # Not fatal: /readyz reports it and the store reconnects on its own.

@@ -6,12 +6,20 @@ to :class:`Settings` directly. Unset means the embedded default (README, Configu
 
 from __future__ import annotations
 
+import difflib
 import os
 from pathlib import Path
+from typing import Any, Literal
 from urllib.parse import urlsplit
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+PREFIX = "SES_TRACKER_"
+# Kubernetes injects <SERVICE>_SERVICE_HOST, <SERVICE>_PORT=tcp://... and
+# <SERVICE>_PORT_<n>_TCP... for a Service named ses-tracker ("service links"); the
+# deployment turns them off (enableServiceLinks: false), and they are tolerated here.
+_SERVICE_LINK = ("SERVICE_HOST", "SERVICE_PORT", "PORT_")
 
 
 class Settings(BaseSettings):
@@ -21,7 +29,7 @@ class Settings(BaseSettings):
 
     host: str = "127.0.0.1"
     port: int = Field(8000, ge=0, le=65535)
-    redis_url: str | None = None
+    redis_url: str | None = Field(None, pattern=r"^(redis|rediss|unix)://.+")
     kafka_bootstrap_servers: str | None = None
     kafka_topics: str = "ses-events"
     kafka_group_id: str = "ses-tracker"
@@ -57,7 +65,20 @@ class Settings(BaseSettings):
     memory_max_messages: int = Field(500_000, gt=0)
     memory_max_bytes: int = Field(1024**3, gt=0)
     cache_ttl_s: float = Field(1.0, ge=0)
-    log_level: str = "info"
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+
+    @field_validator("port", mode="before")
+    @classmethod
+    def _not_a_service_link(cls, value: Any) -> Any:
+        # SES_TRACKER_PORT=tcp://10.0.0.1:8000 is Kubernetes' service link, not ours.
+        if isinstance(value, str) and value.startswith("tcp://"):
+            return 8000
+        return value
+
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _level_in_any_case(cls, value: Any) -> Any:
+        return value.lower() if isinstance(value, str) else value
 
     def secret_values(self) -> list[str]:
         """Every configured secret, for the log redactor (``service.logs``)."""
@@ -100,6 +121,45 @@ class Settings(BaseSettings):
     def origins(self) -> frozenset[str]:
         """Browser origins besides the service's own that may open ``/v1/live``."""
         return frozenset(origin.rstrip("/") for origin in _split(self.allowed_origins))
+
+
+class SettingsError(ValueError):
+    """Settings that cannot run; ``problems`` name each variable and what is wrong."""
+
+    def __init__(self, problems: list[str]) -> None:
+        super().__init__("; ".join(problems))
+        self.problems = problems
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Settings from the environment, ``.env`` and ``overrides``, or SettingsError.
+
+    Every problem names its variable (``SES_TRACKER_PORT: Input should be a valid
+    integer``); values are not repeated, as they may be secrets.
+    """
+    try:
+        return Settings(**overrides)
+    except ValidationError as exc:
+        problems = []
+        for error in exc.errors():
+            field = str(error["loc"][0]) if error.get("loc") else "?"
+            problems.append(f"{PREFIX}{field.upper()}: {error['msg']}")
+        raise SettingsError(problems) from None
+
+
+def unknown_names(environ: dict[str, str], dotenv: dict[str, str | None]) -> list[str]:
+    """``SES_TRACKER_*`` names that no setting has, each with the closest one."""
+    known = {PREFIX + name.upper() for name in Settings.model_fields}
+    warnings = []
+    for name in sorted({*environ, *dotenv}):
+        if not name.startswith(PREFIX) or name in known:
+            continue
+        if name.removeprefix(PREFIX).startswith(_SERVICE_LINK):
+            continue
+        close = difflib.get_close_matches(name, known, n=1)
+        hint = f"; did you mean {close[0]}?" if close else ""
+        warnings.append(f"{name} is not a setting{hint}")
+    return warnings
 
 
 def _split(value: str | None) -> list[str]:

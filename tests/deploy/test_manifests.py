@@ -103,6 +103,7 @@ def test_deployment_probes_drain_and_hardening() -> None:
     pod = deployment["spec"]["template"]["spec"]
     (container,) = pod["containers"]
     assert container["readinessProbe"]["httpGet"]["path"] == "/readyz"
+    assert pod["enableServiceLinks"] is False
     assert container["livenessProbe"]["httpGet"]["path"] == "/healthz"
     pre_stop = container["lifecycle"]["preStop"]["sleep"]["seconds"]
     assert pod["terminationGracePeriodSeconds"] > pre_stop + DRAIN_S
