@@ -136,8 +136,10 @@ class KafkaSource(Source):
         )
         consumer.subscribe(self.topics, listener=_Rebalance(self, consumer))
         self._consumer = consumer
-        await producer.start()
         try:
+            # Inside the try: a broker that is down fails start(), and both clients
+            # must still be closed, or every retry leaks two of them.
+            await producer.start()
             await consumer.start()
             self.connected = True
             self.failure = None

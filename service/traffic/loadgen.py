@@ -74,8 +74,8 @@ class KafkaTarget(Target):
 
         if self.partitions:
             admin = AIOKafkaAdminClient(bootstrap_servers=self.bootstrap_servers)
-            await admin.start()
             try:
+                await admin.start()
                 new = NewTopic(self.topic, num_partitions=self.partitions, replication_factor=1)
                 await admin.create_topics([new])
             except TopicAlreadyExistsError:
@@ -217,8 +217,9 @@ async def generate(
             await target.send(batch)
             sent += len(batch)
 
-    await target.start()
     try:
+        # Inside the try: a target that fails to start is still closed.
+        await target.start()
         while True:
             elapsed = time.perf_counter() - started
             now = clock_ms()

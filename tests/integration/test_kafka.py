@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import itertools
 from collections.abc import AsyncIterator
@@ -255,3 +256,26 @@ def _blocked(source: KafkaSource, partition: str) -> Any:
         return partition in source.status()["dlq_blocked"]
 
     return check
+
+
+async def test_retrying_an_unreachable_broker_leaks_no_client(
+    store, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Each failed start closes both clients; none is left for the collector."""
+    import gc
+
+    from tests.support.servers import free_port
+
+    source = KafkaSource(
+        Pipeline(store),
+        bootstrap_servers=f"127.0.0.1:{free_port()}",
+        topics=["nowhere"],
+        group_id="g-leak",
+    )
+    running = RunningSource(source)
+    await asyncio.sleep(3)  # several retries
+    await running.stop()
+    gc.collect()
+    await asyncio.sleep(0)
+    assert source.failure is not None  # it did try, and fail
+    assert not [r for r in caplog.records if "Unclosed AIOKafka" in r.getMessage()]
