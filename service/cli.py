@@ -16,6 +16,7 @@ import httpx
 import orjson
 import uvicorn
 
+import service
 from service.settings import Settings, SettingsError, load_settings, unknown_names
 
 
@@ -30,6 +31,7 @@ def _parser() -> argparse.ArgumentParser:
         prog="ses-tracker",
         description="Live state and latencies for email sent through Amazon SES.",
     )
+    parser.add_argument("--version", action="version", version=f"ses-tracker {service.__version__}")
     commands = parser.add_subparsers(required=True, metavar="COMMAND")
 
     serve = commands.add_parser("serve", help="run the API and every configured consumer")

@@ -211,10 +211,38 @@ def parse_rules(text: str, origin: str = "<rules>") -> RuleSet:
         raise RulesError(f"{origin}: not valid YAML: {exc}") from None
     if not isinstance(data, dict):
         raise RulesError(f"{origin}: expected a mapping with a 'rules' list")
+    # Names are checked here too, so a duplicate is reported with the field errors
+    # in one pass, not only once those are fixed.
+    problems = _duplicate_names(data, tree, origin)
     try:
-        return RuleSet.model_validate(data)
+        rules = RuleSet.model_validate(data)
     except ValidationError as exc:
-        raise RulesError(_describe(exc, tree, origin)) from None
+        described = _describe(exc, tree, origin).splitlines()
+        problems += [line for line in described if "is used twice" not in line]
+    if problems:
+        raise RulesError("\n".join(problems))
+    return rules
+
+
+def _duplicate_names(data: dict[str, Any], tree: yaml.Node | None, origin: str) -> list[str]:
+    rules = data.get("rules")
+    if not isinstance(rules, list):
+        return []
+    problems: list[str] = []
+    first: dict[str, int] = {}
+    for index, rule in enumerate(rules):
+        name = rule.get("name") if isinstance(rule, dict) else None
+        if not isinstance(name, str):
+            continue
+        if name in first:
+            _, line = _locate(tree, ("rules", index, "name"))
+            problems.append(
+                f"{origin}:{line}: rules[{index}].name: rule name {name!r} is used twice "
+                f"(first as rules[{first[name]}])"
+            )
+        else:
+            first[name] = index
+    return problems
 
 
 def _describe(exc: ValidationError, tree: yaml.Node | None, origin: str) -> str:

@@ -58,3 +58,11 @@ def test_a_misspelt_setting_is_warned_about_with_the_closest_name() -> None:
 
 def test_kubernetes_service_links_do_not_break_the_port() -> None:
     assert load_settings(_env_file=None, port="tcp://10.96.0.12:8000").port == 8000
+
+
+def test_version() -> None:
+    import service
+
+    result = subprocess.run([*command(), "--version"], capture_output=True, timeout=30, text=True)
+    assert result.returncode == 0
+    assert result.stdout.strip() == f"ses-tracker {service.__version__}"

@@ -88,7 +88,7 @@ rules:
         ),
         (
             "rules:\n  - {name: a, kind: overdue}\n  - {name: a, kind: overdue}\n",
-            "f.yaml:1: (top): rule name 'a' is used twice",
+            "f.yaml:3: rules[1].name: rule name 'a' is used twice (first as rules[0])",
         ),
         (
             "rules:\n  - {name: Bad Name, kind: overdue}\n",
@@ -111,6 +111,16 @@ def test_every_problem_is_reported_at_once() -> None:
     assert str(caught.value).splitlines() == [
         "f.yaml:2: rules[0].warn: Field required",
         "f.yaml:3: rules[1].above_ms: Field required",
+    ]
+
+
+def test_a_duplicate_name_is_reported_with_the_field_errors() -> None:
+    text = "rules:\n  - {name: a, kind: bounce_rate}\n  - {name: a, kind: overdue}\n"
+    with pytest.raises(RulesError) as caught:
+        parse_rules(text, "f.yaml")
+    assert str(caught.value).splitlines() == [
+        "f.yaml:3: rules[1].name: rule name 'a' is used twice (first as rules[0])",
+        "f.yaml:2: rules[0].warn: Field required",
     ]
 
 
