@@ -17,14 +17,37 @@ function text(tag, value, className) {
   return el;
 }
 
+let unauthorised = false;
+
+// A service with an API token refuses this page's calls without it: say so, and
+// how to open the page, instead of reconnecting for ever.
+function showUnauthorised() {
+  unauthorised = true;
+  $("connection").className = "dot off";
+  $("connection").textContent = "unauthorised";
+  const notice = $("auth-notice");
+  notice.textContent = token
+    ? "The API token in this page's address was refused."
+    : "This service needs its API token: open this page as /?token=<your API token>.";
+  notice.hidden = false;
+}
+
+async function checkAccess() {
+  const response = await fetch("/v1/stats?window_s=10", { headers: authHeaders });
+  if (response.status === 401) showUnauthorised();
+  return !unauthorised;
+}
+
 function connect() {
+  if (unauthorised) return;
   const scheme = location.protocol === "https:" ? "wss" : "ws";
   const query = token ? "?token=" + encodeURIComponent(token) : "";
   const ws = new WebSocket(`${scheme}://${location.host}/v1/live${query}`);
   ws.onopen = () => { $("connection").className = "dot on"; $("connection").textContent = "live"; };
   ws.onclose = () => {
+    if (unauthorised) return;
     $("connection").className = "dot off"; $("connection").textContent = "reconnecting";
-    setTimeout(connect, 1000);
+    setTimeout(async () => { if (await checkAccess()) connect(); }, 1000);
   };
   ws.onmessage = (event) => {
     const frame = JSON.parse(event.data);
@@ -178,7 +201,9 @@ async function lookup(messageId) {
   result.replaceChildren(text("p", "loading…", "muted"));
   const response = await fetch("/v1/messages/" + encodeURIComponent(messageId), { headers: authHeaders });
   if (!response.ok) {
-    result.replaceChildren(text("p", response.status === 404 ? "unknown message id" : "error " + response.status, "status-bounced"));
+    if (response.status === 401) showUnauthorised();
+    const reason = { 404: "unknown message id", 401: "unauthorised: the API token is missing or wrong" }[response.status];
+    result.replaceChildren(text("p", reason || "error " + response.status, "status-bounced"));
     return;
   }
   const message = await response.json();
@@ -215,6 +240,12 @@ $("lookup-form").onsubmit = (event) => {
   const id = $("lookup-id").value.trim();
   if (id) lookup(id);
 };
-connect();
+// Alert links open the page on one message: /?message=<id>.
+const linked = new URLSearchParams(location.search).get("message");
+if (linked) {
+  $("lookup-id").value = linked;
+  lookup(linked);
+}
+checkAccess().then((allowed) => { if (allowed) connect(); });
 refreshWaiting();
 refreshAlerts();
