@@ -13,10 +13,26 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from service.events import ParseResult
 from service.pipeline import Pipeline, SourceCounters
 
 CHUNK_BYTES = 1024 * 1024
 _GZIP_MAGIC = b"\x1f\x8b"
+MAX_EXAMPLES = 20
+
+
+@dataclass(frozen=True, slots=True)
+class Rejection:
+    """Where a rejected record is: its file, and its line (one record a line) or its
+    number in the file (other shapes)."""
+
+    path: Path
+    line: int | None
+    record: int
+    reason: str
+
+    def where(self) -> str:
+        return f"{self.path}:{self.line}" if self.line else f"{self.path}, record {self.record}"
 
 
 @dataclass
@@ -25,6 +41,8 @@ class ReplayReport:
     bytes: int = 0
     events: int = 0
     counters: SourceCounters = field(default_factory=SourceCounters)
+    # The first rejections, located; counters count them all.
+    rejections: list[Rejection] = field(default_factory=list)
 
 
 def input_files(paths: list[Path]) -> Iterator[Path]:
@@ -76,13 +94,38 @@ async def replay(
     for path in input_files(paths):
         data = read(path)
         report.files += 1
+        line = record = 1
         for payload in chunks(data):
             if dry_run:
                 result = pipeline.parse(payload, "replay")
             else:
                 result = await pipeline.ingest(payload, "replay")
             report.events += len(result.events)
+            _locate(report, path, payload, line, record, result)
+            line += payload.count(b"\n")
+            record += result.records
             on_progress(len(payload))
         report.bytes += len(data)
     report.counters = pipeline.counters.get("replay", SourceCounters())
     return report
+
+
+def _locate(
+    report: ReplayReport,
+    path: Path,
+    payload: bytes,
+    first_line: int,
+    first_record: int,
+    result: ParseResult,
+) -> None:
+    room = MAX_EXAMPLES - len(report.rejections)
+    if room <= 0 or not result.rejected:
+        return
+    # Line numbers only where a record is a line: the index is then the line's rank
+    # among the non-empty lines.
+    lines = payload.split(b"\n")
+    filled = [number for number, text in enumerate(lines) if text.strip()]
+    one_a_line = len(filled) == result.records
+    for issue in result.rejected[:room]:
+        line = first_line + filled[issue.index] if one_a_line else None
+        report.rejections.append(Rejection(path, line, first_record + issue.index, issue.reason))

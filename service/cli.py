@@ -271,8 +271,16 @@ def _demo(args: argparse.Namespace) -> int:
     return _serve(args, demo=True)
 
 
+# replay's exit codes
+REPLAY_REJECTED = 1
+USAGE = 2
+STORE_UNAVAILABLE = 3
+
+
 def _replay(args: argparse.Namespace) -> int:
-    """Replay into the configured Redis; exit 1 when any record was rejected."""
+    """Replay into the configured Redis: exit 0 when all was read, 1 when a record
+    was rejected, 2 on bad usage, 3 when the store could not be reached (what was
+    merged before stays; replaying again is safe)."""
     import asyncio
 
     from rich.console import Console
@@ -323,7 +331,13 @@ def _replay(args: argparse.Namespace) -> int:
         finally:
             await store.close()
 
-    report = asyncio.run(run())
+    from service.stores import StoreUnavailable
+
+    try:
+        report = asyncio.run(run())
+    except StoreUnavailable as exc:
+        console.print(f"ses-tracker replay: the store is unavailable ({exc}); run it again")
+        return STORE_UNAVAILABLE
     counters = report.counters
     table = Table(title=f"replayed {report.files} file(s), {report.bytes:,} bytes")
     table.add_column("outcome")
@@ -335,7 +349,11 @@ def _replay(args: argparse.Namespace) -> int:
     for reason, count in counters.reasons.most_common():
         table.add_row(f"  rejected: {reason}", f"{count:,}")
     Console().print(table)
-    return 1 if counters.rejected else 0
+    for rejection in report.rejections:
+        console.print(f"{rejection.where()}: {rejection.reason}", markup=False, highlight=False)
+    if counters.rejected > len(report.rejections):
+        console.print(f"(the first {len(report.rejections)} rejections shown)")
+    return REPLAY_REJECTED if counters.rejected else 0
 
 
 def _lookup(args: argparse.Namespace) -> int:

@@ -13,7 +13,7 @@ import pytest
 from service.state import STATUSES
 from tests.support import ses
 from tests.support.process import command, running
-from tests.support.servers import RedisServer
+from tests.support.servers import RedisServer, free_port
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(90)]
 
@@ -162,3 +162,16 @@ def test_replay_command_writes_to_redis_and_summarises(redis_server: RedisServer
         [*command(), "replay", str(saved)], capture_output=True, timeout=60, text=True
     )
     assert missing.returncode == 2 and "--dry-run" in missing.stderr
+
+
+def test_replay_says_when_the_store_is_down_with_its_own_exit_code(tmp_path) -> None:
+    saved = tmp_path / "saved.ndjson"
+    saved.write_bytes(ses.dumps(ses.send(MID + "down", ["a@x.com"])))
+    result = subprocess.run(
+        [*command(), "replay", str(saved), "--redis-url", f"redis://127.0.0.1:{free_port()}/0"],
+        capture_output=True,
+        timeout=60,
+        text=True,
+    )
+    assert result.returncode == 3
+    assert "store is unavailable" in result.stderr and "Traceback" not in result.stderr

@@ -71,3 +71,20 @@ async def test_replayed_history_stays_out_of_the_live_statistics(tmp_path: Path)
     live = MemoryStore()
     await Pipeline(live).ingest((tmp_path / "old.json").read_bytes(), "http")
     assert (await live.read_stats(0, 10**10))["c:bounced"] == 1
+
+
+async def test_rejections_are_located_by_file_and_line(tmp_path: Path) -> None:
+    lines = [ses.dumps(ses.send(f"loc-{n}", ["a@x.com"])) for n in range(5)]
+    lines[2] = b'{"eventType": "Zap", "mail": {"messageId": "m"}}'
+    (tmp_path / "events.ndjson").write_bytes(
+        b"\n".join(lines[:2]) + b"\n\n" + b"\n".join(lines[2:])
+    )
+    pretty = b"\n".join(
+        orjson.dumps(record, option=orjson.OPT_INDENT_2)
+        for record in (ses.send("p-1", ["a@x.com"]), {"eventType": "Zap"})
+    )
+    (tmp_path / "pretty.json").write_bytes(pretty)
+    report = await replay([tmp_path], Pipeline(MemoryStore()), dry_run=True)
+    located = {(r.path.name, r.line, r.record) for r in report.rejections}
+    assert located == {("events.ndjson", 4, 3), ("pretty.json", None, 2)}
+    assert report.rejections[0].where().endswith("events.ndjson:4")
