@@ -262,6 +262,7 @@ def _loadgen(args: argparse.Namespace) -> int:
         "events": report.events,
         "seconds": round(report.seconds, 3),
         "events_per_s": round(report.events_per_s),
+        "warnings": list(report.warnings),
     }
     sys.stdout.write(orjson.dumps(summary).decode() + "\n")
     return 0

@@ -46,6 +46,9 @@ class UsageError(ValueError):
 class Target(ABC):
     """Where generated records go; ``send`` returns once the target has them."""
 
+    def __init__(self) -> None:
+        self.warnings: list[str] = []
+
     name: str
 
     async def start(self) -> None:  # noqa: B027 - optional hook
@@ -62,6 +65,7 @@ class KafkaTarget(Target):
     name = "kafka"
 
     def __init__(self, bootstrap_servers: str, topic: str, partitions: int | None = None) -> None:
+        super().__init__()
         self.bootstrap_servers = bootstrap_servers
         self.topic = topic
         self.partitions = partitions
@@ -86,6 +90,13 @@ class KafkaTarget(Target):
             bootstrap_servers=self.bootstrap_servers, acks="all", linger_ms=5
         )
         await self._producer.start()
+        if self.partitions:
+            existing = await self._producer.partitions_for(self.topic)
+            if existing and len(existing) != self.partitions:
+                self.warnings.append(
+                    f"topic {self.topic} already has {len(existing)} partitions, not "
+                    f"{self.partitions}: it was left as it is"
+                )
 
     async def send(self, records: list[dict[str, Any]]) -> None:
         futures = [
@@ -105,6 +116,7 @@ class SqsTarget(Target):
     name = "sqs"
 
     def __init__(self, queue_url: str, endpoint_url: str | None, rng: random.Random) -> None:
+        super().__init__()
         self.queue_url = queue_url
         self.endpoint_url = endpoint_url
         self._rng = rng
@@ -143,6 +155,7 @@ class HttpTarget(Target):
     name = "http"
 
     def __init__(self, base_url: str, token: str | None = None) -> None:
+        super().__init__()
         headers = {"content-type": "application/x-ndjson"}
         if token:
             headers["authorization"] = f"Bearer {token}"
@@ -162,6 +175,8 @@ class LoadReport:
     messages: int
     events: int
     seconds: float
+    # Why the run did not go as asked (a slow target, a topic of another size).
+    warnings: tuple[str, ...] = ()
 
     @property
     def events_per_s(self) -> float:
@@ -235,7 +250,18 @@ async def generate(
         await flush(None)
     finally:
         await target.close()
-    report = LoadReport(made, sent, time.perf_counter() - started)
+    seconds = time.perf_counter() - started
+    warnings = list(target.warnings)
+    # Open loop: a target slower than the rate makes the run last longer, not send
+    # less; say so, or a low events/s reads as the service's figure.
+    if duration_s is not None and rate > 0 and seconds > duration_s * 1.25 + 1:
+        warnings.append(
+            f"the target could not keep up: {duration_s:g} s of traffic took "
+            f"{seconds:.1f} s to send ({sent / seconds:.0f} events/s)"
+        )
+    report = LoadReport(made, sent, seconds, tuple(warnings))
+    for warning in warnings:
+        log.warning("loadgen_warning", problem=warning)
     log.info(
         "load_generated",
         target=target.name,

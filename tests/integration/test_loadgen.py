@@ -84,3 +84,15 @@ def test_the_command_reports_what_it_sent(kafka_broker: TansuBroker) -> None:
         capture_output=True, timeout=30, text=True,
     )  # fmt: skip
     assert refused.returncode == 2 and "--rate 0 needs --messages" in refused.stderr
+
+
+async def test_asking_for_other_partitions_on_an_existing_topic_is_reported(
+    kafka_broker: TansuBroker,
+) -> None:
+    bootstrap = kafka_broker.bootstrap_servers
+    first = await generate(KafkaTarget(bootstrap, "lg-resize", 3), rate=0, messages=2, seed=1)
+    assert first.warnings == ()
+    again = await generate(KafkaTarget(bootstrap, "lg-resize", 8), rate=0, messages=2, seed=1)
+    assert again.warnings == (
+        "topic lg-resize already has 3 partitions, not 8: it was left as it is",
+    )

@@ -37,11 +37,13 @@ class SlowTarget(Target):
 
     name = "slow"
 
-    def __init__(self) -> None:
+    def __init__(self, seconds_per_send: float = 0.25) -> None:
+        super().__init__()
         self.records: list[dict[str, Any]] = []
+        self.seconds_per_send = seconds_per_send
 
     async def send(self, records: list[dict[str, Any]]) -> None:
-        await asyncio.sleep(0.25)
+        await asyncio.sleep(self.seconds_per_send)
         self.records.extend(records)
 
 
@@ -52,3 +54,15 @@ async def test_a_slow_target_gets_the_full_rate() -> None:
     assert report.messages == 100
     assert report.events == len(target.records) >= 100
     assert len({r["mail"]["messageId"] for r in target.records}) == 100
+
+
+async def test_a_target_that_cannot_keep_up_is_reported() -> None:
+    target = SlowTarget(seconds_per_send=1.2)
+    report = await generate(target, rate=50, duration_s=1.0, seed=4, batch_size=10)
+    assert report.events == len(target.records)  # everything was still sent
+    assert len(report.warnings) == 1 and "could not keep up" in report.warnings[0]
+
+
+async def test_a_target_that_keeps_up_has_no_warning() -> None:
+    report = await generate(SlowTarget(seconds_per_send=0), rate=50, duration_s=1.0, seed=4)
+    assert report.warnings == ()
