@@ -79,6 +79,11 @@ def _parser() -> argparse.ArgumentParser:
     rules.add_argument("path", nargs="?", type=Path, metavar="FILE")
     rules.set_defaults(run=_check_rules)
 
+    test_alert = commands.add_parser(
+        "test-alert", help="post a test alert to every configured sink, and say how each went"
+    )
+    test_alert.set_defaults(run=_test_alert)
+
     lookup = commands.add_parser("lookup", help="print one message's state from a running service")
     lookup.add_argument("message_id")
     lookup.add_argument("--url", help="service base URL (default: from HOST/PORT settings)")
@@ -215,6 +220,68 @@ def _check_rules(args: argparse.Namespace) -> int:
     )
     sys.stdout.write("\n")
     return 0
+
+
+def _test_alert(args: argparse.Namespace) -> int:
+    """Post one test alert to each sink of SES_TRACKER_ALERT_WEBHOOKS: exit 0 when
+    every sink took it, 1 when one did not, 2 on bad settings or no sinks."""
+    import asyncio
+
+    from service import logs
+    from service.alerts.config import AlertConfigError, alert_config
+    from service.alerts.delivery import Deliverer
+    from service.alerts.model import Alert, AlertState, Example, Severity
+    from service.clock import wall_clock_ms
+
+    settings = _load_settings()
+    if settings is None:
+        return 2
+    logs.configure("warning", settings.secret_values())
+    try:
+        config = alert_config(settings)
+    except AlertConfigError as exc:
+        sys.stderr.write(f"ses-tracker test-alert: {exc}\n")
+        return 2
+    if not config.sinks:
+        sys.stderr.write("ses-tracker test-alert: SES_TRACKER_ALERT_WEBHOOKS names no sink\n")
+        return 2
+    alert = Alert(
+        key="test-alert",
+        rule="test",
+        severity=Severity.WARNING,
+        state=AlertState.FIRING,
+        title="ses-tracker test alert",
+        summary="A test from `ses-tracker test-alert`: this sink receives ses-tracker's alerts.",
+        started_at=wall_clock_ms(),
+        figures={"sent by": "ses-tracker test-alert"},
+        worst={},
+        examples=(Example("test-message-id", None, None),),
+        link=settings.public_url,
+    )
+
+    async def post_all() -> list[tuple[str, str | None]]:
+        import httpx
+
+        client = httpx.AsyncClient(timeout=httpx.Timeout(10.0, connect=5.0))
+        deliverer = Deliverer(client, secret=config.secret, attempts=2, max_wait_s=5.0)
+        outcomes = []
+        try:
+            for sink in config.sinks:
+                try:
+                    await deliverer.send(sink, alert)
+                    outcomes.append((sink.name, None))
+                except Exception as exc:  # each sink's outcome is reported, none stops the rest
+                    outcomes.append((sink.name, str(exc) or type(exc).__name__))
+        finally:
+            await deliverer.aclose()
+        return outcomes
+
+    failed = 0
+    for name, error in asyncio.run(post_all()):
+        # The sink's kind and host only: its URL is a credential.
+        sys.stdout.write(f"{name}: {'delivered' if error is None else 'FAILED: ' + error}\n")
+        failed += error is not None
+    return 1 if failed else 0
 
 
 def _loadgen(args: argparse.Namespace) -> int:

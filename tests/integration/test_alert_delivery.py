@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 
 import httpx
@@ -105,3 +106,30 @@ async def test_generic_webhook_is_signed() -> None:
         (sink,) = parse_webhooks(f"webhook={receiver.base}/hook")
         await Deliverer(client, secret=secret, **FAST).send(sink, ALERT)
         assert receiver.refusals == [] and len(receiver.received) == 1
+
+
+async def test_test_alert_posts_to_every_sink_and_says_how_each_went() -> None:
+    """`ses-tracker test-alert`: one post per sink, each checked by its service's rules."""
+    import os
+
+    from tests.support.process import command
+    from tests.support.servers import free_port
+
+    async with Receiver(check_by_path) as receiver:
+        dead = f"http://127.0.0.1:{free_port()}/nothing-listens"
+        env = {k: v for k, v in os.environ.items() if not k.startswith("SES_TRACKER_")}
+        env["SES_TRACKER_ALERT_WEBHOOKS"] = (
+            f"slack={receiver.base}/slack,discord={receiver.base}/discord,teams={dead}"
+        )
+        process = await asyncio.create_subprocess_exec(
+            *command(), "test-alert", env=env, stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+        )  # fmt: skip
+        out, _ = await asyncio.wait_for(process.communicate(), 60)
+    lines = out.decode().splitlines()
+    assert process.returncode == 1  # one sink failed
+    assert [line.split(":")[0] for line in lines] == ["slack", "discord", "teams"]
+    assert lines[0].endswith(": delivered") and lines[1].endswith(": delivered")
+    assert ": FAILED: " in lines[2]
+    assert "nothing-listens" not in out.decode()  # the URL is a credential
+    assert len(receiver.received) == 2 and receiver.refusals == []
