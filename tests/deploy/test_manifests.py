@@ -78,6 +78,9 @@ def test_compose_file_matches_the_compose_spec_and_the_service() -> None:
         assert int(tracker["stop_grace_period"].rstrip("s")) > DRAIN_S
     kafka = services["kafka"]["environment"]
     assert "controller" in kafka["KAFKA_PROCESS_ROLES"]  # KRaft, no ZooKeeper
+    # The broker's log is on its volume, so topics and offsets survive down/up.
+    volume_paths = [v.split(":", 1)[1] for v in services["kafka"]["volumes"]]
+    assert kafka["KAFKA_LOG_DIRS"] in volume_paths
     # The load generator's command is one the CLI accepts.
     args = _parser().parse_args(services["loadgen"]["command"])
     assert args.to == "kafka" and args.target == "kafka:9092"
@@ -104,6 +107,10 @@ def test_deployment_probes_drain_and_hardening() -> None:
     (container,) = pod["containers"]
     assert container["readinessProbe"]["httpGet"]["path"] == "/readyz"
     assert pod["enableServiceLinks"] is False
+    # As shipped: no Kubernetes API token, and no start without the Secret.
+    assert pod["automountServiceAccountToken"] is False
+    (secret_ref,) = [e["secretRef"] for e in container["envFrom"] if "secretRef" in e]
+    assert secret_ref["optional"] is False
     assert container["livenessProbe"]["httpGet"]["path"] == "/healthz"
     pre_stop = container["lifecycle"]["preStop"]["sleep"]["seconds"]
     assert pod["terminationGracePeriodSeconds"] > pre_stop + DRAIN_S
@@ -119,6 +126,23 @@ def test_deployment_probes_drain_and_hardening() -> None:
     assert (
         hpa["minReplicas"] >= 2 and found["pdb.yaml"]["spec"]["minAvailable"] < hpa["minReplicas"]
     )
+
+
+def test_the_shipped_overlay_matches_the_default_aws_path() -> None:
+    found = manifests()
+    config = found["configmap.yaml"]["data"]
+    secret = found["secret.example.yaml"]["stringData"]
+    assert config["SES_TRACKER_SQS_QUEUE_URLS"].startswith("https://sqs.")
+    assert "SES_TRACKER_KAFKA_BOOTSTRAP_SERVERS" not in config  # an alternative, commented
+    assert "SES_TRACKER_REDIS_URL" in secret and "SES_TRACKER_REDIS_URL" not in config
+    ingress = found["ingress.yaml"]
+    assert (
+        ingress["spec"]["tls"]
+        and ingress["spec"]["rules"][0]["host"] in ingress["spec"]["tls"][0]["hosts"]
+    )
+    (kustomization,) = documents(KUBERNETES / "kustomization.yaml")
+    image = found["deployment.yaml"]["spec"]["template"]["spec"]["containers"][0]["image"]
+    assert kustomization["images"][0]["name"] == image.split(":")[0]
 
 
 def test_configuration_names_only_settings_the_service_has() -> None:
@@ -184,3 +208,17 @@ def _tag(loader: yaml.SafeLoader, suffix: str, node: yaml.Node) -> Any:
 
 
 _CfnLoader.add_multi_constructor("!", _tag)
+
+
+def test_the_eventbridge_rule_takes_only_this_configuration_sets_events() -> None:
+    template = yaml.load((DEPLOY / "aws" / "ses-events.yaml").read_text(), Loader=_CfnLoader)
+    pattern = template["Resources"]["EventBridgeRule"]["Properties"]["EventPattern"]
+    email, account = pattern["$or"]
+    assert email["detail"]["mail"]["tags"]["ses:configuration-set"] == [
+        {"Ref": "ConfigurationSetName"}
+    ]
+    assert "Email Bounced" in email["detail-type"]
+    assert set(account["detail-type"]) == {"Sending Status Disabled", "Sending Status Enabled"}
+    assert "detail" not in account  # account-level events carry no configuration set
+    rule = template["Rules"]["FirehoseNeedsAccessKey"]
+    assert rule["Assertions"]  # the Firehose path cannot be enabled without a key
