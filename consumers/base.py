@@ -36,6 +36,9 @@ class Source(ABC):
         self._stopping = asyncio.Event()
         self.connected = False
         self.failure: str | None = None
+        # What it is doing, for /readyz: starting, connecting, joining group,
+        # consuming, retrying, stopped.
+        self.state = "starting"
 
     @abstractmethod
     async def run(self) -> None:
@@ -54,7 +57,7 @@ class Source(ABC):
         return self.connected and self.failure is None
 
     def status(self) -> dict[str, Any]:
-        return {"connected": self.connected, "failure": self.failure}
+        return {"state": self.state, "connected": self.connected, "failure": self.failure}
 
     async def sleep(self, seconds: float) -> None:
         """Sleep, waking early when asked to stop."""

@@ -19,7 +19,13 @@ Semantics, at least once:
   consumer never leaves the group over it, so it cannot start a rebalance loop;
 * before partitions are revoked, the batch in flight finishes and commits. aiokafka
   does not call the rebalance listener on ``stop()``, so shutdown commits
-  explicitly first.
+  explicitly first;
+* a stored checkpoint outside the partition's log (a broker that lost its data, a
+  topic recreated) is not trusted: it is logged and counted
+  (``checkpoints_reset``), and the partition starts from the group's committed
+  offset when that is inside the log, else from the log's start;
+* a partition whose position has not moved for ``STALL_AFTER_S`` while the broker
+  holds newer records is listed as ``stalled`` in ``/readyz`` and metrics.
 
 A record may hold one event or a Firehose-style batch of several.
 """
@@ -50,6 +56,7 @@ DLQ_TRUNCATED_BYTES = 64 * 1024
 DLQ_BACKOFF_S = (1.0, 60.0)
 
 ProducerFactory = Callable[..., AIOKafkaProducer]
+STALL_AFTER_S = 60.0
 
 
 def position_key(tp: TopicPartition) -> str:
@@ -93,6 +100,9 @@ class KafkaSource(Source):
         # Partitions paused because their dead letters could not be parked:
         # partition -> (monotonic time to resume, current backoff).
         self.dlq_blocked: dict[TopicPartition, tuple[float, float]] = {}
+        self.checkpoints_reset = 0
+        # partition -> (position, monotonic time it last moved)
+        self._progress: dict[TopicPartition, tuple[int, float]] = {}
 
     def status(self) -> dict[str, Any]:
         return {
@@ -105,8 +115,31 @@ class KafkaSource(Source):
             "dead_lettered": self.dead_lettered,
             "dead_letter_truncated": self.dead_letter_truncated,
             "dlq_blocked": sorted(position_key(tp) for tp in self.dlq_blocked),
+            "stalled": self.stalled(),
+            "checkpoints_reset": self.checkpoints_reset,
             "batches": self.batches,
         }
+
+    def stalled(self, now: float | None = None) -> list[str]:
+        """Partitions behind the broker whose position has not moved for a while."""
+        consumer = self._consumer
+        if consumer is None:
+            return []
+        now = time.monotonic() if now is None else now
+        stuck = []
+        for tp in consumer.assignment():
+            highwater = consumer.highwater(tp)
+            if highwater is None or tp not in self._progress:
+                continue
+            position, since = self._progress[tp]
+            if highwater > position and now - since > STALL_AFTER_S:
+                stuck.append(position_key(tp))
+        return sorted(stuck)
+
+    def _moved(self, tp: TopicPartition, position: int) -> None:
+        previous = self._progress.get(tp)
+        if previous is None or previous[0] != position:
+            self._progress[tp] = (position, time.monotonic())
 
     async def run(self) -> None:
         delay = 0.5
@@ -116,6 +149,7 @@ class KafkaSource(Source):
                 return
             except (KafkaError, OSError) as exc:
                 self.connected = False
+                self.state = "retrying"
                 self.failure = f"kafka: {type(exc).__name__}: {exc}"
                 log.warning("kafka_unavailable_retrying", error=self.failure, retry_s=delay)
                 await self.sleep(delay)
@@ -139,8 +173,10 @@ class KafkaSource(Source):
         try:
             # Inside the try: a broker that is down fails start(), and both clients
             # must still be closed, or every retry leaks two of them.
+            self.state = "connecting"
             await producer.start()
             await consumer.start()
+            self.state = "joining group"
             self.connected = True
             self.failure = None
             log.info("kafka_consumer_started", topics=self.topics, group=self.group_id)
@@ -156,6 +192,7 @@ class KafkaSource(Source):
                         break
         finally:
             self.connected = False
+            self.state = "stopped"
             await consumer.stop()
             await producer.stop()
             self._consumer = None
@@ -298,6 +335,7 @@ class KafkaSource(Source):
 
     def _update_lag(self, consumer: AIOKafkaConsumer, positions: dict[TopicPartition, int]) -> None:
         for tp, offset in positions.items():
+            self._moved(tp, offset)
             highwater = consumer.highwater(tp)
             if highwater is not None:
                 self.lag[position_key(tp)] = max(0, highwater - offset)
@@ -310,13 +348,51 @@ class KafkaSource(Source):
         except StoreUnavailable as exc:
             log.warning("kafka_checkpoint_unavailable", error=str(exc))
             return  # Kafka's committed offsets are the fallback
+        stored = {tp: int(checkpoint[position_key(tp)]) for tp in assigned
+                  if position_key(tp) in checkpoint}  # fmt: skip
+        sought: dict[TopicPartition, int] = {}
+        if stored:
+            starts = await consumer.beginning_offsets(list(stored))
+            ends = await consumer.end_offsets(list(stored))
+            for tp, offset in stored.items():
+                if starts[tp] <= offset <= ends[tp]:
+                    consumer.seek(tp, offset)
+                    sought[tp] = offset
+                else:
+                    sought[tp] = await self._reset_checkpoint(
+                        consumer, tp, offset, starts[tp], ends[tp]
+                    )
+        now = time.monotonic()
         for tp in assigned:
-            offset = checkpoint.get(position_key(tp))
-            if offset is not None:
-                consumer.seek(tp, int(offset))
+            self._progress.pop(tp, None)
+            if tp in sought:
+                self._progress[tp] = (sought[tp], now)
+        self.state = "consuming"
         log.info(
             "kafka_partitions_assigned", partitions=sorted(position_key(tp) for tp in assigned)
         )
+
+    async def _reset_checkpoint(
+        self, consumer: AIOKafkaConsumer, tp: TopicPartition, offset: int, start: int, end: int
+    ) -> int:
+        """A checkpoint outside the log: the group's offset if inside, else the start."""
+        self.checkpoints_reset += 1
+        committed = await consumer.committed(tp)
+        if committed is not None and start <= committed <= end:
+            consumer.seek(tp, committed)
+            resumed = committed
+        else:
+            consumer.seek(tp, start)
+            resumed = start
+        log.warning(
+            "kafka_checkpoint_outside_log",
+            partition=position_key(tp),
+            checkpoint=offset,
+            log_start=start,
+            log_end=end,
+            resumed_at=resumed,
+        )
+        return resumed
 
 
 class _Rebalance(ConsumerRebalanceListener):

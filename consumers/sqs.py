@@ -78,6 +78,7 @@ class SqsSource(Source):
         }
 
     async def run(self) -> None:
+        self.state = "connecting"
         session = get_session()
         async with session.create_client(
             "sqs", endpoint_url=self.endpoint_url, region_name=self.region
@@ -89,6 +90,7 @@ class SqsSource(Source):
             ]
             await asyncio.gather(*pollers)
         self.connected = False
+        self.state = "stopped"
 
     async def _poll(self, client: Any, queue_url: str) -> None:
         visibility_s = await self._visibility_timeout(client, queue_url)
@@ -116,11 +118,13 @@ class SqsSource(Source):
                     messages = receive.result().get("Messages", [])
                 except (BotoCoreError, ClientError, OSError) as exc:
                     self.connected = False
+                    self.state = "retrying"
                     self.failure = f"sqs: {type(exc).__name__}: {exc}"
                     log.warning("sqs_receive_failed", queue=queue_url, error=self.failure)
                     await self.sleep(2.0)
                     continue
                 self.connected = True
+                self.state = "polling"
                 # A store outage is set again by durably(); /readyz also pings the store.
                 self.failure = None
                 if messages:

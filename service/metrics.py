@@ -151,9 +151,20 @@ class _PipelineCollector(Collector):
             "ses_tracker_kafka_dead_letter_failures",
             "Dead letters the DLQ topic refused (their partition was paused and retried).",
         )
+        stalled = GaugeMetricFamily(
+            "ses_tracker_kafka_stalled_partitions",
+            "Partitions behind the broker whose position has not moved for a minute.",
+        )
+        resets = CounterMetricFamily(
+            "ses_tracker_kafka_checkpoints_reset",
+            "Stored checkpoints found outside their partition's log and not used.",
+        )
         for source in measured.sources:
             up.add_metric([source.name], 1.0 if source.healthy else 0.0)
             status = source.status()
+            if "stalled" in status:
+                stalled.add_metric([], len(status["stalled"]))
+                resets.add_metric([], status["checkpoints_reset"])
             if "dlq_blocked" in status:
                 blocked.add_metric([], len(status["dlq_blocked"]))
                 dlq_failures.add_metric([], getattr(source, "dead_letter_failures", 0))
@@ -162,7 +173,7 @@ class _PipelineCollector(Collector):
             parked = status.get("dead_lettered", status.get("left_for_redrive"))
             if parked is not None:
                 dead.add_metric([source.name], parked)
-        yield from (up, lag, dead, blocked, dlq_failures)
+        yield from (up, lag, dead, blocked, dlq_failures, stalled, resets)
 
         if measured.live is not None:
             clients = GaugeMetricFamily(

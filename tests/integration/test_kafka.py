@@ -279,3 +279,49 @@ async def test_retrying_an_unreachable_broker_leaks_no_client(
     await asyncio.sleep(0)
     assert source.failure is not None  # it did try, and fail
     assert not [r for r in caplog.records if "Unclosed AIOKafka" in r.getMessage()]
+
+
+# --- #18: a checkpoint outside the log, and a stalled partition -----------------------
+
+
+async def test_a_broker_that_forgot_its_topic_does_not_stall_the_consumer(store, tmp_path) -> None:
+    """Tansu's memory engine forgets topics on restart: the stored checkpoint then
+    points past the new log. It is reset (from the log's start), not trusted."""
+    broker = TansuBroker(tmp_path / "broker.log")
+    broker.start()
+    try:
+        await create_topic(broker.bootstrap_servers, "forgetful", partitions=1)
+        first = [(None, ses.dumps(ses.send(f"before-{n}", ["a@x.com"]))) for n in range(20)]
+        await produce(broker.bootstrap_servers, "forgetful", first)
+        running = RunningSource(source_for(broker, store, "forgetful", "g-forget"))
+        await wait_until(lambda: stored(store, "before-19", "sent"), 30)
+        assert running.source.status()["state"] == "consuming"
+        await running.stop()
+        broker.stop()
+        broker.start()  # empty again: no topic, no offsets
+        await create_topic(broker.bootstrap_servers, "forgetful", partitions=1)
+        after = [(None, ses.dumps(ses.send(f"after-{n}", ["a@x.com"]))) for n in range(5)]
+        await produce(broker.bootstrap_servers, "forgetful", after)
+        running = RunningSource(source_for(broker, store, "forgetful", "g-forget"))
+        await wait_until(lambda: stored(store, "after-4", "sent"), 30)
+        assert running.source.checkpoints_reset == 1
+        await running.stop()
+    finally:
+        broker.stop()
+
+
+def test_a_partition_behind_the_broker_that_does_not_move_is_stalled() -> None:
+    from aiokafka import TopicPartition
+
+    class FakeConsumer:
+        def assignment(self) -> set:
+            return {TopicPartition("t", 0), TopicPartition("t", 1)}
+
+        def highwater(self, tp: TopicPartition) -> int:
+            return 100
+
+    source = KafkaSource(Pipeline(None), bootstrap_servers="x", topics=["t"], group_id="g")
+    source._consumer = FakeConsumer()  # type: ignore[assignment]
+    source._progress = {TopicPartition("t", 0): (40, 0.0), TopicPartition("t", 1): (100, 0.0)}
+    assert source.stalled(now=30.0) == []  # not for long yet
+    assert source.stalled(now=61.0) == ["t:0"]  # t:1 is caught up, not stalled
