@@ -88,6 +88,8 @@ def _parser() -> argparse.ArgumentParser:
     lookup.add_argument("message_id")
     lookup.add_argument("--url", help="service base URL (default: from HOST/PORT settings)")
     lookup.set_defaults(run=_lookup)
+    for command in commands.choices.values():
+        command.formatter_class = argparse.ArgumentDefaultsHelpFormatter
     return parser
 
 
