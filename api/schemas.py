@@ -69,7 +69,7 @@ class RecipientSummary(_Open):
     status: str
 
 
-class MessageSummary(_Open):
+class _MessageHeader(_Open):
     message_id: str
     status: str
     overdue: bool
@@ -77,6 +77,9 @@ class MessageSummary(_Open):
     source: str | None
     subject: str | None
     configuration_set: str | None
+
+
+class MessageSummary(_MessageHeader):
     recipients: list[RecipientSummary]
 
 
@@ -107,14 +110,7 @@ class EventView(_Open):
     seen_at: str
 
 
-class MessageView(_Open):
-    message_id: str
-    status: str
-    overdue: bool
-    sent_at: str | None
-    source: str | None
-    subject: str | None
-    configuration_set: str | None
+class MessageView(_MessageHeader):
     tags: dict[str, Any]
     recipients: list[RecipientView]
     latency_ms: dict[str, int]
