@@ -77,6 +77,7 @@ class KafkaSource(Source):
         session_timeout_ms: int = 10_000,
         client_id: str = "ses-tracker",
         producer_factory: ProducerFactory = AIOKafkaProducer,
+        security: dict[str, Any] | None = None,
     ) -> None:
         super().__init__()
         self.pipeline = pipeline
@@ -92,6 +93,8 @@ class KafkaSource(Source):
         self._batch_lock = asyncio.Lock()
         self._consumer: AIOKafkaConsumer | None = None
         self.producer_factory = producer_factory
+        # TLS and SASL arguments, the same for the consumer and the DLQ producer.
+        self.security = security or {}
         self.lag: dict[str, int] = {}
         self.dead_lettered = 0
         self.dead_letter_truncated = 0
@@ -164,9 +167,13 @@ class KafkaSource(Source):
             auto_offset_reset="earliest",
             session_timeout_ms=self.session_timeout_ms,
             heartbeat_interval_ms=max(1_000, self.session_timeout_ms // 3),
+            **self.security,
         )
         producer = self.producer_factory(
-            bootstrap_servers=self.bootstrap_servers, client_id=f"{self.client_id}-dlq", acks="all"
+            bootstrap_servers=self.bootstrap_servers,
+            client_id=f"{self.client_id}-dlq",
+            acks="all",
+            **self.security,
         )
         consumer.subscribe(self.topics, listener=_Rebalance(self, consumer))
         self._consumer = consumer

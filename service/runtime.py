@@ -54,6 +54,7 @@ def build_store(settings: Settings) -> Store:
     if settings.redis_url:
         truth = RedisStore.from_url(
             settings.redis_url,
+            connection=settings.redis_options(),
             retention_s=settings.retention_s,
             feed_window_s=settings.feed_window_s,
         )
@@ -118,6 +119,7 @@ def build_sources(settings: Settings, pipeline: Pipeline) -> list[Source]:
                 group_id=settings.kafka_group_id,
                 max_records=settings.kafka_max_records,
                 session_timeout_ms=settings.kafka_session_timeout_ms,
+                security=settings.kafka_security(),
             )
         )
     if settings.queue_urls:

@@ -57,6 +57,14 @@ class Settings(BaseSettings):
     feed_window_s: float = Field(60.0, gt=0)
     live_queue_frames: int = Field(64, gt=0)
     live_send_timeout_s: float = Field(5.0, gt=0)
+    # Production connections: TLS with a private CA, Redis ACL users (in the URL:
+    # rediss://user:password@host), Kafka SASL.
+    redis_ca_file: Path | None = None
+    kafka_security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
+    kafka_sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] | None = None
+    kafka_sasl_username: str | None = None
+    kafka_sasl_password: SecretStr | None = None
+    kafka_ca_file: Path | None = None
     kafka_max_records: int = Field(2_000, gt=0)
     kafka_session_timeout_ms: int = Field(10_000, ge=1_000)
     sqs_pollers_per_queue: int = Field(2, gt=0, le=50)
@@ -84,7 +92,12 @@ class Settings(BaseSettings):
         """Every configured secret, for the log redactor (``service.logs``)."""
         values = [
             secret.get_secret_value()
-            for secret in (self.api_token, self.firehose_access_key, self.alert_webhook_secret)
+            for secret in (
+                self.api_token,
+                self.firehose_access_key,
+                self.alert_webhook_secret,
+                self.kafka_sasl_password,
+            )
             if secret is not None
         ]
         for entry in _split(self.alert_webhooks):
@@ -103,6 +116,27 @@ class Settings(BaseSettings):
             if os.environ.get(name)
         ]
         return values
+
+    def kafka_security(self) -> dict[str, Any]:
+        """aiokafka's connection arguments for the configured security."""
+        options: dict[str, Any] = {"security_protocol": self.kafka_security_protocol}
+        if self.kafka_security_protocol in ("SSL", "SASL_SSL"):
+            from aiokafka.helpers import create_ssl_context
+
+            cafile = str(self.kafka_ca_file) if self.kafka_ca_file else None
+            options["ssl_context"] = create_ssl_context(cafile=cafile)
+        if self.kafka_security_protocol.startswith("SASL"):
+            options["sasl_mechanism"] = self.kafka_sasl_mechanism or "PLAIN"
+            options["sasl_plain_username"] = self.kafka_sasl_username
+            if self.kafka_sasl_password is not None:
+                options["sasl_plain_password"] = self.kafka_sasl_password.get_secret_value()
+        return options
+
+    def redis_options(self) -> dict[str, Any]:
+        """redis-py's connection arguments beyond the URL: a private CA for rediss://."""
+        if self.redis_ca_file is not None:
+            return {"ssl_ca_certs": str(self.redis_ca_file)}
+        return {}
 
     @property
     def topics(self) -> list[str]:

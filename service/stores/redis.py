@@ -22,6 +22,7 @@ import time
 from collections import Counter
 from collections.abc import Sequence
 from importlib import resources
+from typing import Any
 
 import msgpack
 from redis import asyncio as aioredis
@@ -62,8 +63,11 @@ class RedisStore(Store):
         self._retention_ms = int(retention_s * 1000)
 
     @classmethod
-    def from_url(cls, url: str, **kwargs: object) -> RedisStore:
-        client = aioredis.Redis.from_url(url, health_check_interval=30)
+    def from_url(
+        cls, url: str, *, connection: dict[str, Any] | None = None, **kwargs: object
+    ) -> RedisStore:
+        """``connection``: redis-py arguments beyond the URL (TLS CA, client cert)."""
+        client = aioredis.Redis.from_url(url, health_check_interval=30, **(connection or {}))
         return cls(client, **kwargs)  # type: ignore[arg-type]
 
     @property
