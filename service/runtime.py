@@ -24,6 +24,7 @@ from service.pipeline import Pipeline
 from service.ratelimit import RateLimiter
 from service.settings import Settings
 from service.stores import CachedStore, MemoryStore, RedisStore, Store
+from service.stores.redis import StoreFormatError
 
 log = structlog.get_logger(__name__)
 
@@ -188,10 +189,16 @@ class Runtime:
             firehose_endpoint="open" if settings.firehose_access_key else "closed",
             rate_limit_per_s=settings.rate_limit_per_s or None,
         )
+        redis = redis_of(self.store)
         if not await self.store.ping():
             # Not fatal: /readyz reports it and the store reconnects on its own.
             log.error("store_unreachable", store=self.store.describe())
-        redis = redis_of(self.store)
+        elif redis is not None:
+            try:
+                await redis.claim_format()
+            except StoreFormatError as exc:
+                log.error("store_format_too_new", error=str(exc))
+                raise
         if redis is None:
             self.pipeline.on_transitions(self.feed.publish)
         else:

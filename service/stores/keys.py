@@ -17,6 +17,11 @@ DEFAULT_PREFIX = "st:"
 class RedisKeys:
     prefix: str = DEFAULT_PREFIX
 
+    @property
+    def format(self) -> str:
+        """The stored data's format version (service.stores.redis.FORMAT_VERSION)."""
+        return f"{self.prefix}format"
+
     # Messages and their search indexes (written by merge.lua).
     def record(self, handle: str) -> str:
         return f"{self.prefix}m:{{{handle}}}"

@@ -36,6 +36,15 @@ from service.stores.keys import DEFAULT_PREFIX, RedisKeys
 from service.stores.redis_record import record_from_bytes
 from service.stores.redis_search import SEND_TIME_BUCKET_MS, IndexReader
 
+# The layout of records, indexes and statistics. A release that changes it raises
+# this, and reads every older format (README, Rolling upgrades).
+FORMAT_VERSION = 1
+
+
+class StoreFormatError(RuntimeError):
+    """The store holds data in a format newer than this version reads."""
+
+
 MERGE_SCRIPT = resources.files("service.stores").joinpath("merge.lua").read_text()
 
 
@@ -279,6 +288,26 @@ class RedisStore(Store):
     async def load_checkpoint(self, name: str) -> dict[str, str]:
         raw = await self._client.hgetall(self.checkpoint_key(name))
         return {k.decode(): v.decode() for k, v in raw.items()}
+
+    async def claim_format(self) -> int:
+        """Record this version's data format, or find a newer one and refuse it.
+
+        Replicas of two versions may share one Redis during a rolling upgrade while
+        they read the same format; a version that finds a newer format than it
+        knows (a downgrade past a format change) must not write into it.
+        """
+        key = self._keys.format
+        try:
+            await self._client.set(key, FORMAT_VERSION, nx=True)
+            stored = int(await self._client.get(key) or FORMAT_VERSION)
+        except (RedisError, OSError) as exc:
+            raise StoreUnavailable(f"redis read failed: {type(exc).__name__}") from exc
+        if stored > FORMAT_VERSION:
+            raise StoreFormatError(
+                f"Redis holds ses-tracker data format {stored}; this version reads up to "
+                f"{FORMAT_VERSION}: run a newer ses-tracker, or use an empty Redis"
+            )
+        return stored
 
     async def ping(self) -> bool:
         try:

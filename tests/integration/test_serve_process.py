@@ -175,3 +175,28 @@ def test_replay_says_when_the_store_is_down_with_its_own_exit_code(tmp_path) -> 
     )
     assert result.returncode == 3
     assert "store is unavailable" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_a_newer_data_format_in_redis_stops_an_older_version(redis_server: RedisServer) -> None:
+    """A rollback past a format change must not write into the newer data."""
+    import redis
+
+    client = redis.Redis.from_url(redis_server.url)
+    client.set("st:format", 99)
+    try:
+        result = subprocess.run(
+            [*command(), "serve"],
+            env={
+                **{k: v for k, v in os.environ.items() if not k.startswith("SES_TRACKER_")},
+                "SES_TRACKER_REDIS_URL": redis_server.url,
+                "SES_TRACKER_PORT": str(free_port()),
+            },
+            capture_output=True,
+            timeout=30,
+            text=True,
+        )
+        assert result.returncode != 0
+        assert "data format 99" in result.stderr
+    finally:
+        client.set("st:format", 1)
+        client.close()
