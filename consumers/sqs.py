@@ -144,6 +144,7 @@ class SqsSource(Source):
                 self.connected = True
                 return int(answer["Attributes"]["VisibilityTimeout"])
             except (BotoCoreError, ClientError, OSError) as exc:
+                self.state = "retrying"
                 self.failure = f"sqs: {type(exc).__name__}: {exc}"
                 log.warning("sqs_queue_unavailable", queue=queue_url, error=self.failure)
                 await self.sleep(2.0)

@@ -187,6 +187,37 @@ async function refreshAlerts() {
   }
 }
 
+// Each consumer's state from /readyz, and in plain words what is wrong: a source
+// that is retrying, partitions that stopped while the broker has newer records,
+// partitions paused because their dead letters cannot be parked.
+async function refreshSources() {
+  try {
+    const response = await fetch("/readyz", { headers: authHeaders });
+    const ready = await response.json();
+    const list = $("sources");
+    list.replaceChildren();
+    if (!ready.store) list.append(text("li", "the state store is not answering", "status-bounced"));
+    for (const [name, source] of Object.entries(ready.consumers || {})) {
+      const bad = source.state === "retrying" || source.failure;
+      const item = document.createElement("li");
+      item.id = "source-" + name;
+      item.append(text("strong", name), " ", text("span", source.state, bad ? "status-bounced" : "status-delivered"));
+      const problems = [];
+      if ((source.stalled || []).length) problems.push("stalled: " + source.stalled.join(", "));
+      if ((source.dlq_blocked || []).length) problems.push("paused, dead letters not parked: " + source.dlq_blocked.join(", "));
+      const behind = Object.values(source.lag || {}).reduce((a, b) => a + b, 0);
+      if (behind) problems.push(behind.toLocaleString() + " records behind");
+      if (problems.length) item.append(" · " + problems.join(" · "));
+      list.append(item);
+    }
+    if (!list.children.length) list.append(text("li", "no consumers: HTTP ingest only", "muted"));
+  } catch (error) {
+    // The next refresh tries again.
+  } finally {
+    setTimeout(refreshSources, WAITING_POLL_MS);
+  }
+}
+
 async function searchMessages(params) {
   const response = await fetch("/v1/messages?" + new URLSearchParams(params), { headers: authHeaders });
   if (!response.ok) throw new Error("search failed: " + response.status);
@@ -249,3 +280,4 @@ if (linked) {
 checkAccess().then((allowed) => { if (allowed) connect(); });
 refreshWaiting();
 refreshAlerts();
+refreshSources();

@@ -134,3 +134,23 @@ async def test_the_page_carries_the_api_token() -> None:
         await expect(linked.locator("#lookup-title")).to_have_text(message_id, timeout=5_000)
         await expect(linked.locator("#lookup-status strong")).to_be_visible(timeout=5_000)
         await browser.close()
+
+
+async def test_the_page_says_what_each_source_is_doing() -> None:
+    """#18: a consumer that cannot reach its queue shows as retrying, in words."""
+    from tests.support.servers import free_port
+
+    dead = f"http://127.0.0.1:{free_port()}"
+    settings = Settings(
+        _env_file=None,
+        sqs_queue_urls=f"{dead}/123456789012/ses-events",
+        aws_endpoint_url=dead,
+    )
+    async with serving(settings) as server, async_playwright() as p:
+        browser = await p.chromium.launch(
+            executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS
+        )
+        page = await browser.new_page()
+        await page.goto(server.base + "/")
+        await expect(page.locator("#source-sqs")).to_contain_text("retrying", timeout=15_000)
+        await browser.close()
