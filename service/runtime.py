@@ -81,7 +81,11 @@ def build_seen_ids(store: Store, kind: str, ttl_s: float) -> SeenIds:
     return RedisSeenIds(redis.client, prefix=redis.prefix, kind=kind, ttl_s=ttl_s)
 
 
-def build_alerting(settings: Settings, store: Store) -> Alerting:
+def build_alerting(
+    settings: Settings,
+    store: Store,
+    health_of: Callable[[], list[dict[str, Any]]] = list,
+) -> Alerting:
     """Rules, sinks and alert state; raises AlertConfigError on bad settings."""
     config = alert_config(settings)
     alert_store: AlertStore
@@ -102,6 +106,7 @@ def build_alerting(settings: Settings, store: Store) -> Alerting:
         deliverer,
         overdue_after_s=settings.overdue_after_s,
         public_url=settings.public_url,
+        health_of=health_of,
     )
 
 
@@ -159,7 +164,7 @@ class Runtime:
         # The websocket broadcaster (api.live), attached by the app.
         self.live: Any = None
         self.feed = TransitionFeed()
-        self.alerting = build_alerting(settings, self.store)
+        self.alerting = build_alerting(settings, self.store, self._source_health)
         self.pipeline.on_account_event(self.alerting.on_account_event)
         self.metrics = Metrics(
             pipeline=self.pipeline,
@@ -227,6 +232,9 @@ class Runtime:
         await self.alerting.stop()
         await self.store.close()
         log.info("service_stopped")
+
+    def _source_health(self) -> list[dict[str, Any]]:
+        return [{"name": source.name, **source.status()} for source in self.sources]
 
     def sources_healthy(self) -> bool:
         return all(source.healthy for source in self.sources)

@@ -18,18 +18,27 @@ import dataclasses
 import os
 import socket
 import uuid
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Callable, Sequence
+from typing import Any
 
 import structlog
 from redis.exceptions import RedisError
 
 from service import state
 from service.alerts.delivery import Deliverer, FinalDeliveryError, RetryableDeliveryError
-from service.alerts.evaluate import AccountStatus, Inputs, OverdueMessage, evaluate, windows_needed
+from service.alerts.evaluate import (
+    AccountStatus,
+    Inputs,
+    OverdueMessage,
+    SourceHealth,
+    TrackerHealth,
+    evaluate,
+    windows_needed,
+)
 from service.alerts.lifecycle import Finding, due_for_notice, plan
 from service.alerts.model import Alert, Example
-from service.alerts.rules import RuleSet
+from service.alerts.rules import RuleSet, TrackerRule
 from service.alerts.sinks import Sink
 from service.alerts.store import AlertStore, OutboxEntry
 from service.alerts.windows import WindowReader
@@ -52,6 +61,23 @@ GIVE_UP_AFTER_MS = 24 * 3600 * 1000
 SENDER_IDLE_S = 1.0
 
 
+# A replica's source figures count while this recent (they are noted every tick).
+HEALTH_FRESH_MS = 120_000
+
+
+def source_health(replica: str, status: dict[str, Any]) -> SourceHealth:
+    """A source's ``status()`` (``consumers``) as the tracker rule reads it."""
+    return SourceHealth(
+        replica=replica,
+        name=str(status.get("name", "?")),
+        state=str(status.get("state", "?")),
+        failure=bool(status.get("failure")),
+        stalled=tuple(status.get("stalled", ())),
+        dlq_blocked=tuple(status.get("dlq_blocked", ())),
+        lag=sum(status.get("lag", {}).values()),
+    )
+
+
 def replica_name() -> str:
     return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
 
@@ -69,6 +95,7 @@ class Alerting:
         public_url: str | None = None,
         clock_ms: Callable[[], int] = wall_clock_ms,
         owner: str | None = None,
+        health_of: Callable[[], list[dict[str, Any]]] = list,
     ) -> None:
         self.store = store
         self.alert_store = alert_store
@@ -87,6 +114,10 @@ class Alerting:
         self.backlog: dict[str, int] = {}
         self._in_flight: dict[str, OutboxEntry] = {}
         self._window_reader = WindowReader(store, windows_needed(rules.rules))
+        # This replica's sources, as their status() says (tracker rule).
+        self._health_of = health_of
+        # (time, dead letters, evictions) totals, to tell what grew in a window.
+        self._samples: deque[tuple[int, int, int]] = deque()
 
     @property
     def lease_ms(self) -> int:
@@ -97,6 +128,11 @@ class Alerting:
     async def tick(self) -> list[Alert]:
         """Evaluate once, if this replica holds the lease; the notices committed."""
         now_ms = self._clock_ms()
+        if self._watches_itself:
+            # Every replica says how its own sources are; the lease holder judges.
+            await self.alert_store.note_health(
+                self.owner, {"at": now_ms, "sources": self._health_of()}
+            )
         self.leading = await self.alert_store.hold_lease(self.owner, self.lease_ms)
         if not self.leading:
             return []
@@ -131,7 +167,52 @@ class Alerting:
         accounts = None
         if any(rule.kind == "sending_disabled" for rule in self.rules.rules):
             accounts = await self.alert_store.accounts()
-        return Inputs(now_ms, windows, overdue, more, self.overdue_after_s, accounts)
+        health = await self._health(now_ms) if self._watches_itself else None
+        return Inputs(now_ms, windows, overdue, more, self.overdue_after_s, accounts, health)
+
+    @property
+    def _watches_itself(self) -> bool:
+        return any(rule.kind == "tracker" for rule in self.rules.rules)
+
+    async def _health(self, now_ms: int) -> TrackerHealth:
+        """Every replica's recent source figures, the store's memory, the outboxes."""
+        fresh_after = now_ms - HEALTH_FRESH_MS
+        sources: list[SourceHealth] = []
+        dead_letters = 0
+        for replica, health in sorted((await self.alert_store.healths()).items()):
+            if health.get("at", 0) < fresh_after:
+                continue  # a replica gone away says nothing about now
+            for status in health.get("sources", []):
+                sources.append(source_health(replica, status))
+                dead_letters += int(status.get("dead_lettered", 0) or 0)
+                dead_letters += int(status.get("left_for_redrive", 0) or 0)
+        memory = await self.store.memory()
+        evicted = memory.evicted if memory else 0
+        window_ms = (
+            max(
+                (rule.window_s for rule in self.rules.rules if isinstance(rule, TrackerRule)),
+                default=300,
+            )
+            * 1000
+        )
+        self._samples.append((now_ms, dead_letters, evicted))
+        while len(self._samples) > 1 and self._samples[1][0] <= now_ms - window_ms:
+            self._samples.popleft()
+        _, dead_before, evicted_before = self._samples[0]
+        oldest = {}
+        for sink in self.sinks:
+            created = await self.alert_store.oldest_waiting_ms(sink.id)
+            if created is not None:
+                oldest[sink.name] = created
+        return TrackerHealth(
+            sources=tuple(sources),
+            # Counters restart with their process: a drop is not negative growth.
+            dead_letters_recent=max(0, dead_letters - dead_before),
+            memory_used=memory.used_bytes if memory else None,
+            memory_max=memory.max_bytes if memory else None,
+            evicted_recent=max(0, evicted - evicted_before),
+            outbox_oldest_ms=oldest,
+        )
 
     async def _overdue(self, now_ms: int) -> tuple[list[OverdueMessage], bool]:
         deadline = now_ms - int(self.overdue_after_s * 1000)

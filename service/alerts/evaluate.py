@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from service.alerts.lifecycle import Finding
 from service.alerts.model import Example, Severity
@@ -21,6 +21,7 @@ from service.alerts.rules import (
     Rule,
     SendingDisabledRule,
     StatusCountRule,
+    TrackerRule,
 )
 from service.search import SearchQuery
 from service.stats import quantile, split_domains
@@ -44,6 +45,31 @@ class AccountStatus:
 
 
 @dataclass(frozen=True, slots=True)
+class SourceHealth:
+    """One consumer of one replica, as its ``status()`` reports it."""
+
+    replica: str
+    name: str
+    state: str
+    failure: bool
+    stalled: tuple[str, ...] = ()
+    dlq_blocked: tuple[str, ...] = ()
+    lag: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class TrackerHealth:
+    """ses-tracker's own figures, over every replica that reported lately."""
+
+    sources: tuple[SourceHealth, ...] = ()
+    dead_letters_recent: int = 0  # records parked or left for redrive in the window
+    memory_used: int | None = None  # the store's bytes, and its limit (None: none)
+    memory_max: int | None = None
+    evicted_recent: int = 0  # messages the store evicted in the window
+    outbox_oldest_ms: Mapping[str, int] = field(default_factory=dict)  # sink -> created
+
+
+@dataclass(frozen=True, slots=True)
 class Inputs:
     now_ms: int
     # Summed stats counters (``service.stats``) per window length in seconds.
@@ -52,6 +78,7 @@ class Inputs:
     overdue_more: bool = False  # more overdue messages than were fetched
     overdue_after_s: float = 900
     accounts: Mapping[str, AccountStatus] | None = None
+    health: TrackerHealth | None = None
 
 
 def windows_needed(rules: Sequence[Rule]) -> set[int]:
@@ -291,6 +318,52 @@ def _overdue(rule: OverdueRule, inputs: Inputs) -> Finding | None:
     )  # fmt: skip
 
 
+def _tracker(rule: TrackerRule, inputs: Inputs) -> Finding | None:
+    health = inputs.health
+    if health is None:
+        return None
+    problems: dict[str, str] = {}  # subject -> what is wrong
+    for source in health.sources:
+        where = f"{source.name} on {source.replica}"
+        if source.failure or source.state == "retrying":
+            problems[f"{where}: down"] = "cannot reach its broker or queue"
+        if source.stalled:
+            problems[f"{where}: stalled"] = "not moving, behind: " + ", ".join(source.stalled)
+        if source.dlq_blocked:
+            problems[f"{where}: dlq"] = "paused, DLQ refuses: " + ", ".join(source.dlq_blocked)
+        if source.lag > rule.max_lag_records:
+            problems[f"{where}: lag"] = f"{source.lag:,} records behind"
+    if health.dead_letters_recent >= rule.min_dead_letters:
+        problems["dead letters"] = (
+            f"{health.dead_letters_recent:,} records dead-lettered in {_span(rule.window_s)}"
+        )
+    if health.memory_used is not None and health.memory_max:
+        ratio = health.memory_used / health.memory_max
+        if ratio >= rule.memory_ratio:
+            problems["store memory"] = f"{_pct(ratio)} of its memory limit used"
+    if health.evicted_recent:
+        problems["store evictions"] = (
+            f"{health.evicted_recent:,} messages evicted in {_span(rule.window_s)}: their "
+            "state is lost"
+        )
+    for sink, created_ms in sorted(health.outbox_oldest_ms.items()):
+        age_s = (inputs.now_ms - created_ms) / 1000
+        if age_s >= rule.outbox_age_s:
+            problems[f"alerts to {sink}"] = f"a notice has waited {_span(age_s)} for the sink"
+    if not problems:
+        return None
+    return Finding(
+        rule=rule.name,
+        kind=rule.kind,
+        severity=rule.severity,
+        title=f"ses-tracker needs attention: {len(problems)} problem"
+        + ("s" if len(problems) > 1 else ""),
+        summary="; ".join(f"{subject}: {what}" for subject, what in problems.items()),
+        subjects=frozenset(problems),
+        figures=dict(list(problems.items())[:10]),
+    )
+
+
 _EVALUATORS = {
     RateRule: _rate,
     LatencyRule: _latency,
@@ -298,6 +371,7 @@ _EVALUATORS = {
     StatusCountRule: _status_count,
     SendingDisabledRule: _sending_disabled,
     OverdueRule: _overdue,
+    TrackerRule: _tracker,
 }
 
 

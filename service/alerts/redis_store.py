@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import replace
+from typing import Any
 
 import orjson
 from redis import asyncio as aioredis
@@ -183,6 +184,24 @@ class RedisAlertStore(AlertStore):
             keys=[self._accounts_key],
             args=[account, body, status.at, 1 if status.enabled else 0],
         )
+
+    async def oldest_waiting_ms(self, sink_id: str) -> int | None:
+        # Entry ids begin with their creation time (store.new_entries); an outbox
+        # holds alert notices, so a few hundred ids at most is plenty to look at.
+        ids = await self._client.zrange(self.outbox_key(sink_id), 0, 999)
+        times = [int(entry_id[:14]) for entry_id in ids if entry_id[:14].isdigit()]
+        return min(times, default=None)
+
+    async def note_health(self, owner: str, health: dict[str, Any]) -> None:
+        async with self._client.pipeline(transaction=True) as pipe:
+            pipe.hset(self._keys.alert_health, owner, orjson.dumps(health))
+            # Replicas come and go: the hash lives while any of them reports.
+            pipe.pexpire(self._keys.alert_health, 10 * 60_000)
+            await pipe.execute()
+
+    async def healths(self) -> dict[str, dict[str, Any]]:
+        raw = await self._client.hgetall(self._keys.alert_health)
+        return {owner.decode(): orjson.loads(value) for owner, value in raw.items()}
 
     async def accounts(self) -> dict[str, AccountStatus]:
         raw = await self._client.hgetall(self._accounts_key)

@@ -145,8 +145,28 @@ class OverdueRule(_Rule):
     severity: Severity = Severity.WARNING
 
 
+class TrackerRule(_Rule):
+    """ses-tracker watching itself: a source that cannot reach its broker or queue,
+    a stalled or far-behind partition, dead letters piling up, the store nearly
+    full or evicting, alert notices that no sink has taken for a while."""
+
+    kind: Literal["tracker"]
+    window_s: Window = 300  # for dead letters and evictions
+    max_lag_records: int = Field(100_000, ge=1)
+    min_dead_letters: int = Field(1, ge=1)
+    memory_ratio: float = Field(0.9, gt=0, le=1)
+    outbox_age_s: int = Field(600, ge=1)
+    severity: Severity = Severity.WARNING
+
+
 Rule = Annotated[
-    RateRule | LatencyRule | DelaySpikeRule | StatusCountRule | SendingDisabledRule | OverdueRule,
+    RateRule
+    | LatencyRule
+    | DelaySpikeRule
+    | StatusCountRule
+    | SendingDisabledRule
+    | OverdueRule
+    | TrackerRule,
     Field(discriminator="kind"),
 ]
 
@@ -180,6 +200,7 @@ DEFAULT_RULES: dict[str, Any] = {
         {"name": "rendering-failures", "kind": "status_count", "status": "rendering_failed"},
         {"name": "sending-disabled", "kind": "sending_disabled"},
         {"name": "overdue", "kind": "overdue"},
+        {"name": "tracker-health", "kind": "tracker"},
     ]
 }  # fmt: skip
 

@@ -128,6 +128,18 @@ class AlertStore(ABC):
     @abstractmethod
     async def accounts(self) -> dict[str, AccountStatus]: ...
 
+    @abstractmethod
+    async def oldest_waiting_ms(self, sink_id: str) -> int | None:
+        """When the oldest entry still waiting for ``sink_id`` was made; None if none."""
+
+    @abstractmethod
+    async def note_health(self, owner: str, health: dict[str, Any]) -> None:
+        """This replica's own figures (its sources), for the lease holder to judge."""
+
+    @abstractmethod
+    async def healths(self) -> dict[str, dict[str, Any]]:
+        """The figures each replica last noted, by replica."""
+
     async def close(self) -> None:  # noqa: B027 - optional hook
         """Release connections."""
 
@@ -151,6 +163,7 @@ class MemoryAlertStore(AlertStore):
         self._entries: dict[str, OutboxEntry] = {}
         self._due: dict[str, int] = {}
         self._accounts: dict[str, AccountStatus] = {}
+        self._healths: dict[str, dict[str, Any]] = {}
         if directory is not None:
             self._load(directory)
 
@@ -219,6 +232,17 @@ class MemoryAlertStore(AlertStore):
 
     async def accounts(self) -> dict[str, AccountStatus]:
         return dict(self._accounts)
+
+    async def oldest_waiting_ms(self, sink_id: str) -> int | None:
+        return min(
+            (e.created_ms for e in self._entries.values() if e.sink_id == sink_id), default=None
+        )
+
+    async def note_health(self, owner: str, health: dict[str, Any]) -> None:
+        self._healths[owner] = health
+
+    async def healths(self) -> dict[str, dict[str, Any]]:
+        return dict(self._healths)
 
     # On disk ---------------------------------------------------------------
 

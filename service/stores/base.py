@@ -29,6 +29,15 @@ class Checkpoint:
     positions: Mapping[str, str]
 
 
+@dataclass(frozen=True, slots=True)
+class MemoryFigures:
+    """How full the store is, for ses-tracker's own alerts."""
+
+    used_bytes: int
+    max_bytes: int | None  # None: no limit set
+    evicted: int  # since the store started (Redis: since its last restart)
+
+
 class Store(ABC):
     """Merged message state, keyed by SES message id.
 
@@ -69,6 +78,10 @@ class Store(ABC):
     async def ping(self) -> bool:
         """Whether the store can serve requests now."""
         return True
+
+    async def memory(self) -> MemoryFigures | None:
+        """How full the store is; None when it cannot say."""
+        return None
 
     async def close(self) -> None:  # noqa: B027 - optional hook, nothing to release by default
         """Release connections."""

@@ -8,7 +8,7 @@ from collections.abc import Callable, Sequence
 
 from service.search import SearchPage, SearchQuery
 from service.state import MessageRecord, MessageWrite, Transition
-from service.stores.base import Checkpoint, Store
+from service.stores.base import Checkpoint, MemoryFigures, Store
 
 
 class CachedStore(Store):
@@ -71,6 +71,9 @@ class CachedStore(Store):
 
     async def ping(self) -> bool:
         return await self.truth.ping()
+
+    async def memory(self) -> MemoryFigures | None:
+        return await self.truth.memory()
 
     async def close(self) -> None:
         await self.truth.close()

@@ -79,5 +79,9 @@ class RedisKeys:
     def alert_accounts(self) -> str:
         return f"{self.prefix}al:accounts"
 
+    @property
+    def alert_health(self) -> str:
+        return f"{self.prefix}al:health"
+
     def alert_outbox(self, sink_id: str) -> str:
         return f"{self.prefix}al:out:{sink_id}"

@@ -11,7 +11,7 @@ from collections.abc import Callable, Sequence
 from service import stats
 from service.search import Position, SearchHit, SearchPage, SearchQuery, message_handle
 from service.state import MessageRecord, MessageWrite, Transition, merge
-from service.stores.base import Checkpoint, Store
+from service.stores.base import Checkpoint, MemoryFigures, Store
 from service.stores.memory_index import MemoryIndex
 
 _SCAN_SLICE = 10_000
@@ -184,6 +184,9 @@ class MemoryStore(Store):
             hits = hits[: query.limit]
             return SearchPage(hits, hits[-1].position)
         return SearchPage(hits, None)
+
+    async def memory(self) -> MemoryFigures:
+        return MemoryFigures(self.bytes, self._max_bytes, self.evictions)
 
     async def read_stats(self, first_bucket: int, last_bucket: int) -> Counter[str]:
         total: Counter[str] = Counter()

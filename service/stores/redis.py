@@ -31,7 +31,7 @@ from redis.exceptions import NoScriptError, RedisError
 from service import state, stats
 from service.search import SearchPage, SearchQuery, message_handle
 from service.state import MessageRecord, MessageWrite, Transition
-from service.stores.base import Checkpoint, Store, StoreUnavailable
+from service.stores.base import Checkpoint, MemoryFigures, Store, StoreUnavailable
 from service.stores.keys import DEFAULT_PREFIX, RedisKeys
 from service.stores.redis_record import record_from_bytes
 from service.stores.redis_search import SEND_TIME_BUCKET_MS, IndexReader
@@ -308,6 +308,18 @@ class RedisStore(Store):
                 f"{FORMAT_VERSION}: run a newer ses-tracker, or use an empty Redis"
             )
         return stored
+
+    async def memory(self) -> MemoryFigures | None:
+        """Redis's used memory, its ``maxmemory`` (0: none) and keys it evicted."""
+        try:
+            memory = await self._client.info("memory")
+            stats = await self._client.info("stats")
+        except (RedisError, OSError):
+            return None
+        limit = int(memory.get("maxmemory", 0))
+        return MemoryFigures(
+            int(memory.get("used_memory", 0)), limit or None, int(stats.get("evicted_keys", 0))
+        )
 
     async def ping(self) -> bool:
         try:

@@ -90,6 +90,8 @@ def make_alerting(
     rules: str,
     sinks: list[Sink],
     clock: Clock,
+    health_of: Callable[[], list[dict]] = list,
+    owner: str | None = None,
     **deliverer: object,
 ) -> Alerting:
     """One replica's alerting; its deliverer owns its HTTP client (stop closes it)."""
@@ -102,6 +104,8 @@ def make_alerting(
         overdue_after_s=900,
         public_url="https://tracker.example",
         clock_ms=clock,
+        health_of=health_of,
+        owner=owner,
     )
 
 
@@ -329,3 +333,40 @@ async def test_sending_disabled_is_critical_and_resolves_when_enabled(stores, ki
     await alerting.stop()
     if kind == "redis":
         await store.close()
+
+
+# --- #18: ses-tracker watching itself ---------------------------------------------------
+
+
+async def test_the_tracker_alerts_on_its_own_sources_across_replicas(stores, kind: str) -> None:
+    """Each replica notes its sources; the lease holder judges all of them. (Without
+    Redis there is one process: it judges its own.)"""
+    rules = "timing: {group_wait_s: 0, group_interval_s: 0}\nrules:\n"
+    rules += "  - {name: tracker-health, kind: tracker, max_lag_records: 1000}\n"
+    clock = Clock()
+    healthy = [{"name": "kafka", "state": "consuming", "failure": None, "lag": {"t:0": 10}}]
+    sick = [
+        {"name": "kafka", "state": "consuming", "failure": None, "stalled": ["t:1"],
+         "lag": {"t:1": 5_000}},
+        {"name": "sqs", "state": "retrying", "failure": "sqs: EndpointConnectionError"},
+    ]  # fmt: skip
+    store_b, alerts_b = stores()
+    b = make_alerting(store_b, alerts_b, rules, [], clock, lambda: sick, owner="replica-b")
+    replicas = [b]
+    if kind == "redis":
+        store_a, alerts_a = stores()
+        a = make_alerting(store_a, alerts_a, rules, [], clock, lambda: healthy, owner="replica-a")
+        replicas.insert(0, a)
+        assert await a.tick() == []  # a leads, and its own sources are fine
+        assert await b.tick() == []  # b only notes its sources: a holds the lease
+    notices = await replicas[0].tick()
+    [fired] = [n for n in notices if n.rule == "tracker"]
+    assert "sqs on replica-b: down" in fired.summary
+    assert "kafka on replica-b: stalled" in fired.summary
+    assert "kafka on replica-b: lag" in fired.summary
+    assert "replica-a" not in fired.summary  # its sources are fine
+    for alerting in replicas:
+        await alerting.stop()
+    if kind == "redis":
+        await store_a.close()
+        await store_b.close()

@@ -328,3 +328,30 @@ async def test_the_transitions_stream_keeps_a_window_of_time(make_store, redis_c
     assert 150 <= len(entries) <= 200
     assert all(b"m-w0\xa7" not in fields[b"t"] for _, fields in entries)
     await store.close()
+
+
+async def test_redis_reports_its_memory_limit_and_evictions(make_store, redis_client) -> None:
+    """What the tracker rule reads to warn before Redis fills up or evicts."""
+    store = make_store()
+    before = await store.memory()
+    assert before is not None and before.used_bytes > 0 and before.max_bytes is None
+    await redis_client.config_set("maxmemory", 512 * 1024 * 1024)
+    try:
+        limited = await store.memory()
+        assert limited is not None and limited.max_bytes == 512 * 1024 * 1024
+    finally:
+        await redis_client.config_set("maxmemory", 0)
+        await store.close()
+
+
+async def test_the_alert_outbox_says_how_old_its_oldest_entry_is(redis_client) -> None:
+    from service.alerts.lifecycle import Plan
+    from service.alerts.redis_store import RedisAlertStore
+    from tests.support.chat import sample_alert
+
+    alerts = RedisAlertStore(redis_client, prefix="outbox-age:", owns_client=False)
+    assert await alerts.oldest_waiting_ms("slack-1") is None
+    assert await alerts.hold_lease("me", 10_000)
+    plan = Plan(upserts={}, deletes=(), notices=(sample_alert(),))
+    assert await alerts.commit("me", plan, ["slack-1"], 1_700_000_000_000)
+    assert await alerts.oldest_waiting_ms("slack-1") == 1_700_000_000_000

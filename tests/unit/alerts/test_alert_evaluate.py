@@ -4,9 +4,18 @@ from __future__ import annotations
 
 from collections import Counter
 
-from service.alerts.evaluate import AccountStatus, Inputs, OverdueMessage, evaluate
+import pytest
+
+from service.alerts.evaluate import (
+    AccountStatus,
+    Inputs,
+    OverdueMessage,
+    SourceHealth,
+    TrackerHealth,
+    evaluate,
+)
 from service.alerts.model import Severity
-from service.alerts.rules import parse_rules
+from service.alerts.rules import TrackerRule, parse_rules
 from service.codec import encode_batch
 from service.stats import bin_of, bucket_of
 from service.stores import MemoryStore
@@ -146,3 +155,51 @@ async def test_delays_are_counted_by_type_and_domain_in_the_stats() -> None:
     window = await store.read_stats(bucket, bucket)
     assert window["y:TransientCommunicationFailure"] == 1
     assert window["d:x.com|y"] == window["d:y.com|y"] == 1
+
+
+# --- the tracker watching itself ------------------------------------------------------
+
+
+TRACKER = TrackerRule(name="tracker-health", kind="tracker")
+
+
+def tracker_finding(health: TrackerHealth):
+    return evaluate([TRACKER], Inputs(NOW, {}, health=health))["tracker-health"]
+
+
+def test_a_healthy_tracker_is_quiet() -> None:
+    ok = SourceHealth("r1", "kafka", "consuming", False, lag=10)
+    assert tracker_finding(TrackerHealth(sources=(ok,), memory_used=10, memory_max=100)) is None
+    assert tracker_finding(TrackerHealth()) is None
+
+
+@pytest.mark.parametrize(
+    ("health", "subject"),
+    [
+        (TrackerHealth(sources=(SourceHealth("r1", "sqs", "retrying", True),)), "sqs on r1: down"),
+        (
+            TrackerHealth(sources=(SourceHealth("r1", "kafka", "consuming", False, ("t:0",)),)),
+            "kafka on r1: stalled",
+        ),
+        (
+            TrackerHealth(sources=(SourceHealth("r2", "kafka", "consuming", False, (), ("t:3",)),)),
+            "kafka on r2: dlq",
+        ),
+        (
+            TrackerHealth(sources=(SourceHealth("r1", "kafka", "consuming", False, lag=200_000),)),
+            "kafka on r1: lag",
+        ),
+        (TrackerHealth(dead_letters_recent=3), "dead letters"),
+        (TrackerHealth(memory_used=95, memory_max=100), "store memory"),
+        (TrackerHealth(evicted_recent=7), "store evictions"),
+        (TrackerHealth(outbox_oldest_ms={"slack:hooks": NOW - 700_000}), "alerts to slack:hooks"),
+    ],
+)
+def test_each_tracker_problem_fires(health: TrackerHealth, subject: str) -> None:
+    finding = tracker_finding(health)
+    assert finding is not None and subject in finding.subjects
+    assert finding.title.startswith("ses-tracker needs attention")
+
+
+def test_a_young_outbox_entry_is_not_a_problem() -> None:
+    assert tracker_finding(TrackerHealth(outbox_oldest_ms={"slack:x": NOW - 60_000})) is None

@@ -20,7 +20,7 @@ def test_defaults_cover_every_kind_and_warn_before_ses_review_thresholds() -> No
     rules = {rule.name: rule for rule in default_rules().rules}
     assert {rule.kind for rule in rules.values()} == {
         "bounce_rate", "complaint_rate", "latency", "delay_spike", "status_count",
-        "sending_disabled", "overdue",
+        "sending_disabled", "overdue", "tracker",
     }  # fmt: skip
     bounce, complaint = rules["bounce-rate"], rules["complaint-rate"]
     assert isinstance(bounce, RateRule) and isinstance(complaint, RateRule)
