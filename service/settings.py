@@ -61,7 +61,9 @@ class Settings(BaseSettings):
     # rediss://user:password@host), Kafka SASL.
     redis_ca_file: Path | None = None
     kafka_security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
-    kafka_sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] | None = None
+    kafka_sasl_mechanism: (
+        Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512", "AWS_MSK_IAM"] | None
+    ) = None
     kafka_sasl_username: str | None = None
     kafka_sasl_password: SecretStr | None = None
     kafka_ca_file: Path | None = None
@@ -125,6 +127,13 @@ class Settings(BaseSettings):
 
             cafile = str(self.kafka_ca_file) if self.kafka_ca_file else None
             options["ssl_context"] = create_ssl_context(cafile=cafile)
+        if self.kafka_sasl_mechanism == "AWS_MSK_IAM":
+            from consumers.msk import MskIamTokenProvider
+
+            region = os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION")
+            options["sasl_mechanism"] = "OAUTHBEARER"
+            options["sasl_oauth_token_provider"] = MskIamTokenProvider(region or "us-east-1")
+            return options
         if self.kafka_security_protocol.startswith("SASL"):
             options["sasl_mechanism"] = self.kafka_sasl_mechanism or "PLAIN"
             options["sasl_plain_username"] = self.kafka_sasl_username
