@@ -131,20 +131,19 @@ def parse_payload(
         return result
     for index, document in enumerate(_documents(raw, result)):
         if index == MAX_RECORDS_PER_PAYLOAD:
-            _reject_rest(raw, result)
+            _reject_rest(result)
             break
         result.records += 1
-        if type(document) is not dict and not isinstance(document, _Broken):
-            # No exception per item: a body can hold millions of them ([1,1,1...]).
-            result.reject(index, Reason.NOT_OBJECT, _NOT_AN_OBJECT[_kind(document)])
-            continue
         if isinstance(document, _Broken):
             reason = document.reason
             if document.more:
                 reason += f" (and the {document.more} broken pieces after it)"
             result.reject(index, document.code, reason)
-            continue
-        _parse_document(document, index, result, latest_ms)
+        elif type(document) is not dict:
+            # No exception per item: a body can hold millions of them ([1,1,1...]).
+            result.reject(index, Reason.NOT_OBJECT, _NOT_AN_OBJECT[_kind(document)])
+        else:
+            _parse_document(document, index, result, latest_ms)
     if result.records == 0:
         result.records = 1
         result.reject(0, Reason.EMPTY, "empty payload: no JSON record found")
@@ -166,7 +165,7 @@ class _Broken:
         self.more = 0
 
 
-def _reject_rest(raw: bytes, result: ParseResult) -> None:
+def _reject_rest(result: ParseResult) -> None:
     """Past the record cap: the rest counted as one rejection, not read."""
     result.records += 1
     result.reject(
@@ -336,12 +335,10 @@ def _broken(begin: int, error: orjson.JSONDecodeError | None) -> _Broken:
 # Envelopes
 
 
-def _parse_document(document: Any, index: int, result: ParseResult, latest_ms: int | None) -> None:
+def _parse_document(
+    document: dict[str, Any], index: int, result: ParseResult, latest_ms: int | None
+) -> None:
     try:
-        if not isinstance(document, dict):
-            raise RecordError(
-                Reason.NOT_OBJECT, f"record is a JSON {_kind(document)}, expected an object"
-            )
         if "Records" in document:
             _parse_lambda(document, index, result, latest_ms)
         elif "Type" in document and ("Message" in document or "TopicArn" in document):
@@ -426,7 +423,8 @@ def _parse_eventbridge(
     if not isinstance(detail, dict):
         raise RecordError(Reason.BAD_FIELD, "detail: expected an object")
     if detail_type in _ACCOUNT_DETAIL_TYPES or detail_type.startswith(_ACCOUNT_DETAIL_PREFIX):
-        at = _timestamp(document, "time", "", latest_ms)
+        at = _timestamp(document, "time", "")
+        _not_ahead(at, latest_ms, "time")
         account = document.get("account")
         region = document.get("region")
         result.account_events.append(
@@ -490,12 +488,8 @@ def _parse_ses(
         event = replace(event, mail=mail)
     else:
         event = _BUILDERS[kind](record, mail, result)
-    if latest_ms is not None and max(event.at, mail.sent_at) > latest_ms:
-        raise RecordError(
-            Reason.FUTURE_TIMESTAMP,
-            f"{'mail.timestamp' if mail.sent_at > latest_ms else 'timestamp'}: "
-            "dated further ahead of the clock than SES_TRACKER_MAX_FUTURE_S allows",
-        )
+    _not_ahead(mail.sent_at, latest_ms, "mail.timestamp")
+    _not_ahead(event.at, latest_ms, "timestamp")
     result.events.append(event)
 
 
@@ -513,7 +507,7 @@ def _mail(record: dict[str, Any], result: ParseResult) -> MailInfo:
     if len(message_id) > MAX_MESSAGE_ID_CHARS or not message_id.isprintable():
         raise RecordError(Reason.BAD_FIELD, "mail.messageId: not a plausible SES message id")
     known = mail.get("timestamp") is not None
-    sent_at = _timestamp(mail, "timestamp", "mail.", None) if known else 0
+    sent_at = _timestamp(mail, "timestamp", "mail.") if known else 0
     destination = _addresses(mail.get("destination", []), "mail.destination", result)
     source = mail.get("source")
     if source is not None:
@@ -612,7 +606,7 @@ def _delivery(record: dict[str, Any], mail: MailInfo, result: ParseResult) -> Se
         raise RecordError(
             Reason.BAD_FIELD, "delivery.processingTimeMillis: expected a non-negative integer"
         )
-    at = _timestamp(body, "timestamp", "delivery.", None)
+    at = _timestamp(body, "timestamp", "delivery.")
     return _event(EventType.DELIVERY, mail, at, recipients, details, processing)
 
 
@@ -636,7 +630,7 @@ def _bounce(record: dict[str, Any], mail: MailInfo, result: ParseResult) -> SesE
         "remote_mta_ip": _opt_str(body, "remoteMtaIp"),
         "reports": diagnostics,
     }
-    at = _timestamp(body, "timestamp", "bounce.", None)
+    at = _timestamp(body, "timestamp", "bounce.")
     return _event(EventType.BOUNCE, mail, at, recipients, details)
 
 
@@ -651,7 +645,7 @@ def _complaint(record: dict[str, Any], mail: MailInfo, result: ParseResult) -> S
         "feedback_id": _opt_str(body, "feedbackId"),
         "user_agent": _opt_str(body, "userAgent"),
     }
-    at = _timestamp(body, "timestamp", "complaint.", None)
+    at = _timestamp(body, "timestamp", "complaint.")
     return _event(EventType.COMPLAINT, mail, at, recipients, details)
 
 
@@ -665,12 +659,12 @@ def _delivery_delay(record: dict[str, Any], mail: MailInfo, result: ParseResult)
         "delay_type": _opt_str(body, "delayType"),
         # When SES gives up: ahead of the clock by nature, so no future check.
         "expiration_time": (
-            _timestamp(body, "expirationTime", "deliveryDelay.", None) if expiration else None
+            _timestamp(body, "expirationTime", "deliveryDelay.") if expiration else None
         ),
         "reporting_mta": _opt_str(body, "reportingMTA"),
         "reports": diagnostics,
     }
-    at = _timestamp(body, "timestamp", "deliveryDelay.", None)
+    at = _timestamp(body, "timestamp", "deliveryDelay.")
     return _event(EventType.DELIVERY_DELAY, mail, at, recipients, details)
 
 
@@ -678,7 +672,7 @@ def _engagement(kind: EventType, section: str, fields: dict[str, str]):
     def build(record: dict[str, Any], mail: MailInfo, result: ParseResult) -> SesEvent:
         body = _section(record, section)
         details = {name: _opt_str(body, source) for name, source in fields.items()}
-        at = _timestamp(body, "timestamp", f"{section}.", None)
+        at = _timestamp(body, "timestamp", f"{section}.")
         # SES cannot tell which recipient of a multi-recipient message opened it.
         recipients = mail.destination if len(mail.destination) == 1 else ()
         return _event(kind, mail, at, recipients, details)
@@ -722,20 +716,23 @@ def _section(record: dict[str, Any], name: str) -> dict[str, Any]:
     return body
 
 
-def _timestamp(body: dict[str, Any], key: str, path: str, latest_ms: int | None) -> int:
+def _timestamp(body: dict[str, Any], key: str, path: str) -> int:
     value = body.get(key)
     if value is None:
         raise RecordError(Reason.MISSING_FIELD, f"{path}{key}: missing")
     try:
-        ms = parse_ms(value)
+        return parse_ms(value)
     except TimestampError as exc:
         raise RecordError(Reason.BAD_TIMESTAMP, f"{path}{key}: {exc}") from None
+
+
+def _not_ahead(ms: int, latest_ms: int | None, path: str) -> None:
+    """Refuse a time further ahead of the clock than the caller allows."""
     if latest_ms is not None and ms > latest_ms:
         raise RecordError(
             Reason.FUTURE_TIMESTAMP,
-            f"{path}{key}: dated further ahead of the clock than SES_TRACKER_MAX_FUTURE_S allows",
+            f"{path}: dated further ahead of the clock than SES_TRACKER_MAX_FUTURE_S allows",
         )
-    return ms
 
 
 def _opt_str(body: dict[str, Any], key: str) -> str | None:
