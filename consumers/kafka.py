@@ -268,6 +268,7 @@ class KafkaSource(Source):
             return_exceptions=True,
         )
         blocked: set[TopicPartition] = set()
+        parked = 0
         for (tp, record, _), outcome in zip(dead, outcomes, strict=True):
             if isinstance(outcome, BaseException):
                 if not isinstance(outcome, KafkaError | OSError):
@@ -280,9 +281,9 @@ class KafkaSource(Source):
                     error=type(outcome).__name__,
                 )
             else:
-                self.dead_lettered += 1
+                parked += 1
                 self.dlq_blocked.pop(tp, None)
-        parked = len(dead) - sum(1 for o in outcomes if isinstance(o, BaseException))
+        self.dead_lettered += parked
         if parked:
             log.warning("kafka_records_dead_lettered", count=parked)
         return blocked
@@ -385,12 +386,8 @@ class KafkaSource(Source):
         """A checkpoint outside the log: the group's offset if inside, else the start."""
         self.checkpoints_reset += 1
         committed = await consumer.committed(tp)
-        if committed is not None and start <= committed <= end:
-            consumer.seek(tp, committed)
-            resumed = committed
-        else:
-            consumer.seek(tp, start)
-            resumed = start
+        resumed = committed if committed is not None and start <= committed <= end else start
+        consumer.seek(tp, resumed)
         log.warning(
             "kafka_checkpoint_outside_log",
             partition=position_key(tp),

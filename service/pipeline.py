@@ -83,11 +83,7 @@ class Pipeline:
 
     def parse(self, payload: bytes, source: str) -> ParseResult:
         """Parse and count one payload here, on the caller's thread."""
-        result = parse_payload(
-            payload,
-            max_bytes=self.max_payload_bytes,
-            latest_ms=self._clock_ms() + self.max_future_ms,
-        )
+        result = self._parser(payload)()
         self._count(result, source)
         return result
 
@@ -95,15 +91,19 @@ class Pipeline:
         """Parse one payload, on the parser thread when it is large."""
         if len(payload) <= OFFLOAD_BYTES:
             return self.parse(payload, source)
-        work = functools.partial(
+        loop = asyncio.get_running_loop()
+        result = await loop.run_in_executor(_PARSER_THREAD, self._parser(payload))
+        self._count(result, source)
+        return result
+
+    def _parser(self, payload: bytes) -> Callable[[], ParseResult]:
+        """The parse of ``payload``, with the limits of this pipeline and this moment."""
+        return functools.partial(
             parse_payload,
             payload,
             max_bytes=self.max_payload_bytes,
             latest_ms=self._clock_ms() + self.max_future_ms,
         )
-        result = await asyncio.get_running_loop().run_in_executor(_PARSER_THREAD, work)
-        self._count(result, source)
-        return result
 
     def _count(self, result: ParseResult, source: str) -> None:
         """Count what was wrong with a payload; log it once, not once per record."""
@@ -113,14 +113,15 @@ class Pipeline:
         counters.ignored += result.ignored_count
         counters.recipients_dropped += result.recipients_dropped
         if result.rejected_count:
-            counters.reasons.update({code.value: n for code, n in result.codes.items()})
+            codes = {code.value: n for code, n in result.codes.items()}
+            counters.reasons.update(codes)
             first = result.rejected[0]
             log.warning(
                 "records_rejected",
                 source=source,
                 count=result.rejected_count,
                 of_records=result.records,
-                codes={code.value: n for code, n in result.codes.items()},
+                codes=codes,
                 first_index=first.index,
                 first_reason=first.reason,
             )

@@ -118,6 +118,9 @@ class Alerting:
         self._health_of = health_of
         # (time, dead letters, evictions) totals, to tell what grew in a window.
         self._samples: deque[tuple[int, int, int]] = deque()
+        # The tracker rules' longest window (ms); None when none watches the tracker.
+        tracker_windows = [r.window_s for r in rules.rules if isinstance(r, TrackerRule)]
+        self._tracker_window_ms = max(tracker_windows) * 1000 if tracker_windows else None
 
     @property
     def lease_ms(self) -> int:
@@ -128,7 +131,7 @@ class Alerting:
     async def tick(self) -> list[Alert]:
         """Evaluate once, if this replica holds the lease; the notices committed."""
         now_ms = self._clock_ms()
-        if self._watches_itself:
+        if self._tracker_window_ms is not None:
             # Every replica says how its own sources are; the lease holder judges.
             await self.alert_store.note_health(
                 self.owner, {"at": now_ms, "sources": self._health_of()}
@@ -167,14 +170,12 @@ class Alerting:
         accounts = None
         if any(rule.kind == "sending_disabled" for rule in self.rules.rules):
             accounts = await self.alert_store.accounts()
-        health = await self._health(now_ms) if self._watches_itself else None
+        health = None
+        if self._tracker_window_ms is not None:
+            health = await self._health(now_ms, self._tracker_window_ms)
         return Inputs(now_ms, windows, overdue, more, self.overdue_after_s, accounts, health)
 
-    @property
-    def _watches_itself(self) -> bool:
-        return any(rule.kind == "tracker" for rule in self.rules.rules)
-
-    async def _health(self, now_ms: int) -> TrackerHealth:
+    async def _health(self, now_ms: int, window_ms: int) -> TrackerHealth:
         """Every replica's recent source figures, the store's memory, the outboxes."""
         fresh_after = now_ms - HEALTH_FRESH_MS
         sources: list[SourceHealth] = []
@@ -188,13 +189,6 @@ class Alerting:
                 dead_letters += int(status.get("left_for_redrive", 0) or 0)
         memory = await self.store.memory()
         evicted = memory.evicted if memory else 0
-        window_ms = (
-            max(
-                (rule.window_s for rule in self.rules.rules if isinstance(rule, TrackerRule)),
-                default=300,
-            )
-            * 1000
-        )
         self._samples.append((now_ms, dead_letters, evicted))
         while len(self._samples) > 1 and self._samples[1][0] <= now_ms - window_ms:
             self._samples.popleft()
