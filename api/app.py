@@ -18,6 +18,7 @@ from api.deps import require_token
 from api.live import Broadcaster
 from api.responses import OrjsonResponse
 from api.routes import alerts, events, health, ingest, live, messages, metrics, stats
+from service.clock import wall_clock_ms
 from service.runtime import Runtime
 from service.settings import Settings
 from service.stores import StoreUnavailable
@@ -29,16 +30,24 @@ STATIC = Path(__file__).parent / "static"
 RuntimeHook = Callable[[Runtime], None]
 
 
-def create_app(settings: Settings | None = None, *, on_start: RuntimeHook | None = None) -> FastAPI:
-    """Build the app; ``on_start`` may add background work (the demo simulator)."""
+def create_app(
+    settings: Settings | None = None,
+    *,
+    on_start: RuntimeHook | None = None,
+    clock_ms: Callable[[], int] = wall_clock_ms,
+) -> FastAPI:
+    """Build the app; ``on_start`` may add background work (the demo simulator).
+
+    ``clock_ms`` is the wall clock every part reads (tests set it near their events).
+    """
     settings = settings or Settings()
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        runtime = Runtime(settings)
+        runtime = Runtime(settings, clock_ms=clock_ms)
         app.state.runtime = runtime
         runtime.live = Broadcaster(
-            lambda: stats.read_window(runtime.store, 300),
+            lambda: stats.read_window(runtime.store, 300, clock_ms()),
             queue_frames=settings.live_queue_frames,
             send_timeout_s=settings.live_send_timeout_s,
         )

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hmac
 import math
 import time
+from collections.abc import Callable
 from typing import Annotated
 from urllib.parse import urlsplit
 
@@ -41,10 +42,16 @@ def get_alerting(runtime: RuntimeDep) -> Alerting:
     return runtime.alerting
 
 
+def get_clock(runtime: RuntimeDep) -> Callable[[], int]:
+    return runtime.clock_ms
+
+
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 StoreDep = Annotated[Store, Depends(get_store)]
 PipelineDep = Annotated[Pipeline, Depends(get_pipeline)]
 AlertingDep = Annotated[Alerting, Depends(get_alerting)]
+# The service's wall clock (epoch ms): one for every part, so tests can set it.
+ClockDep = Annotated[Callable[[], int], Depends(get_clock)]
 
 
 def presents_token(connection: HTTPConnection, settings: Settings) -> bool:

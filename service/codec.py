@@ -178,7 +178,10 @@ def encode_event(event: SesEvent, seen_ms: int) -> state.EventWrite:
         field = prefix + recipients[0] if len(recipients) == 1 else prefix
         bits = tuple((address, 0) for address in recipients)
         natural, latency_field, once = stats.event_counters(event, seen_ms)
-        return state.EventWrite(field, blob, 0, bits, event.at, False, natural, latency_field, once)
+        return state.EventWrite(
+            field, blob, 0, bits, event.at, False, natural, latency_field, once,
+            stats.live_bucket(event.at, seen_ms),
+        )  # fmt: skip
     if kind is EventType.BOUNCE:
         per_recipient = _BOUNCE_BITS.get(event.details["bounce_type"], state.SOFT_BOUNCE)
     else:
@@ -195,6 +198,7 @@ def encode_event(event: SesEvent, seen_ms: int) -> state.EventWrite:
         natural,
         latency_field,
         once,
+        stats.live_bucket(event.at, seen_ms),
     )
 
 

@@ -154,8 +154,8 @@ class Pipeline:
             now_ms = self._clock_ms()
             writes = encode_batch(list(events), now_ms)
             started = time.perf_counter()
-            bucket = bucket_of(now_ms) if self.live_stats else None
-            transitions = await self.store.merge(writes, checkpoint, bucket)
+            live_bucket = bucket_of(now_ms) if self.live_stats else None
+            transitions = await self.store.merge(writes, checkpoint, live_bucket)
             elapsed = time.perf_counter() - started
             for timer in self.merge_timers:
                 timer(elapsed)

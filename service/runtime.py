@@ -17,6 +17,7 @@ from service.alerts.delivery import Deliverer
 from service.alerts.engine import Alerting
 from service.alerts.redis_store import RedisAlertStore
 from service.alerts.store import AlertStore, MemoryAlertStore
+from service.clock import wall_clock_ms
 from service.dedupe import MemorySeenIds, RedisSeenIds, SeenIds
 from service.feed import TransitionFeed, follow_redis
 from service.metrics import Metrics
@@ -85,6 +86,7 @@ def build_alerting(
     settings: Settings,
     store: Store,
     health_of: Callable[[], list[dict[str, Any]]] = list,
+    clock_ms: Callable[[], int] = wall_clock_ms,
 ) -> Alerting:
     """Rules, sinks and alert state; raises AlertConfigError on bad settings."""
     config = alert_config(settings)
@@ -107,6 +109,7 @@ def build_alerting(
         overdue_after_s=settings.overdue_after_s,
         public_url=settings.public_url,
         health_of=health_of,
+        clock_ms=clock_ms,
     )
 
 
@@ -142,13 +145,20 @@ def build_sources(settings: Settings, pipeline: Pipeline) -> list[Source]:
 
 
 class Runtime:
-    def __init__(self, settings: Settings, store: Store | None = None) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        store: Store | None = None,
+        clock_ms: Callable[[], int] = wall_clock_ms,
+    ) -> None:
         self.settings = settings
+        self.clock_ms = clock_ms
         self.store = store if store is not None else build_store(settings)
         self.pipeline = Pipeline(
             self.store,
             max_payload_bytes=settings.max_body_bytes,
             max_future_s=settings.max_future_s,
+            clock_ms=clock_ms,
         )
         self.sources = build_sources(settings, self.pipeline)
         # HTTP sources: SNS subscriptions and Firehose deliveries (api/routes/ingest.py).
@@ -164,7 +174,7 @@ class Runtime:
         # The websocket broadcaster (api.live), attached by the app.
         self.live: Any = None
         self.feed = TransitionFeed()
-        self.alerting = build_alerting(settings, self.store, self._source_health)
+        self.alerting = build_alerting(settings, self.store, self._source_health, clock_ms)
         self.pipeline.on_account_event(self.alerting.on_account_event)
         self.metrics = Metrics(
             pipeline=self.pipeline,

@@ -106,6 +106,9 @@ class EventWrite(NamedTuple):
     natural: int = -1
     latency_field: str = ""
     once_fields: tuple[str, ...] = ()
+    # The live statistics bucket this event's changes count in: its own time's
+    # (service.stats.live_bucket), or -1 when it is too old for any live window.
+    bucket: int = -1
 
 
 class MessageWrite(NamedTuple):
@@ -124,6 +127,11 @@ class MessageWrite(NamedTuple):
     def first_at(self) -> int:
         """When transitions not caused by one event (new destination recipients) happen."""
         return self.events[0].at if self.events else self.sent_at
+
+    @property
+    def first_bucket(self) -> int:
+        """The live bucket those transitions count in: the first event's."""
+        return self.events[0].bucket if self.events else -1
 
 
 class Transition(NamedTuple):
@@ -160,12 +168,18 @@ class MessageRecord:
 
 
 class ChangeCounter(Protocol):
-    """Counts what a merge changed (``service.stats.BucketCounters``)."""
+    """Counts what a merge changed, by live bucket (``service.stats.LiveCounters``)."""
 
-    def once(self, fields: Iterable[str]) -> None: ...
+    def once(self, bucket: int, fields: Iterable[str]) -> None: ...
 
     def transition(
-        self, address: str, old: int | None, new: int, natural: int, latency_field: str
+        self,
+        bucket: int,
+        address: str,
+        old: int | None,
+        new: int,
+        natural: int,
+        latency_field: str,
     ) -> None: ...
 
 
@@ -210,7 +224,7 @@ def merge(
         else:
             continue
         if counters is not None:
-            counters.once(event.once_fields)
+            counters.once(event.bucket, event.once_fields)
         if event.message_bits and record.message_flags | event.message_bits != record.message_flags:
             before = record.message_flags
             record.message_flags |= event.message_bits
@@ -219,7 +233,7 @@ def merge(
                 new = status_of(flags | record.message_flags)
                 if old != new:
                     transitions.append(_transition(write, address, old, new, event.at))
-                    _count(counters, address, old, new, event)
+                    _count(counters, write, address, old, new, event)
         for address, bits in event.recipient_bits:
             _add_bits(record, write, address, bits, event.at, transitions, counters, event, evicted)
     return transitions
@@ -227,6 +241,7 @@ def merge(
 
 def _count(
     counters: ChangeCounter | None,
+    write: MessageWrite,
     address: str,
     old: int | None,
     new: int,
@@ -234,9 +249,9 @@ def _count(
 ) -> None:
     if counters is not None:
         if event is None:
-            counters.transition(address, old, new, -1, "")
+            counters.transition(write.first_bucket, address, old, new, -1, "")
         else:
-            counters.transition(address, old, new, event.natural, event.latency_field)
+            counters.transition(event.bucket, address, old, new, event.natural, event.latency_field)
 
 
 def _add_bits(
@@ -263,7 +278,7 @@ def _add_bits(
         record.recipients[address] = bits
         new = status_of(bits | record.message_flags)
         transitions.append(_transition(write, address, None, new, at))
-        _count(counters, address, None, new, event)
+        _count(counters, write, address, None, new, event)
         return
     new_flags = old_flags | bits
     if new_flags == old_flags:
@@ -273,7 +288,7 @@ def _add_bits(
     new = status_of(new_flags | record.message_flags)
     if old != new:
         transitions.append(_transition(write, address, old, new, at))
-        _count(counters, address, old, new, event)
+        _count(counters, write, address, old, new, event)
 
 
 def _transition(

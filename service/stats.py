@@ -2,8 +2,14 @@
 
 Counting happens inside the store's merge, from what actually changed, so a batch
 merged twice (a retry, a replay after a crash) counts once, and every replica adds
-to the same numbers. Time is cut into buckets of ``BUCKET_S`` seconds of ingestion
-time; a window is the sum of its buckets. Each bucket is a flat map of counters:
+to the same numbers. Time is cut into buckets of ``BUCKET_S`` seconds of *event*
+time: a change counts in the bucket of the SES timestamp of the event that made it
+(send time for Send), so a consumer catching up on an hour of backlog puts each
+change where it happened instead of piling the hour into the last minute. The wall
+clock bounds it (:func:`live_bucket`): an event ahead of the clock counts now, one
+older than the longest window (``MAX_WINDOW_S``) counts in no live bucket at all
+(it still changes its message's state). A window is the sum of its buckets. Each
+bucket is a flat map of counters:
 
 * ``c:<status>``, ``d:<domain>|c:<status>``: recipients reaching a status (a newly
   seen recipient counts once under ``sent`` too, whatever status it arrives in);
@@ -28,7 +34,7 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Iterable, Mapping
-from typing import Any
+from typing import Any, NamedTuple
 
 from ddsketch.mapping import LogarithmicMapping
 
@@ -41,6 +47,7 @@ RELATIVE_ACCURACY = 0.01
 TOP_DOMAINS = 50
 MAX_DOMAINS_PER_BUCKET = 200
 OTHER = "(other)"
+NOT_LIVE = -1
 ADMITTED = "n:domains"
 # SES's documented DeliveryDelay delayType values.
 DELAY_TYPES = frozenset(
@@ -79,9 +86,34 @@ LATENCY_KINDS = (
 QUANTILES = {"p50": 0.50, "p90": 0.90, "p99": 0.99}
 
 
+class Revisions(NamedTuple):
+    """Which live buckets changed since a reader last looked.
+
+    ``sequence`` grows by one with every merge that counts anything, and ``buckets``
+    maps each live bucket to the sequence of the merge that last changed it. A
+    reader keeping sums of buckets re-reads those whose number moved; a sequence
+    lower than before means the store lost its data, and every sum is stale.
+    """
+
+    sequence: int
+    buckets: dict[int, int]
+
+
 def bucket_of(ms: int) -> int:
     """The bucket (its start, in epoch seconds) that an instant falls in."""
     return ms // 1000 // BUCKET_S * BUCKET_S
+
+
+def live_bucket(at_ms: int, now_ms: int) -> int:
+    """The live bucket a change made by an event at ``at_ms`` counts in, at ``now_ms``.
+
+    Its own bucket; the current one for an event ahead of the clock (clocks skew, and
+    the parser already refused anything far ahead); ``NOT_LIVE`` for one older than
+    the longest live window, which no window will ever read.
+    """
+    now_bucket = bucket_of(now_ms)
+    bucket = min(bucket_of(at_ms), now_bucket)
+    return bucket if bucket > now_bucket - MAX_WINDOW_S else NOT_LIVE
 
 
 def window_buckets(now_ms: int, window_s: int) -> tuple[int, int]:
@@ -154,10 +186,8 @@ def transition_fields(
 
 
 class BucketCounters(Counter[str]):
-    """One bucket's counters; ``state.merge`` counts into it what it changes.
-
-    Twin of the counting in ``merge.lua``, domain admission included.
-    """
+    """One bucket's counters. Twin of the counting in ``merge.lua``, domain
+    admission included."""
 
     def admit(self, domain: str) -> str:
         """The group ``domain`` counts under in this bucket: itself, or (other)."""
@@ -181,6 +211,44 @@ class BucketCounters(Counter[str]):
     ) -> None:
         domain = self.admit(domain_of(address))
         self.update(transition_fields(address, old, new, natural, latency_field, domain))
+
+
+class LiveCounters:
+    """What one merge changed, counted into the live buckets it falls in.
+
+    ``state.merge`` calls it (``state.ChangeCounter``); changes in ``NOT_LIVE`` are
+    not counted. ``touched`` lists the buckets that changed, so readers that keep
+    sums of settled buckets know which to read again.
+    """
+
+    __slots__ = ("_buckets", "touched")
+
+    def __init__(self, buckets: dict[int, BucketCounters]) -> None:
+        self._buckets = buckets
+        self.touched: set[int] = set()
+
+    def _bucket(self, bucket: int) -> BucketCounters:
+        counters = self._buckets.get(bucket)
+        if counters is None:
+            counters = self._buckets[bucket] = BucketCounters()
+        self.touched.add(bucket)
+        return counters
+
+    def once(self, bucket: int, fields: Iterable[str]) -> None:
+        if bucket != NOT_LIVE and fields:
+            self._bucket(bucket).once(fields)
+
+    def transition(
+        self,
+        bucket: int,
+        address: str,
+        old: int | None,
+        new: int,
+        natural: int,
+        latency_field: str,
+    ) -> None:
+        if bucket != NOT_LIVE:
+            self._bucket(bucket).transition(address, old, new, natural, latency_field)
 
 
 def summarize(counters: Mapping[str, int], window_s: int) -> dict[str, Any]:

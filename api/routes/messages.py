@@ -4,11 +4,10 @@ from typing import Annotated
 
 from fastapi import APIRouter, HTTPException, Path, Query
 
-from api.deps import SettingsDep, StoreDep
+from api.deps import ClockDep, SettingsDep, StoreDep
 from api.responses import OrjsonResponse
 from api.schemas import ERRORS, MessageView, SearchAnswer
 from service import search, state
-from service.clock import wall_clock_ms
 from service.parser import MAX_MESSAGE_ID_CHARS
 from service.timestamps import TimestampError, parse_ms
 from service.view import ViewOptions, message_summary, message_view
@@ -26,6 +25,7 @@ Instant = Annotated[
 async def search_messages(
     store: StoreDep,
     settings: SettingsDep,
+    clock_ms: ClockDep,
     recipient: Annotated[str | None, Query(min_length=1, max_length=320)] = None,
     status: Status = None,
     since: Instant = None,
@@ -43,7 +43,7 @@ async def search_messages(
     try:
         until_ms = None if until is None else parse_ms(until)
         if overdue:
-            deadline = wall_clock_ms() - int(settings.overdue_after_s * 1000)
+            deadline = clock_ms() - int(settings.overdue_after_s * 1000)
             until_ms = deadline if until_ms is None else min(until_ms, deadline)
         query = search.SearchQuery(
             recipient=recipient,
@@ -57,7 +57,7 @@ async def search_messages(
     except (TimestampError, search.CursorError) as exc:
         raise HTTPException(422, str(exc)) from exc
     page = await store.search(query)
-    options = ViewOptions(wall_clock_ms(), int(settings.overdue_after_s * 1000))
+    options = ViewOptions(clock_ms(), int(settings.overdue_after_s * 1000))
     return OrjsonResponse(
         {
             "items": [message_summary(h.message_id, h.record, options) for h in page.hits],
@@ -70,10 +70,10 @@ async def search_messages(
 
 @router.get("/messages/{message_id}", response_model=MessageView, responses=ERRORS)
 async def get_message(
-    message_id: MessageId, store: StoreDep, settings: SettingsDep
+    message_id: MessageId, store: StoreDep, settings: SettingsDep, clock_ms: ClockDep
 ) -> OrjsonResponse:
     record = await store.get(message_id)
     if record is None:
         raise HTTPException(404, f"unknown message id {message_id!r}")
-    options = ViewOptions(wall_clock_ms(), int(settings.overdue_after_s * 1000))
+    options = ViewOptions(clock_ms(), int(settings.overdue_after_s * 1000))
     return OrjsonResponse(message_view(message_id, record, options))

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 
 from service.search import SearchPage, SearchQuery
 from service.state import MessageRecord, MessageWrite, Transition
+from service.stats import BUCKET_S, Revisions
 
 
 class StoreUnavailable(Exception):
@@ -51,17 +52,30 @@ class Store(ABC):
         self,
         writes: Sequence[MessageWrite],
         checkpoint: Checkpoint | None = None,
-        stats_bucket: int | None = None,
+        live_bucket: int | None = None,
     ) -> list[Transition]:
         """Merge a batch; when it returns, the batch (and checkpoint) is durable.
 
-        With ``stats_bucket`` (see ``service.stats``), what the batch changed is
-        counted in that time bucket, atomically with the state.
+        With ``live_bucket`` (the wall clock's bucket, see ``service.stats``), what
+        the batch changed is counted in the live statistics, atomically with the
+        state: each change in the bucket of its own event's time
+        (``EventWrite.bucket``). Without it (replays of history) nothing is counted.
         """
 
-    @abstractmethod
     async def read_stats(self, first_bucket: int, last_bucket: int) -> Counter[str]:
         """The statistics counters of buckets ``first_bucket..last_bucket``, summed."""
+        total: Counter[str] = Counter()
+        for counters in await self.read_buckets(range(first_bucket, last_bucket + 1, BUCKET_S)):
+            total.update(counters)
+        return total
+
+    @abstractmethod
+    async def read_buckets(self, buckets: Sequence[int]) -> list[Counter[str]]:
+        """The statistics counters of each of ``buckets``, in one read."""
+
+    @abstractmethod
+    async def stats_revisions(self) -> Revisions:
+        """Which live buckets changed, and when (``service.stats.Revisions``)."""
 
     @abstractmethod
     async def get(self, message_id: str) -> MessageRecord | None:

@@ -8,6 +8,7 @@ from collections.abc import Callable, Sequence
 
 from service.search import SearchPage, SearchQuery
 from service.state import MessageRecord, MessageWrite, Transition
+from service.stats import Revisions
 from service.stores.base import Checkpoint, MemoryFigures, Store
 
 
@@ -39,9 +40,9 @@ class CachedStore(Store):
         self,
         writes: Sequence[MessageWrite],
         checkpoint: Checkpoint | None = None,
-        stats_bucket: int | None = None,
+        live_bucket: int | None = None,
     ) -> list[Transition]:
-        transitions = await self.truth.merge(writes, checkpoint, stats_bucket)
+        transitions = await self.truth.merge(writes, checkpoint, live_bucket)
         for write in writes:
             self._entries.pop(write.message_id, None)
         return transitions
@@ -66,8 +67,11 @@ class CachedStore(Store):
     async def load_checkpoint(self, name: str) -> dict[str, str]:
         return await self.truth.load_checkpoint(name)
 
-    async def read_stats(self, first_bucket: int, last_bucket: int) -> Counter[str]:
-        return await self.truth.read_stats(first_bucket, last_bucket)
+    async def read_buckets(self, buckets: Sequence[int]) -> list[Counter[str]]:
+        return await self.truth.read_buckets(buckets)
+
+    async def stats_revisions(self) -> Revisions:
+        return await self.truth.stats_revisions()
 
     async def ping(self) -> bool:
         return await self.truth.ping()

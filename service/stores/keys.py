@@ -52,7 +52,16 @@ class RedisKeys:
         return f"{self.prefix}transitions"
 
     def stats(self, bucket: int) -> str:
-        return f"{self.prefix}stats:{bucket}"
+        return f"{self.stats_prefix}{bucket}"
+
+    @property
+    def stats_prefix(self) -> str:
+        return f"{self.prefix}stats:"
+
+    @property
+    def stats_revisions(self) -> str:
+        """bucket -> the merge sequence that last changed it (service.stats.Revisions)."""
+        return f"{self.prefix}stats:rev"
 
     # Delivery ids already ingested (service.dedupe).
     def seen(self, kind: str, digest: str) -> str:

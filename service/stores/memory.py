@@ -60,6 +60,10 @@ class MemoryStore(Store):
         self.bytes = 0
         self._checkpoints: dict[str, dict[str, str]] = {}
         self._stats: dict[int, stats.BucketCounters] = {}
+        # bucket -> the revision that last changed it (Store.stats_revisions).
+        self._revisions: dict[int, int] = {}
+        self._revision = 0
+        self._newest_bucket: int | None = None
         self._max_messages = max_messages
         self._retention_s = retention_s
         self._clock = clock
@@ -74,23 +78,26 @@ class MemoryStore(Store):
         self,
         writes: Sequence[MessageWrite],
         checkpoint: Checkpoint | None = None,
-        stats_bucket: int | None = None,
+        live_bucket: int | None = None,
     ) -> list[Transition]:
-        return self.merge_now(writes, checkpoint, stats_bucket)
+        return self.merge_now(writes, checkpoint, live_bucket)
 
     def merge_now(
         self,
         writes: Sequence[MessageWrite],
         checkpoint: Checkpoint | None = None,
-        stats_bucket: int | None = None,
+        live_bucket: int | None = None,
     ) -> list[Transition]:
         """Synchronous merge: nothing here waits, so callers may skip the await."""
         now = self._clock()
         counters = None
-        if stats_bucket is not None:
-            counters = self._stats.setdefault(stats_bucket, stats.BucketCounters())
-            for old in [b for b in self._stats if b < stats_bucket - stats.BUCKET_TTL_S]:
-                del self._stats[old]
+        if live_bucket is not None:
+            counters = stats.LiveCounters(self._stats)
+            if live_bucket != self._newest_bucket:
+                self._newest_bucket = live_bucket
+                for old in [b for b in self._stats if b < live_bucket - stats.BUCKET_TTL_S]:
+                    del self._stats[old]
+                    self._revisions.pop(old, None)
         expires = now + self._retention_s
         records = self._records
         transitions: list[Transition] = []
@@ -119,6 +126,10 @@ class MemoryStore(Store):
             records[message_id] = (expires, record, sent_at, weight)
         if checkpoint is not None:
             self._checkpoints.setdefault(checkpoint.name, {}).update(checkpoint.positions)
+        if counters is not None and counters.touched:
+            self._revision += 1
+            for bucket in counters.touched:
+                self._revisions[bucket] = self._revision
         self._trim(now)
         return transitions
 
@@ -194,6 +205,12 @@ class MemoryStore(Store):
             if first_bucket <= bucket <= last_bucket:
                 total.update(counters)
         return total
+
+    async def read_buckets(self, buckets: Sequence[int]) -> list[Counter[str]]:
+        return [Counter(self._stats.get(bucket, ())) for bucket in buckets]
+
+    async def stats_revisions(self) -> stats.Revisions:
+        return stats.Revisions(self._revision, dict(self._revisions))
 
     def _trim(self, now: float) -> None:
         records = self._records

@@ -6,19 +6,26 @@
 -- hash-max-listpack-* settings, read and written once per message per batch.
 --
 -- KEYS: one per message, then the checkpoint hash when there is a checkpoint, then
--- the statistics bucket hash when there are statistics, then the transitions stream
--- when there is a feed.
+-- the statistics revisions hash when there are statistics, then the transitions
+-- stream when there is a feed.
 -- ARGV: ttl_s, status_table, max_fields, batch, checkpoint, stats, feed, index,
 -- max_recipients, max_blob_bytes; batch to index are msgpack (one argument each, so
 -- the client does not pack thousands):
 --   batch = [[header, [destination...], [[field, blob, message_bits, capped,
---             [[address, bits]...], natural, latency_field, [once_field...], at]...],
+--             [[address, bits]...], natural, latency_field, [once_field...], at,
+--             live_bucket]...],
 --             message_id, sent_at, handle, sent_known]...], one entry per message
 --             key, in KEYS
 --             order (the key is <prefix>m:{handle}; the record keeps message_id);
 --   checkpoint = {position = value}, or an empty string for none;
---   stats = [bucket_ttl_s, [status names...], max_domains], or an empty string for
---           none;
+--   stats = [bucket_ttl_s, [status names...], max_domains, bucket_key_prefix,
+--           now_bucket], or an empty string for none. Each change counts in the
+--           live bucket of the event that made it (-1: none; new destination
+--           recipients count in the first event's), in the hash
+--           <bucket_key_prefix><bucket>, which expires bucket_ttl_s after its
+--           bucket's time. The revisions hash (KEYS) gets field "seq" incremented
+--           once per call that counts anything, and each touched bucket's field set
+--           to it (service.stats.Revisions); fields of buckets past the ttl go.
 --   feed = [min_id_ms], or an empty string for none: the batch's transitions are
 --          appended to the stream as one entry (field "t", msgpack [[message_id,
 --          address, from, to, at, latency_ms]...]), so every replica can follow them;
@@ -57,7 +64,7 @@ local max_recipients = tonumber(ARGV[9])
 local max_blob_bytes = tonumber(ARGV[10])
 local fed = {}
 local status_names = stats and stats[2] or {}
-local counts = {}
+local counts = {} -- bucket -> {field = n}
 local bor = bit.bor
 
 local function status_of(flags)
@@ -190,68 +197,89 @@ local function index_message(message, raw, before_top, before_pending, recipient
   end
 end
 
-local function bump(field)
-  counts[field] = (counts[field] or 0) + 1
+-- Live statistics, per bucket of event time (see the header).
+local revisions_key = stats and KEYS[#batch + 1 + (checkpoint and 1 or 0)]
+local max_domains = stats and stats[3]
+local bucket_prefix = stats and stats[4]
+local now_bucket = stats and stats[5]
+local groups = {} -- bucket -> {domain = group}
+local admitted_counts = {} -- bucket -> domains admitted so far
+
+local function bump(counted, field)
+  counted[field] = (counted[field] or 0) + 1
 end
 
 -- Domain admission (twin of service.stats.BucketCounters.admit): a bucket counts at
 -- most max_domains domains apart, first come; the rest count as (other).
-local stats_key = stats and KEYS[#batch + 1 + (checkpoint and 1 or 0)]
-local max_domains = stats and stats[3]
-local groups = {}
-local admitted_count = nil
-
-local function admit(domain)
-  local group = groups[domain]
+local function admit(bucket, counted, domain)
+  local known = groups[bucket]
+  if known == nil then
+    known = {}
+    groups[bucket] = known
+  end
+  local group = known[domain]
   if group then
     return group
   end
-  if redis.call('HEXISTS', stats_key, 'a:' .. domain) == 1 then
+  local key = bucket_prefix .. bucket
+  if redis.call('HEXISTS', key, 'a:' .. domain) == 1 then
     group = domain
   else
-    if admitted_count == nil then
-      admitted_count = tonumber(redis.call('HGET', stats_key, 'n:domains') or '0')
+    local admitted = admitted_counts[bucket]
+    if admitted == nil then
+      admitted = tonumber(redis.call('HGET', key, 'n:domains') or '0')
     end
-    if admitted_count >= max_domains then
+    if admitted >= max_domains then
       group = '(other)'
     else
-      admitted_count = admitted_count + 1
-      bump('a:' .. domain)
-      bump('n:domains')
+      admitted_counts[bucket] = admitted + 1
+      bump(counted, 'a:' .. domain)
+      bump(counted, 'n:domains')
       group = domain
     end
   end
-  groups[domain] = group
+  known[domain] = group
   return group
 end
 
-local function count_once(field)
+local function counts_of(bucket)
+  local counted = counts[bucket]
+  if counted == nil then
+    counted = {}
+    counts[bucket] = counted
+  end
+  return counted
+end
+
+local function count_once(bucket, field)
+  local counted = counts_of(bucket)
   if string.sub(field, 1, 2) == 'd:' then
     local bar = string.find(field, '|', 3, true)
-    field = 'd:' .. admit(string.sub(field, 3, bar - 1)) .. string.sub(field, bar)
+    field = 'd:' .. admit(bucket, counted, string.sub(field, 3, bar - 1)) .. string.sub(field, bar)
   end
-  bump(field)
+  bump(counted, field)
 end
 
 -- Twin of service.stats.transition_fields.
-local function count_transition(address, from_status, to_status, natural, latency_field)
+local function count_transition(bucket, address, from_status, to_status, natural, latency_field)
+  local counted = counts_of(bucket)
   local domain = string.match(address, "@([^@]*)$")
   if domain == nil or domain == "" then
     domain = "(none)"
   end
-  local prefix = "d:" .. admit(domain) .. "|"
+  local prefix = "d:" .. admit(bucket, counted, domain) .. "|"
   if from_status == -1 then
-    bump("c:sent")
-    bump(prefix .. "c:sent")
+    bump(counted, "c:sent")
+    bump(counted, prefix .. "c:sent")
   end
   if from_status ~= -1 or to_status ~= 0 then
     local name = "c:" .. status_names[to_status + 1]
-    bump(name)
-    bump(prefix .. name)
+    bump(counted, name)
+    bump(counted, prefix .. name)
   end
   if latency_field ~= "" and to_status == natural then
-    bump(latency_field)
-    bump(prefix .. latency_field)
+    bump(counted, latency_field)
+    bump(counted, prefix .. latency_field)
   end
 end
 
@@ -261,8 +289,8 @@ local function transition(message_index, event, event_index, address, from_statu
   out[#out + 1] = address
   out[#out + 1] = from_status
   out[#out + 1] = to_status
+  local message = batch[message_index]
   if feed then
-    local message = batch[message_index]
     local at = event and event[9] or (message[3][1] and message[3][1][9] or message[5])
     -- -1: no send time known (message[7] false), so no latency.
     local latency = message[7] and math.max(0, at - message[5]) or -1
@@ -270,9 +298,14 @@ local function transition(message_index, event, event_index, address, from_statu
   end
   if stats then
     if event then
-      count_transition(address, from_status, to_status, event[6], event[7])
+      if event[10] >= 0 then
+        count_transition(event[10], address, from_status, to_status, event[6], event[7])
+      end
     else
-      count_transition(address, from_status, to_status, -1, "")
+      local first = message[3][1]
+      if first and first[10] >= 0 then
+        count_transition(first[10], address, from_status, to_status, -1, "")
+      end
     end
   end
 end
@@ -380,9 +413,9 @@ for m = 1, #batch do
       changed = true
     end
     if apply then
-      if stats then
+      if stats and event[10] >= 0 then
         for _, once in ipairs(event[8]) do
-          count_once(once)
+          count_once(event[10], once)
         end
       end
       local merged = bor(mf, message_bits)
@@ -426,13 +459,32 @@ end
 
 if stats then
   next_key = next_key + 1
-  local any = false
-  for field, n in pairs(counts) do
-    redis.call('HINCRBY', stats_key, field, n)
-    any = true
+  local bucket_ttl = stats[1]
+  local sequence = nil
+  local new_bucket = false
+  for bucket, counted in pairs(counts) do
+    local key = bucket_prefix .. bucket
+    for field, n in pairs(counted) do
+      redis.call('HINCRBY', key, field, n)
+    end
+    redis.call('EXPIRE', key, bucket - now_bucket + bucket_ttl)
+    if sequence == nil then
+      sequence = redis.call('HINCRBY', revisions_key, 'seq', 1)
+    end
+    if redis.call('HSET', revisions_key, bucket, sequence) == 1 then
+      new_bucket = true
+    end
   end
-  if any then
-    redis.call('EXPIRE', stats_key, stats[1])
+  if new_bucket then
+    for _, field in ipairs(redis.call('HKEYS', revisions_key)) do
+      local bucket = tonumber(field)
+      if bucket and bucket < now_bucket - bucket_ttl then
+        redis.call('HDEL', revisions_key, field)
+      end
+    end
+  end
+  if sequence then
+    redis.call('EXPIRE', revisions_key, bucket_ttl)
   end
 end
 

@@ -105,7 +105,7 @@ class RedisStore(Store):
         self,
         writes: Sequence[MessageWrite],
         checkpoint: Checkpoint | None = None,
-        stats_bucket: int | None = None,
+        live_bucket: int | None = None,
     ) -> list[Transition]:
         if not writes and checkpoint is None:
             return []
@@ -113,7 +113,7 @@ class RedisStore(Store):
         calls = []
         for position, chunk in enumerate(chunks):
             last = position == len(chunks) - 1
-            calls.append(self._call_args(chunk, checkpoint if last else None, stats_bucket))
+            calls.append(self._call_args(chunk, checkpoint if last else None, live_bucket))
         try:
             if self._sha is None:
                 self._sha = await self._client.script_load(MERGE_SCRIPT)
@@ -145,7 +145,7 @@ class RedisStore(Store):
         self,
         writes: Sequence[MessageWrite],
         checkpoint: Checkpoint | None,
-        stats_bucket: int | None,
+        live_bucket: int | None,
     ) -> tuple[list[str], list[str | bytes]]:
         handles = [message_handle(write.message_id) for write in writes]
         keys = [self._index.record_key(handle) for handle in handles]
@@ -164,6 +164,7 @@ class RedisStore(Store):
                         e.latency_field,
                         e.once_fields,
                         e.at,
+                        e.bucket,
                     )
                     for e in write.events
                 ],
@@ -179,10 +180,16 @@ class RedisStore(Store):
             keys.append(self.checkpoint_key(checkpoint.name))
             packed_checkpoint = msgpack.packb(dict(checkpoint.positions), use_bin_type=False)
         packed_stats = b""
-        if stats_bucket is not None:
-            keys.append(self.stats_key(stats_bucket))
+        if live_bucket is not None:
+            keys.append(self._keys.stats_revisions)
             packed_stats = msgpack.packb(
-                [stats.BUCKET_TTL_S, list(state.STATUSES), stats.MAX_DOMAINS_PER_BUCKET],
+                [
+                    stats.BUCKET_TTL_S,
+                    list(state.STATUSES),
+                    stats.MAX_DOMAINS_PER_BUCKET,
+                    self._keys.stats_prefix,
+                    live_bucket,
+                ],
                 use_bin_type=False,
             )
         packed_feed = b""
@@ -230,9 +237,9 @@ class RedisStore(Store):
         except (RedisError, OSError) as exc:
             raise StoreUnavailable(f"redis read failed: {type(exc).__name__}: {exc}") from exc
 
-    async def read_stats(self, first_bucket: int, last_bucket: int) -> Counter[str]:
-        total: Counter[str] = Counter()
-        buckets = range(first_bucket, last_bucket + 1, stats.BUCKET_S)
+    async def read_buckets(self, buckets: Sequence[int]) -> list[Counter[str]]:
+        if not buckets:
+            return []
         try:
             async with self._client.pipeline(transaction=False) as pipe:
                 for bucket in buckets:
@@ -240,10 +247,18 @@ class RedisStore(Store):
                 replies = await pipe.execute()
         except (RedisError, OSError) as exc:
             raise StoreUnavailable(f"redis read failed: {type(exc).__name__}: {exc}") from exc
-        for reply in replies:
-            for field, count in reply.items():
-                total[field.decode()] += int(count)
-        return total
+        return [
+            Counter({field.decode(): int(count) for field, count in reply.items()})
+            for reply in replies
+        ]
+
+    async def stats_revisions(self) -> stats.Revisions:
+        try:
+            raw = await self._client.hgetall(self._keys.stats_revisions)
+        except (RedisError, OSError) as exc:
+            raise StoreUnavailable(f"redis read failed: {type(exc).__name__}: {exc}") from exc
+        sequence = int(raw.pop(b"seq", 0))
+        return stats.Revisions(sequence, {int(k): int(v) for k, v in raw.items()})
 
     async def follow_transitions(
         self, after: str = "$", block_ms: int = 1_000

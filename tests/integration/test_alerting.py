@@ -26,6 +26,7 @@ from service.alerts.sinks import Sink, parse_webhooks
 from service.alerts.store import AlertStore, MemoryAlertStore
 from service.pipeline import Pipeline
 from service.stores import MemoryStore, RedisStore, Store
+from service.timestamps import parse_ms
 from tests.support import ses
 from tests.support.chat import checker
 from tests.support.receiver import Answer, Receiver
@@ -33,7 +34,7 @@ from tests.support.servers import RedisServer
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(30)]
 
-T0 = 1_800_000_000_000
+T0 = ses.SENT_AT  # the clock starts when the test mail is sent
 S = 1000
 FAST = {"backoff_s": 0.01, "max_wait_s": 0.1, "min_interval_s": {}}
 
@@ -310,6 +311,7 @@ async def test_sending_disabled_is_critical_and_resolves_when_enabled(stores, ki
     rules += "  - {name: paused, kind: sending_disabled}\n"
     store, alert_store = stores()
     clock = Clock()
+    clock.ms = parse_ms("2026-11-23T10:05:30Z")  # near the account events below
     alerting = make_alerting(store, alert_store, rules, [], clock)
     pipeline = Pipeline(store, clock_ms=clock)
     pipeline.on_account_event(alerting.on_account_event)

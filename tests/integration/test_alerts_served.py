@@ -55,7 +55,11 @@ async def test_a_hung_sink_does_not_delay_event_processing(tmp_path: Path) -> No
             alert_rules=rules_file(tmp_path, FAST_REJECTS),
             alert_webhooks=f"slack={receiver.base}/slack",
         )
-        async with serving(settings) as server, httpx.AsyncClient(base_url=server.base) as http:
+        near = ses.clock_from(ses.SENT_AT + 1_000)
+        async with (
+            serving(settings, clock_ms=near) as server,
+            httpx.AsyncClient(base_url=server.base) as http,
+        ):
             reject = ses.reject("hang-reject", ["r@x.com"])
             assert (await http.post("/v1/events", content=ses.dumps(reject))).status_code == 202
 
@@ -100,7 +104,11 @@ async def test_alerts_api_lists_fired_and_resolved_newest_first(tmp_path: Path) 
         api_token="t" * 24,
     )
     headers = {"authorization": "Bearer " + "t" * 24}
-    async with serving(settings) as server, httpx.AsyncClient(base_url=server.base) as http:
+    near = ses.clock_from(ses.SENT_AT + 1_000)
+    async with (
+        serving(settings, clock_ms=near) as server,
+        httpx.AsyncClient(base_url=server.base) as http,
+    ):
         assert (await http.get("/v1/alerts")).status_code == 401
         reject = ses.reject("api-reject", ["r@x.com"])
         await http.post("/v1/events", content=ses.dumps(reject), headers=headers)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import gzip
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 import httpx
@@ -14,6 +14,7 @@ import pytest
 from redis import asyncio as aioredis
 
 from api.app import create_app
+from service.clock import wall_clock_ms
 from service.settings import Settings
 from tests.support import ses
 from tests.support.servers import RedisServer, free_port
@@ -24,8 +25,10 @@ MID = "0100018b-api-0000-0000-000000000000-000000"
 T = ses.SENT_AT
 
 
-async def client_for(settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
-    app = create_app(settings)
+async def client_for(
+    settings: Settings, clock_ms: Callable[[], int] = wall_clock_ms
+) -> AsyncIterator[httpx.AsyncClient]:
+    app = create_app(settings, clock_ms=clock_ms)
     async with app.router.lifespan_context(app):
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
@@ -218,7 +221,20 @@ async def test_an_account_event_is_not_acknowledged_while_the_store_is_down() ->
         assert response.json() == {"error": "state store unavailable, retry later"}
 
 
-async def test_stats_over_a_window(client: httpx.AsyncClient) -> None:
+@pytest.mark.parametrize("kind", ["memory", "redis"])
+async def test_stats_over_a_window(kind: str, redis_server: RedisServer) -> None:
+    # Statistics count by event time, the last hour of it: a clock near the events.
+    redis_url = redis_server.url if kind == "redis" else None
+    if redis_url:
+        flusher = aioredis.Redis.from_url(redis_url)
+        await flusher.flushdb()
+        await flusher.aclose()
+    settings = Settings(_env_file=None, redis_url=redis_url, cache_ttl_s=0)
+    async for client in client_for(settings, ses.clock_from(T + 10_000)):
+        await stats_over_a_window(client)
+
+
+async def stats_over_a_window(client: httpx.AsyncClient) -> None:
     records = [
         ses.send(MID + "s", ["a@gmail.com", "b@yahoo.com"]),
         ses.delivery(MID + "s", ["a@gmail.com"], T + 2_000),

@@ -16,6 +16,7 @@ import pytest
 import websockets
 from redis import asyncio as aioredis
 
+from service.clock import wall_clock_ms
 from service.settings import Settings
 from tests.support import ses
 from tests.support.servers import RedisServer
@@ -87,7 +88,7 @@ async def test_transition_frames_are_batched_and_stats_come_every_second() -> No
                 for n in range(20):
                     await http.post(
                         f"{server.base}/v1/events",
-                        content=ses.dumps(ses.send(f"b-{n}", ["a@x.com"])),
+                        content=ses.dumps(ses.send(f"b-{n}", ["a@x.com"], wall_clock_ms())),
                     )
                     await asyncio.sleep(0.01)
 

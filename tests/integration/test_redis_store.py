@@ -13,7 +13,7 @@ from redis import asyncio as aioredis
 
 from service import state
 from service.codec import encode_batch
-from service.stats import BUCKET_TTL_S, BucketCounters
+from service.stats import BUCKET_TTL_S, LiveCounters, bucket_of
 from service.stores import Checkpoint, RedisStore, StoreUnavailable
 from tests.support import ses
 from tests.support.fold import SEEN_MS, events_of, fold
@@ -29,7 +29,7 @@ from tests.support.strategies import (
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
 
 T = ses.SENT_AT
-BUCKET = 1_700_000_000
+NOW_BUCKET = bucket_of(SEEN_MS)  # the wall clock's bucket when the merges run
 _examples = itertools.count()
 
 
@@ -47,23 +47,25 @@ def test_redis_merge_equals_the_python_merge(
     """merge.lua and service.state.merge are twins: same records, same transitions."""
     events = data.draw(message_events())
     batches = data.draw(deliveries(events))
-    python_counters = BucketCounters()
-    reference, python_transitions = fold(batches, counters=python_counters)
+    python_buckets: dict = {}
+    reference, python_transitions = fold(batches, counters=LiveCounters(python_buckets))
 
     async def run() -> tuple:
         client = aioredis.Redis.from_url(redis_server.url)
         store = RedisStore(client, prefix=f"prop{next(_examples)}:", chunk_events=3)
         transitions = []
         for batch in batches:
-            transitions += await store.merge(writes_for(batch), stats_bucket=BUCKET)
+            transitions += await store.merge(writes_for(batch), live_bucket=NOW_BUCKET)
         record = await store.get(MESSAGE_ID)
-        counters = await store.read_stats(BUCKET, BUCKET)
+        buckets = sorted((await store.stats_revisions()).buckets)
+        counters = dict(zip(buckets, await store.read_buckets(buckets), strict=True))
         await client.aclose()
         return record, transitions, counters
 
-    record, redis_transitions, redis_counters = asyncio.run(run())
+    record, redis_transitions, redis_buckets = asyncio.run(run())
     assert record == reference[MESSAGE_ID]
-    assert redis_counters == python_counters
+    # The same counters in the same buckets of event time.
+    assert redis_buckets == {b: c for b, c in python_buckets.items() if c}
     key = lambda t: (t.recipient, t.from_status or "", t.to_status, t.at)  # noqa: E731
     assert sorted(redis_transitions, key=key) == sorted(python_transitions, key=key)
 
@@ -95,13 +97,14 @@ async def test_redis_admits_the_same_domains_as_python(make_store) -> None:
     """Domain admission is in both merges: the same fields, (other) included."""
     records = [ses.send(f"dom-{n}", [f"a@d{n}.example"]) for n in range(260)]
     records += [ses.delay(f"dom-{n}", [f"a@d{n}.example"], T + 5) for n in range(0, 260, 7)]
-    python_counters = BucketCounters()
-    fold([records[:100], records[100:]], counters=python_counters)
+    python_buckets: dict = {}
+    fold([records[:100], records[100:]], counters=LiveCounters(python_buckets))
     store = make_store()
-    await store.merge(writes_for(records[:100]), stats_bucket=BUCKET)
-    await store.merge(writes_for(records[100:]), stats_bucket=BUCKET)
-    assert await store.read_stats(BUCKET, BUCKET) == python_counters
-    assert python_counters["d:(other)|c:sent"] == 60
+    await store.merge(writes_for(records[:100]), live_bucket=NOW_BUCKET)
+    await store.merge(writes_for(records[100:]), live_bucket=NOW_BUCKET)
+    sends = bucket_of(T)
+    assert await store.read_buckets([sends]) == [python_buckets[sends]]
+    assert python_buckets[sends]["d:(other)|c:sent"] == 60
 
 
 async def test_redis_reads_events_without_a_send_time_as_python_does(make_store) -> None:
@@ -114,14 +117,15 @@ async def test_redis_reads_events_without_a_send_time_as_python_does(make_store)
         [bare(ses.delivery("bare", ["b@x.com"], T + 60_000))],
         [ses.send("bare", ["a@x.com", "b@x.com"])],
     ]
-    python_counters = BucketCounters()
-    reference, python_transitions = fold(batches, counters=python_counters)
+    python_buckets: dict = {}
+    reference, python_transitions = fold(batches, counters=LiveCounters(python_buckets))
     store = make_store()
     redis_transitions = []
     for batch in batches:
-        redis_transitions += await store.merge(writes_for(batch), stats_bucket=BUCKET)
+        redis_transitions += await store.merge(writes_for(batch), live_bucket=NOW_BUCKET)
     assert await store.get("bare") == reference["bare"]
-    assert await store.read_stats(BUCKET, BUCKET) == python_counters
+    buckets = sorted(python_buckets)
+    assert await store.read_buckets(buckets) == [python_buckets[b] for b in buckets]
     assert set(redis_transitions) == set(python_transitions)
     assert {t.latency_ms for t in python_transitions if t.to_status != "sent"} == {None}
 
@@ -300,15 +304,20 @@ async def test_delivered_message_footprint_stays_compact(make_store, redis_clien
 async def test_statistics_count_a_retried_batch_once_and_expire(make_store, redis_client) -> None:
     store = make_store()
     batch = writes_for([ses.send("m-st", ["a@x.com"]), ses.delivery("m-st", ["a@x.com"], T + 900)])
-    await store.merge(batch, stats_bucket=BUCKET)
-    first = await store.read_stats(BUCKET, BUCKET)
-    await store.merge(batch, stats_bucket=BUCKET)  # a retry after a lost reply
-    await store.merge(batch, stats_bucket=BUCKET + 10)  # a replay, later
-    assert await store.read_stats(BUCKET, BUCKET + 10) == first
+    await store.merge(batch, live_bucket=NOW_BUCKET)
+    first = await store.read_stats(NOW_BUCKET - 3_600, NOW_BUCKET)
+    revisions = await store.stats_revisions()
+    await store.merge(batch, live_bucket=NOW_BUCKET)  # a retry after a lost reply
+    await store.merge(batch, live_bucket=NOW_BUCKET + 10)  # a replay, later
+    assert await store.read_stats(NOW_BUCKET - 3_600, NOW_BUCKET + 10) == first
+    assert await store.stats_revisions() == revisions  # nothing changed, nothing to re-read
     assert first["c:sent"] == 1 and first["c:delivered"] == 1
-    ttl = await redis_client.ttl(store.stats_key(BUCKET))
-    assert BUCKET_TTL_S - 5 <= ttl <= BUCKET_TTL_S
-    assert not await redis_client.exists(store.stats_key(BUCKET + 10))  # nothing changed
+    # Each change counts in its event's bucket (send at T, delivery 0.9 s later: one
+    # bucket), which lives BUCKET_TTL_S from its own time, not from the merge's.
+    [sends] = revisions.buckets
+    assert sends == bucket_of(T)
+    ttl = await redis_client.ttl(store.stats_key(sends))
+    assert BUCKET_TTL_S - (NOW_BUCKET - sends) - 5 <= ttl <= BUCKET_TTL_S - (NOW_BUCKET - sends)
     await store.close()
 
 

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections import Counter
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 import orjson
@@ -36,6 +37,14 @@ def fold(
             record = records.setdefault(write.message_id, state.MessageRecord())
             transitions.extend(state.merge(record, write, counters))
     return records, transitions
+
+
+def summed(buckets: Mapping[int, Counter[str]]) -> Counter[str]:
+    """Every live bucket's counters added up."""
+    total: Counter[str] = Counter()
+    for counters in buckets.values():
+        total.update(counters)
+    return total
 
 
 def view(records: Sequence[dict[str, Any]], message_id: str, options: ViewOptions = OPTIONS):

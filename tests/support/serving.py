@@ -9,6 +9,7 @@ from contextlib import asynccontextmanager
 import uvicorn
 
 from api.app import create_app
+from service.clock import wall_clock_ms
 from service.runtime import Runtime
 from service.settings import Settings
 from tests.support.servers import free_port, wait_for_port
@@ -23,7 +24,9 @@ class Server:
 
 @asynccontextmanager
 async def serving(
-    settings: Settings, on_start: Callable[[Runtime], None] | None = None
+    settings: Settings,
+    on_start: Callable[[Runtime], None] | None = None,
+    clock_ms: Callable[[], int] = wall_clock_ms,
 ) -> AsyncIterator[Server]:
     """The app under a real uvicorn on a free port, in this event loop."""
     holder: dict[str, Runtime] = {}
@@ -34,7 +37,7 @@ async def serving(
         if on_start is not None:
             on_start(runtime)
 
-    app = create_app(settings, on_start=started)
+    app = create_app(settings, on_start=started, clock_ms=clock_ms)
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_config=None))
     task = asyncio.create_task(server.serve())
     try:

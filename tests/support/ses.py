@@ -2,13 +2,23 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import orjson
 
+from service.clock import wall_clock_ms
 from service.timestamps import format_ms
 
 SENT_AT = 1_700_000_000_000  # 2023-11-14T22:13:20Z
+
+
+def clock_from(start_ms: int) -> Callable[[], int]:
+    """A wall clock that reads ``start_ms`` now and runs at real speed from there:
+    a service judging SENT_AT-dated records live (statistics count by event time,
+    and only the last hour of it) runs on one of these."""
+    offset = start_ms - wall_clock_ms()
+    return lambda: wall_clock_ms() + offset
 
 
 def mail(message_id: str, recipients: list[str], sent_at: int = SENT_AT) -> dict[str, Any]:
