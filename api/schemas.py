@@ -190,6 +190,9 @@ class ReadyAnswer(_Open):
     sources_healthy: bool
     consumers: dict[str, dict[str, Any]]
     sources: dict[str, SourceCounters]
+    event_lag_s: dict[str, dict[str, float]]
+    catching_up: dict[str, float]
+    catch_up_after_s: float
 
 
 ERRORS: dict[int | str, dict[str, Any]] = {

@@ -16,6 +16,7 @@ from typing import Any, TypeVar
 
 import structlog
 
+from service.lag import EventLag
 from service.stores import StoreUnavailable
 
 log = structlog.get_logger(__name__)
@@ -39,6 +40,8 @@ class Source(ABC):
         # What it is doing, for /readyz: starting, connecting, joining group,
         # consuming, retrying, stopped.
         self.state = "starting"
+        # How far behind real time its positions read (service.lag); None: not kept.
+        self.event_lag: EventLag | None = None
 
     @abstractmethod
     async def run(self) -> None:

@@ -25,7 +25,9 @@ Semantics, at least once:
   (``checkpoints_reset``), and the partition starts from the group's committed
   offset when that is inside the log, else from the log's start;
 * a partition whose position has not moved for ``STALL_AFTER_S`` while the broker
-  holds newer records is listed as ``stalled`` in ``/readyz`` and metrics.
+  holds newer records is listed as ``stalled`` in ``/readyz`` and metrics;
+* how far behind real time each partition reads, by the events' own time, is
+  ``event_lag_s`` (``service.lag``), beside the lag in records.
 
 A record may hold one event or a Firehose-style batch of several.
 """
@@ -43,6 +45,7 @@ from aiokafka.errors import CommitFailedError, IllegalStateError, KafkaError
 
 from consumers.base import Source, Stopped
 from service.events import AccountEvent, SesEvent
+from service.lag import EventLag, newest_event_ms
 from service.pipeline import OFFLOAD_BYTES, Pipeline
 from service.stores import Checkpoint, StoreUnavailable
 
@@ -96,6 +99,7 @@ class KafkaSource(Source):
         # TLS and SASL arguments, the same for the consumer and the DLQ producer.
         self.security = security or {}
         self.lag: dict[str, int] = {}
+        self.event_lag = EventLag(pipeline.clock_ms)
         self.dead_lettered = 0
         self.dead_letter_truncated = 0
         self.dead_letter_failures = 0
@@ -115,6 +119,7 @@ class KafkaSource(Source):
                 position_key(tp) for tp in (self._consumer.assignment() if self._consumer else ())
             ),
             "lag": dict(self.lag),
+            "event_lag_s": self.event_lag.seconds(),
             "dead_lettered": self.dead_lettered,
             "dead_letter_truncated": self.dead_letter_truncated,
             "dlq_blocked": sorted(position_key(tp) for tp in self.dlq_blocked),
@@ -257,7 +262,7 @@ class KafkaSource(Source):
         )
         await self._commit(consumer, positions)
         self.batches += 1
-        self._update_lag(consumer, positions)
+        self._update_lag(consumer, positions, parsed)
 
     async def _dead_letter(
         self, producer: AIOKafkaProducer, dead: list[tuple[TopicPartition, Any, str]]
@@ -341,12 +346,20 @@ class KafkaSource(Source):
             # where their durable state ends, so the new owner loses nothing.
             log.warning("kafka_commit_failed", error=str(exc))
 
-    def _update_lag(self, consumer: AIOKafkaConsumer, positions: dict[TopicPartition, int]) -> None:
+    def _update_lag(
+        self,
+        consumer: AIOKafkaConsumer,
+        positions: dict[TopicPartition, int],
+        parsed: dict[TopicPartition, tuple[list[SesEvent], list[AccountEvent]]],
+    ) -> None:
         for tp, offset in positions.items():
             self._moved(tp, offset)
             highwater = consumer.highwater(tp)
+            key = position_key(tp)
             if highwater is not None:
-                self.lag[position_key(tp)] = max(0, highwater - offset)
+                self.lag[key] = max(0, highwater - offset)
+            behind = highwater is not None and highwater > offset
+            self.event_lag.read(key, newest_event_ms(parsed[tp][0]), behind)
 
     async def seek_to_checkpoints(
         self, consumer: AIOKafkaConsumer, assigned: set[TopicPartition]
@@ -410,6 +423,7 @@ class _Rebalance(ConsumerRebalanceListener):
         async with self.source._batch_lock:
             for tp in revoked:
                 self.source.lag.pop(position_key(tp), None)
+                self.source.event_lag.forget(position_key(tp))
 
     async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
         await self.source.seek_to_checkpoints(self.consumer, set(assigned))

@@ -28,6 +28,7 @@ from aiobotocore.session import get_session
 from botocore.exceptions import BotoCoreError, ClientError
 
 from consumers.base import Source, Stopped
+from service.lag import EventLag, newest_event_ms
 from service.pipeline import Pipeline
 
 log = structlog.get_logger(__name__)
@@ -41,6 +42,11 @@ def region_of(queue_url: str) -> str:
     if match:
         return match.group(1)
     return os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION") or "us-east-1"
+
+
+def queue_name(queue_url: str) -> str:
+    """The queue's name: what figures are labelled by (the URL names the account)."""
+    return queue_url.rstrip("/").rsplit("/", 1)[-1]
 
 
 class SqsSource(Source):
@@ -68,6 +74,8 @@ class SqsSource(Source):
         self.deleted = 0
         self.left_for_redrive = 0
         self.delete_failures = 0
+        # By queue; a full receive is taken as more waiting behind it.
+        self.event_lag = EventLag(pipeline.clock_ms)
 
     def status(self) -> dict[str, Any]:
         return {
@@ -75,6 +83,7 @@ class SqsSource(Source):
             "deleted": self.deleted,
             "left_for_redrive": self.left_for_redrive,
             "delete_failures": self.delete_failures,
+            "event_lag_s": self.event_lag.seconds(),
         }
 
     async def run(self) -> None:
@@ -127,11 +136,13 @@ class SqsSource(Source):
                 self.state = "polling"
                 # A store outage is set again by durably(); /readyz also pings the store.
                 self.failure = None
-                if messages:
-                    try:
-                        await self._handle(client, queue_url, messages, visibility_s)
-                    except Stopped:
-                        break
+                if not messages:
+                    self.event_lag.read(queue_name(queue_url), None, behind=False)
+                    continue
+                try:
+                    await self._handle(client, queue_url, messages, visibility_s)
+                except Stopped:
+                    break
         finally:
             stop_wait.cancel()
 
@@ -182,6 +193,8 @@ class SqsSource(Source):
             keeper.cancel()
             await asyncio.gather(keeper, return_exceptions=True)
         await self._delete(client, queue_url, done)
+        behind = len(messages) >= self.max_messages
+        self.event_lag.read(queue_name(queue_url), newest_event_ms(events), behind)
 
     async def _keep_invisible(
         self, client: Any, queue_url: str, messages: list[dict[str, Any]], visibility_s: int

@@ -8,7 +8,7 @@ store merge took (once per batch) and the latency each status transition reports
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
 from prometheus_client import CollectorRegistry, Histogram
@@ -47,10 +47,13 @@ class Metrics:
         store: Store,
         sources: Sequence[Source],
         alerting: Alerting,
+        event_lags: Callable[[], dict[str, dict[str, float]]] = dict,
     ) -> None:
         self.pipeline = pipeline
         self.store = store
         self.sources = sources
+        # Event-time lag by source and position (Runtime.event_lags).
+        self.event_lags = event_lags
         self.alerting = alerting
         self.live: Any = None
         self.registry = CollectorRegistry(auto_describe=True)
@@ -159,6 +162,15 @@ class _PipelineCollector(Collector):
             "ses_tracker_kafka_checkpoints_reset",
             "Stored checkpoints found outside their partition's log and not used.",
         )
+        event_lag = GaugeMetricFamily(
+            "ses_tracker_event_lag_seconds",
+            "How far behind real time each source reads, by the events' own time: now minus"
+            " the newest event read while more waits, else that event's age when read.",
+            labels=["source", "position"],
+        )
+        for name, positions in measured.event_lags().items():
+            for position, seconds in positions.items():
+                event_lag.add_metric([name, position], seconds)
         for source in measured.sources:
             up.add_metric([source.name], 1.0 if source.healthy else 0.0)
             status = source.status()
@@ -173,7 +185,7 @@ class _PipelineCollector(Collector):
             parked = status.get("dead_lettered", status.get("left_for_redrive"))
             if parked is not None:
                 dead.add_metric([source.name], parked)
-        yield from (up, lag, dead, blocked, dlq_failures, stalled, resets)
+        yield from (up, lag, dead, blocked, dlq_failures, stalled, resets, event_lag)
 
         if measured.live is not None:
             clients = GaugeMetricFamily(
@@ -223,6 +235,11 @@ def _alert_metrics(alerting: Alerting) -> Iterator[Metric]:
         "ses_tracker_alert_leader", "1 when this replica holds the alert lease."
     )
     leading.add_metric([], 1.0 if alerting.leading else 0.0)
+    held = CounterMetricFamily(
+        "ses_tracker_alert_resolutions_held",
+        "Window alerts kept firing because a source was catching up when they cleared.",
+    )
+    held.add_metric([], alerting.held)
     backlog = GaugeMetricFamily(
         "ses_tracker_alert_outbox",
         "Alert notices waiting for a sink (including the one being posted).",
@@ -230,4 +247,4 @@ def _alert_metrics(alerting: Alerting) -> Iterator[Metric]:
     )
     for sink, waiting in alerting.backlog.items():
         backlog.add_metric([sink], waiting)
-    yield from (notices, evaluations, errors, leading, backlog)
+    yield from (notices, evaluations, errors, leading, backlog, held)

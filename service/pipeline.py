@@ -21,6 +21,7 @@ import structlog
 from service.clock import wall_clock_ms
 from service.codec import encode_batch
 from service.events import AccountEvent, ParseResult, SesEvent
+from service.lag import EventLag, newest_event_ms
 from service.parser import DEFAULT_MAX_PAYLOAD_BYTES, parse_payload
 from service.state import Transition
 from service.stats import bucket_of
@@ -67,7 +68,10 @@ class Pipeline:
         self.max_future_ms = int(max_future_s * 1000)
         # Replays of history must not land in the live windows (nor trip alerts).
         self.live_stats = live_stats
-        self._clock_ms = clock_ms
+        # The wall clock every part of a runtime shares (tests set it near their events).
+        self.clock_ms = clock_ms
+        # Event-time lag of what arrives through ingest() (HTTP pushes), by source.
+        self.pushed_lag = EventLag(clock_ms)
         self._transition_listeners: list[TransitionListener] = []
         # Told how long each store merge took (seconds); metrics hook in here.
         self.merge_timers: list[Callable[[float], None]] = []
@@ -102,7 +106,7 @@ class Pipeline:
             parse_payload,
             payload,
             max_bytes=self.max_payload_bytes,
-            latest_ms=self._clock_ms() + self.max_future_ms,
+            latest_ms=self.clock_ms() + self.max_future_ms,
         )
 
     def _count(self, result: ParseResult, source: str) -> None:
@@ -137,6 +141,9 @@ class Pipeline:
         """Parse one payload and make its events durable in the store."""
         result = await self.parse_off_loop(payload, source)
         await self.apply(result.events, source, account_events=result.account_events)
+        if self.live_stats:
+            # A push arrives whole: nothing waits behind it, so its lag is its age.
+            self.pushed_lag.read(source, newest_event_ms(result.events), behind=False)
         return result
 
     async def apply(
@@ -151,7 +158,7 @@ class Pipeline:
         counters = self.counters.setdefault(source, SourceCounters())
         transitions: list[Transition] = []
         if events or checkpoint is not None:
-            now_ms = self._clock_ms()
+            now_ms = self.clock_ms()
             writes = encode_batch(list(events), now_ms)
             started = time.perf_counter()
             live_bucket = bucket_of(now_ms) if self.live_stats else None

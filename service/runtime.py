@@ -110,6 +110,7 @@ def build_alerting(
         public_url=settings.public_url,
         health_of=health_of,
         clock_ms=clock_ms,
+        catch_up_s=settings.catch_up_lag_s,
     )
 
 
@@ -181,6 +182,7 @@ class Runtime:
             store=self.store,
             sources=self.sources,
             alerting=self.alerting,
+            event_lags=self.event_lags,
         )
         self._source_tasks: list[asyncio.Task[None]] = []
         self._tasks: list[asyncio.Task[None]] = []
@@ -244,7 +246,34 @@ class Runtime:
         log.info("service_stopped")
 
     def _source_health(self) -> list[dict[str, Any]]:
-        return [{"name": source.name, **source.status()} for source in self.sources]
+        health = [{"name": source.name, **source.status()} for source in self.sources]
+        pushed = self.pipeline.pushed_lag.seconds()
+        if pushed:
+            # HTTP pushes are no source task, but can be behind too (Firehose
+            # redelivering after an endpoint outage).
+            health.append({"name": "push", "state": "receiving", "connected": True,
+                           "failure": None, "event_lag_s": pushed})  # fmt: skip
+        return health
+
+    def event_lags(self) -> dict[str, dict[str, float]]:
+        """Event-time lag in seconds by source and position (``service.lag``)."""
+        lags: dict[str, dict[str, float]] = {}
+        for source in self.sources:
+            if source.event_lag is not None:
+                lags[source.name] = source.event_lag.seconds()
+        pushed = self.pipeline.pushed_lag.seconds()
+        if pushed:
+            lags["push"] = pushed
+        return lags
+
+    def catching_up(self) -> dict[str, float]:
+        """``<source> <position>`` -> lag, for those behind by more than the setting."""
+        return {
+            f"{name} {position}": lag_s
+            for name, positions in self.event_lags().items()
+            for position, lag_s in positions.items()
+            if lag_s > self.settings.catch_up_lag_s
+        }
 
     def sources_healthy(self) -> bool:
         return all(source.healthy for source in self.sources)

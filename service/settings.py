@@ -49,6 +49,7 @@ class Settings(BaseSettings):
     public_url: str | None = None
     sns_topic_arns: str | None = None
     sns_max_age_s: float = Field(3_900, gt=0, le=7 * 86_400)
+    catch_up_lag_s: float = Field(900, gt=0)
     allowed_origins: str | None = None
     rate_limit_per_s: float = Field(200.0, ge=0)
     rate_limit_burst: int = Field(1_000, ge=1)

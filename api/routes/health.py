@@ -48,5 +48,9 @@ async def readyz(request: Request, runtime: RuntimeDep) -> OrjsonResponse:
         "sources_healthy": runtime.sources_healthy(),
         "consumers": consumers,
         "sources": counters,
+        # By the events' own time (README, Live figures by event time).
+        "event_lag_s": runtime.event_lags(),
+        "catching_up": runtime.catching_up(),
+        "catch_up_after_s": runtime.settings.catch_up_lag_s,
     }
     return OrjsonResponse(body, status_code=200 if store_ok else 503)

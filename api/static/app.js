@@ -187,13 +187,35 @@ async function refreshAlerts() {
   }
 }
 
+// "52 min" / "40 s" / "3.5 h", as the alerts word spans.
+function span(seconds) {
+  if (seconds < 120) return Math.round(seconds) + " s";
+  if (seconds < 7200) return Math.round(seconds / 60) + " min";
+  return (seconds / 3600).toFixed(1).replace(/\.0$/, "") + " h";
+}
+
+// While a source reads events much older than now (a backlog after an outage),
+// the figures of the last minutes are incomplete: say so, plainly.
+function showCatchUp(ready) {
+  const notice = $("catch-up-notice");
+  const behind = Object.entries(ready.catching_up || {}).sort((a, b) => b[1] - a[1]);
+  notice.hidden = !behind.length;
+  if (!behind.length) return;
+  const [where, seconds] = behind[0];
+  const more = behind.length > 1 ? ` (and ${behind.length - 1} more)` : "";
+  notice.textContent = `Catching up: ${where} is reading events ${span(seconds)} old${more}. ` +
+    "The last minutes' figures are incomplete until it catches up, and alerts on them will not resolve meanwhile.";
+}
+
 // Each consumer's state from /readyz, and in plain words what is wrong: a source
 // that is retrying, partitions that stopped while the broker has newer records,
-// partitions paused because their dead letters cannot be parked.
+// partitions paused because their dead letters cannot be parked, a source reading
+// old events.
 async function refreshSources() {
   try {
     const response = await fetch("/readyz", { headers: authHeaders });
     const ready = await response.json();
+    showCatchUp(ready);
     const list = $("sources");
     list.replaceChildren();
     if (!ready.store) list.append(text("li", "the state store is not answering", "status-bounced"));
@@ -207,6 +229,8 @@ async function refreshSources() {
       if ((source.dlq_blocked || []).length) problems.push("paused, dead letters not parked: " + source.dlq_blocked.join(", "));
       const behind = Object.values(source.lag || {}).reduce((a, b) => a + b, 0);
       if (behind) problems.push(behind.toLocaleString() + " records behind");
+      const oldest = Math.max(0, ...Object.values(source.event_lag_s || {}));
+      if (oldest >= (ready.catch_up_after_s || 900)) problems.push("reading events " + span(oldest) + " old");
       if (problems.length) item.append(" · " + problems.join(" · "));
       list.append(item);
     }

@@ -28,6 +28,7 @@ from redis.exceptions import RedisError
 from service import state
 from service.alerts.delivery import Deliverer, FinalDeliveryError, RetryableDeliveryError
 from service.alerts.evaluate import (
+    WINDOW_RULES,
     AccountStatus,
     Inputs,
     OverdueMessage,
@@ -45,6 +46,7 @@ from service.alerts.windows import WindowReader
 from service.clock import wall_clock_ms
 from service.codec import decode_header
 from service.events import AccountEvent
+from service.lag import DEFAULT_CATCH_UP_S
 from service.search import MAX_LIMIT, SearchQuery
 from service.stores.base import Store, StoreUnavailable
 
@@ -75,6 +77,9 @@ def source_health(replica: str, status: dict[str, Any]) -> SourceHealth:
         stalled=tuple(status.get("stalled", ())),
         dlq_blocked=tuple(status.get("dlq_blocked", ())),
         lag=sum(status.get("lag", {}).values()),
+        dead_letters=int(status.get("dead_lettered", 0) or 0)
+        + int(status.get("left_for_redrive", 0) or 0),
+        event_lag_s={str(k): float(v) for k, v in status.get("event_lag_s", {}).items()},
     )
 
 
@@ -96,6 +101,7 @@ class Alerting:
         clock_ms: Callable[[], int] = wall_clock_ms,
         owner: str | None = None,
         health_of: Callable[[], list[dict[str, Any]]] = list,
+        catch_up_s: float = DEFAULT_CATCH_UP_S,
     ) -> None:
         self.store = store
         self.alert_store = alert_store
@@ -116,6 +122,11 @@ class Alerting:
         self._window_reader = WindowReader(store, windows_needed(rules.rules))
         # This replica's sources, as their status() says (tracker rule).
         self._health_of = health_of
+        # A source this far behind by event time holds window alerts' resolution.
+        self.catch_up_s = catch_up_s
+        self.catching_up: list[str] = []  # "<replica> <source> <position>", as last judged
+        self.held = 0  # resolutions held back while catching up, for metrics
+        self._holding: set[str] = set()
         # (time, dead letters, evictions) totals, to tell what grew in a window.
         self._samples: deque[tuple[int, int, int]] = deque()
         # The tracker rules' longest window (ms); None when none watches the tracker.
@@ -131,17 +142,22 @@ class Alerting:
     async def tick(self) -> list[Alert]:
         """Evaluate once, if this replica holds the lease; the notices committed."""
         now_ms = self._clock_ms()
-        if self._tracker_window_ms is not None:
-            # Every replica says how its own sources are; the lease holder judges.
-            await self.alert_store.note_health(
-                self.owner, {"at": now_ms, "sources": self._health_of()}
-            )
+        # Every replica says how its own sources are; the lease holder judges.
+        await self.alert_store.note_health(self.owner, {"at": now_ms, "sources": self._health_of()})
         self.leading = await self.alert_store.hold_lease(self.owner, self.lease_ms)
         if not self.leading:
             return []
-        inputs = await self._gather(now_ms)
+        sources = await self._sources(now_ms)
+        self.catching_up = [
+            f"{source.replica} {source.name} {position}"
+            for source in sources
+            for position, lag_s in sorted(source.event_lag_s.items())
+            if lag_s > self.catch_up_s
+        ]
+        inputs = await self._gather(now_ms, sources)
         findings = evaluate(self.rules.rules, inputs)
         records = await self.alert_store.records()
+        self._hold_resolutions(findings, records)
         timing = self.rules.timing
         for key, finding in findings.items():
             if finding is not None and due_for_notice(records.get(key), finding, now_ms, timing):
@@ -161,7 +177,35 @@ class Alerting:
             )  # fmt: skip
         return changes.notices
 
-    async def _gather(self, now_ms: int) -> Inputs:
+    def _hold_resolutions(
+        self, findings: dict[str, Finding | None], records: dict[str, Any]
+    ) -> None:
+        """Leave window alerts as they are where they would clear now: their windows
+        miss what the lagging source has not read yet, so clear means unknown. They
+        may still fire (what was read is real) and resolve once it caught up."""
+        holding: set[str] = set()
+        if self.catching_up:
+            for rule in self.rules.rules:
+                if isinstance(rule, WINDOW_RULES) and findings.get(rule.name) is None:
+                    findings.pop(rule.name, None)
+                    if records.pop(rule.name, None) is not None:
+                        holding.add(rule.name)
+        for key in holding - self._holding:
+            self.held += 1
+            log.info("alert_resolution_held", key=key, behind=self.catching_up[:5])
+        self._holding = holding
+
+    async def _sources(self, now_ms: int) -> list[SourceHealth]:
+        """Every replica's sources, as each noted them lately."""
+        fresh_after = now_ms - HEALTH_FRESH_MS
+        sources: list[SourceHealth] = []
+        for replica, health in sorted((await self.alert_store.healths()).items()):
+            if health.get("at", 0) < fresh_after:
+                continue  # a replica gone away says nothing about now
+            sources.extend(source_health(replica, status) for status in health.get("sources", []))
+        return sources
+
+    async def _gather(self, now_ms: int, sources: list[SourceHealth]) -> Inputs:
         windows = await self._window_reader.read(now_ms)
         overdue: list[OverdueMessage] = []
         more = False
@@ -172,21 +216,14 @@ class Alerting:
             accounts = await self.alert_store.accounts()
         health = None
         if self._tracker_window_ms is not None:
-            health = await self._health(now_ms, self._tracker_window_ms)
+            health = await self._health(now_ms, self._tracker_window_ms, sources)
         return Inputs(now_ms, windows, overdue, more, self.overdue_after_s, accounts, health)
 
-    async def _health(self, now_ms: int, window_ms: int) -> TrackerHealth:
+    async def _health(
+        self, now_ms: int, window_ms: int, sources: list[SourceHealth]
+    ) -> TrackerHealth:
         """Every replica's recent source figures, the store's memory, the outboxes."""
-        fresh_after = now_ms - HEALTH_FRESH_MS
-        sources: list[SourceHealth] = []
-        dead_letters = 0
-        for replica, health in sorted((await self.alert_store.healths()).items()):
-            if health.get("at", 0) < fresh_after:
-                continue  # a replica gone away says nothing about now
-            for status in health.get("sources", []):
-                sources.append(source_health(replica, status))
-                dead_letters += int(status.get("dead_lettered", 0) or 0)
-                dead_letters += int(status.get("left_for_redrive", 0) or 0)
+        dead_letters = sum(source.dead_letters for source in sources)
         memory = await self.store.memory()
         evicted = memory.evicted if memory else 0
         self._samples.append((now_ms, dead_letters, evicted))

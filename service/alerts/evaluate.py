@@ -55,6 +55,9 @@ class SourceHealth:
     stalled: tuple[str, ...] = ()
     dlq_blocked: tuple[str, ...] = ()
     lag: int = 0
+    dead_letters: int = 0  # parked (Kafka) or left for redrive (SQS), since it started
+    # Event-time lag (service.lag) of its positions, seconds.
+    event_lag_s: Mapping[str, float] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,6 +82,11 @@ class Inputs:
     overdue_after_s: float = 900
     accounts: Mapping[str, AccountStatus] | None = None
     health: TrackerHealth | None = None
+
+
+# Rules judged on the statistics windows: while a source catches up, recent windows
+# miss what it has not read yet, so these may fire on what is there but not resolve.
+WINDOW_RULES = (RateRule, LatencyRule, DelaySpikeRule, StatusCountRule)
 
 
 def windows_needed(rules: Sequence[Rule]) -> set[int]:
@@ -333,6 +341,12 @@ def _tracker(rule: TrackerRule, inputs: Inputs) -> Finding | None:
             problems[f"{where}: dlq"] = "paused, DLQ refuses: " + ", ".join(source.dlq_blocked)
         if source.lag > rule.max_lag_records:
             problems[f"{where}: lag"] = f"{source.lag:,} records behind"
+        far = {p: s for p, s in source.event_lag_s.items() if s > rule.max_event_lag_s}
+        if far:
+            worst = max(far.values())
+            problems[f"{where}: behind"] = (
+                f"reading events {_span(worst)} old ({', '.join(sorted(far))})"
+            )
     if health.dead_letters_recent >= rule.min_dead_letters:
         problems["dead letters"] = (
             f"{health.dead_letters_recent:,} records dead-lettered in {_span(rule.window_s)}"

@@ -153,6 +153,7 @@ class TrackerRule(_Rule):
     kind: Literal["tracker"]
     window_s: Window = 300  # for dead letters and evictions
     max_lag_records: int = Field(100_000, ge=1)
+    max_event_lag_s: int = Field(1_800, ge=1)  # a source reading events this old
     min_dead_letters: int = Field(1, ge=1)
     memory_ratio: float = Field(0.9, gt=0, le=1)
     outbox_age_s: int = Field(600, ge=1)

@@ -154,3 +154,47 @@ async def test_the_page_says_what_each_source_is_doing() -> None:
         await page.goto(server.base + "/")
         await expect(page.locator("#source-sqs")).to_contain_text("retrying", timeout=15_000)
         await browser.close()
+
+
+async def test_the_page_says_plainly_when_a_source_is_catching_up() -> None:
+    """#17: a consumer reading hour-old events is named, and the notice goes once it
+    has caught up."""
+    from consumers.base import Source
+    from service.lag import EventLag
+
+    clock = ses.clock_from(ses.SENT_AT + 3_000_000)
+
+    class Behind(Source):
+        name = "kafka"
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.connected, self.state = True, "consuming"
+            self.event_lag = EventLag(clock)
+            self.event_lag.read("ses-events:0", ses.SENT_AT, behind=True)
+
+        async def run(self) -> None:
+            await self._stopping.wait()
+
+        def status(self) -> dict:
+            return {**super().status(), "event_lag_s": self.event_lag.seconds()}
+
+    behind = Behind()
+    async with (
+        serving(Settings(_env_file=None), lambda rt: rt.sources.append(behind), clock) as server,
+        async_playwright() as p,
+    ):
+        browser = await p.chromium.launch(
+            executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS
+        )
+        page = await browser.new_page()
+        await page.goto(server.base + "/")
+        notice = page.locator("#catch-up-notice")
+        await expect(notice).to_contain_text(
+            "Catching up: kafka ses-events:0 is reading events 50 min old", timeout=15_000
+        )
+        await expect(notice).to_contain_text("incomplete")
+        await expect(page.locator("#source-kafka")).to_contain_text("reading events 50 min old")
+        behind.event_lag.read("ses-events:0", clock() - 3_000, behind=False)
+        await expect(notice).to_be_hidden(timeout=15_000)
+        await browser.close()

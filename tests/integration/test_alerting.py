@@ -199,6 +199,37 @@ async def test_a_bounce_breach_notifies_once_per_group_and_resolves_later(bench:
     assert await bench.send_outbox() == 0
 
 
+async def test_a_window_alert_does_not_resolve_while_a_source_catches_up(stores, kind: str) -> None:
+    """A source reading hour-old events means the last minutes are not in yet: an
+    empty window then says nothing, so a firing alert stays until it caught up."""
+    store, alert_store = stores()
+    clock = Clock()
+    lag_s = {"ses-events:0": 0.0}
+    health = [{"name": "kafka", "state": "consuming", "event_lag_s": lag_s}]
+    alerting = make_alerting(store, alert_store, BOUNCE_RULES, [], clock, lambda: health)
+    await mail(Pipeline(store, clock_ms=clock), "x.com", sent=40, bounced=8)
+    await alerting.tick()
+    clock.ms += 30 * S
+    assert len(await alerting.tick()) == 2
+    clock.ms += 300 * S  # the bounces left the window...
+    lag_s["ses-events:0"] = 3_000.0  # ...while the consumer is 50 minutes behind
+    assert await alerting.tick() == []
+    assert alerting.catching_up == [f"{alerting.owner} kafka ses-events:0"]
+    assert alerting.held == 2
+    assert set(await alerting.alert_store.records()) == {"bounce-rate", "bounce-rate-by-domain"}
+    clock.ms += 60 * S
+    assert await alerting.tick() == [] and alerting.held == 2  # counted once per hold
+    lag_s["ses-events:0"] = 4.0  # caught up: the empty window now means clear
+    resolved = await alerting.tick()
+    assert {(a.key, a.state) for a in resolved} == {
+        ("bounce-rate", AlertState.RESOLVED),
+        ("bounce-rate-by-domain", AlertState.RESOLVED),
+    }
+    await alerting.stop()
+    if kind == "redis":
+        await store.close()
+
+
 async def test_500_then_429_then_200_is_delivered_once_through_the_outbox(bench: Bench) -> None:
     await mail(bench.pipeline, "x.com", sent=20, bounced=10)
     await bench.at(0)

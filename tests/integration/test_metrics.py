@@ -90,6 +90,31 @@ async def test_counts_rejections_merges_and_latencies_are_exposed() -> None:
     assert found[("ses_tracker_dead_lettered_total", (("consumer", "kafka"),))] == 2
 
 
+async def test_event_time_lag_is_in_readyz_and_metrics_and_says_when_catching_up() -> None:
+    # Firehose redelivering an hour of events after an endpoint outage, say.
+    app = create_app(Settings(_env_file=None), clock_ms=ses.clock_from(T + 3_600_000))
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+            ready = (await client.get("/readyz")).json()
+            assert ready["event_lag_s"] == {} and ready["catching_up"] == {}
+            await client.post("/v1/events", content=ses.dumps(ses.send("m-old", ["a@x.com"])))
+            ready = (await client.get("/readyz")).json()
+            [[position, lag_s]] = ready["event_lag_s"]["push"].items()
+            assert position == "http" and 3_600 <= lag_s < 3_610
+            assert ready["catching_up"] == {"push http": lag_s}
+            assert ready["catch_up_after_s"] == 900
+            found = samples((await client.get("/metrics")).text)
+            gauge = found[
+                ("ses_tracker_event_lag_seconds", (("position", "http"), ("source", "push")))
+            ]
+            assert 3_600 <= gauge < 3_610
+            fresh = ses.send("m-new", ["a@x.com"], T + 3_600_000 - 2_000)
+            await client.post("/v1/events", content=ses.dumps(fresh))
+            ready = (await client.get("/readyz")).json()
+            assert ready["catching_up"] == {} and ready["event_lag_s"]["push"]["http"] < 10
+
+
 async def test_metrics_can_require_the_api_token() -> None:
     settings = Settings(_env_file=None, api_token="tok", metrics_require_token=True)
     denied = await scrape(settings, b"[]")

@@ -112,6 +112,9 @@ async def test_every_body_shape_reaches_the_store_and_is_deleted(moto_server, sq
 
     await wait_until(lambda: drained(sqs, url), 30)
     await running.stop()
+    # How old the newest event read from the queue was, by the queue's name.
+    [[position, lag_s]] = running.source.status()["event_lag_s"].items()
+    assert position == url.rsplit("/", 1)[-1] and lag_s > 0
     statuses = {m: (await store.get(m)).status() for m in ("q-raw", "q-sns", "q-eb", "q-batch")}
     assert statuses == {
         "q-raw": "bounced",

@@ -168,7 +168,7 @@ def tracker_finding(health: TrackerHealth):
 
 
 def test_a_healthy_tracker_is_quiet() -> None:
-    ok = SourceHealth("r1", "kafka", "consuming", False, lag=10)
+    ok = SourceHealth("r1", "kafka", "consuming", False, lag=10, event_lag_s={"t:0": 240.0})
     assert tracker_finding(TrackerHealth(sources=(ok,), memory_used=10, memory_max=100)) is None
     assert tracker_finding(TrackerHealth()) is None
 
@@ -188,6 +188,12 @@ def test_a_healthy_tracker_is_quiet() -> None:
         (
             TrackerHealth(sources=(SourceHealth("r1", "kafka", "consuming", False, lag=200_000),)),
             "kafka on r1: lag",
+        ),
+        (
+            TrackerHealth(
+                sources=(SourceHealth("r1", "sqs", "polling", False, event_lag_s={"q": 2_400.0}),)
+            ),
+            "sqs on r1: behind",
         ),
         (TrackerHealth(dead_letters_recent=3), "dead letters"),
         (TrackerHealth(memory_used=95, memory_max=100), "store memory"),
