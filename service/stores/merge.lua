@@ -8,15 +8,12 @@
 -- KEYS: one per message, then the checkpoint hash when there is a checkpoint, then
 -- the statistics revisions hash when there are statistics, then the transitions
 -- stream when there is a feed.
--- ARGV: ttl_s, status_table, max_fields, batch, checkpoint, stats, feed, index,
--- max_recipients, max_blob_bytes; batch to index are msgpack (one argument each, so
--- the client does not pack thousands):
---   batch = [[header, [destination...], [[field, blob, message_bits, capped,
---             [[address, bits]...], natural, latency_field, [once_field...], at,
---             live_bucket]...],
---             message_id, sent_at, handle, sent_known]...], one entry per message
---             key, in KEYS
---             order (the key is <prefix>m:{handle}; the record keeps message_id);
+-- ARGV, and every array below, are laid out as service.stores.layout names them;
+-- the script is loaded behind a prelude generated from it (ARG_BATCH, EVENT_AT,
+-- STATUS_DELAYED ...), so no position or status code is written here as a number.
+--   batch = [[MessageWrite, handle]...], one entry per message key, in KEYS order
+--           (the key is <prefix>m:{handle}; the record keeps the message id). A
+--           MessageWrite holds its EventWrites; both are service.state's tuples;
 --   checkpoint = {position = value}, or an empty string for none;
 --   stats = [bucket_ttl_s, [status names...], max_domains, bucket_key_prefix,
 --           now_bucket], or an empty string for none. Each change counts in the
@@ -50,20 +47,20 @@
 -- Returns msgpack of the transitions, flattened: message_index, event_index
 -- (0 = destination), address, from_status (-1 = new recipient), to_status.
 
-local ttl = tonumber(ARGV[1])
-local statuses = ARGV[2]
-local max_fields = tonumber(ARGV[3])
-local batch = cmsgpack.unpack(ARGV[4])
-local checkpoint = ARGV[5] ~= '' and cmsgpack.unpack(ARGV[5]) or nil
-local stats = ARGV[6] ~= '' and cmsgpack.unpack(ARGV[6]) or nil
-local feed = ARGV[7] ~= '' and cmsgpack.unpack(ARGV[7]) or nil
-local index = ARGV[8] ~= '' and cmsgpack.unpack(ARGV[8]) or nil
+local ttl = tonumber(ARGV[ARG_TTL_S])
+local statuses = ARGV[ARG_STATUS_TABLE]
+local max_fields = tonumber(ARGV[ARG_MAX_FIELDS])
+local batch = cmsgpack.unpack(ARGV[ARG_BATCH])
+local checkpoint = ARGV[ARG_CHECKPOINT] ~= '' and cmsgpack.unpack(ARGV[ARG_CHECKPOINT]) or nil
+local stats = ARGV[ARG_STATS] ~= '' and cmsgpack.unpack(ARGV[ARG_STATS]) or nil
+local feed = ARGV[ARG_FEED] ~= '' and cmsgpack.unpack(ARGV[ARG_FEED]) or nil
+local index = ARGV[ARG_INDEX] ~= '' and cmsgpack.unpack(ARGV[ARG_INDEX]) or nil
 -- Caps (service.state.MAX_RECIPIENTS, MAX_RECORD_BLOB_BYTES): enforced here, inside
 -- the atomic merge, so no writer can grow one record past them.
-local max_recipients = tonumber(ARGV[9])
-local max_blob_bytes = tonumber(ARGV[10])
+local max_recipients = tonumber(ARGV[ARG_MAX_RECIPIENTS])
+local max_blob_bytes = tonumber(ARGV[ARG_MAX_BLOB_BYTES])
 local fed = {}
-local status_names = stats and stats[2] or {}
+local status_names = stats and stats[STATS_STATUS_NAMES] or {}
 local counts = {} -- bucket -> {field = n}
 local bor = bit.bor
 
@@ -94,9 +91,8 @@ local out = {}
 -- of the zset. A member sent after oldest_live_ms cannot be dead (its record was
 -- merged after it was sent, and lives the retention from then), so the common case
 -- costs one ZRANGE and no EXISTS. Shared zsets and buckets are tended once a call.
-local index_prefix = index and index[1]
-local oldest_live = index and index[4]
-local PROBLEM_FIRST = 3 -- bounced; see service.search.PROBLEM_STATUSES
+local index_prefix = index and index[INDEX_PREFIX]
+local oldest_live = index and index[INDEX_OLDEST_LIVE_MS]
 local tended = {}
 
 local function send_time_bytes(ms)
@@ -130,7 +126,7 @@ local function index_add(key, score, handle, shared)
 end
 
 local function add_to_bucket(sent_at, handle)
-  local bucket = math.floor(sent_at / index[2])
+  local bucket = math.floor(sent_at / index[INDEX_BUCKET_MS])
   local bucket_key = index_prefix .. 't:' .. bucket
   redis.call('APPEND', bucket_key, send_time_bytes(sent_at) .. handle)
   if tended[bucket_key] then
@@ -153,24 +149,25 @@ end
 -- still waiting, or is itself sent/delayed; twin of MessageRecord.status and
 -- service.search.is_pending.
 local function rollup(recipients, mf)
-  local top, pending = -1, false
+  local top, pending = nil, false
   for _, flags in pairs(recipients) do
     local code = status_of(bor(flags, mf))
-    if code > top then
+    if top == nil or code > top then
       top = code
     end
-    if code <= 1 then
+    if code <= STATUS_DELAYED then
       pending = true
     end
   end
-  if top < 0 then
+  if top == nil then
     top = status_of(mf)
   end
-  return top, pending or top <= 1
+  return top, pending or top <= STATUS_DELAYED
 end
 
-local function index_message(message, raw, before_top, before_pending, recipients, mf, new_recipients)
-  local sent_at, handle = math.max(0, message[5]), message[6]
+local function index_message(message, handle, raw, before_top, before_pending, recipients, mf,
+                             new_recipients)
+  local sent_at = math.max(0, message[MESSAGE_SENT_AT])
   if not raw then
     add_to_bucket(sent_at, handle)
   end
@@ -182,10 +179,10 @@ local function index_message(message, raw, before_top, before_pending, recipient
   local top, pending = rollup(recipients, mf)
   if top ~= before_top then
     if before_top >= PROBLEM_FIRST then
-      redis.call('ZREM', index_prefix .. 'x:s:' .. index[3][before_top + 1], handle)
+      redis.call('ZREM', index_prefix .. 'x:s:' .. index[INDEX_STATUS_NAMES][before_top + 1], handle)
     end
     if top >= PROBLEM_FIRST then
-      index_add(index_prefix .. 'x:s:' .. index[3][top + 1], sent_at, handle, true)
+      index_add(index_prefix .. 'x:s:' .. index[INDEX_STATUS_NAMES][top + 1], sent_at, handle, true)
     end
   end
   if pending ~= before_pending then
@@ -199,9 +196,9 @@ end
 
 -- Live statistics, per bucket of event time (see the header).
 local revisions_key = stats and KEYS[#batch + 1 + (checkpoint and 1 or 0)]
-local max_domains = stats and stats[3]
-local bucket_prefix = stats and stats[4]
-local now_bucket = stats and stats[5]
+local max_domains = stats and stats[STATS_MAX_DOMAINS]
+local bucket_prefix = stats and stats[STATS_BUCKET_PREFIX]
+local now_bucket = stats and stats[STATS_NOW_BUCKET]
 local groups = {} -- bucket -> {domain = group}
 local admitted_counts = {} -- bucket -> domains admitted so far
 
@@ -268,11 +265,11 @@ local function count_transition(bucket, address, from_status, to_status, natural
     domain = "(none)"
   end
   local prefix = "d:" .. admit(bucket, counted, domain) .. "|"
-  if from_status == -1 then
+  if from_status == NEW_RECIPIENT then
     bump(counted, "c:sent")
     bump(counted, prefix .. "c:sent")
   end
-  if from_status ~= -1 or to_status ~= 0 then
+  if from_status ~= NEW_RECIPIENT or to_status ~= STATUS_SENT then
     local name = "c:" .. status_names[to_status + 1]
     bump(counted, name)
     bump(counted, prefix .. name)
@@ -284,41 +281,46 @@ local function count_transition(bucket, address, from_status, to_status, natural
 end
 
 local function transition(message_index, event, event_index, address, from_status, to_status)
+  -- In REPLY order.
   out[#out + 1] = message_index
   out[#out + 1] = event_index
   out[#out + 1] = address
   out[#out + 1] = from_status
   out[#out + 1] = to_status
-  local message = batch[message_index]
+  local message = batch[message_index][ENTRY_WRITE]
+  -- Changes no single event made (new destination recipients) happen at, and
+  -- count in, the batch's first event.
+  local cause = event or message[MESSAGE_EVENTS][1]
   if feed then
-    local at = event and event[9] or (message[3][1] and message[3][1][9] or message[5])
-    -- -1: no send time known (message[7] false), so no latency.
-    local latency = message[7] and math.max(0, at - message[5]) or -1
-    fed[#fed + 1] = {message[4], address, from_status, to_status, at, latency}
+    local at = cause and cause[EVENT_AT] or message[MESSAGE_SENT_AT]
+    local latency = NO_LATENCY
+    if message[MESSAGE_SENT_KNOWN] then
+      latency = math.max(0, at - message[MESSAGE_SENT_AT])
+    end
+    -- In FED order.
+    fed[#fed + 1] = {message[MESSAGE_MESSAGE_ID], address, from_status, to_status, at, latency}
   end
-  if stats then
+  if stats and cause and cause[EVENT_BUCKET] ~= NOT_LIVE then
     if event then
-      if event[10] >= 0 then
-        count_transition(event[10], address, from_status, to_status, event[6], event[7])
-      end
+      count_transition(event[EVENT_BUCKET], address, from_status, to_status, event[EVENT_NATURAL],
+                       event[EVENT_LATENCY_FIELD])
     else
-      local first = message[3][1]
-      if first and first[10] >= 0 then
-        count_transition(first[10], address, from_status, to_status, -1, "")
-      end
+      count_transition(cause[EVENT_BUCKET], address, from_status, to_status, NO_STEP, "")
     end
   end
 end
 
 for m = 1, #batch do
   local key = KEYS[m]
-  local message = batch[m]
+  local message = batch[m][ENTRY_WRITE]
+  local handle = batch[m][ENTRY_HANDLE]
   local raw = redis.call('GET', key)
   local header, mf, truncated, recipients, blobs = '', 0, false, {}, {}
   local size, recipient_count, blob_bytes = 0, 0, 0
   if raw then
     local record = cmsgpack.unpack(raw)
-    header, mf, truncated, recipients, blobs = record[1], record[2], record[3], record[4], record[5]
+    header, mf, truncated = record[RECORD_HEADER], record[RECORD_FLAGS], record[RECORD_TRUNCATED]
+    recipients, blobs = record[RECORD_RECIPIENTS], record[RECORD_BLOBS]
     for _ in pairs(recipients) do
       recipient_count = recipient_count + 1
     end
@@ -335,7 +337,7 @@ for m = 1, #batch do
   end
   local new_recipients = {}
 
-  local incoming_header = message[1]
+  local incoming_header = message[MESSAGE_HEADER]
   if bytes_less(header, incoming_header) then
     header = incoming_header
     changed = true
@@ -369,7 +371,7 @@ for m = 1, #batch do
       new_recipients[#new_recipients + 1] = address
       size = size + 1
       changed = true
-      transition(m, event, event_index, address, -1, status_of(bor(bits, mf)))
+      transition(m, event, event_index, address, NEW_RECIPIENT, status_of(bor(bits, mf)))
       return
     end
     local new = bor(old, bits)
@@ -384,14 +386,15 @@ for m = 1, #batch do
     end
   end
 
-  for _, address in ipairs(message[2]) do
-    add_bits(address, 0, nil, 0)
+  for _, address in ipairs(message[MESSAGE_DESTINATION]) do
+    add_bits(address, 0, nil, DESTINATION_EVENT)
   end
 
-  local events = message[3]
+  local events = message[MESSAGE_EVENTS]
   for e = 1, #events do
     local event = events[e]
-    local field, blob, message_bits, capped = event[1], event[2], event[3], event[4]
+    local field, blob = event[EVENT_FIELD], event[EVENT_BLOB]
+    local message_bits, capped = event[EVENT_MESSAGE_BITS], event[EVENT_CAPPED]
     local current = blobs[field]
     local apply = false
     if current == nil then
@@ -413,9 +416,9 @@ for m = 1, #batch do
       changed = true
     end
     if apply then
-      if stats and event[10] >= 0 then
-        for _, once in ipairs(event[8]) do
-          count_once(event[10], once)
+      if stats and event[EVENT_BUCKET] ~= NOT_LIVE then
+        for _, once in ipairs(event[EVENT_ONCE_FIELDS]) do
+          count_once(event[EVENT_BUCKET], once)
         end
       end
       local merged = bor(mf, message_bits)
@@ -430,17 +433,20 @@ for m = 1, #batch do
           end
         end
       end
-      for _, pair in ipairs(event[5]) do
-        add_bits(pair[1], pair[2], event, e)
+      for _, pair in ipairs(event[EVENT_RECIPIENT_BITS]) do
+        add_bits(pair[BITS_ADDRESS], pair[BITS_BITS], event, e)
       end
     end
   end
 
   if changed then
-    local record = {header, mf, truncated, recipients, blobs, message[4]}
+    local record = {}
+    record[RECORD_HEADER], record[RECORD_FLAGS], record[RECORD_TRUNCATED] = header, mf, truncated
+    record[RECORD_RECIPIENTS], record[RECORD_BLOBS] = recipients, blobs
+    record[RECORD_MESSAGE_ID] = message[MESSAGE_MESSAGE_ID]
     redis.call('SET', key, cmsgpack.pack(record), 'EX', ttl)
     if index then
-      index_message(message, raw, before_top, before_pending, recipients, mf, new_recipients)
+      index_message(message, handle, raw, before_top, before_pending, recipients, mf, new_recipients)
     end
   else
     redis.call('EXPIRE', key, ttl)
@@ -459,7 +465,7 @@ end
 
 if stats then
   next_key = next_key + 1
-  local bucket_ttl = stats[1]
+  local bucket_ttl = stats[STATS_BUCKET_TTL_S]
   local sequence = nil
   local new_bucket = false
   for bucket, counted in pairs(counts) do
@@ -489,7 +495,8 @@ if stats then
 end
 
 if feed and #fed > 0 then
-  redis.call('XADD', KEYS[next_key], 'MINID', '~', feed[1], '*', 't', cmsgpack.pack(fed))
+  redis.call('XADD', KEYS[next_key], 'MINID', '~', feed[FEED_MIN_ID_MS], '*', 't',
+             cmsgpack.pack(fed))
 end
 
 return cmsgpack.pack(out)

@@ -31,6 +31,7 @@ from redis.exceptions import NoScriptError, RedisError
 from service import state, stats
 from service.search import SearchPage, SearchQuery, message_handle
 from service.state import MessageRecord, MessageWrite, Transition
+from service.stores import layout
 from service.stores.base import Checkpoint, MemoryFigures, Store, StoreUnavailable
 from service.stores.keys import DEFAULT_PREFIX, RedisKeys
 from service.stores.redis_record import record_from_bytes
@@ -45,7 +46,9 @@ class StoreFormatError(RuntimeError):
     """The store holds data in a format newer than this version reads."""
 
 
-MERGE_SCRIPT = resources.files("service.stores").joinpath("merge.lua").read_text()
+MERGE_SCRIPT = layout.lua_prelude() + (
+    resources.files("service.stores").joinpath("merge.lua").read_text()
+)
 
 
 class RedisStore(Store):
@@ -149,75 +152,50 @@ class RedisStore(Store):
     ) -> tuple[list[str], list[str | bytes]]:
         handles = [message_handle(write.message_id) for write in writes]
         keys = [self._index.record_key(handle) for handle in handles]
-        batch = [
-            [
-                write.header,
-                write.destination,
-                [
-                    (
-                        e.field,
-                        e.blob,
-                        e.message_bits,
-                        e.capped,
-                        e.recipient_bits,
-                        e.natural,
-                        e.latency_field,
-                        e.once_fields,
-                        e.at,
-                        e.bucket,
-                    )
-                    for e in write.events
-                ],
-                write.message_id,
-                write.sent_at,
-                handle,
-                write.sent_known,
-            ]
-            for write, handle in zip(writes, handles, strict=True)
-        ]
+        # The writes go as they are: their tuples are the script's arrays (layout).
+        batch = list(zip(writes, handles, strict=True))
         packed_checkpoint = b""
         if checkpoint is not None:
             keys.append(self.checkpoint_key(checkpoint.name))
-            packed_checkpoint = msgpack.packb(dict(checkpoint.positions), use_bin_type=False)
+            packed_checkpoint = _pack(dict(checkpoint.positions))
         packed_stats = b""
         if live_bucket is not None:
             keys.append(self._keys.stats_revisions)
-            packed_stats = msgpack.packb(
-                [
-                    stats.BUCKET_TTL_S,
-                    list(state.STATUSES),
-                    stats.MAX_DOMAINS_PER_BUCKET,
-                    self._keys.stats_prefix,
-                    live_bucket,
-                ],
-                use_bin_type=False,
+            packed_stats = _pack(
+                _in_order(
+                    layout.STATS,
+                    bucket_ttl_s=stats.BUCKET_TTL_S,
+                    status_names=list(state.STATUSES),
+                    max_domains=stats.MAX_DOMAINS_PER_BUCKET,
+                    bucket_prefix=self._keys.stats_prefix,
+                    now_bucket=live_bucket,
+                )
             )
         packed_feed = b""
+        now_ms = time.time_ns() // 1_000_000
         if self._feed_window_ms is not None:
             keys.append(self.transitions_key)
-            oldest_kept = time.time_ns() // 1_000_000 - self._feed_window_ms
-            packed_feed = msgpack.packb([oldest_kept], use_bin_type=False)
-        args: list[str | bytes] = [
-            self._retention_s,
-            state.STATUS_TABLE,
-            str(state.MAX_RECORD_FIELDS),
-            # Redis's bundled cmsgpack predates msgpack's bin type: bytes go as str.
-            msgpack.packb(batch, use_bin_type=False),
-            packed_checkpoint,
-            packed_stats,
-            packed_feed,
-            msgpack.packb(
-                [
-                    self._prefix,
-                    SEND_TIME_BUCKET_MS,
-                    list(state.STATUSES),
-                    time.time_ns() // 1_000_000 - self._retention_ms,
-                ],
-                use_bin_type=False,
-            ),
-            str(state.MAX_RECIPIENTS),
-            str(state.MAX_RECORD_BLOB_BYTES),
-        ]
+            packed_feed = _pack(_in_order(layout.FEED, min_id_ms=now_ms - self._feed_window_ms))
+        index = _in_order(
+            layout.INDEX,
+            prefix=self._prefix,
+            bucket_ms=SEND_TIME_BUCKET_MS,
+            status_names=list(state.STATUSES),
+            oldest_live_ms=now_ms - self._retention_ms,
+        )
+        args = _in_order(
+            layout.ARG,
+            ttl_s=self._retention_s,
+            status_table=state.STATUS_TABLE,
+            max_fields=str(state.MAX_RECORD_FIELDS),
+            batch=_pack(batch),
+            checkpoint=packed_checkpoint,
+            stats=packed_stats,
+            feed=packed_feed,
+            index=_pack(index),
+            max_recipients=str(state.MAX_RECIPIENTS),
+            max_blob_bytes=str(state.MAX_RECORD_BLOB_BYTES),
+        )
         return keys, args
 
     async def get(self, message_id: str) -> MessageRecord | None:
@@ -279,15 +257,15 @@ class RedisStore(Store):
                 last = entry_id.decode()
                 for message_id, address, old, new, at, latency in msgpack.unpackb(
                     fields[b"t"], raw=False
-                ):
+                ):  # layout.FED
                     transitions.append(
                         Transition(
                             message_id=message_id,
                             recipient=address,
-                            from_status=None if old < 0 else state.STATUSES[old],
+                            from_status=_status_or_new(old),
                             to_status=state.STATUSES[new],
                             at=int(at),
-                            latency_ms=None if latency < 0 else int(latency),
+                            latency_ms=None if latency == _NO_LATENCY else int(latency),
                         )
                     )
         return last, transitions
@@ -362,19 +340,47 @@ def _chunks(writes: Sequence[MessageWrite], max_events: int) -> list[Sequence[Me
     return chunks
 
 
+_STRIDE = len(layout.REPLY)
+_MESSAGE_INDEX = layout.position(layout.REPLY, "message_index")
+_EVENT_INDEX = layout.position(layout.REPLY, "event_index")
+_ADDRESS = layout.position(layout.REPLY, "address")
+_FROM = layout.position(layout.REPLY, "from_status")
+_TO = layout.position(layout.REPLY, "to_status")
+_NEW_RECIPIENT = layout.CODES["NEW_RECIPIENT"]
+_NO_LATENCY = layout.CODES["NO_LATENCY"]
+_DESTINATION_EVENT = layout.CODES["DESTINATION_EVENT"]
+
+
+def _pack(value: Any) -> bytes:
+    # Redis's bundled cmsgpack predates msgpack's bin type: bytes go as str.
+    return msgpack.packb(value, use_bin_type=False)
+
+
+def _in_order(names: tuple[str, ...], **values: Any) -> list[Any]:
+    """``values`` as the array ``names`` lays out (every name, no other)."""
+    assert values.keys() == set(names), set(names) ^ values.keys()
+    return [values[name] for name in names]
+
+
+def _status_or_new(code: int) -> str | None:
+    return None if code == _NEW_RECIPIENT else state.STATUSES[code]
+
+
 def _transitions(writes: Sequence[MessageWrite], reply: list) -> list[Transition]:
     transitions: list[Transition] = []
-    for i in range(0, len(reply), 5):
-        write = writes[reply[i] - 1]
-        event_index = reply[i + 1]
-        at = write.events[event_index - 1].at if event_index else write.first_at
-        old = reply[i + 3]
+    for i in range(0, len(reply), _STRIDE):
+        write = writes[reply[i + _MESSAGE_INDEX] - 1]
+        event_index = reply[i + _EVENT_INDEX]
+        if event_index == _DESTINATION_EVENT:
+            at = write.first_at
+        else:
+            at = write.events[event_index - 1].at
         transitions.append(
             Transition(
                 message_id=write.message_id,
-                recipient=reply[i + 2],
-                from_status=None if old < 0 else state.STATUSES[old],
-                to_status=state.STATUSES[reply[i + 4]],
+                recipient=reply[i + _ADDRESS],
+                from_status=_status_or_new(reply[i + _FROM]),
+                to_status=state.STATUSES[reply[i + _TO]],
                 at=at,
                 latency_ms=max(0, at - write.sent_at) if write.sent_known else None,
             )

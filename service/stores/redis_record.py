@@ -5,15 +5,17 @@ from __future__ import annotations
 import msgpack
 
 from service.state import MessageRecord
+from service.stores import layout
 
 
 def record_from_bytes(raw: bytes) -> tuple[str, MessageRecord]:
-    """Decode what ``merge.lua`` stored (msgpack; an empty Lua table packs as [])."""
-    header, message_flags, truncated, recipients, blobs, message_id = msgpack.unpackb(raw, raw=True)
-    return message_id.decode(), MessageRecord(
-        header=header,
-        message_flags=message_flags,
-        recipients={address.decode(): flags for address, flags in (recipients or {}).items()},
-        blobs={name.decode(): blob for name, blob in (blobs or {}).items()},
-        truncated=truncated,
+    """Decode what ``merge.lua`` stored (msgpack, laid out as ``layout.RECORD``; an
+    empty Lua table packs as [])."""
+    fields = dict(zip(layout.RECORD, msgpack.unpackb(raw, raw=True), strict=True))
+    return fields["message_id"].decode(), MessageRecord(
+        header=fields["header"],
+        message_flags=fields["flags"],
+        recipients={a.decode(): flags for a, flags in (fields["recipients"] or {}).items()},
+        blobs={name.decode(): blob for name, blob in (fields["blobs"] or {}).items()},
+        truncated=fields["truncated"],
     )

@@ -1,0 +1,35 @@
+"""merge.lua reads what Python sends by name, from one definition (layout.py)."""
+
+from __future__ import annotations
+
+import re
+from importlib import resources
+
+from service import state
+from service.stores import layout
+
+SCRIPT = resources.files("service.stores").joinpath("merge.lua").read_text()
+CODE = "\n".join(line.split("--", 1)[0] for line in SCRIPT.splitlines())  # no comments
+PRELUDE = dict(re.findall(r"^local (\w+) = (-?\d+)$", layout.lua_prelude(), re.MULTILINE))
+
+
+def test_the_prelude_names_every_position_once() -> None:
+    assert PRELUDE["EVENT_AT"] == str(state.EventWrite._fields.index("at") + 1)
+    assert PRELUDE["MESSAGE_SENT_KNOWN"] == str(len(state.MessageWrite._fields))
+    assert PRELUDE["STATUS_DELAYED"] == str(state.DELAYED)
+    assert PRELUDE["PROBLEM_FIRST"] == str(state.BOUNCED)
+    lines = [line for line in layout.lua_prelude().splitlines() if line.startswith("local ")]
+    assert len(lines) == len(PRELUDE)  # no name defined twice
+
+
+def test_the_script_indexes_what_crosses_the_boundary_only_by_name() -> None:
+    arrays = r"\b(event|message|record|stats|index|feed|entry|batch\[m\]|pair|ARGV)\["
+    bare = re.findall(arrays + r"\s*-?\d", CODE)
+    assert bare == [], bare
+    # No status code written as a number in a comparison either.
+    assert re.findall(r"(?:status|code|top)\w*\s*(?:[<>=~]=?|==)\s*-?\d", CODE) == []
+
+
+def test_every_constant_the_script_uses_comes_from_the_prelude() -> None:
+    used = set(re.findall(r"\b([A-Z][A-Z0-9]*_[A-Z0-9_]+)\b", CODE)) - {"KEYS", "ARGV"}
+    assert used and used <= PRELUDE.keys(), used - PRELUDE.keys()
