@@ -94,6 +94,11 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _server_flags(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--workers",
+        help="processes serving one port, each a Kafka group member and SQS poller; "
+        "a number or 'auto' (one per core); more than one needs Redis (SES_TRACKER_WORKERS)",
+    )
     parser.add_argument("--host", help="listen address (SES_TRACKER_HOST)")
     parser.add_argument("--port", type=int, help="listen port (SES_TRACKER_PORT)")
     parser.add_argument("--redis-url", help="Redis for durable state (SES_TRACKER_REDIS_URL)")
@@ -103,7 +108,7 @@ def _server_flags(parser: argparse.ArgumentParser) -> None:
 def _settings(args: argparse.Namespace) -> Settings | None:
     overrides: dict[str, Any] = {
         name: getattr(args, name)
-        for name in ("host", "port", "redis_url", "log_level")
+        for name in ("host", "port", "redis_url", "log_level", "workers")
         if getattr(args, name, None) is not None
     }
     return _load_settings(**overrides)
@@ -144,6 +149,18 @@ def _serve(args: argparse.Namespace, *, demo: bool = False) -> int:
     _warn_unknown_settings()
     if not _alert_settings_valid(settings):
         return 2
+    workers = settings.worker_count()
+    if workers > 1:
+        if demo:
+            sys.stderr.write("ses-tracker: demo runs one worker (its store is in memory)\n")
+            return 2
+        if not settings.redis_url:
+            sys.stderr.write(
+                "ses-tracker: SES_TRACKER_WORKERS > 1 needs SES_TRACKER_REDIS_URL: workers "
+                "share state, statistics, alerts and the live feed through Redis\n"
+            )
+            return 2
+        return _serve_workers(settings, workers)
     tune_gc()
     on_start = None
     if demo:
@@ -168,6 +185,53 @@ def _serve(args: argparse.Namespace, *, demo: bool = False) -> int:
     server = DrainingServer(config)
     server.run()
     return 0 if server.started else 1
+
+
+def _serve_workers(settings: Settings, workers: int) -> int:
+    """N worker processes on one listening socket, as uvicorn's supervisor runs them.
+
+    Each worker is a whole ``serve`` (API, consumers, alerting): with Redis they are
+    replicas on one host, so Kafka splits partitions between them, SQS pollers
+    multiply, one of them holds the alert lease, and every websocket follows every
+    worker's transitions through the Redis stream. A worker that dies is replaced.
+    The settings reach the workers through the environment (flags included).
+    """
+    import os
+
+    import structlog
+    from uvicorn.supervisors import Multiprocess
+
+    # What flags set, as the settings the workers read: the rest is already there.
+    flagged = {"HOST": settings.host, "PORT": str(settings.port),
+               "REDIS_URL": settings.redis_url, "LOG_LEVEL": settings.log_level}  # fmt: skip
+    for name, value in flagged.items():
+        os.environ[f"SES_TRACKER_{name}"] = str(value)
+    config = uvicorn.Config(
+        "service.cli:worker_app",
+        factory=True,
+        host=settings.host,
+        port=settings.port,
+        workers=workers,
+        log_config=None,
+        access_log=False,
+        lifespan="on",
+        timeout_graceful_shutdown=20,
+    )
+    structlog.get_logger(__name__).info("workers_starting", workers=workers, port=settings.port)
+    Multiprocess(config, sockets=[config.bind_socket()]).run()
+    return 0
+
+
+def worker_app() -> Any:
+    """One worker's app (``serve --workers``): settings from the environment."""
+    from api.app import create_app
+    from service import logs
+    from service.runtime import tune_gc
+
+    settings = load_settings()
+    logs.configure(settings.log_level, settings.secret_values())
+    tune_gc()
+    return create_app(settings)
 
 
 class DrainingServer(uvicorn.Server):

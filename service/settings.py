@@ -50,6 +50,7 @@ class Settings(BaseSettings):
     sns_topic_arns: str | None = None
     sns_max_age_s: float = Field(3_900, gt=0, le=7 * 86_400)
     catch_up_lag_s: float = Field(900, gt=0)
+    workers: str = Field("1", pattern=r"^(auto|[1-9][0-9]{0,2})$")
     allowed_origins: str | None = None
     rate_limit_per_s: float = Field(200.0, ge=0)
     rate_limit_burst: int = Field(1_000, ge=1)
@@ -90,6 +91,10 @@ class Settings(BaseSettings):
     @classmethod
     def _level_in_any_case(cls, value: Any) -> Any:
         return value.lower() if isinstance(value, str) else value
+
+    def worker_count(self) -> int:
+        """Processes ``serve`` runs: ``auto`` is one per core."""
+        return (os.cpu_count() or 1) if self.workers == "auto" else int(self.workers)
 
     def secret_values(self) -> list[str]:
         """Every configured secret, for the log redactor (``service.logs``)."""

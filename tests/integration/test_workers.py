@@ -1,0 +1,96 @@
+"""`ses-tracker serve --workers 2`: two processes on one port, one host's cores.
+
+Each worker is a whole replica: a member of the Kafka group (the partitions split
+between them), a websocket server following every worker's transitions through
+Redis, and a candidate for the one alert lease.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import subprocess
+import time
+
+import httpx
+import orjson
+import pytest
+import websockets
+from redis import asyncio as aioredis
+
+from service.clock import wall_clock_ms
+from tests.support import ses
+from tests.support.kafka import create_topic, keyed, produce, simulated_records, wait_until
+from tests.support.process import command, running
+from tests.support.servers import RedisServer, TansuBroker
+
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
+
+
+def test_more_than_one_worker_needs_redis() -> None:
+    refused = subprocess.run(
+        [*command(), "serve", "--workers", "2"], capture_output=True, text=True, timeout=30
+    )
+    assert refused.returncode == 2
+    assert "SES_TRACKER_WORKERS > 1 needs SES_TRACKER_REDIS_URL" in refused.stderr
+
+
+async def test_two_workers_split_the_partitions_and_act_as_one_service(
+    redis_server: RedisServer, kafka_broker: TansuBroker
+) -> None:
+    redis = aioredis.Redis.from_url(redis_server.url)
+    await redis.flushdb()  # the service's own prefix: start from nothing
+    topic = f"workers-{time.monotonic_ns()}"
+    await create_topic(kafka_broker.bootstrap_servers, topic, partitions=2)
+    records = simulated_records(400, seed=31)
+    env = {
+        "SES_TRACKER_REDIS_URL": redis_server.url,
+        "SES_TRACKER_KAFKA_BOOTSTRAP_SERVERS": kafka_broker.bootstrap_servers,
+        "SES_TRACKER_KAFKA_TOPICS": topic,
+        "SES_TRACKER_KAFKA_GROUP_ID": f"g-{topic}",
+    }
+    try:
+        with running("serve", "--workers", "2", env=env) as service:
+            await produce(kafka_broker.bootstrap_servers, topic, keyed(records))
+
+            async def both_consumed() -> bool:
+                healths = await redis.hgetall("st:al:health")
+                owned = [
+                    source.get("partitions", [])
+                    for raw in healths.values()
+                    for source in orjson.loads(raw)["sources"]
+                ]
+                checkpoint = await redis.hgetall(f"st:ckpt:kafka:g-{topic}")
+                done = sum(int(v) for v in checkpoint.values())
+                return (
+                    len(healths) == 2 and sorted(map(len, owned)) == [1, 1] and done == len(records)
+                )
+
+            await wait_until(both_consumed, within_s=60)
+            # One evaluator for the service, as across replicas.
+            assert await redis.get("st:al:lease") in {k for k in await redis.hkeys("st:al:health")}
+
+            # A websocket on whichever worker sees a change ingested by either.
+            async with websockets.connect(service.base.replace("http", "ws") + "/v1/live") as ws:
+                message_id = f"w-{time.monotonic_ns()}"
+                async with httpx.AsyncClient(base_url=service.base) as http:
+                    for n in range(4):  # the kernel spreads connections over both
+                        body = ses.dumps(
+                            ses.send(f"{message_id}-{n}", ["a@x.com"], wall_clock_ms())
+                        )
+                        async with httpx.AsyncClient(base_url=service.base) as fresh:
+                            assert (await fresh.post("/v1/events", content=body)).status_code == 202
+                    seen: set[str] = set()
+                    async with asyncio.timeout(15):
+                        while len(seen) < 4:
+                            frame = orjson.loads(await ws.recv())
+                            if frame["type"] == "transitions":
+                                seen |= {
+                                    i["message_id"]
+                                    for i in frame["items"]
+                                    if i["message_id"].startswith(message_id)
+                                }
+                    found = await http.get(f"/v1/messages/{records[0]['mail']['messageId']}")
+                    assert found.status_code == 200
+            assert service.stop() == 0
+    finally:
+        await redis.aclose()
