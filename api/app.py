@@ -52,7 +52,7 @@ def create_app(
             send_timeout_s=settings.live_send_timeout_s,
         )
         runtime.metrics.live = runtime.live
-        runtime.feed.subscribe(runtime.live.publish)
+        runtime.feed.subscribe(runtime.live.publish, wanted=lambda: runtime.live.clients > 0)
         await runtime.start()
         runtime.live.start()
         if on_start is not None:

@@ -20,18 +20,28 @@ from service.stores import RedisStore, StoreUnavailable
 log = structlog.get_logger(__name__)
 
 Subscriber = Callable[[Sequence[Transition]], None]
+IDLE_POLL_S = 0.25
 
 
 class TransitionFeed:
     def __init__(self) -> None:
         self._subscribers: list[Subscriber] = []
+        # Per subscriber, whether it wants transitions now (a broadcaster with no
+        # client does not): with nobody wanting them, the Redis follower skips ahead
+        # instead of decoding every replica's transitions for no one.
+        self._wants: dict[Subscriber, Callable[[], bool]] = {}
         self.published = 0
 
-    def subscribe(self, subscriber: Subscriber) -> None:
+    def subscribe(self, subscriber: Subscriber, wanted: Callable[[], bool] | None = None) -> None:
         self._subscribers.append(subscriber)
+        self._wants[subscriber] = wanted or (lambda: True)
 
     def unsubscribe(self, subscriber: Subscriber) -> None:
         self._subscribers.remove(subscriber)
+        self._wants.pop(subscriber, None)
+
+    def wanted(self) -> bool:
+        return any(wants() for wants in self._wants.values())
 
     def publish(self, transitions: Sequence[Transition]) -> None:
         self.published += len(transitions)
@@ -55,8 +65,13 @@ async def follow_redis(store: RedisStore, feed: TransitionFeed, sleep: Callable)
         if task is not None and task.cancelling():
             raise asyncio.CancelledError
         try:
-            if last is None:
+            if last is None or not feed.wanted():
+                # Nobody watching: keep the place, read nothing (a watcher arriving
+                # gets what is merged from then on, as it would anyway).
                 last = await store.last_transition_id()
+                if not feed.wanted():
+                    await sleep(IDLE_POLL_S)
+                    continue
             last, transitions = await store.follow_transitions(last)
         except StoreUnavailable as exc:
             if task is not None and task.cancelling():
