@@ -35,8 +35,10 @@ A record may hold one event or a Firehose-style batch of several.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import structlog
@@ -46,7 +48,7 @@ from aiokafka.errors import CommitFailedError, IllegalStateError, KafkaError
 from consumers.base import Source, Stopped
 from service.events import AccountEvent, SesEvent
 from service.lag import EventLag, newest_event_ms
-from service.pipeline import OFFLOAD_BYTES, Pipeline
+from service.pipeline import OFFLOAD_BYTES, Encoded, Pipeline
 from service.stores import Checkpoint, StoreUnavailable
 
 log = structlog.get_logger(__name__)
@@ -60,6 +62,17 @@ DLQ_BACKOFF_S = (1.0, 60.0)
 
 ProducerFactory = Callable[..., AIOKafkaProducer]
 STALL_AFTER_S = 60.0
+
+
+@dataclass(frozen=True, slots=True)
+class _Prepared:
+    """A fetched batch, parsed and encoded, waiting for its turn to be merged."""
+
+    generation: int
+    positions: dict[TopicPartition, int]
+    parsed: dict[TopicPartition, tuple[list[SesEvent], list[AccountEvent]]]
+    encoded: Encoded
+    account_events: list[AccountEvent]
 
 
 def position_key(tp: TopicPartition) -> str:
@@ -110,6 +123,8 @@ class KafkaSource(Source):
         self.checkpoints_reset = 0
         # partition -> (position, monotonic time it last moved)
         self._progress: dict[TopicPartition, tuple[int, float]] = {}
+        # Bumped by every rebalance: a batch prepared before one is not merged.
+        self._generation = 0
 
     def status(self) -> dict[str, Any]:
         return {
@@ -192,16 +207,28 @@ class KafkaSource(Source):
             self.connected = True
             self.failure = None
             log.info("kafka_consumer_started", topics=self.topics, group=self.group_id)
-            while not self.stopping:
-                self._resume_due(consumer)
-                batch = await consumer.getmany(timeout_ms=500, max_records=self.max_records)
-                if not batch:
-                    continue
-                async with self._batch_lock:
-                    try:
-                        await self._process(consumer, producer, batch)
-                    except Stopped:
-                        break
+            # Batch N+1 is fetched, parsed and encoded while batch N is merged and
+            # committed (in_flight): the store and this process work at once. A
+            # partition's batches still merge in order, each committed only once
+            # durable; a batch prepared across a rebalance is dropped (the seeks
+            # of the new assignment read it again).
+            in_flight: asyncio.Task[None] | None = None
+            try:
+                while not self.stopping:
+                    self._resume_due(consumer)
+                    batch = await consumer.getmany(timeout_ms=500, max_records=self.max_records)
+                    prepared = await self._prepare(consumer, producer, batch) if batch else None
+                    if in_flight is not None:
+                        task, in_flight = in_flight, None
+                        await task
+                    if prepared is not None:
+                        in_flight = asyncio.create_task(self._finish(consumer, prepared))
+            except Stopped:
+                pass
+            finally:
+                if in_flight is not None:
+                    with contextlib.suppress(Stopped):
+                        await in_flight
         finally:
             self.connected = False
             self.state = "stopped"
@@ -210,12 +237,14 @@ class KafkaSource(Source):
             self._consumer = None
             log.info("kafka_consumer_stopped", group=self.group_id)
 
-    async def _process(
+    async def _prepare(
         self,
         consumer: AIOKafkaConsumer,
         producer: AIOKafkaProducer,
         batch: dict[TopicPartition, list[Any]],
-    ) -> None:
+    ) -> _Prepared | None:
+        """Parse a fetched batch, park its dead letters, encode it for the store."""
+        generation = self._generation
         assignment = consumer.assignment()
         parsed: dict[TopicPartition, tuple[list[SesEvent], list[AccountEvent]]] = {}
         dead: list[tuple[TopicPartition, Any, str]] = []
@@ -239,7 +268,7 @@ class KafkaSource(Source):
             parsed[tp] = (events, account_events)
             positions[tp] = records[-1].offset + 1
         if not positions:
-            return
+            return None
         if dead:
             for tp in await self._dead_letter(producer, dead):
                 # Not parked, so not past it: read this partition's batch again later.
@@ -247,22 +276,38 @@ class KafkaSource(Source):
                 del positions[tp]
                 del parsed[tp]
             if not positions:
-                return
-        checkpoint = Checkpoint(
-            self.checkpoint_name,
-            {position_key(tp): str(offset) for tp, offset in positions.items()},
-        )
+                return None
         events = [event for tp_events, _ in parsed.values() for event in tp_events]
-        account_events = [event for _, tp_events in parsed.values() for event in tp_events]
-        await self.durably(
-            lambda: self.pipeline.apply(
-                events, "kafka", account_events=account_events, checkpoint=checkpoint
-            ),
-            what="kafka batch",
+        return _Prepared(
+            generation,
+            positions,
+            parsed,
+            self.pipeline.encode(events),
+            [event for _, tp_events in parsed.values() for event in tp_events],
         )
-        await self._commit(consumer, positions)
-        self.batches += 1
-        self._update_lag(consumer, positions, parsed)
+
+    async def _finish(self, consumer: AIOKafkaConsumer, prepared: _Prepared) -> None:
+        """Make a prepared batch durable with its checkpoint, then commit it."""
+        async with self._batch_lock:
+            if prepared.generation != self._generation:
+                return  # a rebalance came between: the new assignment reads it again
+            positions = prepared.positions
+            checkpoint = Checkpoint(
+                self.checkpoint_name,
+                {position_key(tp): str(offset) for tp, offset in positions.items()},
+            )
+            await self.durably(
+                lambda: self.pipeline.store_encoded(
+                    prepared.encoded,
+                    "kafka",
+                    account_events=prepared.account_events,
+                    checkpoint=checkpoint,
+                ),
+                what="kafka batch",
+            )
+            await self._commit(consumer, positions)
+            self.batches += 1
+            self._update_lag(consumer, positions, prepared.parsed)
 
     async def _dead_letter(
         self, producer: AIOKafkaProducer, dead: list[tuple[TopicPartition, Any, str]]
@@ -421,9 +466,11 @@ class _Rebalance(ConsumerRebalanceListener):
         # Only eager assignors exist: keep this short. Waiting for the lock lets the
         # batch in flight finish and commit before the partitions move.
         async with self.source._batch_lock:
+            self.source._generation += 1
             for tp in revoked:
                 self.source.lag.pop(position_key(tp), None)
                 self.source.event_lag.forget(position_key(tp))
 
     async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
+        self.source._generation += 1
         await self.source.seek_to_checkpoints(self.consumer, set(assigned))

@@ -23,7 +23,7 @@ from service.codec import encode_batch
 from service.events import AccountEvent, ParseResult, SesEvent
 from service.lag import EventLag, newest_event_ms
 from service.parser import DEFAULT_MAX_PAYLOAD_BYTES, parse_payload
-from service.state import Transition
+from service.state import MessageWrite, Transition
 from service.stats import bucket_of
 from service.stores.base import Checkpoint, Store
 
@@ -39,6 +39,15 @@ DEFAULT_MAX_FUTURE_S = 86_400
 # SQS polls go on meanwhile. One thread, so such parses queue instead of competing.
 OFFLOAD_BYTES = 64 * 1024
 _PARSER_THREAD = ThreadPoolExecutor(max_workers=1, thread_name_prefix="parse")
+
+
+@dataclass(frozen=True, slots=True)
+class Encoded:
+    """A batch encoded for the store, with the live bucket of the moment it was."""
+
+    events: Sequence[SesEvent]
+    writes: list[MessageWrite]
+    live_bucket: int | None
 
 
 @dataclass(slots=True)
@@ -155,14 +164,35 @@ class Pipeline:
         checkpoint: Checkpoint | None = None,
     ) -> list[Transition]:
         """Merge parsed events (and a checkpoint) in one store call, then publish."""
+        return await self.store_encoded(
+            self.encode(events), source, account_events=account_events, checkpoint=checkpoint
+        )
+
+    def encode(self, events: Sequence[SesEvent]) -> Encoded:
+        """The CPU half of :meth:`apply`: a source may encode the next batch while
+        the store merges the last one (``store_encoded``)."""
+        now_ms = self.clock_ms()
+        return Encoded(
+            events,
+            encode_batch(list(events), now_ms) if events else [],
+            bucket_of(now_ms) if self.live_stats else None,
+        )
+
+    async def store_encoded(
+        self,
+        encoded: Encoded,
+        source: str,
+        *,
+        account_events: Sequence[AccountEvent] = (),
+        checkpoint: Checkpoint | None = None,
+    ) -> list[Transition]:
+        """The store half of :meth:`apply`: durable when it returns, then published."""
         counters = self.counters.setdefault(source, SourceCounters())
         transitions: list[Transition] = []
+        events = encoded.events
         if events or checkpoint is not None:
-            now_ms = self.clock_ms()
-            writes = encode_batch(list(events), now_ms)
             started = time.perf_counter()
-            live_bucket = bucket_of(now_ms) if self.live_stats else None
-            transitions = await self.store.merge(writes, checkpoint, live_bucket)
+            transitions = await self.store.merge(encoded.writes, checkpoint, encoded.live_bucket)
             elapsed = time.perf_counter() - started
             for timer in self.merge_timers:
                 timer(elapsed)
