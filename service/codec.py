@@ -25,7 +25,7 @@ the store holds many blobs (orjson's output buffers cost more to allocate).
 
 from __future__ import annotations
 
-import base64
+import binascii
 import hashlib
 from typing import Any, NamedTuple
 
@@ -79,6 +79,7 @@ _DISCRIMINATORS: dict[EventType, tuple[str, ...]] = {
 }
 
 
+_URLSAFE = bytes.maketrans(b"+/", b"-_")
 # One packer for the process: the ingest path runs on a single event loop thread.
 _PACKER = msgpack.Packer(use_bin_type=False)
 
@@ -220,7 +221,8 @@ def _event_id(event: SesEvent) -> str:
         parts.append(str(event.details.get(key) or ""))
     # 48 bits: ids only need to be unique among one message's events.
     digest = hashlib.blake2b("\x1f".join(parts).encode(), digest_size=6).digest()
-    return base64.urlsafe_b64encode(digest).decode()
+    # base64.urlsafe_b64encode, without its Python-level wrappers: the same text.
+    return binascii.b2a_base64(digest, newline=False).translate(_URLSAFE).decode()
 
 
 def _compact(value: Any) -> Any:

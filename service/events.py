@@ -8,7 +8,6 @@ so nothing downstream knows where an event came from.
 
 from __future__ import annotations
 
-from collections import Counter
 from dataclasses import dataclass, field
 from enum import IntEnum, StrEnum
 from typing import Any
@@ -161,7 +160,7 @@ class ParseResult:
     ignored: list[RecordIssue] = field(default_factory=list)
     rejected_count: int = 0
     ignored_count: int = 0
-    codes: Counter[Reason] = field(default_factory=Counter)
+    codes: dict[Reason, int] = field(default_factory=dict)
     records: int = 0
     # Recipients past the per-event cap (service.parser.MAX_RECIPIENTS), dropped.
     recipients_dropped: int = 0
@@ -171,7 +170,7 @@ class ParseResult:
 
     def reject(self, index: int, code: Reason, reason: str) -> None:
         self.rejected_count += 1
-        self.codes[code] += 1
+        self.codes[code] = self.codes.get(code, 0) + 1
         if len(self.rejected) < MAX_ISSUES_KEPT:
             self.rejected.append(RecordIssue(index, code, reason))
 
