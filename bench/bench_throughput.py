@@ -37,10 +37,10 @@ from pathlib import Path
 
 import httpx
 import orjson
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
-from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka import AIOKafkaConsumer, TopicPartition
 from redis import asyncio as aioredis
 
+from bench.bench_kafka import produce
 from tests.support import ses
 from tests.support.servers import RedisServer, TansuBroker, free_port, wait_for_port
 
@@ -75,19 +75,6 @@ def records(messages: int) -> list[tuple[bytes, bytes]]:
             ]
             out.append((message_id.encode(), orjson.dumps(record)))
     return out
-
-
-async def produce(bootstrap: str, topic: str, partitions: int, items: list) -> None:
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
-    await admin.start()
-    await admin.create_topics([NewTopic(topic, num_partitions=partitions, replication_factor=1)])
-    await admin.close()
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=5, max_batch_size=1 << 20)
-    await producer.start()
-    for key, value in items:
-        await producer.send(topic, value=value, key=key)
-    await producer.flush()
-    await producer.stop()
 
 
 async def raw_rate(bootstrap: str, topic: str, total: int) -> float:
