@@ -29,8 +29,9 @@ DEFAULT_CATCH_UP_S = 900.0
 @dataclass(slots=True)
 class _Position:
     newest_ms: int
-    read_at_ms: int
+    read_at_ms: int  # when the lag was last taken (newer events, or caught up)
     behind: bool
+    last_read_ms: int  # when anything was last read from it
 
 
 def newest_event_ms(events: Iterable[SesEvent]) -> int | None:
@@ -39,9 +40,15 @@ def newest_event_ms(events: Iterable[SesEvent]) -> int | None:
 
 
 class EventLag:
-    def __init__(self, clock_ms: Callable[[], int]) -> None:
+    """``forget_after_s``: drop a position nothing was read from for that long. For
+    pushes (HTTP), which never say whether more is coming: a Firehose backlog
+    redelivered, or one old event posted by hand, must not read as "behind" ever
+    after."""
+
+    def __init__(self, clock_ms: Callable[[], int], forget_after_s: float | None = None) -> None:
         self._clock_ms = clock_ms
         self._positions: dict[str, _Position] = {}
+        self._forget_after_ms = None if forget_after_s is None else int(forget_after_s * 1000)
 
     def read(self, position: str, newest_ms: int | None, behind: bool) -> None:
         """Note a read from ``position``: its newest event time (None: no events)
@@ -51,8 +58,9 @@ class EventLag:
         if known is None:
             if newest_ms is None:
                 return
-            self._positions[position] = _Position(newest_ms, now_ms, behind)
+            self._positions[position] = _Position(newest_ms, now_ms, behind, now_ms)
             return
+        known.last_read_ms = now_ms
         if newest_ms is not None and newest_ms > known.newest_ms:
             known.newest_ms = newest_ms
             known.read_at_ms = now_ms
@@ -67,6 +75,10 @@ class EventLag:
     def seconds(self) -> dict[str, float]:
         """Each position's lag in seconds (never negative)."""
         now_ms = self._clock_ms()
+        if self._forget_after_ms is not None:
+            quiet_since = now_ms - self._forget_after_ms
+            for position in [k for k, p in self._positions.items() if p.last_read_ms < quiet_since]:
+                del self._positions[position]
         return {
             position: round(max(0, (now_ms if p.behind else p.read_at_ms) - p.newest_ms) / 1000, 1)
             for position, p in sorted(self._positions.items())

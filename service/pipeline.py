@@ -34,6 +34,8 @@ TransitionListener = Callable[[Sequence[Transition]], None]
 AccountListener = Callable[[AccountEvent], Awaitable[None]]
 
 DEFAULT_MAX_FUTURE_S = 86_400
+# An HTTP source nothing was pushed to for this long is no longer behind.
+PUSH_QUIET_S = 120.0
 # Payloads larger than this are parsed on a worker thread, so a big (or hostile)
 # body never holds the event loop: health checks, websockets, Kafka heartbeats and
 # SQS polls go on meanwhile. One thread, so such parses queue instead of competing.
@@ -80,7 +82,7 @@ class Pipeline:
         # The wall clock every part of a runtime shares (tests set it near their events).
         self.clock_ms = clock_ms
         # Event-time lag of what arrives through ingest() (HTTP pushes), by source.
-        self.pushed_lag = EventLag(clock_ms)
+        self.pushed_lag = EventLag(clock_ms, forget_after_s=PUSH_QUIET_S)
         self._transition_listeners: list[TransitionListener] = []
         # Told how long each store merge took (seconds); metrics hook in here.
         self.merge_timers: list[Callable[[float], None]] = []

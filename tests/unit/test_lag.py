@@ -54,3 +54,16 @@ def test_positions_with_no_events_yet_are_not_reported_and_revoked_ones_go() -> 
     assert lag.seconds() == {"t:1": 0.0}
     lag.forget("t:1")
     assert lag.seconds() == {}
+
+
+def test_a_quiet_push_source_is_forgotten_instead_of_behind_for_ever() -> None:
+    clock = Clock()
+    lag = EventLag(clock, forget_after_s=120)
+    lag.read("http", clock.ms - 3_600_000, behind=False)  # one old event posted by hand
+    assert lag.seconds() == {"http": 3_600.0}
+    clock.ms += 60_000
+    lag.read("http", clock.ms - 7_200_000, behind=False)  # older still: still reading
+    clock.ms += 100_000
+    assert lag.seconds() == {"http": 3_600.0}  # read 100 s ago: kept
+    clock.ms += 30_000
+    assert lag.seconds() == {}  # nothing for over two minutes
