@@ -17,8 +17,9 @@ other on this machine:
 Every consumer starts in a fresh group from the earliest offset. Rates are read
 from the group's committed offsets, polled every 50 ms: *steady* from the first
 commit to the last (start-up and the group join not counted), and *with start-up*
-from the process start. CPU per event is each process's CPU time over the run (the
-service's processes, and redis-server's from ``INFO cpu``) divided by the events.
+from the process start. CPU per event is each process's CPU time between the first
+and the last commit (the service's processes, and redis-server's from ``INFO
+cpu``) divided by the events committed meanwhile.
 Only ratios within one run mean anything: this machine's speed varies threefold
 from day to day.
 """
@@ -139,12 +140,12 @@ async def measured(
     watcher = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=group)
     await watcher.start()
     partitions = [TopicPartition(TOPIC, p) for p in range(partition_count)]
-    redis_before = await redis_cpu(redis)
     started = time.perf_counter()
     process = await asyncio.create_subprocess_exec(
         *argv, env=env, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL
     )
-    first: tuple[float, int] | None = None
+    # (time, offsets committed, service CPU, Redis CPU) at the first commit
+    first: tuple[float, int, float, float] | None = None
     try:
         deadline = time.monotonic() + timeout_s
         while True:
@@ -153,29 +154,35 @@ async def measured(
                 done += await watcher.committed(tp) or 0
             now = time.perf_counter()
             if done and first is None:
-                first = (now, done)
+                first = (now, done, _family_cpu(process.pid), await redis_cpu(redis))
             if done >= total:
                 break
             if time.monotonic() > deadline or process.returncode is not None:
                 raise RuntimeError(f"{name}: {done} of {total} committed in {timeout_s} s")
             await asyncio.sleep(0.05)
-        pids = [process.pid, *_children(process.pid)]
-        service_cpu = sum(cpu_s(pid) for pid in set(pids))
-        redis_used = await redis_cpu(redis) - redis_before
+        # CPU of the steady part only: start-up (imports, the group join) is not
+        # work per event.
+        service_cpu = _family_cpu(process.pid)
+        redis_used = await redis_cpu(redis)
     finally:
         with contextlib.suppress(ProcessLookupError):
             process.terminate()
         await process.wait()
         await watcher.stop()
     assert first is not None
-    steady = (total - first[1]) / max(1e-9, now - first[0])
+    events = max(1, total - first[1])
+    steady = events / max(1e-9, now - first[0])
     return Run(
         name,
         steady,
         total / (now - started),
-        service_cpu / total * 1e6,
-        None if redis is None else redis_used / total * 1e6,
+        (service_cpu - first[2]) / events * 1e6,
+        None if redis is None else (redis_used - first[3]) / events * 1e6,
     )
+
+
+def _family_cpu(pid: int) -> float:
+    return sum(cpu_s(p) for p in {pid, *_children(pid)})
 
 
 def _children(pid: int) -> list[int]:

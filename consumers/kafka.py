@@ -62,6 +62,8 @@ DLQ_BACKOFF_S = (1.0, 60.0)
 
 ProducerFactory = Callable[..., AIOKafkaProducer]
 STALL_AFTER_S = 60.0
+# Records parsed between yields to the event loop while a merge is in flight.
+YIELD_EVERY = 64
 
 
 @dataclass(frozen=True, slots=True)
@@ -125,6 +127,8 @@ class KafkaSource(Source):
         self._progress: dict[TopicPartition, tuple[int, float]] = {}
         # Bumped by every rebalance: a batch prepared before one is not merged.
         self._generation = 0
+        # The Kafka commit of the last merged batch, running beside the next merge.
+        self._committing: asyncio.Task[None] | None = None
 
     def status(self) -> dict[str, Any]:
         return {
@@ -207,8 +211,8 @@ class KafkaSource(Source):
             self.connected = True
             self.failure = None
             log.info("kafka_consumer_started", topics=self.topics, group=self.group_id)
-            # Batch N+1 is fetched, parsed and encoded while batch N is merged and
-            # committed (in_flight): the store and this process work at once. A
+            # Batch N+1 is fetched, parsed and encoded while batch N is merged
+            # (in_flight) and N-1 committed: the store and this process work at once. A
             # partition's batches still merge in order, each committed only once
             # durable; a batch prepared across a rebalance is dropped (the seeks
             # of the new assignment read it again).
@@ -223,12 +227,17 @@ class KafkaSource(Source):
                         await task
                     if prepared is not None:
                         in_flight = asyncio.create_task(self._finish(consumer, prepared))
+                        # Let it send its merge now: a fetch that finds records
+                        # buffered does not yield, and the next parse would run
+                        # before the store had anything to do.
+                        await asyncio.sleep(0)
             except Stopped:
                 pass
             finally:
                 if in_flight is not None:
                     with contextlib.suppress(Stopped):
                         await in_flight
+                await self.commits_done()
         finally:
             self.connected = False
             self.state = "stopped"
@@ -246,6 +255,7 @@ class KafkaSource(Source):
         """Parse a fetched batch, park its dead letters, encode it for the store."""
         generation = self._generation
         assignment = consumer.assignment()
+        seen = 0
         parsed: dict[TopicPartition, tuple[list[SesEvent], list[AccountEvent]]] = {}
         dead: list[tuple[TopicPartition, Any, str]] = []
         positions: dict[TopicPartition, int] = {}
@@ -255,6 +265,12 @@ class KafkaSource(Source):
             events: list[SesEvent] = []
             account_events: list[AccountEvent] = []
             for record in records:
+                seen += 1
+                if seen % YIELD_EVERY == 0:
+                    # Let the loop flush the merge in flight to Redis: a large
+                    # command is written as the socket takes it, and Redis cannot
+                    # start on it while this parse holds the loop.
+                    await asyncio.sleep(0)
                 value = record.value or b""
                 if len(value) > OFFLOAD_BYTES:
                     result = await self.pipeline.parse_off_loop(value, "kafka")
@@ -305,9 +321,24 @@ class KafkaSource(Source):
                 ),
                 what="kafka batch",
             )
-            await self._commit(consumer, positions)
-            self.batches += 1
-            self._update_lag(consumer, positions, prepared.parsed)
+            # Durable: commit to Kafka beside the next merge, after the last commit.
+            previous = self._committing
+            self._committing = asyncio.create_task(self._commit_after(previous, consumer, prepared))
+
+    async def _commit_after(
+        self, previous: asyncio.Task[None] | None, consumer: AIOKafkaConsumer, prepared: _Prepared
+    ) -> None:
+        if previous is not None:
+            await previous
+        await self._commit(consumer, prepared.positions)
+        self.batches += 1
+        self._update_lag(consumer, prepared.positions, prepared.parsed)
+
+    async def commits_done(self) -> None:
+        """Wait for the offsets of every merged batch to be committed to Kafka."""
+        task, self._committing = self._committing, None
+        if task is not None:
+            await task
 
     async def _dead_letter(
         self, producer: AIOKafkaProducer, dead: list[tuple[TopicPartition, Any, str]]
@@ -466,6 +497,10 @@ class _Rebalance(ConsumerRebalanceListener):
         # Only eager assignors exist: keep this short. Waiting for the lock lets the
         # batch in flight finish and commit before the partitions move.
         async with self.source._batch_lock:
+            # The Redis checkpoint already says where durable state ends; a commit
+            # that fails here only leaves Kafka's view of the group behind.
+            with contextlib.suppress(KafkaError, OSError):
+                await self.source.commits_done()
             self.source._generation += 1
             for tp in revoked:
                 self.source.lag.pop(position_key(tp), None)
