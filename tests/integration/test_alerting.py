@@ -29,6 +29,7 @@ from service.stores import MemoryStore, RedisStore, Store
 from service.timestamps import parse_ms
 from tests.support import ses
 from tests.support.chat import checker
+from tests.support.clock import ManualClock
 from tests.support.receiver import Answer, Receiver
 from tests.support.servers import RedisServer
 
@@ -48,14 +49,6 @@ rules:
 """
 
 
-class Clock:
-    def __init__(self) -> None:
-        self.ms = T0
-
-    def __call__(self) -> int:
-        return self.ms
-
-
 SECRET = b"0123456789abcdef"
 check_by_path = checker(SECRET)
 
@@ -67,7 +60,7 @@ class Bench:
     pipeline: Pipeline
     alerting: Alerting
     receiver: Receiver
-    clock: Clock
+    clock: ManualClock
 
     @property
     def sink(self) -> Sink:
@@ -90,7 +83,7 @@ def make_alerting(
     alert_store: AlertStore,
     rules: str,
     sinks: list[Sink],
-    clock: Clock,
+    clock: ManualClock,
     health_of: Callable[[], list[dict]] = list,
     owner: str | None = None,
     **deliverer: object,
@@ -137,7 +130,7 @@ def stores(
 
 @pytest.fixture
 async def bench(stores, kind: str) -> AsyncIterator[Bench]:
-    clock = Clock()
+    clock = ManualClock(T0)
     store, alert_store = stores()
     async with Receiver(check_by_path) as receiver:
         sinks = parse_webhooks(f"slack={receiver.base}/slack,webhook={receiver.base}/webhook")
@@ -203,7 +196,7 @@ async def test_a_window_alert_does_not_resolve_while_a_source_catches_up(stores,
     """A source reading hour-old events means the last minutes are not in yet: an
     empty window then says nothing, so a firing alert stays until it caught up."""
     store, alert_store = stores()
-    clock = Clock()
+    clock = ManualClock(T0)
     lag_s = {"ses-events:0": 0.0}
     health = [{"name": "kafka", "state": "consuming", "event_lag_s": lag_s}]
     alerting = make_alerting(store, alert_store, BOUNCE_RULES, [], clock, lambda: health)
@@ -261,7 +254,7 @@ async def test_a_sink_down_for_every_attempt_is_rescheduled_not_lost(bench: Benc
 async def test_an_alert_queued_before_a_restart_is_sent_after_it(
     stores, kind: str, tmp_path: Path
 ) -> None:
-    clock = Clock()
+    clock = ManualClock(T0)
     async with Receiver(check_by_path) as receiver:
         sinks = parse_webhooks(f"discord={receiver.base}/discord")
         store, alert_store = stores()
@@ -294,7 +287,7 @@ async def test_only_the_lease_holder_evaluates_and_a_stale_holder_cannot_commit(
     redis_server: RedisServer,
 ) -> None:
     prefix = f"al{uuid.uuid4().hex[:8]}:"
-    clock = Clock()
+    clock = ManualClock(T0)
     clients = [aioredis.Redis.from_url(redis_server.url) for _ in range(2)]
     store = RedisStore(aioredis.Redis.from_url(redis_server.url), prefix=prefix)
     replicas = [
@@ -341,7 +334,7 @@ async def test_sending_disabled_is_critical_and_resolves_when_enabled(stores, ki
     rules = "timing: {group_wait_s: 0, group_interval_s: 0}\nrules:\n"
     rules += "  - {name: paused, kind: sending_disabled}\n"
     store, alert_store = stores()
-    clock = Clock()
+    clock = ManualClock(T0)
     clock.ms = parse_ms("2026-11-23T10:05:30Z")  # near the account events below
     alerting = make_alerting(store, alert_store, rules, [], clock)
     pipeline = Pipeline(store, clock_ms=clock)
@@ -376,7 +369,7 @@ async def test_the_tracker_alerts_on_its_own_sources_across_replicas(stores, kin
     Redis there is one process: it judges its own.)"""
     rules = "timing: {group_wait_s: 0, group_interval_s: 0}\nrules:\n"
     rules += "  - {name: tracker-health, kind: tracker, max_lag_records: 1000}\n"
-    clock = Clock()
+    clock = ManualClock(T0)
     healthy = [{"name": "kafka", "state": "consuming", "failure": None, "lag": {"t:0": 10}}]
     sick = [
         {"name": "kafka", "state": "consuming", "failure": None, "stalled": ["t:1"],

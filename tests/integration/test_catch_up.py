@@ -37,6 +37,7 @@ from service.stores import Checkpoint, MemoryStore, RedisStore
 from service.timestamps import parse_ms
 from service.traffic.model import TrafficModel
 from tests.support import ses
+from tests.support.clock import ManualClock
 from tests.support.kafka import create_topic, produce, wait_until
 from tests.support.servers import RedisServer, TansuBroker
 from tests.support.sources import RunningSource
@@ -52,14 +53,6 @@ rules:
      min_delays: 20}
 """
 _names = itertools.count()
-
-
-class Clock:
-    def __init__(self, ms: int) -> None:
-        self.ms = ms
-
-    def __call__(self) -> int:
-        return self.ms
 
 
 class GatedPipeline(Pipeline):
@@ -126,7 +119,7 @@ def the_burst_now() -> list[dict[str, Any]]:
 async def live_all_along(traffic: list[tuple[int, dict[str, Any]]]) -> MemoryStore:
     """What a tracker that never fell behind holds: each second's events merged in
     that second, and the burst when it was pushed (now)."""
-    clock = Clock(NOW - HOUR)
+    clock = ManualClock(NOW - HOUR)
     store = MemoryStore()
     pipeline = Pipeline(store, clock_ms=clock)
     for second, group in itertools.groupby(traffic, key=lambda item: item[0] // 1000):
@@ -167,7 +160,7 @@ async def test_a_consumer_an_hour_behind_fires_only_for_what_is_happening_now(
         kafka_broker.bootstrap_servers, topic, [(None, orjson.dumps(r)) for _, r in traffic]
     )
 
-    clock = Clock(NOW)
+    clock = ManualClock(NOW)
     prefix = f"cu{next(_names)}:"
     store = RedisStore(aioredis.Redis.from_url(redis_server.url), prefix=prefix)
     pipeline = GatedPipeline(store, clock_ms=clock)

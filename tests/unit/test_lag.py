@@ -3,18 +3,13 @@
 from __future__ import annotations
 
 from service.lag import EventLag
+from tests.support.clock import ManualClock
 
-
-class Clock:
-    def __init__(self) -> None:
-        self.ms = 1_800_000_000_000
-
-    def __call__(self) -> int:
-        return self.ms
+NOW = 1_800_000_000_000
 
 
 def test_behind_the_lag_grows_with_the_clock_until_it_catches_up() -> None:
-    clock = Clock()
+    clock = ManualClock(NOW)
     lag = EventLag(clock)
     lag.read("t:0", clock.ms - 3_600_000, behind=True)
     assert lag.seconds() == {"t:0": 3_600.0}
@@ -28,7 +23,7 @@ def test_behind_the_lag_grows_with_the_clock_until_it_catches_up() -> None:
 
 
 def test_an_older_read_does_not_move_the_newest_time_back() -> None:
-    clock = Clock()
+    clock = ManualClock(NOW)
     lag = EventLag(clock)
     lag.read("q", clock.ms - 5_000, behind=False)
     lag.read("q", clock.ms - 900_000, behind=False)  # a late straggler
@@ -36,7 +31,7 @@ def test_an_older_read_does_not_move_the_newest_time_back() -> None:
 
 
 def test_caught_up_without_new_events_freezes_the_lag_at_that_read() -> None:
-    clock = Clock()
+    clock = ManualClock(NOW)
     lag = EventLag(clock)
     lag.read("q", clock.ms - 30_000, behind=True)
     clock.ms += 10_000
@@ -46,7 +41,7 @@ def test_caught_up_without_new_events_freezes_the_lag_at_that_read() -> None:
 
 
 def test_positions_with_no_events_yet_are_not_reported_and_revoked_ones_go() -> None:
-    clock = Clock()
+    clock = ManualClock(NOW)
     lag = EventLag(clock)
     lag.read("t:0", None, behind=True)
     assert lag.seconds() == {}
@@ -57,7 +52,7 @@ def test_positions_with_no_events_yet_are_not_reported_and_revoked_ones_go() -> 
 
 
 def test_a_quiet_push_source_is_forgotten_instead_of_behind_for_ever() -> None:
-    clock = Clock()
+    clock = ManualClock(NOW)
     lag = EventLag(clock, forget_after_s=120)
     lag.read("http", clock.ms - 3_600_000, behind=False)  # one old event posted by hand
     assert lag.seconds() == {"http": 3_600.0}
