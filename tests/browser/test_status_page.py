@@ -86,8 +86,9 @@ async def test_the_page_is_live_and_looks_messages_up(tmp_path: Path) -> None:
         waiting = page.locator("#waiting li", has_text="0100018b-stale-0000")
         await expect(waiting).to_contain_text("overdue", timeout=8_000)
         await expect(waiting).to_contain_text("late@x.com")
-        # An alert fires (a Reject) and the page lists it, with an example to look up.
-        reject = ses.reject("0100018b-rejected-000", ["r@x.com"])
+        # An alert fires (a Reject) and the page lists it, with an example to look up. Dated
+        # now: live windows count by event time, so a 2023 Reject would never fire.
+        reject = ses.reject("0100018b-rejected-000", ["r@x.com"], int(time.time() * 1000))
         async with httpx.AsyncClient(base_url=server.base) as client:
             assert (await client.post("/v1/events", content=ses.dumps(reject))).status_code == 202
         firing = page.locator("#alerts li", has_text="rejected")
