@@ -13,6 +13,7 @@ from fastapi import Depends, HTTPException, Request
 from starlette.requests import HTTPConnection
 
 from service.alerts.engine import Alerting
+from service.dimensions import Dimensions
 from service.pipeline import Pipeline
 from service.runtime import Runtime
 from service.settings import Settings
@@ -46,12 +47,17 @@ def get_clock(runtime: RuntimeDep) -> Callable[[], int]:
     return runtime.clock_ms
 
 
+def get_dimensions(runtime: RuntimeDep) -> Dimensions:
+    return runtime.pipeline.dimensions
+
+
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 StoreDep = Annotated[Store, Depends(get_store)]
 PipelineDep = Annotated[Pipeline, Depends(get_pipeline)]
 AlertingDep = Annotated[Alerting, Depends(get_alerting)]
 # The service's wall clock (epoch ms): one for every part, so tests can set it.
 ClockDep = Annotated[Callable[[], int], Depends(get_clock)]
+DimensionsDep = Annotated[Dimensions, Depends(get_dimensions)]
 
 
 def presents_token(connection: HTTPConnection, settings: Settings) -> bool:

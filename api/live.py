@@ -21,8 +21,8 @@ import orjson
 import structlog
 from starlette.websockets import WebSocket
 
+from service.dimensions import domain_of
 from service.state import Transition
-from service.stats import domain_of
 from service.timestamps import format_ms
 
 log = structlog.get_logger(__name__)

@@ -140,10 +140,31 @@ class StatsSection(_Open):
     latency_ms: dict[str, Percentiles]
 
 
+class GroupSection(StatsSection):
+    key: str
+
+
+class Breakdown(_Open):
+    dimension: str
+    groups: list[GroupSection]
+
+
 class StatsAnswer(StatsSection):
     window_s: int
     by_domain: dict[str, StatsSection]
     relative_accuracy: float
+    by: Breakdown | None = None
+
+
+class HistoryPoint(GroupSection):
+    at: str
+
+
+class HistoryAnswer(_Open):
+    step: str
+    by: str | None
+    history_days: int
+    points: list[HistoryPoint]
 
 
 class AlertExample(_Open):

@@ -277,7 +277,7 @@ def _check_rules(args: argparse.Namespace) -> int:
         return 2
     path = args.path or settings.alert_rules
     try:
-        rules = load_rules(path)
+        rules = load_rules(path, settings.dimensions())
     except RulesError as exc:
         sys.stderr.write(f"ses-tracker: {exc}\n")
         return 2
@@ -446,7 +446,13 @@ def _replay(args: argparse.Namespace) -> int:
 
     async def run() -> Any:
         store = build_store(settings)
-        pipeline = Pipeline(store, max_payload_bytes=settings.max_body_bytes, live_stats=False)
+        pipeline = Pipeline(
+            store,
+            max_payload_bytes=settings.max_body_bytes,
+            live_stats=False,
+            dimensions=settings.dimensions(),
+            history_days=settings.history_days,
+        )
         columns = (
             *Progress.get_default_columns()[:1],
             BarColumn(),

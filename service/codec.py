@@ -32,6 +32,7 @@ from typing import Any, NamedTuple
 import msgpack
 
 from service import state, stats
+from service.dimensions import Dimensions
 from service.events import ENGAGEMENT_TYPES, EventType, SesEvent
 
 _SHORT_KEYS: dict[str, str] = {
@@ -109,7 +110,12 @@ class Header(NamedTuple):
         return value
 
 
-def encode_batch(events: list[SesEvent], seen_ms: int) -> list[state.MessageWrite]:
+_NO_DIMENSIONS = Dimensions()
+
+
+def encode_batch(
+    events: list[SesEvent], seen_ms: int, dimensions: Dimensions = _NO_DIMENSIONS
+) -> list[state.MessageWrite]:
     """Group ``events`` by message, each encoded once, in first-seen order."""
     grouped: dict[str, list[SesEvent]] = {}
     for event in events:
@@ -117,10 +123,16 @@ def encode_batch(events: list[SesEvent], seen_ms: int) -> list[state.MessageWrit
     writes: list[state.MessageWrite] = []
     headers: dict[int, bytes] = {}  # events of one message usually share one MailInfo
     for message_id, group in grouped.items():
-        header = max(_header_for(event, headers) for event in group)
+        header, richest = max((_header_for(event, headers), n) for n, event in enumerate(group))
         destination: dict[str, None] = {}
+        addresses: dict[str, None] = {}
         for event in group:
             destination.update(dict.fromkeys(event.mail.destination))
+            addresses.update(dict.fromkeys(event.recipients))
+        addresses.update(destination)
+        # The richest header's mail (tags above all) names the message's groups.
+        groups = dimensions.message_groups(group[richest].mail)
+        providers = dimensions.providers(addresses)
         known = [event.mail.sent_at for event in group if event.mail.sent_at_known]
         writes.append(
             state.MessageWrite(
@@ -129,8 +141,10 @@ def encode_batch(events: list[SesEvent], seen_ms: int) -> list[state.MessageWrit
                 # Without a send time, the earliest event's time orders and indexes.
                 sent_at=min(known) if known else min(event.at for event in group),
                 destination=tuple(destination),
-                events=tuple(encode_event(event, seen_ms) for event in group),
+                events=tuple(encode_event(event, seen_ms, groups, providers) for event in group),
                 sent_known=bool(known),
+                groups=groups,
+                providers=providers,
             )
         )
     return writes
@@ -163,7 +177,13 @@ def decode_header(raw: bytes) -> Header | None:
     return Header(sent_at, source, subject, tags)
 
 
-def encode_event(event: SesEvent, seen_ms: int) -> state.EventWrite:
+def encode_event(
+    event: SesEvent,
+    seen_ms: int,
+    groups: tuple[str, ...] = (),
+    providers: dict[str, str] | None = None,
+) -> state.EventWrite:
+    """``groups`` and ``providers``: the event's message's (``MessageWrite``)."""
     kind = event.type
     details = {
         _SHORT_KEYS[key]: _compact(value)
@@ -173,22 +193,20 @@ def encode_event(event: SesEvent, seen_ms: int) -> state.EventWrite:
     blob = _PACKER.pack(
         [int(kind), event.at, event.recipients, details or 0, event.processing_ms, seen_ms]
     )
+    counters = stats.event_counters(event, seen_ms, groups, providers or {})
+    bucket = stats.live_bucket(event.at, seen_ms)
     if kind in ENGAGEMENT_TYPES:
         prefix = "o" if kind is EventType.OPEN else "c"
         recipients = event.recipients
         field = prefix + recipients[0] if len(recipients) == 1 else prefix
         bits = tuple((address, 0) for address in recipients)
-        natural, latency_field, once = stats.event_counters(event, seen_ms)
-        return state.EventWrite(
-            field, blob, 0, bits, event.at, False, natural, latency_field, once,
-            stats.live_bucket(event.at, seen_ms),
-        )  # fmt: skip
+        return state.EventWrite(field, blob, 0, bits, event.at, False, *counters[:3], bucket,
+                                counters.lag_field)  # fmt: skip
     if kind is EventType.BOUNCE:
         per_recipient = _BOUNCE_BITS.get(event.details["bounce_type"], state.SOFT_BOUNCE)
     else:
         per_recipient = _RECIPIENT_BITS.get(kind, 0)
     bits = tuple((address, per_recipient) for address in event.recipients)
-    natural, latency_field, once = stats.event_counters(event, seen_ms)
     return state.EventWrite(
         "e" + _event_id(event),
         blob,
@@ -196,10 +214,11 @@ def encode_event(event: SesEvent, seen_ms: int) -> state.EventWrite:
         bits,
         event.at,
         True,
-        natural,
-        latency_field,
-        once,
-        stats.live_bucket(event.at, seen_ms),
+        counters.natural,
+        counters.latency_field,
+        counters.once_fields,
+        bucket,
+        counters.lag_field,
     )
 
 

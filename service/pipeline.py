@@ -20,11 +20,12 @@ import structlog
 
 from service.clock import wall_clock_ms
 from service.codec import encode_batch
+from service.dimensions import Dimensions
 from service.events import AccountEvent, ParseResult, SesEvent
 from service.lag import EventLag, newest_event_ms
 from service.parser import DEFAULT_MAX_PAYLOAD_BYTES, parse_payload
 from service.state import MessageWrite, Transition
-from service.stats import bucket_of
+from service.stats import DEFAULT_HISTORY_DAYS, Counting
 from service.stores.base import Checkpoint, Store
 
 log = structlog.get_logger(__name__)
@@ -45,11 +46,12 @@ _PARSER_THREAD = ThreadPoolExecutor(max_workers=1, thread_name_prefix="parse")
 
 @dataclass(frozen=True, slots=True)
 class Encoded:
-    """A batch encoded for the store, with the live bucket of the moment it was."""
+    """A batch encoded for the store, with what its merge counts, as of the moment
+    it was encoded."""
 
     events: Sequence[SesEvent]
     writes: list[MessageWrite]
-    live_bucket: int | None
+    counting: Counting
 
 
 @dataclass(slots=True)
@@ -73,12 +75,17 @@ class Pipeline:
         clock_ms: Callable[[], int] = wall_clock_ms,
         live_stats: bool = True,
         max_future_s: float = DEFAULT_MAX_FUTURE_S,
+        dimensions: Dimensions | None = None,
+        history_days: int = DEFAULT_HISTORY_DAYS,
     ) -> None:
         self.store = store
         self.max_payload_bytes = max_payload_bytes
         self.max_future_ms = int(max_future_s * 1000)
-        # Replays of history must not land in the live windows (nor trip alerts).
+        # Replays of history must not land in the live windows (nor trip alerts);
+        # every change within history_days lands in the hourly and daily rollups.
         self.live_stats = live_stats
+        self.history_days = history_days
+        self.dimensions = dimensions or Dimensions()
         # The wall clock every part of a runtime shares (tests set it near their events).
         self.clock_ms = clock_ms
         # Event-time lag of what arrives through ingest() (HTTP pushes), by source.
@@ -176,8 +183,8 @@ class Pipeline:
         now_ms = self.clock_ms()
         return Encoded(
             events,
-            encode_batch(list(events), now_ms) if events else [],
-            bucket_of(now_ms) if self.live_stats else None,
+            encode_batch(list(events), now_ms, self.dimensions) if events else [],
+            Counting(now_ms, self.live_stats, self.history_days),
         )
 
     async def store_encoded(
@@ -194,7 +201,7 @@ class Pipeline:
         events = encoded.events
         if events or checkpoint is not None:
             started = time.perf_counter()
-            transitions = await self.store.merge(encoded.writes, checkpoint, encoded.live_bucket)
+            transitions = await self.store.merge(encoded.writes, checkpoint, encoded.counting)
             elapsed = time.perf_counter() - started
             for timer in self.merge_timers:
                 timer(elapsed)

@@ -160,6 +160,8 @@ class Runtime:
             max_payload_bytes=settings.max_body_bytes,
             max_future_s=settings.max_future_s,
             clock_ms=clock_ms,
+            dimensions=settings.dimensions(),
+            history_days=settings.history_days,
         )
         self.sources = build_sources(settings, self.pipeline)
         # HTTP sources: SNS subscriptions and Firehose deliveries (api/routes/ingest.py).

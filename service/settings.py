@@ -15,6 +15,8 @@ from urllib.parse import urlsplit
 from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from service.dimensions import Dimensions, parse_tag_names
+
 PREFIX = "SES_TRACKER_"
 # Kubernetes injects <SERVICE>_SERVICE_HOST, <SERVICE>_PORT=tcp://... and
 # <SERVICE>_PORT_<n>_TCP... for a Service named ses-tracker ("service links"); the
@@ -42,6 +44,8 @@ class Settings(BaseSettings):
     retention_s: int = Field(1_209_600, gt=0)
     alert_webhooks: str | None = None
     alert_rules: Path | None = None
+    tag_dimensions: str | None = None
+    history_days: int = Field(400, ge=0, le=3_660)
 
     # Beyond the published contract's table; all documented in README, Configuration.
     alert_webhook_secret: SecretStr | None = None
@@ -86,6 +90,16 @@ class Settings(BaseSettings):
         if isinstance(value, str) and value.startswith("tcp://"):
             return 8000
         return value
+
+    @field_validator("tag_dimensions")
+    @classmethod
+    def _tag_names(cls, value: str | None) -> str | None:
+        parse_tag_names(value)  # raises ValueError, reported with the variable's name
+        return value
+
+    def dimensions(self) -> Dimensions:
+        """The dimensions figures are broken down by (service.dimensions)."""
+        return Dimensions(tags=parse_tag_names(self.tag_dimensions))
 
     @field_validator("log_level", mode="before")
     @classmethod

@@ -22,7 +22,6 @@ than re-implementing :func:`status_of`.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import NamedTuple, Protocol
 
@@ -109,6 +108,8 @@ class EventWrite(NamedTuple):
     # The live statistics bucket this event's changes count in: its own time's
     # (service.stats.live_bucket), or -1 when it is too old for any live window.
     bucket: int = -1
+    # Its ingest lag's sketch field, counted once in the live bucket only.
+    lag_field: str = ""
 
 
 class MessageWrite(NamedTuple):
@@ -122,6 +123,12 @@ class MessageWrite(NamedTuple):
     # False when no event carried mail.timestamp: sent_at is then the earliest
     # event's time, and no latency from send is reported.
     sent_known: bool = True
+    # The message's statistics groups (service.dimensions: configuration_set=...,
+    # identity=..., tag:NAME=...), and the provider of each recipient domain of this
+    # write that has one (the rest are "other"): every change counts under these
+    # plus its recipient's domain= and provider= groups.
+    groups: tuple[str, ...] = ()
+    providers: dict[str, str] = {}  # shared default, never mutated
 
     @property
     def first_at(self) -> int:
@@ -168,18 +175,17 @@ class MessageRecord:
 
 
 class ChangeCounter(Protocol):
-    """Counts what a merge changed, by live bucket (``service.stats.LiveCounters``)."""
+    """Counts what a merge changed (``service.stats.Changes``)."""
 
-    def once(self, bucket: int, fields: Iterable[str]) -> None: ...
+    def once(self, write: MessageWrite, event: EventWrite) -> None: ...
 
     def transition(
         self,
-        bucket: int,
+        write: MessageWrite,
+        event: EventWrite | None,
         address: str,
         old: int | None,
         new: int,
-        natural: int,
-        latency_field: str,
     ) -> None: ...
 
 
@@ -224,7 +230,7 @@ def merge(
         else:
             continue
         if counters is not None:
-            counters.once(event.bucket, event.once_fields)
+            counters.once(write, event)
         if event.message_bits and record.message_flags | event.message_bits != record.message_flags:
             before = record.message_flags
             record.message_flags |= event.message_bits
@@ -248,10 +254,7 @@ def _count(
     event: EventWrite | None,
 ) -> None:
     if counters is not None:
-        if event is None:
-            counters.transition(write.first_bucket, address, old, new, -1, "")
-        else:
-            counters.transition(event.bucket, address, old, new, event.natural, event.latency_field)
+        counters.transition(write, event, address, old, new)
 
 
 def _add_bits(

@@ -1,33 +1,43 @@
-"""Windowed statistics: counts by status, rates, latency percentiles, per domain.
+"""Windowed statistics and history: counts by status, rates, latency percentiles,
+overall and per group of every dimension (``service.dimensions``).
 
 Counting happens inside the store's merge, from what actually changed, so a batch
 merged twice (a retry, a replay after a crash) counts once, and every replica adds
-to the same numbers. Time is cut into buckets of ``BUCKET_S`` seconds of *event*
-time: a change counts in the bucket of the SES timestamp of the event that made it
-(send time for Send), so a consumer catching up on an hour of backlog puts each
-change where it happened instead of piling the hour into the last minute. The wall
-clock bounds it (:func:`live_bucket`): an event ahead of the clock counts now, one
-older than the longest window (``MAX_WINDOW_S``) counts in no live bucket at all
-(it still changes its message's state). A window is the sum of its buckets. Each
-bucket is a flat map of counters:
+to the same numbers. A change counts in up to three places, all keyed by *event*
+time (the SES timestamp of the event that made it; send time for Send):
 
-* ``c:<status>``, ``d:<domain>|c:<status>``: recipients reaching a status (a newly
-  seen recipient counts once under ``sent`` too, whatever status it arrives in);
-* ``y:<delay type>``, ``d:<domain>|y``: DeliveryDelay events, every one (a recipient
-  delayed three times counts three), for delay-spike alerts;
-* ``l:<kind>:<bin>``, ``d:<domain>|l:<kind>:<bin>``: latency sketches. Bins come from
-  ddsketch's logarithmic mapping (relative accuracy 1%), so sketches from any
-  buckets and replicas add up by summing counters, and a percentile read from them
-  is within 1% of the exact value. Bin ``z`` holds zeros.
+* the live bucket of ``BUCKET_S`` seconds it falls in (:func:`live_bucket`), which
+  the live windows sum: an event ahead of the wall clock counts now, one older than
+  the longest window (``MAX_WINDOW_S``) in no live bucket at all, so a consumer
+  catching up on an hour of backlog puts each change where it happened instead of
+  piling the hour into the last minute;
+* the UTC hour and the UTC day it falls in (history rollups), kept
+  ``history_days``; replays of old archives count here and never in live buckets.
+
+Each bucket and rollup is a flat map of counters:
+
+* ``c:<status>``: recipients reaching a status (a newly seen recipient counts once
+  under ``sent`` too, whatever status it arrives in);
+* ``y:<delay type>``: DeliveryDelay events, every one (a recipient delayed three
+  times counts three), for delay-spike alerts;
+* ``l:<kind>:<bin>``: latency sketches. Bins come from ddsketch's logarithmic
+  mapping (relative accuracy 1%), so sketches from any buckets and replicas add up
+  by summing counters, and a percentile read from them is within 1% of the exact
+  value. Bin ``z`` holds zeros. Ingest lag is live only (a replayed archive's lag
+  says nothing about the past);
+* ``g:<dimension>=<value>|<counter>``: the same per group (``g:provider=gmail|c:sent``;
+  delays as ``g:...|y``), one group per dimension for every change, so each
+  dimension's groups add up to the overall figures.
 
 Send-to-step latencies are counted when a recipient reaches the step's status from
 the event that brings it there; processing time and ingest lag once per new event.
 
-Cardinality is bounded, because domains (and delay types) come from senders: a
-bucket admits at most ``MAX_DOMAINS_PER_BUCKET`` domains, first come (marked by an
-``a:<domain>`` field, counted in ``n:domains``); the rest count under ``(other)``.
-Delay types outside SES's documented set count as ``Undetermined``. Reads return the
-busiest ``TOP_DOMAINS`` domains and fold the rest into ``(other)``.
+Cardinality is bounded, because group values come from senders and recipients: a
+bucket admits at most ``LIVE_GROUP_CAP`` values per dimension (a rollup
+``HISTORY_GROUP_CAP``), first come (marked by an ``a:<group>`` field, counted in
+``n:<dimension>``); the rest count under ``<dimension>=(other)``. Delay types
+outside SES's documented set count as ``Undetermined``. Reads return the busiest
+``TOP_GROUPS`` values of a dimension and fold the rest into ``(other)``.
 """
 
 from __future__ import annotations
@@ -35,21 +45,29 @@ from __future__ import annotations
 import math
 from collections import Counter
 from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 from typing import Any, NamedTuple
 
 from ddsketch.mapping import LogarithmicMapping
 
 from service import state
+from service.dimensions import dimension_of, recipient_groups
 from service.events import EventType, SesEvent
 
 BUCKET_S = 10
 MAX_WINDOW_S = 3_600
 RELATIVE_ACCURACY = 0.01
-TOP_DOMAINS = 50
-MAX_DOMAINS_PER_BUCKET = 200
+TOP_GROUPS = 50
+LIVE_GROUP_CAP = 200
+# A rollup holds a whole hour or day, and is kept for months: fewer values apart.
+HISTORY_GROUP_CAP = 100
 OTHER = "(other)"
 NOT_LIVE = -1
-ADMITTED = "n:domains"
+HOUR_S = 3_600
+DAY_S = 86_400
+DEFAULT_HISTORY_DAYS = 400
+# What the rollups of one period are keyed by: (STEP, period start in epoch seconds).
+STEPS = {"hour": HOUR_S, "day": DAY_S}
 # SES's documented DeliveryDelay delayType values.
 DELAY_TYPES = frozenset(
     {
@@ -102,6 +120,31 @@ class Revisions(NamedTuple):
     buckets: dict[int, int]
 
 
+@dataclass(frozen=True, slots=True)
+class Counting:
+    """What a merge at ``now_ms`` counts: the live buckets (unless ``live`` is off,
+    as for replays of history) and the hourly and daily rollups of the last
+    ``history_days`` (0: none)."""
+
+    now_ms: int
+    live: bool = True
+    history_days: int = DEFAULT_HISTORY_DAYS
+
+    @property
+    def live_bucket(self) -> int:
+        """The wall clock's bucket; ``NOT_LIVE`` when nothing is counted live."""
+        return bucket_of(self.now_ms) if self.live else NOT_LIVE
+
+    @property
+    def history_from_ms(self) -> int:
+        """Events before this count in no rollup; -1 when there is no history."""
+        return self.now_ms - self.history_days * DAY_S * 1000 if self.history_days else -1
+
+    def rollup_ttl_s(self, step_s: int, start_s: int) -> int:
+        """How long a rollup still has to live: ``history_days`` past its end."""
+        return start_s + step_s + self.history_days * DAY_S - self.now_ms // 1000
+
+
 def bucket_of(ms: int) -> int:
     """The bucket (its start, in epoch seconds) that an instant falls in."""
     return ms // 1000 // BUCKET_S * BUCKET_S
@@ -135,147 +178,209 @@ def value_of(bin_name: str) -> float:
     return 0.0 if bin_name == "z" else _MAPPING.value(int(bin_name))
 
 
-def domain_of(address: str) -> str:
-    _, at, domain = address.rpartition("@")
-    return domain if at and domain else "(none)"
+def hour_of(ms: int) -> int:
+    """The start (epoch seconds) of the UTC hour an instant falls in."""
+    return ms // 3_600_000 * HOUR_S
 
 
-def event_counters(event: SesEvent, seen_ms: int) -> tuple[int, str, tuple[str, ...]]:
-    """What an event adds to the statistics, precomputed where the event is encoded.
+def day_of(ms: int) -> int:
+    """The start (epoch seconds) of the UTC day an instant falls in."""
+    return ms // 86_400_000 * DAY_S
 
-    Returns the status the event naturally brings a recipient to (-1 for none), the
-    latency bin field counted when it does, and the fields counted once when the
-    event is new to the store.
-    """
-    once = [f"l:ingest_lag:{bin_of(seen_ms - event.at)}"]
+
+class EventCounters(NamedTuple):
+    """What an event adds to the statistics, precomputed where it is encoded."""
+
+    natural: int  # the status the event brings a recipient to (-1: none)
+    latency_field: str  # counted when it does (empty without a known send time)
+    once_fields: tuple[str, ...]  # counted once when the event is new to the store
+    lag_field: str  # its ingest lag, once, live only
+
+
+def event_counters(
+    event: SesEvent, seen_ms: int, groups: tuple[str, ...], providers: Mapping[str, str]
+) -> EventCounters:
+    """``groups`` are the event's message groups, ``providers`` its write's
+    (``state.MessageWrite``): a delay counts under them and its recipients'."""
+    once: list[str] = []
     if event.processing_ms is not None:
         once.append(f"l:processing_time:{bin_of(event.processing_ms)}")
     if event.type is EventType.DELIVERY_DELAY:
         # Every delay, not only a recipient's first: what delay-spike alerts count.
         delay_type = event.details.get("delay_type")
         once.append("y:" + (delay_type if delay_type in DELAY_TYPES else "Undetermined"))
-        once.extend({f"d:{domain_of(address)}|y" for address in event.recipients})
+        delayed = dict.fromkeys(groups)
+        for address in event.recipients:
+            delayed.update(dict.fromkeys(recipient_groups(address, providers)))
+        once.extend(f"g:{group}|y" for group in delayed)
+    lag_field = f"l:ingest_lag:{bin_of(seen_ms - event.at)}"
     step = NATURAL_STEP.get(event.type)
     if step is None:
-        return -1, "", tuple(once)
+        return EventCounters(-1, "", tuple(once), lag_field)
     if not event.mail.sent_at_known:
-        return step[0], "", tuple(once)
+        return EventCounters(step[0], "", tuple(once), lag_field)
     status, kind = step
-    return status, f"l:{kind}:{bin_of(event.at - event.mail.sent_at)}", tuple(once)
+    latency_field = f"l:{kind}:{bin_of(event.at - event.mail.sent_at)}"
+    return EventCounters(status, latency_field, tuple(once), lag_field)
 
 
-def transition_fields(
-    address: str,
-    from_status: int | None,
-    to_status: int,
-    natural: int,
-    latency_field: str,
-    domain: str | None = None,
-) -> list[str]:
-    """The counters one status transition adds (the Lua merge applies the same rule).
-
-    ``domain`` is the group the address counts under (``(other)`` past the bucket's
-    cap); by default the address's own domain.
-    """
-    prefix = "d:" + (domain if domain is not None else domain_of(address)) + "|"
-    fields: list[str] = []
-    if from_status is None:
-        fields += ["c:sent", prefix + "c:sent"]
-    if from_status is not None or to_status != state.SENT:
-        name = "c:" + state.STATUSES[to_status]
-        fields += [name, prefix + name]
-    if latency_field and to_status == natural:
-        fields += [latency_field, prefix + latency_field]
-    return fields
+def transition_names(old: int | None, new: int, natural: int, latency_field: str) -> list[str]:
+    """The counters one status transition adds, overall; each again per group (the
+    Lua merge applies the same rule)."""
+    names: list[str] = []
+    if old is None:
+        names.append("c:sent")
+    if old is not None or new != state.SENT:
+        names.append("c:" + state.STATUSES[new])
+    if latency_field and new == natural:
+        names.append(latency_field)
+    return names
 
 
 class BucketCounters(Counter[str]):
-    """One bucket's counters. Twin of the counting in ``merge.lua``, domain
+    """One live bucket's counters. Twin of the counting in ``merge.lua``, group
     admission included."""
 
-    def admit(self, domain: str) -> str:
-        """The group ``domain`` counts under in this bucket: itself, or (other)."""
-        if "a:" + domain in self:
-            return domain
-        if self[ADMITTED] >= MAX_DOMAINS_PER_BUCKET:
-            return OTHER
-        self["a:" + domain] = 1
-        self[ADMITTED] += 1
-        return domain
+    group_cap = LIVE_GROUP_CAP
+
+    def admit(self, group: str) -> str:
+        """The group ``group`` counts under here: itself, or its dimension's (other)."""
+        if "a:" + group in self:
+            return group
+        dimension = dimension_of(group)
+        if self["n:" + dimension] >= self.group_cap:
+            return dimension + "=" + OTHER
+        self["a:" + group] = 1
+        self["n:" + dimension] += 1
+        return group
 
     def once(self, fields: Iterable[str]) -> None:
         for field in fields:
-            if field.startswith("d:"):
-                domain, _, rest = field[2:].partition("|")
-                field = "d:" + self.admit(domain) + "|" + rest
+            if field.startswith("g:"):
+                group, _, rest = field[2:].rpartition("|")
+                field = "g:" + self.admit(group) + "|" + rest
             self[field] += 1
 
-    def transition(
-        self, address: str, old: int | None, new: int, natural: int, latency_field: str
-    ) -> None:
-        domain = self.admit(domain_of(address))
-        self.update(transition_fields(address, old, new, natural, latency_field, domain))
+    def transition(self, groups: Iterable[str], names: list[str]) -> None:
+        for name in names:
+            self[name] += 1
+        for group in groups:
+            prefix = "g:" + self.admit(group) + "|"
+            for name in names:
+                self[prefix + name] += 1
 
 
-class LiveCounters:
-    """What one merge changed, counted into the live buckets it falls in.
+class RollupCounters(BucketCounters):
+    """One hour's or day's counters: the same, with fewer values per dimension."""
 
-    ``state.merge`` calls it (``state.ChangeCounter``); changes in ``NOT_LIVE`` are
-    not counted. ``touched`` lists the buckets that changed, so readers that keep
-    sums of settled buckets know which to read again.
+    group_cap = HISTORY_GROUP_CAP
+
+
+class Changes:
+    """What one merge changed, counted where :class:`Counting` says.
+
+    ``state.merge`` calls it (``state.ChangeCounter``). ``live`` maps a bucket to its
+    counters and ``rollups`` a ``(step, start)`` to its; both are the store's, and
+    updated in place. ``touched`` lists the live buckets that changed, so readers
+    that keep sums of settled buckets know which to read again.
     """
 
-    __slots__ = ("_buckets", "touched")
+    __slots__ = ("_counting", "_from_ms", "_live", "_rollups", "touched")
 
-    def __init__(self, buckets: dict[int, BucketCounters]) -> None:
-        self._buckets = buckets
+    def __init__(
+        self,
+        counting: Counting,
+        live: dict[int, BucketCounters],
+        rollups: dict[tuple[str, int], RollupCounters],
+    ) -> None:
+        self._counting = counting
+        self._from_ms = counting.history_from_ms
+        self._live = live
+        self._rollups = rollups
         self.touched: set[int] = set()
 
-    def _bucket(self, bucket: int) -> BucketCounters:
-        counters = self._buckets.get(bucket)
+    def _live_bucket(self, bucket: int) -> BucketCounters | None:
+        if bucket == NOT_LIVE or not self._counting.live:
+            return None
+        counters = self._live.get(bucket)
         if counters is None:
-            counters = self._buckets[bucket] = BucketCounters()
+            counters = self._live[bucket] = BucketCounters()
         self.touched.add(bucket)
         return counters
 
-    def once(self, bucket: int, fields: Iterable[str]) -> None:
-        if bucket != NOT_LIVE and fields:
-            self._bucket(bucket).once(fields)
+    def _targets(self, bucket: int, at: int) -> list[BucketCounters]:
+        targets: list[BucketCounters] = []
+        live = self._live_bucket(bucket)
+        if live is not None:
+            targets.append(live)
+        if self._from_ms >= 0 and at >= self._from_ms:
+            for key in (("hour", hour_of(at)), ("day", day_of(at))):
+                rollup = self._rollups.get(key)
+                if rollup is None:
+                    rollup = self._rollups[key] = RollupCounters()
+                targets.append(rollup)
+        return targets
+
+    def once(self, write: state.MessageWrite, event: state.EventWrite) -> None:
+        if event.once_fields:
+            for target in self._targets(event.bucket, event.at):
+                target.once(event.once_fields)
+        live = self._live_bucket(event.bucket)
+        if live is not None:
+            live[event.lag_field] += 1
 
     def transition(
         self,
-        bucket: int,
+        write: state.MessageWrite,
+        event: state.EventWrite | None,
         address: str,
         old: int | None,
         new: int,
-        natural: int,
-        latency_field: str,
     ) -> None:
-        if bucket != NOT_LIVE:
-            self._bucket(bucket).transition(address, old, new, natural, latency_field)
+        if event is None:
+            # New destination recipients: at, and in, the batch's first event.
+            names = transition_names(old, new, -1, "")
+            targets = self._targets(write.first_bucket, write.first_at)
+        else:
+            names = transition_names(old, new, event.natural, event.latency_field)
+            targets = self._targets(event.bucket, event.at)
+        groups = write.groups + recipient_groups(address, write.providers)
+        for target in targets:
+            target.transition(groups, names)
 
 
-def summarize(counters: Mapping[str, int], window_s: int) -> dict[str, Any]:
+def summarize(counters: Mapping[str, int], window_s: int, by: str | None = None) -> dict[str, Any]:
     """The ``/v1/stats`` body (README, HTTP API) from a window's summed counters."""
-    overall, per_domain = split_domains(counters)
-    return {
+    overall, groups = split_groups(counters)
+    body = {
         "window_s": window_s,
-        **_section(overall),
-        "by_domain": {domain: _section(fields) for domain, fields in busiest(per_domain).items()},
+        **section(overall),
+        "by_domain": {
+            domain: section(fields) for domain, fields in busiest(groups.get("domain", {})).items()
+        },
         "relative_accuracy": RELATIVE_ACCURACY,
     }
+    if by is not None:
+        body["by"] = {
+            "dimension": by,
+            "groups": [
+                {"key": key, **section(fields)}
+                for key, fields in busiest(groups.get(by, {})).items()
+            ],
+        }
+    return body
 
 
 def busiest(
-    per_domain: Mapping[str, Counter[str]], top: int = TOP_DOMAINS
+    per_group: Mapping[str, Counter[str]], top: int = TOP_GROUPS
 ) -> dict[str, Counter[str]]:
-    """The ``top`` domains by sent, then one ``(other)`` group summing the rest."""
+    """The ``top`` groups by sent, then one ``(other)`` group summing the rest."""
     ranked = sorted(
-        ((d, f) for d, f in per_domain.items() if d != OTHER),
-        key=lambda item: -item[1].get("c:sent", 0),
+        ((d, f) for d, f in per_group.items() if d != OTHER),
+        key=lambda item: (-item[1].get("c:sent", 0), item[0]),
     )
     groups = dict(ranked[:top])
-    rest: Counter[str] = Counter(per_domain.get(OTHER, Counter()))
+    rest: Counter[str] = Counter(per_group.get(OTHER, Counter()))
     for _, fields in ranked[top:]:
         rest.update(fields)
     if rest:
@@ -283,20 +388,33 @@ def busiest(
     return groups
 
 
-def split_domains(counters: Mapping[str, int]) -> tuple[Counter[str], dict[str, Counter[str]]]:
-    """Overall counters, and per-domain ones from the ``d:<domain>|`` fields."""
+# Figures, as opposed to admission bookkeeping (a:, n:) or fields of older formats.
+_FIGURES = ("c:", "l:", "y:")
+
+
+def split_groups(
+    counters: Mapping[str, int],
+) -> tuple[Counter[str], dict[str, dict[str, Counter[str]]]]:
+    """Overall counters, and per dimension, per value, from the ``g:`` fields."""
     overall: Counter[str] = Counter()
-    per_domain: dict[str, Counter[str]] = {}
+    per_dimension: dict[str, dict[str, Counter[str]]] = {}
     for field, count in counters.items():
-        if field.startswith("d:"):
-            domain, _, rest = field[2:].partition("|")
-            per_domain.setdefault(domain, Counter())[rest] += count
-        elif field[:2] not in ("a:", "n:"):  # admission bookkeeping, not figures
+        head = field[:2]
+        if head == "g:":
+            group, _, rest = field[2:].rpartition("|")
+            dimension, _, value = group.partition("=")
+            values = per_dimension.setdefault(dimension, {})
+            fields = values.get(value)
+            if fields is None:
+                fields = values[value] = Counter()
+            fields[rest] += count
+        elif head in _FIGURES:
             overall[field] += count
-    return overall, per_domain
+    return overall, per_dimension
 
 
-def _section(fields: Mapping[str, int]) -> dict[str, Any]:
+def section(fields: Mapping[str, int]) -> dict[str, Any]:
+    """Counts, rates and latency percentiles of one set of counters."""
     counts = {name: fields.get("c:" + name, 0) for name in state.STATUSES}
     sent = counts["sent"]
     rates = {

@@ -24,7 +24,7 @@ def alert_config(settings: Settings) -> AlertConfig:
     problems: list[str] = []
     rules = sinks = None
     try:
-        rules = load_rules(settings.alert_rules)
+        rules = load_rules(settings.alert_rules, settings.dimensions())
     except RulesError as exc:
         problems.append(str(exc))
     try:

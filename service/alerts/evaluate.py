@@ -24,7 +24,7 @@ from service.alerts.rules import (
     TrackerRule,
 )
 from service.search import SearchQuery
-from service.stats import quantile, split_domains
+from service.stats import quantile, split_groups
 from service.timestamps import format_ms
 
 WORST_SHOWN = 5
@@ -105,11 +105,28 @@ def evaluate(rules: Sequence[Rule], inputs: Inputs) -> dict[str, Finding | None]
     return {rule.name: _EVALUATORS[type(rule)](rule, inputs) for rule in rules}
 
 
+def _scopes(
+    counters: Mapping[str, int], by: str
+) -> tuple[dict[str, Counter[str]], dict[str, Counter[str]]]:
+    """What a rule judges (each group of its dimension, or everything as one) and
+    the recipient domains, for the worst-domains list."""
+    overall, groups = split_groups(counters)
+    per_domain = groups.get("domain", {})
+    if by == "global":
+        return {"all domains": overall}, per_domain
+    scopes = {_scope_name(by, value): fields for value, fields in groups.get(by, {}).items()}
+    return scopes, per_domain
+
+
+def _scope_name(by: str, value: str) -> str:
+    """A group as alerts name it: a domain as itself, others with their dimension."""
+    return value if by == "domain" else f"{by} {value}"
+
+
 def _rate(rule: RateRule, inputs: Inputs) -> Finding | None:
-    overall, per_domain = split_domains(inputs.windows[rule.window_s])
     status = "bounced" if rule.kind == "bounce_rate" else "complained"
     noun = "bounce" if status == "bounced" else "complaint"
-    scopes = per_domain if rule.by == "domain" else {"all domains": overall}
+    scopes, per_domain = _scopes(inputs.windows[rule.window_s], rule.by)
     breaches: list[tuple[float, str, int, int]] = []
     for scope, fields in scopes.items():
         sent, hits = fields.get("c:sent", 0), fields.get("c:" + status, 0)
@@ -128,7 +145,10 @@ def _rate(rule: RateRule, inputs: Inputs) -> Finding | None:
         "threshold": _pct(rule.warn)
         + ("" if rule.critical is None else f" (critical {_pct(rule.critical)})"),
     }
-    worst = _worst_domains(per_domain, status, rule.min_sent if rule.by == "domain" else 1)
+    if rule.by in ("global", "domain"):
+        worst = _worst_domains(per_domain, status, rule.min_sent if rule.by == "domain" else 1)
+    else:
+        worst = _worst_domains(scopes, status, rule.min_sent)
     return Finding(
         rule=rule.name,
         kind=rule.kind,
@@ -163,8 +183,7 @@ def _worst_domains(
 
 
 def _latency(rule: LatencyRule, inputs: Inputs) -> Finding | None:
-    overall, per_domain = split_domains(inputs.windows[rule.window_s])
-    scopes = per_domain if rule.by == "domain" else {"all domains": overall}
+    scopes, _ = _scopes(inputs.windows[rule.window_s], rule.by)
     prefix = f"l:{rule.latency}:"
     breaches: list[tuple[float, str, int]] = []
     for scope, fields in scopes.items():
@@ -197,8 +216,10 @@ def _latency(rule: LatencyRule, inputs: Inputs) -> Finding | None:
 
 
 def _delay_spike(rule: DelaySpikeRule, inputs: Inputs) -> Finding | None:
-    recent_overall, recent_domains = split_domains(inputs.windows[rule.window_s])
-    base_overall, base_domains = split_domains(inputs.windows[rule.baseline_s])
+    recent_overall, recent_groups = split_groups(inputs.windows[rule.window_s])
+    base_overall, base_groups = split_groups(inputs.windows[rule.baseline_s])
+    recent_domains = recent_groups.get("domain", {})
+    base_domains = base_groups.get("domain", {})
     if base_overall.get("c:sent", 0) - recent_overall.get("c:sent", 0) <= 0:
         return None  # no traffic before the window (a fresh start): no usual to compare
     # The baseline is the rest of baseline_s, scaled to one window.
@@ -241,7 +262,8 @@ def _delay_spike(rule: DelaySpikeRule, inputs: Inputs) -> Finding | None:
 
 
 def _status_count(rule: StatusCountRule, inputs: Inputs) -> Finding | None:
-    overall, per_domain = split_domains(inputs.windows[rule.window_s])
+    overall, groups = split_groups(inputs.windows[rule.window_s])
+    per_domain = groups.get("domain", {})
     count = overall.get("c:" + rule.status, 0)
     if count < rule.min_count:
         return None
@@ -394,11 +416,13 @@ def _recipients(count: int, more: bool = False) -> str:
 
 
 def _where(by: str, top_scope: str, breaches: int) -> str:
-    """`` at x.com and 2 more domains`` for a per-domain rule; nothing for a global one."""
+    """`` at x.com and 2 more domains`` for a per-domain rule (`` at provider gmail
+    and 1 more provider``, ...); nothing for a global one."""
     if by == "global":
         return ""
     more = breaches - 1
-    return f" at {top_scope}" + (f" and {more} more domain{'s' * (more > 1)}" if more else "")
+    noun = by.removeprefix("tag:").replace("_", " ")
+    return f" at {top_scope}" + (f" and {more} more {noun}{'s' * (more > 1)}" if more else "")
 
 
 def _pct(rate: float) -> str:

@@ -14,7 +14,9 @@ A rules file is YAML::
         warn: 0.02
         critical: 0.04
         min_sent: 200          # no verdict on fewer recipients than this
-        by: global             # or domain: each recipient domain on its own
+        by: global             # or a dimension (README, Dimensions): each of its
+                               # groups on its own (domain, provider,
+                               # configuration_set, identity, tag:NAME)
 
 Each rule's ``name`` is its alert key: one rule makes at most one alert, which lists
 every domain (or delay type, or account) it is about. Every mistake is reported at
@@ -30,10 +32,16 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from service.alerts.model import Severity
+from service.dimensions import Dimensions
 from service.stats import BUCKET_S, LATENCY_KINDS, MAX_WINDOW_S
 
 Window = Annotated[int, Field(ge=BUCKET_S, le=MAX_WINDOW_S)]
-Scope = Literal["global", "domain"]
+# "global", or a dimension's name (service.dimensions); tag:NAME is checked against
+# SES_TRACKER_TAG_DIMENSIONS where the rules are loaded.
+Scope = Annotated[
+    str,
+    Field(pattern=r"^(global|configuration_set|identity|domain|provider|tag:[^=|\s]{1,128})$"),
+]
 
 
 class RulesError(ValueError):
@@ -210,18 +218,23 @@ def default_rules() -> RuleSet:
     return RuleSet.model_validate(DEFAULT_RULES)
 
 
-def load_rules(path: Path | None) -> RuleSet:
-    """The rules in ``path``, or the built-in defaults when it is None."""
+def load_rules(path: Path | None, dimensions: Dimensions | None = None) -> RuleSet:
+    """The rules in ``path``, or the built-in defaults when it is None.
+
+    With ``dimensions``, a rule broken down ``by`` a tag must name one of its tags.
+    """
     if path is None:
         return default_rules()
     try:
         text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
         raise RulesError(f"{path}: cannot read the rules file: {exc}") from None
-    return parse_rules(text, str(path))
+    return parse_rules(text, str(path), dimensions)
 
 
-def parse_rules(text: str, origin: str = "<rules>") -> RuleSet:
+def parse_rules(
+    text: str, origin: str = "<rules>", dimensions: Dimensions | None = None
+) -> RuleSet:
     try:
         tree = yaml.compose(text, Loader=yaml.SafeLoader)
         data = yaml.safe_load(text)
@@ -241,9 +254,27 @@ def parse_rules(text: str, origin: str = "<rules>") -> RuleSet:
     except ValidationError as exc:
         described = _describe(exc, tree, origin).splitlines()
         problems += [line for line in described if "is used twice" not in line]
+    else:
+        if dimensions is not None:
+            problems += _unknown_dimensions(rules, dimensions, tree, origin)
     if problems:
         raise RulesError("\n".join(problems))
     return rules
+
+
+def _unknown_dimensions(
+    rules: RuleSet, dimensions: Dimensions, tree: yaml.Node | None, origin: str
+) -> list[str]:
+    problems = []
+    for index, rule in enumerate(rules.rules):
+        by = getattr(rule, "by", "global")
+        if by != "global" and by not in dimensions.names:
+            _, line = _locate(tree, ("rules", index, "by"))
+            problems.append(
+                f"{origin}:{line}: rules[{index}].by: {by!r} is not a tag listed in "
+                "SES_TRACKER_TAG_DIMENSIONS"
+            )
+    return problems
 
 
 def _duplicate_names(data: dict[str, Any], tree: yaml.Node | None, origin: str) -> list[str]:

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 
 from service.search import SearchPage, SearchQuery
 from service.state import MessageRecord, MessageWrite, Transition
-from service.stats import BUCKET_S, Revisions
+from service.stats import BUCKET_S, Counting, Revisions
 
 
 class StoreUnavailable(Exception):
@@ -52,14 +52,16 @@ class Store(ABC):
         self,
         writes: Sequence[MessageWrite],
         checkpoint: Checkpoint | None = None,
-        live_bucket: int | None = None,
+        counting: Counting | None = None,
     ) -> list[Transition]:
         """Merge a batch; when it returns, the batch (and checkpoint) is durable.
 
-        With ``live_bucket`` (the wall clock's bucket, see ``service.stats``), what
-        the batch changed is counted in the live statistics, atomically with the
-        state: each change in the bucket of its own event's time
-        (``EventWrite.bucket``). Without it (replays of history) nothing is counted.
+        With ``counting`` (``service.stats.Counting``), what the batch changed is
+        counted in the statistics, atomically with the state: each change in the
+        live bucket of its own event's time (``EventWrite.bucket``), unless
+        ``counting.live`` is off (replays of history), and in the rollups of its
+        event's UTC hour and day within ``counting.history_days``. Without it,
+        nothing is counted.
         """
 
     async def read_stats(self, first_bucket: int, last_bucket: int) -> Counter[str]:
@@ -72,6 +74,11 @@ class Store(ABC):
     @abstractmethod
     async def read_buckets(self, buckets: Sequence[int]) -> list[Counter[str]]:
         """The statistics counters of each of ``buckets``, in one read."""
+
+    @abstractmethod
+    async def read_rollups(self, step: str, starts: Sequence[int]) -> list[Counter[str]]:
+        """The history counters of the ``step`` (``hour``/``day``) periods starting at
+        each of ``starts`` (epoch seconds), in one read."""
 
     @abstractmethod
     async def stats_revisions(self) -> Revisions:

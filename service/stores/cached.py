@@ -8,7 +8,7 @@ from collections.abc import Callable, Sequence
 
 from service.search import SearchPage, SearchQuery
 from service.state import MessageRecord, MessageWrite, Transition
-from service.stats import Revisions
+from service.stats import Counting, Revisions
 from service.stores.base import Checkpoint, MemoryFigures, Store
 
 
@@ -40,9 +40,9 @@ class CachedStore(Store):
         self,
         writes: Sequence[MessageWrite],
         checkpoint: Checkpoint | None = None,
-        live_bucket: int | None = None,
+        counting: Counting | None = None,
     ) -> list[Transition]:
-        transitions = await self.truth.merge(writes, checkpoint, live_bucket)
+        transitions = await self.truth.merge(writes, checkpoint, counting)
         for write in writes:
             self._entries.pop(write.message_id, None)
         return transitions
@@ -69,6 +69,9 @@ class CachedStore(Store):
 
     async def read_buckets(self, buckets: Sequence[int]) -> list[Counter[str]]:
         return await self.truth.read_buckets(buckets)
+
+    async def read_rollups(self, step: str, starts: Sequence[int]) -> list[Counter[str]]:
+        return await self.truth.read_rollups(step, starts)
 
     async def stats_revisions(self) -> Revisions:
         return await self.truth.stats_revisions()

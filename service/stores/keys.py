@@ -59,6 +59,14 @@ class RedisKeys:
         return f"{self.prefix}stats:"
 
     @property
+    def rollup_prefix(self) -> str:
+        """History rollups: <prefix>hist:<step>:<start> (service.stats.STEPS)."""
+        return f"{self.prefix}hist:"
+
+    def rollup(self, step: str, start: int) -> str:
+        return f"{self.rollup_prefix}{step}:{start}"
+
+    @property
     def stats_revisions(self) -> str:
         """bucket -> the merge sequence that last changed it (service.stats.Revisions)."""
         return f"{self.prefix}stats:rev"

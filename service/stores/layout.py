@@ -35,7 +35,18 @@ ARG = (
     "max_blob_bytes",
 )
 # ARGV[stats], when statistics are counted.
-STATS = ("bucket_ttl_s", "status_names", "max_domains", "bucket_prefix", "now_bucket")
+STATS = (
+    "bucket_ttl_s",
+    "status_names",
+    "live_cap",
+    "bucket_prefix",
+    "now_bucket",  # NOT_LIVE: nothing counted live (replays)
+    "rollup_prefix",
+    "history_from_ms",  # -1: no history
+    "history_keep_s",
+    "history_cap",
+    "now_s",
+)
 # ARGV[index]: the search indexes' settings.
 INDEX = ("prefix", "bucket_ms", "status_names", "oldest_live_ms")
 # ARGV[feed], when transitions are appended to the stream.

@@ -60,6 +60,8 @@ class MemoryStore(Store):
         self.bytes = 0
         self._checkpoints: dict[str, dict[str, str]] = {}
         self._stats: dict[int, stats.BucketCounters] = {}
+        self._rollups: dict[tuple[str, int], stats.RollupCounters] = {}
+        self._rollups_pruned_at = 0
         # bucket -> the revision that last changed it (Store.stats_revisions).
         self._revisions: dict[int, int] = {}
         self._revision = 0
@@ -78,26 +80,22 @@ class MemoryStore(Store):
         self,
         writes: Sequence[MessageWrite],
         checkpoint: Checkpoint | None = None,
-        live_bucket: int | None = None,
+        counting: stats.Counting | None = None,
     ) -> list[Transition]:
-        return self.merge_now(writes, checkpoint, live_bucket)
+        return self.merge_now(writes, checkpoint, counting)
 
     def merge_now(
         self,
         writes: Sequence[MessageWrite],
         checkpoint: Checkpoint | None = None,
-        live_bucket: int | None = None,
+        counting: stats.Counting | None = None,
     ) -> list[Transition]:
         """Synchronous merge: nothing here waits, so callers may skip the await."""
         now = self._clock()
         counters = None
-        if live_bucket is not None:
-            counters = stats.LiveCounters(self._stats)
-            if live_bucket != self._newest_bucket:
-                self._newest_bucket = live_bucket
-                for old in [b for b in self._stats if b < live_bucket - stats.BUCKET_TTL_S]:
-                    del self._stats[old]
-                    self._revisions.pop(old, None)
+        if counting is not None:
+            counters = stats.Changes(counting, self._stats, self._rollups)
+            self._prune_statistics(counting)
         expires = now + self._retention_s
         records = self._records
         transitions: list[Transition] = []
@@ -208,6 +206,27 @@ class MemoryStore(Store):
 
     async def read_buckets(self, buckets: Sequence[int]) -> list[Counter[str]]:
         return [Counter(self._stats.get(bucket, ())) for bucket in buckets]
+
+    async def read_rollups(self, step: str, starts: Sequence[int]) -> list[Counter[str]]:
+        return [Counter(self._rollups.get((step, start), ())) for start in starts]
+
+    def _prune_statistics(self, counting: stats.Counting) -> None:
+        live_bucket = counting.live_bucket
+        if counting.live and live_bucket != self._newest_bucket:
+            self._newest_bucket = live_bucket
+            for old in [b for b in self._stats if b < live_bucket - stats.BUCKET_TTL_S]:
+                del self._stats[old]
+                self._revisions.pop(old, None)
+        hour = stats.hour_of(counting.now_ms)
+        if hour != self._rollups_pruned_at:
+            self._rollups_pruned_at = hour
+            gone = [
+                key
+                for key in self._rollups
+                if counting.rollup_ttl_s(stats.STEPS[key[0]], key[1]) <= 0
+            ]
+            for key in gone:
+                del self._rollups[key]
 
     async def stats_revisions(self) -> stats.Revisions:
         return stats.Revisions(self._revision, dict(self._revisions))

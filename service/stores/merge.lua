@@ -15,14 +15,21 @@
 --           (the key is <prefix>m:{handle}; the record keeps the message id). A
 --           MessageWrite holds its EventWrites; both are service.state's tuples;
 --   checkpoint = {position = value}, or an empty string for none;
---   stats = [bucket_ttl_s, [status names...], max_domains, bucket_key_prefix,
---           now_bucket], or an empty string for none. Each change counts in the
---           live bucket of the event that made it (-1: none; new destination
---           recipients count in the first event's), in the hash
---           <bucket_key_prefix><bucket>, which expires bucket_ttl_s after its
---           bucket's time. The revisions hash (KEYS) gets field "seq" incremented
---           once per call that counts anything, and each touched bucket's field set
---           to it (service.stats.Revisions); fields of buckets past the ttl go.
+--   stats = [bucket_ttl_s, [status names...], live_cap, bucket_prefix, now_bucket,
+--           rollup_prefix, history_from_ms, history_keep_s, history_cap, now_s], or an
+--           empty string for none (service.stats.Counting). Each change counts in the
+--           live bucket of the event that made it (none when its EventWrite.bucket or
+--           now_bucket is NOT_LIVE; new destination recipients count in the first
+--           event's), in the hash <bucket_prefix><bucket>, which expires bucket_ttl_s
+--           after its bucket's time; and, when the event is dated history_from_ms or
+--           later, in the rollups <rollup_prefix>hour:<start> and day:<start> of its
+--           UTC hour and day, which expire history_keep_s after their period ends.
+--           Every change counts overall and under one group per dimension: the
+--           message's (MessageWrite.groups) plus the recipient's domain= and provider=
+--           (MessageWrite.providers, "other" when absent). The revisions hash (KEYS)
+--           gets field "seq" incremented once per call that counts anything live, and
+--           each touched live bucket's field set to it (service.stats.Revisions);
+--           fields of buckets past the ttl go.
 --   feed = [min_id_ms], or an empty string for none: the batch's transitions are
 --          appended to the stream as one entry (field "t", msgpack [[message_id,
 --          address, from, to, at, latency_ms]...]), so every replica can follow them;
@@ -43,7 +50,7 @@
 --          Index keys are not in KEYS: like the records they point to, they are
 --          per-message or shared, and Redis Cluster would need them hash-tagged.
 -- What changed is counted as service.stats describes, summed per field in the
--- script and written with one HINCRBY per field.
+-- script and written with one HINCRBY per field of each bucket or rollup.
 -- Returns msgpack of the transitions, flattened: message_index, event_index
 -- (0 = destination), address, from_status (-1 = new recipient), to_status.
 
@@ -194,89 +201,131 @@ local function index_message(message, handle, raw, before_top, before_pending, r
   end
 end
 
--- Live statistics, per bucket of event time (see the header).
+-- Statistics (see the header): live buckets of event time, hourly and daily rollups.
 local revisions_key = stats and KEYS[#batch + 1 + (checkpoint and 1 or 0)]
-local max_domains = stats and stats[STATS_MAX_DOMAINS]
-local bucket_prefix = stats and stats[STATS_BUCKET_PREFIX]
 local now_bucket = stats and stats[STATS_NOW_BUCKET]
-local groups = {} -- bucket -> {domain = group}
-local admitted_counts = {} -- bucket -> domains admitted so far
+local history_from = stats and stats[STATS_HISTORY_FROM_MS] or -1
+local targets = {} -- key -> {key, ttl, cap, counted = {field = n}, groups, admitted}
+local live_touched = {} -- bucket -> true
 
 local function bump(counted, field)
   counted[field] = (counted[field] or 0) + 1
 end
 
--- Domain admission (twin of service.stats.BucketCounters.admit): a bucket counts at
--- most max_domains domains apart, first come; the rest count as (other).
-local function admit(bucket, counted, domain)
-  local known = groups[bucket]
-  if known == nil then
-    known = {}
-    groups[bucket] = known
+local function target(key, ttl, cap)
+  local t = targets[key]
+  if t == nil then
+    t = {key = key, ttl = ttl, cap = cap, counted = {}, groups = {}, admitted = {}}
+    targets[key] = t
   end
-  local group = known[domain]
-  if group then
-    return group
+  return t
+end
+
+-- Where a change made by an event at `at`, in live bucket `bucket`, counts: twin of
+-- service.stats.Changes._targets.
+local function live_target(bucket)
+  if now_bucket == NOT_LIVE or bucket == NOT_LIVE then
+    return nil
   end
-  local key = bucket_prefix .. bucket
-  if redis.call('HEXISTS', key, 'a:' .. domain) == 1 then
-    group = domain
+  live_touched[bucket] = true
+  return target(stats[STATS_BUCKET_PREFIX] .. bucket,
+                bucket - now_bucket + stats[STATS_BUCKET_TTL_S], stats[STATS_LIVE_CAP])
+end
+
+local function targets_of(bucket, at)
+  local list = {}
+  local live = live_target(bucket)
+  if live then
+    list[1] = live
+  end
+  if history_from >= 0 and at >= history_from then
+    local keep, now_s = stats[STATS_HISTORY_KEEP_S], stats[STATS_NOW_S]
+    local hour = math.floor(at / 3600000) * 3600
+    local day = math.floor(at / 86400000) * 86400
+    list[#list + 1] = target(stats[STATS_ROLLUP_PREFIX] .. 'hour:' .. hour,
+                             hour + 3600 + keep - now_s, stats[STATS_HISTORY_CAP])
+    list[#list + 1] = target(stats[STATS_ROLLUP_PREFIX] .. 'day:' .. day,
+                             day + 86400 + keep - now_s, stats[STATS_HISTORY_CAP])
+  end
+  return list
+end
+
+-- Group admission (twin of service.stats.BucketCounters.admit): a bucket or rollup
+-- counts at most `cap` values of a dimension apart, first come; the rest count as
+-- <dimension>=(other).
+local function admit(t, group)
+  local known = t.groups[group]
+  if known then
+    return known
+  end
+  local dimension = string.match(group, '^([^=]*)=')
+  if redis.call('HEXISTS', t.key, 'a:' .. group) == 1 then
+    known = group
   else
-    local admitted = admitted_counts[bucket]
+    local admitted = t.admitted[dimension]
     if admitted == nil then
-      admitted = tonumber(redis.call('HGET', key, 'n:domains') or '0')
+      admitted = tonumber(redis.call('HGET', t.key, 'n:' .. dimension) or '0')
     end
-    if admitted >= max_domains then
-      group = '(other)'
+    if admitted >= t.cap then
+      known = dimension .. '=(other)'
     else
-      admitted_counts[bucket] = admitted + 1
-      bump(counted, 'a:' .. domain)
-      bump(counted, 'n:domains')
-      group = domain
+      admitted = admitted + 1
+      bump(t.counted, 'a:' .. group)
+      bump(t.counted, 'n:' .. dimension)
+      known = group
+    end
+    t.admitted[dimension] = admitted
+  end
+  t.groups[group] = known
+  return known
+end
+
+local function count_once(list, field)
+  local group, rest = string.match(field, '^g:(.*)(|[^|]*)$')
+  for _, t in ipairs(list) do
+    if group then
+      bump(t.counted, 'g:' .. admit(t, group) .. rest)
+    else
+      bump(t.counted, field)
     end
   end
-  known[domain] = group
-  return group
 end
 
-local function counts_of(bucket)
-  local counted = counts[bucket]
-  if counted == nil then
-    counted = {}
-    counts[bucket] = counted
-  end
-  return counted
-end
-
-local function count_once(bucket, field)
-  local counted = counts_of(bucket)
-  if string.sub(field, 1, 2) == 'd:' then
-    local bar = string.find(field, '|', 3, true)
-    field = 'd:' .. admit(bucket, counted, string.sub(field, 3, bar - 1)) .. string.sub(field, bar)
-  end
-  bump(counted, field)
-end
-
--- Twin of service.stats.transition_fields.
-local function count_transition(bucket, address, from_status, to_status, natural, latency_field)
-  local counted = counts_of(bucket)
-  local domain = string.match(address, "@([^@]*)$")
-  if domain == nil or domain == "" then
-    domain = "(none)"
-  end
-  local prefix = "d:" .. admit(bucket, counted, domain) .. "|"
+-- Twin of service.stats.transition_names and BucketCounters.transition.
+local function count_transition(list, message, address, from_status, to_status, natural,
+                                latency_field)
+  local names = {}
   if from_status == NEW_RECIPIENT then
-    bump(counted, "c:sent")
-    bump(counted, prefix .. "c:sent")
+    names[#names + 1] = 'c:sent'
   end
   if from_status ~= NEW_RECIPIENT or to_status ~= STATUS_SENT then
-    local name = "c:" .. status_names[to_status + 1]
-    bump(counted, name)
-    bump(counted, prefix .. name)
+    names[#names + 1] = 'c:' .. status_names[to_status + 1]
   end
-  if latency_field ~= "" and to_status == natural then
-    bump(counted, latency_field)
-    bump(counted, prefix .. latency_field)
+  if latency_field ~= '' and to_status == natural then
+    names[#names + 1] = latency_field
+  end
+  -- The message's groups, then the recipient's (service.dimensions.recipient_groups).
+  local domain = string.match(address, '@([^@]*)$')
+  if domain == nil or domain == '' then
+    domain = '(none)'
+  end
+  local groups = {}
+  for i, group in ipairs(message[MESSAGE_GROUPS]) do
+    groups[i] = group
+  end
+  groups[#groups + 1] = 'domain=' .. domain
+  groups[#groups + 1] = 'provider=' .. (message[MESSAGE_PROVIDERS][domain] or 'other')
+  for _, t in ipairs(list) do
+    local counted = t.counted
+    for _, name in ipairs(names) do
+      bump(counted, name)
+    end
+    for _, group in ipairs(groups) do
+      local prefix = 'g:' .. admit(t, group) .. '|'
+      for _, name in ipairs(names) do
+        bump(counted, prefix .. name)
+      end
+    end
   end
 end
 
@@ -300,12 +349,13 @@ local function transition(message_index, event, event_index, address, from_statu
     -- In FED order.
     fed[#fed + 1] = {message[MESSAGE_MESSAGE_ID], address, from_status, to_status, at, latency}
   end
-  if stats and cause and cause[EVENT_BUCKET] ~= NOT_LIVE then
+  if stats and cause then
+    local list = targets_of(cause[EVENT_BUCKET], cause[EVENT_AT])
     if event then
-      count_transition(event[EVENT_BUCKET], address, from_status, to_status, event[EVENT_NATURAL],
+      count_transition(list, message, address, from_status, to_status, event[EVENT_NATURAL],
                        event[EVENT_LATENCY_FIELD])
     else
-      count_transition(cause[EVENT_BUCKET], address, from_status, to_status, NO_STEP, "")
+      count_transition(list, message, address, from_status, to_status, NO_STEP, '')
     end
   end
 end
@@ -416,9 +466,18 @@ for m = 1, #batch do
       changed = true
     end
     if apply then
-      if stats and event[EVENT_BUCKET] ~= NOT_LIVE then
-        for _, once in ipairs(event[EVENT_ONCE_FIELDS]) do
-          count_once(event[EVENT_BUCKET], once)
+      if stats then
+        local once_fields = event[EVENT_ONCE_FIELDS]
+        if #once_fields > 0 then
+          local list = targets_of(event[EVENT_BUCKET], event[EVENT_AT])
+          for _, once in ipairs(once_fields) do
+            count_once(list, once)
+          end
+        end
+        local live = live_target(event[EVENT_BUCKET])
+        if live then
+          -- Ingest lag: live only.
+          bump(live.counted, event[EVENT_LAG_FIELD])
         end
       end
       local merged = bor(mf, message_bits)
@@ -465,15 +524,16 @@ end
 
 if stats then
   next_key = next_key + 1
+  for key, t in pairs(targets) do
+    for field, n in pairs(t.counted) do
+      redis.call('HINCRBY', key, field, n)
+    end
+    redis.call('EXPIRE', key, t.ttl)
+  end
   local bucket_ttl = stats[STATS_BUCKET_TTL_S]
   local sequence = nil
   local new_bucket = false
-  for bucket, counted in pairs(counts) do
-    local key = bucket_prefix .. bucket
-    for field, n in pairs(counted) do
-      redis.call('HINCRBY', key, field, n)
-    end
-    redis.call('EXPIRE', key, bucket - now_bucket + bucket_ttl)
+  for bucket in pairs(live_touched) do
     if sequence == nil then
       sequence = redis.call('HINCRBY', revisions_key, 'seq', 1)
     end

@@ -108,7 +108,7 @@ class RedisStore(Store):
         self,
         writes: Sequence[MessageWrite],
         checkpoint: Checkpoint | None = None,
-        live_bucket: int | None = None,
+        counting: stats.Counting | None = None,
     ) -> list[Transition]:
         if not writes and checkpoint is None:
             return []
@@ -116,7 +116,7 @@ class RedisStore(Store):
         calls = []
         for position, chunk in enumerate(chunks):
             last = position == len(chunks) - 1
-            calls.append(self._call_args(chunk, checkpoint if last else None, live_bucket))
+            calls.append(self._call_args(chunk, checkpoint if last else None, counting))
         try:
             if self._sha is None:
                 self._sha = await self._client.script_load(MERGE_SCRIPT)
@@ -148,7 +148,7 @@ class RedisStore(Store):
         self,
         writes: Sequence[MessageWrite],
         checkpoint: Checkpoint | None,
-        live_bucket: int | None,
+        counting: stats.Counting | None,
     ) -> tuple[list[str], list[str | bytes]]:
         handles = [message_handle(write.message_id) for write in writes]
         keys = [self._index.record_key(handle) for handle in handles]
@@ -159,16 +159,21 @@ class RedisStore(Store):
             keys.append(self.checkpoint_key(checkpoint.name))
             packed_checkpoint = _pack(dict(checkpoint.positions))
         packed_stats = b""
-        if live_bucket is not None:
+        if counting is not None:
             keys.append(self._keys.stats_revisions)
             packed_stats = _pack(
                 _in_order(
                     layout.STATS,
                     bucket_ttl_s=stats.BUCKET_TTL_S,
                     status_names=list(state.STATUSES),
-                    max_domains=stats.MAX_DOMAINS_PER_BUCKET,
+                    live_cap=stats.LIVE_GROUP_CAP,
                     bucket_prefix=self._keys.stats_prefix,
-                    now_bucket=live_bucket,
+                    now_bucket=counting.live_bucket,
+                    rollup_prefix=self._keys.rollup_prefix,
+                    history_from_ms=counting.history_from_ms,
+                    history_keep_s=counting.history_days * stats.DAY_S,
+                    history_cap=stats.HISTORY_GROUP_CAP,
+                    now_s=counting.now_ms // 1000,
                 )
             )
         packed_feed = b""
@@ -216,12 +221,18 @@ class RedisStore(Store):
             raise StoreUnavailable(f"redis read failed: {type(exc).__name__}: {exc}") from exc
 
     async def read_buckets(self, buckets: Sequence[int]) -> list[Counter[str]]:
-        if not buckets:
+        return await self._read_hashes([self.stats_key(bucket) for bucket in buckets])
+
+    async def read_rollups(self, step: str, starts: Sequence[int]) -> list[Counter[str]]:
+        return await self._read_hashes([self._keys.rollup(step, start) for start in starts])
+
+    async def _read_hashes(self, keys: list[str]) -> list[Counter[str]]:
+        if not keys:
             return []
         try:
             async with self._client.pipeline(transaction=False) as pipe:
-                for bucket in buckets:
-                    pipe.hgetall(self.stats_key(bucket))
+                for key in keys:
+                    pipe.hgetall(key)
                 replies = await pipe.execute()
         except (RedisError, OSError) as exc:
             raise StoreUnavailable(f"redis read failed: {type(exc).__name__}: {exc}") from exc

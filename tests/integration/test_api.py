@@ -16,6 +16,7 @@ from redis import asyncio as aioredis
 from api.app import create_app
 from service.clock import wall_clock_ms
 from service.settings import Settings
+from service.timestamps import format_ms
 from tests.support import ses
 from tests.support.servers import RedisServer, free_port
 
@@ -253,6 +254,97 @@ async def stats_over_a_window(client: httpx.AsyncClient) -> None:
     assert body["by_domain"]["yahoo.com"]["counts"]["bounced"] == 1
     for bad in (0, 5, 3_601):
         assert (await client.get("/v1/stats", params={"window_s": bad})).status_code == 422
+
+
+@pytest.mark.parametrize("kind", ["memory", "redis"])
+async def test_breakdowns_by_dimension_and_history(kind: str, redis_server: RedisServer) -> None:
+    """#14: /v1/stats?by= any dimension, /v1/history by hour and day, old events in
+    history only."""
+    redis_url = redis_server.url if kind == "redis" else None
+    if redis_url:
+        flusher = aioredis.Redis.from_url(redis_url)
+        await flusher.flushdb()
+        await flusher.aclose()
+    day = 86_400_000
+    now = T + 3 * day
+    settings = Settings(_env_file=None, redis_url=redis_url, cache_ttl_s=0, tag_dimensions="team")
+    old = [ses.send(MID + "old", ["a@gmail.com"]), ses.bounce(MID + "old", ["a@gmail.com"], T + 9)]
+    recent = []
+    for n, (address, config) in enumerate(
+        [("b@hotmail.com", "news"), ("c@outlook.com", "news"), ("d@corp.example", "receipts")]
+    ):
+        send = ses.send(MID + f"r{n}", [address], now - 60_000)
+        send["mail"]["tags"]["ses:configuration-set"] = [config]
+        delivery = ses.delivery(MID + f"r{n}", [address], now - 58_000, now - 60_000)
+        delivery["mail"] = send["mail"]  # one message, one mail object
+        recent += [send, delivery]
+    async for client in client_for(settings, ses.clock_from(now)):
+        assert (
+            await client.post("/v1/events", content=ses.dumps(*old, *recent))
+        ).status_code == 202
+        body = (await client.get("/v1/stats", params={"by": "provider"})).json()
+        # The three-day-old message is history only: live figures hold the recent three.
+        assert body["counts"]["sent"] == 3 and body["counts"]["bounced"] == 0
+        groups = {g["key"]: g["counts"] for g in body["by"]["groups"]}
+        assert body["by"]["dimension"] == "provider"
+        assert groups == {
+            "microsoft": {**groups["microsoft"], "sent": 2, "delivered": 2},
+            "other": {**groups["other"], "sent": 1, "delivered": 1},
+        }
+        body = (await client.get("/v1/stats", params={"by": "configuration_set"})).json()
+        assert [(g["key"], g["counts"]["sent"]) for g in body["by"]["groups"]] == [
+            ("news", 2),
+            ("receipts", 1),
+        ]
+        body = (await client.get("/v1/stats", params={"by": "tag:team"})).json()
+        assert [(g["key"], g["counts"]["sent"]) for g in body["by"]["groups"]] == [("orders", 3)]
+        for bad in ("tag:nope", "recipient", "x" * 200):
+            response = await client.get("/v1/stats", params={"by": bad})
+            assert response.status_code == 422, bad
+            assert "error" in response.json()
+
+        # Daily history: the old day holds the bounce, today the three sends.
+        history = (await client.get("/v1/history", params={"step": "day"})).json()
+        assert history["step"] == "day" and history["by"] is None
+        assert history["history_days"] == 400
+        days = {p["at"]: p for p in history["points"]}
+        assert {p["key"] for p in days.values()} == {"(all)"}
+        first = days[format_ms(T // day * day)]
+        assert first["counts"]["sent"] == 1 and first["rates"]["bounce"] == 1.0
+        assert sum(p["counts"]["sent"] for p in days.values()) == 4
+        by_config = (
+            await client.get("/v1/history", params={"step": "day", "by": "configuration_set"})
+        ).json()
+        keys = {(p["at"], p["key"]): p["counts"]["sent"] for p in by_config["points"]}
+        assert keys[(format_ms(T // day * day), "transactional")] == 1
+        assert keys[(format_ms((now - 60_000) // day * day), "news")] == 2
+        top_one = (
+            await client.get(
+                "/v1/history", params={"step": "day", "by": "configuration_set", "top": 1}
+            )
+        ).json()
+        assert {p["key"] for p in top_one["points"]} == {"news", "(other)"}
+        hours = (
+            await client.get(
+                "/v1/history",
+                params={
+                    "step": "hour",
+                    "since": format_ms(now - 3_600_000),
+                    "until": format_ms(now),
+                },
+            )
+        ).json()
+        assert [p["counts"]["delivered"] for p in hours["points"]] == [3]
+        delivery = hours["points"][0]["latency_ms"]["send_to_delivery"]
+        assert delivery["count"] == 3 and abs(delivery["p50"] - 2_000) <= 20
+        for params in (
+            {"step": "hour", "since": format_ms(now - 40 * day)},
+            {"step": "week"},
+            {"since": format_ms(now), "until": format_ms(now - day)},
+            {"by": "tag:nope"},
+        ):
+            response = await client.get("/v1/history", params=params)
+            assert response.status_code == 422, params
 
 
 async def test_search_by_recipient_status_and_time_with_cursor(client: httpx.AsyncClient) -> None:

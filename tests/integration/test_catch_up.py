@@ -229,7 +229,7 @@ async def test_a_consumer_an_hour_behind_fires_only_for_what_is_happening_now(
         assert figures(caught) == figures(await reference.read_stats(first, last))
         delays = sum(v for k, v in caught.items() if k.startswith("y:"))
         assert delays == delays_in(traffic, first, last) + 40
-        assert caught["d:burst-past.example|y"] == 0
+        assert caught["g:domain=burst-past.example|y"] == 0
     finally:
         pipeline.open_gate()
         await running.stop()

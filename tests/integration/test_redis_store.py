@@ -11,12 +11,13 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from redis import asyncio as aioredis
 
-from service import state
+from service import state, stats
 from service.codec import encode_batch
-from service.stats import BUCKET_TTL_S, LiveCounters, bucket_of
+from service.dimensions import Dimensions
+from service.stats import BUCKET_TTL_S, Counting, bucket_of
 from service.stores import Checkpoint, RedisStore, StoreUnavailable
 from tests.support import ses
-from tests.support.fold import SEEN_MS, events_of, fold
+from tests.support.fold import SEEN_MS, changes, events_of, fold
 from tests.support.servers import RedisServer, free_port
 from tests.support.strategies import (
     CROWDED_ID,
@@ -30,11 +31,14 @@ pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
 
 T = ses.SENT_AT
 NOW_BUCKET = bucket_of(SEEN_MS)  # the wall clock's bucket when the merges run
+COUNTING = Counting(SEEN_MS)
+# The twin tests count under a tag dimension too (ses.mail tags every message "team").
+DIMENSIONS = Dimensions(tags=("team",))
 _examples = itertools.count()
 
 
 def writes_for(records, seen_ms: int = SEEN_MS):
-    return encode_batch(list(events_of(records)), seen_ms)
+    return encode_batch(list(events_of(records)), seen_ms, DIMENSIONS)
 
 
 @settings(
@@ -48,24 +52,31 @@ def test_redis_merge_equals_the_python_merge(
     events = data.draw(message_events())
     batches = data.draw(deliveries(events))
     python_buckets: dict = {}
-    reference, python_transitions = fold(batches, counters=LiveCounters(python_buckets))
+    python_rollups: dict = {}
+    reference, python_transitions = fold(
+        batches, counters=changes(python_buckets, python_rollups), dimensions=DIMENSIONS
+    )
 
     async def run() -> tuple:
         client = aioredis.Redis.from_url(redis_server.url)
         store = RedisStore(client, prefix=f"prop{next(_examples)}:", chunk_events=3)
         transitions = []
         for batch in batches:
-            transitions += await store.merge(writes_for(batch), live_bucket=NOW_BUCKET)
+            transitions += await store.merge(writes_for(batch), counting=COUNTING)
         record = await store.get(MESSAGE_ID)
         buckets = sorted((await store.stats_revisions()).buckets)
         counters = dict(zip(buckets, await store.read_buckets(buckets), strict=True))
+        rollups = {}
+        for step, start in python_rollups:
+            [rollups[step, start]] = await store.read_rollups(step, [start])
         await client.aclose()
-        return record, transitions, counters
+        return record, transitions, counters, rollups
 
-    record, redis_transitions, redis_buckets = asyncio.run(run())
+    record, redis_transitions, redis_buckets, redis_rollups = asyncio.run(run())
     assert record == reference[MESSAGE_ID]
-    # The same counters in the same buckets of event time.
+    # The same counters in the same buckets of event time, and the same rollups.
     assert redis_buckets == {b: c for b, c in python_buckets.items() if c}
+    assert redis_rollups == python_rollups
     key = lambda t: (t.recipient, t.from_status or "", t.to_status, t.at)  # noqa: E731
     assert sorted(redis_transitions, key=key) == sorted(python_transitions, key=key)
 
@@ -93,18 +104,27 @@ def test_redis_keeps_the_same_capped_recipients_as_python(
     assert asyncio.run(run()) == reference[CROWDED_ID]
 
 
-async def test_redis_admits_the_same_domains_as_python(make_store) -> None:
-    """Domain admission is in both merges: the same fields, (other) included."""
+async def test_redis_admits_the_same_groups_as_python(make_store) -> None:
+    """Group admission is in both merges: the same fields, (other) included, in live
+    buckets (200 values a dimension) and rollups (100)."""
     records = [ses.send(f"dom-{n}", [f"a@d{n}.example"]) for n in range(260)]
     records += [ses.delay(f"dom-{n}", [f"a@d{n}.example"], T + 5) for n in range(0, 260, 7)]
     python_buckets: dict = {}
-    fold([records[:100], records[100:]], counters=LiveCounters(python_buckets))
+    python_rollups: dict = {}
+    fold(
+        [records[:100], records[100:]],
+        counters=changes(python_buckets, python_rollups),
+        dimensions=DIMENSIONS,
+    )
     store = make_store()
-    await store.merge(writes_for(records[:100]), live_bucket=NOW_BUCKET)
-    await store.merge(writes_for(records[100:]), live_bucket=NOW_BUCKET)
+    await store.merge(writes_for(records[:100]), counting=COUNTING)
+    await store.merge(writes_for(records[100:]), counting=COUNTING)
     sends = bucket_of(T)
     assert await store.read_buckets([sends]) == [python_buckets[sends]]
-    assert python_buckets[sends]["d:(other)|c:sent"] == 60
+    assert python_buckets[sends]["g:domain=(other)|c:sent"] == 60
+    for step, start in python_rollups:
+        assert await store.read_rollups(step, [start]) == [python_rollups[step, start]]
+    assert python_rollups["day", stats.day_of(T)]["g:domain=(other)|c:sent"] == 160
 
 
 async def test_redis_reads_events_without_a_send_time_as_python_does(make_store) -> None:
@@ -118,11 +138,13 @@ async def test_redis_reads_events_without_a_send_time_as_python_does(make_store)
         [ses.send("bare", ["a@x.com", "b@x.com"])],
     ]
     python_buckets: dict = {}
-    reference, python_transitions = fold(batches, counters=LiveCounters(python_buckets))
+    reference, python_transitions = fold(
+        batches, counters=changes(python_buckets), dimensions=DIMENSIONS
+    )
     store = make_store()
     redis_transitions = []
     for batch in batches:
-        redis_transitions += await store.merge(writes_for(batch), live_bucket=NOW_BUCKET)
+        redis_transitions += await store.merge(writes_for(batch), counting=COUNTING)
     assert await store.get("bare") == reference["bare"]
     buckets = sorted(python_buckets)
     assert await store.read_buckets(buckets) == [python_buckets[b] for b in buckets]
@@ -304,13 +326,16 @@ async def test_delivered_message_footprint_stays_compact(make_store, redis_clien
 async def test_statistics_count_a_retried_batch_once_and_expire(make_store, redis_client) -> None:
     store = make_store()
     batch = writes_for([ses.send("m-st", ["a@x.com"]), ses.delivery("m-st", ["a@x.com"], T + 900)])
-    await store.merge(batch, live_bucket=NOW_BUCKET)
+    await store.merge(batch, counting=COUNTING)
     first = await store.read_stats(NOW_BUCKET - 3_600, NOW_BUCKET)
     revisions = await store.stats_revisions()
-    await store.merge(batch, live_bucket=NOW_BUCKET)  # a retry after a lost reply
-    await store.merge(batch, live_bucket=NOW_BUCKET + 10)  # a replay, later
+    day = await store.read_rollups("day", [stats.day_of(T)])
+    await store.merge(batch, counting=COUNTING)  # a retry after a lost reply
+    await store.merge(batch, counting=Counting(SEEN_MS + 10_000))  # a replay, later
     assert await store.read_stats(NOW_BUCKET - 3_600, NOW_BUCKET + 10) == first
     assert await store.stats_revisions() == revisions  # nothing changed, nothing to re-read
+    assert await store.read_rollups("day", [stats.day_of(T)]) == day
+    assert day[0]["c:sent"] == 1 and day[0]["g:configuration_set=transactional|c:delivered"] == 1
     assert first["c:sent"] == 1 and first["c:delivered"] == 1
     # Each change counts in its event's bucket (send at T, delivery 0.9 s later: one
     # bucket), which lives BUCKET_TTL_S from its own time, not from the merge's.
@@ -318,6 +343,11 @@ async def test_statistics_count_a_retried_batch_once_and_expire(make_store, redi
     assert sends == bucket_of(T)
     ttl = await redis_client.ttl(store.stats_key(sends))
     assert BUCKET_TTL_S - (NOW_BUCKET - sends) - 5 <= ttl <= BUCKET_TTL_S - (NOW_BUCKET - sends)
+    # A rollup lives history_days past the end of its own period.
+    day_start = stats.day_of(T)
+    keep = day_start + stats.DAY_S + COUNTING.history_days * stats.DAY_S - SEEN_MS // 1000
+    ttl = await redis_client.ttl(f"{store.prefix}hist:day:{day_start}")
+    assert keep - 5 <= ttl <= keep
     await store.close()
 
 

@@ -8,8 +8,9 @@ from typing import Any
 
 import orjson
 
-from service import state
+from service import state, stats
 from service.codec import encode_batch
+from service.dimensions import Dimensions
 from service.parser import parse_payload
 from service.view import ViewOptions, message_view
 
@@ -23,17 +24,30 @@ def events_of(records: Iterable[dict[str, Any]]):
     return result.events
 
 
+def changes(
+    live: dict[int, Any],
+    rollups: dict[tuple[str, int], Any] | None = None,
+    now_ms: int = SEEN_MS,
+    history_days: int = stats.DEFAULT_HISTORY_DAYS,
+) -> stats.Changes:
+    """Counts a fold's changes into ``live`` buckets (and ``rollups``) as a store
+    merging at ``now_ms`` would."""
+    counting = stats.Counting(now_ms, history_days=history_days)
+    return stats.Changes(counting, live, {} if rollups is None else rollups)
+
+
 def fold(
     batches: Sequence[Sequence[dict[str, Any]]],
     seen_ms: int = SEEN_MS,
     counters: state.ChangeCounter | None = None,
+    dimensions: Dimensions | None = None,
 ) -> tuple[dict[str, state.MessageRecord], list[state.Transition]]:
     records: dict[str, state.MessageRecord] = {}
     transitions: list[state.Transition] = []
     for batch in batches:
         if not batch:
             continue
-        for write in encode_batch(list(events_of(batch)), seen_ms):
+        for write in encode_batch(list(events_of(batch)), seen_ms, dimensions or Dimensions()):
             record = records.setdefault(write.message_id, state.MessageRecord())
             transitions.extend(state.merge(record, write, counters))
     return records, transitions

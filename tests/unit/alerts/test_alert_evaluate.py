@@ -17,7 +17,7 @@ from service.alerts.evaluate import (
 from service.alerts.model import Severity
 from service.alerts.rules import TrackerRule, parse_rules
 from service.codec import encode_batch
-from service.stats import bin_of, bucket_of, window_buckets
+from service.stats import Counting, bin_of, window_buckets
 from service.stores import MemoryStore
 from tests.support import ses
 from tests.support.fold import events_of
@@ -34,7 +34,7 @@ def counters(**domains: dict[str, int]) -> Counter[str]:
     total: Counter[str] = Counter()
     for domain, fields in domains.items():
         for name, count in fields.items():
-            total[f"d:{domain.replace('_', '.')}|{name}"] += count
+            total[f"g:domain={domain.replace('_', '.')}|{name}"] += count
             total[name] += count
     return total
 
@@ -99,18 +99,20 @@ def test_delay_spike_against_the_baseline() -> None:
     rule = rules(
         "  - {name: d, kind: delay_spike, window_s: 300, baseline_s: 3600, min_delays: 10}"
     )
-    recent = Counter({"y:MailboxFull": 30, "y:General": 4, "d:x.com|y": 30, "d:y.com|y": 4})
+    recent = Counter(
+        {"y:MailboxFull": 30, "y:General": 4, "g:domain=x.com|y": 30, "g:domain=y.com|y": 4}
+    )
     recent["c:sent"] = 500
     # No traffic before the window (a fresh start): nothing to call a spike against.
     assert evaluate(rule, Inputs(NOW, {300: recent, 3600: recent})) == {"d": None}
     # The rest of the hour: 11 windows of 5 min, about 1 MailboxFull per window.
-    baseline = recent + Counter({"y:MailboxFull": 11, "d:x.com|y": 11, "y:General": 40})
+    baseline = recent + Counter({"y:MailboxFull": 11, "g:domain=x.com|y": 11, "y:General": 40})
     baseline["c:sent"] += 5000
     found = evaluate(rule, Inputs(NOW, {300: recent, 3600: baseline}))["d"]
     assert found is not None
     assert found.subjects == {"type MailboxFull", "x.com"}
     # As many delays as usual is no spike.
-    usual = baseline + Counter({"y:MailboxFull": 330, "d:x.com|y": 330})
+    usual = baseline + Counter({"y:MailboxFull": 330, "g:domain=x.com|y": 330})
     assert evaluate(rule, Inputs(NOW, {300: recent, 3600: usual})) == {"d": None}
 
 
@@ -150,11 +152,11 @@ async def test_delays_are_counted_by_type_and_domain_in_the_stats() -> None:
     store = MemoryStore()
     events = list(events_of([ses.delay("m1", ["a@x.com", "b@y.com"], ses.SENT_AT + 5)]))
     now = ses.SENT_AT + 60_000  # a clock near the events: older ones are not live
-    await store.merge(encode_batch(events, now), None, bucket_of(now))
-    await store.merge(encode_batch(events, now), None, bucket_of(now))  # counts once
+    await store.merge(encode_batch(events, now), None, Counting(now))
+    await store.merge(encode_batch(events, now), None, Counting(now))  # counts once
     window = await store.read_stats(*window_buckets(now, 300))
     assert window["y:TransientCommunicationFailure"] == 1
-    assert window["d:x.com|y"] == window["d:y.com|y"] == 1
+    assert window["g:domain=x.com|y"] == window["g:domain=y.com|y"] == 1
 
 
 # --- the tracker watching itself ------------------------------------------------------

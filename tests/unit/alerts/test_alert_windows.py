@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 
 from service.alerts.windows import WindowReader
 from service.codec import encode_batch
-from service.stats import bucket_of, window_buckets
+from service.stats import Counting, window_buckets
 from service.stores import MemoryStore
 from tests.support import ses
 from tests.support.fold import events_of
@@ -42,7 +42,7 @@ def test_window_sums_match_a_full_read(steps: list[tuple[int, int, int]]) -> Non
                     ses.send(f"m{next(ids)}", [f"r@d{n}.com"], sent_at=now - age_s * 1000)
                     for n in range(sends)
                 ]
-                await store.merge(encode_batch(list(events_of(records)), now), None, bucket_of(now))
+                await store.merge(encode_batch(list(events_of(records)), now), None, Counting(now))
             got = await reader.read(now)
             for window in WINDOWS:
                 expected = await store.read_stats(*window_buckets(now, window))
