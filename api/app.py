@@ -15,6 +15,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 import service
 from api.deps import require_token
+from api.exports import ExportSlots
 from api.live import Broadcaster
 from api.responses import OrjsonResponse
 from api.routes import alerts, events, health, ingest, live, messages, metrics, stats
@@ -46,6 +47,7 @@ def create_app(
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         runtime = Runtime(settings, clock_ms=clock_ms)
         app.state.runtime = runtime
+        app.state.exports = ExportSlots()
         runtime.live = Broadcaster(
             lambda: stats.read_window(runtime.store, 300, clock_ms()),
             queue_frames=settings.live_queue_frames,

@@ -12,6 +12,7 @@ from urllib.parse import urlsplit
 from fastapi import Depends, HTTPException, Request
 from starlette.requests import HTTPConnection
 
+from api.exports import ExportSlots
 from service.alerts.engine import Alerting
 from service.dimensions import Dimensions
 from service.pipeline import Pipeline
@@ -51,6 +52,10 @@ def get_dimensions(runtime: RuntimeDep) -> Dimensions:
     return runtime.pipeline.dimensions
 
 
+def get_export_slots(connection: HTTPConnection) -> ExportSlots:
+    return connection.app.state.exports
+
+
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 StoreDep = Annotated[Store, Depends(get_store)]
 PipelineDep = Annotated[Pipeline, Depends(get_pipeline)]
@@ -58,6 +63,7 @@ AlertingDep = Annotated[Alerting, Depends(get_alerting)]
 # The service's wall clock (epoch ms): one for every part, so tests can set it.
 ClockDep = Annotated[Callable[[], int], Depends(get_clock)]
 DimensionsDep = Annotated[Dimensions, Depends(get_dimensions)]
+ExportSlotsDep = Annotated[ExportSlots, Depends(get_export_slots)]
 
 
 def presents_token(connection: HTTPConnection, settings: Settings) -> bool:

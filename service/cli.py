@@ -1,4 +1,4 @@
-"""The ``ses-tracker`` command: serve, demo, replay, loadgen, check-rules, lookup."""
+"""The ``ses-tracker`` command: serve, demo, replay, loadgen, check-rules, lookup, export."""
 
 from __future__ import annotations
 
@@ -88,6 +88,17 @@ def _parser() -> argparse.ArgumentParser:
     lookup.add_argument("message_id")
     lookup.add_argument("--url", help="service base URL (default: from HOST/PORT settings)")
     lookup.set_defaults(run=_lookup)
+
+    export = commands.add_parser(
+        "export", help="write every message a search matches, as CSV or NDJSON, from a service"
+    )
+    export.add_argument("--format", choices=("csv", "ndjson"), default="csv")
+    export.add_argument("--output", "-o", type=Path, help="file to write (default: stdout)")
+    export.add_argument("--url", help="service base URL (default: from HOST/PORT settings)")
+    for name in EXPORT_FILTERS:
+        export.add_argument("--" + name.replace("_", "-"), dest=name)
+    export.add_argument("--overdue", action="store_true", help="only overdue messages")
+    export.set_defaults(run=_export)
     for command in commands.choices.values():
         command.formatter_class = argparse.ArgumentDefaultsHelpFormatter
     return parser
@@ -514,6 +525,72 @@ def _lookup(args: argparse.Namespace) -> int:
         sys.stderr.write(f"ses-tracker lookup: {response.status_code} {response.text}\n")
         return 1
     sys.stdout.write(orjson.dumps(response.json(), option=orjson.OPT_INDENT_2).decode() + "\n")
+    return 0
+
+
+# The search filters of GET /v1/messages that `export` passes on (README, HTTP API).
+EXPORT_FILTERS = (
+    "recipient",
+    "status",
+    "since",
+    "until",
+    "configuration_set",
+    "identity",
+    "provider",
+    "domain",
+    "tag",
+    "bounce_type",
+)
+
+
+def _export(args: argparse.Namespace) -> int:
+    """Stream ``GET /v1/messages?format=`` from a running service to a file or stdout,
+    with a progress counter on stderr."""
+    from rich.console import Console
+    from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+    settings = _load_settings()
+    if settings is None:
+        return 2
+    base = args.url or f"http://{settings.host}:{settings.port}"
+    headers = {}
+    if settings.api_token is not None:
+        headers["Authorization"] = f"Bearer {settings.api_token.get_secret_value()}"
+    params: dict[str, str] = {"format": args.format}
+    params.update({name: getattr(args, name) for name in EXPORT_FILTERS if getattr(args, name)})
+    if args.overdue:
+        params["overdue"] = "true"
+    console = Console(stderr=True)
+    out = args.output.open("wb") if args.output else sys.stdout.buffer
+    lines = 0
+    try:
+        with (
+            httpx.stream(
+                "GET", f"{base.rstrip('/')}/v1/messages", params=params, headers=headers,
+                timeout=httpx.Timeout(30, read=300),
+            ) as response,
+            Progress(
+                SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(),
+                console=console, transient=True,
+            ) as progress,
+        ):  # fmt: skip
+            if response.status_code != 200:
+                response.read()
+                sys.stderr.write(f"ses-tracker export: {response.status_code} {response.text}\n")
+                return 1
+            task = progress.add_task("exporting")
+            for chunk in response.iter_bytes():
+                out.write(chunk)
+                lines += chunk.count(b"\n")
+                progress.update(task, description=f"exporting: {lines:,} lines")
+    except httpx.HTTPError as exc:
+        sys.stderr.write(f"ses-tracker export: cannot read from {base}: {exc}\n")
+        return 2
+    finally:
+        if args.output:
+            out.close()
+    unit = "rows (header included)" if args.format == "csv" else "messages"
+    console.print(f"ses-tracker export: {lines:,} {unit}")
     return 0
 
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 from service.events import MailInfo
 from service.providers import CONSUMER_DOMAINS, OTHER
@@ -114,10 +115,15 @@ def recipient_groups(address: str, providers: Mapping[str, str]) -> tuple[str, s
 
 
 def identity_of(mail: MailInfo) -> str:
-    from_domain = _first(mail.tags.get(FROM_DOMAIN_TAG))
-    if from_domain:
+    return identity_from(mail.tags, mail.source)
+
+
+def identity_from(tags: Mapping[str, Any], source: str | None) -> str:
+    """The sending domain: ``ses:from-domain``, else the domain of ``source``."""
+    from_domain = _first(tags.get(FROM_DOMAIN_TAG))
+    if isinstance(from_domain, str) and from_domain:
         return from_domain.lower()
-    source = mail.source or ""
+    source = source or ""
     # mail.source may carry a display name: "Name <sender@example.com>".
     address = source.rpartition("<")[2].rstrip(">").strip()
     _, at, domain = address.rpartition("@")
@@ -127,6 +133,12 @@ def identity_of(mail: MailInfo) -> str:
 def dimension_of(group: str) -> str:
     """``provider`` from ``provider=gmail``."""
     return group.partition("=")[0]
+
+
+def first_value(value: Any) -> str | None:
+    """A tag's value: SES sends each tag as a list of one string."""
+    value = _first(value)
+    return value if isinstance(value, str) else None
 
 
 def _first(value: str | list[str] | None) -> str | None:

@@ -17,7 +17,11 @@ import hashlib
 from dataclasses import dataclass
 
 from service import state
+from service.codec import Header, decode_event, decode_header
+from service.dimensions import NONE, domain_of, first_value, identity_from
+from service.events import EventType
 from service.parser import normalize_address
+from service.providers import provider_of_domain
 from service.state import MessageRecord
 
 # Statuses whose messages the Redis store keeps in an index of their own: rare,
@@ -97,6 +101,16 @@ class SearchQuery:
     # Only messages with a recipient still waiting (is_pending); with until_ms set
     # to now minus the overdue threshold, these are the overdue messages.
     waiting: bool = False
+    # Dimensions (service.dimensions), checked against each candidate record: the
+    # message's configuration set, identity or tag (NAME, VALUE); a recipient in the
+    # domain or at the provider; a bounce of the type (Permanent, Transient,
+    # Undetermined). "(none)" matches a message without the value.
+    configuration_set: str | None = None
+    identity: str | None = None
+    tag: tuple[str, str] | None = None
+    domain: str | None = None
+    provider: str | None = None
+    bounce_type: str | None = None
 
     def __post_init__(self) -> None:
         if self.status is not None and self.status not in state.STATUSES:
@@ -126,15 +140,67 @@ class SearchQuery:
         return self.after is None or position < self.after
 
     def matches(self, record: MessageRecord) -> bool:
-        """Whether a record passes the recipient, status and waiting filters."""
+        """Whether a record passes every filter."""
         if self.waiting and not is_pending(record):
             return False
         if self.recipient is None:
-            return self.status is None or record.status() == self.status
-        wanted = recipient_key(self.recipient)
-        if wanted not in record.recipients:
+            if self.status is not None and record.status() != self.status:
+                return False
+        else:
+            wanted = recipient_key(self.recipient)
+            if wanted not in record.recipients:
+                return False
+            if self.status is not None and record.recipient_status(wanted) != self.status:
+                return False
+        return not self.has_dimensions() or self._matches_dimensions(record)
+
+    def has_dimensions(self) -> bool:
+        return any(
+            value is not None
+            for value in (
+                self.configuration_set,
+                self.identity,
+                self.tag,
+                self.domain,
+                self.provider,
+                self.bounce_type,
+            )
+        )
+
+    def _matches_dimensions(self, record: MessageRecord) -> bool:
+        # The costlier checks (decoding the header, then the events) come last.
+        if self.domain is not None and not any(
+            domain_of(address) == self.domain for address in record.recipients
+        ):
             return False
-        return self.status is None or record.recipient_status(wanted) == self.status
+        if self.provider is not None and not any(
+            provider_of_domain(domain_of(address)) == self.provider for address in record.recipients
+        ):
+            return False
+        if self.configuration_set is not None or self.identity is not None or self.tag is not None:
+            header = decode_header(record.header) or Header(None, None, None, {})
+            if (
+                self.configuration_set is not None
+                and (header.configuration_set or NONE) != self.configuration_set
+            ):
+                return False
+            if self.identity is not None and (
+                identity_from(header.tags, header.source) != self.identity
+            ):
+                return False
+            if (
+                self.tag is not None
+                and (first_value(header.tags.get(self.tag[0])) or NONE) != self.tag[1]
+            ):
+                return False
+        if self.bounce_type is not None:
+            return any(
+                name.startswith("e")
+                and (event := decode_event(blob)).type is EventType.BOUNCE
+                and event.details.get("bounce_type") == self.bounce_type
+                for name, blob in record.blobs.items()
+            )
+        return True
 
 
 @dataclass(frozen=True, slots=True)

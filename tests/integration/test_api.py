@@ -347,6 +347,79 @@ async def test_breakdowns_by_dimension_and_history(kind: str, redis_server: Redi
             assert response.status_code == 422, params
 
 
+async def test_search_filters_by_dimension_and_exports_every_match(
+    client: httpx.AsyncClient,
+) -> None:
+    """#14: search takes the dimensions; format=csv|ndjson streams every match, with
+    spreadsheet formulas defused."""
+    records = []
+    for n in range(1_200):  # more than one page of the export's search (500)
+        address = [f"u{n}@gmail.com", f"u{n}@hotmail.com", f"u{n}@corp.example"][n % 3]
+        send = ses.send(f"0100018b-exp-{n:05d}", [address], T + n)
+        send["mail"]["tags"]["ses:configuration-set"] = ["news" if n % 2 else "receipts"]
+        send["mail"]["tags"]["campaign"] = [f"c{n % 4}"]
+        send["mail"]["commonHeaders"]["subject"] = '=HYPERLINK("http://evil")' if n == 7 else "Hi"
+        records.append(send)
+    records.append(ses.bounce("0100018b-exp-00004", ["u4@hotmail.com"], T + 50, "Permanent"))
+    records.append(ses.bounce("0100018b-exp-00005", ["u5@corp.example"], T + 50, "Transient"))
+    response = await client.post("/v1/events", content=ses.dumps(*records))
+    assert response.json()["accepted"] == len(records)
+
+    async def ids(**params: str) -> set[str]:
+        found: set[str] = set()
+        cursor = None
+        while True:
+            page = (
+                await client.get(
+                    "/v1/messages",
+                    params={**params, "limit": 500, **({"cursor": cursor} if cursor else {})},
+                )
+            ).json()
+            found |= {item["message_id"] for item in page["items"]}
+            cursor = page["next_cursor"]
+            if cursor is None:
+                return found
+
+    assert len(await ids(configuration_set="news")) == 600
+    assert len(await ids(provider="microsoft")) == 400
+    assert len(await ids(domain="Corp.Example")) == 400
+    assert len(await ids(tag="campaign:c1", configuration_set="news")) == 300
+    assert await ids(tag="campaign:c9") == set()
+    assert await ids(identity="shop.example", configuration_set="(none)") == set()
+    assert await ids(bounce_type="Permanent") == {"0100018b-exp-00004"}
+    assert await ids(bounce_type="Transient", status="bounced") == {"0100018b-exp-00005"}
+    for bad in (
+        {"provider": "aol"},
+        {"bounce_type": "Soft"},
+        {"tag": "novalue"},
+        {"format": "xml"},
+    ):
+        assert (await client.get("/v1/messages", params=bad)).status_code == 422, bad
+
+    response = await client.get("/v1/messages", params={"format": "ndjson"})
+    assert response.status_code == 200
+    assert response.headers["content-type"] == "application/x-ndjson"
+    lines = response.content.splitlines()
+    assert (
+        len(lines) == 1_200 and len({orjson.loads(line)["message_id"] for line in lines}) == 1_200
+    )
+
+    response = await client.get(
+        "/v1/messages", params={"format": "csv", "configuration_set": "news", "limit": 1}
+    )
+    assert response.headers["content-type"].startswith("text/csv")
+    assert "attachment" in response.headers["content-disposition"]
+    import csv
+    import io
+
+    rows = list(csv.reader(io.StringIO(response.text)))
+    assert rows[0][:5] == ["message_id", "sent_at", "status", "recipient", "recipient_status"]
+    assert len(rows) == 1 + 600  # limit does not apply to an export
+    subjects = {row[0]: row[-1] for row in rows[1:]}
+    assert subjects["0100018b-exp-00007"] == '\'=HYPERLINK("http://evil")'
+    assert {row[6] for row in rows[1:]} == {"shop.example"}  # identity
+
+
 async def test_search_by_recipient_status_and_time_with_cursor(client: httpx.AsyncClient) -> None:
     records = []
     for n in range(5):

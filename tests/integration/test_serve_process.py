@@ -1,4 +1,4 @@
-"""`ses-tracker serve`, `demo` and `lookup` as a user runs them: real processes."""
+"""`ses-tracker serve`, `demo`, `lookup` and `export` as a user runs them: real processes."""
 
 from __future__ import annotations
 
@@ -43,6 +43,28 @@ def test_serve_ingests_and_answers_then_stops_cleanly_on_sigterm() -> None:
             text=True,
         )
         assert missing.returncode == 1 and "404" in missing.stderr
+
+        # Export, as a user runs it: filters passed on, every match written.
+        exported = subprocess.run(
+            [*command(), "export", "--url", base, "--configuration-set", "transactional",
+             "--status", "delivered"],
+            capture_output=True, timeout=30, text=True,
+        )  # fmt: skip
+        assert exported.returncode == 0, exported.stderr
+        rows = exported.stdout.splitlines()
+        assert rows[0].startswith("message_id,sent_at,status,recipient")
+        assert len(rows) == 2 and rows[1].startswith(MID + ",")
+        assert "2 rows" in exported.stderr
+        none = subprocess.run(
+            [*command(), "export", "--url", base, "--format", "ndjson", "--provider", "gmail"],
+            capture_output=True, timeout=30, text=True,
+        )  # fmt: skip
+        assert none.returncode == 0 and none.stdout == ""
+        wrong = subprocess.run(
+            [*command(), "export", "--url", base, "--provider", "aol"],
+            capture_output=True, timeout=30, text=True,
+        )  # fmt: skip
+        assert wrong.returncode == 1 and "422" in wrong.stderr
 
         assert service.stop() == 0
         logs = service.logs()

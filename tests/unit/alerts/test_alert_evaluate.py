@@ -74,6 +74,35 @@ def test_by_domain_names_each_breaching_domain() -> None:
     assert found.title == "Bounce rate 10% at a.com and 1 more domain"
 
 
+def test_rules_break_down_by_any_dimension() -> None:
+    """#14: complaint rate per configuration set, p95 latency per provider."""
+    rule = rules(
+        "  - {name: c, kind: complaint_rate, warn: 0.001, min_sent: 100, by: configuration_set}"
+    )
+    window = Counter(
+        {
+            "c:sent": 3000,
+            "c:complained": 3,
+            "g:configuration_set=receipts|c:sent": 2000,
+            "g:configuration_set=newsletter|c:sent": 1000,
+            "g:configuration_set=newsletter|c:complained": 3,
+        }
+    )
+    found = evaluate(rule, inputs(window))["c"]
+    assert found is not None
+    # Overall 0.1% would not fire; the newsletter's 0.3% does, and is named.
+    assert found.subjects == {"configuration_set newsletter"}
+    assert found.title == "Complaint rate 0.3% at configuration_set newsletter"
+    assert list(found.worst) == ["configuration_set newsletter"]
+    latency = rules(
+        "  - {name: l, kind: latency, percentile: 95, above_ms: 60000, min_count: 20, by: provider}"
+    )
+    slow = f"l:send_to_delivery:{bin_of(90_000)}"
+    window = Counter({slow: 40, f"g:provider=microsoft|{slow}": 30, f"g:provider=gmail|{slow}": 10})
+    found = evaluate(latency, inputs(window))["l"]
+    assert found is not None and found.subjects == {"provider microsoft"}
+
+
 def test_complaint_rate() -> None:
     rule = rules("  - {name: c, kind: complaint_rate, warn: 0.0005, min_sent: 1000}")
     window = counters(x_com={"c:sent": 5000, "c:complained": 4})

@@ -127,3 +127,17 @@ def test_a_duplicate_name_is_reported_with_the_field_errors() -> None:
 def test_an_unreadable_file_is_named(tmp_path: Path) -> None:
     with pytest.raises(RulesError, match=r"missing\.yaml: cannot read"):
         load_rules(tmp_path / "missing.yaml")
+
+
+def test_a_rule_by_a_tag_must_name_a_configured_tag_dimension() -> None:
+    from service.dimensions import Dimensions
+
+    text = "rules:\n  - {name: b, kind: bounce_rate, warn: 0.05, by: 'tag:campaign'}\n"
+    assert parse_rules(text, "r.yaml", Dimensions(tags=("campaign",))).rules[0].by == "tag:campaign"
+    with pytest.raises(RulesError) as caught:
+        parse_rules(text, "r.yaml", Dimensions())
+    assert str(caught.value) == (
+        "r.yaml:2: rules[0].by: 'tag:campaign' is not a tag listed in SES_TRACKER_TAG_DIMENSIONS"
+    )
+    with pytest.raises(RulesError, match=r"rules\[0\]\.by"):
+        parse_rules(text.replace("tag:campaign", "recipient"), "r.yaml")
