@@ -49,7 +49,7 @@ def create_app(
         app.state.runtime = runtime
         app.state.exports = ExportSlots()
         runtime.live = Broadcaster(
-            lambda: stats.read_window(runtime.store, 300, clock_ms()),
+            lambda: stats.read_window(runtime.store, 300, clock_ms(), runtime.pipeline.dimensions),
             queue_frames=settings.live_queue_frames,
             send_timeout_s=settings.live_send_timeout_s,
         )

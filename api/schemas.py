@@ -154,6 +154,7 @@ class StatsAnswer(StatsSection):
     by_domain: dict[str, StatsSection]
     relative_accuracy: float
     by: Breakdown | None = None
+    dimensions: list[str] = []
 
 
 class HistoryPoint(GroupSection):

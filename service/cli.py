@@ -175,13 +175,18 @@ def _serve(args: argparse.Namespace, *, demo: bool = False) -> int:
     tune_gc()
     on_start = None
     if demo:
-        from service.traffic.simulator import run_simulator
+        from service.traffic.simulator import run_simulator, seed_history
+
+        if settings.tag_dimensions is None:
+            # The simulated marketing mail is tagged by campaign: break it down so.
+            settings = settings.model_copy(update={"tag_dimensions": "campaign"})
+
+        async def simulate(runtime: Any) -> None:
+            await seed_history(runtime.pipeline, seed=args.seed)
+            await run_simulator(runtime.pipeline, messages_per_s=args.rate, seed=args.seed)
 
         def on_start(runtime: Any) -> None:
-            runtime.spawn(
-                "simulator",
-                run_simulator(runtime.pipeline, messages_per_s=args.rate, seed=args.seed),
-            )
+            runtime.spawn("simulator", simulate(runtime))
 
     app = create_app(settings, on_start=on_start)
     config = uvicorn.Config(

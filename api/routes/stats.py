@@ -28,12 +28,19 @@ Instant = Annotated[
 
 
 async def read_window(
-    store: Store, window_s: int, now_ms: int, by: str | None = None
+    store: Store,
+    window_s: int,
+    now_ms: int,
+    dimensions: Dimensions,
+    by: str | None = None,
 ) -> dict[str, Any]:
     """The last ``window_s`` seconds of event time: whole 10 s buckets, the current
-    one included."""
+    one included; ``dimensions`` lists what ``by`` may name (the status page's
+    selector reads it)."""
     first, last = stats.window_buckets(now_ms, window_s)
-    return stats.summarize(await store.read_stats(first, last), window_s, by)
+    body = stats.summarize(await store.read_stats(first, last), window_s, by)
+    body["dimensions"] = list(dimensions.names)
+    return body
 
 
 def checked(dimensions: Dimensions, by: str | None) -> str | None:
@@ -53,7 +60,8 @@ async def get_stats(
 ) -> OrjsonResponse:
     """Counts, rates and latency percentiles over the last ``window_s`` seconds; with
     ``by``, also per group of that dimension (the busiest 50, then ``(other)``)."""
-    return OrjsonResponse(await read_window(store, window_s, clock_ms(), checked(dimensions, by)))
+    by = checked(dimensions, by)
+    return OrjsonResponse(await read_window(store, window_s, clock_ms(), dimensions, by))
 
 
 @router.get("/history", response_model=HistoryAnswer, responses=ERRORS)

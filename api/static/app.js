@@ -71,16 +71,126 @@ function showStats(stats) {
       `now: p50 ${delivery.p50} ms · p90 ${delivery.p90} ms · p99 ${delivery.p99} ms · max ${delivery.max} ms (${delivery.count} deliveries)`;
     drawChart();
   }
-  const body = $("domains").querySelector("tbody");
+  showDimensions(stats.dimensions || []);
+  if (breakdownBy === "domain") {
+    showBreakdown(Object.entries(stats.by_domain).map(([key, section]) => ({ key, ...section })));
+  }
+}
+
+// The breakdown table: recipient domains come with every stats frame; any other
+// dimension is read from /v1/stats?by= while it is selected.
+let breakdownBy = "domain";
+const BREAKDOWN_ROWS = 12;
+const BREAKDOWN_POLL_MS = 5000;
+
+function showDimensions(names) {
+  const select = $("breakdown-by");
+  const have = Array.from(select.options, (option) => option.value);
+  if (names.length && have.join() !== names.join()) {
+    select.replaceChildren(...names.map((name) => {
+      const option = text("option", name);
+      option.value = name;
+      return option;
+    }));
+    select.value = breakdownBy;
+  }
+}
+
+function showBreakdown(groups) {
+  $("breakdown-key").textContent = breakdownBy;
+  const body = $("breakdown").querySelector("tbody");
   body.replaceChildren();
-  for (const [domain, section] of Object.entries(stats.by_domain).slice(0, 12)) {
+  for (const group of groups.slice(0, BREAKDOWN_ROWS)) {
     const row = document.createElement("tr");
-    const p90 = section.latency_ms.send_to_delivery ? section.latency_ms.send_to_delivery.p90 : "–";
-    for (const value of [domain, section.counts.sent, section.counts.delayed, section.counts.bounced, p90]) {
+    const c = group.counts;
+    const delivery = group.latency_ms.send_to_delivery;
+    const bounce = group.rates.bounce === null ? "–" : (group.rates.bounce * 100).toFixed(2);
+    for (const value of [group.key, c.sent, c.delivered, c.delayed, c.bounced, c.complained, bounce,
+                         delivery ? delivery.p90 : "–"]) {
       row.append(text("td", String(value)));
     }
     body.append(row);
   }
+}
+
+async function refreshBreakdown() {
+  if (breakdownBy === "domain") return;
+  const wanted = breakdownBy;
+  try {
+    const response = await fetch("/v1/stats?by=" + encodeURIComponent(wanted), { headers: authHeaders });
+    if (!response.ok) return;
+    const body = await response.json();
+    if (breakdownBy === wanted) showBreakdown(body.by.groups);
+  } catch (error) { /* next poll */ }
+}
+
+// Ninety days of daily figures against SES's review thresholds.
+const TREND_DAYS = 90;
+const TREND_POLL_MS = 60000;
+const SVG = "http://www.w3.org/2000/svg";
+
+function polyline(svg, points, colour, dashed) {
+  const line = document.createElementNS(SVG, "polyline");
+  line.setAttribute("points", points.map(([x, y]) => `${x.toFixed(1)},${y.toFixed(1)}`).join(" "));
+  line.setAttribute("fill", "none");
+  line.setAttribute("stroke", colour);
+  line.setAttribute("stroke-width", "2");
+  if (dashed) line.setAttribute("stroke-dasharray", "6 4");
+  svg.append(line);
+}
+
+function drawTrend(svg, days, series, threshold, label) {
+  // series: [[colour, day -> value or null]]; x is the day's place in the 90.
+  svg.replaceChildren();
+  const values = series.flatMap(([, value]) => days.map(value)).filter((v) => v !== null);
+  const max = Math.max(threshold === null ? 0 : threshold * 1.5, ...values, 1e-9);
+  const top = document.createElementNS(SVG, "text");
+  top.setAttribute("x", "4");
+  top.setAttribute("y", "12");
+  top.setAttribute("fill", "#8b949e");
+  top.setAttribute("font-size", "11");
+  top.textContent = "top " + label(max);
+  svg.append(top);
+  const x = (i) => (i / (TREND_DAYS - 1)) * 600;
+  const y = (v) => 135 - (v / max) * 125;
+  if (threshold !== null) polyline(svg, [[0, y(threshold)], [600, y(threshold)]], "#8b949e", true);
+  for (const [colour, value] of series) {
+    const points = days.map((day, i) => [i, value(day)]).filter(([, v]) => v !== null);
+    polyline(svg, points.map(([i, v]) => [x(i), y(v)]), colour, false);
+  }
+}
+
+async function refreshTrend() {
+  const until = new Date();
+  const start = new Date(until.getTime() - (TREND_DAYS - 1) * 86400000);
+  start.setUTCHours(0, 0, 0, 0);
+  const params = new URLSearchParams({ step: "day", since: start.toISOString(), until: until.toISOString() });
+  try {
+    const response = await fetch("/v1/history?" + params, { headers: authHeaders });
+    if (!response.ok) return;
+    const body = await response.json();
+    const byDay = new Map(body.points.map((point) => [point.at.slice(0, 10), point]));
+    const days = [];
+    for (let i = 0; i < TREND_DAYS; i++) {
+      days.push(byDay.get(new Date(start.getTime() + i * 86400000).toISOString().slice(0, 10)) || null);
+    }
+    const rate = (name) => (day) => (day && day.rates[name] !== null ? day.rates[name] : null);
+    const delivery = (q) => (day) => {
+      const figures = day && day.latency_ms.send_to_delivery;
+      return figures && figures.count ? figures[q] : null;
+    };
+    const percent = (v) => (v * 100).toFixed(2) + "%";
+    const ms = (v) => (v >= 10000 ? (v / 1000).toFixed(0) + " s" : Math.round(v) + " ms");
+    drawTrend($("trend-bounce"), days, [["#f85149", rate("bounce")]], 0.05, percent);
+    drawTrend($("trend-complaint"), days, [["#d29922", rate("complaint")]], 0.001, percent);
+    drawTrend($("trend-latency"), days,
+      [["#3fb950", delivery("p50")], ["#d29922", delivery("p90")], ["#f85149", delivery("p99")]], null, ms);
+    const seen = days.filter((day) => day !== null);
+    const sent = seen.reduce((total, day) => total + day.counts.sent, 0);
+    $("trend-summary").textContent = seen.length
+      ? `${seen.length} days with mail in the last ${TREND_DAYS}: ${sent.toLocaleString()} recipients sent`
+      : `no history in the last ${TREND_DAYS} days yet`;
+  } catch (error) { /* next poll */ }
 }
 
 function showRate(name, rate, reviewAt) {
@@ -305,3 +415,11 @@ checkAccess().then((allowed) => { if (allowed) connect(); });
 refreshWaiting();
 refreshAlerts();
 refreshSources();
+$("breakdown-by").onchange = (event) => {
+  breakdownBy = event.target.value;
+  $("breakdown").querySelector("tbody").replaceChildren();
+  refreshBreakdown();
+};
+setInterval(refreshBreakdown, BREAKDOWN_POLL_MS);
+refreshTrend();
+setInterval(refreshTrend, TREND_POLL_MS);

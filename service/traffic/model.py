@@ -41,15 +41,28 @@ SUBJECTS = (
     "Weekly digest",
 )
 DELAY_TYPES = ("TransientCommunicationFailure", "MailboxFull", "SpamDetected", "IPFailure")
+# Configuration sets, their weights and the sending identity each sends from; the
+# marketing set tags each message with a campaign (SES_TRACKER_TAG_DIMENSIONS=campaign).
+CONFIGURATION_SETS = (
+    ("transactional", 60, "shop.example"),
+    ("marketing", 30, "news.shop.example"),
+    ("notifications", 10, "shop.example"),
+)
+CAMPAIGNS = ("spring-sale", "newsletter", "win-back")
 
 
 class TrafficModel:
     """Decides what happens to each simulated message; deterministic for a seeded RNG."""
 
-    def __init__(self, rng: random.Random | None = None, *, time_scale: float = 1.0) -> None:
+    def __init__(
+        self, rng: random.Random | None = None, *, time_scale: float = 1.0, trouble: float = 0.0
+    ) -> None:
         self.rng = rng or random.Random()
         # Multiplies every simulated wait; 1.0 is the demo's compressed time.
         self.time_scale = time_scale
+        # 0..1: how much more often than usual recipients bounce (a bad list, a
+        # blocked IP); the demo's seeded history has a few such days.
+        self.trouble = trouble
 
     def message(self, sent_at: int) -> list[tuple[int, dict[str, Any]]]:
         """Every event for one new message, each with the time it becomes visible."""
@@ -94,7 +107,7 @@ class TrafficModel:
         rng = self.rng
         scale = self.time_scale
         domain = address.split("@", 1)[1]
-        roll = rng.random()
+        roll = rng.random() * (1.0 - self.trouble)
         if roll < 0.01:
             emit(
                 sent_at + int(200 * scale),
@@ -223,27 +236,35 @@ class TrafficModel:
         return f"user{self.rng.randrange(1_000_000)}@{domain}"
 
     def _mail(self, sent_at: int, recipients: list[str]) -> dict[str, Any]:
-        message_id = f"0100018{sent_at:x}-{uuid.UUID(int=self.rng.getrandbits(128))}-000000"
-        subject = self.rng.choice(SUBJECTS)
+        rng = self.rng
+        message_id = f"0100018{sent_at:x}-{uuid.UUID(int=rng.getrandbits(128))}-000000"
+        subject = rng.choice(SUBJECTS)
+        names, weights, identities = zip(*CONFIGURATION_SETS, strict=True)
+        chosen = rng.choices(range(len(names)), weights=weights)[0]
+        identity = identities[chosen]
+        source = f"notifications@{identity}"
+        tags: dict[str, list[str]] = {
+            "ses:configuration-set": [names[chosen]],
+            "ses:from-domain": [identity],
+            "ses:caller-identity": ["shop-mailer"],
+        }
+        if names[chosen] == "marketing":
+            tags["campaign"] = [rng.choice(CAMPAIGNS)]
         return {
             "timestamp": format_ms(sent_at),
-            "source": "notifications@shop.example",
-            "sourceArn": "arn:aws:ses:us-east-1:123456789012:identity/shop.example",
+            "source": source,
+            "sourceArn": f"arn:aws:ses:us-east-1:123456789012:identity/{identity}",
             "sendingAccountId": "123456789012",
             "messageId": message_id,
             "destination": recipients,
             "headersTruncated": False,
             "commonHeaders": {
-                "from": ["Shop <notifications@shop.example>"],
+                "from": [f"Shop <{source}>"],
                 "to": recipients,
                 "messageId": message_id,
                 "subject": subject,
             },
-            "tags": {
-                "ses:configuration-set": ["transactional"],
-                "ses:from-domain": ["shop.example"],
-                "ses:caller-identity": ["shop-mailer"],
-            },
+            "tags": tags,
         }
 
     def _bounce(

@@ -2,7 +2,9 @@
 
 The records are the traffic model's (``service.traffic.model``), released as their
 time comes (``service.traffic.schedule``) and parsed by the same pipeline as every
-real source.
+real source. Before the live traffic starts, :func:`seed_history` plays a few
+messages a day for the past days through a pipeline that counts history only, so
+the page's 90-day trend has something to show on first start.
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import random
 
+import orjson
 import structlog
 
 from service.clock import wall_clock_ms
@@ -54,3 +57,42 @@ async def run_simulator(
             except Exception:  # the demo must keep going; the cause is logged
                 log.exception("simulator_batch_failed", records=len(batch))
         await asyncio.sleep(tick_s)
+
+
+# Days of the seeded history that go badly (days ago -> trouble), so the trend
+# crosses SES's bounce review threshold once.
+TROUBLED_DAYS = {12: 0.7, 13: 0.5, 40: 0.3}
+DAY_MS = 86_400_000
+
+
+async def seed_history(
+    pipeline: Pipeline, *, days: int = 89, per_day: int = 150, seed: int | None = None
+) -> int:
+    """Merge ``per_day`` simulated messages for each of the ``days`` before today
+    (every event of each at once), counting them in the history rollups only, as a
+    replay does. Returns the events merged."""
+    history = Pipeline(
+        pipeline.store,
+        live_stats=False,
+        clock_ms=pipeline.clock_ms,
+        dimensions=pipeline.dimensions,
+        history_days=pipeline.history_days,
+    )
+    rng = random.Random(seed)
+    today = pipeline.clock_ms() // DAY_MS * DAY_MS
+    merged = 0
+    for ago in range(days, 0, -1):
+        model = TrafficModel(rng, trouble=TROUBLED_DAYS.get(ago, 0.0))
+        start = today - ago * DAY_MS
+        records = [
+            record
+            for _ in range(per_day)
+            for _, record in model.message(start + rng.randrange(DAY_MS - 600_000))
+        ]
+        result = await history.ingest(
+            b"\n".join(orjson.dumps(record) for record in records), source="demo-history"
+        )
+        merged += len(result.events)
+        await asyncio.sleep(0)  # one day at a time: the API answers meanwhile
+    log.info("demo_history_seeded", days=days, events=merged)
+    return merged

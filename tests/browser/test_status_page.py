@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import re
 import time
 from pathlib import Path
@@ -13,7 +14,7 @@ from playwright.async_api import async_playwright, expect
 from service.runtime import Runtime
 from service.settings import Settings
 from service.state import STATUSES
-from service.traffic.simulator import run_simulator
+from service.traffic.simulator import TROUBLED_DAYS, run_simulator, seed_history
 from tests.support import ses
 from tests.support.serving import serving
 
@@ -107,6 +108,83 @@ async def test_the_page_is_live_and_looks_messages_up(tmp_path: Path) -> None:
         await page.fill("#lookup-id", "no-such-message")
         await page.click("#lookup-form button")
         await expect(page.locator("#lookup-result")).to_contain_text("unknown message id")
+        await browser.close()
+
+
+def with_history_and_simulator(runtime: Runtime) -> None:
+    async def simulate() -> None:
+        await seed_history(runtime.pipeline, seed=5)
+        await run_simulator(runtime.pipeline, messages_per_s=40, seed=5)
+
+    runtime.spawn("simulator", simulate())
+
+
+async def test_the_page_breaks_down_by_any_dimension_and_draws_ninety_days() -> None:
+    """#14: the breakdown selector and the 90-day trend, as the demo starts them."""
+    assert HAVE_CHROMIUM, "install Debian's chromium (bash .ci/run does)"
+    settings = Settings(_env_file=None, tag_dimensions="campaign")
+    async with (
+        serving(settings, on_start=with_history_and_simulator) as server,
+        async_playwright() as p,
+    ):
+        # A sender-chosen value is shown as text, never as markup.
+        hostile = ses.send("0100018b-hostile", ["a@x.com"], int(time.time() * 1000))
+        hostile["mail"]["tags"]["ses:configuration-set"] = ["<img src=x onerror=alert(1)>"]
+        async with httpx.AsyncClient(base_url=server.base) as client:
+            assert (await client.post("/v1/events", content=ses.dumps(hostile))).status_code == 202
+            # The demo's history is seeded before the live traffic starts.
+            deadline = time.monotonic() + 30
+            while time.monotonic() < deadline:
+                days = (await client.get("/v1/history", params={"step": "day"})).json()["points"]
+                if len(days) >= 30:
+                    break
+                await asyncio.sleep(0.2)
+        browser = await p.chromium.launch(
+            executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS
+        )
+        page = await browser.new_page(viewport={"width": 1400, "height": 1400})
+        await page.goto(server.base + "/")
+        selector = page.locator("#breakdown-by")
+        await expect(selector.locator("option[value='tag:campaign']")).to_have_count(
+            1, timeout=5_000
+        )
+        options = await selector.locator("option").all_inner_texts()
+        assert options == ["configuration_set", "identity", "tag:campaign", "domain", "provider"]
+        await expect(page.locator("#breakdown tbody tr").first).to_be_visible(timeout=5_000)
+        await selector.select_option("configuration_set")
+        await expect(page.locator("#breakdown-key")).to_have_text("configuration_set")
+        keys = page.locator("#breakdown tbody td:first-child")
+        await expect(keys.filter(has_text="transactional")).to_have_count(1, timeout=5_000)
+        await expect(keys.filter(has_text="<img src=x onerror=alert(1)>")).to_have_count(1)
+        assert await page.locator("#breakdown img").count() == 0
+        await selector.select_option("provider")
+        await expect(keys.filter(has_text="microsoft")).to_have_count(1, timeout=5_000)
+        await selector.select_option("tag:campaign")
+        await expect(keys.filter(has_text="(none)")).to_have_count(1, timeout=5_000)
+        # Ninety days: the seeded history's 89 past days, and today's live traffic.
+        await expect(page.locator("#trend-summary")).to_contain_text(
+            "days with mail", timeout=10_000
+        )
+        summary = await page.inner_text("#trend-summary")
+        assert int(summary.split()[0]) >= 89, summary
+        # Threshold line + the series; three percentiles for latency.
+        await expect(page.locator("#trend-bounce polyline")).to_have_count(2)
+        await expect(page.locator("#trend-complaint polyline")).to_have_count(2)
+        await expect(page.locator("#trend-latency polyline")).to_have_count(3)
+        # The troubled days cross the review threshold: some point of the bounce
+        # series sits above the dashed line (smaller y is higher).
+        above = await page.evaluate(
+            """() => {
+              const [threshold, series] = document.querySelectorAll('#trend-bounce polyline');
+              const line = Number(threshold.getAttribute('points').split(' ')[0].split(',')[1]);
+              return series.getAttribute('points').split(' ')
+                .filter((p) => Number(p.split(',')[1]) < line).length;
+            }"""
+        )
+        assert above >= 1
+        assert max(TROUBLED_DAYS.values()) > 0.5
+        ARTIFACTS.mkdir(exist_ok=True)
+        await page.screenshot(path=str(ARTIFACTS / "status-page-trend.png"), full_page=True)
         await browser.close()
 
 
