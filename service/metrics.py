@@ -11,11 +11,13 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
-from prometheus_client import CollectorRegistry, Histogram
+from prometheus_client import CollectorRegistry, Counter, Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from service.state import Transition
+from service.dimensions import NONE, domain_of
+from service.providers import OTHER as OTHER_PROVIDER
+from service.state import MessageWrite, Transition
 
 if TYPE_CHECKING:
     from consumers.base import Source
@@ -30,6 +32,17 @@ _LATENCY_OF = {
     "bounced": "send_to_bounce",
     "complained": "send_to_complaint",
 }
+MAX_CONFIGURATION_SET_LABELS = 50
+OTHER_LABEL = "(other)"
+
+
+def _configuration_set(groups: tuple[str, ...]) -> str:
+    for group in groups:
+        if group.startswith("configuration_set="):
+            return group.partition("=")[2]
+    return NONE
+
+
 _LATENCY_BUCKETS = (0.5, 1, 2, 5, 10, 30, 60, 120, 300, 900, 1800, 3600, 4 * 3600, 12 * 3600)
 
 
@@ -71,6 +84,17 @@ class Metrics:
             registry=self.registry,
             buckets=_LATENCY_BUCKETS,
         )
+        self.recipient_statuses = Counter(
+            "ses_tracker_recipient_statuses",
+            "Recipients reaching a status (a new recipient counts under sent first), by mailbox"
+            " provider and configuration set (the first 50 sets this process saw, then"
+            " '(other)').",
+            ["status", "provider", "configuration_set"],
+            registry=self.registry,
+        )
+        self._status_children: dict[tuple[str, str, str], Any] = {}
+        self._configuration_sets: set[str] = set()
+        pipeline.on_changes(self.count_statuses)
         self.registry.register(_PipelineCollector(self))
         store_kind = type(store).__name__
         merge_child = self.merge_seconds.labels(store=store_kind)
@@ -79,6 +103,35 @@ class Metrics:
         self._latency_children = {
             status: self.latency_seconds.labels(step=step) for status, step in _LATENCY_OF.items()
         }
+
+    def count_statuses(
+        self, transitions: Sequence[Transition], writes: Sequence[MessageWrite]
+    ) -> None:
+        by_id = {write.message_id: write for write in writes}
+        children = self._status_children
+        for transition in transitions:
+            write = by_id.get(transition.message_id)
+            configuration_set = self._label(_configuration_set(write.groups) if write else NONE)
+            providers = write.providers if write else {}
+            provider = providers.get(domain_of(transition.recipient), OTHER_PROVIDER)
+            statuses = (transition.to_status,)
+            if transition.from_status is None and transition.to_status != "sent":
+                statuses = ("sent", transition.to_status)
+            for status in statuses:
+                key = (status, provider, configuration_set)
+                child = children.get(key)
+                if child is None:
+                    child = children[key] = self.recipient_statuses.labels(*key)
+                child.inc()
+
+    def _label(self, configuration_set: str) -> str:
+        """Bounded: configuration sets come from senders' tags."""
+        if configuration_set in self._configuration_sets:
+            return configuration_set
+        if len(self._configuration_sets) >= MAX_CONFIGURATION_SET_LABELS:
+            return OTHER_LABEL
+        self._configuration_sets.add(configuration_set)
+        return configuration_set
 
     def observe_transitions(self, transitions: Sequence[Transition]) -> None:
         children = self._latency_children

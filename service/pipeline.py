@@ -31,6 +31,7 @@ from service.stores.base import Checkpoint, Store
 log = structlog.get_logger(__name__)
 
 TransitionListener = Callable[[Sequence[Transition]], None]
+ChangeListener = Callable[[Sequence[Transition], Sequence[MessageWrite]], None]
 # Awaited before the batch is acknowledged: what it stores must be durable too.
 AccountListener = Callable[[AccountEvent], Awaitable[None]]
 
@@ -91,6 +92,9 @@ class Pipeline:
         # Event-time lag of what arrives through ingest() (HTTP pushes), by source.
         self.pushed_lag = EventLag(clock_ms, forget_after_s=PUSH_QUIET_S)
         self._transition_listeners: list[TransitionListener] = []
+        # Told each merge's transitions with the writes that made them (metrics
+        # read the message's groups there).
+        self._change_listeners: list[ChangeListener] = []
         # Told how long each store merge took (seconds); metrics hook in here.
         self.merge_timers: list[Callable[[float], None]] = []
         self._account_listeners: list[AccountListener] = []
@@ -99,6 +103,9 @@ class Pipeline:
 
     def on_transitions(self, listener: TransitionListener) -> None:
         self._transition_listeners.append(listener)
+
+    def on_changes(self, listener: ChangeListener) -> None:
+        self._change_listeners.append(listener)
 
     def on_account_event(self, listener: AccountListener) -> None:
         self._account_listeners.append(listener)
@@ -212,6 +219,8 @@ class Pipeline:
         if transitions:
             for listener in self._transition_listeners:
                 listener(transitions)
+            for change_listener in self._change_listeners:
+                change_listener(transitions, encoded.writes)
         return transitions
 
     async def _publish_account_event(self, event: AccountEvent, source: str) -> None:

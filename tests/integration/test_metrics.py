@@ -90,6 +90,41 @@ async def test_counts_rejections_merges_and_latencies_are_exposed() -> None:
     assert found[("ses_tracker_dead_lettered_total", (("consumer", "kafka"),))] == 2
 
 
+async def test_recipient_statuses_carry_bounded_provider_and_configuration_set_labels() -> None:
+    """#14: provider and configuration_set labels, bounded whatever senders tag."""
+    from service import metrics
+
+    records = [
+        ses.send("m-g", ["a@gmail.com"]),
+        ses.delivery("m-g", ["a@gmail.com"], T + 1_000),
+        ses.bounce("m-h", ["b@hotmail.com"], T + 2_000),  # first seen bounced: sent too
+    ]
+    for n in range(metrics.MAX_CONFIGURATION_SET_LABELS + 5):
+        send = ses.send(f"m-set-{n}", [f"c{n}@corp.example"])
+        send["mail"]["tags"]["ses:configuration-set"] = [f"set-{n:03d}"]
+        records.append(send)
+    response = await scrape(Settings(_env_file=None), ses.dumps(*records), FakeKafka())
+    found = samples(response.text)
+    name = "ses_tracker_recipient_statuses_total"
+
+    def count(status: str, provider: str, configuration_set: str) -> float:
+        labels = (
+            ("configuration_set", configuration_set),
+            ("provider", provider),
+            ("status", status),
+        )
+        return found.get((name, labels), 0)
+
+    assert count("sent", "gmail", "transactional") == 1
+    assert count("delivered", "gmail", "transactional") == 1
+    assert count("sent", "microsoft", "transactional") == 1
+    assert count("bounced", "microsoft", "transactional") == 1
+    sets = {dict(labels)["configuration_set"] for (metric, labels) in found if metric == name}
+    # transactional came first, then 49 of the 55 sets; the other 6 share one label.
+    assert len(sets) == metrics.MAX_CONFIGURATION_SET_LABELS + 1
+    assert count("sent", "other", "(other)") == 6
+
+
 async def test_event_time_lag_is_in_readyz_and_metrics_and_says_when_catching_up() -> None:
     # Firehose redelivering an hour of events after an endpoint outage, say.
     app = create_app(Settings(_env_file=None), clock_ms=ses.clock_from(T + 3_600_000))
