@@ -165,6 +165,7 @@ class HistoryAnswer(_Open):
     step: str
     by: str | None
     history_days: int
+    hourly_days: int
     points: list[HistoryPoint]
 
 

@@ -468,6 +468,7 @@ def _replay(args: argparse.Namespace) -> int:
             live_stats=False,
             dimensions=settings.dimensions(),
             history_days=settings.history_days,
+            hourly_days=settings.history_hourly_days,
         )
         columns = (
             *Progress.get_default_columns()[:1],

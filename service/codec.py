@@ -200,8 +200,9 @@ def encode_event(
         recipients = event.recipients
         field = prefix + recipients[0] if len(recipients) == 1 else prefix
         bits = tuple((address, 0) for address in recipients)
-        return state.EventWrite(field, blob, 0, bits, event.at, False, *counters[:3], bucket,
-                                counters.lag_field)  # fmt: skip
+        return state.EventWrite(field, blob, 0, bits, event.at, False, counters.natural,
+                                counters.latency_field, counters.once_fields, bucket,
+                                counters.history_latency_field, counters.live_fields)  # fmt: skip
     if kind is EventType.BOUNCE:
         per_recipient = _BOUNCE_BITS.get(event.details["bounce_type"], state.SOFT_BOUNCE)
     else:
@@ -218,7 +219,8 @@ def encode_event(
         counters.latency_field,
         counters.once_fields,
         bucket,
-        counters.lag_field,
+        counters.history_latency_field,
+        counters.live_fields,
     )
 
 

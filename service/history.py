@@ -77,5 +77,5 @@ def points(
 
 
 def _point(start_s: int, key: str, fields: Counter[str]) -> dict[str, Any]:
-    section = stats.section(fields)
+    section = stats.section(fields, stats.history_value_of)
     return {"at": format_ms(start_s * 1000), "key": key, **section}

@@ -25,7 +25,7 @@ from service.events import AccountEvent, ParseResult, SesEvent
 from service.lag import EventLag, newest_event_ms
 from service.parser import DEFAULT_MAX_PAYLOAD_BYTES, parse_payload
 from service.state import MessageWrite, Transition
-from service.stats import DEFAULT_HISTORY_DAYS, Counting
+from service.stats import DEFAULT_HISTORY_DAYS, DEFAULT_HOURLY_DAYS, Counting
 from service.stores.base import Checkpoint, Store
 
 log = structlog.get_logger(__name__)
@@ -78,14 +78,17 @@ class Pipeline:
         max_future_s: float = DEFAULT_MAX_FUTURE_S,
         dimensions: Dimensions | None = None,
         history_days: int = DEFAULT_HISTORY_DAYS,
+        hourly_days: int = DEFAULT_HOURLY_DAYS,
     ) -> None:
         self.store = store
         self.max_payload_bytes = max_payload_bytes
         self.max_future_ms = int(max_future_s * 1000)
         # Replays of history must not land in the live windows (nor trip alerts);
-        # every change within history_days lands in the hourly and daily rollups.
+        # every change lands in the daily rollups of history_days and the hourly
+        # ones of hourly_days.
         self.live_stats = live_stats
         self.history_days = history_days
+        self.hourly_days = hourly_days
         self.dimensions = dimensions or Dimensions()
         # The wall clock every part of a runtime shares (tests set it near their events).
         self.clock_ms = clock_ms
@@ -191,7 +194,7 @@ class Pipeline:
         return Encoded(
             events,
             encode_batch(list(events), now_ms, self.dimensions) if events else [],
-            Counting(now_ms, self.live_stats, self.history_days),
+            Counting(now_ms, self.live_stats, self.history_days, self.hourly_days),
         )
 
     async def store_encoded(

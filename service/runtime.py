@@ -162,6 +162,7 @@ class Runtime:
             clock_ms=clock_ms,
             dimensions=settings.dimensions(),
             history_days=settings.history_days,
+            hourly_days=settings.history_hourly_days,
         )
         self.sources = build_sources(settings, self.pipeline)
         # HTTP sources: SNS subscriptions and Firehose deliveries (api/routes/ingest.py).

@@ -46,6 +46,7 @@ class Settings(BaseSettings):
     alert_rules: Path | None = None
     tag_dimensions: str | None = None
     history_days: int = Field(400, ge=0, le=3_660)
+    history_hourly_days: int = Field(31, ge=0, le=3_660)
 
     # Beyond the published contract's table; all documented in README, Configuration.
     alert_webhook_secret: SecretStr | None = None

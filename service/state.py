@@ -101,15 +101,18 @@ class EventWrite(NamedTuple):
     capped: bool  # refused past MAX_RECORD_FIELDS (engagement fields are not)
     # Statistics (service.stats): the status this event naturally brings a recipient
     # to (-1: none), the latency bin counted when it does, and the fields counted
-    # once when the event is new.
+    # once when the event is new (live and history).
     natural: int = -1
     latency_field: str = ""
     once_fields: tuple[str, ...] = ()
     # The live statistics bucket this event's changes count in: its own time's
     # (service.stats.live_bucket), or -1 when it is too old for any live window.
     bucket: int = -1
-    # Its ingest lag's sketch field, counted once in the live bucket only.
-    lag_field: str = ""
+    # The history rollups' coarser latency bin for the same step (service.stats).
+    history_latency_field: str = ""
+    # Counted once when the event is new, in the live bucket only: ingest lag and
+    # processing time describe the pipeline now, not the mail's history.
+    live_fields: tuple[str, ...] = ()
 
 
 class MessageWrite(NamedTuple):

@@ -44,7 +44,7 @@ from __future__ import annotations
 
 import math
 from collections import Counter
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
@@ -57,6 +57,9 @@ from service.events import EventType, SesEvent
 BUCKET_S = 10
 MAX_WINDOW_S = 3_600
 RELATIVE_ACCURACY = 0.01
+# History keeps months of sketches per group: coarser bins (5x fewer) are plenty for
+# daily percentiles, and are what keeps a year of rollups affordable.
+HISTORY_ACCURACY = 0.05
 TOP_GROUPS = 50
 LIVE_GROUP_CAP = 200
 # A rollup holds a whole hour or day, and is kept for months: fewer values apart.
@@ -66,6 +69,9 @@ NOT_LIVE = -1
 HOUR_S = 3_600
 DAY_S = 86_400
 DEFAULT_HISTORY_DAYS = 400
+# Hourly rollups cost 24 times the daily ones: a month of them, as CloudWatch keeps
+# fine-grained data for weeks and coarse data for over a year.
+DEFAULT_HOURLY_DAYS = 31
 # What the rollups of one period are keyed by: (STEP, period start in epoch seconds).
 STEPS = {"hour": HOUR_S, "day": DAY_S}
 # SES's documented DeliveryDelay delayType values.
@@ -88,6 +94,9 @@ BUCKET_TTL_S = MAX_WINDOW_S + 6 * BUCKET_S
 _MAPPING = LogarithmicMapping(RELATIVE_ACCURACY)
 _MULTIPLIER: float = _MAPPING._multiplier
 _OFFSET: float = _MAPPING._offset
+_HISTORY_MAPPING = LogarithmicMapping(HISTORY_ACCURACY)
+_HISTORY_MULTIPLIER: float = _HISTORY_MAPPING._multiplier
+_HISTORY_OFFSET: float = _HISTORY_MAPPING._offset
 
 # The status an event type brings a recipient to, and the latency that step measures.
 NATURAL_STEP: dict[EventType, tuple[int, str]] = {
@@ -123,26 +132,31 @@ class Revisions(NamedTuple):
 @dataclass(frozen=True, slots=True)
 class Counting:
     """What a merge at ``now_ms`` counts: the live buckets (unless ``live`` is off,
-    as for replays of history) and the hourly and daily rollups of the last
-    ``history_days`` (0: none)."""
+    as for replays of history), the daily rollups of the last ``history_days`` and
+    the hourly ones of the last ``hourly_days`` of those (0: none)."""
 
     now_ms: int
     live: bool = True
     history_days: int = DEFAULT_HISTORY_DAYS
+    hourly_days: int = DEFAULT_HOURLY_DAYS
 
     @property
     def live_bucket(self) -> int:
         """The wall clock's bucket; ``NOT_LIVE`` when nothing is counted live."""
         return bucket_of(self.now_ms) if self.live else NOT_LIVE
 
-    @property
-    def history_from_ms(self) -> int:
-        """Events before this count in no rollup; -1 when there is no history."""
-        return self.now_ms - self.history_days * DAY_S * 1000 if self.history_days else -1
+    def keep_days(self, step: str) -> int:
+        """How many days the ``step`` rollups are kept."""
+        return min(self.hourly_days, self.history_days) if step == "hour" else self.history_days
 
-    def rollup_ttl_s(self, step_s: int, start_s: int) -> int:
-        """How long a rollup still has to live: ``history_days`` past its end."""
-        return start_s + step_s + self.history_days * DAY_S - self.now_ms // 1000
+    def from_ms(self, step: str) -> int:
+        """Events before this count in no ``step`` rollup; -1 when none are kept."""
+        days = self.keep_days(step)
+        return self.now_ms - days * DAY_S * 1000 if days else -1
+
+    def rollup_ttl_s(self, step: str, start_s: int) -> int:
+        """How long a rollup still has to live: its keep past its period's end."""
+        return start_s + STEPS[step] + self.keep_days(step) * DAY_S - self.now_ms // 1000
 
 
 def bucket_of(ms: int) -> int:
@@ -178,6 +192,17 @@ def value_of(bin_name: str) -> float:
     return 0.0 if bin_name == "z" else _MAPPING.value(int(bin_name))
 
 
+def history_bin_of(ms: int) -> str:
+    """The history rollups' bin (``HISTORY_ACCURACY``)."""
+    if ms <= 0:
+        return "z"
+    return str(int(math.ceil(math.log(ms, 2) * _HISTORY_MULTIPLIER) + _HISTORY_OFFSET))
+
+
+def history_value_of(bin_name: str) -> float:
+    return 0.0 if bin_name == "z" else _HISTORY_MAPPING.value(int(bin_name))
+
+
 def hour_of(ms: int) -> int:
     """The start (epoch seconds) of the UTC hour an instant falls in."""
     return ms // 3_600_000 * HOUR_S
@@ -193,8 +218,9 @@ class EventCounters(NamedTuple):
 
     natural: int  # the status the event brings a recipient to (-1: none)
     latency_field: str  # counted when it does (empty without a known send time)
+    history_latency_field: str  # the same, in the rollups' coarser bins
     once_fields: tuple[str, ...]  # counted once when the event is new to the store
-    lag_field: str  # its ingest lag, once, live only
+    live_fields: tuple[str, ...]  # the same, live only: ingest lag, processing time
 
 
 def event_counters(
@@ -203,8 +229,9 @@ def event_counters(
     """``groups`` are the event's message groups, ``providers`` its write's
     (``state.MessageWrite``): a delay counts under them and its recipients'."""
     once: list[str] = []
+    live = [f"l:ingest_lag:{bin_of(seen_ms - event.at)}"]
     if event.processing_ms is not None:
-        once.append(f"l:processing_time:{bin_of(event.processing_ms)}")
+        live.append(f"l:processing_time:{bin_of(event.processing_ms)}")
     if event.type is EventType.DELIVERY_DELAY:
         # Every delay, not only a recipient's first: what delay-spike alerts count.
         delay_type = event.details.get("delay_type")
@@ -213,15 +240,20 @@ def event_counters(
         for address in event.recipients:
             delayed.update(dict.fromkeys(recipient_groups(address, providers)))
         once.extend(f"g:{group}|y" for group in delayed)
-    lag_field = f"l:ingest_lag:{bin_of(seen_ms - event.at)}"
     step = NATURAL_STEP.get(event.type)
     if step is None:
-        return EventCounters(-1, "", tuple(once), lag_field)
+        return EventCounters(-1, "", "", tuple(once), tuple(live))
     if not event.mail.sent_at_known:
-        return EventCounters(step[0], "", tuple(once), lag_field)
+        return EventCounters(step[0], "", "", tuple(once), tuple(live))
     status, kind = step
-    latency_field = f"l:{kind}:{bin_of(event.at - event.mail.sent_at)}"
-    return EventCounters(status, latency_field, tuple(once), lag_field)
+    latency = event.at - event.mail.sent_at
+    return EventCounters(
+        status,
+        f"l:{kind}:{bin_of(latency)}",
+        f"l:{kind}:{history_bin_of(latency)}",
+        tuple(once),
+        tuple(live),
+    )
 
 
 def transition_names(old: int | None, new: int, natural: int, latency_field: str) -> list[str]:
@@ -285,7 +317,7 @@ class Changes:
     that keep sums of settled buckets know which to read again.
     """
 
-    __slots__ = ("_counting", "_from_ms", "_live", "_rollups", "touched")
+    __slots__ = ("_counting", "_live", "_rollups", "_steps", "touched")
 
     def __init__(
         self,
@@ -294,7 +326,10 @@ class Changes:
         rollups: dict[tuple[str, int], RollupCounters],
     ) -> None:
         self._counting = counting
-        self._from_ms = counting.history_from_ms
+        self._steps = (
+            ("hour", hour_of, counting.from_ms("hour")),
+            ("day", day_of, counting.from_ms("day")),
+        )
         self._live = live
         self._rollups = rollups
         self.touched: set[int] = set()
@@ -308,13 +343,11 @@ class Changes:
         self.touched.add(bucket)
         return counters
 
-    def _targets(self, bucket: int, at: int) -> list[BucketCounters]:
+    def _rollups_of(self, at: int) -> list[BucketCounters]:
         targets: list[BucketCounters] = []
-        live = self._live_bucket(bucket)
-        if live is not None:
-            targets.append(live)
-        if self._from_ms >= 0 and at >= self._from_ms:
-            for key in (("hour", hour_of(at)), ("day", day_of(at))):
+        for step, start_of, from_ms in self._steps:
+            if from_ms >= 0 and at >= from_ms:
+                key = (step, start_of(at))
                 rollup = self._rollups.get(key)
                 if rollup is None:
                     rollup = self._rollups[key] = RollupCounters()
@@ -322,12 +355,16 @@ class Changes:
         return targets
 
     def once(self, write: state.MessageWrite, event: state.EventWrite) -> None:
-        if event.once_fields:
-            for target in self._targets(event.bucket, event.at):
-                target.once(event.once_fields)
         live = self._live_bucket(event.bucket)
+        if event.once_fields:
+            targets = self._rollups_of(event.at)
+            if live is not None:
+                targets.append(live)
+            for target in targets:
+                target.once(event.once_fields)
         if live is not None:
-            live[event.lag_field] += 1
+            for field in event.live_fields:
+                live[field] += 1
 
     def transition(
         self,
@@ -339,14 +376,21 @@ class Changes:
     ) -> None:
         if event is None:
             # New destination recipients: at, and in, the batch's first event.
-            names = transition_names(old, new, -1, "")
-            targets = self._targets(write.first_bucket, write.first_at)
+            bucket, at, natural, latency, history_latency = (
+                write.first_bucket, write.first_at, -1, "", ""
+            )  # fmt: skip
         else:
-            names = transition_names(old, new, event.natural, event.latency_field)
-            targets = self._targets(event.bucket, event.at)
+            bucket, at, natural = event.bucket, event.at, event.natural
+            latency, history_latency = event.latency_field, event.history_latency_field
         groups = write.groups + recipient_groups(address, write.providers)
-        for target in targets:
-            target.transition(groups, names)
+        live = self._live_bucket(bucket)
+        if live is not None:
+            live.transition(groups, transition_names(old, new, natural, latency))
+        rollups = self._rollups_of(at)
+        if rollups:
+            names = transition_names(old, new, natural, history_latency)
+            for rollup in rollups:
+                rollup.transition(groups, names)
 
 
 def summarize(counters: Mapping[str, int], window_s: int, by: str | None = None) -> dict[str, Any]:
@@ -413,8 +457,9 @@ def split_groups(
     return overall, per_dimension
 
 
-def section(fields: Mapping[str, int]) -> dict[str, Any]:
-    """Counts, rates and latency percentiles of one set of counters."""
+def section(fields: Mapping[str, int], value: Callable[[str], float] = value_of) -> dict[str, Any]:
+    """Counts, rates and latency percentiles of one set of counters (``value``: the
+    sketch mapping its bins came from; history's is ``history_value_of``)."""
     counts = {name: fields.get("c:" + name, 0) for name in state.STATUSES}
     sent = counts["sent"]
     rates = {
@@ -426,14 +471,18 @@ def section(fields: Mapping[str, int]) -> dict[str, Any]:
         if field.startswith("l:"):
             kind, _, bin_name = field[2:].rpartition(":")
             bins.setdefault(kind, {})[bin_name] = count
-    latency = {kind: percentiles(bins[kind].items()) for kind in LATENCY_KINDS if kind in bins}
+    latency = {
+        kind: percentiles(bins[kind].items(), value) for kind in LATENCY_KINDS if kind in bins
+    }
     return {"counts": counts, "rates": rates, "latency_ms": latency}
 
 
-def percentiles(bins: Iterable[tuple[str, int]]) -> dict[str, int]:
+def percentiles(
+    bins: Iterable[tuple[str, int]], value: Callable[[str], float] = value_of
+) -> dict[str, int]:
     """count, p50, p90, p99 and max (ms) from sketch bins, ranks as ddsketch ranks."""
     ordered = sorted(
-        ((value_of(name), count) for name, count in bins if count > 0), key=lambda b: b[0]
+        ((value(name), count) for name, count in bins if count > 0), key=lambda b: b[0]
     )
     total = sum(count for _, count in ordered)
     result = {"count": total}

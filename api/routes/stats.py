@@ -76,9 +76,10 @@ async def get_history(
     until: Instant = None,
     top: Annotated[int, Query(ge=1, le=history.MAX_TOP)] = history.DEFAULT_TOP,
 ) -> OrjsonResponse:
-    """Hourly or daily figures, kept ``SES_TRACKER_HISTORY_DAYS``: by default the last
-    30 days (48 hours by hour); with ``by``, per group of that dimension (the ``top``
-    busiest of the range, then ``(other)``)."""
+    """Daily figures, kept ``SES_TRACKER_HISTORY_DAYS``, or hourly ones, kept
+    ``SES_TRACKER_HISTORY_HOURLY_DAYS``: by default the last 30 days (48 hours by
+    hour); with ``by``, per group of that dimension (the ``top`` busiest of the
+    range, then ``(other)``)."""
     by = checked(dimensions, by)
     try:
         until_ms = clock_ms() if until is None else parse_ms(until)
@@ -92,6 +93,7 @@ async def get_history(
             "step": step,
             "by": by,
             "history_days": settings.history_days,
+            "hourly_days": min(settings.history_hourly_days, settings.history_days),
             "points": history.points(starts, rollups, by, top),
         }
     )

@@ -42,8 +42,10 @@ STATS = (
     "bucket_prefix",
     "now_bucket",  # NOT_LIVE: nothing counted live (replays)
     "rollup_prefix",
-    "history_from_ms",  # -1: no history
-    "history_keep_s",
+    "hour_from_ms",  # -1: no hourly rollups
+    "hour_keep_s",
+    "day_from_ms",  # -1: no daily rollups
+    "day_keep_s",
     "history_cap",
     "now_s",
 )

@@ -220,11 +220,7 @@ class MemoryStore(Store):
         hour = stats.hour_of(counting.now_ms)
         if hour != self._rollups_pruned_at:
             self._rollups_pruned_at = hour
-            gone = [
-                key
-                for key in self._rollups
-                if counting.rollup_ttl_s(stats.STEPS[key[0]], key[1]) <= 0
-            ]
+            gone = [key for key in self._rollups if counting.rollup_ttl_s(key[0], key[1]) <= 0]
             for key in gone:
                 del self._rollups[key]
 

@@ -16,20 +16,21 @@
 --           MessageWrite holds its EventWrites; both are service.state's tuples;
 --   checkpoint = {position = value}, or an empty string for none;
 --   stats = [bucket_ttl_s, [status names...], live_cap, bucket_prefix, now_bucket,
---           rollup_prefix, history_from_ms, history_keep_s, history_cap, now_s], or an
---           empty string for none (service.stats.Counting). Each change counts in the
---           live bucket of the event that made it (none when its EventWrite.bucket or
---           now_bucket is NOT_LIVE; new destination recipients count in the first
---           event's), in the hash <bucket_prefix><bucket>, which expires bucket_ttl_s
---           after its bucket's time; and, when the event is dated history_from_ms or
---           later, in the rollups <rollup_prefix>hour:<start> and day:<start> of its
---           UTC hour and day, which expire history_keep_s after their period ends.
---           Every change counts overall and under one group per dimension: the
---           message's (MessageWrite.groups) plus the recipient's domain= and provider=
---           (MessageWrite.providers, "other" when absent). The revisions hash (KEYS)
---           gets field "seq" incremented once per call that counts anything live, and
---           each touched live bucket's field set to it (service.stats.Revisions);
---           fields of buckets past the ttl go.
+--           rollup_prefix, hour_from_ms, hour_keep_s, day_from_ms, day_keep_s,
+--           history_cap, now_s], or an empty string for none (service.stats.Counting).
+--           Each change counts in the live bucket of the event that made it (none
+--           when its EventWrite.bucket or now_bucket is NOT_LIVE; new destination
+--           recipients count in the first event's), in the hash
+--           <bucket_prefix><bucket>, which expires bucket_ttl_s after its bucket's
+--           time; and in the rollups <rollup_prefix>hour:<start> and day:<start> of
+--           its event's UTC hour and day, when the event is dated hour_from_ms or
+--           day_from_ms or later (-1: none), which expire hour_keep_s or day_keep_s
+--           after their period ends. Every change counts overall and under one
+--           group per dimension: the message's (MessageWrite.groups) plus the
+--           recipient's domain= and provider= (MessageWrite.providers, "other" when
+--           absent). The revisions hash (KEYS) gets field "seq" incremented once per
+--           call that counts anything live, and each touched live bucket's field set
+--           to it (service.stats.Revisions); fields of buckets past the ttl go.
 --   feed = [min_id_ms], or an empty string for none: the batch's transitions are
 --          appended to the stream as one entry (field "t", msgpack [[message_id,
 --          address, from, to, at, latency_ms]...]), so every replica can follow them;
@@ -204,7 +205,6 @@ end
 -- Statistics (see the header): live buckets of event time, hourly and daily rollups.
 local revisions_key = stats and KEYS[#batch + 1 + (checkpoint and 1 or 0)]
 local now_bucket = stats and stats[STATS_NOW_BUCKET]
-local history_from = stats and stats[STATS_HISTORY_FROM_MS] or -1
 local targets = {} -- key -> {key, ttl, cap, counted = {field = n}, groups, admitted}
 local live_touched = {} -- bucket -> true
 
@@ -232,20 +232,21 @@ local function live_target(bucket)
                 bucket - now_bucket + stats[STATS_BUCKET_TTL_S], stats[STATS_LIVE_CAP])
 end
 
-local function targets_of(bucket, at)
+-- The rollups of the hour and day `at` falls in (twin of Changes._rollups_of).
+local function rollups_of(at)
   local list = {}
-  local live = live_target(bucket)
-  if live then
-    list[1] = live
-  end
-  if history_from >= 0 and at >= history_from then
-    local keep, now_s = stats[STATS_HISTORY_KEEP_S], stats[STATS_NOW_S]
+  local now_s = stats[STATS_NOW_S]
+  if stats[STATS_HOUR_FROM_MS] >= 0 and at >= stats[STATS_HOUR_FROM_MS] then
     local hour = math.floor(at / 3600000) * 3600
-    local day = math.floor(at / 86400000) * 86400
     list[#list + 1] = target(stats[STATS_ROLLUP_PREFIX] .. 'hour:' .. hour,
-                             hour + 3600 + keep - now_s, stats[STATS_HISTORY_CAP])
+                             hour + 3600 + stats[STATS_HOUR_KEEP_S] - now_s,
+                             stats[STATS_HISTORY_CAP])
+  end
+  if stats[STATS_DAY_FROM_MS] >= 0 and at >= stats[STATS_DAY_FROM_MS] then
+    local day = math.floor(at / 86400000) * 86400
     list[#list + 1] = target(stats[STATS_ROLLUP_PREFIX] .. 'day:' .. day,
-                             day + 86400 + keep - now_s, stats[STATS_HISTORY_CAP])
+                             day + 86400 + stats[STATS_DAY_KEEP_S] - now_s,
+                             stats[STATS_HISTORY_CAP])
   end
   return list
 end
@@ -291,9 +292,29 @@ local function count_once(list, field)
   end
 end
 
--- Twin of service.stats.transition_names and BucketCounters.transition.
-local function count_transition(list, message, address, from_status, to_status, natural,
-                                latency_field)
+-- Twin of service.stats.Changes.once: once fields in the live bucket and rollups,
+-- live fields in the live bucket only.
+local function count_event(event)
+  local live = live_target(event[EVENT_BUCKET])
+  local once_fields = event[EVENT_ONCE_FIELDS]
+  if #once_fields > 0 then
+    local list = rollups_of(event[EVENT_AT])
+    if live then
+      list[#list + 1] = live
+    end
+    for _, once in ipairs(once_fields) do
+      count_once(list, once)
+    end
+  end
+  if live then
+    for _, field in ipairs(event[EVENT_LIVE_FIELDS]) do
+      bump(live.counted, field)
+    end
+  end
+end
+
+-- Twin of service.stats.transition_names.
+local function transition_names(from_status, to_status, natural, latency_field)
   local names = {}
   if from_status == NEW_RECIPIENT then
     names[#names + 1] = 'c:sent'
@@ -303,6 +324,32 @@ local function count_transition(list, message, address, from_status, to_status, 
   end
   if latency_field ~= '' and to_status == natural then
     names[#names + 1] = latency_field
+  end
+  return names
+end
+
+-- Twin of service.stats.BucketCounters.transition.
+local function count_names(t, groups, names)
+  local counted = t.counted
+  for _, name in ipairs(names) do
+    bump(counted, name)
+  end
+  for _, group in ipairs(groups) do
+    local prefix = 'g:' .. admit(t, group) .. '|'
+    for _, name in ipairs(names) do
+      bump(counted, prefix .. name)
+    end
+  end
+end
+
+-- Twin of service.stats.Changes.transition: `cause` is the event that made the
+-- change, or the batch's first event for new destination recipients (`natural`
+-- NO_STEP, no latency then).
+local function count_transition(cause, by_event, message, address, from_status, to_status)
+  local natural, latency, history_latency = NO_STEP, '', ''
+  if by_event then
+    natural = cause[EVENT_NATURAL]
+    latency, history_latency = cause[EVENT_LATENCY_FIELD], cause[EVENT_HISTORY_LATENCY_FIELD]
   end
   -- The message's groups, then the recipient's (service.dimensions.recipient_groups).
   local domain = string.match(address, '@([^@]*)$')
@@ -315,16 +362,15 @@ local function count_transition(list, message, address, from_status, to_status, 
   end
   groups[#groups + 1] = 'domain=' .. domain
   groups[#groups + 1] = 'provider=' .. (message[MESSAGE_PROVIDERS][domain] or 'other')
-  for _, t in ipairs(list) do
-    local counted = t.counted
-    for _, name in ipairs(names) do
-      bump(counted, name)
-    end
-    for _, group in ipairs(groups) do
-      local prefix = 'g:' .. admit(t, group) .. '|'
-      for _, name in ipairs(names) do
-        bump(counted, prefix .. name)
-      end
+  local live = live_target(cause[EVENT_BUCKET])
+  if live then
+    count_names(live, groups, transition_names(from_status, to_status, natural, latency))
+  end
+  local rollups = rollups_of(cause[EVENT_AT])
+  if #rollups > 0 then
+    local names = transition_names(from_status, to_status, natural, history_latency)
+    for _, t in ipairs(rollups) do
+      count_names(t, groups, names)
     end
   end
 end
@@ -350,13 +396,7 @@ local function transition(message_index, event, event_index, address, from_statu
     fed[#fed + 1] = {message[MESSAGE_MESSAGE_ID], address, from_status, to_status, at, latency}
   end
   if stats and cause then
-    local list = targets_of(cause[EVENT_BUCKET], cause[EVENT_AT])
-    if event then
-      count_transition(list, message, address, from_status, to_status, event[EVENT_NATURAL],
-                       event[EVENT_LATENCY_FIELD])
-    else
-      count_transition(list, message, address, from_status, to_status, NO_STEP, '')
-    end
+    count_transition(cause, event ~= nil, message, address, from_status, to_status)
   end
 end
 
@@ -467,18 +507,7 @@ for m = 1, #batch do
     end
     if apply then
       if stats then
-        local once_fields = event[EVENT_ONCE_FIELDS]
-        if #once_fields > 0 then
-          local list = targets_of(event[EVENT_BUCKET], event[EVENT_AT])
-          for _, once in ipairs(once_fields) do
-            count_once(list, once)
-          end
-        end
-        local live = live_target(event[EVENT_BUCKET])
-        if live then
-          -- Ingest lag: live only.
-          bump(live.counted, event[EVENT_LAG_FIELD])
-        end
+        count_event(event)
       end
       local merged = bor(mf, message_bits)
       if merged ~= mf then

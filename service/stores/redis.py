@@ -170,8 +170,10 @@ class RedisStore(Store):
                     bucket_prefix=self._keys.stats_prefix,
                     now_bucket=counting.live_bucket,
                     rollup_prefix=self._keys.rollup_prefix,
-                    history_from_ms=counting.history_from_ms,
-                    history_keep_s=counting.history_days * stats.DAY_S,
+                    hour_from_ms=counting.from_ms("hour"),
+                    hour_keep_s=counting.keep_days("hour") * stats.DAY_S,
+                    day_from_ms=counting.from_ms("day"),
+                    day_keep_s=counting.keep_days("day") * stats.DAY_S,
                     history_cap=stats.HISTORY_GROUP_CAP,
                     now_s=counting.now_ms // 1000,
                 )

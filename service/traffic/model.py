@@ -55,9 +55,16 @@ class TrafficModel:
     """Decides what happens to each simulated message; deterministic for a seeded RNG."""
 
     def __init__(
-        self, rng: random.Random | None = None, *, time_scale: float = 1.0, trouble: float = 0.0
+        self,
+        rng: random.Random | None = None,
+        *,
+        time_scale: float = 1.0,
+        trouble: float = 0.0,
+        domains: tuple[tuple[str, int], ...] = DOMAINS,
     ) -> None:
         self.rng = rng or random.Random()
+        # (recipient domain, weight) pairs recipients are drawn from.
+        self.domains = domains
         # Multiplies every simulated wait; 1.0 is the demo's compressed time.
         self.time_scale = time_scale
         # 0..1: how much more often than usual recipients bounce (a bad list, a
@@ -231,7 +238,7 @@ class TrafficModel:
                 )
 
     def _address(self) -> str:
-        names, weights = zip(*DOMAINS, strict=True)
+        names, weights = zip(*self.domains, strict=True)
         domain = self.rng.choices(names, weights=weights)[0]
         return f"user{self.rng.randrange(1_000_000)}@{domain}"
 

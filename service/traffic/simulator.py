@@ -77,6 +77,7 @@ async def seed_history(
         clock_ms=pipeline.clock_ms,
         dimensions=pipeline.dimensions,
         history_days=pipeline.history_days,
+        hourly_days=pipeline.hourly_days,
     )
     rng = random.Random(seed)
     today = pipeline.clock_ms() // DAY_MS * DAY_MS

@@ -29,10 +29,11 @@ def changes(
     rollups: dict[tuple[str, int], Any] | None = None,
     now_ms: int = SEEN_MS,
     history_days: int = stats.DEFAULT_HISTORY_DAYS,
+    hourly_days: int = stats.DEFAULT_HOURLY_DAYS,
 ) -> stats.Changes:
     """Counts a fold's changes into ``live`` buckets (and ``rollups``) as a store
     merging at ``now_ms`` would."""
-    counting = stats.Counting(now_ms, history_days=history_days)
+    counting = stats.Counting(now_ms, history_days=history_days, hourly_days=hourly_days)
     return stats.Changes(counting, live, {} if rollups is None else rollups)
 
 

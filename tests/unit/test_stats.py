@@ -199,6 +199,11 @@ def test_history_rollups_count_each_change_in_its_own_hour_and_day() -> None:
     kept: dict = {}
     fold([records], seen_ms=now, counters=changes({}, kept, now_ms=now, history_days=7))
     assert set(kept) == {("hour", stats.hour_of(now - 60_000)), ("day", stats.day_of(now - 60_000))}
+    # Hourly rollups are kept for fewer days than daily ones.
+    tiered: dict = {}
+    fold([records], seen_ms=now, counters=changes({}, tiered, now_ms=now, hourly_days=7))
+    assert ("hour", hour) not in tiered and ("day", stats.day_of(T)) in tiered
+    assert ("hour", stats.hour_of(now - 60_000)) in tiered
     none: dict = {}
     fold([records], seen_ms=now, counters=changes({}, none, now_ms=now, history_days=0))
     assert none == {}
