@@ -4,11 +4,18 @@ Accepts JSON, NDJSON, objects written back to back (Firehose's S3 objects), each
 possibly gzip-compressed (detected by content, not name), and directories of
 such files (read recursively, in name order). Large files are cut into payloads at
 record boundaries, so each stays within the parser's limits.
+
+A replay counts its events in the history rollups of their own hours and days.
+Messages sent before the retention keep no lasting record (the store holds them
+briefly, ``PAST_RETENTION_HOLD_S``), so replaying such a file twice would count
+them twice: each file merged whole is remembered by its content digest, for the
+history's keep, and skipped when replayed again (unless forced).
 """
 
 from __future__ import annotations
 
 import gzip
+import hashlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -40,6 +47,8 @@ class ReplayReport:
     files: int = 0
     bytes: int = 0
     events: int = 0
+    # Files skipped as already replayed (same content), with their paths.
+    skipped: list[Path] = field(default_factory=list)
     counters: SourceCounters = field(default_factory=SourceCounters)
     # The first rejections, located; counters count them all.
     rejections: list[Rejection] = field(default_factory=list)
@@ -56,10 +65,16 @@ def input_files(paths: list[Path]) -> Iterator[Path]:
 
 
 def read(path: Path) -> bytes:
-    data = path.read_bytes()
-    if data[:2] == _GZIP_MAGIC:
-        data = gzip.decompress(data)
-    return data
+    return decompressed(path.read_bytes())
+
+
+def decompressed(data: bytes) -> bytes:
+    return gzip.decompress(data) if data[:2] == _GZIP_MAGIC else data
+
+
+def digest_of(raw: bytes) -> str:
+    """A file's identity for "already replayed": its bytes, as stored."""
+    return hashlib.sha256(raw).hexdigest()
 
 
 def chunks(data: bytes, size: int = CHUNK_BYTES) -> Iterator[bytes]:
@@ -89,10 +104,20 @@ async def replay(
     *,
     on_progress: Callable[[int], None] = lambda n: None,
     dry_run: bool = False,
+    force: bool = False,
 ) -> ReplayReport:
+    """Feed every file through ``pipeline``; files replayed before (same content)
+    are skipped unless ``force``."""
     report = ReplayReport()
+    keep_s = max(1, pipeline.history_days) * 86_400
     for path in input_files(paths):
-        data = read(path)
+        raw = path.read_bytes()
+        digest = digest_of(raw)
+        if not dry_run and not force and await pipeline.store.replayed(digest):
+            report.skipped.append(path)
+            on_progress(len(raw))
+            continue
+        data = decompressed(raw)
         report.files += 1
         line = record = 1
         for payload in chunks(data):
@@ -106,6 +131,9 @@ async def replay(
             record += result.records
             on_progress(len(payload))
         report.bytes += len(data)
+        if not dry_run:
+            # Only now is every event of the file durable.
+            await pipeline.store.mark_replayed(digest, keep_s)
     report.counters = pipeline.counters.get("replay", SourceCounters())
     return report
 

@@ -53,6 +53,11 @@ def _parser() -> argparse.ArgumentParser:
     replay.add_argument(
         "--dry-run", action="store_true", help="only parse and report; store nothing"
     )
+    replay.add_argument(
+        "--force",
+        action="store_true",
+        help="replay files this store has replayed before (their history may count twice)",
+    )
     replay.set_defaults(run=_replay)
 
     load = commands.add_parser(
@@ -484,6 +489,7 @@ def _replay(args: argparse.Namespace) -> int:
                     pipeline,
                     on_progress=lambda n: progress.advance(task, n),
                     dry_run=args.dry_run,
+                    force=args.force,
                 )
         finally:
             await store.close()
@@ -506,6 +512,15 @@ def _replay(args: argparse.Namespace) -> int:
     for reason, count in counters.reasons.most_common():
         table.add_row(f"  rejected: {reason}", f"{count:,}")
     Console().print(table)
+    if report.skipped:
+        console.print(
+            f"skipped {len(report.skipped)} file(s) replayed before (same content; --force "
+            f"replays them, and their history may then count twice): "
+            + ", ".join(str(path) for path in report.skipped[:5])
+            + (" ..." if len(report.skipped) > 5 else ""),
+            markup=False,
+            highlight=False,
+        )
     for rejection in report.rejections:
         console.print(f"{rejection.where()}: {rejection.reason}", markup=False, highlight=False)
     if counters.rejected > len(report.rejections):

@@ -11,6 +11,13 @@ from service.search import SearchPage, SearchQuery
 from service.state import MessageRecord, MessageWrite, Transition
 from service.stats import BUCKET_S, Counting, Revisions
 
+# In a replay (a merge that counts nothing live), a message sent before the
+# retention keeps its record only this long after its last merge: long enough to
+# merge the rest of its events, which archives hold minutes apart, exactly once.
+# What lasts is what it counted in the history rollups (service.stats):
+# recreating a year of records for 14 days would cost hundreds of gigabytes.
+PAST_RETENTION_HOLD_S = 300
+
 
 class StoreUnavailable(Exception):
     """The store cannot be reached; the caller should retry later, nothing was lost."""
@@ -99,6 +106,16 @@ class Store(ABC):
     async def ping(self) -> bool:
         """Whether the store can serve requests now."""
         return True
+
+    @abstractmethod
+    async def replayed(self, digest: str) -> bool:
+        """Whether a file with this content digest was replayed (``mark_replayed``)."""
+
+    @abstractmethod
+    async def mark_replayed(self, digest: str, keep_s: int) -> None:
+        """Remember, for ``keep_s``, that a file's events are all durable here: its
+        history counts are in, and a second replay would count those of messages
+        past the retention again (their records are only held briefly)."""
 
     async def memory(self) -> MemoryFigures | None:
         """How full the store is; None when it cannot say."""

@@ -73,6 +73,12 @@ class CachedStore(Store):
     async def read_rollups(self, step: str, starts: Sequence[int]) -> list[Counter[str]]:
         return await self.truth.read_rollups(step, starts)
 
+    async def replayed(self, digest: str) -> bool:
+        return await self.truth.replayed(digest)
+
+    async def mark_replayed(self, digest: str, keep_s: int) -> None:
+        await self.truth.mark_replayed(digest, keep_s)
+
     async def stats_revisions(self) -> Revisions:
         return await self.truth.stats_revisions()
 

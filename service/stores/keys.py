@@ -71,6 +71,10 @@ class RedisKeys:
         """bucket -> the merge sequence that last changed it (service.stats.Revisions)."""
         return f"{self.prefix}stats:rev"
 
+    # Files `ses-tracker replay` has merged whole (by content digest).
+    def replayed(self, digest: str) -> str:
+        return f"{self.prefix}replayed:{digest}"
+
     # Delivery ids already ingested (service.dedupe).
     def seen(self, kind: str, digest: str) -> str:
         return f"{self.prefix}seen:{kind}:{digest}"

@@ -33,6 +33,7 @@ ARG = (
     "index",
     "max_recipients",
     "max_blob_bytes",
+    "hold_s",
 )
 # ARGV[stats], when statistics are counted.
 STATS = (

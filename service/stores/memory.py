@@ -11,7 +11,7 @@ from collections.abc import Callable, Sequence
 from service import stats
 from service.search import Position, SearchHit, SearchPage, SearchQuery, message_handle
 from service.state import MessageRecord, MessageWrite, Transition, merge
-from service.stores.base import Checkpoint, MemoryFigures, Store
+from service.stores.base import PAST_RETENTION_HOLD_S, Checkpoint, MemoryFigures, Store
 from service.stores.memory_index import MemoryIndex
 
 _SCAN_SLICE = 10_000
@@ -62,6 +62,7 @@ class MemoryStore(Store):
         self._stats: dict[int, stats.BucketCounters] = {}
         self._rollups: dict[tuple[str, int], stats.RollupCounters] = {}
         self._rollups_pruned_at = 0
+        self._replayed: dict[str, float] = {}  # file digest -> expiry
         # bucket -> the revision that last changed it (Store.stats_revisions).
         self._revisions: dict[int, int] = {}
         self._revision = 0
@@ -97,6 +98,10 @@ class MemoryStore(Store):
             counters = stats.Changes(counting, self._stats, self._rollups)
             self._prune_statistics(counting)
         expires = now + self._retention_s
+        # A replay holds messages sent before the retention briefly (PAST_RETENTION_HOLD_S).
+        oldest_live_ms = -1
+        if counting is not None and not counting.live:
+            oldest_live_ms = counting.now_ms - int(self._retention_s * 1000)
         records = self._records
         transitions: list[Transition] = []
         for write in writes:
@@ -121,7 +126,10 @@ class MemoryStore(Store):
                 self._index.drop_recipient(message_id, address)
             weight = record_weight(record)
             self.bytes += weight
-            records[message_id] = (expires, record, sent_at, weight)
+            # A held record expires before records ahead of it in the LRU order, so
+            # _trim may reach it late; reads and searches check expiry themselves.
+            held = now + PAST_RETENTION_HOLD_S if write.sent_at < oldest_live_ms else expires
+            records[message_id] = (held, record, sent_at, weight)
         if checkpoint is not None:
             self._checkpoints.setdefault(checkpoint.name, {}).update(checkpoint.positions)
         if counters is not None and counters.touched:
@@ -206,6 +214,13 @@ class MemoryStore(Store):
 
     async def read_buckets(self, buckets: Sequence[int]) -> list[Counter[str]]:
         return [Counter(self._stats.get(bucket, ())) for bucket in buckets]
+
+    async def replayed(self, digest: str) -> bool:
+        expires = self._replayed.get(digest)
+        return expires is not None and expires > self._clock()
+
+    async def mark_replayed(self, digest: str, keep_s: int) -> None:
+        self._replayed[digest] = self._clock() + keep_s
 
     async def read_rollups(self, step: str, starts: Sequence[int]) -> list[Counter[str]]:
         return [Counter(self._rollups.get((step, start), ())) for start in starts]

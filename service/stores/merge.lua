@@ -37,7 +37,9 @@
 --          entries older than min_id_ms are trimmed (a window of time, because an
 --          entry holds a whole batch: a count of entries would not bound memory).
 --   index = [prefix, bucket_ms, [status names...], oldest_live_ms]: the search
---          indexes that
+--          indexes that (in a replay, hold_s > 0: a message sent before
+--          oldest_live_ms, past the retention, is not indexed, and its record
+--          expires hold_s after the merge)
 --          service.stores.redis_search reads, all scored by send time with the
 --          message handle as member:
 --            <prefix>r:<recipient>  zset, the recipient's messages (addresses come
@@ -56,6 +58,7 @@
 -- (0 = destination), address, from_status (-1 = new recipient), to_status.
 
 local ttl = tonumber(ARGV[ARG_TTL_S])
+local hold = tonumber(ARGV[ARG_HOLD_S])
 local statuses = ARGV[ARG_STATUS_TABLE]
 local max_fields = tonumber(ARGV[ARG_MAX_FIELDS])
 local batch = cmsgpack.unpack(ARGV[ARG_BATCH])
@@ -527,17 +530,22 @@ for m = 1, #batch do
     end
   end
 
+  -- In a replay (hold > 0), a message sent before the retention is kept only
+  -- briefly, long enough to merge the rest of its events exactly once, and is not
+  -- indexed: what lasts of it is what it counted in the history rollups.
+  local past = hold > 0 and index and message[MESSAGE_SENT_AT] < index[INDEX_OLDEST_LIVE_MS]
+  local message_ttl = past and hold or ttl
   if changed then
     local record = {}
     record[RECORD_HEADER], record[RECORD_FLAGS], record[RECORD_TRUNCATED] = header, mf, truncated
     record[RECORD_RECIPIENTS], record[RECORD_BLOBS] = recipients, blobs
     record[RECORD_MESSAGE_ID] = message[MESSAGE_MESSAGE_ID]
-    redis.call('SET', key, cmsgpack.pack(record), 'EX', ttl)
-    if index then
+    redis.call('SET', key, cmsgpack.pack(record), 'EX', message_ttl)
+    if index and not past then
       index_message(message, handle, raw, before_top, before_pending, recipients, mf, new_recipients)
     end
   else
-    redis.call('EXPIRE', key, ttl)
+    redis.call('EXPIRE', key, message_ttl)
   end
 end
 

@@ -32,7 +32,13 @@ from service import state, stats
 from service.search import SearchPage, SearchQuery, message_handle
 from service.state import MessageRecord, MessageWrite, Transition
 from service.stores import layout
-from service.stores.base import Checkpoint, MemoryFigures, Store, StoreUnavailable
+from service.stores.base import (
+    PAST_RETENTION_HOLD_S,
+    Checkpoint,
+    MemoryFigures,
+    Store,
+    StoreUnavailable,
+)
 from service.stores.keys import DEFAULT_PREFIX, RedisKeys
 from service.stores.redis_record import record_from_bytes
 from service.stores.redis_search import SEND_TIME_BUCKET_MS, IndexReader
@@ -202,6 +208,8 @@ class RedisStore(Store):
             index=_pack(index),
             max_recipients=str(state.MAX_RECIPIENTS),
             max_blob_bytes=str(state.MAX_RECORD_BLOB_BYTES),
+            # Replays (nothing counted live) hold messages past the retention briefly.
+            hold_s=str(PAST_RETENTION_HOLD_S if counting is not None and not counting.live else 0),
         )
         return keys, args
 
@@ -224,6 +232,18 @@ class RedisStore(Store):
 
     async def read_buckets(self, buckets: Sequence[int]) -> list[Counter[str]]:
         return await self._read_hashes([self.stats_key(bucket) for bucket in buckets])
+
+    async def replayed(self, digest: str) -> bool:
+        try:
+            return bool(await self._client.exists(self._keys.replayed(digest)))
+        except (RedisError, OSError) as exc:
+            raise StoreUnavailable(f"redis read failed: {type(exc).__name__}: {exc}") from exc
+
+    async def mark_replayed(self, digest: str, keep_s: int) -> None:
+        try:
+            await self._client.set(self._keys.replayed(digest), 1, ex=max(1, keep_s))
+        except (RedisError, OSError) as exc:
+            raise StoreUnavailable(f"redis write failed: {type(exc).__name__}: {exc}") from exc
 
     async def read_rollups(self, step: str, starts: Sequence[int]) -> list[Counter[str]]:
         return await self._read_hashes([self._keys.rollup(step, start) for start in starts])

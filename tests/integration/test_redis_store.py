@@ -394,3 +394,30 @@ async def test_the_alert_outbox_says_how_old_its_oldest_entry_is(redis_client) -
     plan = Plan(upserts={}, deletes=(), notices=(sample_alert(),))
     assert await alerts.commit("me", plan, ["slack-1"], 1_700_000_000_000)
     assert await alerts.oldest_waiting_ms("slack-1") == 1_700_000_000_000
+
+
+async def test_a_replay_holds_messages_past_the_retention_briefly(make_store, redis_client) -> None:
+    """#14: a replayed message sent before the retention counts in its day's rollup,
+    keeps its record only PAST_RETENTION_HOLD_S and enters no search index."""
+    from service.stores.base import PAST_RETENTION_HOLD_S
+
+    store = make_store(retention_s=14 * 86_400)
+    now = T + 30 * 86_400_000
+    replaying = Counting(now, live=False)
+    records = [ses.send("m-old", ["a@gmail.com"]), ses.delivery("m-old", ["a@gmail.com"], T + 900)]
+    await store.merge(writes_for(records, seen_ms=now), counting=replaying)
+    assert 0 < await redis_client.ttl(store.key("m-old")) <= PAST_RETENTION_HOLD_S
+    assert not await redis_client.exists(f"{store.prefix}r:a@gmail.com")
+    [day] = await store.read_rollups("day", [stats.day_of(T)])
+    assert day["c:sent"] == 1 and day["g:provider=gmail|c:delivered"] == 1
+    await store.merge(writes_for(records, seen_ms=now), counting=replaying)  # counts once
+    assert await store.read_rollups("day", [stats.day_of(T)]) == [day]
+    # Live ingestion keeps such a message for the whole retention, as before.
+    await store.merge(writes_for([ses.send("m-live", ["b@x.com"])], seen_ms=now), counting=COUNTING)
+    assert await redis_client.ttl(store.key("m-live")) > 13 * 86_400
+    # Files replayed whole are remembered.
+    assert not await store.replayed("abc")
+    await store.mark_replayed("abc", 60)
+    assert await store.replayed("abc")
+    assert 0 < await redis_client.ttl(f"{store.prefix}replayed:abc") <= 60
+    await store.close()

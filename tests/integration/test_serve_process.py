@@ -176,6 +176,13 @@ def test_replay_command_writes_to_redis_and_summarises(redis_server: RedisServer
     )
     assert result.returncode == 1  # one record was rejected
     assert "accepted events" in result.stdout and "rejected: unknown_type" in result.stdout
+    again = subprocess.run(
+        [*command(), "replay", str(saved), "--redis-url", redis_server.url],
+        capture_output=True,
+        timeout=60,
+        text=True,
+    )
+    assert again.returncode == 0 and "skipped 1 file(s) replayed before" in again.stderr
     with running("serve", env={"SES_TRACKER_REDIS_URL": redis_server.url}) as service:
         message = httpx.get(f"{service.base}/v1/messages/{MID}r", timeout=5).json()
         assert message["status"] == "delivered"

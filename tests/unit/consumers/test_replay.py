@@ -89,3 +89,64 @@ async def test_rejections_are_located_by_file_and_line(tmp_path: Path) -> None:
     located = {(r.path.name, r.line, r.record) for r in report.rejections}
     assert located == {("events.ndjson", 4, 3), ("pretty.json", None, 2)}
     assert report.rejections[0].where().endswith("events.ndjson:4")
+
+
+DAY_MS = 86_400_000
+
+
+def backfill_file(tmp_path: Path, now: int) -> Path:
+    """Two messages of 30 days ago (past the 14-day retention, inside the history)
+    and one of an hour ago, spread over two files the way archives split them."""
+    old = now - 30 * DAY_MS
+    (tmp_path / "a.ndjson").write_bytes(
+        ses.dumps(
+            ses.send("old-1", ["a@gmail.com"], old),
+            ses.send("old-2", ["b@hotmail.com"], old),
+            ses.send("recent", ["c@x.com"], now - 3_600_000),
+        )
+    )
+    (tmp_path / "b.ndjson").write_bytes(
+        ses.dumps(
+            ses.delivery("old-1", ["a@gmail.com"], old + 900, old),
+            ses.bounce("old-2", ["b@hotmail.com"], old + 2_000, sent_at=old),
+        )
+    )
+    return tmp_path
+
+
+async def test_a_backfill_fills_history_once_and_keeps_no_old_records(tmp_path: Path) -> None:
+    """#14: old events count in their own day; messages past the retention leave
+    no lasting record; replaying the same files again counts nothing twice."""
+    now = ses.SENT_AT + 400 * DAY_MS
+    clock = {"s": 0.0}
+    store = MemoryStore(clock=lambda: clock["s"])
+    pipeline = Pipeline(store, live_stats=False, clock_ms=lambda: now)
+    report = await replay([backfill_file(tmp_path, now)], pipeline)
+    assert (report.files, report.events, report.skipped) == (2, 5, [])
+    old_day = (now - 30 * DAY_MS) // DAY_MS * 86_400
+    [day] = await store.read_rollups("day", [old_day])
+    assert (day["c:sent"], day["c:delivered"], day["c:bounced"]) == (2, 1, 1)
+    assert day["g:provider=microsoft|c:bounced"] == 1
+    assert await store.read_stats(0, 10**10) == {}  # never the live windows
+    # Held while the replay may still bring their other events, then gone.
+    assert (await store.get("old-1")).status() == "delivered"
+    clock["s"] += 301
+    assert await store.get("old-1") is None and await store.get("old-2") is None
+    assert (await store.get("recent")).status() == "sent"  # inside the retention: kept
+
+    again = await replay([tmp_path], pipeline)
+    assert again.files == 0 and {p.name for p in again.skipped} == {"a.ndjson", "b.ndjson"}
+    assert await store.read_rollups("day", [old_day]) == [day]
+    # Forced, the held records are gone, so old messages count again: say so.
+    forced = await replay([tmp_path], pipeline, force=True)
+    assert forced.files == 2
+    [twice] = await store.read_rollups("day", [old_day])
+    assert twice["c:sent"] == 4
+
+
+async def test_a_dry_run_marks_nothing_replayed(tmp_path: Path) -> None:
+    store = MemoryStore()
+    now = ses.SENT_AT + 400 * DAY_MS
+    pipeline = Pipeline(store, live_stats=False, clock_ms=lambda: now)
+    await replay([backfill_file(tmp_path, now)], pipeline, dry_run=True)
+    assert (await replay([tmp_path], pipeline)).files == 2
