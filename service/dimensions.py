@@ -16,7 +16,7 @@ recipients.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -58,11 +58,13 @@ class Dimensions:
     """Which dimensions this deployment counts, and how recipients map to providers.
 
     ``resolved`` holds providers found from MX records (``service.mx``), filled off
-    the hot path; a domain not in it yet is ``other``.
+    the hot path; a domain not in it yet is ``other``, and is handed to
+    ``on_unknown`` (the MX resolver's ``note``) when there is one.
     """
 
     tags: tuple[str, ...] = ()
     resolved: Mapping[str, str] = field(default_factory=dict)
+    on_unknown: Callable[[str], None] | None = None
 
     @property
     def names(self) -> tuple[str, ...]:
@@ -105,6 +107,8 @@ class Dimensions:
                 provider = self.provider(domain)
                 if provider != OTHER:
                     found[domain] = provider
+                elif self.on_unknown is not None and domain != NONE:
+                    self.on_unknown(domain)
         return found
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import gc
 from collections.abc import Awaitable, Callable, Coroutine
+from dataclasses import replace
 from typing import Any
 
 import httpx
@@ -21,6 +22,7 @@ from service.clock import wall_clock_ms
 from service.dedupe import MemorySeenIds, RedisSeenIds, SeenIds
 from service.feed import TransitionFeed, follow_redis
 from service.metrics import Metrics
+from service.mx import MxCache, MxResolver, dns_lookup
 from service.pipeline import Pipeline
 from service.ratelimit import RateLimiter
 from service.settings import Settings
@@ -72,6 +74,15 @@ def build_store(settings: Settings) -> Store:
 
 # Firehose retries a failed delivery for up to two hours (its longest retry duration).
 FIREHOSE_RETRY_S = 7_200
+
+
+def build_mx_resolver(settings: Settings, store: Store) -> MxResolver | None:
+    """With SES_TRACKER_RESOLVE_MX: MX answers cached in Redis when there is one."""
+    if not settings.resolve_mx:
+        return None
+    redis = redis_of(store)
+    cache = MxCache(redis.client, redis.prefix) if redis is not None else MxCache()
+    return MxResolver(dns_lookup(settings.nameservers), cache)
 
 
 def build_seen_ids(store: Store, kind: str, ttl_s: float) -> SeenIds:
@@ -155,12 +166,16 @@ class Runtime:
         self.settings = settings
         self.clock_ms = clock_ms
         self.store = store if store is not None else build_store(settings)
+        self.mx = build_mx_resolver(settings, self.store)
+        dimensions = settings.dimensions()
+        if self.mx is not None:
+            dimensions = replace(dimensions, resolved=self.mx.providers, on_unknown=self.mx.note)
         self.pipeline = Pipeline(
             self.store,
             max_payload_bytes=settings.max_body_bytes,
             max_future_s=settings.max_future_s,
             clock_ms=clock_ms,
-            dimensions=settings.dimensions(),
+            dimensions=dimensions,
             history_days=settings.history_days,
             hourly_days=settings.history_hourly_days,
         )
@@ -224,6 +239,8 @@ class Runtime:
         else:
             self.spawn("transition-feed", follow_redis(redis, self.feed, asyncio.sleep))
         self.spawn("alert-evaluator", self.alerting.run_evaluator())
+        if self.mx is not None:
+            self.spawn("mx-resolver", self.mx.run())
         for sink in self.alerting.sinks:
             self.spawn(f"alert-sender:{sink.id}", self.alerting.run_sender(sink))
         for source in self.sources:

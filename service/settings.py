@@ -47,6 +47,8 @@ class Settings(BaseSettings):
     tag_dimensions: str | None = None
     history_days: int = Field(400, ge=0, le=3_660)
     history_hourly_days: int = Field(31, ge=0, le=3_660)
+    resolve_mx: bool = False
+    mx_nameservers: str | None = None
 
     # Beyond the published contract's table; all documented in README, Configuration.
     alert_webhook_secret: SecretStr | None = None
@@ -167,6 +169,11 @@ class Settings(BaseSettings):
         if self.redis_ca_file is not None:
             return {"ssl_ca_certs": str(self.redis_ca_file)}
         return {}
+
+    @property
+    def nameservers(self) -> list[str]:
+        """DNS servers for MX lookups (``host`` or ``host:port``); empty: the system's."""
+        return _split(self.mx_nameservers)
 
     @property
     def topics(self) -> list[str]:
