@@ -528,14 +528,21 @@ def _replay(args: argparse.Namespace) -> int:
     return REPLAY_REJECTED if counters.rejected else 0
 
 
+def _service(settings: Settings, url: str | None) -> tuple[str, dict[str, str]]:
+    """A running service's base URL (``--url``, else HOST/PORT) and the headers its
+    API needs (the token, when one is set)."""
+    base = url or f"http://{settings.host}:{settings.port}"
+    headers = {}
+    if settings.api_token is not None:
+        headers["Authorization"] = f"Bearer {settings.api_token.get_secret_value()}"
+    return base, headers
+
+
 def _lookup(args: argparse.Namespace) -> int:
     settings = _load_settings()
     if settings is None:
         return 2
-    base = args.url or f"http://{settings.host}:{settings.port}"
-    headers = {}
-    if settings.api_token is not None:
-        headers["Authorization"] = f"Bearer {settings.api_token.get_secret_value()}"
+    base, headers = _service(settings, args.url)
     try:
         url = f"{base.rstrip('/')}/v1/messages/{quote(args.message_id, safe='')}"
         response = httpx.get(url, headers=headers, timeout=10)
@@ -573,10 +580,7 @@ def _export(args: argparse.Namespace) -> int:
     settings = _load_settings()
     if settings is None:
         return 2
-    base = args.url or f"http://{settings.host}:{settings.port}"
-    headers = {}
-    if settings.api_token is not None:
-        headers["Authorization"] = f"Bearer {settings.api_token.get_secret_value()}"
+    base, headers = _service(settings, args.url)
     params: dict[str, str] = {"format": args.format}
     params.update({name: getattr(args, name) for name in EXPORT_FILTERS if getattr(args, name)})
     if args.overdue:

@@ -236,20 +236,21 @@ local function live_target(bucket)
 end
 
 -- The rollups of the hour and day `at` falls in (twin of Changes._rollups_of).
+local rollup_steps = stats and {
+  {'hour:', 3600, stats[STATS_HOUR_FROM_MS], stats[STATS_HOUR_KEEP_S]},
+  {'day:', 86400, stats[STATS_DAY_FROM_MS], stats[STATS_DAY_KEEP_S]},
+} or {}
+
 local function rollups_of(at)
   local list = {}
-  local now_s = stats[STATS_NOW_S]
-  if stats[STATS_HOUR_FROM_MS] >= 0 and at >= stats[STATS_HOUR_FROM_MS] then
-    local hour = math.floor(at / 3600000) * 3600
-    list[#list + 1] = target(stats[STATS_ROLLUP_PREFIX] .. 'hour:' .. hour,
-                             hour + 3600 + stats[STATS_HOUR_KEEP_S] - now_s,
-                             stats[STATS_HISTORY_CAP])
-  end
-  if stats[STATS_DAY_FROM_MS] >= 0 and at >= stats[STATS_DAY_FROM_MS] then
-    local day = math.floor(at / 86400000) * 86400
-    list[#list + 1] = target(stats[STATS_ROLLUP_PREFIX] .. 'day:' .. day,
-                             day + 86400 + stats[STATS_DAY_KEEP_S] - now_s,
-                             stats[STATS_HISTORY_CAP])
+  for _, step in ipairs(rollup_steps) do
+    local name, step_s, from_ms, keep_s = step[1], step[2], step[3], step[4]
+    if from_ms >= 0 and at >= from_ms then
+      local start = math.floor(at / (step_s * 1000)) * step_s
+      list[#list + 1] = target(stats[STATS_ROLLUP_PREFIX] .. name .. start,
+                               start + step_s + keep_s - stats[STATS_NOW_S],
+                               stats[STATS_HISTORY_CAP])
+    end
   end
   return list
 end
