@@ -31,6 +31,7 @@ from typing import Annotated, Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from service import yamlfile
 from service.alerts.model import Severity
 from service.dimensions import Dimensions
 from service.stats import BUCKET_S, LATENCY_KINDS, MAX_WINDOW_S
@@ -236,14 +237,9 @@ def parse_rules(
     text: str, origin: str = "<rules>", dimensions: Dimensions | None = None
 ) -> RuleSet:
     try:
-        tree = yaml.compose(text, Loader=yaml.SafeLoader)
-        data = yaml.safe_load(text)
-    except yaml.MarkedYAMLError as exc:
-        mark = exc.problem_mark or exc.context_mark
-        line = f":{mark.line + 1}" if mark is not None else ""
-        raise RulesError(f"{origin}{line}: not valid YAML: {exc.problem}") from None
-    except yaml.YAMLError as exc:
-        raise RulesError(f"{origin}: not valid YAML: {exc}") from None
+        data, tree = yamlfile.parse(text, origin)
+    except yamlfile.YamlFileError as exc:
+        raise RulesError(str(exc)) from None
     if not isinstance(data, dict):
         raise RulesError(f"{origin}: expected a mapping with a 'rules' list")
     # Names are checked here too, so a duplicate is reported with the field errors
@@ -252,7 +248,7 @@ def parse_rules(
     try:
         rules = RuleSet.model_validate(data)
     except ValidationError as exc:
-        described = _describe(exc, tree, origin).splitlines()
+        described = yamlfile.describe(exc, tree, origin, _is_field)
         problems += [line for line in described if "is used twice" not in line]
     else:
         if dimensions is not None:
@@ -269,7 +265,7 @@ def _unknown_dimensions(
     for index, rule in enumerate(rules.rules):
         by = getattr(rule, "by", "global")
         if by != "global" and by not in dimensions.names:
-            _, line = _locate(tree, ("rules", index, "by"))
+            _, line = yamlfile.locate(tree, ("rules", index, "by"))
             problems.append(
                 f"{origin}:{line}: rules[{index}].by: {by!r} is not a tag listed in "
                 "SES_TRACKER_TAG_DIMENSIONS"
@@ -288,7 +284,7 @@ def _duplicate_names(data: dict[str, Any], tree: yaml.Node | None, origin: str) 
         if not isinstance(name, str):
             continue
         if name in first:
-            _, line = _locate(tree, ("rules", index, "name"))
+            _, line = yamlfile.locate(tree, ("rules", index, "name"))
             problems.append(
                 f"{origin}:{line}: rules[{index}].name: rule name {name!r} is used twice "
                 f"(first as rules[{first[name]}])"
@@ -296,57 +292,6 @@ def _duplicate_names(data: dict[str, Any], tree: yaml.Node | None, origin: str) 
         else:
             first[name] = index
     return problems
-
-
-def _describe(exc: ValidationError, tree: yaml.Node | None, origin: str) -> str:
-    """Each problem as ``file:line: rules[2].window_s: message``, one per line."""
-    lines = []
-    for error in exc.errors(include_url=False):
-        loc, line = _locate(tree, error["loc"])
-        where = "".join(f"[{part}]" if isinstance(part, int) else f".{part}" for part in loc)
-        message = error["msg"].removeprefix("Value error, ")
-        lines.append(f"{origin}:{line}: {where.lstrip('.') or '(top)'}: {message}")
-    return "\n".join(lines)
-
-
-def _locate(tree: yaml.Node | None, loc: tuple[int | str, ...]) -> tuple[list[int | str], int]:
-    """The part of ``loc`` that names places in the file, and the line of the last.
-
-    Pydantic puts the discriminator's value (``bounce_rate``) and validator names
-    into ``loc``; those name no node, so they are skipped.
-    """
-    node = tree
-    path: list[int | str] = []
-    line = node.start_mark.line + 1 if node is not None else 1
-    for position, part in enumerate(loc):
-        # The tag comes right after the rule's index (a field may share its name).
-        after_index = position > 0 and isinstance(loc[position - 1], int)
-        if after_index and isinstance(part, str) and part == _kind_of(node):
-            continue
-        child = _child(node, part)
-        if child is None:
-            if isinstance(node, yaml.MappingNode) and isinstance(part, str) and _is_field(part):
-                path.append(part)  # a missing field: point at its mapping
-            continue
-        node = child
-        path.append(part)
-        line = child.start_mark.line + 1
-    return path, line
-
-
-def _child(node: yaml.Node | None, part: int | str) -> yaml.Node | None:
-    if isinstance(node, yaml.SequenceNode) and isinstance(part, int):
-        return node.value[part] if 0 <= part < len(node.value) else None
-    if isinstance(node, yaml.MappingNode) and isinstance(part, str):
-        for key, value in node.value:
-            if key.value == part:
-                return value
-    return None
-
-
-def _kind_of(node: yaml.Node | None) -> str | None:
-    kind = _child(node, "kind")
-    return kind.value if isinstance(kind, yaml.ScalarNode) else None
 
 
 _FIELDS = {
