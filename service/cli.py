@@ -1,4 +1,5 @@
-"""The ``ses-tracker`` command: serve, demo, replay, loadgen, check-rules, lookup, export."""
+"""The ``ses-tracker`` command: serve, demo, replay, loadgen, check-rules, check-forward,
+lookup, export."""
 
 from __future__ import annotations
 
@@ -84,6 +85,13 @@ def _parser() -> argparse.ArgumentParser:
     rules.add_argument("path", nargs="?", type=Path, metavar="FILE")
     rules.set_defaults(run=_check_rules)
 
+    forward = commands.add_parser(
+        "check-forward",
+        help="check a forwarding subscriptions file (default: SES_TRACKER_FORWARD_FILE)",
+    )
+    forward.add_argument("path", nargs="?", type=Path, metavar="FILE")
+    forward.set_defaults(run=_check_forward)
+
     test_alert = commands.add_parser(
         "test-alert", help="post a test alert to every configured sink, and say how each went"
     )
@@ -163,7 +171,7 @@ def _serve(args: argparse.Namespace, *, demo: bool = False) -> int:
         return 2
     logs.configure(settings.log_level, settings.secret_values())
     _warn_unknown_settings()
-    if not _alert_settings_valid(settings):
+    if not _alert_settings_valid(settings) or not _forward_settings_valid(settings):
         return 2
     workers = settings.worker_count()
     if workers > 1:
@@ -287,6 +295,39 @@ def _alert_settings_valid(settings: Settings) -> bool:
             sys.stderr.write(f"ses-tracker: {problem}\n")
         return False
     return True
+
+
+def _forward_settings_valid(settings: Settings) -> bool:
+    from service.forward.config import ForwardConfigError, load_subscriptions
+
+    try:
+        load_subscriptions(settings.forward_file)
+    except ForwardConfigError as exc:
+        for problem in str(exc).splitlines():
+            sys.stderr.write(f"ses-tracker: {problem}\n")
+        return False
+    return True
+
+
+def _check_forward(args: argparse.Namespace) -> int:
+    """Validate a forwarding file and print its subscriptions (no URL, no secret)."""
+    from service.forward.config import ForwardConfigError, describe, load_subscriptions
+
+    settings = _load_settings()
+    if settings is None:
+        return 2
+    path = args.path or settings.forward_file
+    if path is None:
+        sys.stderr.write("ses-tracker: no file: pass one, or set SES_TRACKER_FORWARD_FILE\n")
+        return 2
+    try:
+        subscriptions = load_subscriptions(path)
+    except ForwardConfigError as exc:
+        sys.stderr.write(f"ses-tracker: {exc}\n")
+        return 2
+    sys.stdout.write(orjson.dumps(describe(subscriptions), option=orjson.OPT_INDENT_2).decode())
+    sys.stdout.write("\n")
+    return 0
 
 
 def _check_rules(args: argparse.Namespace) -> int:

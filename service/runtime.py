@@ -21,6 +21,9 @@ from service.alerts.store import AlertStore, MemoryAlertStore
 from service.clock import wall_clock_ms
 from service.dedupe import MemorySeenIds, RedisSeenIds, SeenIds
 from service.feed import TransitionFeed, follow_redis
+from service.forward.config import load_subscriptions
+from service.forward.outbox import MemoryOutbox, Outbox, RedisOutbox
+from service.forward.sender import Forwarder
 from service.metrics import Metrics
 from service.mx import MxCache, MxResolver, dns_lookup
 from service.pipeline import Pipeline
@@ -54,13 +57,18 @@ def redis_of(store: Store) -> RedisStore | None:
 
 
 def build_store(settings: Settings) -> Store:
-    """Memory alone by default; with Redis, Redis is the truth behind a read cache."""
+    """Memory alone by default; with Redis, Redis is the truth behind a read cache.
+
+    With ``SES_TRACKER_FORWARD_FILE``, merges also append to the forwarding outbox.
+    """
+    forwarding = settings.forward_file is not None
     if settings.redis_url:
         truth = RedisStore.from_url(
             settings.redis_url,
             connection=settings.redis_options(),
             retention_s=settings.retention_s,
             feed_window_s=settings.feed_window_s,
+            forward_keep_s=settings.forward_keep_s if forwarding else None,
         )
         if settings.cache_ttl_s > 0:
             return CachedStore(truth, ttl_s=settings.cache_ttl_s)
@@ -69,6 +77,28 @@ def build_store(settings: Settings) -> Store:
         max_messages=settings.memory_max_messages,
         max_bytes=settings.memory_max_bytes,
         retention_s=settings.retention_s,
+        outbox=MemoryOutbox() if forwarding else None,
+    )
+
+
+def build_forwarder(settings: Settings, store: Store) -> Forwarder | None:
+    """The senders of SES_TRACKER_FORWARD_FILE's subscriptions; raises
+    ForwardConfigError on a bad file."""
+    subscriptions = load_subscriptions(settings.forward_file)
+    if not subscriptions:
+        return None
+    redis = redis_of(store)
+    outbox: Outbox
+    if redis is not None:
+        outbox = RedisOutbox(redis.client, redis.prefix)
+    else:
+        assert isinstance(store, MemoryStore) and store.outbox is not None
+        outbox = store.outbox
+    return Forwarder(
+        subscriptions,
+        outbox,
+        httpx.AsyncClient(follow_redirects=False, trust_env=True),
+        allow_private=settings.forward_allow_private,
     )
 
 
@@ -167,6 +197,7 @@ class Runtime:
         self.clock_ms = clock_ms
         self.store = store if store is not None else build_store(settings)
         self.mx = build_mx_resolver(settings, self.store)
+        self.forwarder = build_forwarder(settings, self.store)
         dimensions = settings.dimensions()
         if self.mx is not None:
             dimensions = replace(dimensions, resolved=self.mx.providers, on_unknown=self.mx.note)
@@ -241,6 +272,8 @@ class Runtime:
         self.spawn("alert-evaluator", self.alerting.run_evaluator())
         if self.mx is not None:
             self.spawn("mx-resolver", self.mx.run())
+        if self.forwarder is not None:
+            self.spawn("forwarder", self.forwarder.run())
         for sink in self.alerting.sinks:
             self.spawn(f"alert-sender:{sink.id}", self.alerting.run_sender(sink))
         for source in self.sources:
@@ -262,6 +295,8 @@ class Runtime:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         await self.alerting.stop()
+        if self.forwarder is not None:
+            await self.forwarder.aclose()
         await self.store.close()
         log.info("service_stopped")
 

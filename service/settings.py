@@ -49,6 +49,9 @@ class Settings(BaseSettings):
     history_hourly_days: int = Field(31, ge=0, le=3_660)
     resolve_mx: bool = False
     mx_nameservers: str | None = None
+    forward_file: Path | None = None
+    forward_keep_s: float = Field(86_400, gt=0, le=30 * 86_400)
+    forward_allow_private: bool = False
 
     # Beyond the published contract's table; all documented in README, Configuration.
     alert_webhook_secret: SecretStr | None = None

@@ -64,7 +64,7 @@ def message_view(
         "latency_ms": message_latency,
         "opened_at": _iso(latency.earliest(e.at for e in events if e.type is EventType.OPEN)),
         "clicked_at": _iso(latency.earliest(e.at for e in events if e.type is EventType.CLICK)),
-        "events": [_event_view(e) for e in events],
+        "events": [event_view(e) for e in events],
         "truncated": record.truncated,
         "notes": _message_notes(header),
     }
@@ -226,7 +226,8 @@ def _delay_view(event: StoredEvent, address: str) -> dict[str, Any]:
     }
 
 
-def _event_view(event: StoredEvent) -> dict[str, Any]:
+def event_view(event: StoredEvent) -> dict[str, Any]:
+    """One stored event as the API shows it (timelines, forwarded items)."""
     view: dict[str, Any] = {
         "type": event.type.label,
         "at": format_ms(event.at),

@@ -51,6 +51,15 @@ class RedisKeys:
     def transitions(self) -> str:
         return f"{self.prefix}transitions"
 
+    @property
+    def forward(self) -> str:
+        """The forwarding outbox stream (service.forward), one consumer group per
+        subscription."""
+        return f"{self.prefix}fwd"
+
+    def forward_lease(self, subscription_id: str) -> str:
+        return f"{self.prefix}fwd:lease:{subscription_id}"
+
     def stats(self, bucket: int) -> str:
         return f"{self.stats_prefix}{bucket}"
 

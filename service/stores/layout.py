@@ -34,6 +34,7 @@ ARG = (
     "max_recipients",
     "max_blob_bytes",
     "hold_s",
+    "forward",
 )
 # ARGV[stats], when statistics are counted.
 STATS = (
@@ -56,6 +57,20 @@ INDEX = ("prefix", "bucket_ms", "status_names", "oldest_live_ms")
 FEED = ("min_id_ms",)
 # One transition in the stream entry.
 FED = ("message_id", "address", "from_status", "to_status", "at", "latency_ms")
+# ARGV[forward], when transitions are appended to the forwarding outbox.
+FORWARD = ("min_id_ms",)
+# One change in an outbox entry (service.forward.items.Change).
+FORWARDED = (
+    "message_id",
+    "address",
+    "from_status",
+    "to_status",
+    "at",
+    "latency_ms",
+    "header",
+    "event",
+    "provider",
+)
 # The reply: transitions flattened, this many values each.
 REPLY = ("message_index", "event_index", "address", "from_status", "to_status")
 
@@ -82,6 +97,8 @@ _ARRAYS = {
     "INDEX": INDEX,
     "FEED": FEED,
     "FED": FED,
+    "FORWARD": FORWARD,
+    "FORWARDED": FORWARDED,
     "REPLY": REPLY,
 }
 

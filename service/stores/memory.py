@@ -7,12 +7,24 @@ import heapq
 import time
 from collections import Counter, OrderedDict
 from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING
 
 from service import stats
+from service.forward.items import Change, change_of
 from service.search import Position, SearchHit, SearchPage, SearchQuery, message_handle
-from service.state import MessageRecord, MessageWrite, Transition, merge
+from service.state import (
+    ChangeCounter,
+    EventWrite,
+    MessageRecord,
+    MessageWrite,
+    Transition,
+    merge,
+)
 from service.stores.base import PAST_RETENTION_HOLD_S, Checkpoint, MemoryFigures, Store
 from service.stores.memory_index import MemoryIndex
+
+if TYPE_CHECKING:
+    from service.forward.outbox import MemoryOutbox
 
 _SCAN_SLICE = 10_000
 
@@ -53,6 +65,7 @@ class MemoryStore(Store):
         max_bytes: int = 1024**3,
         retention_s: float = 1_209_600,
         clock: Callable[[], float] = time.monotonic,
+        outbox: MemoryOutbox | None = None,
     ) -> None:
         # message id -> (expires, record, send time as first seen, weight)
         self._records: OrderedDict[str, tuple[float, MessageRecord, int, int]] = OrderedDict()
@@ -71,6 +84,8 @@ class MemoryStore(Store):
         self._retention_s = retention_s
         self._clock = clock
         self._index = MemoryIndex()
+        # With an outbox, each merge appends what it changed, for forwarding.
+        self.outbox = outbox
         self.evictions = 0
         self.expirations = 0
 
@@ -93,10 +108,14 @@ class MemoryStore(Store):
     ) -> list[Transition]:
         """Synchronous merge: nothing here waits, so callers may skip the await."""
         now = self._clock()
-        counters = None
+        changes = None
         if counting is not None:
-            counters = stats.Changes(counting, self._stats, self._rollups)
+            changes = stats.Changes(counting, self._stats, self._rollups)
             self._prune_statistics(counting)
+        counters: ChangeCounter | None = changes
+        forwarded: list[Change] = []
+        if self.outbox is not None:
+            counters = _Forwarded(changes)
         expires = now + self._retention_s
         # A replay holds messages sent before the retention briefly (PAST_RETENTION_HOLD_S).
         oldest_live_ms = -1
@@ -118,6 +137,9 @@ class MemoryStore(Store):
                 record, sent_at = MessageRecord(), write.sent_at
             evicted: list[str] = []
             changed = merge(record, write, counters, evicted)
+            if isinstance(counters, _Forwarded) and counters.made:
+                forwarded += [change_of(*made, record.header) for made in counters.made]
+                counters.made.clear()
             if changed:
                 added = [t.recipient for t in changed if t.from_status is None]
                 self._index.update(message_id, record, added)
@@ -132,10 +154,12 @@ class MemoryStore(Store):
             records[message_id] = (held, record, sent_at, weight)
         if checkpoint is not None:
             self._checkpoints.setdefault(checkpoint.name, {}).update(checkpoint.positions)
-        if counters is not None and counters.touched:
+        if changes is not None and changes.touched:
             self._revision += 1
-            for bucket in counters.touched:
+            for bucket in changes.touched:
                 self._revisions[bucket] = self._revision
+        if forwarded and self.outbox is not None:
+            self.outbox.append(forwarded)
         self._trim(now)
         return transitions
 
@@ -256,3 +280,29 @@ class MemoryStore(Store):
             del records[message_id]
             self.bytes -= weight
             self._index.drop(message_id, record)
+
+
+class _Forwarded:
+    """Counts as ``inner`` does, and keeps each change for the forwarding outbox."""
+
+    __slots__ = ("inner", "made")
+
+    def __init__(self, inner: ChangeCounter | None) -> None:
+        self.inner = inner
+        self.made: list[tuple[MessageWrite, EventWrite | None, str, int | None, int]] = []
+
+    def once(self, write: MessageWrite, event: EventWrite) -> None:
+        if self.inner is not None:
+            self.inner.once(write, event)
+
+    def transition(
+        self,
+        write: MessageWrite,
+        event: EventWrite | None,
+        address: str,
+        old: int | None,
+        new: int,
+    ) -> None:
+        if self.inner is not None:
+            self.inner.transition(write, event, address, old, new)
+        self.made.append((write, event, address, old, new))

@@ -7,7 +7,7 @@
 --
 -- KEYS: one per message, then the checkpoint hash when there is a checkpoint, then
 -- the statistics revisions hash when there are statistics, then the transitions
--- stream when there is a feed.
+-- stream when there is a feed, then the forwarding outbox when there is one.
 -- ARGV, and every array below, are laid out as service.stores.layout names them;
 -- the script is loaded behind a prelude generated from it (ARG_BATCH, EVENT_AT,
 -- STATUS_DELAYED ...), so no position or status code is written here as a number.
@@ -31,6 +31,12 @@
 --           absent). The revisions hash (KEYS) gets field "seq" incremented once per
 --           call that counts anything live, and each touched live bucket's field set
 --           to it (service.stats.Revisions); fields of buckets past the ttl go.
+--   forward = [min_id_ms], or an empty string for none: the batch's transitions are
+--          appended to the forwarding outbox stream (KEYS, after the feed's) as one
+--          entry (field "t", msgpack [[message_id, address, from, to, at, latency_ms,
+--          header, cause event blob or '', provider]...], layout.FORWARDED), in the
+--          same atomic call that makes them, for service.forward to deliver;
+--          entries older than min_id_ms are trimmed.
 --   feed = [min_id_ms], or an empty string for none: the batch's transitions are
 --          appended to the stream as one entry (field "t", msgpack [[message_id,
 --          address, from, to, at, latency_ms]...]), so every replica can follow them;
@@ -65,12 +71,15 @@ local batch = cmsgpack.unpack(ARGV[ARG_BATCH])
 local checkpoint = ARGV[ARG_CHECKPOINT] ~= '' and cmsgpack.unpack(ARGV[ARG_CHECKPOINT]) or nil
 local stats = ARGV[ARG_STATS] ~= '' and cmsgpack.unpack(ARGV[ARG_STATS]) or nil
 local feed = ARGV[ARG_FEED] ~= '' and cmsgpack.unpack(ARGV[ARG_FEED]) or nil
+local forward = ARGV[ARG_FORWARD] ~= '' and cmsgpack.unpack(ARGV[ARG_FORWARD]) or nil
 local index = ARGV[ARG_INDEX] ~= '' and cmsgpack.unpack(ARGV[ARG_INDEX]) or nil
 -- Caps (service.state.MAX_RECIPIENTS, MAX_RECORD_BLOB_BYTES): enforced here, inside
 -- the atomic merge, so no writer can grow one record past them.
 local max_recipients = tonumber(ARGV[ARG_MAX_RECIPIENTS])
 local max_blob_bytes = tonumber(ARGV[ARG_MAX_BLOB_BYTES])
 local fed = {}
+local forwarded = {}
+local merged_header = '' -- the message being merged's header, as merged so far
 local status_names = stats and stats[STATS_STATUS_NAMES] or {}
 local counts = {} -- bucket -> {field = n}
 local bor = bit.bor
@@ -399,6 +408,18 @@ local function transition(message_index, event, event_index, address, from_statu
     -- In FED order.
     fed[#fed + 1] = {message[MESSAGE_MESSAGE_ID], address, from_status, to_status, at, latency}
   end
+  if forward then
+    local at = cause and cause[EVENT_AT] or message[MESSAGE_SENT_AT]
+    local latency = NO_LATENCY
+    if message[MESSAGE_SENT_KNOWN] then
+      latency = math.max(0, at - message[MESSAGE_SENT_AT])
+    end
+    local domain = string.match(address, '@([^@]*)$') or ''
+    -- In FORWARDED order (service.forward.items.Change).
+    forwarded[#forwarded + 1] = {message[MESSAGE_MESSAGE_ID], address, from_status, to_status, at,
+                                 latency, merged_header, cause and cause[EVENT_BLOB] or '',
+                                 message[MESSAGE_PROVIDERS][domain] or 'other'}
+  end
   if stats and cause then
     count_transition(cause, event ~= nil, message, address, from_status, to_status)
   end
@@ -436,6 +457,7 @@ for m = 1, #batch do
     header = incoming_header
     changed = true
   end
+  merged_header = header
 
   local function add_bits(address, bits, event, event_index)
     local old = recipients[address]
@@ -592,9 +614,17 @@ if stats then
   end
 end
 
-if feed and #fed > 0 then
-  redis.call('XADD', KEYS[next_key], 'MINID', '~', feed[FEED_MIN_ID_MS], '*', 't',
-             cmsgpack.pack(fed))
+if feed then
+  if #fed > 0 then
+    redis.call('XADD', KEYS[next_key], 'MINID', '~', feed[FEED_MIN_ID_MS], '*', 't',
+               cmsgpack.pack(fed))
+  end
+  next_key = next_key + 1
+end
+
+if forward and #forwarded > 0 then
+  redis.call('XADD', KEYS[next_key], 'MINID', '~', forward[FORWARD_MIN_ID_MS], '*', 't',
+             cmsgpack.pack(forwarded))
 end
 
 return cmsgpack.pack(out)

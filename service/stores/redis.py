@@ -66,6 +66,7 @@ class RedisStore(Store):
         prefix: str = DEFAULT_PREFIX,
         chunk_events: int = 2_000,
         feed_window_s: float | None = None,
+        forward_keep_s: float | None = None,
     ) -> None:
         self._client = client
         self._retention_s = str(int(retention_s))
@@ -76,6 +77,9 @@ class RedisStore(Store):
         # replica follows (follow_transitions), kept for that many seconds; without,
         # nothing is appended.
         self._feed_window_ms = None if feed_window_s is None else int(feed_window_s * 1000)
+        # With a keep, each merge also appends its transitions to the forwarding
+        # outbox (service.forward), kept that long for senders that fall behind.
+        self._forward_keep_ms = None if forward_keep_s is None else int(forward_keep_s * 1000)
         self._sha: str | None = None
         self._index = IndexReader(client, prefix)
         self._retention_ms = int(retention_s * 1000)
@@ -189,6 +193,12 @@ class RedisStore(Store):
         if self._feed_window_ms is not None:
             keys.append(self.transitions_key)
             packed_feed = _pack(_in_order(layout.FEED, min_id_ms=now_ms - self._feed_window_ms))
+        packed_forward = b""
+        if self._forward_keep_ms is not None:
+            keys.append(self._keys.forward)
+            packed_forward = _pack(
+                _in_order(layout.FORWARD, min_id_ms=now_ms - self._forward_keep_ms)
+            )
         index = _in_order(
             layout.INDEX,
             prefix=self._prefix,
@@ -210,6 +220,7 @@ class RedisStore(Store):
             max_blob_bytes=str(state.MAX_RECORD_BLOB_BYTES),
             # Replays (nothing counted live) hold messages past the retention briefly.
             hold_s=str(PAST_RETENTION_HOLD_S if counting is not None and not counting.live else 0),
+            forward=packed_forward,
         )
         return keys, args
 

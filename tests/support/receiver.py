@@ -26,6 +26,7 @@ class Answer:
     status: int = 200
     headers: dict[str, str] = field(default_factory=dict)
     hang_s: float = 0.0  # wait this long before answering (a hung service)
+    close: bool = False  # drop the connection instead of answering
 
 
 class Receiver:
@@ -73,6 +74,8 @@ class Receiver:
                 answer = self.script.pop(0) if self.script else Answer()
                 if answer.hang_s:
                     await asyncio.sleep(answer.hang_s)
+                if answer.close:
+                    return
                 status, text = answer.status, b"ok"
                 if status < 300 and self._check is not None:
                     try:

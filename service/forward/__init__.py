@@ -1,0 +1,1 @@
+"""Forwarding recipient status changes to the user's own app (README, Forwarding)."""

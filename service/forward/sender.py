@@ -1,0 +1,221 @@
+"""Posting the outbox to each subscription: batched, signed, retried, one sender each.
+
+Each subscription has its own task, so a slow or hung receiver holds up nobody
+else, and ingestion never waits on any (the merge only appends to the outbox). A
+task sends only while it holds the subscription's lease (``Outbox.lease``): one
+replica at a time, so items reach a receiver in the order the changes were merged.
+A failed post (network error, timeout, any non-2xx answer) is retried with
+exponential backoff and full jitter, never sooner than ``Retry-After`` says; the
+entries stay in the outbox meanwhile, so a receiver down for an hour loses
+nothing. An entry is acknowledged once every item taken from it was delivered: a
+sender that dies or loses its lease mid-batch leaves it to the next holder, which
+sends its items again with the same ``id`` (at least once).
+
+Each POST is ``{"items": [...]}`` (``service.forward.items.item``), signed as the
+alert ``webhook`` sink is: ``X-SES-Tracker-Timestamp`` (Unix seconds) and
+``X-SES-Tracker-Signature: v1=<hex HMAC-SHA256 of "<timestamp>.<body>">`` under the
+subscription's secret.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+import uuid
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+
+import httpx
+import orjson
+import structlog
+
+from service.alerts.delivery import retry_after_seconds
+from service.alerts.sinks import SIGNATURE_HEADER, TIMESTAMP_HEADER, sign
+from service.forward.config import Subscription
+from service.forward.egress import EgressRefused, check_destination
+from service.forward.items import facts_of, item, matches
+from service.forward.outbox import Entry, Outbox
+from service.stores.base import StoreUnavailable
+
+log = structlog.get_logger(__name__)
+
+LEASE_MS = 15_000
+READ_ENTRIES = 50
+READ_BLOCK_MS = 1_000
+POST_TIMEOUT_S = 10.0
+RETRY_AFTER_CAP_S = 3_600.0
+
+
+class PostFailed(Exception):
+    def __init__(self, reason: str, retry_after_s: float | None = None) -> None:
+        super().__init__(reason)
+        self.retry_after_s = retry_after_s
+
+
+@dataclass
+class Figures:
+    """One subscription's, as this replica sees it (metrics, /readyz, the page)."""
+
+    sent: int = 0  # items delivered
+    failed: int = 0  # posts that failed (each retried)
+    queued: int = 0  # outbox entries not yet acknowledged
+    oldest_ms: int | None = None  # when the oldest of them was merged
+    sending: bool = False  # this replica holds the lease
+    last_error: str | None = None
+
+
+class Forwarder:
+    def __init__(
+        self,
+        subscriptions: Sequence[Subscription],
+        outbox: Outbox,
+        client: httpx.AsyncClient,
+        *,
+        allow_private: bool = False,
+        backoff_s: float = 1.0,
+        max_backoff_s: float = 300.0,
+        lease_ms: int = LEASE_MS,
+        post_timeout_s: float = POST_TIMEOUT_S,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+    ) -> None:
+        self.subscriptions = list(subscriptions)
+        self.outbox = outbox
+        self._client = client
+        self._allow_private = allow_private
+        self._backoff_s = backoff_s
+        self._max_backoff_s = max_backoff_s
+        self._sleep = sleep
+        self._lease_ms = lease_ms
+        self._post_timeout_s = post_timeout_s
+        self.holder = uuid.uuid4().hex  # this replica, in the leases
+        self.figures = {s.name: Figures() for s in self.subscriptions}
+
+    async def aclose(self) -> None:
+        await self._client.aclose()
+
+    async def run(self) -> None:
+        """Send for every subscription until cancelled."""
+        await self.outbox.prepare([s.id for s in self.subscriptions])
+        await asyncio.gather(*(self._run(s) for s in self.subscriptions))
+
+    async def _run(self, subscription: Subscription) -> None:
+        figures = self.figures[subscription.name]
+        try:
+            while True:
+                try:
+                    await self._round(subscription, figures)
+                except StoreUnavailable as exc:
+                    figures.last_error = str(exc)
+                    log.warning("forward_store_unavailable", subscription=subscription.name)
+                    await self._sleep(1.0)
+        finally:
+            figures.sending = False
+            await self.outbox.release(subscription.id, self.holder)
+
+    async def _round(self, subscription: Subscription, figures: Figures) -> None:
+        if not await self.outbox.lease(subscription.id, self.holder, self._lease_ms):
+            figures.sending = False
+            await self._sleep(self._lease_ms / 3_000)
+            return
+        figures.sending = True
+        entries = await self.outbox.read(subscription.id, READ_ENTRIES, READ_BLOCK_MS)
+        if entries and await self._deliver(subscription, figures, entries):
+            await self.outbox.ack(subscription.id, [entry.id for entry in entries])
+        backlog = await self.outbox.backlog(subscription.id)
+        figures.queued, figures.oldest_ms = backlog.entries, backlog.oldest_ms
+        if not entries:
+            # The memory outbox does not block on read: do not spin.
+            await self._sleep(0.05)
+
+    async def _deliver(
+        self, subscription: Subscription, figures: Figures, entries: list[Entry]
+    ) -> bool:
+        """Post every item the subscription takes from ``entries``; False when the
+        lease was lost first (the next holder sends them)."""
+        cache: dict[bytes, object] = {}
+        items = []
+        for entry in entries:
+            for index, change in enumerate(entry.changes):
+                facts = facts_of(change.header, cache)  # type: ignore[arg-type]
+                if matches(
+                    change,
+                    facts,
+                    statuses=subscription.statuses,
+                    configuration_sets=subscription.configuration_sets,
+                    tags=subscription.tags,
+                    providers=subscription.providers,
+                ):
+                    items.append(item(entry.id, index, change, facts))
+        for start in range(0, len(items), subscription.batch_size):
+            batch = items[start : start + subscription.batch_size]
+            if not await self._post_until_delivered(subscription, figures, batch):
+                return False
+            figures.sent += len(batch)
+        return True
+
+    async def _post_until_delivered(
+        self, subscription: Subscription, figures: Figures, batch: list[dict]
+    ) -> bool:
+        body = orjson.dumps({"items": batch})
+        attempt = 0
+        while True:
+            if not await self.outbox.lease(subscription.id, self.holder, self._lease_ms):
+                figures.sending = False
+                return False
+            try:
+                await self._post(subscription, body)
+                figures.last_error = None
+                return True
+            except PostFailed as exc:
+                attempt += 1
+                figures.failed += 1
+                figures.last_error = str(exc)
+                ceiling = min(self._max_backoff_s, self._backoff_s * 2 ** min(attempt, 30))
+                wait = random.uniform(0, ceiling)
+                if exc.retry_after_s is not None:
+                    wait = max(wait, min(exc.retry_after_s, RETRY_AFTER_CAP_S))
+                log.warning(
+                    "forward_post_failed",
+                    subscription=subscription.name,
+                    host=subscription.host,
+                    error=str(exc),
+                    items=len(batch),
+                    retry_in_s=round(wait, 1),
+                )
+                if not await self._wait_holding(subscription, wait):
+                    figures.sending = False
+                    return False
+
+    async def _wait_holding(self, subscription: Subscription, seconds: float) -> bool:
+        """Sleep, renewing the lease meanwhile; False if it was lost."""
+        deadline = time.monotonic() + seconds
+        while (left := deadline - time.monotonic()) > 0:
+            await self._sleep(min(left, self._lease_ms / 3_000))
+            if not await self.outbox.lease(subscription.id, self.holder, self._lease_ms):
+                return False
+        return True
+
+    async def _post(self, subscription: Subscription, body: bytes) -> None:
+        try:
+            await check_destination(subscription.url, self._allow_private)
+        except EgressRefused as exc:
+            raise PostFailed(str(exc)) from exc
+        now_s = int(time.time())
+        headers = {
+            "content-type": "application/json",
+            "user-agent": "ses-tracker",
+            TIMESTAMP_HEADER: str(now_s),
+            SIGNATURE_HEADER: sign(subscription.secret.encode(), now_s, body),
+        }
+        try:
+            response = await self._client.post(
+                subscription.url, content=body, headers=headers, timeout=self._post_timeout_s
+            )
+        except httpx.HTTPError as exc:
+            raise PostFailed(type(exc).__name__) from exc
+        if response.status_code >= 300:
+            # Any refusal is retried: entries wait in the outbox for the receiver to be
+            # fixed (a receiver's 4xx is usually its own mistake) rather than be lost.
+            wait = retry_after_seconds(response.headers.get("retry-after"), time.time())
+            raise PostFailed(f"HTTP {response.status_code}", wait)

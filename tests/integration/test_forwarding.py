@@ -1,0 +1,261 @@
+"""#15: status changes forwarded to a receiver that fails in every way, through the
+outbox the merge appends to, with one sender per subscription across replicas."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import defaultdict
+
+import httpx
+import pytest
+from redis import asyncio as aioredis
+
+from service.alerts.sinks import verify
+from service.forward.config import Subscription
+from service.forward.outbox import MemoryOutbox, RedisOutbox
+from service.forward.sender import Forwarder
+from service.pipeline import Pipeline
+from service.stores import MemoryStore, RedisStore
+from tests.support import ses
+from tests.support.receiver import Answer, Receiver
+from tests.support.servers import RedisServer
+
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(60)]
+
+SECRET = "forward-secret-0123456789"
+T = ses.SENT_AT
+
+
+def subscription(receiver: Receiver, **filters) -> Subscription:
+    return Subscription(name="app", url=receiver.base + "/hook", secret=SECRET, **filters)
+
+
+def forwarder(subscriptions, outbox, **options) -> Forwarder:
+    options = {"backoff_s": 0.05, "max_backoff_s": 0.2, "post_timeout_s": 0.5, **options}
+    return Forwarder(subscriptions, outbox, httpx.AsyncClient(), **options)
+
+
+def messages(count: int, prefix: str = "fw") -> bytes:
+    records = []
+    for n in range(count):
+        mid = f"{prefix}-{n:03d}"
+        records += [ses.send(mid, [f"r{n}@x.com"]), ses.delivery(mid, [f"r{n}@x.com"], T + 500)]
+    return ses.dumps(*records)
+
+
+def delivered(receiver: Receiver) -> list[dict]:
+    """Every item received, in arrival order, each request's signature checked."""
+    items = []
+    for request in receiver.received:
+        timestamp = int(request.headers["x-ses-tracker-timestamp"])
+        signature = request.headers["x-ses-tracker-signature"]
+        assert verify(SECRET.encode(), timestamp, request.body, signature, int(time.time()))
+        items += request.json()["items"]
+    return items
+
+
+async def until(condition, timeout_s: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        assert time.monotonic() < deadline, "timed out"
+        await asyncio.sleep(0.02)
+
+
+def assert_at_least_once_in_order(items: list[dict], expected: set[tuple]) -> None:
+    by_id: dict[str, dict] = {}
+    for item in items:
+        # A duplicate is allowed only as the very same item, same id.
+        assert by_id.setdefault(item["id"], item) == item
+    changes = {(i["message_id"], i["recipient"], i["from"], i["to"]) for i in by_id.values()}
+    assert changes == expected
+    # Per recipient, first arrivals follow the order the changes were merged.
+    seen: dict[tuple, list[str]] = defaultdict(list)
+    first: set[str] = set()
+    for item in items:
+        if item["id"] not in first:
+            first.add(item["id"])
+            seen[item["message_id"], item["recipient"]].append(item["to"])
+    assert all(statuses == ["sent", "delivered"] for statuses in seen.values()), seen
+
+
+def expected_changes(count: int, prefix: str = "fw") -> set[tuple]:
+    changes = set()
+    for n in range(count):
+        mid, address = f"{prefix}-{n:03d}", f"r{n}@x.com"
+        changes |= {(mid, address, None, "sent"), (mid, address, "sent", "delivered")}
+    return changes
+
+
+@pytest.fixture(params=["memory", "redis"])
+async def outbox_store(request, redis_server: RedisServer):
+    if request.param == "memory":
+        outbox = MemoryOutbox()
+        yield MemoryStore(outbox=outbox), outbox
+        return
+    client = aioredis.Redis.from_url(redis_server.url)
+    await client.flushdb()
+    yield RedisStore(client, forward_keep_s=3_600), RedisOutbox(client)
+    await client.aclose()
+
+
+async def test_every_change_arrives_signed_and_in_order_through_every_failure(
+    outbox_store,
+) -> None:
+    store, outbox = outbox_store
+    async with Receiver() as receiver:
+        receiver.script = [
+            Answer(status=500),
+            Answer(status=429, headers={"retry-after": "1"}),
+            Answer(hang_s=2.0),  # past the 0.5 s timeout
+            Answer(close=True),
+            Answer(status=404),
+        ]
+        sender = forwarder([subscription(receiver, batch_size=7)], outbox)
+        await outbox.prepare([s.id for s in sender.subscriptions])
+        task = asyncio.create_task(sender.run())
+        try:
+            pipeline = Pipeline(store)
+            started = time.monotonic()
+            await pipeline.ingest(messages(20), "http")
+            # A failing receiver never slows ingestion down.
+            assert time.monotonic() - started < 1.0
+            await until(lambda: len({i["id"] for i in delivered(receiver)}) == 40)
+        finally:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+            await sender.aclose()
+    assert_at_least_once_in_order(delivered(receiver), expected_changes(20))
+    figures = sender.figures["app"]
+    assert figures.failed == 5 and figures.sent >= 40
+    # Retry-After was honoured: the request after the 429 came a second later.
+    assert receiver.received[2].at - receiver.received[1].at >= 0.95
+    item = delivered(receiver)[-1]
+    assert item["event"]["type"] in ("send", "delivery")
+    assert item["configuration_set"] == "transactional" and item["identity"] == "shop.example"
+    assert item["tags"] == {"ses:configuration-set": "transactional", "team": "orders"}
+
+
+async def test_subscriptions_take_only_what_their_filters_name(outbox_store) -> None:
+    store, outbox = outbox_store
+    async with Receiver() as bounces, Receiver() as gmail:
+        subscriptions = [
+            Subscription(name="bounces", url=bounces.base, secret=SECRET, statuses=("bounced",)),
+            Subscription(
+                name="gmail-orders",
+                url=gmail.base,
+                secret=SECRET,
+                providers=("gmail",),
+                tags={"team": "orders"},
+                configuration_sets=("transactional",),
+            ),
+        ]
+        sender = forwarder(subscriptions, outbox)
+        await outbox.prepare([s.id for s in subscriptions])
+        task = asyncio.create_task(sender.run())
+        try:
+            records = [
+                ses.send("f-1", ["a@gmail.com", "b@x.com"]),
+                ses.bounce("f-1", ["b@x.com"], T + 9),
+            ]
+            other_team = ses.send("f-2", ["c@gmail.com"])
+            other_team["mail"]["tags"]["team"] = ["billing"]
+            from service.codec import encode_batch
+            from service.dimensions import Dimensions
+            from tests.support.fold import events_of
+
+            writes = encode_batch(list(events_of([*records, other_team])), T + 10, Dimensions())
+            await store.merge(writes)
+            await until(lambda: len(delivered(bounces)) == 1 and len(delivered(gmail)) == 1)
+            await asyncio.sleep(0.3)  # nothing else comes
+        finally:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+            await sender.aclose()
+    [bounce] = delivered(bounces)
+    assert (bounce["recipient"], bounce["from"], bounce["to"]) == ("b@x.com", "sent", "bounced")
+    assert bounce["event"]["bounce_type"] == "Permanent"
+    [sent] = delivered(gmail)
+    assert (sent["message_id"], sent["recipient"], sent["provider"]) == (
+        "f-1",
+        "a@gmail.com",
+        "gmail",
+    )
+
+
+async def test_a_sender_killed_mid_batch_leaves_it_to_another_replica(
+    redis_server: RedisServer,
+) -> None:
+    client = aioredis.Redis.from_url(redis_server.url)
+    await client.flushdb()
+    async with Receiver() as receiver:
+        sub = subscription(receiver)
+        killed_outbox = RedisOutbox(client)
+
+        async def no_release(subscription_id: str, holder: str) -> None:
+            return None  # a killed process releases nothing: its lease runs out
+
+        killed_outbox.release = no_release  # type: ignore[method-assign]
+        killed = forwarder([sub], killed_outbox, lease_ms=1_000)
+        await killed_outbox.prepare([sub.id])
+        receiver.script = [Answer(hang_s=3.0)]  # the first post never completes
+        doomed = asyncio.create_task(killed.run())
+        await RedisStore(client, forward_keep_s=3_600).merge(_writes(messages(5, "kill")))
+        await until(lambda: len(receiver.received) == 1)
+        doomed.cancel()  # killed mid-batch: posted, never acknowledged
+        await asyncio.gather(doomed, return_exceptions=True)
+        survivor = forwarder([sub], RedisOutbox(client), lease_ms=1_000)
+        task = asyncio.create_task(survivor.run())
+        try:
+            # The dead sender's request reached the receiver but was never answered:
+            # the survivor sends the batch again, once the dead one's lease ran out.
+            await until(lambda: survivor.figures["app"].sent == 10)
+        finally:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+            await survivor.aclose()
+            await killed.aclose()
+    items = delivered(receiver)
+    assert_at_least_once_in_order(items, expected_changes(5, "kill"))
+    assert len(items) == 20  # the dead sender's batch was sent again, same ids
+    await client.aclose()
+
+
+async def test_two_replicas_share_the_outbox_and_one_sends(redis_server: RedisServer) -> None:
+    client = aioredis.Redis.from_url(redis_server.url)
+    await client.flushdb()
+    async with Receiver() as receiver:
+        sub = subscription(receiver, batch_size=10)
+        replicas = [forwarder([sub], RedisOutbox(client), lease_ms=1_000) for _ in range(2)]
+        await replicas[0].outbox.prepare([sub.id])
+        tasks = [asyncio.create_task(r.run()) for r in replicas]
+        stores = [RedisStore(client, forward_keep_s=3_600) for _ in range(2)]
+        try:
+            # Each replica's pipeline merges half of the traffic.
+            await asyncio.gather(
+                *(
+                    Pipeline(store).ingest(messages(30, f"rep{n}"), "http")
+                    for n, store in enumerate(stores)
+                )
+            )
+            await until(lambda: len({i["id"] for i in delivered(receiver)}) == 120)
+        finally:
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            for replica in replicas:
+                await replica.aclose()
+    expected = expected_changes(30, "rep0") | expected_changes(30, "rep1")
+    assert_at_least_once_in_order(delivered(receiver), expected)
+    sending = [r.figures["app"].sent for r in replicas]
+    assert sorted(sending)[0] == 0 and sum(sending) == 120  # one replica held the lease
+    backlog = await replicas[0].outbox.backlog(sub.id)
+    assert backlog.entries == 0
+    await client.aclose()
+
+
+def _writes(payload: bytes):
+    from service.codec import encode_batch
+    from service.parser import parse_payload
+
+    return encode_batch(parse_payload(payload).events, T + 1_000)
