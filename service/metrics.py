@@ -61,12 +61,15 @@ class Metrics:
         sources: Sequence[Source],
         alerting: Alerting,
         event_lags: Callable[[], dict[str, dict[str, float]]] = dict,
+        forwarding: Callable[[], list[dict[str, Any]]] = list,
     ) -> None:
         self.pipeline = pipeline
         self.store = store
         self.sources = sources
         # Event-time lag by source and position (Runtime.event_lags).
         self.event_lags = event_lags
+        # Forwarding subscriptions' figures (Runtime.forwarding).
+        self.forwarding = forwarding
         self.alerting = alerting
         self.live: Any = None
         self.registry = CollectorRegistry(auto_describe=True)
@@ -252,6 +255,7 @@ class _PipelineCollector(Collector):
             yield from (clients, dropped)
 
         yield from _alert_metrics(measured.alerting)
+        yield from _forward_metrics(measured.forwarding())
 
         store = measured.store
         stored = getattr(store, "__len__", None)
@@ -266,6 +270,38 @@ class _PipelineCollector(Collector):
             )
             held.add_metric([], getattr(store, "bytes", 0))
             yield from (size, held)
+
+
+def _forward_metrics(subscriptions: list[dict[str, Any]]) -> Iterator[Metric]:
+    if not subscriptions:
+        return
+    sent = CounterMetricFamily(
+        "ses_tracker_forward_items_sent",
+        "Changes delivered to a forwarding subscription by this replica.",
+        labels=["subscription"],
+    )
+    failed = CounterMetricFamily(
+        "ses_tracker_forward_post_failures",
+        "Forwarding posts that failed (each is retried).",
+        labels=["subscription"],
+    )
+    queued = GaugeMetricFamily(
+        "ses_tracker_forward_queued",
+        "Outbox entries (merges) a subscription has not yet acknowledged.",
+        labels=["subscription"],
+    )
+    oldest = GaugeMetricFamily(
+        "ses_tracker_forward_oldest_seconds",
+        "Age of the oldest change waiting for a subscription (0 with none).",
+        labels=["subscription"],
+    )
+    for subscription in subscriptions:
+        name = [subscription["name"]]
+        sent.add_metric(name, subscription["sent"])
+        failed.add_metric(name, subscription["failed"])
+        queued.add_metric(name, subscription["queued"])
+        oldest.add_metric(name, subscription["oldest_s"] or 0.0)
+    yield from (sent, failed, queued, oldest)
 
 
 def _alert_metrics(alerting: Alerting) -> Iterator[Metric]:

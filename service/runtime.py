@@ -232,6 +232,7 @@ class Runtime:
             sources=self.sources,
             alerting=self.alerting,
             event_lags=self.event_lags,
+            forwarding=self.forwarding,
         )
         self._source_tasks: list[asyncio.Task[None]] = []
         self._tasks: list[asyncio.Task[None]] = []
@@ -309,6 +310,30 @@ class Runtime:
             health.append({"name": "push", "state": "receiving", "connected": True,
                            "failure": None, "event_lag_s": pushed})  # fmt: skip
         return health
+
+    def forwarding(self, detailed: bool = True) -> list[dict[str, Any]]:
+        """Each subscription as this replica sees it: sent, failed, queued and the age
+        of the oldest waiting change (README, Forwarding). Errors name hosts, so
+        they are left out unless ``detailed``."""
+        if self.forwarder is None:
+            return []
+        now_ms = wall_clock_ms()
+        return [
+            {
+                "name": subscription.name,
+                "host": subscription.host if detailed else None,
+                "sending": figures.sending,
+                "sent": figures.sent,
+                "failed": figures.failed,
+                "queued": figures.queued,
+                "oldest_s": None
+                if figures.oldest_ms is None
+                else max(0.0, (now_ms - figures.oldest_ms) / 1000),
+                "last_error": figures.last_error if detailed else None,
+            }
+            for subscription in self.forwarder.subscriptions
+            for figures in (self.forwarder.figures[subscription.name],)
+        ]
 
     def event_lags(self) -> dict[str, dict[str, float]]:
         """Event-time lag in seconds by source and position (``service.lag``)."""

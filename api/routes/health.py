@@ -52,5 +52,6 @@ async def readyz(request: Request, runtime: RuntimeDep) -> OrjsonResponse:
         "event_lag_s": runtime.event_lags(),
         "catching_up": runtime.catching_up(),
         "catch_up_after_s": runtime.settings.catch_up_lag_s,
+        "forwarding": runtime.forwarding(detailed),
     }
     return OrjsonResponse(body, status_code=200 if store_ok else 503)

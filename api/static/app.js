@@ -345,6 +345,20 @@ async function refreshSources() {
       list.append(item);
     }
     if (!list.children.length) list.append(text("li", "no consumers: HTTP ingest only", "muted"));
+    // Forwarding: one line per subscription, as this replica sees it.
+    for (const sub of ready.forwarding || []) {
+      const item = document.createElement("li");
+      item.id = "forward-" + sub.name;
+      const late = sub.oldest_s !== null && sub.oldest_s >= 60;
+      item.append(text("strong", "forward " + sub.name), " ");
+      item.append(text("span", late ? "behind" : "ok", late ? "status-bounced" : "status-delivered"));
+      const parts = [`${sub.sent.toLocaleString()} sent`, `${sub.queued.toLocaleString()} waiting`];
+      if (sub.oldest_s !== null) parts.push("oldest " + span(sub.oldest_s));
+      if (sub.failed) parts.push(`${sub.failed.toLocaleString()} failed posts`);
+      if (!sub.sending) parts.push("another replica sends");
+      item.append(" · " + parts.join(" · "));
+      list.append(item);
+    }
   } catch (error) {
     // The next refresh tries again.
   } finally {

@@ -122,11 +122,14 @@ class Forwarder:
         entries = await self.outbox.read(subscription.id, READ_ENTRIES, READ_BLOCK_MS)
         if entries and await self._deliver(subscription, figures, entries):
             await self.outbox.ack(subscription.id, [entry.id for entry in entries])
-        backlog = await self.outbox.backlog(subscription.id)
-        figures.queued, figures.oldest_ms = backlog.entries, backlog.oldest_ms
+        await self._note_backlog(subscription, figures)
         if not entries:
             # The memory outbox does not block on read: do not spin.
             await self._sleep(0.05)
+
+    async def _note_backlog(self, subscription: Subscription, figures: Figures) -> None:
+        backlog = await self.outbox.backlog(subscription.id)
+        figures.queued, figures.oldest_ms = backlog.entries, backlog.oldest_ms
 
     async def _deliver(
         self, subscription: Subscription, figures: Figures, entries: list[Entry]
@@ -171,6 +174,7 @@ class Forwarder:
                 attempt += 1
                 figures.failed += 1
                 figures.last_error = str(exc)
+                await self._note_backlog(subscription, figures)  # it grows meanwhile
                 ceiling = min(self._max_backoff_s, self._backoff_s * 2 ** min(attempt, 30))
                 wait = random.uniform(0, ceiling)
                 if exc.retry_after_s is not None:

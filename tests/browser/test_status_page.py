@@ -277,3 +277,33 @@ async def test_the_page_says_plainly_when_a_source_is_catching_up() -> None:
         behind.event_lag.read("ses-events:0", clock() - 3_000, behind=False)
         await expect(notice).to_be_hidden(timeout=15_000)
         await browser.close()
+
+
+async def test_the_page_has_a_line_per_forwarding_subscription(tmp_path: Path) -> None:
+    """#15: what each subscription sent, what waits, and since when."""
+    from tests.support.receiver import Answer, Receiver
+
+    assert HAVE_CHROMIUM, "install Debian's chromium (bash .ci/run does)"
+    async with Receiver() as receiver:
+        receiver.script = [Answer(status=503)] * 1_000  # a receiver that is down
+        forward_file = tmp_path / "forward.yaml"
+        forward_file.write_text(
+            "subscriptions:\n"
+            f"  - {{name: crm, url: '{receiver.base}/hook', secret: a-long-secret-value-1}}\n"
+        )
+        settings = Settings(_env_file=None, forward_file=forward_file)
+        async with serving(settings) as server, async_playwright() as p:
+            now = int(time.time() * 1000)
+            async with httpx.AsyncClient(base_url=server.base) as client:
+                body = ses.dumps(ses.send("0100018b-fwd-page", ["a@x.com"], now))
+                assert (await client.post("/v1/events", content=body)).status_code == 202
+            browser = await p.chromium.launch(
+                executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS
+            )
+            page = await browser.new_page()
+            await page.goto(server.base + "/")
+            line = page.locator("#forward-crm")
+            await expect(line).to_contain_text("forward crm", timeout=8_000)
+            await expect(line).to_contain_text("failed posts", timeout=8_000)
+            await expect(line).to_contain_text("1 waiting")
+            await browser.close()

@@ -259,3 +259,30 @@ def _writes(payload: bytes):
     from service.parser import parse_payload
 
     return encode_batch(parse_payload(payload).events, T + 1_000)
+
+
+async def test_serve_forwards_and_reports_each_subscription(tmp_path) -> None:
+    """The whole service: SES_TRACKER_FORWARD_FILE, /readyz and /metrics figures."""
+    from service.settings import Settings
+    from tests.support.serving import serving
+
+    async with Receiver() as receiver:
+        forward_file = tmp_path / "forward.yaml"
+        forward_file.write_text(
+            "subscriptions:\n"
+            f"  - {{name: app, url: '{receiver.base}/hook', secret: {SECRET},"
+            " statuses: [delivered]}\n"
+        )
+        settings = Settings(_env_file=None, forward_file=forward_file)
+        async with serving(settings) as server, httpx.AsyncClient(base_url=server.base) as client:
+            response = await client.post("/v1/events", content=messages(3, "srv"))
+            assert response.status_code == 202
+            await until(lambda: len(delivered(receiver)) == 3)
+            assert {i["to"] for i in delivered(receiver)} == {"delivered"}
+            await asyncio.sleep(0.2)
+            [figures] = (await client.get("/readyz")).json()["forwarding"]
+            assert figures["name"] == "app" and figures["sent"] == 3
+            assert figures["sending"] and figures["queued"] == 0
+            metrics = (await client.get("/metrics")).text
+            assert 'ses_tracker_forward_items_sent_total{subscription="app"} 3.0' in metrics
+            assert 'ses_tracker_forward_queued{subscription="app"} 0.0' in metrics
