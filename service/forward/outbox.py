@@ -26,12 +26,15 @@ from collections.abc import Sequence
 from typing import NamedTuple
 
 import msgpack
+import structlog
 from redis import asyncio as aioredis
 from redis.exceptions import RedisError, ResponseError
 
 from service.forward.items import Change
 from service.stores.base import StoreUnavailable
 from service.stores.keys import RedisKeys
+
+log = structlog.get_logger(__name__)
 
 MAX_MEMORY_ENTRIES = 10_000
 
@@ -135,8 +138,11 @@ class RedisOutbox(Outbox):
             live = [e for e in entries if e.changes is not None]
             gone = [e.id for e in entries if e.changes is None]
             if gone:
-                # Trimmed while waiting: counted, and let go of.
+                # Trimmed (older than the keep) while waiting: said, and let go of.
                 self.lost += len(gone)
+                log.error(
+                    "forward_changes_expired", subscription=subscription_id, entries=len(gone)
+                )
                 await self._client.xack(stream, subscription_id, *gone)
             if live or entries:
                 return live
