@@ -18,7 +18,17 @@ from api.deps import require_token
 from api.exports import ExportSlots
 from api.live import Broadcaster
 from api.responses import OrjsonResponse
-from api.routes import alerts, events, health, ingest, live, messages, metrics, stats
+from api.routes import (
+    alerts,
+    events,
+    health,
+    ingest,
+    live,
+    messages,
+    metrics,
+    recipients,
+    stats,
+)
 from service.clock import wall_clock_ms
 from service.runtime import Runtime
 from service.settings import Settings
@@ -75,6 +85,7 @@ def create_app(
     app.include_router(events.router, prefix="/v1", dependencies=v1, tags=["ingest"])
     app.include_router(messages.router, prefix="/v1", dependencies=v1, tags=["messages"])
     app.include_router(stats.router, prefix="/v1", dependencies=v1, tags=["stats"])
+    app.include_router(recipients.router, prefix="/v1", dependencies=v1, tags=["recipients"])
     app.include_router(alerts.router, prefix="/v1", dependencies=v1, tags=["alerts"])
     # Checks the token itself (a websocket may pass it as ?token=).
     app.include_router(live.router, prefix="/v1", tags=["live"])

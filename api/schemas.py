@@ -221,3 +221,27 @@ class ReadyAnswer(_Open):
 ERRORS: dict[int | str, dict[str, Any]] = {
     status: {"model": ErrorAnswer} for status in (400, 401, 403, 404, 413, 422, 429, 503)
 }
+
+
+class Outcome(_Open):
+    status: str
+    at: str | None
+    message_id: str
+
+
+class Suppressed(_Open):
+    reason: str
+    since: str | None
+    message_id: str
+
+
+class RecipientProfile(_Open):
+    address: str
+    messages: int
+    complete: bool
+    first_sent_at: str
+    last_sent_at: str
+    status_counts: dict[str, int]
+    last_outcome: Outcome
+    suppressed: Suppressed | None
+    recent: list[MessageSummary]

@@ -414,10 +414,55 @@ function headerRow(names) {
   return row;
 }
 
+// An address in the lookup box shows that recipient's profile instead.
+async function lookupRecipient(address) {
+  $("lookup-panel").hidden = false;
+  $("lookup-title").textContent = address;
+  const result = $("lookup-result");
+  result.replaceChildren(text("p", "loading…", "muted"));
+  const response = await fetch("/v1/recipients/" + encodeURIComponent(address), { headers: authHeaders });
+  if (!response.ok) {
+    if (response.status === 401) showUnauthorised();
+    const reason = { 404: "no kept message to this address" }[response.status];
+    result.replaceChildren(text("p", reason || "error " + response.status, "status-bounced"));
+    return;
+  }
+  const body = await response.json();
+  const summary = text("p", "");
+  summary.id = "recipient-summary";
+  summary.append(`${body.messages} message(s)${body.complete ? "" : " (the newest)"} from ${body.first_sent_at} to ${body.last_sent_at} · last: `);
+  summary.append(text("strong", body.last_outcome.status, "status-" + body.last_outcome.status));
+  const suppressed = text("p", body.suppressed
+    ? `Unsafe to mail again: ${body.suppressed.reason} since ${body.suppressed.since}`
+    : "Safe to mail: no permanent bounce or complaint kept", body.suppressed ? "status-bounced" : "status-delivered");
+  suppressed.id = "recipient-suppressed";
+  const counts = document.createElement("table");
+  counts.append(headerRow(Object.keys(body.status_counts)));
+  const row = document.createElement("tr");
+  for (const n of Object.values(body.status_counts)) row.append(text("td", String(n)));
+  counts.append(row);
+  const recent = document.createElement("table");
+  recent.append(headerRow(["sent", "message", "status"]));
+  for (const m of body.recent) {
+    const line = document.createElement("tr");
+    const cell = document.createElement("td");
+    cell.className = "mid";
+    const link = text("a", m.message_id);
+    link.dataset.messageId = m.message_id;
+    link.onclick = () => lookup(m.message_id);
+    cell.append(link);
+    const mine = m.recipients.find((r) => r.address === body.address);
+    line.append(text("td", m.sent_at || "–"), cell, text("td", mine ? mine.status : m.status));
+    recent.append(line);
+  }
+  result.replaceChildren(summary, suppressed, counts, text("h2", "Recent messages"), recent);
+}
+
 $("lookup-form").onsubmit = (event) => {
   event.preventDefault();
   const id = $("lookup-id").value.trim();
-  if (id) lookup(id);
+  if (id.includes("@")) lookupRecipient(id);
+  else if (id) lookup(id);
 };
 // Alert links open the page on one message: /?message=<id>.
 const linked = new URLSearchParams(location.search).get("message");

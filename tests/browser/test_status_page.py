@@ -307,3 +307,32 @@ async def test_the_page_has_a_line_per_forwarding_subscription(tmp_path: Path) -
             await expect(line).to_contain_text("failed posts", timeout=8_000)
             await expect(line).to_contain_text("1 waiting")
             await browser.close()
+
+
+async def test_the_lookup_box_shows_a_recipient_profile() -> None:
+    """#15: support staff type an address and see what happened to their mail."""
+    assert HAVE_CHROMIUM, "install Debian's chromium (bash .ci/run does)"
+    now = int(time.time() * 1000)
+    async with serving(Settings(_env_file=None)) as server, async_playwright() as p:
+        async with httpx.AsyncClient(base_url=server.base) as client:
+            body = ses.dumps(
+                ses.send("0100018b-prof-a", ["who@x.com"], now - 60_000),
+                ses.delivery("0100018b-prof-a", ["who@x.com"], now - 59_000, now - 60_000),
+                ses.send("0100018b-prof-b", ["who@x.com"], now - 30_000),
+                ses.bounce("0100018b-prof-b", ["who@x.com"], now - 29_000, sent_at=now - 30_000),
+            )
+            assert (await client.post("/v1/events", content=body)).status_code == 202
+        browser = await p.chromium.launch(
+            executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS
+        )
+        page = await browser.new_page()
+        await page.goto(server.base + "/")
+        await page.fill("#lookup-id", "Who@X.com")
+        await page.click("#lookup-form button")
+        await expect(page.locator("#recipient-summary")).to_contain_text("2 message(s)")
+        await expect(page.locator("#recipient-summary strong")).to_have_text("bounced")
+        await expect(page.locator("#recipient-suppressed")).to_contain_text("Unsafe to mail again")
+        # A message of the profile opens on click.
+        await page.locator("#lookup-result a", has_text="0100018b-prof-a").click()
+        await expect(page.locator("#lookup-title")).to_have_text("0100018b-prof-a")
+        await browser.close()

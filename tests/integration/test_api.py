@@ -421,6 +421,55 @@ async def test_search_filters_by_dimension_and_exports_every_match(
     assert {row[6] for row in rows[1:]} == {"shop.example"}  # identity
 
 
+async def test_a_recipient_profile(client: httpx.AsyncClient, monkeypatch) -> None:
+    """#15: what we sent an address and what became of it, and whether mailing it
+    again is unsafe."""
+    from service import profile
+
+    who = ["Shopper@Example.com"]
+    records = [
+        ses.send("0100018b-prof-1", who, T),
+        ses.delivery("0100018b-prof-1", who, T + 700),
+        ses.send("0100018b-prof-2", who, T + 1_000),
+        ses.bounce("0100018b-prof-2", who, T + 1_500, "Transient", sent_at=T + 1_000),
+        ses.send("0100018b-prof-3", who, T + 2_000),
+        ses.delivery("0100018b-prof-3", who, T + 2_600, T + 2_000),
+        ses.complaint("0100018b-prof-3", who, T + 9_000, sent_at=T + 2_000),
+        ses.send("0100018b-prof-4", ["other@x.com"], T + 3_000),
+    ]
+    assert (await client.post("/v1/events", content=ses.dumps(*records))).status_code == 202
+    response = await client.get("/v1/recipients/shopper@EXAMPLE.com")
+    assert response.status_code == 200
+    body = response.json()
+    assert body["address"] == "shopper@example.com"
+    assert (body["messages"], body["complete"]) == (3, True)
+    assert body["first_sent_at"] == format_ms(T) and body["last_sent_at"] == format_ms(T + 2_000)
+    counts = body["status_counts"]
+    assert (counts["delivered"], counts["bounced"], counts["complained"]) == (1, 1, 1)
+    assert body["last_outcome"] == {
+        "status": "complained",
+        "at": format_ms(T + 9_000),
+        "message_id": "0100018b-prof-3",
+    }
+    # A soft bounce does not make an address unsafe; a complaint does.
+    assert body["suppressed"] == {
+        "reason": "complaint",
+        "since": format_ms(T + 9_000),
+        "message_id": "0100018b-prof-3",
+    }
+    assert [m["message_id"] for m in body["recent"]] == [f"0100018b-prof-{n}" for n in (3, 2, 1)]
+    hard = [ses.bounce("0100018b-prof-5", ["gone@x.com"], T + 50, "Permanent")]
+    assert (await client.post("/v1/events", content=ses.dumps(*hard))).status_code == 202
+    gone = (await client.get("/v1/recipients/gone@x.com")).json()
+    assert gone["suppressed"]["reason"] == "bounce"
+    missing = await client.get("/v1/recipients/nobody@x.com")
+    assert missing.status_code == 404 and "error" in missing.json()
+    # A recipient of very many messages is read up to a bound, and says so.
+    monkeypatch.setattr(profile, "MAX_MESSAGES", 2)
+    capped = (await client.get("/v1/recipients/shopper@example.com")).json()
+    assert (capped["messages"], capped["complete"]) == (2, False)
+
+
 async def test_search_by_recipient_status_and_time_with_cursor(client: httpx.AsyncClient) -> None:
     records = []
     for n in range(5):

@@ -1,0 +1,83 @@
+"""A recipient's profile (``GET /v1/recipients/{address}``): what we sent them and
+what became of it, from the messages still kept (``SES_TRACKER_RETENTION_S``).
+
+Built when asked, from the recipient's search index (newest first), so it costs no
+storage beyond that index (one entry per message the address received) and always
+agrees with the message records. A recipient of very many messages (a monitoring
+inbox in BCC) is read up to :data:`MAX_MESSAGES` newest; ``complete`` then says
+the counts cover those only.
+
+``suppressed`` says whether mailing the address again is unsafe, as SES's own
+suppression list would judge it: a Permanent bounce (SES's ``Suppressed`` and
+``OnAccountSuppressionList`` subtypes included) or a complaint, in any kept message.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from typing import Any
+
+from service import state
+from service.search import SearchHit
+from service.timestamps import format_ms
+from service.view import ViewOptions, message_summary, message_view
+
+MAX_MESSAGES = 2_000
+RECENT = 20
+
+
+def outcome_of(address: str, hit: SearchHit, options: ViewOptions) -> dict[str, Any]:
+    """The recipient's status in one message, when it got there, and the bounce or
+    complaint that decided it."""
+    view = message_view(hit.message_id, hit.record, options)
+    mine = next(r for r in view["recipients"] if r["address"] == address)
+    status = mine["status"]
+    at = {
+        "complained": (mine["complaint"] or {}).get("at"),
+        "bounced": (mine["bounce"] or {}).get("at"),
+        "delivered": mine["delivered_at"],
+        "delayed": mine["delays"][-1]["at"] if mine["delays"] else None,
+    }.get(status) or view["sent_at"]
+    return {
+        "status": status,
+        "at": at,
+        "message_id": hit.message_id,
+        "bounce_type": (mine["bounce"] or {}).get("type"),
+        "complained": mine["complaint"] is not None,
+    }
+
+
+def profile(
+    address: str, hits: list[SearchHit], complete: bool, options: ViewOptions
+) -> dict[str, Any]:
+    """``hits``: the recipient's messages, newest first (at least one)."""
+    outcomes = [outcome_of(address, hit, options) for hit in hits]
+    counts = Counter(outcome["status"] for outcome in outcomes)
+    suppressed = None
+    # The earliest reason still kept, so "since" is when it first became unsafe.
+    for outcome in reversed(outcomes):
+        if outcome["complained"] or outcome["bounce_type"] == "Permanent":
+            suppressed = {
+                "reason": "complaint" if outcome["complained"] else "bounce",
+                "since": outcome["at"],
+                "message_id": outcome["message_id"],
+            }
+            break
+    newest = outcomes[0]
+    return {
+        "address": address,
+        "messages": len(hits),
+        "complete": complete,
+        "first_sent_at": _sent_at(hits[-1]),
+        "last_sent_at": _sent_at(hits[0]),
+        "status_counts": {status: counts.get(status, 0) for status in state.STATUSES},
+        "last_outcome": {k: newest[k] for k in ("status", "at", "message_id")},
+        "suppressed": suppressed,
+        "recent": [
+            message_summary(hit.message_id, hit.record, options) for hit in hits[:RECENT]
+        ],
+    }
+
+
+def _sent_at(hit: SearchHit) -> str:
+    return format_ms(hit.position.sent_at)
