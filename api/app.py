@@ -28,6 +28,7 @@ from api.routes import (
     metrics,
     recipients,
     stats,
+    suppressions,
 )
 from service.clock import wall_clock_ms
 from service.runtime import Runtime
@@ -86,6 +87,7 @@ def create_app(
     app.include_router(messages.router, prefix="/v1", dependencies=v1, tags=["messages"])
     app.include_router(stats.router, prefix="/v1", dependencies=v1, tags=["stats"])
     app.include_router(recipients.router, prefix="/v1", dependencies=v1, tags=["recipients"])
+    app.include_router(suppressions.router, prefix="/v1", dependencies=v1, tags=["suppressions"])
     app.include_router(alerts.router, prefix="/v1", dependencies=v1, tags=["alerts"])
     # Checks the token itself (a websocket may pass it as ?token=).
     app.include_router(live.router, prefix="/v1", tags=["live"])

@@ -245,3 +245,21 @@ class RecipientProfile(_Open):
     last_outcome: Outcome
     suppressed: Suppressed | None
     recent: list[MessageSummary]
+
+
+class SuppressionView(_Open):
+    address: str
+    reason: str
+    since: str
+    message_id: str
+    subtype: str | None
+
+
+class SuppressionList(_Open):
+    items: list[SuppressionView]
+    next_cursor: str | None
+
+
+class SuppressionRemoved(_Open):
+    address: str
+    removed: bool

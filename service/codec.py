@@ -60,6 +60,12 @@ _SHORT_KEYS: dict[str, str] = {
 }
 _LONG_KEYS: dict[str, str] = {short: long for long, short in _SHORT_KEYS.items()}
 
+
+def short_key(name: str) -> str:
+    """The key a detail is stored under in an event blob (merge.lua reads one)."""
+    return _SHORT_KEYS[name]
+
+
 _BOUNCE_BITS = {"Permanent": state.HARD_BOUNCE, "Transient": state.SOFT_BOUNCE}
 _RECIPIENT_BITS: dict[EventType, int] = {
     EventType.DELIVERY_DELAY: state.DELAY,

@@ -7,9 +7,10 @@ agrees with the message records. A recipient of very many messages (a monitoring
 inbox in BCC) is read up to :data:`MAX_MESSAGES` newest; ``complete`` then says
 the counts cover those only.
 
-``suppressed`` says whether mailing the address again is unsafe, as SES's own
-suppression list would judge it: a Permanent bounce (SES's ``Suppressed`` and
-``OnAccountSuppressionList`` subtypes included) or a complaint, in any kept message.
+``suppressed`` here says whether a kept message makes mailing the address again
+unsafe (a Permanent bounce, SES's ``Suppressed`` and ``OnAccountSuppressionList``
+subtypes included, or a complaint); the API answers with the suppression list's
+entry instead (``service.suppressions``), which outlives the messages.
 """
 
 from __future__ import annotations
@@ -73,9 +74,7 @@ def profile(
         "status_counts": {status: counts.get(status, 0) for status in state.STATUSES},
         "last_outcome": {k: newest[k] for k in ("status", "at", "message_id")},
         "suppressed": suppressed,
-        "recent": [
-            message_summary(hit.message_id, hit.record, options) for hit in hits[:RECENT]
-        ],
+        "recent": [message_summary(hit.message_id, hit.record, options) for hit in hits[:RECENT]],
     }
 
 

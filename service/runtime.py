@@ -69,6 +69,7 @@ def build_store(settings: Settings) -> Store:
             retention_s=settings.retention_s,
             feed_window_s=settings.feed_window_s,
             forward_keep_s=settings.forward_keep_s if forwarding else None,
+            suppression_days=settings.suppression_days,
         )
         if settings.cache_ttl_s > 0:
             return CachedStore(truth, ttl_s=settings.cache_ttl_s)
@@ -78,6 +79,7 @@ def build_store(settings: Settings) -> Store:
         max_bytes=settings.memory_max_bytes,
         retention_s=settings.retention_s,
         outbox=MemoryOutbox() if forwarding else None,
+        suppression_days=settings.suppression_days,
     )
 
 

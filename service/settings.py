@@ -52,6 +52,7 @@ class Settings(BaseSettings):
     forward_file: Path | None = None
     forward_keep_s: float = Field(86_400, gt=0, le=30 * 86_400)
     forward_allow_private: bool = False
+    suppression_days: int = Field(400, ge=0, le=3_660)
 
     # Beyond the published contract's table; all documented in README, Configuration.
     alert_webhook_secret: SecretStr | None = None

@@ -177,8 +177,13 @@ class MessageRecord:
         return STATUSES[max(self.status_codes(), default=status_of(self.message_flags))]
 
 
+# Outcome flags that make an address unsafe to mail again (a suppression).
+UNSAFE = HARD_BOUNCE | COMPLAINT
+
+
 class ChangeCounter(Protocol):
-    """Counts what a merge changed (``service.stats.Changes``)."""
+    """Told what a merge changed: statistics (``service.stats.Changes``), the
+    forwarding outbox and suppressions listen here."""
 
     def once(self, write: MessageWrite, event: EventWrite) -> None: ...
 
@@ -190,6 +195,9 @@ class ChangeCounter(Protocol):
         old: int | None,
         new: int,
     ) -> None: ...
+
+    def unsafe(self, write: MessageWrite, event: EventWrite, address: str, gained: int) -> None:
+        """``address`` newly has a Permanent bounce or a complaint (``gained`` bits)."""
 
 
 def merge(
@@ -285,10 +293,14 @@ def _add_bits(
         new = status_of(bits | record.message_flags)
         transitions.append(_transition(write, address, None, new, at))
         _count(counters, write, address, None, new, event)
+        if bits & UNSAFE and counters is not None and event is not None:
+            counters.unsafe(write, event, address, bits & UNSAFE)
         return
     new_flags = old_flags | bits
     if new_flags == old_flags:
         return
+    if new_flags & ~old_flags & UNSAFE and counters is not None and event is not None:
+        counters.unsafe(write, event, address, new_flags & ~old_flags & UNSAFE)
     record.recipients[address] = new_flags
     old = status_of(old_flags | record.message_flags)
     new = status_of(new_flags | record.message_flags)

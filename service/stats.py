@@ -366,6 +366,11 @@ class Changes:
             for field in event.live_fields:
                 live[field] += 1
 
+    def unsafe(
+        self, write: state.MessageWrite, event: state.EventWrite, address: str, gained: int
+    ) -> None:
+        """Suppressions are not statistics."""
+
     def transition(
         self,
         write: state.MessageWrite,

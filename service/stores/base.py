@@ -10,6 +10,10 @@ from dataclasses import dataclass
 from service.search import SearchPage, SearchQuery
 from service.state import MessageRecord, MessageWrite, Transition
 from service.stats import BUCKET_S, Counting, Revisions
+from service.suppressions import Suppression
+
+# Where a page of suppressions ended: (since_ms, address) of its last.
+SuppressionCursor = tuple[int, str]
 
 # In a replay (a merge that counts nothing live), a message sent before the
 # retention keeps its record only this long after its last merge: long enough to
@@ -106,6 +110,21 @@ class Store(ABC):
     async def ping(self) -> bool:
         """Whether the store can serve requests now."""
         return True
+
+    @abstractmethod
+    async def suppression(self, address: str) -> Suppression | None:
+        """Whether ``address`` is unsafe to mail again, and why (``service.suppressions``)."""
+
+    @abstractmethod
+    async def suppressions(
+        self, reason: str | None, since_ms: int | None, limit: int, after: SuppressionCursor | None
+    ) -> tuple[list[Suppression], SuppressionCursor | None]:
+        """Suppressed addresses, newest first (by ``since``), one page; the cursor to
+        pass as ``after`` for the next, None at the end."""
+
+    @abstractmethod
+    async def remove_suppression(self, address: str) -> bool:
+        """Forget a suppression (the address is safe again); False when there was none."""
 
     @abstractmethod
     async def replayed(self, digest: str) -> bool:

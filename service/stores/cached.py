@@ -9,7 +9,8 @@ from collections.abc import Callable, Sequence
 from service.search import SearchPage, SearchQuery
 from service.state import MessageRecord, MessageWrite, Transition
 from service.stats import Counting, Revisions
-from service.stores.base import Checkpoint, MemoryFigures, Store
+from service.stores.base import Checkpoint, MemoryFigures, Store, SuppressionCursor
+from service.suppressions import Suppression
 
 
 class CachedStore(Store):
@@ -72,6 +73,17 @@ class CachedStore(Store):
 
     async def read_rollups(self, step: str, starts: Sequence[int]) -> list[Counter[str]]:
         return await self.truth.read_rollups(step, starts)
+
+    async def suppression(self, address: str) -> Suppression | None:
+        return await self.truth.suppression(address)
+
+    async def suppressions(
+        self, reason: str | None, since_ms: int | None, limit: int, after: SuppressionCursor | None
+    ) -> tuple[list[Suppression], SuppressionCursor | None]:
+        return await self.truth.suppressions(reason, since_ms, limit, after)
+
+    async def remove_suppression(self, address: str) -> bool:
+        return await self.truth.remove_suppression(address)
 
     async def replayed(self, digest: str) -> bool:
         return await self.truth.replayed(digest)

@@ -11,7 +11,7 @@ array), so their field order *is* the wire order and nothing is repacked per eve
 
 from __future__ import annotations
 
-from service import search, state, stats
+from service import codec, search, state, stats
 
 # A batch entry: one per message key, in KEYS order.
 ENTRY = ("write", "handle")
@@ -35,6 +35,7 @@ ARG = (
     "max_blob_bytes",
     "hold_s",
     "forward",
+    "suppress",
 )
 # ARGV[stats], when statistics are counted.
 STATS = (
@@ -57,6 +58,12 @@ INDEX = ("prefix", "bucket_ms", "status_names", "oldest_live_ms")
 FEED = ("min_id_ms",)
 # One transition in the stream entry.
 FED = ("message_id", "address", "from_status", "to_status", "at", "latency_ms")
+# ARGV[suppress], when suppressions are kept (service.suppressions).
+SUPPRESS = ("keep_s", "now_ms")
+# A suppression, as stored (<prefix>sup:<address>).
+SUPPRESSION = ("reason", "since_ms", "message_id", "subtype")
+# A stored event blob (service.codec), read for a bounce's subtype.
+STORED = ("type", "at", "recipients", "details", "processing_ms", "seen_ms")
 # ARGV[forward], when transitions are appended to the forwarding outbox.
 FORWARD = ("min_id_ms",)
 # One change in an outbox entry (service.forward.items.Change).
@@ -84,7 +91,11 @@ CODES = {
     "NOT_LIVE": stats.NOT_LIVE,  # EventWrite.bucket of an event no live window reads
     "NO_LATENCY": -1,  # FED latency_ms without a known send time
     "NO_STEP": -1,  # EventWrite.natural of an event that brings no status
+    "COMPLAINT_BIT": state.COMPLAINT,  # gained by a complaint (else a Permanent bounce)
+    "UNSAFE_BITS": state.UNSAFE,  # outcome flags that make an address a suppression
 }
+# Strings the script tests, named.
+STRINGS = {"DETAIL_BOUNCE_SUBTYPE": codec.short_key("bounce_subtype")}
 
 _ARRAYS = {
     "ENTRY": ENTRY,
@@ -99,6 +110,9 @@ _ARRAYS = {
     "FED": FED,
     "FORWARD": FORWARD,
     "FORWARDED": FORWARDED,
+    "SUPPRESS": SUPPRESS,
+    "SUPPRESSION": SUPPRESSION,
+    "STORED": STORED,
     "REPLY": REPLY,
 }
 
@@ -116,5 +130,7 @@ def lua_prelude() -> str:
             lines.append(f"local {prefix}_{name.upper()} = {index}")
     for name, code in CODES.items():
         lines.append(f"local {name} = {code}")
+    for name, text in STRINGS.items():
+        lines.append(f"local {name} = '{text}'")
     lines.append(f"local REPLY_STRIDE = {len(REPLY)}")
     return "\n".join(lines) + "\n"

@@ -20,8 +20,16 @@ from service.state import (
     Transition,
     merge,
 )
-from service.stores.base import PAST_RETENTION_HOLD_S, Checkpoint, MemoryFigures, Store
+from service.stores.base import (
+    PAST_RETENTION_HOLD_S,
+    Checkpoint,
+    MemoryFigures,
+    Store,
+    SuppressionCursor,
+)
 from service.stores.memory_index import MemoryIndex
+from service.suppressions import DEFAULT_DAYS as DEFAULT_SUPPRESSION_DAYS
+from service.suppressions import Suppression, kept, suppression_of
 
 if TYPE_CHECKING:
     from service.forward.outbox import MemoryOutbox
@@ -66,6 +74,7 @@ class MemoryStore(Store):
         retention_s: float = 1_209_600,
         clock: Callable[[], float] = time.monotonic,
         outbox: MemoryOutbox | None = None,
+        suppression_days: int = DEFAULT_SUPPRESSION_DAYS,
     ) -> None:
         # message id -> (expires, record, send time as first seen, weight)
         self._records: OrderedDict[str, tuple[float, MessageRecord, int, int]] = OrderedDict()
@@ -86,6 +95,8 @@ class MemoryStore(Store):
         self._index = MemoryIndex()
         # With an outbox, each merge appends what it changed, for forwarding.
         self.outbox = outbox
+        self._suppression_days = suppression_days
+        self._suppressions: dict[str, Suppression] = {}
         self.evictions = 0
         self.expirations = 0
 
@@ -112,10 +123,8 @@ class MemoryStore(Store):
         if counting is not None:
             changes = stats.Changes(counting, self._stats, self._rollups)
             self._prune_statistics(counting)
-        counters: ChangeCounter | None = changes
+        observer = _Observer(changes, forwarding=self.outbox is not None)
         forwarded: list[Change] = []
-        if self.outbox is not None:
-            counters = _Forwarded(changes)
         expires = now + self._retention_s
         # A replay holds messages sent before the retention briefly (PAST_RETENTION_HOLD_S).
         oldest_live_ms = -1
@@ -136,10 +145,10 @@ class MemoryStore(Store):
                     self._index.drop(message_id, entry[1])
                 record, sent_at = MessageRecord(), write.sent_at
             evicted: list[str] = []
-            changed = merge(record, write, counters, evicted)
-            if isinstance(counters, _Forwarded) and counters.made:
-                forwarded += [change_of(*made, record.header) for made in counters.made]
-                counters.made.clear()
+            changed = merge(record, write, observer, evicted)
+            if observer.made:
+                forwarded += [change_of(*made, record.header) for made in observer.made]
+                observer.made.clear()
             if changed:
                 added = [t.recipient for t in changed if t.from_status is None]
                 self._index.update(message_id, record, added)
@@ -160,6 +169,13 @@ class MemoryStore(Store):
                 self._revisions[bucket] = self._revision
         if forwarded and self.outbox is not None:
             self.outbox.append(forwarded)
+        if observer.suppressed and self._suppression_days:
+            wall_ms = counting.now_ms if counting is not None else int(time.time() * 1000)
+            oldest_kept = wall_ms - self._suppression_days * 86_400_000
+            for suppression in observer.suppressed:
+                if suppression.since_ms > oldest_kept:
+                    address = suppression.address
+                    self._suppressions[address] = kept(self._suppressions.get(address), suppression)
         self._trim(now)
         return transitions
 
@@ -239,6 +255,36 @@ class MemoryStore(Store):
     async def read_buckets(self, buckets: Sequence[int]) -> list[Counter[str]]:
         return [Counter(self._stats.get(bucket, ())) for bucket in buckets]
 
+    async def suppression(self, address: str) -> Suppression | None:
+        found = self._suppressions.get(address)
+        return found if found is not None and self._still_kept(found) else None
+
+    async def suppressions(
+        self, reason: str | None, since_ms: int | None, limit: int, after: SuppressionCursor | None
+    ) -> tuple[list[Suppression], SuppressionCursor | None]:
+        ordered = sorted(
+            (
+                s
+                for s in self._suppressions.values()
+                if self._still_kept(s)
+                and (reason is None or s.reason == reason)
+                and (since_ms is None or s.since_ms >= since_ms)
+                and (after is None or (s.since_ms, s.address) < after)
+            ),
+            key=lambda s: (s.since_ms, s.address),
+            reverse=True,
+        )
+        page = ordered[:limit]
+        more = len(ordered) > limit
+        return page, ((page[-1].since_ms, page[-1].address) if more and page else None)
+
+    async def remove_suppression(self, address: str) -> bool:
+        return self._suppressions.pop(address, None) is not None
+
+    def _still_kept(self, suppression: Suppression) -> bool:
+        oldest = int(time.time() * 1000) - self._suppression_days * 86_400_000
+        return suppression.since_ms > oldest
+
     async def replayed(self, digest: str) -> bool:
         expires = self._replayed.get(digest)
         return expires is not None and expires > self._clock()
@@ -282,14 +328,17 @@ class MemoryStore(Store):
             self._index.drop(message_id, record)
 
 
-class _Forwarded:
-    """Counts as ``inner`` does, and keeps each change for the forwarding outbox."""
+class _Observer:
+    """Counts as ``inner`` does; keeps each change for the forwarding outbox (when
+    ``forwarding``) and each address made unsafe to mail, for the suppressions."""
 
-    __slots__ = ("inner", "made")
+    __slots__ = ("forwarding", "inner", "made", "suppressed")
 
-    def __init__(self, inner: ChangeCounter | None) -> None:
+    def __init__(self, inner: ChangeCounter | None, *, forwarding: bool) -> None:
         self.inner = inner
+        self.forwarding = forwarding
         self.made: list[tuple[MessageWrite, EventWrite | None, str, int | None, int]] = []
+        self.suppressed: list[Suppression] = []
 
     def once(self, write: MessageWrite, event: EventWrite) -> None:
         if self.inner is not None:
@@ -305,4 +354,8 @@ class _Forwarded:
     ) -> None:
         if self.inner is not None:
             self.inner.transition(write, event, address, old, new)
-        self.made.append((write, event, address, old, new))
+        if self.forwarding:
+            self.made.append((write, event, address, old, new))
+
+    def unsafe(self, write: MessageWrite, event: EventWrite, address: str, gained: int) -> None:
+        self.suppressed.append(suppression_of(write, event, address, gained))

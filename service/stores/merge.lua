@@ -31,6 +31,11 @@
 --           absent). The revisions hash (KEYS) gets field "seq" incremented once per
 --           call that counts anything live, and each touched live bucket's field set
 --           to it (service.stats.Revisions); fields of buckets past the ttl go.
+--   suppress = [keep_s, now_ms], or an empty string for none: a recipient newly
+--          holding a Permanent bounce or a complaint is recorded at
+--          <prefix>sup:<address> (msgpack layout.SUPPRESSION; the earliest reason
+--          kept), expiring keep_s after the event, and listed in the zset
+--          <prefix>sup:idx scored by the event's time (service.suppressions).
 --   forward = [min_id_ms], or an empty string for none: the batch's transitions are
 --          appended to the forwarding outbox stream (KEYS, after the feed's) as one
 --          entry (field "t", msgpack [[message_id, address, from, to, at, latency_ms,
@@ -72,6 +77,7 @@ local checkpoint = ARGV[ARG_CHECKPOINT] ~= '' and cmsgpack.unpack(ARGV[ARG_CHECK
 local stats = ARGV[ARG_STATS] ~= '' and cmsgpack.unpack(ARGV[ARG_STATS]) or nil
 local feed = ARGV[ARG_FEED] ~= '' and cmsgpack.unpack(ARGV[ARG_FEED]) or nil
 local forward = ARGV[ARG_FORWARD] ~= '' and cmsgpack.unpack(ARGV[ARG_FORWARD]) or nil
+local suppress = ARGV[ARG_SUPPRESS] ~= '' and cmsgpack.unpack(ARGV[ARG_SUPPRESS]) or nil
 local index = ARGV[ARG_INDEX] ~= '' and cmsgpack.unpack(ARGV[ARG_INDEX]) or nil
 -- Caps (service.state.MAX_RECIPIENTS, MAX_RECORD_BLOB_BYTES): enforced here, inside
 -- the atomic merge, so no writer can grow one record past them.
@@ -425,6 +431,34 @@ local function transition(message_index, event, event_index, address, from_statu
   end
 end
 
+-- An address newly holding a Permanent bounce or a complaint (`gained` bits) is
+-- unsafe to mail again: twin of service.suppressions (the earliest reason wins; kept
+-- keep_s from its own time). Its key is not in KEYS, like the search indexes.
+local function suppress_address(message, event, address, gained)
+  local at = event[EVENT_AT]
+  local expires_s = math.floor((at - suppress[SUPPRESS_NOW_MS]) / 1000) + suppress[SUPPRESS_KEEP_S]
+  if expires_s <= 0 then
+    return
+  end
+  local key = index[INDEX_PREFIX] .. 'sup:' .. address
+  local current = redis.call('GET', key)
+  if current and cmsgpack.unpack(current)[SUPPRESSION_SINCE_MS] <= at then
+    return
+  end
+  local entry = {}
+  entry[SUPPRESSION_SINCE_MS], entry[SUPPRESSION_MESSAGE_ID] = at, message[MESSAGE_MESSAGE_ID]
+  entry[SUPPRESSION_REASON], entry[SUPPRESSION_SUBTYPE] = 'complaint', ''
+  if bit.band(gained, COMPLAINT_BIT) == 0 then
+    entry[SUPPRESSION_REASON] = 'bounce'
+    local details = cmsgpack.unpack(event[EVENT_BLOB])[STORED_DETAILS]
+    if type(details) == 'table' and details[DETAIL_BOUNCE_SUBTYPE] then
+      entry[SUPPRESSION_SUBTYPE] = details[DETAIL_BOUNCE_SUBTYPE]
+    end
+  end
+  redis.call('SET', key, cmsgpack.pack(entry), 'EX', expires_s)
+  redis.call('ZADD', index[INDEX_PREFIX] .. 'sup:idx', at, address)
+end
+
 for m = 1, #batch do
   local key = KEYS[m]
   local message = batch[m][ENTRY_WRITE]
@@ -488,11 +522,18 @@ for m = 1, #batch do
       size = size + 1
       changed = true
       transition(m, event, event_index, address, NEW_RECIPIENT, status_of(bor(bits, mf)))
+      if suppress and event and bit.band(bits, UNSAFE_BITS) ~= 0 then
+        suppress_address(message, event, address, bit.band(bits, UNSAFE_BITS))
+      end
       return
     end
     local new = bor(old, bits)
     if new == old then
       return
+    end
+    local gained = bit.band(bit.band(new, bit.bnot(old)), UNSAFE_BITS)
+    if suppress and event and gained ~= 0 then
+      suppress_address(message, event, address, gained)
     end
     recipients[address] = new
     changed = true

@@ -38,10 +38,13 @@ from service.stores.base import (
     MemoryFigures,
     Store,
     StoreUnavailable,
+    SuppressionCursor,
 )
 from service.stores.keys import DEFAULT_PREFIX, RedisKeys
 from service.stores.redis_record import record_from_bytes
 from service.stores.redis_search import SEND_TIME_BUCKET_MS, IndexReader
+from service.suppressions import DEFAULT_DAYS as DEFAULT_SUPPRESSION_DAYS
+from service.suppressions import Suppression
 
 # The layout of records, indexes and statistics. A release that changes it raises
 # this, and reads every older format (README, Rolling upgrades).
@@ -67,6 +70,7 @@ class RedisStore(Store):
         chunk_events: int = 2_000,
         feed_window_s: float | None = None,
         forward_keep_s: float | None = None,
+        suppression_days: int = DEFAULT_SUPPRESSION_DAYS,
     ) -> None:
         self._client = client
         self._retention_s = str(int(retention_s))
@@ -80,6 +84,7 @@ class RedisStore(Store):
         # With a keep, each merge also appends its transitions to the forwarding
         # outbox (service.forward), kept that long for senders that fall behind.
         self._forward_keep_ms = None if forward_keep_s is None else int(forward_keep_s * 1000)
+        self._suppression_keep_s = suppression_days * 86_400
         self._sha: str | None = None
         self._index = IndexReader(client, prefix)
         self._retention_ms = int(retention_s * 1000)
@@ -221,6 +226,11 @@ class RedisStore(Store):
             # Replays (nothing counted live) hold messages past the retention briefly.
             hold_s=str(PAST_RETENTION_HOLD_S if counting is not None and not counting.live else 0),
             forward=packed_forward,
+            suppress=_pack(
+                _in_order(layout.SUPPRESS, keep_s=self._suppression_keep_s, now_ms=now_ms)
+            )
+            if self._suppression_keep_s
+            else b"",
         )
         return keys, args
 
@@ -243,6 +253,63 @@ class RedisStore(Store):
 
     async def read_buckets(self, buckets: Sequence[int]) -> list[Counter[str]]:
         return await self._read_hashes([self.stats_key(bucket) for bucket in buckets])
+
+    def _suppression_key(self, address: str) -> str:
+        return f"{self._prefix}sup:{address}"
+
+    async def suppression(self, address: str) -> Suppression | None:
+        try:
+            raw = await self._client.get(self._suppression_key(address))
+        except (RedisError, OSError) as exc:
+            raise StoreUnavailable(f"redis read failed: {type(exc).__name__}: {exc}") from exc
+        return None if raw is None else _suppression(address, raw)
+
+    async def suppressions(
+        self, reason: str | None, since_ms: int | None, limit: int, after: SuppressionCursor | None
+    ) -> tuple[list[Suppression], SuppressionCursor | None]:
+        index = f"{self._prefix}sup:idx"
+        high: str | int = "+inf" if after is None else after[0]
+        low: str | int = "-inf" if since_ms is None else since_ms
+        found: list[Suppression] = []
+        offset = 0
+        try:
+            while len(found) <= limit:
+                rows = await self._client.zrevrangebyscore(
+                    index, high, low, start=offset, num=_SUPPRESSION_CHUNK, withscores=True
+                )
+                if not rows:
+                    return found, None
+                offset += len(rows)
+                members = [m.decode() for m, score in rows
+                           if after is None or (int(score), m.decode()) < after]  # fmt: skip
+                raws = await self._client.mget([self._suppression_key(m) for m in members])
+                gone = [m for m, raw in zip(members, raws, strict=True) if raw is None]
+                if gone:
+                    await self._client.zrem(index, *gone)
+                    offset -= len(gone)
+                for member, raw in zip(members, raws, strict=True):
+                    if raw is not None:
+                        entry = _suppression(member, raw)
+                        if reason is None or entry.reason == reason:
+                            found.append(entry)
+                if len(rows) < _SUPPRESSION_CHUNK:
+                    break
+        except (RedisError, OSError) as exc:
+            raise StoreUnavailable(f"redis read failed: {type(exc).__name__}: {exc}") from exc
+        if len(found) > limit:
+            page = found[:limit]
+            return page, (page[-1].since_ms, page[-1].address)
+        return found, None
+
+    async def remove_suppression(self, address: str) -> bool:
+        try:
+            async with self._client.pipeline(transaction=True) as pipe:
+                pipe.delete(self._suppression_key(address))
+                pipe.zrem(f"{self._prefix}sup:idx", address)
+                deleted, _ = await pipe.execute()
+        except (RedisError, OSError) as exc:
+            raise StoreUnavailable(f"redis write failed: {type(exc).__name__}: {exc}") from exc
+        return bool(deleted)
 
     async def replayed(self, digest: str) -> bool:
         try:
@@ -430,3 +497,11 @@ def _transitions(writes: Sequence[MessageWrite], reply: list) -> list[Transition
             )
         )
     return transitions
+
+
+_SUPPRESSION_CHUNK = 500
+
+
+def _suppression(address: str, raw: bytes) -> Suppression:
+    reason, since_ms, message_id, subtype = msgpack.unpackb(raw, raw=False)  # layout.SUPPRESSION
+    return Suppression(address, reason, int(since_ms), message_id, subtype or None)

@@ -426,10 +426,12 @@ async def test_a_recipient_profile(client: httpx.AsyncClient, monkeypatch) -> No
     again is unsafe."""
     from service import profile
 
+    # Dated now: suppressions are kept 400 days from their own time.
+    T = wall_clock_ms() - 600_000
     who = ["Shopper@Example.com"]
     records = [
         ses.send("0100018b-prof-1", who, T),
-        ses.delivery("0100018b-prof-1", who, T + 700),
+        ses.delivery("0100018b-prof-1", who, T + 700, T),
         ses.send("0100018b-prof-2", who, T + 1_000),
         ses.bounce("0100018b-prof-2", who, T + 1_500, "Transient", sent_at=T + 1_000),
         ses.send("0100018b-prof-3", who, T + 2_000),
@@ -468,6 +470,55 @@ async def test_a_recipient_profile(client: httpx.AsyncClient, monkeypatch) -> No
     monkeypatch.setattr(profile, "MAX_MESSAGES", 2)
     capped = (await client.get("/v1/recipients/shopper@example.com")).json()
     assert (capped["messages"], capped["complete"]) == (2, False)
+
+
+async def test_suppressions_are_listed_exported_and_removable(client: httpx.AsyncClient) -> None:
+    """#15: Permanent bounces and complaints make addresses unsafe to mail again,
+    remembered beyond the message retention, removable by hand."""
+    t0 = wall_clock_ms() - 600_000
+    records = [
+        # A soft bounce, then a hard one: the status stays "bounced", the address
+        # becomes unsafe all the same.
+        ses.bounce("0100018b-sup-1", ["soft@x.com"], t0 + 10, "Transient", sent_at=t0),
+        ses.bounce("0100018b-sup-2", ["soft@x.com"], t0 + 20, "Permanent", sent_at=t0),
+        ses.complaint("0100018b-sup-3", ["angry@x.com"], t0 + 30, sent_at=t0),
+        ses.bounce("0100018b-sup-4", ["=cmd@x.com"], t0 + 40, "Permanent", sent_at=t0),
+        ses.bounce("0100018b-sup-5", ["fine@x.com"], t0 + 50, "Transient", sent_at=t0),
+    ]
+    # The same address complained about earlier, delivered late: the earliest wins.
+    records.append(ses.complaint("0100018b-sup-6", ["soft@x.com"], t0 + 5, sent_at=t0))
+    assert (await client.post("/v1/events", content=ses.dumps(*records))).status_code == 202
+    body = (await client.get("/v1/suppressions")).json()
+    listed = [(i["address"], i["reason"]) for i in body["items"]]
+    assert listed == [("=cmd@x.com", "bounce"), ("angry@x.com", "complaint"),
+                      ("soft@x.com", "complaint")]  # fmt: skip
+    assert body["items"][0]["subtype"] == "General" and body["next_cursor"] is None
+    bounces = (await client.get("/v1/suppressions", params={"reason": "bounce"})).json()
+    assert [i["address"] for i in bounces["items"]] == ["=cmd@x.com"]
+    recent = await client.get("/v1/suppressions", params={"since": format_ms(t0 + 25)})
+    assert [i["address"] for i in recent.json()["items"]] == ["=cmd@x.com", "angry@x.com"]
+    first = (await client.get("/v1/suppressions", params={"limit": 2})).json()
+    assert len(first["items"]) == 2 and first["next_cursor"]
+    rest = (
+        await client.get("/v1/suppressions", params={"limit": 2, "cursor": first["next_cursor"]})
+    ).json()
+    assert [i["address"] for i in rest["items"]] == ["soft@x.com"] and rest["next_cursor"] is None
+    csv_text = (await client.get("/v1/suppressions", params={"format": "csv"})).text
+    assert csv_text.splitlines()[0] == "address,reason,since,message_id,subtype"
+    assert csv_text.splitlines()[1].startswith("'=cmd@x.com,bounce,")  # a formula, defused
+    # Removed by hand: safe again, and the profile says so.
+    assert (await client.get("/v1/recipients/angry@x.com")).json()["suppressed"]["reason"] == (
+        "complaint"
+    )
+    removed = await client.delete("/v1/suppressions/Angry@X.com")
+    assert removed.status_code == 200 and removed.json() == {
+        "address": "angry@x.com",
+        "removed": True,
+    }
+    assert (await client.delete("/v1/suppressions/angry@x.com")).status_code == 404
+    assert (await client.get("/v1/recipients/angry@x.com")).json()["suppressed"] is None
+    for bad in ({"reason": "spam"}, {"cursor": "nope!"}, {"format": "xml"}, {"limit": 0}):
+        assert (await client.get("/v1/suppressions", params=bad)).status_code == 422, bad
 
 
 async def test_search_by_recipient_status_and_time_with_cursor(client: httpx.AsyncClient) -> None:

@@ -421,3 +421,46 @@ async def test_a_replay_holds_messages_past_the_retention_briefly(make_store, re
     assert await store.replayed("abc")
     assert 0 < await redis_client.ttl(f"{store.prefix}replayed:abc") <= 60
     await store.close()
+
+
+@settings(
+    max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(st.data())
+def test_redis_suppresses_the_same_addresses_as_python(
+    redis_server: RedisServer, data: st.DataObject
+) -> None:
+    """#15: suppressions are made in both merges alike, whatever the order: an address
+    that gains a Permanent bounce or a complaint, its earliest reason kept."""
+    from service.stores import MemoryStore
+
+    events = data.draw(message_events())
+    batches = data.draw(deliveries(events))
+    keep = 3_660  # the test's events are from 2023: keep them
+
+    async def run() -> tuple:
+        client = aioredis.Redis.from_url(redis_server.url)
+        redis_store = RedisStore(client, prefix=f"sup{next(_examples)}:", suppression_days=keep)
+        memory = MemoryStore(suppression_days=keep)
+        for batch in batches:
+            await redis_store.merge(writes_for(batch))
+            await memory.merge(writes_for(batch))
+        found = [
+            (await redis_store.suppressions(None, None, 100, None))[0],
+            (await memory.suppressions(None, None, 100, None))[0],
+        ]
+        await client.aclose()
+        return found
+
+    in_redis, in_memory = asyncio.run(run())
+    assert in_redis == in_memory
+    unsafe = {
+        address
+        for record in events
+        for kind, body, key in (("Bounce", "bounce", "bouncedRecipients"),
+                                ("Complaint", "complaint", "complainedRecipients"))
+        if (record.get("eventType") or record.get("notificationType")) == kind
+        and (kind == "Complaint" or record[body]["bounceType"] == "Permanent")
+        for address in (r["emailAddress"] for r in record[body][key])
+    }  # fmt: skip
+    assert {entry.address for entry in in_redis} == unsafe

@@ -10,7 +10,7 @@ from service.stores import layout
 
 SCRIPT = resources.files("service.stores").joinpath("merge.lua").read_text()
 CODE = "\n".join(line.split("--", 1)[0] for line in SCRIPT.splitlines())  # no comments
-PRELUDE = dict(re.findall(r"^local (\w+) = (-?\d+)$", layout.lua_prelude(), re.MULTILINE))
+PRELUDE = dict(re.findall(r"^local (\w+) = (-?\d+|'[^']*')$", layout.lua_prelude(), re.MULTILINE))
 
 
 def test_the_prelude_names_every_position_once() -> None:

@@ -1,0 +1,92 @@
+from __future__ import annotations
+
+import base64
+import binascii
+from collections.abc import AsyncIterator
+from typing import Annotated
+
+from fastapi import APIRouter, HTTPException, Path, Query
+from starlette.responses import Response, StreamingResponse
+
+from api.deps import StoreDep
+from api.responses import OrjsonResponse
+from api.schemas import ERRORS, SuppressionList, SuppressionRemoved
+from service import search, suppressions
+from service.export import csv_lines
+from service.stores import Store
+from service.stores.base import SuppressionCursor
+from service.timestamps import TimestampError, parse_ms
+
+router = APIRouter()
+
+Reason = Annotated[str | None, Query(pattern="^(bounce|complaint)$")]
+Instant = Annotated[
+    str | None, Query(max_length=40, description="ISO-8601, e.g. 2026-11-23T10:00:00Z")
+]
+_PAGE = 1_000
+
+
+@router.get("/suppressions", response_model=SuppressionList, responses=ERRORS)
+async def list_suppressions(
+    store: StoreDep,
+    reason: Reason = None,
+    since: Instant = None,
+    limit: Annotated[int, Query(ge=1, le=1_000)] = 100,
+    cursor: Annotated[str | None, Query(max_length=600)] = None,
+    format: Annotated[str, Query(pattern="^(json|csv)$")] = "json",
+) -> Response:
+    """Addresses unsafe to mail again, newest first; ``format=csv`` streams them all."""
+    try:
+        since_ms = None if since is None else parse_ms(since)
+        after = None if cursor is None else _decode(cursor)
+    except (TimestampError, ValueError) as exc:
+        raise HTTPException(422, str(exc)) from exc
+    if format == "csv":
+        return StreamingResponse(
+            _csv(store, reason, since_ms),
+            media_type="text/csv; charset=utf-8",
+            headers={"Content-Disposition": 'attachment; filename="suppressions.csv"'},
+        )
+    page, following = await store.suppressions(reason, since_ms, limit, after)
+    return OrjsonResponse(
+        {
+            "items": [entry.view() for entry in page],
+            "next_cursor": None if following is None else _encode(following),
+        }
+    )
+
+
+@router.delete("/suppressions/{address}", response_model=SuppressionRemoved, responses=ERRORS)
+async def remove_suppression(
+    store: StoreDep, address: Annotated[str, Path(min_length=3, max_length=320)]
+) -> OrjsonResponse:
+    """The address is safe to mail again (``404`` when it was not suppressed)."""
+    wanted = search.recipient_key(address)
+    if not await store.remove_suppression(wanted):
+        raise HTTPException(404, f"{wanted!r} is not suppressed")
+    return OrjsonResponse({"address": wanted, "removed": True})
+
+
+async def _csv(store: Store, reason: str | None, since_ms: int | None) -> AsyncIterator[bytes]:
+    yield csv_lines([suppressions.CSV_COLUMNS])
+    after: SuppressionCursor | None = None
+    while True:
+        page, after = await store.suppressions(reason, since_ms, _PAGE, after)
+        if page:
+            yield csv_lines(entry.row() for entry in page)
+        if after is None:
+            return
+
+
+def _encode(cursor: SuppressionCursor) -> str:
+    raw = f"{cursor[0]}.{cursor[1]}".encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def _decode(cursor: str) -> SuppressionCursor:
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
+        since, address = raw.split(".", 1)
+        return int(since), address
+    except (binascii.Error, UnicodeDecodeError, ValueError) as exc:
+        raise ValueError("cursor is not one this service returned") from exc
