@@ -263,3 +263,9 @@ class SuppressionList(_Open):
 class SuppressionRemoved(_Open):
     address: str
     removed: bool
+
+
+class RecipientErased(_Open):
+    address: str
+    messages: int
+    suppression: bool

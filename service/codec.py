@@ -242,6 +242,15 @@ def decode_event(blob: bytes) -> StoredEvent:
     )
 
 
+def encode_stored(event: StoredEvent) -> bytes:
+    """A stored event back into its blob (erasure rewrites one without an address)."""
+    details = {_SHORT_KEYS[key]: _compact(value) for key, value in event.details.items()}
+    return _PACKER.pack(
+        [int(event.type), event.at, list(event.recipients), details or 0,
+         event.processing_ms, event.seen_ms]
+    )  # fmt: skip
+
+
 def _event_id(event: SesEvent) -> str:
     parts = [str(int(event.type)), str(event.at), ",".join(sorted(event.recipients))]
     for key in _DISCRIMINATORS.get(event.type, ()):

@@ -3,15 +3,17 @@ from __future__ import annotations
 import dataclasses
 from typing import Annotated
 
+import structlog
 from fastapi import APIRouter, HTTPException, Path
 
 from api.deps import ClockDep, SettingsDep, StoreDep
 from api.responses import OrjsonResponse
-from api.schemas import ERRORS, RecipientProfile
+from api.schemas import ERRORS, RecipientErased, RecipientProfile
 from service import profile, search
 from service.view import ViewOptions
 
 router = APIRouter()
+log = structlog.get_logger(__name__)
 
 Address = Annotated[str, Path(min_length=3, max_length=320)]
 
@@ -53,3 +55,16 @@ async def get_recipient(
         }
     )
     return OrjsonResponse(body)
+
+
+@router.delete("/recipients/{address}", response_model=RecipientErased, responses=ERRORS)
+async def erase_recipient(address: Address, store: StoreDep) -> OrjsonResponse:
+    """Erase ``address`` everywhere (privacy requests): from every kept message, the
+    search index and the suppression list. ``404`` when nothing named it."""
+    wanted = search.recipient_key(address)
+    suppressed = await store.suppression(wanted) is not None
+    erased = await store.erase_recipient(wanted)
+    if not erased and not suppressed:
+        raise HTTPException(404, f"nothing kept names {wanted!r}")
+    log.info("recipient_erased", messages=erased, suppression=suppressed)
+    return OrjsonResponse({"address": wanted, "messages": erased, "suppression": suppressed})

@@ -127,6 +127,12 @@ class Store(ABC):
         """Forget a suppression (the address is safe again); False when there was none."""
 
     @abstractmethod
+    async def erase_recipient(self, address: str) -> int:
+        """Remove ``address`` from every kept message (``service.erasure``), its search
+        index and its suppression; how many messages named it. Statistics stay: they
+        count per domain and provider, never per address."""
+
+    @abstractmethod
     async def replayed(self, digest: str) -> bool:
         """Whether a file with this content digest was replayed (``mark_replayed``)."""
 

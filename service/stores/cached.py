@@ -85,6 +85,11 @@ class CachedStore(Store):
     async def remove_suppression(self, address: str) -> bool:
         return await self.truth.remove_suppression(address)
 
+    async def erase_recipient(self, address: str) -> int:
+        erased = await self.truth.erase_recipient(address)
+        self._entries.clear()  # cached records may still name the address
+        return erased
+
     async def replayed(self, digest: str) -> bool:
         return await self.truth.replayed(digest)
 

@@ -10,6 +10,7 @@ from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
 from service import stats
+from service.erasure import erase
 from service.forward.items import Change, change_of
 from service.search import Position, SearchHit, SearchPage, SearchQuery, message_handle
 from service.state import (
@@ -284,6 +285,23 @@ class MemoryStore(Store):
     def _still_kept(self, suppression: Suppression) -> bool:
         oldest = int(time.time() * 1000) - self._suppression_days * 86_400_000
         return suppression.since_ms > oldest
+
+    async def erase_recipient(self, address: str) -> int:
+        self._suppressions.pop(address, None)
+        named = self._index.candidates(SearchQuery(recipient=address)) or ()
+        erased = 0
+        for message_id in list(named):
+            entry = self._records.get(message_id)
+            if entry is None:
+                continue
+            expires, record, sent_at, weight = entry
+            if erase(record, address):
+                erased += 1
+                self._index.drop_recipient(message_id, address)
+                new_weight = record_weight(record)
+                self.bytes += new_weight - weight
+                self._records[message_id] = (expires, record, sent_at, new_weight)
+        return erased
 
     async def replayed(self, digest: str) -> bool:
         expires = self._replayed.get(digest)

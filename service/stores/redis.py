@@ -18,6 +18,7 @@ idempotent, a batch retried after an error or a crash does no harm.
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections import Counter
 from collections.abc import Sequence
@@ -26,9 +27,10 @@ from typing import Any
 
 import msgpack
 from redis import asyncio as aioredis
-from redis.exceptions import NoScriptError, RedisError
+from redis.exceptions import NoScriptError, RedisError, WatchError
 
 from service import state, stats
+from service.erasure import erase
 from service.search import SearchPage, SearchQuery, message_handle
 from service.state import MessageRecord, MessageWrite, Transition
 from service.stores import layout
@@ -41,7 +43,7 @@ from service.stores.base import (
     SuppressionCursor,
 )
 from service.stores.keys import DEFAULT_PREFIX, RedisKeys
-from service.stores.redis_record import record_from_bytes
+from service.stores.redis_record import record_from_bytes, record_to_bytes
 from service.stores.redis_search import SEND_TIME_BUCKET_MS, IndexReader
 from service.suppressions import DEFAULT_DAYS as DEFAULT_SUPPRESSION_DAYS
 from service.suppressions import Suppression
@@ -310,6 +312,48 @@ class RedisStore(Store):
         except (RedisError, OSError) as exc:
             raise StoreUnavailable(f"redis write failed: {type(exc).__name__}: {exc}") from exc
         return bool(deleted)
+
+    async def erase_recipient(self, address: str) -> int:
+        """Each record is rewritten under WATCH, so a merge landing meanwhile is not
+        overwritten: the rewrite is retried on the merged record."""
+        query = SearchQuery(recipient=address, limit=500)
+        handles: list[str] = []
+        try:
+            while True:
+                page = await self._index.search(query)
+                handles += [message_handle(hit.message_id) for hit in page.hits]
+                if page.next_after is None:
+                    break
+                query = dataclasses.replace(query, after=page.next_after)
+            erased = 0
+            for handle in handles:
+                erased += await self._erase_from(self._index.record_key(handle), address)
+            async with self._client.pipeline(transaction=True) as pipe:
+                pipe.delete(self._keys.recipient(address), self._suppression_key(address))
+                pipe.zrem(f"{self._prefix}sup:idx", address)
+                await pipe.execute()
+        except (RedisError, OSError) as exc:
+            raise StoreUnavailable(f"redis erase failed: {type(exc).__name__}: {exc}") from exc
+        return erased
+
+    async def _erase_from(self, key: str, address: str) -> int:
+        async with self._client.pipeline(transaction=True) as pipe:
+            while True:
+                try:
+                    await pipe.watch(key)
+                    raw = await pipe.get(key)
+                    if raw is None:
+                        return 0
+                    message_id, record = record_from_bytes(raw)
+                    if not erase(record, address):
+                        await pipe.unwatch()
+                        return 0
+                    pipe.multi()
+                    pipe.set(key, record_to_bytes(message_id, record), keepttl=True)
+                    await pipe.execute()
+                    return 1
+                except WatchError:
+                    continue  # merged meanwhile: erase from the new version
 
     async def replayed(self, digest: str) -> bool:
         try:

@@ -19,3 +19,16 @@ def record_from_bytes(raw: bytes) -> tuple[str, MessageRecord]:
         blobs={name.decode(): blob for name, blob in (fields["blobs"] or {}).items()},
         truncated=fields["truncated"],
     )
+
+
+def record_to_bytes(message_id: str, record: MessageRecord) -> bytes:
+    """What ``merge.lua`` would store for ``record`` (erasure rewrites one)."""
+    fields = {
+        "header": record.header,
+        "flags": record.message_flags,
+        "truncated": record.truncated,
+        "recipients": record.recipients,
+        "blobs": record.blobs,
+        "message_id": message_id,
+    }
+    return msgpack.packb([fields[name] for name in layout.RECORD], use_bin_type=False)

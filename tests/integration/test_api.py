@@ -521,6 +521,40 @@ async def test_suppressions_are_listed_exported_and_removable(client: httpx.Asyn
         assert (await client.get("/v1/suppressions", params=bad)).status_code == 422, bad
 
 
+async def test_a_recipient_is_erased_everywhere(client: httpx.AsyncClient) -> None:
+    """#15: a privacy request removes an address from every kept message, the search
+    index, the profile and the suppression list; other recipients keep their data."""
+    t0 = wall_clock_ms() - 600_000
+    both = ["erase@x.com", "keep@x.com"]
+    records = [
+        ses.send("0100018b-era-1", both, t0),
+        ses.delivery("0100018b-era-1", both, t0 + 800, t0),
+        ses.bounce("0100018b-era-1", ["erase@x.com"], t0 + 900, "Permanent", sent_at=t0),
+        ses.open_("0100018b-era-1", ["erase@x.com"], t0 + 5_000),
+        ses.send("0100018b-era-2", ["erase@x.com"], t0 + 1_000),
+    ]
+    assert (await client.post("/v1/events", content=ses.dumps(*records))).status_code == 202
+    before = (await client.get("/v1/messages/0100018b-era-1")).json()
+    assert {r["address"] for r in before["recipients"]} == set(both)
+    response = await client.delete("/v1/recipients/Erase@X.com")
+    assert response.status_code == 200
+    assert response.json() == {"address": "erase@x.com", "messages": 2, "suppression": True}
+    after = await client.get("/v1/messages/0100018b-era-1")
+    assert "erase@x.com" not in after.text
+    message = after.json()
+    assert [r["address"] for r in message["recipients"]] == ["keep@x.com"]
+    assert message["recipients"][0]["status"] == "delivered"
+    assert [e["type"] for e in message["events"]] == ["send", "delivery"]
+    assert "erase@x.com" not in (await client.get("/v1/messages/0100018b-era-2")).text
+    found = await client.get("/v1/messages", params={"recipient": "erase@x.com"})
+    assert found.json()["items"] == []
+    assert (await client.get("/v1/recipients/erase@x.com")).status_code == 404
+    assert "erase@x.com" not in (await client.get("/v1/suppressions")).text
+    assert (await client.delete("/v1/recipients/erase@x.com")).status_code == 404
+    kept = (await client.get("/v1/recipients/keep@x.com")).json()
+    assert kept["status_counts"]["delivered"] == 1
+
+
 async def test_search_by_recipient_status_and_time_with_cursor(client: httpx.AsyncClient) -> None:
     records = []
     for n in range(5):

@@ -464,3 +464,30 @@ def test_redis_suppresses_the_same_addresses_as_python(
         for address in (r["emailAddress"] for r in record[body][key])
     }  # fmt: skip
     assert {entry.address for entry in in_redis} == unsafe
+
+
+async def test_an_erased_address_is_in_no_key_or_value(make_store, redis_client) -> None:
+    """#15: after erasure Redis holds the address nowhere (records, indexes,
+    suppression), and a merge racing the rewrite is not lost."""
+    store = make_store(suppression_days=3_660)
+    records = [
+        ses.send("m-er", ["gone@x.com", "stay@x.com"]),
+        ses.complaint("m-er", ["gone@x.com"], T + 9),
+        ses.delivery("m-er", ["gone@x.com", "stay@x.com"], T + 5),
+    ]
+    await store.merge(writes_for(records), counting=COUNTING)
+    assert await store.suppression("gone@x.com") is not None
+    assert await store.erase_recipient("gone@x.com") == 1
+    async for key in redis_client.scan_iter(match=f"{store.prefix}*"):
+        assert b"gone@x.com" not in key, key
+        kind = await redis_client.type(key)
+        if kind == b"string":
+            assert b"gone@x.com" not in await redis_client.get(key), key
+        elif kind == b"zset":
+            members = await redis_client.zrange(key, 0, -1)
+            assert not any(b"gone@x.com" in m for m in members), key
+    record = await store.get("m-er")
+    assert list(record.recipients) == ["stay@x.com"]
+    # The record still merges: a later event for the kept recipient lands.
+    await store.merge(writes_for([ses.complaint("m-er", ["stay@x.com"], T + 99)]))
+    assert (await store.get("m-er")).recipient_status("stay@x.com") == "complained"
