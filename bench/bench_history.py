@@ -7,9 +7,10 @@ campaign tag values, with the 21 recipient domains and 2 sending identities that
 with them. In one run, on a private redis-server:
 
 * CPU: the same messages, sent over the last 50 minutes (so every change counts
-  live), merged twice in each of three ways, into empty key prefixes: live statistics only by
-  domain and provider (no message dimensions, no history: as before issue #14);
-  with the message dimensions; with dimensions and history (as `serve` runs). The
+  live), merged twice in each of four ways, into empty key prefixes: live
+  statistics only by domain and provider (no message dimensions, no history: as
+  before issue #14); with the message dimensions; with dimensions and history (as
+  `serve` runs); and with the forwarding outbox appended too (issue #15). The
   merge script's Redis CPU per event comes from ``INFO commandstats``.
 * Bytes: one day of the same traffic (yesterday, UTC), merged as `serve` does;
   ``MEMORY USAGE`` of its 24 hourly and 1 daily rollup hashes, what the default
@@ -113,6 +114,8 @@ async def main() -> None:
         ("domain + provider, live only", "a:", Dimensions(), Counting(now_ms, history_days=0)),
         ("+ message dimensions", "b:", tags, Counting(now_ms, history_days=0)),
         ("+ hourly and daily history", "c:", tags, Counting(now_ms)),
+        # What serve adds with SES_TRACKER_FORWARD_FILE set (issue #15).
+        ("+ forwarding outbox", "f:", tags, Counting(now_ms)),
     ]
     out = sys.stdout
     sizes: dict[str, list[int]] = {"hour": [0, 0, 0], "day": [0, 0, 0]}
@@ -123,7 +126,8 @@ async def main() -> None:
         events = 0
         for round_ in range(2):
             for label, prefix, dimensions, counting in runs:
-                store = RedisStore(client, prefix=f"{prefix}{round_}:")
+                forward = 3_600 if prefix == "f:" else None
+                store = RedisStore(client, prefix=f"{prefix}{round_}:", forward_keep_s=forward)
                 events, usec = await merge_all(store, client, live, dimensions, counting)
                 best[label] = min(best.get(label, float("inf")), usec / events)
         base = best[runs[0][0]]

@@ -294,6 +294,8 @@ class Runtime:
                 log.error("source_drain_timed_out", task=task.get_name())
                 task.cancel()
             await asyncio.gather(*self._source_tasks, return_exceptions=True)
+        if self.forwarder is not None:
+            self.forwarder.stop()
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)

@@ -18,12 +18,13 @@ item ``id`` every time.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import time
 from abc import ABC, abstractmethod
 from collections import deque
-from collections.abc import Sequence
-from typing import NamedTuple
+from collections.abc import Awaitable, Sequence
+from typing import NamedTuple, TypeVar
 
 import msgpack
 import structlog
@@ -35,8 +36,13 @@ from service.stores.base import StoreUnavailable
 from service.stores.keys import RedisKeys
 
 log = structlog.get_logger(__name__)
+T = TypeVar("T")
 
 MAX_MEMORY_ENTRIES = 10_000
+# No outbox call may wait longer than this (beyond a read's own block): the shared
+# Redis client has no socket timeout, and a half-open connection must not hold a
+# sender for ever.
+CALL_TIMEOUT_S = 10.0
 
 # Renew a lease only if still ours; release it only if ours.
 _RENEW = """
@@ -94,6 +100,13 @@ def _changes(raw: bytes) -> list[Change]:
     ]
 
 
+async def _bounded(call: Awaitable[T], timeout_s: float = CALL_TIMEOUT_S) -> T:
+    try:
+        return await asyncio.wait_for(call, timeout_s)
+    except TimeoutError as exc:
+        raise StoreUnavailable(f"redis did not answer within {timeout_s:g} s") from exc
+
+
 class RedisOutbox(Outbox):
     # One consumer name for every replica: only the lease holder reads, and a new
     # holder must see what the last one read and never acknowledged.
@@ -119,20 +132,22 @@ class RedisOutbox(Outbox):
     async def lease(self, subscription_id: str, holder: str, ttl_ms: int) -> bool:
         key = self._keys.forward_lease(subscription_id)
         try:
-            return bool(await self._renew(keys=[key], args=[holder, ttl_ms]))
+            return bool(await _bounded(self._renew(keys=[key], args=[holder, ttl_ms])))
         except (RedisError, OSError) as exc:
             raise StoreUnavailable(f"redis lease failed: {type(exc).__name__}") from exc
 
     async def release(self, subscription_id: str, holder: str) -> None:
-        with contextlib.suppress(RedisError, OSError):  # it expires on its own
-            await self._release(keys=[self._keys.forward_lease(subscription_id)], args=[holder])
+        # It expires on its own.
+        with contextlib.suppress(RedisError, OSError, StoreUnavailable):
+            key = self._keys.forward_lease(subscription_id)
+            await _bounded(self._release(keys=[key], args=[holder]), 2.0)
 
     async def read(self, subscription_id: str, count: int, block_ms: int) -> list[Entry]:
         try:
             stream = self._keys.forward
             # Read before and never acknowledged (a sender died, or lost its lease).
-            pending = await self._client.xreadgroup(
-                subscription_id, self.CONSUMER, {stream: "0"}, count=count
+            pending = await _bounded(
+                self._client.xreadgroup(subscription_id, self.CONSUMER, {stream: "0"}, count=count)
             )
             entries = self._entries(pending)
             live = [e for e in entries if e.changes is not None]
@@ -146,8 +161,11 @@ class RedisOutbox(Outbox):
                 await self._client.xack(stream, subscription_id, *gone)
             if live or entries:
                 return live
-            fresh = await self._client.xreadgroup(
-                subscription_id, self.CONSUMER, {stream: ">"}, count=count, block=block_ms
+            fresh = await _bounded(
+                self._client.xreadgroup(
+                    subscription_id, self.CONSUMER, {stream: ">"}, count=count, block=block_ms
+                ),
+                CALL_TIMEOUT_S + block_ms / 1000,
             )
             return [e for e in self._entries(fresh) if e.changes is not None]
         except (RedisError, OSError) as exc:
@@ -167,13 +185,13 @@ class RedisOutbox(Outbox):
     async def ack(self, subscription_id: str, entry_ids: Sequence[str]) -> None:
         if entry_ids:
             try:
-                await self._client.xack(self._keys.forward, subscription_id, *entry_ids)
+                await _bounded(self._client.xack(self._keys.forward, subscription_id, *entry_ids))
             except (RedisError, OSError) as exc:
                 raise StoreUnavailable(f"redis ack failed: {type(exc).__name__}") from exc
 
     async def backlog(self, subscription_id: str) -> Backlog:
         try:
-            groups = await self._client.xinfo_groups(self._keys.forward)
+            groups = await _bounded(self._client.xinfo_groups(self._keys.forward))
         except ResponseError:
             return Backlog(0, None)  # no stream yet
         except (RedisError, OSError) as exc:
@@ -187,11 +205,11 @@ class RedisOutbox(Outbox):
             return Backlog(0, None)
         oldest: str | None = None
         if group.get("pending"):
-            summary = await self._client.xpending(self._keys.forward, subscription_id)
+            summary = await _bounded(self._client.xpending(self._keys.forward, subscription_id))
             oldest = _text(summary.get("min"))
         else:
             after = _text(group.get("last-delivered-id")) or "0-0"
-            rows = await self._client.xrange(self._keys.forward, min=f"({after}", count=1)
+            rows = await _bounded(self._client.xrange(self._keys.forward, min=f"({after}", count=1))
             oldest = rows[0][0].decode() if rows else None
         return Backlog(waiting, int(oldest.split("-")[0]) if oldest else None)
 

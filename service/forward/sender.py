@@ -89,9 +89,16 @@ class Forwarder:
         self._lease_ms = lease_ms
         self._post_timeout_s = post_timeout_s
         self.holder = uuid.uuid4().hex  # this replica, in the leases
+        # Set by stop(): each sender ends at its next turn, whether or not a
+        # cancellation reaches it (a client library may swallow one).
+        self._stopping = asyncio.Event()
         self.figures = {s.name: Figures() for s in self.subscriptions}
 
+    def stop(self) -> None:
+        self._stopping.set()
+
     async def aclose(self) -> None:
+        self.stop()
         await self._client.aclose()
 
     async def run(self) -> None:
@@ -102,7 +109,7 @@ class Forwarder:
     async def _run(self, subscription: Subscription) -> None:
         figures = self.figures[subscription.name]
         try:
-            while True:
+            while not self._stopping.is_set():
                 try:
                     await self._round(subscription, figures)
                 except StoreUnavailable as exc:

@@ -55,6 +55,14 @@ def delivered(receiver: Receiver) -> list[dict]:
     return items
 
 
+async def halt(task: asyncio.Task, *senders: Forwarder) -> None:
+    """Stop senders as the runtime does: told to stop, then cancelled."""
+    for sender in senders:
+        sender.stop()
+    task.cancel()
+    await asyncio.wait_for(asyncio.gather(task, return_exceptions=True), 15)
+
+
 async def until(condition, timeout_s: float = 20.0) -> None:
     deadline = time.monotonic() + timeout_s
     while not condition():
@@ -120,10 +128,15 @@ async def test_every_change_arrives_signed_and_in_order_through_every_failure(
             await pipeline.ingest(messages(20), "http")
             # A failing receiver never slows ingestion down.
             assert time.monotonic() - started < 1.0
-            await until(lambda: len({i["id"] for i in delivered(receiver)}) == 40)
+            # (A timed-out post may have reached the receiver: wait for the sender too.)
+            await until(
+                lambda: (
+                    len({i["id"] for i in delivered(receiver)}) == 40
+                    and sender.figures["app"].sent >= 40
+                )
+            )
         finally:
-            task.cancel()
-            await asyncio.gather(task, return_exceptions=True)
+            await halt(task, sender)
             await sender.aclose()
     assert_at_least_once_in_order(delivered(receiver), expected_changes(20))
     figures = sender.figures["app"]
@@ -169,8 +182,7 @@ async def test_subscriptions_take_only_what_their_filters_name(outbox_store) -> 
             await until(lambda: len(delivered(bounces)) == 1 and len(delivered(gmail)) == 1)
             await asyncio.sleep(0.3)  # nothing else comes
         finally:
-            task.cancel()
-            await asyncio.gather(task, return_exceptions=True)
+            await halt(task, sender)
             await sender.aclose()
     [bounce] = delivered(bounces)
     assert (bounce["recipient"], bounce["from"], bounce["to"]) == ("b@x.com", "sent", "bounced")
@@ -202,8 +214,7 @@ async def test_a_sender_killed_mid_batch_leaves_it_to_another_replica(
         doomed = asyncio.create_task(killed.run())
         await RedisStore(client, forward_keep_s=3_600).merge(_writes(messages(5, "kill")))
         await until(lambda: len(receiver.received) == 1)
-        doomed.cancel()  # killed mid-batch: posted, never acknowledged
-        await asyncio.gather(doomed, return_exceptions=True)
+        await halt(doomed, killed)  # killed mid-batch: posted, never acknowledged
         survivor = forwarder([sub], RedisOutbox(client), lease_ms=1_000)
         task = asyncio.create_task(survivor.run())
         try:
@@ -211,8 +222,7 @@ async def test_a_sender_killed_mid_batch_leaves_it_to_another_replica(
             # the survivor sends the batch again, once the dead one's lease ran out.
             await until(lambda: survivor.figures["app"].sent == 10)
         finally:
-            task.cancel()
-            await asyncio.gather(task, return_exceptions=True)
+            await halt(task, survivor)
             await survivor.aclose()
             await killed.aclose()
     items = delivered(receiver)
@@ -240,10 +250,8 @@ async def test_two_replicas_share_the_outbox_and_one_sends(redis_server: RedisSe
             )
             await until(lambda: len({i["id"] for i in delivered(receiver)}) == 120)
         finally:
-            for task in tasks:
-                task.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
-            for replica in replicas:
+            for task, replica in zip(tasks, replicas, strict=True):
+                await halt(task, replica)
                 await replica.aclose()
     expected = expected_changes(30, "rep0") | expected_changes(30, "rep1")
     assert_at_least_once_in_order(delivered(receiver), expected)
