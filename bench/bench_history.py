@@ -30,6 +30,7 @@ import tempfile
 import time
 from pathlib import Path
 
+import msgpack
 import orjson
 from redis import asyncio as aioredis
 
@@ -130,6 +131,11 @@ async def main() -> None:
                 store = RedisStore(client, prefix=f"{prefix}{round_}:", forward_keep_s=forward)
                 events, usec = await merge_all(store, client, live, dimensions, counting)
                 best[label] = min(best.get(label, float("inf")), usec / events)
+        outbox = await client.memory_usage("f:1:fwd", samples=0) or 0
+        changes = sum(
+            len(msgpack.unpackb(fields[b"t"], raw=True))
+            for _, fields in await client.xrange("f:1:fwd")
+        )
         base = best[runs[0][0]]
         for label, per_event in best.items():
             out.write(
@@ -147,6 +153,10 @@ async def main() -> None:
         await client.aclose()
         redis.stop()
         workdir.cleanup()
+    out.write(
+        f"forwarding outbox: {outbox / max(changes, 1):,.0f} bytes a change "
+        f"({changes:,} changes), kept SES_TRACKER_FORWARD_KEEP_S\n"
+    )
     messages = args.messages
     out.write(f"\none day of rollups ({messages:,} messages):\n")
     for step, (keys, size, fields) in sizes.items():
