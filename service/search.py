@@ -218,18 +218,27 @@ class SearchPage:
     next_after: Position | None
 
 
-def encode_cursor(position: Position) -> str:
-    raw = f"{position.sent_at}.{position.handle}".encode()
+def pack_cursor(number: int, text: str) -> str:
+    """A page's end as an opaque token: where it stopped in a (number, text) order."""
+    raw = f"{number}.{text}".encode()
     return base64.urlsafe_b64encode(raw).decode().rstrip("=")
 
 
-def decode_cursor(cursor: str) -> Position:
+def unpack_cursor(cursor: str) -> tuple[int, str]:
     try:
         raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
-        sent_at, handle = raw.split(".", 1)
-        position = Position(int(sent_at), handle)
+        number, text = raw.split(".", 1)
+        return int(number), text
     except (binascii.Error, UnicodeDecodeError, ValueError) as exc:
         raise CursorError("cursor is not one this service returned") from exc
-    if len(handle) != 16:
+
+
+def encode_cursor(position: Position) -> str:
+    return pack_cursor(position.sent_at, position.handle)
+
+
+def decode_cursor(cursor: str) -> Position:
+    position = Position(*unpack_cursor(cursor))
+    if len(position.handle) != 16:
         raise CursorError("cursor is not one this service returned")
     return position

@@ -1,7 +1,5 @@
 from __future__ import annotations
 
-import base64
-import binascii
 from collections.abc import AsyncIterator
 from typing import Annotated
 
@@ -38,8 +36,8 @@ async def list_suppressions(
     """Addresses unsafe to mail again, newest first; ``format=csv`` streams them all."""
     try:
         since_ms = None if since is None else parse_ms(since)
-        after = None if cursor is None else _decode(cursor)
-    except (TimestampError, ValueError) as exc:
+        after = None if cursor is None else search.unpack_cursor(cursor)
+    except (TimestampError, search.CursorError) as exc:
         raise HTTPException(422, str(exc)) from exc
     if format == "csv":
         return StreamingResponse(
@@ -51,7 +49,7 @@ async def list_suppressions(
     return OrjsonResponse(
         {
             "items": [entry.view() for entry in page],
-            "next_cursor": None if following is None else _encode(following),
+            "next_cursor": None if following is None else search.pack_cursor(*following),
         }
     )
 
@@ -76,17 +74,3 @@ async def _csv(store: Store, reason: str | None, since_ms: int | None) -> AsyncI
             yield csv_lines(entry.row() for entry in page)
         if after is None:
             return
-
-
-def _encode(cursor: SuppressionCursor) -> str:
-    raw = f"{cursor[0]}.{cursor[1]}".encode()
-    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
-
-
-def _decode(cursor: str) -> SuppressionCursor:
-    try:
-        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
-        since, address = raw.split(".", 1)
-        return int(since), address
-    except (binascii.Error, UnicodeDecodeError, ValueError) as exc:
-        raise ValueError("cursor is not one this service returned") from exc

@@ -405,21 +405,16 @@ local function transition(message_index, event, event_index, address, from_statu
   -- Changes no single event made (new destination recipients) happen at, and
   -- count in, the batch's first event.
   local cause = event or message[MESSAGE_EVENTS][1]
+  local at = cause and cause[EVENT_AT] or message[MESSAGE_SENT_AT]
+  local latency = NO_LATENCY
+  if message[MESSAGE_SENT_KNOWN] then
+    latency = math.max(0, at - message[MESSAGE_SENT_AT])
+  end
   if feed then
-    local at = cause and cause[EVENT_AT] or message[MESSAGE_SENT_AT]
-    local latency = NO_LATENCY
-    if message[MESSAGE_SENT_KNOWN] then
-      latency = math.max(0, at - message[MESSAGE_SENT_AT])
-    end
     -- In FED order.
     fed[#fed + 1] = {message[MESSAGE_MESSAGE_ID], address, from_status, to_status, at, latency}
   end
   if forward then
-    local at = cause and cause[EVENT_AT] or message[MESSAGE_SENT_AT]
-    local latency = NO_LATENCY
-    if message[MESSAGE_SENT_KNOWN] then
-      latency = math.max(0, at - message[MESSAGE_SENT_AT])
-    end
     local domain = string.match(address, '@([^@]*)$') or ''
     -- In FORWARDED order (service.forward.items.Change).
     forwarded[#forwarded + 1] = {message[MESSAGE_MESSAGE_ID], address, from_status, to_status, at,
