@@ -294,3 +294,26 @@ async def test_serve_forwards_and_reports_each_subscription(tmp_path) -> None:
             metrics = (await client.get("/metrics")).text
             assert 'ses_tracker_forward_items_sent_total{subscription="app"} 3.0' in metrics
             assert 'ses_tracker_forward_queued{subscription="app"} 0.0' in metrics
+
+
+async def test_a_hung_receiver_holds_up_only_its_own_subscription(outbox_store) -> None:
+    store, outbox = outbox_store
+    async with Receiver() as hung, Receiver() as healthy:
+        hung.script = [Answer(hang_s=30.0)] * 10  # never answers in time
+        subscriptions = [
+            Subscription(name="hung", url=hung.base, secret=SECRET),
+            Subscription(name="healthy", url=healthy.base, secret=SECRET),
+        ]
+        sender = forwarder(subscriptions, outbox, post_timeout_s=5.0)
+        await outbox.prepare([s.id for s in subscriptions])
+        task = asyncio.create_task(sender.run())
+        try:
+            started = time.monotonic()
+            await Pipeline(store).ingest(messages(10, "hung"), "http")
+            await until(lambda: len({i["id"] for i in delivered(healthy)}) == 20, timeout_s=4)
+            # Everything reached the healthy receiver while the other post hung.
+            assert time.monotonic() - started < 4 and sender.figures["hung"].sent == 0
+            assert len(hung.received) == 1
+        finally:
+            await halt(task, sender)
+            await sender.aclose()
