@@ -507,7 +507,8 @@ def _replay(args: argparse.Namespace) -> int:
     total = sum(path.stat().st_size for path in input_files(args.paths))
 
     async def run() -> Any:
-        store = build_store(settings)
+        # A backfill is history, not news: nothing of it is forwarded to apps.
+        store = build_store(settings.model_copy(update={"forward_file": None}))
         pipeline = Pipeline(
             store,
             max_payload_bytes=settings.max_body_bytes,
