@@ -10,6 +10,7 @@ import httpx
 import orjson
 import pytest
 
+from service.search import message_handle
 from service.state import STATUSES
 from tests.support import ses
 from tests.support.process import command, running
@@ -229,3 +230,28 @@ def test_a_newer_data_format_in_redis_stops_an_older_version(redis_server: Redis
     finally:
         client.set("st:format", 1)
         client.close()
+
+
+def test_a_replay_forwards_nothing(redis_server: RedisServer, tmp_path) -> None:
+    """#15: a backfill is history, not news: it never reaches forwarding subscriptions."""
+    import redis
+
+    forward = tmp_path / "forward.yaml"
+    forward.write_text(
+        "subscriptions:\n  - {name: app, url: 'https://app.example/h', secret: a-long-secret-1}\n"
+    )
+    saved = tmp_path / "saved.ndjson"
+    saved.write_bytes(ses.dumps(ses.send(MID + "fw", ["a@x.com"])))
+    client = redis.Redis.from_url(redis_server.url)
+    client.delete("st:fwd")
+    result = subprocess.run(
+        [*command(), "replay", str(saved), "--redis-url", redis_server.url],
+        capture_output=True,
+        timeout=60,
+        text=True,
+        env={**os.environ, "SES_TRACKER_FORWARD_FILE": str(forward)},
+    )
+    assert result.returncode == 0, result.stderr
+    assert client.get(f"st:m:{{{message_handle(MID + 'fw')}}}") is not None
+    assert not client.exists("st:fwd")
+    client.close()
