@@ -14,13 +14,15 @@ from __future__ import annotations
 import base64
 import binascii
 import hashlib
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 
 from service import state
 from service.codec import Header, decode_event, decode_header
 from service.dimensions import NONE, domain_of, first_value, identity_from
 from service.events import EventType
 from service.parser import normalize_address
+from service.providers import OTHER as OTHER_PROVIDER
 from service.providers import provider_of_domain
 from service.state import MessageRecord
 
@@ -111,6 +113,9 @@ class SearchQuery:
     domain: str | None = None
     provider: str | None = None
     bounce_type: str | None = None
+    # Providers found from MX records (service.mx), beside the shipped map: what
+    # the provider filter reads for company domains.
+    resolved: Mapping[str, str] = field(default_factory=dict, compare=False, repr=False)
 
     def __post_init__(self) -> None:
         if self.status is not None and self.status not in state.STATUSES:
@@ -167,6 +172,10 @@ class SearchQuery:
             )
         )
 
+    def _provider(self, domain: str) -> str:
+        known = provider_of_domain(domain)
+        return self.resolved.get(domain, known) if known == OTHER_PROVIDER else known
+
     def _matches_dimensions(self, record: MessageRecord) -> bool:
         # The costlier checks (decoding the header, then the events) come last.
         if self.domain is not None and not any(
@@ -174,7 +183,7 @@ class SearchQuery:
         ):
             return False
         if self.provider is not None and not any(
-            provider_of_domain(domain_of(address)) == self.provider for address in record.recipients
+            self._provider(domain_of(address)) == self.provider for address in record.recipients
         ):
             return False
         if self.configuration_set is not None or self.identity is not None or self.tag is not None:

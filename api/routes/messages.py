@@ -5,7 +5,7 @@ from typing import Annotated
 from fastapi import APIRouter, HTTPException, Path, Query
 from starlette.responses import Response
 
-from api.deps import ClockDep, ExportSlotsDep, SettingsDep, StoreDep
+from api.deps import ClockDep, DimensionsDep, ExportSlotsDep, SettingsDep, StoreDep
 from api.responses import OrjsonResponse
 from api.schemas import ERRORS, MessageView, SearchAnswer
 from service import search, state
@@ -30,6 +30,7 @@ async def search_messages(
     settings: SettingsDep,
     clock_ms: ClockDep,
     exports: ExportSlotsDep,
+    dimensions: DimensionsDep,
     recipient: Annotated[str | None, Query(min_length=1, max_length=320)] = None,
     status: Status = None,
     since: Instant = None,
@@ -76,6 +77,7 @@ async def search_messages(
             tag=(tag_name, tag_value) if tag else None,
             domain=None if domain is None else domain.lower(),
             provider=provider,
+            resolved=dimensions.resolved,
             bounce_type=bounce_type,
         )
     except (TimestampError, search.CursorError) as exc:

@@ -12,6 +12,7 @@ from redis import asyncio as aioredis
 from service import stats
 from service.mx import NEGATIVE_TTL_S, TTL_S, MxCache, MxResolver, dns_lookup
 from service.runtime import Runtime
+from service.search import SearchQuery
 from service.settings import Settings
 from tests.support import ses
 from tests.support.dns import start_mx_server
@@ -66,6 +67,13 @@ async def test_company_domains_get_their_provider_once_looked_up(redis_server: R
         assert window["g:provider=gmail|c:sent"] == 1
         assert window["g:provider=microsoft|c:sent"] == 1
         assert window["g:provider=other|c:sent"] == 5 + 3
+        # Search's provider filter knows them too.
+        found = await runtime.store.search(
+            SearchQuery(provider="gmail", resolved=runtime.pipeline.dimensions.resolved)
+        )
+        assert sorted(hit.message_id for hit in found.hits) == ["mx-0", "mx2-0"]
+        unresolved = await runtime.store.search(SearchQuery(provider="gmail"))
+        assert unresolved.hits == []  # without the answers, a company domain is other
         # Answers are cached in Redis with a TTL, negative ones too; a failure is not.
         prefix = "st:mx:"
         assert await client.get(prefix + "acme-on-google.example") == b"gmail"
