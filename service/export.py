@@ -14,7 +14,6 @@ injection.
 from __future__ import annotations
 
 import csv
-import dataclasses
 import io
 from collections.abc import AsyncIterator, Iterable
 from typing import Any
@@ -23,7 +22,7 @@ import orjson
 
 from service.codec import Header, decode_header
 from service.dimensions import identity_from
-from service.search import MAX_LIMIT, SearchHit, SearchQuery
+from service.search import SearchHit, SearchQuery, pages
 from service.stores.base import Store
 from service.timestamps import format_ms
 from service.view import ViewOptions, message_summary
@@ -44,18 +43,6 @@ CSV_COLUMNS = (
 _FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
 
 
-async def matches(store: Store, query: SearchQuery) -> AsyncIterator[list[SearchHit]]:
-    """Every page of matches of ``query``, newest first, until none are left."""
-    query = dataclasses.replace(query, limit=MAX_LIMIT)
-    while True:
-        page = await store.search(query)
-        if page.hits:
-            yield page.hits
-        if page.next_after is None:
-            return
-        query = dataclasses.replace(query, after=page.next_after)
-
-
 async def export_lines(
     store: Store, query: SearchQuery, fmt: str, options: ViewOptions
 ) -> AsyncIterator[bytes]:
@@ -63,7 +50,7 @@ async def export_lines(
     header first)."""
     if fmt == "csv":
         yield csv_lines([CSV_COLUMNS])
-    async for hits in matches(store, query):
+    async for hits in pages(store.search, query):
         if fmt == "csv":
             yield csv_lines(row for hit in hits for row in csv_rows(hit))
         else:

@@ -13,8 +13,9 @@ from __future__ import annotations
 
 import base64
 import binascii
+import dataclasses
 import hashlib
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 
 from service import state
@@ -225,6 +226,22 @@ class SearchPage:
     # Set when more may follow: the position of the last message examined, which
     # can be past the last hit when the scan budget ran out.
     next_after: Position | None
+
+
+async def pages(
+    search: Callable[[SearchQuery], Awaitable[SearchPage]], query: SearchQuery
+) -> AsyncIterator[list[SearchHit]]:
+    """Every match of ``query`` (``search`` is a store's), a page of up to
+    ``MAX_LIMIT`` at a time, newest first: the walk an export, a recipient profile
+    and an erasure make. Pages the scan budget left empty are not yielded."""
+    query = dataclasses.replace(query, limit=MAX_LIMIT)
+    while True:
+        page = await search(query)
+        if page.hits:
+            yield page.hits
+        if page.next_after is None:
+            return
+        query = dataclasses.replace(query, after=page.next_after)
 
 
 def pack_cursor(number: int, text: str) -> str:

@@ -1,6 +1,5 @@
 from __future__ import annotations
 
-import dataclasses
 from typing import Annotated
 
 import structlog
@@ -25,20 +24,12 @@ async def get_recipient(
     """Every kept message to ``address``: counts per status, the last outcome, whether
     mailing it again is unsafe, and the newest messages. ``404`` when never seen."""
     wanted = search.recipient_key(address)
-    query = search.SearchQuery(recipient=wanted, limit=search.MAX_LIMIT)
     hits: list[search.SearchHit] = []
-    complete = True
-    while True:
-        page = await store.search(query)
-        hits += page.hits
-        if len(hits) > profile.MAX_MESSAGES or (
-            len(hits) == profile.MAX_MESSAGES and page.next_after is not None
-        ):
-            complete = False
+    async for page in search.pages(store.search, search.SearchQuery(recipient=wanted)):
+        hits += page
+        if len(hits) > profile.MAX_MESSAGES:
             break
-        if page.next_after is None:
-            break
-        query = dataclasses.replace(query, after=page.next_after)
+    complete = len(hits) <= profile.MAX_MESSAGES
     if not hits:
         raise HTTPException(404, f"no message to {wanted!r} is kept")
     options = ViewOptions(clock_ms(), int(settings.overdue_after_s * 1000))

@@ -80,6 +80,15 @@ class RedisKeys:
         """bucket -> the merge sequence that last changed it (service.stats.Revisions)."""
         return f"{self.prefix}stats:rev"
 
+    # Suppressions (written by merge.lua, which builds the same names).
+    def suppression(self, address: str) -> str:
+        return f"{self.prefix}sup:{address}"
+
+    @property
+    def suppressions(self) -> str:
+        """zset of suppressed addresses, scored by since (ms)."""
+        return f"{self.prefix}sup:idx"
+
     # Files `ses-tracker replay` has merged whole (by content digest).
     def replayed(self, digest: str) -> str:
         return f"{self.prefix}replayed:{digest}"

@@ -18,7 +18,6 @@ idempotent, a batch retried after an error or a crash does no harm.
 
 from __future__ import annotations
 
-import dataclasses
 import time
 from collections import Counter
 from collections.abc import Sequence
@@ -31,7 +30,7 @@ from redis.exceptions import NoScriptError, RedisError, WatchError
 
 from service import state, stats
 from service.erasure import erase
-from service.search import SearchPage, SearchQuery, message_handle
+from service.search import SearchPage, SearchQuery, message_handle, pages
 from service.state import MessageRecord, MessageWrite, Transition
 from service.stores import layout
 from service.stores.base import (
@@ -256,12 +255,9 @@ class RedisStore(Store):
     async def read_buckets(self, buckets: Sequence[int]) -> list[Counter[str]]:
         return await self._read_hashes([self.stats_key(bucket) for bucket in buckets])
 
-    def _suppression_key(self, address: str) -> str:
-        return f"{self._prefix}sup:{address}"
-
     async def suppression(self, address: str) -> Suppression | None:
         try:
-            raw = await self._client.get(self._suppression_key(address))
+            raw = await self._client.get(self._keys.suppression(address))
         except (RedisError, OSError) as exc:
             raise StoreUnavailable(f"redis read failed: {type(exc).__name__}: {exc}") from exc
         return None if raw is None else _suppression(address, raw)
@@ -269,7 +265,7 @@ class RedisStore(Store):
     async def suppressions(
         self, reason: str | None, since_ms: int | None, limit: int, after: SuppressionCursor | None
     ) -> tuple[list[Suppression], SuppressionCursor | None]:
-        index = f"{self._prefix}sup:idx"
+        index = self._keys.suppressions
         high: str | int = "+inf" if after is None else after[0]
         low: str | int = "-inf" if since_ms is None else since_ms
         found: list[Suppression] = []
@@ -284,7 +280,7 @@ class RedisStore(Store):
                 offset += len(rows)
                 members = [m.decode() for m, score in rows
                            if after is None or (int(score), m.decode()) < after]  # fmt: skip
-                raws = await self._client.mget([self._suppression_key(m) for m in members])
+                raws = await self._client.mget([self._keys.suppression(m) for m in members])
                 gone = [m for m, raw in zip(members, raws, strict=True) if raw is None]
                 if gone:
                     await self._client.zrem(index, *gone)
@@ -306,8 +302,8 @@ class RedisStore(Store):
     async def remove_suppression(self, address: str) -> bool:
         try:
             async with self._client.pipeline(transaction=True) as pipe:
-                pipe.delete(self._suppression_key(address))
-                pipe.zrem(f"{self._prefix}sup:idx", address)
+                pipe.delete(self._keys.suppression(address))
+                pipe.zrem(self._keys.suppressions, address)
                 deleted, _ = await pipe.execute()
         except (RedisError, OSError) as exc:
             raise StoreUnavailable(f"redis write failed: {type(exc).__name__}: {exc}") from exc
@@ -316,21 +312,16 @@ class RedisStore(Store):
     async def erase_recipient(self, address: str) -> int:
         """Each record is rewritten under WATCH, so a merge landing meanwhile is not
         overwritten: the rewrite is retried on the merged record."""
-        query = SearchQuery(recipient=address, limit=500)
         handles: list[str] = []
         try:
-            while True:
-                page = await self._index.search(query)
-                handles += [message_handle(hit.message_id) for hit in page.hits]
-                if page.next_after is None:
-                    break
-                query = dataclasses.replace(query, after=page.next_after)
+            async for hits in pages(self._index.search, SearchQuery(recipient=address)):
+                handles += [message_handle(hit.message_id) for hit in hits]
             erased = 0
             for handle in handles:
                 erased += await self._erase_from(self._index.record_key(handle), address)
             async with self._client.pipeline(transaction=True) as pipe:
-                pipe.delete(self._keys.recipient(address), self._suppression_key(address))
-                pipe.zrem(f"{self._prefix}sup:idx", address)
+                pipe.delete(self._keys.recipient(address), self._keys.suppression(address))
+                pipe.zrem(self._keys.suppressions, address)
                 await pipe.execute()
         except (RedisError, OSError) as exc:
             raise StoreUnavailable(f"redis erase failed: {type(exc).__name__}: {exc}") from exc

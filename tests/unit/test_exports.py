@@ -9,8 +9,8 @@ from fastapi import HTTPException
 
 from api.exports import ExportSlots
 from service.codec import encode_batch
-from service.export import csv_lines, matches, safe_cell
-from service.search import MAX_LIMIT, SearchQuery
+from service.export import csv_lines, safe_cell
+from service.search import MAX_LIMIT, SearchQuery, pages
 from service.stores import MemoryStore
 from service.view import ViewOptions
 from tests.support import ses
@@ -50,8 +50,8 @@ async def store_with(count: int) -> MemoryStore:
 
 async def test_an_export_walks_every_page_one_at_a_time() -> None:
     store = await store_with(MAX_LIMIT * 2 + 7)
-    pages = [len(hits) async for hits in matches(store, SearchQuery(limit=3))]
-    assert pages == [MAX_LIMIT, MAX_LIMIT, 7]
+    sizes = [len(hits) async for hits in pages(store.search, SearchQuery(limit=3))]
+    assert sizes == [MAX_LIMIT, MAX_LIMIT, 7]
 
 
 async def test_a_few_exports_run_at_once_and_each_frees_its_slot() -> None:
