@@ -9,7 +9,7 @@ from collections.abc import Callable
 from typing import Annotated
 from urllib.parse import urlsplit
 
-from fastapi import Depends, HTTPException, Request
+from fastapi import Depends, HTTPException, Path, Query, Request
 from starlette.requests import HTTPConnection
 
 from api.exports import ExportSlots
@@ -55,6 +55,12 @@ def get_dimensions(runtime: RuntimeDep) -> Dimensions:
 def get_export_slots(connection: HTTPConnection) -> ExportSlots:
     return connection.app.state.exports
 
+
+# Parameters several routes take, checked alike.
+Instant = Annotated[
+    str | None, Query(max_length=40, description="ISO-8601, e.g. 2026-11-23T10:00:00Z")
+]
+Address = Annotated[str, Path(min_length=3, max_length=320)]
 
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 StoreDep = Annotated[Store, Depends(get_store)]

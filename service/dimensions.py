@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from service.events import MailInfo
-from service.providers import CONSUMER_DOMAINS, OTHER
+from service.providers import OTHER, provider_of_domain
 
 MESSAGE_DIMENSIONS = ("configuration_set", "identity")
 RECIPIENT_DIMENSIONS = ("domain", "provider")
@@ -91,11 +91,11 @@ class Dimensions:
             "identity=" + identity_of(mail),
         ]
         for tag in self.tags:
-            groups.append(f"{TAG_PREFIX}{tag}={_first(tags.get(tag)) or NONE}")
+            groups.append(f"{TAG_PREFIX}{tag}={first_value(tags.get(tag)) or NONE}")
         return tuple(groups)
 
     def provider(self, domain: str) -> str:
-        return CONSUMER_DOMAINS.get(domain) or self.resolved.get(domain) or OTHER
+        return provider_of_domain(domain, self.resolved)
 
     def providers(self, addresses: Iterable[str]) -> dict[str, str]:
         """domain -> provider for the recipients' domains that are not ``other``:
@@ -124,8 +124,8 @@ def identity_of(mail: MailInfo) -> str:
 
 def identity_from(tags: Mapping[str, Any], source: str | None) -> str:
     """The sending domain: ``ses:from-domain``, else the domain of ``source``."""
-    from_domain = _first(tags.get(FROM_DOMAIN_TAG))
-    if isinstance(from_domain, str) and from_domain:
+    from_domain = first_value(tags.get(FROM_DOMAIN_TAG))
+    if from_domain:
         return from_domain.lower()
     source = source or ""
     # mail.source may carry a display name: "Name <sender@example.com>".
@@ -141,11 +141,6 @@ def dimension_of(group: str) -> str:
 
 def first_value(value: Any) -> str | None:
     """A tag's value: SES sends each tag as a list of one string."""
-    value = _first(value)
-    return value if isinstance(value, str) else None
-
-
-def _first(value: str | list[str] | None) -> str | None:
     if isinstance(value, list):
-        return value[0] if value else None
-    return value
+        value = value[0] if value else None
+    return value if isinstance(value, str) else None

@@ -13,6 +13,9 @@ metric labels whatever recipients send us.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from types import MappingProxyType
+
 PROVIDERS: tuple[str, ...] = (
     "gmail",
     "microsoft",
@@ -25,6 +28,7 @@ PROVIDERS: tuple[str, ...] = (
     "other",
 )
 OTHER = "other"
+_NONE_RESOLVED: Mapping[str, str] = MappingProxyType({})
 
 _CONSUMER: dict[str, tuple[str, ...]] = {
     "gmail": ("gmail.com", "googlemail.com"),
@@ -97,9 +101,10 @@ MX_SUFFIXES: tuple[tuple[str, str], ...] = (
 )
 
 
-def provider_of_domain(domain: str) -> str:
-    """The provider of a consumer domain; ``other`` for any other domain."""
-    return CONSUMER_DOMAINS.get(domain, OTHER)
+def provider_of_domain(domain: str, resolved: Mapping[str, str] = _NONE_RESOLVED) -> str:
+    """The provider of a consumer domain, else of a domain whose MX records were
+    ``resolved`` (``service.mx``); ``other`` for any other domain."""
+    return CONSUMER_DOMAINS.get(domain) or resolved.get(domain) or OTHER
 
 
 def provider_of_mx(hosts: list[str]) -> str:

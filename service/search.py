@@ -23,7 +23,6 @@ from service.codec import Header, decode_event, decode_header
 from service.dimensions import NONE, domain_of, first_value, identity_from
 from service.events import EventType
 from service.parser import normalize_address
-from service.providers import OTHER as OTHER_PROVIDER
 from service.providers import provider_of_domain
 from service.state import MessageRecord
 
@@ -173,10 +172,6 @@ class SearchQuery:
             )
         )
 
-    def _provider(self, domain: str) -> str:
-        known = provider_of_domain(domain)
-        return self.resolved.get(domain, known) if known == OTHER_PROVIDER else known
-
     def _matches_dimensions(self, record: MessageRecord) -> bool:
         # The costlier checks (decoding the header, then the events) come last.
         if self.domain is not None and not any(
@@ -184,7 +179,8 @@ class SearchQuery:
         ):
             return False
         if self.provider is not None and not any(
-            self._provider(domain_of(address)) == self.provider for address in record.recipients
+            provider_of_domain(domain_of(address), self.resolved) == self.provider
+            for address in record.recipients
         ):
             return False
         if self.configuration_set is not None or self.identity is not None or self.tag is not None:

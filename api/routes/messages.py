@@ -5,7 +5,14 @@ from typing import Annotated
 from fastapi import APIRouter, HTTPException, Path, Query
 from starlette.responses import Response
 
-from api.deps import ClockDep, DimensionsDep, ExportSlotsDep, SettingsDep, StoreDep
+from api.deps import (
+    ClockDep,
+    DimensionsDep,
+    ExportSlotsDep,
+    Instant,
+    SettingsDep,
+    StoreDep,
+)
 from api.responses import OrjsonResponse
 from api.schemas import ERRORS, MessageView, SearchAnswer
 from service import search, state
@@ -18,9 +25,6 @@ router = APIRouter()
 
 MessageId = Annotated[str, Path(min_length=1, max_length=MAX_MESSAGE_ID_CHARS)]
 Status = Annotated[str | None, Query(pattern="^(" + "|".join(state.STATUSES) + ")$")]
-Instant = Annotated[
-    str | None, Query(max_length=40, description="ISO-8601, e.g. 2026-11-23T10:00:00Z")
-]
 Value = Annotated[str | None, Query(min_length=1, max_length=256)]
 
 

@@ -1,11 +1,9 @@
 from __future__ import annotations
 
-from typing import Annotated
-
 import structlog
-from fastapi import APIRouter, HTTPException, Path
+from fastapi import APIRouter, HTTPException
 
-from api.deps import ClockDep, SettingsDep, StoreDep
+from api.deps import Address, ClockDep, SettingsDep, StoreDep
 from api.responses import OrjsonResponse
 from api.schemas import ERRORS, RecipientErased, RecipientProfile
 from service import profile, search
@@ -13,8 +11,6 @@ from service.view import ViewOptions
 
 router = APIRouter()
 log = structlog.get_logger(__name__)
-
-Address = Annotated[str, Path(min_length=3, max_length=320)]
 
 
 @router.get("/recipients/{address}", response_model=RecipientProfile, responses=ERRORS)

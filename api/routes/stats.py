@@ -4,7 +4,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, HTTPException, Query
 
-from api.deps import ClockDep, DimensionsDep, SettingsDep, StoreDep
+from api.deps import ClockDep, DimensionsDep, Instant, SettingsDep, StoreDep
 from api.responses import OrjsonResponse
 from api.schemas import ERRORS, HistoryAnswer, StatsAnswer
 from service import history, stats
@@ -21,9 +21,6 @@ Dimension = Annotated[
         description="configuration_set, identity, domain, provider or tag:NAME "
         "(NAME listed in SES_TRACKER_TAG_DIMENSIONS)",
     ),
-]
-Instant = Annotated[
-    str | None, Query(max_length=40, description="ISO-8601, e.g. 2026-11-23T10:00:00Z")
 ]
 
 

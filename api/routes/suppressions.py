@@ -3,10 +3,10 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from typing import Annotated
 
-from fastapi import APIRouter, HTTPException, Path, Query
+from fastapi import APIRouter, HTTPException, Query
 from starlette.responses import Response, StreamingResponse
 
-from api.deps import StoreDep
+from api.deps import Address, Instant, StoreDep
 from api.responses import OrjsonResponse
 from api.schemas import ERRORS, SuppressionList, SuppressionRemoved
 from service import search, suppressions
@@ -18,9 +18,6 @@ from service.timestamps import TimestampError, parse_ms
 router = APIRouter()
 
 Reason = Annotated[str | None, Query(pattern="^(bounce|complaint)$")]
-Instant = Annotated[
-    str | None, Query(max_length=40, description="ISO-8601, e.g. 2026-11-23T10:00:00Z")
-]
 _PAGE = 1_000
 
 
@@ -55,9 +52,7 @@ async def list_suppressions(
 
 
 @router.delete("/suppressions/{address}", response_model=SuppressionRemoved, responses=ERRORS)
-async def remove_suppression(
-    store: StoreDep, address: Annotated[str, Path(min_length=3, max_length=320)]
-) -> OrjsonResponse:
+async def remove_suppression(store: StoreDep, address: Address) -> OrjsonResponse:
     """The address is safe to mail again (``404`` when it was not suppressed)."""
     wanted = search.recipient_key(address)
     if not await store.remove_suppression(wanted):
