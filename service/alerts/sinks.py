@@ -9,7 +9,8 @@ from __future__ import annotations
 import hashlib
 import hmac
 from dataclasses import dataclass, field
-from urllib.parse import urlsplit
+
+from service.urls import LOOPBACK_HOSTS, outbound_url
 
 KINDS = ("slack", "teams", "discord", "googlechat", "webhook")
 
@@ -21,7 +22,6 @@ _HOSTS: dict[str, tuple[str, ...]] = {
     "discord": ("discord.com", "discordapp.com", ".discord.com"),
     "googlechat": ("chat.googleapis.com",),
 }
-_LOOPBACK = ("127.0.0.1", "localhost", "::1")
 
 SIGNATURE_HEADER = "X-SES-Tracker-Signature"
 TIMESTAMP_HEADER = "X-SES-Tracker-Timestamp"
@@ -73,18 +73,12 @@ def parse_webhooks(text: str | None) -> list[Sink]:
 
 def _checked(kind: str, url: str, where: str) -> Sink:
     try:
-        parts = urlsplit(url)
-        port = parts.port
+        parts = outbound_url(url)
     except ValueError as exc:
-        raise SinkConfigError(f"{where} ({kind}): not a URL: {exc}") from exc
+        raise SinkConfigError(f"{where} ({kind}): {exc}") from exc
     host = (parts.hostname or "").lower()
-    if not host:
-        raise SinkConfigError(f"{where} ({kind}): URL has no host")
-    loopback = host in _LOOPBACK
-    if parts.scheme != "https" and not (parts.scheme == "http" and loopback):
-        raise SinkConfigError(f"{where} ({kind}): URL must be https (http only to localhost)")
-    if parts.username or parts.password:
-        raise SinkConfigError(f"{where} ({kind}): URL must not carry a user or password")
+    port = parts.port
+    loopback = host in LOOPBACK_HOSTS
     expected = _HOSTS.get(kind)
     if (
         expected

@@ -27,10 +27,10 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from service import yamlfile
 from service.providers import PROVIDERS
 from service.state import STATUSES
+from service.urls import outbound_url
 
 Status = Literal[STATUSES]  # type: ignore[valid-type]
 Provider = Literal[PROVIDERS]  # type: ignore[valid-type]
-_LOOPBACK = ("127.0.0.1", "localhost", "::1")
 MAX_SUBSCRIPTIONS = 50
 
 
@@ -56,18 +56,7 @@ class Subscription(BaseModel):
     @field_validator("url")
     @classmethod
     def _https(cls, url: str) -> str:
-        try:
-            parts = urlsplit(url)
-            parts.port  # noqa: B018 - raises on a bad port
-        except ValueError as exc:
-            raise ValueError(f"not a URL: {exc}") from None
-        host = (parts.hostname or "").lower()
-        if not host:
-            raise ValueError("URL has no host")
-        if parts.scheme != "https" and not (parts.scheme == "http" and host in _LOOPBACK):
-            raise ValueError("URL must be https (http only to localhost)")
-        if parts.username or parts.password:
-            raise ValueError("URL must not carry a user or password")
+        outbound_url(url)  # ValueError says what is wrong
         return url
 
     @property

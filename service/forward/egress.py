@@ -17,7 +17,7 @@ import ipaddress
 import socket
 from urllib.parse import urlsplit
 
-_LOOPBACK_NAMES = ("localhost", "127.0.0.1", "::1")
+from service.urls import LOOPBACK_HOSTS
 
 
 class EgressRefused(Exception):
@@ -33,7 +33,7 @@ def is_public(address: str) -> bool:
 
 async def check_destination(url: str, allow_private: bool) -> None:
     host = (urlsplit(url).hostname or "").lower()
-    if allow_private or host in _LOOPBACK_NAMES:
+    if allow_private or host in LOOPBACK_HOSTS:
         return
     try:
         infos = await asyncio.get_running_loop().getaddrinfo(host, None, type=socket.SOCK_STREAM)
