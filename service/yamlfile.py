@@ -9,6 +9,7 @@ and by their ``check-`` commands in one pass, never half-loaded.
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import yaml
@@ -17,6 +18,14 @@ from pydantic import ValidationError
 
 class YamlFileError(ValueError):
     """A file that cannot be used; the message names file, line and field."""
+
+
+def read(path: Path, what: str) -> str:
+    """The file's text, or YamlFileError naming it (``what``: "rules", ...)."""
+    try:
+        return path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise YamlFileError(f"{path}: cannot read the {what} file: {exc}") from None
 
 
 def parse(text: str, origin: str) -> tuple[Any, yaml.Node | None]:

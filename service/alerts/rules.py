@@ -227,9 +227,9 @@ def load_rules(path: Path | None, dimensions: Dimensions | None = None) -> RuleS
     if path is None:
         return default_rules()
     try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise RulesError(f"{path}: cannot read the rules file: {exc}") from None
+        text = yamlfile.read(path, "rules")
+    except yamlfile.YamlFileError as exc:
+        raise RulesError(str(exc)) from None
     return parse_rules(text, str(path), dimensions)
 
 

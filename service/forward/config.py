@@ -94,9 +94,9 @@ def load_subscriptions(path: Path | None) -> list[Subscription]:
     if path is None:
         return []
     try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ForwardConfigError(f"{path}: cannot read the forwarding file: {exc}") from None
+        text = yamlfile.read(path, "forwarding")
+    except yamlfile.YamlFileError as exc:
+        raise ForwardConfigError(str(exc)) from None
     return parse_subscriptions(text, str(path))
 
 

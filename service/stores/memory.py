@@ -171,10 +171,9 @@ class MemoryStore(Store):
         if forwarded and self.outbox is not None:
             self.outbox.append(forwarded)
         if observer.suppressed and self._suppression_days:
-            wall_ms = counting.now_ms if counting is not None else int(time.time() * 1000)
-            oldest_kept = wall_ms - self._suppression_days * 86_400_000
+            wall_ms = counting.now_ms if counting is not None else None
             for suppression in observer.suppressed:
-                if suppression.since_ms > oldest_kept:
+                if self._still_kept(suppression, wall_ms):
                     address = suppression.address
                     self._suppressions[address] = kept(self._suppressions.get(address), suppression)
         self._trim(now)
@@ -282,9 +281,11 @@ class MemoryStore(Store):
     async def remove_suppression(self, address: str) -> bool:
         return self._suppressions.pop(address, None) is not None
 
-    def _still_kept(self, suppression: Suppression) -> bool:
-        oldest = int(time.time() * 1000) - self._suppression_days * 86_400_000
-        return suppression.since_ms > oldest
+    def _still_kept(self, suppression: Suppression, now_ms: int | None = None) -> bool:
+        """Younger than SES_TRACKER_SUPPRESSION_DAYS (merge.lua: its key's expiry)."""
+        if now_ms is None:
+            now_ms = int(time.time() * 1000)
+        return suppression.since_ms > now_ms - self._suppression_days * 86_400_000
 
     async def erase_recipient(self, address: str) -> int:
         self._suppressions.pop(address, None)
