@@ -7,10 +7,8 @@ agrees with the message records. A recipient of very many messages (a monitoring
 inbox in BCC) is read up to :data:`MAX_MESSAGES` newest; ``complete`` then says
 the counts cover those only.
 
-``suppressed`` here says whether a kept message makes mailing the address again
-unsafe (a Permanent bounce, SES's ``Suppressed`` and ``OnAccountSuppressionList``
-subtypes included, or a complaint); the API answers with the suppression list's
-entry instead (``service.suppressions``), which outlives the messages.
+``suppressed`` is the address's entry in the suppression list
+(``service.suppressions``), which outlives the messages and goes when removed.
 """
 
 from __future__ import annotations
@@ -20,6 +18,7 @@ from typing import Any
 
 from service import state
 from service.search import SearchHit
+from service.suppressions import Suppression
 from service.timestamps import format_ms
 from service.view import ViewOptions, message_summary, message_view
 
@@ -28,8 +27,7 @@ RECENT = 20
 
 
 def outcome_of(address: str, hit: SearchHit, options: ViewOptions) -> dict[str, Any]:
-    """The recipient's status in one message, when it got there, and the bounce or
-    complaint that decided it."""
+    """The recipient's status in one message, and when it got there."""
     view = message_view(hit.message_id, hit.record, options)
     mine = next(r for r in view["recipients"] if r["address"] == address)
     status = mine["status"]
@@ -39,32 +37,19 @@ def outcome_of(address: str, hit: SearchHit, options: ViewOptions) -> dict[str, 
         "delivered": mine["delivered_at"],
         "delayed": mine["delays"][-1]["at"] if mine["delays"] else None,
     }.get(status) or view["sent_at"]
-    return {
-        "status": status,
-        "at": at,
-        "message_id": hit.message_id,
-        "bounce_type": (mine["bounce"] or {}).get("type"),
-        "complained": mine["complaint"] is not None,
-    }
+    return {"status": status, "at": at, "message_id": hit.message_id}
 
 
 def profile(
-    address: str, hits: list[SearchHit], complete: bool, options: ViewOptions
+    address: str,
+    hits: list[SearchHit],
+    complete: bool,
+    suppressed: Suppression | None,
+    options: ViewOptions,
 ) -> dict[str, Any]:
     """``hits``: the recipient's messages, newest first (at least one)."""
     outcomes = [outcome_of(address, hit, options) for hit in hits]
     counts = Counter(outcome["status"] for outcome in outcomes)
-    suppressed = None
-    # The earliest reason still kept, so "since" is when it first became unsafe.
-    for outcome in reversed(outcomes):
-        if outcome["complained"] or outcome["bounce_type"] == "Permanent":
-            suppressed = {
-                "reason": "complaint" if outcome["complained"] else "bounce",
-                "since": outcome["at"],
-                "message_id": outcome["message_id"],
-            }
-            break
-    newest = outcomes[0]
     return {
         "address": address,
         "messages": len(hits),
@@ -72,8 +57,10 @@ def profile(
         "first_sent_at": _sent_at(hits[-1]),
         "last_sent_at": _sent_at(hits[0]),
         "status_counts": {status: counts.get(status, 0) for status in state.STATUSES},
-        "last_outcome": {k: newest[k] for k in ("status", "at", "message_id")},
-        "suppressed": suppressed,
+        "last_outcome": outcomes[0],
+        "suppressed": None
+        if suppressed is None
+        else {k: v for k, v in suppressed.view().items() if k in ("reason", "since", "message_id")},
         "recent": [message_summary(hit.message_id, hit.record, options) for hit in hits[:RECENT]],
     }
 

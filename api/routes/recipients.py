@@ -29,19 +29,10 @@ async def get_recipient(
     if not hits:
         raise HTTPException(404, f"no message to {wanted!r} is kept")
     options = ViewOptions(clock_ms(), int(settings.overdue_after_s * 1000))
-    body = profile.profile(wanted, hits[: profile.MAX_MESSAGES], complete, options)
     # The suppression list remembers beyond the kept messages, and forgets when told.
-    kept = await store.suppression(wanted)
-    body["suppressed"] = (
-        None
-        if kept is None
-        else {
-            key: value
-            for key, value in kept.view().items()
-            if key in ("reason", "since", "message_id")
-        }
-    )
-    return OrjsonResponse(body)
+    suppressed = await store.suppression(wanted)
+    hits = hits[: profile.MAX_MESSAGES]
+    return OrjsonResponse(profile.profile(wanted, hits, complete, suppressed, options))
 
 
 @router.delete("/recipients/{address}", response_model=RecipientErased, responses=ERRORS)

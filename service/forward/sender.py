@@ -34,7 +34,7 @@ from service.alerts.delivery import retry_after_seconds
 from service.alerts.sinks import SIGNATURE_HEADER, TIMESTAMP_HEADER, sign
 from service.forward.config import Subscription
 from service.forward.egress import EgressRefused, check_destination
-from service.forward.items import facts_of, item, matches
+from service.forward.items import Facts, facts_of, item, matches
 from service.forward.outbox import Entry, Outbox
 from service.stores.base import StoreUnavailable
 
@@ -143,11 +143,11 @@ class Forwarder:
     ) -> bool:
         """Post every item the subscription takes from ``entries``; False when the
         lease was lost first (the next holder sends them)."""
-        cache: dict[bytes, object] = {}
+        cache: dict[bytes, Facts] = {}
         items = []
         for entry in entries:
             for index, change in enumerate(entry.changes):
-                facts = facts_of(change.header, cache)  # type: ignore[arg-type]
+                facts = facts_of(change.header, cache)
                 if matches(
                     change,
                     facts,
