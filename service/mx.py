@@ -56,7 +56,11 @@ class MxCache:
         if self._client is None or not domains:
             return [None] * len(domains)
         try:
-            raw = await self._client.mget([f"{self._prefix}mx:{d}" for d in domains])
+            # GETs, not one MGET: on a Redis Cluster the domains' keys are in many slots.
+            async with self._client.pipeline(transaction=False) as pipe:
+                for domain in domains:
+                    pipe.get(f"{self._prefix}mx:{domain}")
+                raw = await pipe.execute()
         except (RedisError, OSError):
             return [None] * len(domains)  # look them up; the cache is an optimisation
         return [None if value is None else value.decode() for value in raw]

@@ -65,6 +65,8 @@ def build_store(settings: Settings) -> Store:
     if settings.redis_url:
         truth = RedisStore.from_url(
             settings.redis_url,
+            cluster=settings.redis_cluster,
+            shards=settings.redis_shard_count(),
             connection=settings.redis_options(),
             retention_s=settings.retention_s,
             feed_window_s=settings.feed_window_s,
@@ -92,7 +94,7 @@ def build_forwarder(settings: Settings, store: Store) -> Forwarder | None:
     redis = redis_of(store)
     outbox: Outbox
     if redis is not None:
-        outbox = RedisOutbox(redis.client, redis.prefix)
+        outbox = RedisOutbox(redis.client, redis.prefix, redis.shard_prefixes)
     else:
         assert isinstance(store, MemoryStore) and store.outbox is not None
         outbox = store.outbox
@@ -137,7 +139,9 @@ def build_alerting(
     redis = redis_of(store)
     if redis is not None:
         # Alert state lives beside the messages, on the message store's connections.
-        alert_store = RedisAlertStore(redis.client, prefix=redis.prefix, owns_client=False)
+        alert_store = RedisAlertStore(
+            redis.client, prefix=redis.single_slot_prefix("alerts"), owns_client=False
+        )
     else:
         alert_store = MemoryAlertStore(settings.alert_state_dir)
     # A sink that hangs costs its own sender this long per attempt, nothing else.

@@ -12,10 +12,11 @@ from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import urlsplit
 
-from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from service.dimensions import Dimensions, parse_tag_names
+from service.stores.shards import DEFAULT_CLUSTER_SHARDS, MAX_SHARDS
 
 PREFIX = "SES_TRACKER_"
 # Kubernetes injects <SERVICE>_SERVICE_HOST, <SERVICE>_PORT=tcp://... and
@@ -32,6 +33,7 @@ class Settings(BaseSettings):
     host: str = "127.0.0.1"
     port: int = Field(8000, ge=0, le=65535)
     redis_url: str | None = Field(None, pattern=r"^(redis|rediss|unix)://.+")
+    redis_cluster: bool = False
     kafka_bootstrap_servers: str | None = None
     kafka_topics: str = "ses-events"
     kafka_group_id: str = "ses-tracker"
@@ -55,6 +57,7 @@ class Settings(BaseSettings):
     suppression_days: int = Field(400, ge=0, le=3_660)
 
     # Beyond the published contract's table; all documented in README, Configuration.
+    redis_shards: int = Field(DEFAULT_CLUSTER_SHARDS, ge=1, le=MAX_SHARDS)
     alert_webhook_secret: SecretStr | None = None
     alert_state_dir: Path | None = None
     public_url: str | None = None
@@ -103,6 +106,18 @@ class Settings(BaseSettings):
     def _tag_names(cls, value: str | None) -> str | None:
         parse_tag_names(value)  # raises ValueError, reported with the variable's name
         return value
+
+    @model_validator(mode="after")
+    def _cluster_over_tcp(self) -> Settings:
+        if self.redis_cluster and not self.redis_url:
+            raise ValueError("SES_TRACKER_REDIS_CLUSTER needs SES_TRACKER_REDIS_URL (any node)")
+        if self.redis_cluster and self.redis_url and self.redis_url.startswith("unix://"):
+            raise ValueError("a Redis Cluster is reached over TCP: redis:// or rediss://")
+        return self
+
+    def redis_shard_count(self) -> int | None:
+        """Shards of the keyspace (service.stores.shards): None with one Redis."""
+        return self.redis_shards if self.redis_cluster else None
 
     def dimensions(self) -> Dimensions:
         """The dimensions figures are broken down by (service.dimensions)."""

@@ -6,7 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.servers import MotoServer, RedisServer, TansuBroker
+from tests.support.redis import RedisTarget
+from tests.support.servers import MotoServer, RedisClusterServers, RedisServer, TansuBroker
 
 DATA = Path(__file__).parent / "data"
 
@@ -24,6 +25,33 @@ def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServ
         yield server
     finally:
         server.stop()
+
+
+@pytest.fixture(scope="session")
+def redis_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisClusterServers]:
+    """Three masters on loopback, started the first time a test needs them."""
+    cluster = RedisClusterServers(tmp_path_factory.mktemp("redis-cluster"))
+    try:
+        cluster.start()
+        yield cluster
+    finally:
+        cluster.stop()
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    # Every test that takes redis_target runs on one Redis and on a cluster, unless
+    # it reads the one-Redis key layout itself (marked single_redis).
+    if "redis_target" in metafunc.fixturenames:
+        single_only = metafunc.definition.get_closest_marker("single_redis") is not None
+        kinds = ["single"] if single_only else ["single", "cluster"]
+        metafunc.parametrize("redis_target", kinds, indirect=True)
+
+
+@pytest.fixture
+def redis_target(request: pytest.FixtureRequest) -> RedisTarget:
+    if request.param == "cluster":
+        return RedisTarget("cluster", request.getfixturevalue("redis_cluster").url)
+    return RedisTarget("single", request.getfixturevalue("redis_server").url)
 
 
 @pytest.fixture(scope="session")

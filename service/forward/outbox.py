@@ -43,6 +43,8 @@ MAX_MEMORY_ENTRIES = 10_000
 # Redis client has no socket timeout, and a half-open connection must not hold a
 # sender for ever.
 CALL_TIMEOUT_S = 10.0
+# How often a sender polls the shards' streams when nothing came.
+SHARD_POLL_S = 0.05
 
 # Renew a lease only if still ours; release it only if ours.
 _RENEW = """
@@ -108,26 +110,43 @@ async def _bounded(call: Awaitable[T], timeout_s: float = CALL_TIMEOUT_S) -> T:
 
 
 class RedisOutbox(Outbox):
+    """``shard_prefixes``: on a Redis Cluster each shard has its own stream (written
+    by the merges of that shard's messages, so a message's changes stay in order);
+    an entry's id then names its shard, ``<shard>/<stream id>``."""
+
     # One consumer name for every replica: only the lease holder reads, and a new
     # holder must see what the last one read and never acknowledged.
     CONSUMER = "sender"
 
-    def __init__(self, client: aioredis.Redis, prefix: str = "st:") -> None:
+    def __init__(
+        self, client: aioredis.Redis, prefix: str = "st:", shard_prefixes: Sequence[str] = ()
+    ) -> None:
         self._client = client
         self._keys = RedisKeys(prefix)
+        self._streams = [RedisKeys(p).forward for p in shard_prefixes] or [self._keys.forward]
         self._renew = client.register_script(_RENEW)
         self._release = client.register_script(_RELEASE)
         self.lost = 0  # entries trimmed before a subscription acknowledged them
 
+    @property
+    def _sharded(self) -> bool:
+        return len(self._streams) > 1
+
+    def _entry_id(self, shard: int, stream_id: str) -> str:
+        return f"{shard}/{stream_id}" if self._sharded else stream_id
+
+    def _place(self, entry_id: str) -> tuple[int, str]:
+        shard, _, stream_id = entry_id.rpartition("/")
+        return (int(shard) if shard else 0), stream_id
+
     async def prepare(self, subscription_ids: Sequence[str]) -> None:
-        for subscription_id in subscription_ids:
-            try:
-                await self._client.xgroup_create(
-                    self._keys.forward, subscription_id, id="$", mkstream=True
-                )
-            except ResponseError as exc:
-                if "BUSYGROUP" not in str(exc):
-                    raise
+        for stream in self._streams:
+            for subscription_id in subscription_ids:
+                try:
+                    await self._client.xgroup_create(stream, subscription_id, id="$", mkstream=True)
+                except ResponseError as exc:
+                    if "BUSYGROUP" not in str(exc):
+                        raise
 
     async def lease(self, subscription_id: str, holder: str, ttl_ms: int) -> bool:
         key = self._keys.forward_lease(subscription_id)
@@ -144,12 +163,8 @@ class RedisOutbox(Outbox):
 
     async def read(self, subscription_id: str, count: int, block_ms: int) -> list[Entry]:
         try:
-            stream = self._keys.forward
             # Read before and never acknowledged (a sender died, or lost its lease).
-            pending = await _bounded(
-                self._client.xreadgroup(subscription_id, self.CONSUMER, {stream: "0"}, count=count)
-            )
-            entries = self._entries(pending)
+            entries = await self._read_each(subscription_id, "0", count)
             live = [e for e in entries if e.changes is not None]
             gone = [e.id for e in entries if e.changes is None]
             if gone:
@@ -158,40 +173,82 @@ class RedisOutbox(Outbox):
                 log.error(
                     "forward_changes_expired", subscription=subscription_id, entries=len(gone)
                 )
-                await self._client.xack(stream, subscription_id, *gone)
+                await self.ack(subscription_id, gone)
             if live or entries:
                 return live
+            return await self._fresh(subscription_id, count, block_ms)
+        except (RedisError, OSError) as exc:
+            raise StoreUnavailable(f"redis read failed: {type(exc).__name__}") from exc
+
+    async def _fresh(self, subscription_id: str, count: int, block_ms: int) -> list[Entry]:
+        if not self._sharded:
+            stream = self._streams[0]
             fresh = await _bounded(
                 self._client.xreadgroup(
                     subscription_id, self.CONSUMER, {stream: ">"}, count=count, block=block_ms
                 ),
                 CALL_TIMEOUT_S + block_ms / 1000,
             )
-            return [e for e in self._entries(fresh) if e.changes is not None]
-        except (RedisError, OSError) as exc:
-            raise StoreUnavailable(f"redis read failed: {type(exc).__name__}") from exc
+            return [e for e in self._entries(0, fresh) if e.changes is not None]
+        # One blocking read cannot wait on streams in different slots: poll them.
+        deadline = time.monotonic() + block_ms / 1000
+        while True:
+            fresh = await self._read_each(subscription_id, ">", count)
+            entries = [e for e in fresh if e.changes is not None]
+            if entries or time.monotonic() >= deadline:
+                return entries
+            await asyncio.sleep(SHARD_POLL_S)
 
-    @staticmethod
-    def _entries(reply) -> list:  # type: ignore[no-untyped-def]
+    async def _read_each(self, subscription_id: str, position: str, count: int) -> list[Entry]:
+        """One XREADGROUP per shard's stream, sent together, without waiting."""
+        async with self._client.pipeline(transaction=False) as pipe:
+            for stream in self._streams:
+                pipe.xreadgroup(subscription_id, self.CONSUMER, {stream: position}, count=count)
+            replies = await _bounded(pipe.execute())
+        entries: list[Entry] = []
+        for shard, reply in enumerate(replies):
+            entries += self._entries(shard, reply)
+        return entries
+
+    def _entries(self, shard: int, reply) -> list:  # type: ignore[no-untyped-def]
         entries = []
         for _stream, rows in reply or ():
             for entry_id, fields in rows:
                 raw = (fields or {}).get(b"t")
                 entries.append(
-                    Entry(entry_id.decode(), _changes(raw) if raw is not None else None)  # type: ignore[arg-type]
+                    Entry(
+                        self._entry_id(shard, entry_id.decode()),
+                        _changes(raw) if raw is not None else None,  # type: ignore[arg-type]
+                    )
                 )
         return entries
 
     async def ack(self, subscription_id: str, entry_ids: Sequence[str]) -> None:
-        if entry_ids:
-            try:
-                await _bounded(self._client.xack(self._keys.forward, subscription_id, *entry_ids))
-            except (RedisError, OSError) as exc:
-                raise StoreUnavailable(f"redis ack failed: {type(exc).__name__}") from exc
+        by_shard: dict[int, list[str]] = {}
+        for entry_id in entry_ids:
+            shard, stream_id = self._place(entry_id)
+            by_shard.setdefault(shard, []).append(stream_id)
+        try:
+            for shard, stream_ids in by_shard.items():
+                await _bounded(
+                    self._client.xack(self._streams[shard], subscription_id, *stream_ids)
+                )
+        except (RedisError, OSError) as exc:
+            raise StoreUnavailable(f"redis ack failed: {type(exc).__name__}") from exc
 
     async def backlog(self, subscription_id: str) -> Backlog:
+        entries = 0
+        oldest: list[int] = []
+        for stream in self._streams:
+            waiting, oldest_ms = await self._stream_backlog(stream, subscription_id)
+            entries += waiting
+            if oldest_ms is not None:
+                oldest.append(oldest_ms)
+        return Backlog(entries, min(oldest, default=None))
+
+    async def _stream_backlog(self, stream: str, subscription_id: str) -> Backlog:
         try:
-            groups = await _bounded(self._client.xinfo_groups(self._keys.forward))
+            groups = await _bounded(self._client.xinfo_groups(stream))
         except ResponseError:
             return Backlog(0, None)  # no stream yet
         except (RedisError, OSError) as exc:
@@ -205,11 +262,11 @@ class RedisOutbox(Outbox):
             return Backlog(0, None)
         oldest: str | None = None
         if group.get("pending"):
-            summary = await _bounded(self._client.xpending(self._keys.forward, subscription_id))
+            summary = await _bounded(self._client.xpending(stream, subscription_id))
             oldest = _text(summary.get("min"))
         else:
             after = _text(group.get("last-delivered-id")) or "0-0"
-            rows = await _bounded(self._client.xrange(self._keys.forward, min=f"({after}", count=1))
+            rows = await _bounded(self._client.xrange(stream, min=f"({after}", count=1))
             oldest = rows[0][0].decode() if rows else None
         return Backlog(waiting, int(oldest.split("-")[0]) if oldest else None)
 

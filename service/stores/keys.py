@@ -22,6 +22,11 @@ class RedisKeys:
         """The stored data's format version (service.stores.redis.FORMAT_VERSION)."""
         return f"{self.prefix}format"
 
+    @property
+    def shards(self) -> str:
+        """How many shards the data is split in (service.stores.shards); 0: none."""
+        return f"{self.prefix}shards"
+
     # Messages and their search indexes (written by merge.lua).
     def record(self, handle: str) -> str:
         return f"{self.prefix}m:{{{handle}}}"

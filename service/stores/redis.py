@@ -14,23 +14,36 @@ trip: a batch larger than ``chunk_events`` is split into several EVALSHAs sent a
 pipeline, so no single script holds Redis for long. Scripts run atomically, so two
 processes merging the same message at once lose nothing; and since the merge is
 idempotent, a batch retried after an error or a crash does no harm.
+
+On a Redis Cluster (``shards``, see ``service.stores.shards``) every key above exists
+once per shard, under the shard's hash-tagged prefix; a batch is split by shard, one
+EVALSHA per shard (and chunk), all sent at once (redis-py's cluster pipeline sends
+each master its part concurrently). The parts commit independently, which is safe
+for the same two reasons: a part that failed is retried with the whole batch (the
+parts that committed merge again to the same records and count nothing twice), and
+the checkpoint is written only after every part has committed, so it is never ahead
+of what is stored. Readers merge the shards: search pages, statistics buckets and
+rollups (summed), suppressions, the transitions stream.
 """
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections import Counter
 from collections.abc import Sequence
+from dataclasses import dataclass
 from importlib import resources
 from typing import Any
 
 import msgpack
 from redis import asyncio as aioredis
-from redis.exceptions import NoScriptError, RedisError, WatchError
+from redis.asyncio.cluster import RedisCluster
+from redis.exceptions import NoScriptError, RedisError
 
 from service import state, stats
 from service.erasure import erase
-from service.search import SearchPage, SearchQuery, message_handle, pages
+from service.search import SCAN_BUDGET, SearchPage, SearchQuery, message_handle, pages
 from service.state import MessageRecord, MessageWrite, Transition
 from service.stores import layout
 from service.stores.base import (
@@ -43,7 +56,8 @@ from service.stores.base import (
 )
 from service.stores.keys import DEFAULT_PREFIX, RedisKeys
 from service.stores.redis_record import record_from_bytes, record_to_bytes
-from service.stores.redis_search import SEND_TIME_BUCKET_MS, IndexReader
+from service.stores.redis_search import SEND_TIME_BUCKET_MS, IndexReader, search_shards
+from service.stores.shards import DEFAULT_CLUSTER_SHARDS, merge_pages, shard_of, shard_prefixes
 from service.suppressions import DEFAULT_DAYS as DEFAULT_SUPPRESSION_DAYS
 from service.suppressions import Suppression
 
@@ -60,12 +74,40 @@ MERGE_SCRIPT = layout.lua_prelude() + (
     resources.files("service.stores").joinpath("merge.lua").read_text()
 )
 
+# Replace a record only if it is still what was read (an erasure racing a merge).
+_COMPARE_AND_SET = """
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
+redis.call('SET', KEYS[1], ARGV[2], 'KEEPTTL')
+return 1
+"""
+
+# How often a follower polls the shards' streams when nothing came (one blocking
+# XREAD cannot wait on streams in different slots).
+SHARD_POLL_S = 0.05
+
+# Either client: redis-py's cluster client speaks the same commands per key.
+Client = aioredis.Redis | RedisCluster
+
+
+@dataclass(frozen=True, slots=True)
+class Shard:
+    """One shard's keys and index reader (``service.stores.shards``)."""
+
+    number: int
+    keys: RedisKeys
+    index: IndexReader
+
 
 class RedisStore(Store):
+    """``shards``: ``None`` for one Redis (the plain layout), else the number of
+    shards the keyspace is split into (a Redis Cluster; fixed for the data's life)."""
+
     def __init__(
         self,
-        client: aioredis.Redis,
+        client: Client,
         *,
+        shards: int | None = None,
+        scan_budget: int = SCAN_BUDGET,
         retention_s: int = 1_209_600,
         prefix: str = DEFAULT_PREFIX,
         chunk_events: int = 2_000,
@@ -87,19 +129,41 @@ class RedisStore(Store):
         self._forward_keep_ms = None if forward_keep_s is None else int(forward_keep_s * 1000)
         self._suppression_keep_s = suppression_days * 86_400
         self._sha: str | None = None
-        self._index = IndexReader(client, prefix)
         self._retention_ms = int(retention_s * 1000)
+        self._shard_count = shards
+        prefixes = shard_prefixes(prefix, shards)
+        # A page's candidates are shared out between the shards searched at once.
+        budget = -(-scan_budget // len(prefixes))
+        self._shards = [
+            Shard(number, RedisKeys(shard_prefix), IndexReader(client, shard_prefix, budget))
+            for number, shard_prefix in enumerate(prefixes)
+        ]
+        self._compare_and_set = client.register_script(_COMPARE_AND_SET)
+        # The shards' sequences last seen (stats_revisions), to notice one going back.
+        self._sequences: list[int] = [0] * len(self._shards)
 
     @classmethod
     def from_url(
-        cls, url: str, *, connection: dict[str, Any] | None = None, **kwargs: object
+        cls,
+        url: str,
+        *,
+        cluster: bool = False,
+        shards: int | None = None,
+        connection: dict[str, Any] | None = None,
+        **kwargs: object,
     ) -> RedisStore:
-        """``connection``: redis-py arguments beyond the URL (TLS CA, client cert)."""
-        client = aioredis.Redis.from_url(url, health_check_interval=30, **(connection or {}))
-        return cls(client, **kwargs)  # type: ignore[arg-type]
+        """``connection``: redis-py arguments beyond the URL (TLS CA, client cert).
+        ``cluster``: the URL names a node of a Redis Cluster, split in ``shards``."""
+        client: Client
+        if cluster:
+            client = RedisCluster.from_url(url, health_check_interval=30, **(connection or {}))
+            shards = shards or DEFAULT_CLUSTER_SHARDS
+        else:
+            client = aioredis.Redis.from_url(url, health_check_interval=30, **(connection or {}))
+        return cls(client, shards=shards, **kwargs)  # type: ignore[arg-type]
 
     @property
-    def client(self) -> aioredis.Redis:
+    def client(self) -> Client:
         """The connection pool, for other Redis-backed parts (alert state) to share."""
         return self._client
 
@@ -107,18 +171,39 @@ class RedisStore(Store):
     def prefix(self) -> str:
         return self._prefix
 
+    @property
+    def shard_prefixes(self) -> list[str]:
+        return [shard.keys.prefix for shard in self._shards]
+
+    def single_slot_prefix(self, name: str) -> str:
+        """A prefix whose keys share one slot on a cluster (for state read and
+        written together, such as alerting's): the plain prefix on one Redis."""
+        return f"{self._prefix}{{{name}}}:" if self.cluster else self._prefix
+
+    @property
+    def cluster(self) -> bool:
+        return isinstance(self._client, RedisCluster)
+
+    @property
+    def shards(self) -> list[Shard]:
+        return list(self._shards)
+
+    def shard(self, message_id: str) -> Shard:
+        handle = message_handle(message_id)
+        return self._shards[shard_of(handle, len(self._shards))]
+
     def key(self, message_id: str) -> str:
-        return self._index.record_key(message_handle(message_id))
+        return self.shard(message_id).keys.record(message_handle(message_id))
 
     def checkpoint_key(self, name: str) -> str:
         return self._keys.checkpoint(name)
 
     @property
-    def transitions_key(self) -> str:
-        return self._keys.transitions
+    def transitions_keys(self) -> list[str]:
+        return [shard.keys.transitions for shard in self._shards]
 
-    def stats_key(self, bucket: int) -> str:
-        return self._keys.stats(bucket)
+    def stats_keys(self, bucket: int) -> list[str]:
+        return [shard.keys.stats(bucket) for shard in self._shards]
 
     async def merge(
         self,
@@ -128,21 +213,34 @@ class RedisStore(Store):
     ) -> list[Transition]:
         if not writes and checkpoint is None:
             return []
-        chunks = _chunks(writes, self._chunk_events)
+        single = len(self._shards) == 1
+        chunks: list[Sequence[MessageWrite]] = []
         calls = []
-        for position, chunk in enumerate(chunks):
-            last = position == len(chunks) - 1
-            calls.append(self._call_args(chunk, checkpoint if last else None, counting))
+        for shard, shard_writes in self._by_shard(writes):
+            shard_chunks = _chunks(shard_writes, self._chunk_events)
+            for position, chunk in enumerate(shard_chunks):
+                # One Redis: the checkpoint rides in the last script, atomically.
+                last = single and position == len(shard_chunks) - 1
+                chunks.append(chunk)
+                calls.append(self._call_args(shard, chunk, checkpoint if last else None, counting))
         try:
-            if self._sha is None:
-                self._sha = await self._client.script_load(MERGE_SCRIPT)
-            try:
-                replies = await self._run(calls)
-            except NoScriptError:
-                # Redis restarted or its script cache was flushed; the merge is
-                # idempotent, so running every chunk again is safe.
-                self._sha = await self._client.script_load(MERGE_SCRIPT)
-                replies = await self._run(calls)
+            if calls:
+                if self._sha is None:
+                    self._sha = await self._client.script_load(MERGE_SCRIPT)
+                try:
+                    replies = await self._run(calls)
+                except NoScriptError:
+                    # Redis restarted, failed over or flushed its script cache; the
+                    # merge is idempotent, so running every chunk again is safe.
+                    self._sha = await self._client.script_load(MERGE_SCRIPT)
+                    replies = await self._run(calls)
+            else:
+                replies = []
+            if checkpoint is not None and not single:
+                # Only now: every shard's part is durable (see the module's note).
+                await self._client.hset(
+                    self.checkpoint_key(checkpoint.name), mapping=dict(checkpoint.positions)
+                )
         except (RedisError, OSError) as exc:
             raise StoreUnavailable(f"redis merge failed: {type(exc).__name__}: {exc}") from exc
         transitions: list[Transition] = []
@@ -150,11 +248,27 @@ class RedisStore(Store):
             transitions.extend(_transitions(chunk, msgpack.unpackb(reply, raw=False)))
         return transitions
 
+    def _by_shard(
+        self, writes: Sequence[MessageWrite]
+    ) -> list[tuple[Shard, Sequence[MessageWrite]]]:
+        if len(self._shards) == 1:
+            return [(self._shards[0], writes)]
+        parts: dict[int, list[MessageWrite]] = {}
+        for write in writes:
+            parts.setdefault(self.shard(write.message_id).number, []).append(write)
+        return [(self._shards[number], part) for number, part in sorted(parts.items())]
+
     async def _run(self, calls: list[tuple[list[str], list[str | bytes]]]) -> list[bytes]:
         assert self._sha is not None
         if len(calls) == 1:
             keys, args = calls[0]
             return [await self._client.evalsha(self._sha, len(keys), *keys, *args)]
+        if self.cluster:
+            # redis-py's cluster pipeline refuses scripts; each call goes to its
+            # shard's master on its own connection, all at once.
+            return await asyncio.gather(
+                *(self._client.evalsha(self._sha, len(keys), *keys, *args) for keys, args in calls)
+            )
         async with self._client.pipeline(transaction=False) as pipe:
             for keys, args in calls:
                 pipe.evalsha(self._sha, len(keys), *keys, *args)
@@ -162,12 +276,14 @@ class RedisStore(Store):
 
     def _call_args(
         self,
+        shard: Shard,
         writes: Sequence[MessageWrite],
         checkpoint: Checkpoint | None,
         counting: stats.Counting | None,
     ) -> tuple[list[str], list[str | bytes]]:
+        shard_keys = shard.keys
         handles = [message_handle(write.message_id) for write in writes]
-        keys = [self._index.record_key(handle) for handle in handles]
+        keys = [shard_keys.record(handle) for handle in handles]
         # The writes go as they are: their tuples are the script's arrays (layout).
         batch = list(zip(writes, handles, strict=True))
         packed_checkpoint = b""
@@ -176,16 +292,16 @@ class RedisStore(Store):
             packed_checkpoint = _pack(dict(checkpoint.positions))
         packed_stats = b""
         if counting is not None:
-            keys.append(self._keys.stats_revisions)
+            keys.append(shard_keys.stats_revisions)
             packed_stats = _pack(
                 _in_order(
                     layout.STATS,
                     bucket_ttl_s=stats.BUCKET_TTL_S,
                     status_names=list(state.STATUSES),
                     live_cap=stats.LIVE_GROUP_CAP,
-                    bucket_prefix=self._keys.stats_prefix,
+                    bucket_prefix=shard_keys.stats_prefix,
                     now_bucket=counting.live_bucket,
-                    rollup_prefix=self._keys.rollup_prefix,
+                    rollup_prefix=shard_keys.rollup_prefix,
                     hour_from_ms=counting.from_ms("hour"),
                     hour_keep_s=counting.keep_days("hour") * stats.DAY_S,
                     day_from_ms=counting.from_ms("day"),
@@ -197,17 +313,17 @@ class RedisStore(Store):
         packed_feed = b""
         now_ms = time.time_ns() // 1_000_000
         if self._feed_window_ms is not None:
-            keys.append(self.transitions_key)
+            keys.append(shard_keys.transitions)
             packed_feed = _pack(_in_order(layout.FEED, min_id_ms=now_ms - self._feed_window_ms))
         packed_forward = b""
         if self._forward_keep_ms is not None:
-            keys.append(self._keys.forward)
+            keys.append(shard_keys.forward)
             packed_forward = _pack(
                 _in_order(layout.FORWARD, min_id_ms=now_ms - self._forward_keep_ms)
             )
         index = _in_order(
             layout.INDEX,
-            prefix=self._prefix,
+            prefix=shard_keys.prefix,
             bucket_ms=SEND_TIME_BUCKET_MS,
             status_names=list(state.STATUSES),
             oldest_live_ms=now_ms - self._retention_ms,
@@ -248,52 +364,84 @@ class RedisStore(Store):
 
     async def search(self, query: SearchQuery) -> SearchPage:
         try:
-            return await self._index.search(query)
+            return await search_shards([shard.index for shard in self._shards], query)
         except (RedisError, OSError) as exc:
             raise StoreUnavailable(f"redis read failed: {type(exc).__name__}: {exc}") from exc
 
     async def read_buckets(self, buckets: Sequence[int]) -> list[Counter[str]]:
-        return await self._read_hashes([self.stats_key(bucket) for bucket in buckets])
+        return await self._read_summed([self.stats_keys(bucket) for bucket in buckets])
 
     async def suppression(self, address: str) -> Suppression | None:
+        keys = [shard.keys.suppression(address) for shard in self._shards]
         try:
-            raw = await self._client.get(self._keys.suppression(address))
+            raws = await self._get_many(keys)
         except (RedisError, OSError) as exc:
             raise StoreUnavailable(f"redis read failed: {type(exc).__name__}: {exc}") from exc
-        return None if raw is None else _suppression(address, raw)
+        return _earliest(address, raws)
 
     async def suppressions(
         self, reason: str | None, since_ms: int | None, limit: int, after: SuppressionCursor | None
     ) -> tuple[list[Suppression], SuppressionCursor | None]:
-        index = self._keys.suppressions
+        try:
+            shard_pages = [
+                self._shard_suppressions(shard, reason, since_ms, limit, after)
+                for shard in self._shards
+            ]
+            pages = await asyncio.gather(*shard_pages)
+            found, cursor = merge_pages(pages, limit, lambda entry: (entry.since_ms, entry.address))
+            if len(self._shards) > 1 and found:
+                # Messages of several shards can suppress one address: each shard
+                # keeps its own entry, and only the earliest (as one Redis would
+                # have kept) is listed.
+                addresses = list(dict.fromkeys(entry.address for entry in found))
+                raws = await self._get_many(
+                    [shard.keys.suppression(a) for a in addresses for shard in self._shards]
+                )
+                width = len(self._shards)
+                kept = {
+                    a: _earliest(a, raws[i * width : (i + 1) * width])
+                    for i, a in enumerate(addresses)
+                }
+                found = [entry for entry in found if kept[entry.address] == entry]
+        except (RedisError, OSError) as exc:
+            raise StoreUnavailable(f"redis read failed: {type(exc).__name__}: {exc}") from exc
+        return found, cursor
+
+    async def _shard_suppressions(
+        self,
+        shard: Shard,
+        reason: str | None,
+        since_ms: int | None,
+        limit: int,
+        after: SuppressionCursor | None,
+    ) -> tuple[list[Suppression], SuppressionCursor | None]:
+        index = shard.keys.suppressions
         high: str | int = "+inf" if after is None else after[0]
         low: str | int = "-inf" if since_ms is None else since_ms
         found: list[Suppression] = []
         offset = 0
-        try:
-            while len(found) <= limit:
-                rows = await self._client.zrevrangebyscore(
-                    index, high, low, start=offset, num=_SUPPRESSION_CHUNK, withscores=True
-                )
-                if not rows:
-                    return found, None
-                offset += len(rows)
-                members = [m.decode() for m, score in rows
-                           if after is None or (int(score), m.decode()) < after]  # fmt: skip
-                raws = await self._client.mget([self._keys.suppression(m) for m in members])
-                gone = [m for m, raw in zip(members, raws, strict=True) if raw is None]
-                if gone:
-                    await self._client.zrem(index, *gone)
-                    offset -= len(gone)
-                for member, raw in zip(members, raws, strict=True):
-                    if raw is not None:
-                        entry = _suppression(member, raw)
-                        if reason is None or entry.reason == reason:
-                            found.append(entry)
-                if len(rows) < _SUPPRESSION_CHUNK:
-                    break
-        except (RedisError, OSError) as exc:
-            raise StoreUnavailable(f"redis read failed: {type(exc).__name__}: {exc}") from exc
+        while len(found) <= limit:
+            rows = await self._client.zrevrangebyscore(
+                index, high, low, start=offset, num=_SUPPRESSION_CHUNK, withscores=True
+            )
+            if not rows:
+                return found, None
+            offset += len(rows)
+            members = [
+                m.decode() for m, score in rows if after is None or (int(score), m.decode()) < after
+            ]
+            raws = await self._get_many([shard.keys.suppression(m) for m in members])
+            gone = [m for m, raw in zip(members, raws, strict=True) if raw is None]
+            if gone:
+                await self._client.zrem(index, *gone)
+                offset -= len(gone)
+            for member, raw in zip(members, raws, strict=True):
+                if raw is not None:
+                    entry = _suppression(member, raw)
+                    if reason is None or entry.reason == reason:
+                        found.append(entry)
+            if len(rows) < _SUPPRESSION_CHUNK:
+                break
         if len(found) > limit:
             page = found[:limit]
             return page, (page[-1].since_ms, page[-1].address)
@@ -301,50 +449,48 @@ class RedisStore(Store):
 
     async def remove_suppression(self, address: str) -> bool:
         try:
-            async with self._client.pipeline(transaction=True) as pipe:
-                pipe.delete(self._keys.suppression(address))
-                pipe.zrem(self._keys.suppressions, address)
-                deleted, _ = await pipe.execute()
+            async with self._client.pipeline(transaction=False) as pipe:
+                for shard in self._shards:
+                    pipe.delete(shard.keys.suppression(address))
+                    pipe.zrem(shard.keys.suppressions, address)
+                replies = await pipe.execute()
         except (RedisError, OSError) as exc:
             raise StoreUnavailable(f"redis write failed: {type(exc).__name__}: {exc}") from exc
-        return bool(deleted)
+        return any(replies[0::2])
 
     async def erase_recipient(self, address: str) -> int:
-        """Each record is rewritten under WATCH, so a merge landing meanwhile is not
-        overwritten: the rewrite is retried on the merged record."""
-        handles: list[str] = []
+        """Each record is replaced only if unchanged since read (compare and set), so
+        a merge landing meanwhile is not overwritten: the erasure is redone on the
+        merged record."""
+        keys: list[str] = []
         try:
-            async for hits in pages(self._index.search, SearchQuery(recipient=address)):
-                handles += [message_handle(hit.message_id) for hit in hits]
+            async for hits in pages(self.search, SearchQuery(recipient=address)):
+                keys += [self.key(hit.message_id) for hit in hits]
             erased = 0
-            for handle in handles:
-                erased += await self._erase_from(self._index.record_key(handle), address)
-            async with self._client.pipeline(transaction=True) as pipe:
-                pipe.delete(self._keys.recipient(address), self._keys.suppression(address))
-                pipe.zrem(self._keys.suppressions, address)
+            for key in keys:
+                erased += await self._erase_from(key, address)
+            async with self._client.pipeline(transaction=False) as pipe:
+                for shard in self._shards:
+                    pipe.delete(shard.keys.recipient(address))
+                    pipe.delete(shard.keys.suppression(address))
+                    pipe.zrem(shard.keys.suppressions, address)
                 await pipe.execute()
         except (RedisError, OSError) as exc:
             raise StoreUnavailable(f"redis erase failed: {type(exc).__name__}: {exc}") from exc
         return erased
 
     async def _erase_from(self, key: str, address: str) -> int:
-        async with self._client.pipeline(transaction=True) as pipe:
-            while True:
-                try:
-                    await pipe.watch(key)
-                    raw = await pipe.get(key)
-                    if raw is None:
-                        return 0
-                    message_id, record = record_from_bytes(raw)
-                    if not erase(record, address):
-                        await pipe.unwatch()
-                        return 0
-                    pipe.multi()
-                    pipe.set(key, record_to_bytes(message_id, record), keepttl=True)
-                    await pipe.execute()
-                    return 1
-                except WatchError:
-                    continue  # merged meanwhile: erase from the new version
+        while True:
+            raw = await self._client.get(key)
+            if raw is None:
+                return 0
+            message_id, record = record_from_bytes(raw)
+            if not erase(record, address):
+                return 0
+            rewritten = record_to_bytes(message_id, record)
+            if await self._compare_and_set(keys=[key], args=[raw, rewritten]):
+                return 1
+            # Merged meanwhile: erase from the new version.
 
     async def replayed(self, digest: str) -> bool:
         try:
@@ -359,30 +505,68 @@ class RedisStore(Store):
             raise StoreUnavailable(f"redis write failed: {type(exc).__name__}: {exc}") from exc
 
     async def read_rollups(self, step: str, starts: Sequence[int]) -> list[Counter[str]]:
-        return await self._read_hashes([self._keys.rollup(step, start) for start in starts])
+        return await self._read_summed(
+            [[shard.keys.rollup(step, start) for shard in self._shards] for start in starts]
+        )
 
-    async def _read_hashes(self, keys: list[str]) -> list[Counter[str]]:
-        if not keys:
+    async def _read_summed(self, key_sets: list[list[str]]) -> list[Counter[str]]:
+        """One Counter per set of keys: the sum of those hashes (one per shard)."""
+        if not key_sets:
             return []
         try:
             async with self._client.pipeline(transaction=False) as pipe:
-                for key in keys:
-                    pipe.hgetall(key)
+                for keys in key_sets:
+                    for key in keys:
+                        pipe.hgetall(key)
                 replies = await pipe.execute()
         except (RedisError, OSError) as exc:
             raise StoreUnavailable(f"redis read failed: {type(exc).__name__}: {exc}") from exc
-        return [
-            Counter({field.decode(): int(count) for field, count in reply.items()})
-            for reply in replies
-        ]
+        sums: list[Counter[str]] = []
+        position = 0
+        for keys in key_sets:
+            total: Counter[str] = Counter()
+            for reply in replies[position : position + len(keys)]:
+                for field, count in reply.items():
+                    total[field.decode()] += int(count)
+            position += len(keys)
+            sums.append(total)
+        return sums
+
+    async def _get_many(self, keys: list[str]) -> list[bytes | None]:
+        """GET of keys in any slots (MGET needs one slot on a cluster)."""
+        if not keys:
+            return []
+        if not self.cluster:
+            return await self._client.mget(keys)
+        async with self._client.pipeline(transaction=False) as pipe:
+            for key in keys:
+                pipe.get(key)
+            return await pipe.execute()
 
     async def stats_revisions(self) -> stats.Revisions:
+        """The shards' revisions, added up: a bucket's number moves when any shard's
+        does. A shard whose sequence went back (its Redis lost data) makes the whole
+        sequence read as reset, once."""
         try:
-            raw = await self._client.hgetall(self._keys.stats_revisions)
+            async with self._client.pipeline(transaction=False) as pipe:
+                for shard in self._shards:
+                    pipe.hgetall(shard.keys.stats_revisions)
+                replies = await pipe.execute()
         except (RedisError, OSError) as exc:
             raise StoreUnavailable(f"redis read failed: {type(exc).__name__}: {exc}") from exc
-        sequence = int(raw.pop(b"seq", 0))
-        return stats.Revisions(sequence, {int(k): int(v) for k, v in raw.items()})
+        sequence = 0
+        buckets: Counter[int] = Counter()
+        went_back = False
+        for number, raw in enumerate(replies):
+            shard_sequence = int(raw.pop(b"seq", 0))
+            went_back = went_back or shard_sequence < self._sequences[number]
+            self._sequences[number] = shard_sequence
+            sequence += shard_sequence
+            for bucket, revision in raw.items():
+                buckets[int(bucket)] += int(revision)
+        if went_back and len(self._shards) > 1:
+            sequence = -1
+        return stats.Revisions(sequence, dict(buckets))
 
     async def follow_transitions(
         self, after: str = "$", block_ms: int = 1_000
@@ -390,39 +574,44 @@ class RedisStore(Store):
         """Transitions appended after stream id ``after`` (waits up to ``block_ms``).
 
         Returns the id to pass next time, so a follower that reconnects resumes where
-        it stopped (within the stream's retained length).
+        it stopped (within the stream's retained length). With shards, the id is the
+        shards' ids joined by spaces, and the shards' streams are polled.
         """
+        keys = self.transitions_keys
+        positions = after.split(" ") if after != "$" else ["$"] * len(keys)
+        if len(positions) != len(keys):
+            positions = ["$"] * len(keys)  # a place from another layout: from now on
+        transitions: list[Transition] = []
         try:
-            reply = await self._client.xread({self.transitions_key: after}, block=block_ms)
+            if len(keys) == 1:
+                reply = await self._client.xread({keys[0]: positions[0]}, block=block_ms)
+                positions[0] = _read_entries(reply, positions[0], transitions)
+                return positions[0], transitions
+            deadline = time.monotonic() + block_ms / 1000
+            while True:
+                async with self._client.pipeline(transaction=False) as pipe:
+                    for key, position in zip(keys, positions, strict=True):
+                        pipe.xread({key: position}, count=_FOLLOW_COUNT)
+                    replies = await pipe.execute()
+                for number, reply in enumerate(replies):
+                    positions[number] = _read_entries(reply, positions[number], transitions)
+                if transitions or time.monotonic() >= deadline:
+                    return " ".join(positions), transitions
+                await asyncio.sleep(SHARD_POLL_S)
         except (RedisError, OSError) as exc:
             raise StoreUnavailable(f"redis read failed: {type(exc).__name__}: {exc}") from exc
-        transitions: list[Transition] = []
-        last = after
-        for _stream, entries in reply or ():
-            for entry_id, fields in entries:
-                last = entry_id.decode()
-                for message_id, address, old, new, at, latency in msgpack.unpackb(
-                    fields[b"t"], raw=False
-                ):  # layout.FED
-                    transitions.append(
-                        Transition(
-                            message_id=message_id,
-                            recipient=address,
-                            from_status=_status_or_new(old),
-                            to_status=state.STATUSES[new],
-                            at=int(at),
-                            latency_ms=None if latency == _NO_LATENCY else int(latency),
-                        )
-                    )
-        return last, transitions
 
     async def last_transition_id(self) -> str:
-        """The id of the newest stream entry ("0-0" when empty): where to start following."""
+        """The id of the newest stream entry ("0-0" when empty): where to start
+        following (one per shard, joined by spaces)."""
         try:
-            entries = await self._client.xrevrange(self.transitions_key, count=1)
+            async with self._client.pipeline(transaction=False) as pipe:
+                for key in self.transitions_keys:
+                    pipe.xrevrange(key, count=1)
+                replies = await pipe.execute()
         except (RedisError, OSError) as exc:
             raise StoreUnavailable(f"redis read failed: {type(exc).__name__}: {exc}") from exc
-        return entries[0][0].decode() if entries else "0-0"
+        return " ".join(entries[0][0].decode() if entries else "0-0" for entries in replies)
 
     async def load_checkpoint(self, name: str) -> dict[str, str]:
         raw = await self._client.hgetall(self.checkpoint_key(name))
@@ -436,9 +625,15 @@ class RedisStore(Store):
         knows (a downgrade past a format change) must not write into it.
         """
         key = self._keys.format
+        # A message's shard is its handle modulo the count: another count would look
+        # for every stored message in the wrong place. 0: one Redis, no shards.
+        layout_key = self._keys.shards
+        shards = self._shard_count or 0
         try:
             await self._client.set(key, FORMAT_VERSION, nx=True)
             stored = int(await self._client.get(key) or FORMAT_VERSION)
+            await self._client.set(layout_key, shards, nx=True)
+            stored_shards = int(await self._client.get(layout_key) or shards)
         except (RedisError, OSError) as exc:
             raise StoreUnavailable(f"redis read failed: {type(exc).__name__}") from exc
         if stored > FORMAT_VERSION:
@@ -446,19 +641,35 @@ class RedisStore(Store):
                 f"Redis holds ses-tracker data format {stored}; this version reads up to "
                 f"{FORMAT_VERSION}: run a newer ses-tracker, or use an empty Redis"
             )
+        if stored_shards != shards:
+            raise StoreFormatError(
+                f"Redis holds ses-tracker data in {stored_shards or 'no'} shards, and this "
+                f"process was started with {shards or 'none'} (SES_TRACKER_REDIS_SHARDS, "
+                "SES_TRACKER_REDIS_CLUSTER): start it as the data was written, or migrate "
+                "(README, Moving to a Redis Cluster)"
+            )
         return stored
 
     async def memory(self) -> MemoryFigures | None:
         """Redis's used memory, its ``maxmemory`` (0: none) and keys it evicted."""
         try:
-            memory = await self._client.info("memory")
-            stats = await self._client.info("stats")
+            if self.cluster:
+                # The busiest master is the one that runs out first.
+                primaries = RedisCluster.PRIMARIES
+                memories = await self._client.info("memory", target_nodes=primaries)
+                counters = await self._client.info("stats", target_nodes=primaries)
+                figures = [
+                    _memory_figures(memories[node], counters.get(node, {})) for node in memories
+                ]
+                fullest = max(figures, key=lambda f: f.used_bytes / (f.max_bytes or 2**62))
+                return MemoryFigures(
+                    fullest.used_bytes, fullest.max_bytes, sum(f.evicted for f in figures)
+                )
+            return _memory_figures(
+                await self._client.info("memory"), await self._client.info("stats")
+            )
         except (RedisError, OSError):
             return None
-        limit = int(memory.get("maxmemory", 0))
-        return MemoryFigures(
-            int(memory.get("used_memory", 0)), limit or None, int(stats.get("evicted_keys", 0))
-        )
 
     async def ping(self) -> bool:
         try:
@@ -470,8 +681,18 @@ class RedisStore(Store):
         await self._client.aclose()
 
     def describe(self) -> str:
+        if isinstance(self._client, RedisCluster):
+            nodes = self._client.get_nodes()
+            return f"RedisStore(cluster of {len(nodes)} nodes, {len(self._shards)} shards)"
         kwargs = self._client.connection_pool.connection_kwargs
         return f"RedisStore({kwargs.get('host')}:{kwargs.get('port')}/{kwargs.get('db', 0)})"
+
+
+def _memory_figures(memory: dict[str, Any], counters: dict[str, Any]) -> MemoryFigures:
+    limit = int(memory.get("maxmemory", 0))
+    return MemoryFigures(
+        int(memory.get("used_memory", 0)), limit or None, int(counters.get("evicted_keys", 0))
+    )
 
 
 def _chunks(writes: Sequence[MessageWrite], max_events: int) -> list[Sequence[MessageWrite]]:
@@ -535,6 +756,35 @@ def _transitions(writes: Sequence[MessageWrite], reply: list) -> list[Transition
 
 
 _SUPPRESSION_CHUNK = 500
+# A stream follower's read per shard per poll (a "$" position reads none).
+_FOLLOW_COUNT = 1_000
+
+
+def _read_entries(reply: Any, position: str, into: list[Transition]) -> str:
+    """Appends the transitions of an XREAD reply; returns the stream's new position."""
+    for _stream, entries in reply or ():
+        for entry_id, fields in entries:
+            position = entry_id.decode()
+            for message_id, address, old, new, at, latency in msgpack.unpackb(
+                fields[b"t"], raw=False
+            ):  # layout.FED
+                into.append(
+                    Transition(
+                        message_id=message_id,
+                        recipient=address,
+                        from_status=_status_or_new(old),
+                        to_status=state.STATUSES[new],
+                        at=int(at),
+                        latency_ms=None if latency == _NO_LATENCY else int(latency),
+                    )
+                )
+    return position
+
+
+def _earliest(address: str, raws: Sequence[bytes | None]) -> Suppression | None:
+    """Of one address's entries in each shard, the earliest (the first shard's on a tie)."""
+    entries = [_suppression(address, raw) for raw in raws if raw is not None]
+    return min(entries, key=lambda entry: entry.since_ms, default=None)
 
 
 def _suppression(address: str, raw: bytes) -> Suppression:

@@ -16,8 +16,9 @@ is true now. Index entries whose record has expired are dropped as they are met.
 
 from __future__ import annotations
 
+import asyncio
 import math
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 
 from redis import asyncio as aioredis
 
@@ -31,6 +32,7 @@ from service.search import (
 )
 from service.stores.keys import RedisKeys
 from service.stores.redis_record import record_from_bytes
+from service.stores.shards import merge_pages
 
 # One minute per send-time bucket: at 1M messages a day a bucket holds ~700
 # messages (15 kB), and a 14-day walk over empty time touches ~20,000 buckets at most.
@@ -41,9 +43,13 @@ _BUCKETS_PER_READ = 32
 
 
 class IndexReader:
-    def __init__(self, client: aioredis.Redis, prefix: str) -> None:
+    """One shard's indexes (``service.stores.shards``); ``budget``: candidates one page
+    may examine (a sharded search shares SCAN_BUDGET between its shards)."""
+
+    def __init__(self, client: aioredis.Redis, prefix: str, budget: int = SCAN_BUDGET) -> None:
         self._client = client
         self._keys = RedisKeys(prefix)
+        self._budget = budget
 
     def record_key(self, handle: str) -> str:
         return self._keys.record(handle)
@@ -83,7 +89,7 @@ class IndexReader:
                 message_id, record = record_from_bytes(raw)
                 if query.matches(record):
                     hits.append(SearchHit(message_id, position, record))
-                if len(hits) == query.limit or examined >= SCAN_BUDGET:
+                if len(hits) == query.limit or examined >= self._budget:
                     return SearchPage(hits, position)
         return SearchPage(hits, None)
 
@@ -146,6 +152,20 @@ class IndexReader:
                         yield positions[start : start + _ZSET_CHUNK]
             if len(buckets) < _BUCKETS_PER_READ:
                 return
+
+
+async def search_shards(readers: Sequence[IndexReader], query: SearchQuery) -> SearchPage:
+    """One page across every shard's indexes: each shard is searched for a page at
+    once, and the pages merged (``shards.merge_pages``)."""
+    if len(readers) == 1:
+        return await readers[0].search(query)
+    pages = await asyncio.gather(*(reader.search(query) for reader in readers))
+    hits, cursor = merge_pages(
+        [(page.hits, page.next_after) for page in pages],
+        query.limit,
+        lambda hit: hit.position,
+    )
+    return SearchPage(hits, cursor)
 
 
 def _bucket_positions(content: bytes) -> list[Position]:

@@ -7,7 +7,7 @@ import pytest
 from redis import asyncio as aioredis
 
 from service.stores import RedisStore
-from tests.support.servers import RedisServer
+from tests.support.redis import RedisTarget
 
 pytestmark = pytest.mark.integration
 
@@ -15,8 +15,8 @@ _prefixes = itertools.count()
 
 
 @pytest.fixture
-async def redis_client(redis_server: RedisServer) -> AsyncIterator[aioredis.Redis]:
-    client = aioredis.Redis.from_url(redis_server.url)
+async def redis_client(redis_target: RedisTarget) -> AsyncIterator[aioredis.Redis]:
+    client = redis_target.client()
     try:
         yield client
     finally:
@@ -24,11 +24,12 @@ async def redis_client(redis_server: RedisServer) -> AsyncIterator[aioredis.Redi
 
 
 @pytest.fixture
-def make_store(redis_server: RedisServer) -> Callable[..., RedisStore]:
-    """RedisStores on their own connections, under a prefix no other test uses."""
+def make_store(redis_target: RedisTarget) -> Callable[..., RedisStore]:
+    """RedisStores on their own connections, under a prefix no other test uses (on a
+    cluster, sharded as a cluster deployment is)."""
     prefix = f"t{next(_prefixes)}:"
 
     def make(**kwargs) -> RedisStore:
-        return RedisStore(aioredis.Redis.from_url(redis_server.url), prefix=prefix, **kwargs)
+        return redis_target.store(prefix=prefix, **kwargs)
 
     return make

@@ -26,6 +26,20 @@ def wait_for_port(port: int, timeout: float = 10.0) -> None:
     raise TimeoutError(f"nothing listening on 127.0.0.1:{port} after {timeout}s")
 
 
+def free_cluster_port() -> int:
+    """A free port whose cluster bus port (the port + 10,000) is free as well."""
+    while True:
+        port = free_port()
+        if port + 10_000 > 65_535:
+            continue
+        with socket.socket() as sock:
+            try:
+                sock.bind(("127.0.0.1", port + 10_000))
+            except OSError:
+                continue
+        return port
+
+
 class ChildServer:
     """A server run as a child process; ``stop`` terminates and reaps it."""
 
@@ -44,14 +58,18 @@ class RedisServer(ChildServer):
     fsync on every write by default; benchmarks pass ``everysec``, as production runs.
     """
 
-    def __init__(self, workdir: Path, *, appendfsync: str = "always") -> None:
+    def __init__(
+        self, workdir: Path, *, appendfsync: str = "always", extra_args: list[str] | None = None
+    ) -> None:
         binary = shutil.which("redis-server")
         if binary is None:
             raise RuntimeError("redis-server is not installed (apt-get install redis-server)")
         self.binary = binary
         self.workdir = workdir
         self.appendfsync = appendfsync
-        self.port = free_port()
+        self.extra_args = extra_args or []
+        cluster = "--cluster-enabled" in self.extra_args
+        self.port = free_cluster_port() if cluster else free_port()
         self.process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -77,6 +95,7 @@ class RedisServer(ChildServer):
                 "",
                 "--protected-mode",
                 "no",
+                *self.extra_args,
             ],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
@@ -145,3 +164,96 @@ class MotoServer:
 
     def stop(self) -> None:
         self.server.stop()
+
+
+class RedisClusterServers:
+    """A Redis Cluster on loopback: ``masters`` nodes (each with ``replicas`` of its
+    own), joined by ``redis-cli --cluster create``, ready once every slot is served.
+
+    ``node_timeout_ms`` is how long a master may be silent before its replica is
+    promoted: short here, so a failover test fits in CI's time.
+    """
+
+    def __init__(
+        self, workdir: Path, *, masters: int = 3, replicas: int = 0, node_timeout_ms: int = 1_000
+    ) -> None:
+        self.workdir = workdir
+        self.masters = masters
+        self.replicas = replicas
+        self.node_timeout_ms = node_timeout_ms
+        self.nodes: list[RedisServer] = []
+
+    @property
+    def url(self) -> str:
+        """Any node will do: the client learns the rest from it."""
+        return self.nodes[0].url
+
+    @property
+    def urls(self) -> list[str]:
+        return [node.url for node in self.nodes]
+
+    def start(self) -> None:
+        count = self.masters * (1 + self.replicas)
+        for index in range(count):
+            node = RedisServer(
+                self.workdir / f"node{index}",
+                appendfsync="everysec",
+                extra_args=[
+                    "--cluster-enabled",
+                    "yes",
+                    "--cluster-config-file",
+                    str(self.workdir / f"node{index}" / "nodes.conf"),
+                    "--cluster-node-timeout",
+                    str(self.node_timeout_ms),
+                ],
+            )
+            node.start()
+            self.nodes.append(node)
+        cli = shutil.which("redis-cli")
+        if cli is None:
+            raise RuntimeError("redis-cli is not installed (apt-get install redis-tools)")
+        subprocess.run(
+            [cli, "--cluster", "create"]
+            + [f"127.0.0.1:{node.port}" for node in self.nodes]
+            + ["--cluster-replicas", str(self.replicas), "--cluster-yes"],
+            check=True,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            timeout=60,
+        )
+        self.wait_ok()
+
+    def wait_ok(self, timeout: float = 30.0) -> None:
+        """Until every live node says the cluster is ok and agrees on its masters."""
+        cli = shutil.which("redis-cli") or "redis-cli"
+        deadline = time.monotonic() + timeout
+        while True:
+            states = []
+            for node in self.nodes:
+                if node.process is None:
+                    continue
+                info = subprocess.run(
+                    [cli, "-p", str(node.port), "cluster", "info"],
+                    capture_output=True,
+                    text=True,
+                    timeout=5,
+                ).stdout
+                states.append("cluster_state:ok" in info)
+            if states and all(states):
+                return
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"cluster not ok after {timeout}s")
+            time.sleep(0.1)
+
+    def flush(self) -> None:
+        cli = shutil.which("redis-cli") or "redis-cli"
+        for node in self.nodes:
+            if node.process is not None:
+                subprocess.run(
+                    [cli, "-p", str(node.port), "flushall"], capture_output=True, timeout=5
+                )
+
+    def stop(self) -> None:
+        for node in self.nodes:
+            node.stop()
+        self.nodes = []
