@@ -15,7 +15,6 @@ from pathlib import Path
 
 import httpx
 import pytest
-from redis import asyncio as aioredis
 
 from service.alerts.delivery import Deliverer
 from service.alerts.engine import Alerting
@@ -25,13 +24,13 @@ from service.alerts.rules import parse_rules
 from service.alerts.sinks import Sink, parse_webhooks
 from service.alerts.store import AlertStore, MemoryAlertStore
 from service.pipeline import Pipeline
-from service.stores import MemoryStore, RedisStore, Store
+from service.stores import MemoryStore, Store
 from service.timestamps import parse_ms
 from tests.support import ses
 from tests.support.chat import checker
 from tests.support.clock import ManualClock
 from tests.support.receiver import Answer, Receiver
-from tests.support.servers import RedisServer
+from tests.support.redis import RedisTarget
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(30)]
 
@@ -103,27 +102,32 @@ def make_alerting(
     )
 
 
-@pytest.fixture(params=["memory", "redis"])
+@pytest.fixture(params=["memory", "redis", "cluster"])
 def kind(request: pytest.FixtureRequest) -> str:
     return request.param
 
 
 @pytest.fixture
 def stores(
-    kind: str, redis_server: RedisServer, tmp_path: Path
+    kind: str, request: pytest.FixtureRequest, tmp_path: Path
 ) -> Callable[[], tuple[Store, AlertStore]]:
     """A factory of (message store, alert store) pairs that share state, as replicas
-    (Redis) or as one process restarted on the same directory (memory)."""
+    (Redis, one or a cluster) or as one process restarted on the same directory
+    (memory)."""
     prefix = f"al{uuid.uuid4().hex[:8]}:"
     memory = MemoryStore()
+    target = None
+    if kind == "cluster":
+        target = RedisTarget("cluster", request.getfixturevalue("redis_cluster").url)
+    elif kind != "memory":
+        target = RedisTarget("single", request.getfixturevalue("redis_server").url)
 
     def make() -> tuple[Store, AlertStore]:
-        if kind == "memory":
+        if target is None:
             return memory, MemoryAlertStore(tmp_path / "alerts")
-        return (
-            RedisStore(aioredis.Redis.from_url(redis_server.url), prefix=prefix),
-            RedisAlertStore(aioredis.Redis.from_url(redis_server.url), prefix=prefix),
-        )
+        store = target.store(prefix=prefix)
+        alerts = RedisAlertStore(target.client(), prefix=store.single_slot_prefix("alerts"))
+        return store, alerts
 
     return make
 
@@ -138,7 +142,7 @@ async def bench(stores, kind: str) -> AsyncIterator[Bench]:
         pipeline = Pipeline(store, clock_ms=clock)
         yield Bench(pipeline, alerting, receiver, clock)
         await alerting.stop()
-        if kind == "redis":
+        if kind != "memory":
             await store.close()
 
 
@@ -219,7 +223,7 @@ async def test_a_window_alert_does_not_resolve_while_a_source_catches_up(stores,
         ("bounce-rate-by-domain", AlertState.RESOLVED),
     }
     await alerting.stop()
-    if kind == "redis":
+    if kind != "memory":
         await store.close()
 
 
@@ -271,7 +275,7 @@ async def test_an_alert_queued_before_a_restart_is_sent_after_it(
         sender.cancel()
         await asyncio.gather(sender, return_exceptions=True)
         await before.stop()
-        if kind == "redis":
+        if kind != "memory":
             await store.close()
 
         _, alert_store = stores()  # a new process: nothing in memory carried over
@@ -284,12 +288,12 @@ async def test_an_alert_queued_before_a_restart_is_sent_after_it(
 
 
 async def test_only_the_lease_holder_evaluates_and_a_stale_holder_cannot_commit(
-    redis_server: RedisServer,
+    redis_target: RedisTarget,
 ) -> None:
-    prefix = f"al{uuid.uuid4().hex[:8]}:"
     clock = ManualClock(T0)
-    clients = [aioredis.Redis.from_url(redis_server.url) for _ in range(2)]
-    store = RedisStore(aioredis.Redis.from_url(redis_server.url), prefix=prefix)
+    clients = [redis_target.client() for _ in range(2)]
+    store = redis_target.store(prefix=f"al{uuid.uuid4().hex[:8]}:")
+    prefix = store.single_slot_prefix("alerts")
     replicas = [
         make_alerting(store, RedisAlertStore(c, prefix=prefix), BOUNCE_RULES, [], clock)
         for c in clients
@@ -308,7 +312,7 @@ async def test_only_the_lease_holder_evaluates_and_a_stale_holder_cannot_commit(
     assert await other.tick() == [] and other.leading
     assert len(await other.alert_store.history(10)) == 2  # nothing fired twice
     # A holder whose lease moved on cannot commit what it planned.
-    stale = RedisAlertStore(aioredis.Redis.from_url(redis_server.url), prefix=prefix)
+    stale = RedisAlertStore(redis_target.client(), prefix=prefix)
     records = await stale.records()
     from service.alerts.lifecycle import plan
 
@@ -357,7 +361,7 @@ async def test_sending_disabled_is_critical_and_resolves_when_enabled(stores, ki
     [resolved] = await alerting.tick()
     assert resolved.state is AlertState.RESOLVED
     await alerting.stop()
-    if kind == "redis":
+    if kind != "memory":
         await store.close()
 
 
@@ -379,7 +383,7 @@ async def test_the_tracker_alerts_on_its_own_sources_across_replicas(stores, kin
     store_b, alerts_b = stores()
     b = make_alerting(store_b, alerts_b, rules, [], clock, lambda: sick, owner="replica-b")
     replicas = [b]
-    if kind == "redis":
+    if kind != "memory":
         store_a, alerts_a = stores()
         a = make_alerting(store_a, alerts_a, rules, [], clock, lambda: healthy, owner="replica-a")
         replicas.insert(0, a)
@@ -393,6 +397,6 @@ async def test_the_tracker_alerts_on_its_own_sources_across_replicas(stores, kin
     assert "replica-a" not in fired.summary  # its sources are fine
     for alerting in replicas:
         await alerting.stop()
-    if kind == "redis":
+    if kind != "memory":
         await store_a.close()
         await store_b.close()

@@ -7,6 +7,7 @@ import gzip
 import time
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
+from typing import Any
 
 import httpx
 import orjson
@@ -18,6 +19,7 @@ from service.clock import wall_clock_ms
 from service.settings import Settings
 from service.timestamps import format_ms
 from tests.support import ses
+from tests.support.redis import RedisTarget
 from tests.support.servers import RedisServer, free_port
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(60)]
@@ -222,15 +224,20 @@ async def test_an_account_event_is_not_acknowledged_while_the_store_is_down() ->
         assert response.json() == {"error": "state store unavailable, retry later"}
 
 
-@pytest.mark.parametrize("kind", ["memory", "redis"])
-async def test_stats_over_a_window(kind: str, redis_server: RedisServer) -> None:
+async def redis_settings(kind: str, request: pytest.FixtureRequest) -> dict[str, Any]:
+    """Settings for the store ``kind`` names, emptied first: none for memory."""
+    if kind == "memory":
+        return {}
+    target = RedisTarget.of(kind, request)
+    await target.flush()
+    return target.settings()
+
+
+@pytest.mark.parametrize("kind", ["memory", "redis", "cluster"])
+async def test_stats_over_a_window(kind: str, request: pytest.FixtureRequest) -> None:
     # Statistics count by event time, the last hour of it: a clock near the events.
-    redis_url = redis_server.url if kind == "redis" else None
-    if redis_url:
-        flusher = aioredis.Redis.from_url(redis_url)
-        await flusher.flushdb()
-        await flusher.aclose()
-    settings = Settings(_env_file=None, redis_url=redis_url, cache_ttl_s=0)
+    redis = await redis_settings(kind, request)
+    settings = Settings(_env_file=None, cache_ttl_s=0, **redis)
     async for client in client_for(settings, ses.clock_from(T + 10_000)):
         await stats_over_a_window(client)
 
@@ -256,18 +263,16 @@ async def stats_over_a_window(client: httpx.AsyncClient) -> None:
         assert (await client.get("/v1/stats", params={"window_s": bad})).status_code == 422
 
 
-@pytest.mark.parametrize("kind", ["memory", "redis"])
-async def test_breakdowns_by_dimension_and_history(kind: str, redis_server: RedisServer) -> None:
+@pytest.mark.parametrize("kind", ["memory", "redis", "cluster"])
+async def test_breakdowns_by_dimension_and_history(
+    kind: str, request: pytest.FixtureRequest
+) -> None:
     """#14: /v1/stats?by= any dimension, /v1/history by hour and day, old events in
     history only."""
-    redis_url = redis_server.url if kind == "redis" else None
-    if redis_url:
-        flusher = aioredis.Redis.from_url(redis_url)
-        await flusher.flushdb()
-        await flusher.aclose()
+    redis = await redis_settings(kind, request)
     day = 86_400_000
     now = T + 3 * day
-    settings = Settings(_env_file=None, redis_url=redis_url, cache_ttl_s=0, tag_dimensions="team")
+    settings = Settings(_env_file=None, cache_ttl_s=0, tag_dimensions="team", **redis)
     old = [ses.send(MID + "old", ["a@gmail.com"]), ses.bounce(MID + "old", ["a@gmail.com"], T + 9)]
     recent = []
     for n, (address, config) in enumerate(

@@ -9,7 +9,6 @@ from collections import defaultdict
 
 import httpx
 import pytest
-from redis import asyncio as aioredis
 
 from service.alerts.sinks import verify
 from service.forward.config import Subscription
@@ -19,7 +18,7 @@ from service.pipeline import Pipeline
 from service.stores import MemoryStore, RedisStore
 from tests.support import ses
 from tests.support.receiver import Answer, Receiver
-from tests.support.servers import RedisServer
+from tests.support.redis import RedisTarget
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(60)]
 
@@ -95,16 +94,22 @@ def expected_changes(count: int, prefix: str = "fw") -> set[tuple]:
     return changes
 
 
-@pytest.fixture(params=["memory", "redis"])
-async def outbox_store(request, redis_server: RedisServer):
+@pytest.fixture(params=["memory", "redis", "cluster"])
+async def outbox_store(request):
     if request.param == "memory":
         outbox = MemoryOutbox()
         yield MemoryStore(outbox=outbox), outbox
         return
-    client = aioredis.Redis.from_url(redis_server.url)
-    await client.flushdb()
-    yield RedisStore(client, forward_keep_s=3_600), RedisOutbox(client)
-    await client.aclose()
+    target = RedisTarget.of(request.param, request)
+    await target.flush()
+    store = target.store(forward_keep_s=3_600)
+    yield store, outbox_of(store)
+    await store.close()
+
+
+def outbox_of(store: RedisStore) -> RedisOutbox:
+    """The outbox a replica on this store reads (one stream per shard on a cluster)."""
+    return RedisOutbox(store.client, store.prefix, store.shard_prefixes)
 
 
 async def test_every_change_arrives_signed_and_in_order_through_every_failure(
@@ -196,13 +201,13 @@ async def test_subscriptions_take_only_what_their_filters_name(outbox_store) -> 
 
 
 async def test_a_sender_killed_mid_batch_leaves_it_to_another_replica(
-    redis_server: RedisServer,
+    redis_target: RedisTarget,
 ) -> None:
-    client = aioredis.Redis.from_url(redis_server.url)
-    await client.flushdb()
+    await redis_target.flush()
+    store = redis_target.store(forward_keep_s=3_600)
     async with Receiver() as receiver:
         sub = subscription(receiver)
-        killed_outbox = RedisOutbox(client)
+        killed_outbox = outbox_of(store)
 
         async def no_release(subscription_id: str, holder: str) -> None:
             return None  # a killed process releases nothing: its lease runs out
@@ -212,10 +217,10 @@ async def test_a_sender_killed_mid_batch_leaves_it_to_another_replica(
         await killed_outbox.prepare([sub.id])
         receiver.script = [Answer(hang_s=3.0)]  # the first post never completes
         doomed = asyncio.create_task(killed.run())
-        await RedisStore(client, forward_keep_s=3_600).merge(_writes(messages(5, "kill")))
+        await store.merge(_writes(messages(5, "kill")))
         await until(lambda: len(receiver.received) == 1)
         await halt(doomed, killed)  # killed mid-batch: posted, never acknowledged
-        survivor = forwarder([sub], RedisOutbox(client), lease_ms=1_000)
+        survivor = forwarder([sub], outbox_of(store), lease_ms=1_000)
         task = asyncio.create_task(survivor.run())
         try:
             # The dead sender's request reached the receiver but was never answered:
@@ -228,18 +233,17 @@ async def test_a_sender_killed_mid_batch_leaves_it_to_another_replica(
     items = delivered(receiver)
     assert_at_least_once_in_order(items, expected_changes(5, "kill"))
     assert len(items) == 20  # the dead sender's batch was sent again, same ids
-    await client.aclose()
+    await store.close()
 
 
-async def test_two_replicas_share_the_outbox_and_one_sends(redis_server: RedisServer) -> None:
-    client = aioredis.Redis.from_url(redis_server.url)
-    await client.flushdb()
+async def test_two_replicas_share_the_outbox_and_one_sends(redis_target: RedisTarget) -> None:
+    await redis_target.flush()
     async with Receiver() as receiver:
         sub = subscription(receiver, batch_size=10)
-        replicas = [forwarder([sub], RedisOutbox(client), lease_ms=1_000) for _ in range(2)]
+        stores = [redis_target.store(forward_keep_s=3_600) for _ in range(2)]
+        replicas = [forwarder([sub], outbox_of(store), lease_ms=1_000) for store in stores]
         await replicas[0].outbox.prepare([sub.id])
         tasks = [asyncio.create_task(r.run()) for r in replicas]
-        stores = [RedisStore(client, forward_keep_s=3_600) for _ in range(2)]
         try:
             # Each replica's pipeline merges half of the traffic.
             await asyncio.gather(
@@ -265,7 +269,8 @@ async def test_two_replicas_share_the_outbox_and_one_sends(redis_server: RedisSe
     assert sorted(sending)[0] == 0 and sum(sending) == 120  # one replica held the lease
     backlog = await replicas[0].outbox.backlog(sub.id)
     assert backlog.entries == 0
-    await client.aclose()
+    for store in stores:
+        await store.close()
 
 
 def _writes(payload: bytes):

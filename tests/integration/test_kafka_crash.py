@@ -2,7 +2,8 @@
 
 `ses-tracker serve` consumes a Kafka topic into Redis; it is killed with SIGKILL
 part-way through, started again, and must end with exactly the state a single
-uninterrupted pass over the stream gives.
+uninterrupted pass over the stream gives. On one Redis and on a Redis Cluster, where
+each batch's shards commit independently and the checkpoint follows them all.
 """
 
 from __future__ import annotations
@@ -12,13 +13,12 @@ import time
 
 import httpx
 import pytest
-from redis import asyncio as aioredis
 
-from service.stores import RedisStore
 from tests.support.fold import essence, fold
 from tests.support.kafka import create_topic, keyed, produce, simulated_records
 from tests.support.process import running
-from tests.support.servers import RedisServer, TansuBroker
+from tests.support.redis import RedisTarget
+from tests.support.servers import TansuBroker
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(150)]
 
@@ -29,16 +29,15 @@ def kafka_events(base: str) -> int:
 
 
 async def test_sigkill_mid_stream_then_restart_applies_everything(
-    kafka_broker: TansuBroker, redis_server: RedisServer
+    kafka_broker: TansuBroker, redis_target: RedisTarget
 ) -> None:
-    topic, group, prefix = "crash-events", "crash-group", "st:"
+    topic, group, prefix = f"crash-{redis_target.kind}", "crash-group", "st:"
     records = simulated_records(700, seed=11)
     await create_topic(kafka_broker.bootstrap_servers, topic, partitions=3)
     await produce(kafka_broker.bootstrap_servers, topic, keyed(records))
-    client = aioredis.Redis.from_url(redis_server.url)
-    await client.flushdb()
+    await redis_target.flush()
     env = {
-        "SES_TRACKER_REDIS_URL": redis_server.url,
+        **redis_target.env(),
         "SES_TRACKER_KAFKA_BOOTSTRAP_SERVERS": kafka_broker.bootstrap_servers,
         "SES_TRACKER_KAFKA_TOPICS": topic,
         "SES_TRACKER_KAFKA_GROUP_ID": group,
@@ -51,7 +50,7 @@ async def test_sigkill_mid_stream_then_restart_applies_everything(
             assert time.monotonic() < deadline, "the first consumer made no progress"
             await asyncio.sleep(0.05)
         first.kill()
-    store = RedisStore(client, prefix=prefix)
+    store = redis_target.store(prefix=prefix)
     done_before = sum(int(v) for v in (await store.load_checkpoint(f"kafka:{group}")).values())
     assert 0 < done_before < len(records), done_before
 
@@ -76,4 +75,4 @@ async def test_sigkill_mid_stream_then_restart_applies_everything(
     for message_id, expected in reference.items():
         stored = await store.get(message_id)
         assert stored is not None and essence(stored) == essence(expected), message_id
-    await client.aclose()
+    await store.close()

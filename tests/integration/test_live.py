@@ -14,12 +14,11 @@ import httpx
 import orjson
 import pytest
 import websockets
-from redis import asyncio as aioredis
 
 from service.clock import wall_clock_ms
 from service.settings import Settings
 from tests.support import ses
-from tests.support.servers import RedisServer
+from tests.support.redis import RedisTarget
 from tests.support.serving import serving
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(60)]
@@ -202,11 +201,9 @@ async def test_a_slow_client_is_dropped_without_stalling_others_or_ingestion() -
         slow.close()
 
 
-async def test_a_replica_streams_transitions_merged_by_another(redis_server: RedisServer) -> None:
-    client = aioredis.Redis.from_url(redis_server.url)
-    await client.flushdb()
-    await client.aclose()
-    settings = Settings(_env_file=None, redis_url=redis_server.url, cache_ttl_s=0)
+async def test_a_replica_streams_transitions_merged_by_another(redis_target: RedisTarget) -> None:
+    await redis_target.flush()
+    settings = Settings(_env_file=None, cache_ttl_s=0, **redis_target.settings())
     async with (
         serving(settings) as replica_a,
         serving(settings) as replica_b,

@@ -17,6 +17,13 @@ class RedisTarget:
     kind: str  # "single" or "cluster"
     url: str
 
+    @classmethod
+    def of(cls, kind: str, request: Any) -> RedisTarget:
+        """``kind`` "redis" (one server) or "cluster", from the session's servers."""
+        if kind == "cluster":
+            return cls("cluster", request.getfixturevalue("redis_cluster").url)
+        return cls("single", request.getfixturevalue("redis_server").url)
+
     @property
     def cluster(self) -> bool:
         return self.kind == "cluster"
@@ -31,6 +38,21 @@ class RedisTarget:
         if self.cluster:
             kwargs.setdefault("shards", DEFAULT_CLUSTER_SHARDS)
         return RedisStore(self.client(), **kwargs)
+
+    async def flush(self) -> None:
+        """Empties the server (every master of a cluster)."""
+        client = self.client()
+        try:
+            if isinstance(client, RedisCluster):
+                await client.flushall(target_nodes=RedisCluster.PRIMARIES)
+            else:
+                await client.flushdb()
+        finally:
+            await client.aclose()
+
+    def settings(self) -> dict[str, Any]:
+        """Settings arguments that point the service at it."""
+        return {"redis_url": self.url, "redis_cluster": self.cluster}
 
     def env(self) -> dict[str, str]:
         """The settings a ``serve`` process needs to use it."""
