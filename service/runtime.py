@@ -66,7 +66,7 @@ def build_store(settings: Settings) -> Store:
         truth = RedisStore.from_url(
             settings.redis_url,
             cluster=settings.redis_cluster,
-            shards=settings.redis_shard_count(),
+            slot_groups=settings.redis_slot_group_count(),
             connection=settings.redis_options(),
             retention_s=settings.retention_s,
             feed_window_s=settings.feed_window_s,
@@ -94,7 +94,7 @@ def build_forwarder(settings: Settings, store: Store) -> Forwarder | None:
     redis = redis_of(store)
     outbox: Outbox
     if redis is not None:
-        outbox = RedisOutbox(redis.client, redis.prefix, redis.shard_prefixes)
+        outbox = RedisOutbox(redis.client, redis.prefix, redis.group_prefixes)
     else:
         assert isinstance(store, MemoryStore) and store.outbox is not None
         outbox = store.outbox

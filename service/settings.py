@@ -16,7 +16,7 @@ from pydantic import Field, SecretStr, ValidationError, field_validator, model_v
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from service.dimensions import Dimensions, parse_tag_names
-from service.stores.shards import DEFAULT_CLUSTER_SHARDS, MAX_SHARDS
+from service.stores.slots import DEFAULT_SLOT_GROUPS, MAX_SLOT_GROUPS
 
 PREFIX = "SES_TRACKER_"
 # Kubernetes injects <SERVICE>_SERVICE_HOST, <SERVICE>_PORT=tcp://... and
@@ -57,7 +57,7 @@ class Settings(BaseSettings):
     suppression_days: int = Field(400, ge=0, le=3_660)
 
     # Beyond the published contract's table; all documented in README, Configuration.
-    redis_shards: int = Field(DEFAULT_CLUSTER_SHARDS, ge=1, le=MAX_SHARDS)
+    redis_slot_groups: int = Field(DEFAULT_SLOT_GROUPS, ge=1, le=MAX_SLOT_GROUPS)
     alert_webhook_secret: SecretStr | None = None
     alert_state_dir: Path | None = None
     public_url: str | None = None
@@ -115,9 +115,9 @@ class Settings(BaseSettings):
             raise ValueError("a Redis Cluster is reached over TCP: redis:// or rediss://")
         return self
 
-    def redis_shard_count(self) -> int | None:
-        """Shards of the keyspace (service.stores.shards): None with one Redis."""
-        return self.redis_shards if self.redis_cluster else None
+    def redis_slot_group_count(self) -> int | None:
+        """Slot groups of the keyspace (service.stores.slots): None with one Redis."""
+        return self.redis_slot_groups if self.redis_cluster else None
 
     def dimensions(self) -> Dimensions:
         """The dimensions figures are broken down by (service.dimensions)."""

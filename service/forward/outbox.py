@@ -43,8 +43,8 @@ MAX_MEMORY_ENTRIES = 10_000
 # Redis client has no socket timeout, and a half-open connection must not hold a
 # sender for ever.
 CALL_TIMEOUT_S = 10.0
-# How often a sender polls the shards' streams when nothing came.
-SHARD_POLL_S = 0.05
+# How often a sender polls the slot groups' streams when nothing came.
+GROUP_POLL_S = 0.05
 
 # Renew a lease only if still ours; release it only if ours.
 _RENEW = """
@@ -110,34 +110,34 @@ async def _bounded(call: Awaitable[T], timeout_s: float = CALL_TIMEOUT_S) -> T:
 
 
 class RedisOutbox(Outbox):
-    """``shard_prefixes``: on a Redis Cluster each shard has its own stream (written
-    by the merges of that shard's messages, so a message's changes stay in order);
-    an entry's id then names its shard, ``<shard>/<stream id>``."""
+    """``group_prefixes``: on a Redis Cluster each slot group has its own stream
+    (written by the merges of that group's messages, so a message's changes stay in
+    order); an entry's id then names its group, ``<group>/<stream id>``."""
 
     # One consumer name for every replica: only the lease holder reads, and a new
     # holder must see what the last one read and never acknowledged.
     CONSUMER = "sender"
 
     def __init__(
-        self, client: aioredis.Redis, prefix: str = "st:", shard_prefixes: Sequence[str] = ()
+        self, client: aioredis.Redis, prefix: str = "st:", group_prefixes: Sequence[str] = ()
     ) -> None:
         self._client = client
         self._keys = RedisKeys(prefix)
-        self._streams = [RedisKeys(p).forward for p in shard_prefixes] or [self._keys.forward]
+        self._streams = [RedisKeys(p).forward for p in group_prefixes] or [self._keys.forward]
         self._renew = client.register_script(_RENEW)
         self._release = client.register_script(_RELEASE)
         self.lost = 0  # entries trimmed before a subscription acknowledged them
 
     @property
-    def _sharded(self) -> bool:
+    def _grouped(self) -> bool:
         return len(self._streams) > 1
 
-    def _entry_id(self, shard: int, stream_id: str) -> str:
-        return f"{shard}/{stream_id}" if self._sharded else stream_id
+    def _entry_id(self, group: int, stream_id: str) -> str:
+        return f"{group}/{stream_id}" if self._grouped else stream_id
 
     def _place(self, entry_id: str) -> tuple[int, str]:
-        shard, _, stream_id = entry_id.rpartition("/")
-        return (int(shard) if shard else 0), stream_id
+        group, _, stream_id = entry_id.rpartition("/")
+        return (int(group) if group else 0), stream_id
 
     async def prepare(self, subscription_ids: Sequence[str]) -> None:
         for stream in self._streams:
@@ -181,7 +181,7 @@ class RedisOutbox(Outbox):
             raise StoreUnavailable(f"redis read failed: {type(exc).__name__}") from exc
 
     async def _fresh(self, subscription_id: str, count: int, block_ms: int) -> list[Entry]:
-        if not self._sharded:
+        if not self._grouped:
             stream = self._streams[0]
             fresh = await _bounded(
                 self._client.xreadgroup(
@@ -197,41 +197,41 @@ class RedisOutbox(Outbox):
             entries = [e for e in fresh if e.changes is not None]
             if entries or time.monotonic() >= deadline:
                 return entries
-            await asyncio.sleep(SHARD_POLL_S)
+            await asyncio.sleep(GROUP_POLL_S)
 
     async def _read_each(self, subscription_id: str, position: str, count: int) -> list[Entry]:
-        """One XREADGROUP per shard's stream, sent together, without waiting."""
+        """One XREADGROUP per group's stream, sent together, without waiting."""
         async with self._client.pipeline(transaction=False) as pipe:
             for stream in self._streams:
                 pipe.xreadgroup(subscription_id, self.CONSUMER, {stream: position}, count=count)
             replies = await _bounded(pipe.execute())
         entries: list[Entry] = []
-        for shard, reply in enumerate(replies):
-            entries += self._entries(shard, reply)
+        for group, reply in enumerate(replies):
+            entries += self._entries(group, reply)
         return entries
 
-    def _entries(self, shard: int, reply) -> list:  # type: ignore[no-untyped-def]
+    def _entries(self, group: int, reply) -> list:  # type: ignore[no-untyped-def]
         entries = []
         for _stream, rows in reply or ():
             for entry_id, fields in rows:
                 raw = (fields or {}).get(b"t")
                 entries.append(
                     Entry(
-                        self._entry_id(shard, entry_id.decode()),
+                        self._entry_id(group, entry_id.decode()),
                         _changes(raw) if raw is not None else None,  # type: ignore[arg-type]
                     )
                 )
         return entries
 
     async def ack(self, subscription_id: str, entry_ids: Sequence[str]) -> None:
-        by_shard: dict[int, list[str]] = {}
+        by_group: dict[int, list[str]] = {}
         for entry_id in entry_ids:
-            shard, stream_id = self._place(entry_id)
-            by_shard.setdefault(shard, []).append(stream_id)
+            group, stream_id = self._place(entry_id)
+            by_group.setdefault(group, []).append(stream_id)
         try:
-            for shard, stream_ids in by_shard.items():
+            for group, stream_ids in by_group.items():
                 await _bounded(
-                    self._client.xack(self._streams[shard], subscription_id, *stream_ids)
+                    self._client.xack(self._streams[group], subscription_id, *stream_ids)
                 )
         except (RedisError, OSError) as exc:
             raise StoreUnavailable(f"redis ack failed: {type(exc).__name__}") from exc

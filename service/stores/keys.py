@@ -23,9 +23,9 @@ class RedisKeys:
         return f"{self.prefix}format"
 
     @property
-    def shards(self) -> str:
-        """How many shards the data is split in (service.stores.shards); 0: none."""
-        return f"{self.prefix}shards"
+    def slot_groups(self) -> str:
+        """How many slot groups the data is split in (service.stores.slots); 0: none."""
+        return f"{self.prefix}slot-groups"
 
     # Messages and their search indexes (written by merge.lua).
     def record(self, handle: str) -> str:

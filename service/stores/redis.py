@@ -15,15 +15,15 @@ pipeline, so no single script holds Redis for long. Scripts run atomically, so t
 processes merging the same message at once lose nothing; and since the merge is
 idempotent, a batch retried after an error or a crash does no harm.
 
-On a Redis Cluster (``shards``, see ``service.stores.shards``) every key above exists
-once per shard, under the shard's hash-tagged prefix; a batch is split by shard, one
-EVALSHA per shard (and chunk), all sent at once (redis-py's cluster pipeline sends
-each master its part concurrently). The parts commit independently, which is safe
-for the same two reasons: a part that failed is retried with the whole batch (the
-parts that committed merge again to the same records and count nothing twice), and
-the checkpoint is written only after every part has committed, so it is never ahead
-of what is stored. Readers merge the shards: search pages, statistics buckets and
-rollups (summed), suppressions, the transitions stream.
+On a Redis Cluster (``slot_groups``, see ``service.stores.slots``) every key above
+exists once per slot group, under the group's hash-tagged prefix; a batch is split
+by group, one EVALSHA per group (and chunk), all sent at once, each to its group's
+master. The parts commit independently, which is safe for the same two reasons: a
+part that failed is retried with the whole batch (the parts that committed merge
+again to the same records and count nothing twice), and the checkpoint is written
+only after every part has committed, so it is never ahead of what is stored.
+Readers merge the groups: search pages, statistics buckets and rollups (summed),
+suppressions, the transitions stream.
 """
 
 from __future__ import annotations
@@ -56,8 +56,8 @@ from service.stores.base import (
 )
 from service.stores.keys import DEFAULT_PREFIX, RedisKeys
 from service.stores.redis_record import record_from_bytes, record_to_bytes
-from service.stores.redis_search import SEND_TIME_BUCKET_MS, IndexReader, search_shards
-from service.stores.shards import DEFAULT_CLUSTER_SHARDS, merge_pages, shard_of, shard_prefixes
+from service.stores.redis_search import SEND_TIME_BUCKET_MS, IndexReader, search_groups
+from service.stores.slots import DEFAULT_SLOT_GROUPS, group_of, group_prefixes, merge_pages
 from service.suppressions import DEFAULT_DAYS as DEFAULT_SUPPRESSION_DAYS
 from service.suppressions import Suppression
 
@@ -81,17 +81,17 @@ redis.call('SET', KEYS[1], ARGV[2], 'KEEPTTL')
 return 1
 """
 
-# How often a follower polls the shards' streams when nothing came (one blocking
+# How often a follower polls the slot groups' streams when nothing came (one blocking
 # XREAD cannot wait on streams in different slots).
-SHARD_POLL_S = 0.05
+GROUP_POLL_S = 0.05
 
 # Either client: redis-py's cluster client speaks the same commands per key.
 Client = aioredis.Redis | RedisCluster
 
 
 @dataclass(frozen=True, slots=True)
-class Shard:
-    """One shard's keys and index reader (``service.stores.shards``)."""
+class SlotGroup:
+    """One group's keys and index reader (``service.stores.slots``)."""
 
     number: int
     keys: RedisKeys
@@ -99,14 +99,15 @@ class Shard:
 
 
 class RedisStore(Store):
-    """``shards``: ``None`` for one Redis (the plain layout), else the number of
-    shards the keyspace is split into (a Redis Cluster; fixed for the data's life)."""
+    """``slot_groups``: ``None`` for one Redis (the plain layout), else the number of
+    slot groups the keyspace is split into (a Redis Cluster; fixed for the data's
+    life)."""
 
     def __init__(
         self,
         client: Client,
         *,
-        shards: int | None = None,
+        slot_groups: int | None = None,
         scan_budget: int = SCAN_BUDGET,
         retention_s: int = 1_209_600,
         prefix: str = DEFAULT_PREFIX,
@@ -130,17 +131,17 @@ class RedisStore(Store):
         self._suppression_keep_s = suppression_days * 86_400
         self._sha: str | None = None
         self._retention_ms = int(retention_s * 1000)
-        self._shard_count = shards
-        prefixes = shard_prefixes(prefix, shards)
-        # A page's candidates are shared out between the shards searched at once.
+        self._group_count = slot_groups
+        prefixes = group_prefixes(prefix, slot_groups)
+        # A page's candidates are shared out between the groups searched at once.
         budget = -(-scan_budget // len(prefixes))
-        self._shards = [
-            Shard(number, RedisKeys(shard_prefix), IndexReader(client, shard_prefix, budget))
-            for number, shard_prefix in enumerate(prefixes)
+        self._groups = [
+            SlotGroup(number, RedisKeys(group_prefix), IndexReader(client, group_prefix, budget))
+            for number, group_prefix in enumerate(prefixes)
         ]
         self._compare_and_set = client.register_script(_COMPARE_AND_SET)
-        # The shards' sequences last seen (stats_revisions), to notice one going back.
-        self._sequences: list[int] = [0] * len(self._shards)
+        # The slot groups' sequences last seen (stats_revisions), to notice one going back.
+        self._sequences: list[int] = [0] * len(self._groups)
 
     @classmethod
     def from_url(
@@ -148,19 +149,19 @@ class RedisStore(Store):
         url: str,
         *,
         cluster: bool = False,
-        shards: int | None = None,
+        slot_groups: int | None = None,
         connection: dict[str, Any] | None = None,
         **kwargs: object,
     ) -> RedisStore:
         """``connection``: redis-py arguments beyond the URL (TLS CA, client cert).
-        ``cluster``: the URL names a node of a Redis Cluster, split in ``shards``."""
+        ``cluster``: the URL names a node of a Redis Cluster, split in ``slot_groups``."""
         client: Client
         if cluster:
             client = RedisCluster.from_url(url, health_check_interval=30, **(connection or {}))
-            shards = shards or DEFAULT_CLUSTER_SHARDS
+            slot_groups = slot_groups or DEFAULT_SLOT_GROUPS
         else:
             client = aioredis.Redis.from_url(url, health_check_interval=30, **(connection or {}))
-        return cls(client, shards=shards, **kwargs)  # type: ignore[arg-type]
+        return cls(client, slot_groups=slot_groups, **kwargs)  # type: ignore[arg-type]
 
     @property
     def client(self) -> Client:
@@ -172,8 +173,8 @@ class RedisStore(Store):
         return self._prefix
 
     @property
-    def shard_prefixes(self) -> list[str]:
-        return [shard.keys.prefix for shard in self._shards]
+    def group_prefixes(self) -> list[str]:
+        return [group.keys.prefix for group in self._groups]
 
     def single_slot_prefix(self, name: str) -> str:
         """A prefix whose keys share one slot on a cluster (for state read and
@@ -185,25 +186,25 @@ class RedisStore(Store):
         return isinstance(self._client, RedisCluster)
 
     @property
-    def shards(self) -> list[Shard]:
-        return list(self._shards)
+    def slot_groups(self) -> list[SlotGroup]:
+        return list(self._groups)
 
-    def shard(self, message_id: str) -> Shard:
+    def slot_group(self, message_id: str) -> SlotGroup:
         handle = message_handle(message_id)
-        return self._shards[shard_of(handle, len(self._shards))]
+        return self._groups[group_of(handle, len(self._groups))]
 
     def key(self, message_id: str) -> str:
-        return self.shard(message_id).keys.record(message_handle(message_id))
+        return self.slot_group(message_id).keys.record(message_handle(message_id))
 
     def checkpoint_key(self, name: str) -> str:
         return self._keys.checkpoint(name)
 
     @property
     def transitions_keys(self) -> list[str]:
-        return [shard.keys.transitions for shard in self._shards]
+        return [group.keys.transitions for group in self._groups]
 
     def stats_keys(self, bucket: int) -> list[str]:
-        return [shard.keys.stats(bucket) for shard in self._shards]
+        return [group.keys.stats(bucket) for group in self._groups]
 
     async def merge(
         self,
@@ -213,16 +214,16 @@ class RedisStore(Store):
     ) -> list[Transition]:
         if not writes and checkpoint is None:
             return []
-        single = len(self._shards) == 1
+        single = len(self._groups) == 1
         chunks: list[Sequence[MessageWrite]] = []
         calls = []
-        for shard, shard_writes in self._by_shard(writes):
-            shard_chunks = _chunks(shard_writes, self._chunk_events)
-            for position, chunk in enumerate(shard_chunks):
+        for group, group_writes in self._by_group(writes):
+            group_chunks = _chunks(group_writes, self._chunk_events)
+            for position, chunk in enumerate(group_chunks):
                 # One Redis: the checkpoint rides in the last script, atomically.
-                last = single and position == len(shard_chunks) - 1
+                last = single and position == len(group_chunks) - 1
                 chunks.append(chunk)
-                calls.append(self._call_args(shard, chunk, checkpoint if last else None, counting))
+                calls.append(self._call_args(group, chunk, checkpoint if last else None, counting))
         try:
             if calls:
                 if self._sha is None:
@@ -237,7 +238,7 @@ class RedisStore(Store):
             else:
                 replies = []
             if checkpoint is not None and not single:
-                # Only now: every shard's part is durable (see the module's note).
+                # Only now: every group's part is durable (see the module's note).
                 await self._client.hset(
                     self.checkpoint_key(checkpoint.name), mapping=dict(checkpoint.positions)
                 )
@@ -248,15 +249,15 @@ class RedisStore(Store):
             transitions.extend(_transitions(chunk, msgpack.unpackb(reply, raw=False)))
         return transitions
 
-    def _by_shard(
+    def _by_group(
         self, writes: Sequence[MessageWrite]
-    ) -> list[tuple[Shard, Sequence[MessageWrite]]]:
-        if len(self._shards) == 1:
-            return [(self._shards[0], writes)]
+    ) -> list[tuple[SlotGroup, Sequence[MessageWrite]]]:
+        if len(self._groups) == 1:
+            return [(self._groups[0], writes)]
         parts: dict[int, list[MessageWrite]] = {}
         for write in writes:
-            parts.setdefault(self.shard(write.message_id).number, []).append(write)
-        return [(self._shards[number], part) for number, part in sorted(parts.items())]
+            parts.setdefault(self.slot_group(write.message_id).number, []).append(write)
+        return [(self._groups[number], part) for number, part in sorted(parts.items())]
 
     async def _run(self, calls: list[tuple[list[str], list[str | bytes]]]) -> list[bytes]:
         assert self._sha is not None
@@ -265,7 +266,7 @@ class RedisStore(Store):
             return [await self._client.evalsha(self._sha, len(keys), *keys, *args)]
         if self.cluster:
             # redis-py's cluster pipeline refuses scripts; each call goes to its
-            # shard's master on its own connection, all at once.
+            # group's master on its own connection, all at once.
             return await asyncio.gather(
                 *(self._client.evalsha(self._sha, len(keys), *keys, *args) for keys, args in calls)
             )
@@ -276,14 +277,14 @@ class RedisStore(Store):
 
     def _call_args(
         self,
-        shard: Shard,
+        group: SlotGroup,
         writes: Sequence[MessageWrite],
         checkpoint: Checkpoint | None,
         counting: stats.Counting | None,
     ) -> tuple[list[str], list[str | bytes]]:
-        shard_keys = shard.keys
+        group_keys = group.keys
         handles = [message_handle(write.message_id) for write in writes]
-        keys = [shard_keys.record(handle) for handle in handles]
+        keys = [group_keys.record(handle) for handle in handles]
         # The writes go as they are: their tuples are the script's arrays (layout).
         batch = list(zip(writes, handles, strict=True))
         packed_checkpoint = b""
@@ -292,16 +293,16 @@ class RedisStore(Store):
             packed_checkpoint = _pack(dict(checkpoint.positions))
         packed_stats = b""
         if counting is not None:
-            keys.append(shard_keys.stats_revisions)
+            keys.append(group_keys.stats_revisions)
             packed_stats = _pack(
                 _in_order(
                     layout.STATS,
                     bucket_ttl_s=stats.BUCKET_TTL_S,
                     status_names=list(state.STATUSES),
                     live_cap=stats.LIVE_GROUP_CAP,
-                    bucket_prefix=shard_keys.stats_prefix,
+                    bucket_prefix=group_keys.stats_prefix,
                     now_bucket=counting.live_bucket,
-                    rollup_prefix=shard_keys.rollup_prefix,
+                    rollup_prefix=group_keys.rollup_prefix,
                     hour_from_ms=counting.from_ms("hour"),
                     hour_keep_s=counting.keep_days("hour") * stats.DAY_S,
                     day_from_ms=counting.from_ms("day"),
@@ -313,17 +314,17 @@ class RedisStore(Store):
         packed_feed = b""
         now_ms = time.time_ns() // 1_000_000
         if self._feed_window_ms is not None:
-            keys.append(shard_keys.transitions)
+            keys.append(group_keys.transitions)
             packed_feed = _pack(_in_order(layout.FEED, min_id_ms=now_ms - self._feed_window_ms))
         packed_forward = b""
         if self._forward_keep_ms is not None:
-            keys.append(shard_keys.forward)
+            keys.append(group_keys.forward)
             packed_forward = _pack(
                 _in_order(layout.FORWARD, min_id_ms=now_ms - self._forward_keep_ms)
             )
         index = _in_order(
             layout.INDEX,
-            prefix=shard_keys.prefix,
+            prefix=group_keys.prefix,
             bucket_ms=SEND_TIME_BUCKET_MS,
             status_names=list(state.STATUSES),
             oldest_live_ms=now_ms - self._retention_ms,
@@ -364,7 +365,7 @@ class RedisStore(Store):
 
     async def search(self, query: SearchQuery) -> SearchPage:
         try:
-            return await search_shards([shard.index for shard in self._shards], query)
+            return await search_groups([group.index for group in self._groups], query)
         except (RedisError, OSError) as exc:
             raise StoreUnavailable(f"redis read failed: {type(exc).__name__}: {exc}") from exc
 
@@ -372,7 +373,7 @@ class RedisStore(Store):
         return await self._read_summed([self.stats_keys(bucket) for bucket in buckets])
 
     async def suppression(self, address: str) -> Suppression | None:
-        keys = [shard.keys.suppression(address) for shard in self._shards]
+        keys = [group.keys.suppression(address) for group in self._groups]
         try:
             raws = await self._get_many(keys)
         except (RedisError, OSError) as exc:
@@ -383,21 +384,21 @@ class RedisStore(Store):
         self, reason: str | None, since_ms: int | None, limit: int, after: SuppressionCursor | None
     ) -> tuple[list[Suppression], SuppressionCursor | None]:
         try:
-            shard_pages = [
-                self._shard_suppressions(shard, reason, since_ms, limit, after)
-                for shard in self._shards
+            group_pages = [
+                self._group_suppressions(group, reason, since_ms, limit, after)
+                for group in self._groups
             ]
-            pages = await asyncio.gather(*shard_pages)
+            pages = await asyncio.gather(*group_pages)
             found, cursor = merge_pages(pages, limit, lambda entry: (entry.since_ms, entry.address))
-            if len(self._shards) > 1 and found:
-                # Messages of several shards can suppress one address: each shard
+            if len(self._groups) > 1 and found:
+                # Messages of several groups can suppress one address: each group
                 # keeps its own entry, and only the earliest (as one Redis would
                 # have kept) is listed.
                 addresses = list(dict.fromkeys(entry.address for entry in found))
                 raws = await self._get_many(
-                    [shard.keys.suppression(a) for a in addresses for shard in self._shards]
+                    [group.keys.suppression(a) for a in addresses for group in self._groups]
                 )
-                width = len(self._shards)
+                width = len(self._groups)
                 kept = {
                     a: _earliest(a, raws[i * width : (i + 1) * width])
                     for i, a in enumerate(addresses)
@@ -407,15 +408,15 @@ class RedisStore(Store):
             raise StoreUnavailable(f"redis read failed: {type(exc).__name__}: {exc}") from exc
         return found, cursor
 
-    async def _shard_suppressions(
+    async def _group_suppressions(
         self,
-        shard: Shard,
+        group: SlotGroup,
         reason: str | None,
         since_ms: int | None,
         limit: int,
         after: SuppressionCursor | None,
     ) -> tuple[list[Suppression], SuppressionCursor | None]:
-        index = shard.keys.suppressions
+        index = group.keys.suppressions
         high: str | int = "+inf" if after is None else after[0]
         low: str | int = "-inf" if since_ms is None else since_ms
         found: list[Suppression] = []
@@ -430,7 +431,7 @@ class RedisStore(Store):
             members = [
                 m.decode() for m, score in rows if after is None or (int(score), m.decode()) < after
             ]
-            raws = await self._get_many([shard.keys.suppression(m) for m in members])
+            raws = await self._get_many([group.keys.suppression(m) for m in members])
             gone = [m for m, raw in zip(members, raws, strict=True) if raw is None]
             if gone:
                 await self._client.zrem(index, *gone)
@@ -450,9 +451,9 @@ class RedisStore(Store):
     async def remove_suppression(self, address: str) -> bool:
         try:
             async with self._client.pipeline(transaction=False) as pipe:
-                for shard in self._shards:
-                    pipe.delete(shard.keys.suppression(address))
-                    pipe.zrem(shard.keys.suppressions, address)
+                for group in self._groups:
+                    pipe.delete(group.keys.suppression(address))
+                    pipe.zrem(group.keys.suppressions, address)
                 replies = await pipe.execute()
         except (RedisError, OSError) as exc:
             raise StoreUnavailable(f"redis write failed: {type(exc).__name__}: {exc}") from exc
@@ -470,10 +471,10 @@ class RedisStore(Store):
             for key in keys:
                 erased += await self._erase_from(key, address)
             async with self._client.pipeline(transaction=False) as pipe:
-                for shard in self._shards:
-                    pipe.delete(shard.keys.recipient(address))
-                    pipe.delete(shard.keys.suppression(address))
-                    pipe.zrem(shard.keys.suppressions, address)
+                for group in self._groups:
+                    pipe.delete(group.keys.recipient(address))
+                    pipe.delete(group.keys.suppression(address))
+                    pipe.zrem(group.keys.suppressions, address)
                 await pipe.execute()
         except (RedisError, OSError) as exc:
             raise StoreUnavailable(f"redis erase failed: {type(exc).__name__}: {exc}") from exc
@@ -506,11 +507,11 @@ class RedisStore(Store):
 
     async def read_rollups(self, step: str, starts: Sequence[int]) -> list[Counter[str]]:
         return await self._read_summed(
-            [[shard.keys.rollup(step, start) for shard in self._shards] for start in starts]
+            [[group.keys.rollup(step, start) for group in self._groups] for start in starts]
         )
 
     async def _read_summed(self, key_sets: list[list[str]]) -> list[Counter[str]]:
-        """One Counter per set of keys: the sum of those hashes (one per shard)."""
+        """One Counter per set of keys: the sum of those hashes (one per group)."""
         if not key_sets:
             return []
         try:
@@ -544,13 +545,13 @@ class RedisStore(Store):
             return await pipe.execute()
 
     async def stats_revisions(self) -> stats.Revisions:
-        """The shards' revisions, added up: a bucket's number moves when any shard's
-        does. A shard whose sequence went back (its Redis lost data) makes the whole
+        """The slot groups' revisions, added up: a bucket's number moves when any group's
+        does. A group whose sequence went back (its Redis lost data) makes the whole
         sequence read as reset, once."""
         try:
             async with self._client.pipeline(transaction=False) as pipe:
-                for shard in self._shards:
-                    pipe.hgetall(shard.keys.stats_revisions)
+                for group in self._groups:
+                    pipe.hgetall(group.keys.stats_revisions)
                 replies = await pipe.execute()
         except (RedisError, OSError) as exc:
             raise StoreUnavailable(f"redis read failed: {type(exc).__name__}: {exc}") from exc
@@ -558,13 +559,13 @@ class RedisStore(Store):
         buckets: Counter[int] = Counter()
         went_back = False
         for number, raw in enumerate(replies):
-            shard_sequence = int(raw.pop(b"seq", 0))
-            went_back = went_back or shard_sequence < self._sequences[number]
-            self._sequences[number] = shard_sequence
-            sequence += shard_sequence
+            group_sequence = int(raw.pop(b"seq", 0))
+            went_back = went_back or group_sequence < self._sequences[number]
+            self._sequences[number] = group_sequence
+            sequence += group_sequence
             for bucket, revision in raw.items():
                 buckets[int(bucket)] += int(revision)
-        if went_back and len(self._shards) > 1:
+        if went_back and len(self._groups) > 1:
             sequence = -1
         return stats.Revisions(sequence, dict(buckets))
 
@@ -574,8 +575,8 @@ class RedisStore(Store):
         """Transitions appended after stream id ``after`` (waits up to ``block_ms``).
 
         Returns the id to pass next time, so a follower that reconnects resumes where
-        it stopped (within the stream's retained length). With shards, the id is the
-        shards' ids joined by spaces, and the shards' streams are polled.
+        it stopped (within the stream's retained length). With slot groups, the id is the
+        slot groups' ids joined by spaces, and the slot groups' streams are polled.
         """
         keys = self.transitions_keys
         positions = after.split(" ") if after != "$" else ["$"] * len(keys)
@@ -597,13 +598,13 @@ class RedisStore(Store):
                     positions[number] = _read_entries(reply, positions[number], transitions)
                 if transitions or time.monotonic() >= deadline:
                     return " ".join(positions), transitions
-                await asyncio.sleep(SHARD_POLL_S)
+                await asyncio.sleep(GROUP_POLL_S)
         except (RedisError, OSError) as exc:
             raise StoreUnavailable(f"redis read failed: {type(exc).__name__}: {exc}") from exc
 
     async def last_transition_id(self) -> str:
         """The id of the newest stream entry ("0-0" when empty): where to start
-        following (one per shard, joined by spaces)."""
+        following (one per group, joined by spaces)."""
         try:
             async with self._client.pipeline(transaction=False) as pipe:
                 for key in self.transitions_keys:
@@ -625,15 +626,15 @@ class RedisStore(Store):
         knows (a downgrade past a format change) must not write into it.
         """
         key = self._keys.format
-        # A message's shard is its handle modulo the count: another count would look
-        # for every stored message in the wrong place. 0: one Redis, no shards.
-        layout_key = self._keys.shards
-        shards = self._shard_count or 0
+        # A message's slot group is its handle modulo the count: another count would
+        # look for every stored message in the wrong place. 0: one Redis, no groups.
+        layout_key = self._keys.slot_groups
+        groups = self._group_count or 0
         try:
             await self._client.set(key, FORMAT_VERSION, nx=True)
             stored = int(await self._client.get(key) or FORMAT_VERSION)
-            await self._client.set(layout_key, shards, nx=True)
-            stored_shards = int(await self._client.get(layout_key) or shards)
+            await self._client.set(layout_key, groups, nx=True)
+            stored_groups = int(await self._client.get(layout_key) or groups)
         except (RedisError, OSError) as exc:
             raise StoreUnavailable(f"redis read failed: {type(exc).__name__}") from exc
         if stored > FORMAT_VERSION:
@@ -641,10 +642,10 @@ class RedisStore(Store):
                 f"Redis holds ses-tracker data format {stored}; this version reads up to "
                 f"{FORMAT_VERSION}: run a newer ses-tracker, or use an empty Redis"
             )
-        if stored_shards != shards:
+        if stored_groups != groups:
             raise StoreFormatError(
-                f"Redis holds ses-tracker data in {stored_shards or 'no'} shards, and this "
-                f"process was started with {shards or 'none'} (SES_TRACKER_REDIS_SHARDS, "
+                f"Redis holds ses-tracker data in {stored_groups or 'no'} slot groups, and "
+                f"this process was started with {groups or 'none'} (SES_TRACKER_REDIS_SLOT_GROUPS, "
                 "SES_TRACKER_REDIS_CLUSTER): start it as the data was written, or migrate "
                 "(README, Moving to a Redis Cluster)"
             )
@@ -683,7 +684,7 @@ class RedisStore(Store):
     def describe(self) -> str:
         if isinstance(self._client, RedisCluster):
             nodes = self._client.get_nodes()
-            return f"RedisStore(cluster of {len(nodes)} nodes, {len(self._shards)} shards)"
+            return f"RedisStore(cluster of {len(nodes)} nodes, {len(self._groups)} slot groups)"
         kwargs = self._client.connection_pool.connection_kwargs
         return f"RedisStore({kwargs.get('host')}:{kwargs.get('port')}/{kwargs.get('db', 0)})"
 
@@ -756,7 +757,7 @@ def _transitions(writes: Sequence[MessageWrite], reply: list) -> list[Transition
 
 
 _SUPPRESSION_CHUNK = 500
-# A stream follower's read per shard per poll (a "$" position reads none).
+# A stream follower's read per group per poll (a "$" position reads none).
 _FOLLOW_COUNT = 1_000
 
 
@@ -782,7 +783,7 @@ def _read_entries(reply: Any, position: str, into: list[Transition]) -> str:
 
 
 def _earliest(address: str, raws: Sequence[bytes | None]) -> Suppression | None:
-    """Of one address's entries in each shard, the earliest (the first shard's on a tie)."""
+    """Of one address's entries in each group, the earliest (the first group's on a tie)."""
     entries = [_suppression(address, raw) for raw in raws if raw is not None]
     return min(entries, key=lambda entry: entry.since_ms, default=None)
 

@@ -32,7 +32,7 @@ from service.search import (
 )
 from service.stores.keys import RedisKeys
 from service.stores.redis_record import record_from_bytes
-from service.stores.shards import merge_pages
+from service.stores.slots import merge_pages
 
 # One minute per send-time bucket: at 1M messages a day a bucket holds ~700
 # messages (15 kB), and a 14-day walk over empty time touches ~20,000 buckets at most.
@@ -43,8 +43,8 @@ _BUCKETS_PER_READ = 32
 
 
 class IndexReader:
-    """One shard's indexes (``service.stores.shards``); ``budget``: candidates one page
-    may examine (a sharded search shares SCAN_BUDGET between its shards)."""
+    """One slot group's indexes (``service.stores.slots``); ``budget``: candidates one page
+    may examine (a search of several groups shares SCAN_BUDGET between them)."""
 
     def __init__(self, client: aioredis.Redis, prefix: str, budget: int = SCAN_BUDGET) -> None:
         self._client = client
@@ -154,9 +154,9 @@ class IndexReader:
                 return
 
 
-async def search_shards(readers: Sequence[IndexReader], query: SearchQuery) -> SearchPage:
-    """One page across every shard's indexes: each shard is searched for a page at
-    once, and the pages merged (``shards.merge_pages``)."""
+async def search_groups(readers: Sequence[IndexReader], query: SearchQuery) -> SearchPage:
+    """One page across every slot group's indexes: each slot group is searched for a page at
+    once, and the pages merged (``slots.merge_pages``)."""
     if len(readers) == 1:
         return await readers[0].search(query)
     pages = await asyncio.gather(*(reader.search(query) for reader in readers))

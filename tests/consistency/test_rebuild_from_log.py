@@ -40,7 +40,7 @@ def unwrap(raw: bytes) -> dict[str, Any]:
 
 def figures(counter: Counter[str]) -> Counter[str]:
     """Counts and latency sketches, without group admission's bookkeeping (``a:``,
-    ``n:``), which each shard of a cluster keeps for itself."""
+    ``n:``), which each slot group of a cluster keeps for itself."""
     return Counter({k: v for k, v in counter.items() if not k.startswith(("a:", "n:"))})
 
 
@@ -126,7 +126,7 @@ async def test_stored_state_matches_a_rebuild_from_the_input_log(redis_target: R
     assert redelivered > 0
 
     # Each change counted once, though batches came twice (and, on a cluster, each
-    # batch's shards committed on their own): the statistics equal those of one pass
+    # batch's slot groups committed on their own): the statistics equal those of one pass
     # over the same batches through the in-process merge.
     once = MemoryStore()
     for batch in batches:

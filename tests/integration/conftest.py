@@ -26,7 +26,7 @@ async def redis_client(redis_target: RedisTarget) -> AsyncIterator[aioredis.Redi
 @pytest.fixture
 def make_store(redis_target: RedisTarget) -> Callable[..., RedisStore]:
     """RedisStores on their own connections, under a prefix no other test uses (on a
-    cluster, sharded as a cluster deployment is)."""
+    cluster, in slot groups as a cluster deployment is)."""
     prefix = f"t{next(_prefixes)}:"
 
     def make(**kwargs) -> RedisStore:

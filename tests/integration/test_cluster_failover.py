@@ -18,7 +18,7 @@ from redis.crc import key_slot
 from service.pipeline import Pipeline
 from service.search import SearchQuery
 from service.stores import MemoryStore, RedisStore, StoreUnavailable
-from service.stores.shards import DEFAULT_CLUSTER_SHARDS
+from service.stores.slots import DEFAULT_SLOT_GROUPS
 from tests.support import ses
 from tests.support.servers import RedisClusterServers
 
@@ -81,10 +81,10 @@ def replicated(cluster: RedisClusterServers) -> bool:
     return True
 
 
-def master_of_most_shards(cluster: RedisClusterServers, store: RedisStore) -> int:
-    """The node serving the most shards' slots (so it holds messages to lose)."""
+def master_of_most_groups(cluster: RedisClusterServers, store: RedisStore) -> int:
+    """The node serving the most slot groups (so it holds messages to lose)."""
     owners: Counter[int] = Counter()
-    slots = [key_slot(prefix.encode()) for prefix in store.shard_prefixes]
+    slots = [key_slot(prefix.encode()) for prefix in store.group_prefixes]
     for index, node in enumerate(cluster.nodes):
         lines = subprocess.run(
             ["redis-cli", "-p", str(node.port), "cluster", "nodes"],
@@ -105,7 +105,7 @@ async def test_a_master_dies_its_replica_takes_over_and_nothing_is_lost(
     cluster_with_replicas: RedisClusterServers,
 ) -> None:
     cluster = cluster_with_replicas
-    store = RedisStore(RedisCluster.from_url(cluster.url), shards=DEFAULT_CLUSTER_SHARDS)
+    store = RedisStore(RedisCluster.from_url(cluster.url), slot_groups=DEFAULT_SLOT_GROUPS)
     pipeline = Pipeline(store, clock_ms=lambda: CLOCK_MS)
     work = batches()
     half = len(work) // 2
@@ -116,7 +116,7 @@ async def test_a_master_dies_its_replica_takes_over_and_nothing_is_lost(
         assert time.monotonic() < deadline
         await asyncio.sleep(0.05)
 
-    victim = cluster.nodes[master_of_most_shards(cluster, store)]
+    victim = cluster.nodes[master_of_most_groups(cluster, store)]
     assert victim.process is not None
     victim.process.kill()
     victim.process.wait()
@@ -144,7 +144,7 @@ async def test_a_master_dies_its_replica_takes_over_and_nothing_is_lost(
         assert {k: v for k, v in got.items() if k.startswith("c:")} == {
             k: v for k, v in want.items() if k.startswith("c:")
         }
-    # Search reads every shard, the promoted one included.
+    # Search reads every slot group, the promoted one included.
     bounced = await store.search(SearchQuery(status="bounced", limit=100))
     assert len(bounced.hits) == 24
     await store.close()

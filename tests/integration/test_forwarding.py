@@ -108,8 +108,8 @@ async def outbox_store(request):
 
 
 def outbox_of(store: RedisStore) -> RedisOutbox:
-    """The outbox a replica on this store reads (one stream per shard on a cluster)."""
-    return RedisOutbox(store.client, store.prefix, store.shard_prefixes)
+    """The outbox a replica on this store reads (one stream per slot group on a cluster)."""
+    return RedisOutbox(store.client, store.prefix, store.group_prefixes)
 
 
 async def test_every_change_arrives_signed_and_in_order_through_every_failure(

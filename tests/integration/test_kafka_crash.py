@@ -3,7 +3,7 @@
 `ses-tracker serve` consumes a Kafka topic into Redis; it is killed with SIGKILL
 part-way through, started again, and must end with exactly the state a single
 uninterrupted pass over the stream gives. On one Redis and on a Redis Cluster, where
-each batch's shards commit independently and the checkpoint follows them all.
+each batch's slot groups commit independently and the checkpoint follows them all.
 """
 
 from __future__ import annotations

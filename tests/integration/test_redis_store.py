@@ -107,7 +107,7 @@ def test_redis_keeps_the_same_capped_recipients_as_python(
 @pytest.mark.single_redis
 async def test_redis_admits_the_same_groups_as_python(make_store) -> None:
     """Group admission is in both merges: the same fields, (other) included, in live
-    buckets (200 values a dimension) and rollups (100). On a cluster each shard admits
+    buckets (200 values a dimension) and rollups (100). On a cluster each slot group admits
     its own 200 (README, Redis Cluster), so the fields differ from one process's."""
     records = [ses.send(f"dom-{n}", [f"a@d{n}.example"]) for n in range(260)]
     records += [ses.delay(f"dom-{n}", [f"a@d{n}.example"], T + 5) for n in range(0, 260, 7)]
@@ -343,19 +343,19 @@ async def test_statistics_count_a_retried_batch_once_and_expire(make_store, redi
     # bucket), which lives BUCKET_TTL_S from its own time, not from the merge's.
     [sends] = revisions.buckets
     assert sends == bucket_of(T)
-    # (On a cluster: the hash of the message's shard; the others do not exist.)
+    # (On a cluster: the hash of the message's slot group; the others do not exist.)
     ttl = max([await redis_client.ttl(key) for key in store.stats_keys(sends)])
     assert BUCKET_TTL_S - (NOW_BUCKET - sends) - 5 <= ttl <= BUCKET_TTL_S - (NOW_BUCKET - sends)
     # A rollup lives history_days past the end of its own period.
     day_start = stats.day_of(T)
     keep = day_start + stats.DAY_S + COUNTING.history_days * stats.DAY_S - SEEN_MS // 1000
-    rollups = [shard.keys.rollup("day", day_start) for shard in store.shards]
+    rollups = [group.keys.rollup("day", day_start) for group in store.slot_groups]
     ttl = max([await redis_client.ttl(key) for key in rollups])
     assert keep - 5 <= ttl <= keep
     await store.close()
 
 
-@pytest.mark.single_redis  # on a cluster each shard's stream trims the same way
+@pytest.mark.single_redis  # on a cluster each slot group's stream trims the same way
 async def test_the_transitions_stream_keeps_a_window_of_time(make_store, redis_client) -> None:
     store = make_store(feed_window_s=0.5)
     last = await store.last_transition_id()

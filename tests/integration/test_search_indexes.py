@@ -135,7 +135,7 @@ async def test_a_page_stops_at_the_scan_budget_and_resumes(make_store) -> None:
             break
         after = page.next_after
     if store.cluster:
-        # The five are shared between the shards searched at once (one each): the
+        # The five are shared between the slot groups searched at once (one each): the
         # walk takes more pages, never misses the match nor shows it twice.
         assert [hit for page in pages for hit in page] == ["m-0"]
         assert len(pages) <= 13

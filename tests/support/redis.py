@@ -1,4 +1,4 @@
-"""Which Redis a test runs against: one server, or a Redis Cluster (sharded keys)."""
+"""Which Redis a test runs against: one server, or a Redis Cluster (keys in slot groups)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from redis import asyncio as aioredis
 from redis.asyncio.cluster import RedisCluster
 
 from service.stores import RedisStore
-from service.stores.shards import DEFAULT_CLUSTER_SHARDS
+from service.stores.slots import DEFAULT_SLOT_GROUPS
 
 
 @dataclass(frozen=True)
@@ -34,9 +34,9 @@ class RedisTarget:
         return aioredis.Redis.from_url(self.url)
 
     def store(self, **kwargs: Any) -> RedisStore:
-        """A store on its own connections, sharded as a cluster deployment is."""
+        """A store on its own connections, in slot groups as a cluster deployment is."""
         if self.cluster:
-            kwargs.setdefault("shards", DEFAULT_CLUSTER_SHARDS)
+            kwargs.setdefault("slot_groups", DEFAULT_SLOT_GROUPS)
         return RedisStore(self.client(), **kwargs)
 
     async def flush(self) -> None:
