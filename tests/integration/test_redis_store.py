@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import random
+from collections import Counter
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -497,3 +498,80 @@ async def test_an_erased_address_is_in_no_key_or_value(make_store, redis_client)
     # The record still merges: a later event for the kept recipient lands.
     await store.merge(writes_for([ses.complaint("m-er", ["stay@x.com"], T + 99)]))
     assert (await store.get("m-er")).recipient_status("stay@x.com") == "complained"
+
+
+async def test_an_address_suppressed_from_two_slot_groups_is_listed_once(make_store) -> None:
+    """On a cluster two messages of different slot groups can suppress one address:
+    each group keeps an entry; reads give the earliest, as one Redis keeps it, and
+    removal and erasure clear every group."""
+    store = make_store(suppression_days=3_660)
+    ids = [f"two-{n}" for n in range(40)]
+    if store.cluster:
+        first = ids[0]
+        other = next(i for i in ids if store.slot_group(i).number != store.slot_group(first).number)
+        ids = [first, other]
+    else:
+        ids = ids[:2]
+    later, earlier = ids
+    await store.merge(writes_for([ses.send(later, ["both@x.com"]),
+                                  ses.complaint(later, ["both@x.com"], T + 50_000)]))  # fmt: skip
+    await store.merge(writes_for([ses.send(earlier, ["both@x.com"]),
+                                  ses.bounce(earlier, ["both@x.com"], T + 10_000)]))  # fmt: skip
+    found = await store.suppression("both@x.com")
+    assert found is not None and found.message_id == earlier and found.reason == "bounce"
+    listed, cursor = await store.suppressions(None, None, 10, None)
+    assert [(e.address, e.message_id) for e in listed] == [("both@x.com", earlier)]
+    assert cursor is None
+    assert await store.remove_suppression("both@x.com")
+    assert await store.suppression("both@x.com") is None
+    assert (await store.suppressions(None, None, 10, None))[0] == []
+    await store.close()
+
+
+async def test_a_store_refuses_data_kept_in_another_number_of_slot_groups(make_store) -> None:
+    from service.stores.redis import StoreFormatError
+
+    store = make_store()
+    await store.claim_format()
+    other = make_store(slot_groups=8 if store.cluster else 4)
+    with pytest.raises(StoreFormatError, match="slot groups"):
+        await other.claim_format()
+    await store.close()
+    await other.close()
+
+
+async def test_the_checkpoint_is_never_ahead_of_a_part_that_failed(
+    make_store, redis_client
+) -> None:
+    """A batch whose part in one slot group fails leaves the checkpoint where it was
+    (the other parts may have committed); the batch retried commits the rest, the
+    checkpoint with it, and counts each change once."""
+    from service.stores import MemoryStore
+
+    store = make_store()
+    ids = [f"ck-{n}" for n in range(40)]
+    broken = ids[0]
+    if store.cluster:
+        group = store.slot_group(broken).number
+        ids = [broken] + [i for i in ids if store.slot_group(i).number != group]
+    records = [ses.send(i, [f"{i}@x.com"]) for i in ids[:6]]
+    records += [ses.delivery(i, [f"{i}@x.com"], T + 800) for i in ids[:6]]
+    writes = writes_for(records)
+    # The broken message's record is a hash: its group's script fails on it.
+    await redis_client.hset(store.key(broken), "not", "a record")
+    with pytest.raises(StoreUnavailable):
+        await store.merge(writes, Checkpoint("kafka:g", {"t:0": "12"}), COUNTING)
+    assert await store.load_checkpoint("kafka:g") == {}
+    await redis_client.delete(store.key(broken))
+    await store.merge(writes, Checkpoint("kafka:g", {"t:0": "12"}), COUNTING)
+    assert await store.load_checkpoint("kafka:g") == {"t:0": "12"}
+    once = MemoryStore()
+    await once.merge(writes, None, COUNTING)
+    for message_id in ids[:6]:
+        assert (await store.get(message_id)).recipient_status(f"{message_id}@x.com") == "delivered"
+    buckets = sorted((await once.stats_revisions()).buckets)
+    counted = [Counter({k: v for k, v in c.items() if k.startswith("c:")})
+               for c in await store.read_buckets(buckets)]  # fmt: skip
+    assert counted == [Counter({k: v for k, v in c.items() if k.startswith("c:")})
+                       for c in await once.read_buckets(buckets)]  # fmt: skip
+    await store.close()
