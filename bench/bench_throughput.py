@@ -12,7 +12,10 @@ other on this machine:
   send-to-delivery latency in its RocksDB state, committing every 0.5 s;
 * tracker: ``ses-tracker serve`` as deployed (statistics, transition stream,
   search indexes, alert evaluator, websocket broadcaster all on), with Redis, then
-  with the in-memory store; with ``--workers 2`` too.
+  with the in-memory store; with ``--workers 2`` too;
+* tracker on a Redis Cluster of 3 masters on this machine (issue #16), 1 and 2
+  workers: Redis CPU per event is summed over the masters and given per master, and
+  the busiest master's share says what one more core per master would carry.
 
 Every consumer starts in a fresh group from the earliest offset. Rates are read
 from the group's committed offsets, polled every 50 ms: *steady* from the first
@@ -43,7 +46,13 @@ from redis import asyncio as aioredis
 
 from bench.bench_kafka import produce
 from tests.support import ses
-from tests.support.servers import RedisServer, TansuBroker, free_port, wait_for_port
+from tests.support.servers import (
+    RedisClusterServers,
+    RedisServer,
+    TansuBroker,
+    free_port,
+    wait_for_port,
+)
 
 _TICK = os.sysconf("SC_CLK_TCK")
 TOPIC = "bench-ses"
@@ -104,7 +113,8 @@ class Run:
     steady: float  # events/s, first commit to last
     with_startup: float  # events/s, process start to last commit
     service_cpu_us: float  # per event, every process of the run
-    redis_cpu_us: float | None = None
+    redis_cpu_us: float | None = None  # per event, every Redis node together
+    node_cpu_us: tuple[float, ...] = ()  # per event, each Redis node
 
 
 def cpu_s(pid: int) -> float:
@@ -116,11 +126,13 @@ def cpu_s(pid: int) -> float:
     return sum(int(f) for f in fields[11:15]) / _TICK
 
 
-async def redis_cpu(client: aioredis.Redis | None) -> float:
-    if client is None:
-        return 0.0
-    info = await client.info("cpu")
-    return float(info["used_cpu_user"]) + float(info["used_cpu_sys"])
+async def redis_cpu(clients: list[aioredis.Redis]) -> list[float]:
+    """CPU seconds each Redis node has used (a cluster: one client per master)."""
+    used = []
+    for client in clients:
+        info = await client.info("cpu")
+        used.append(float(info["used_cpu_user"]) + float(info["used_cpu_sys"]))
+    return used
 
 
 async def measured(
@@ -130,7 +142,7 @@ async def measured(
     bootstrap: str,
     group: str,
     total: int,
-    redis: aioredis.Redis | None,
+    redis: list[aioredis.Redis],
     timeout_s: float,
     partition_count: int,
 ) -> Run:
@@ -144,8 +156,8 @@ async def measured(
     process = await asyncio.create_subprocess_exec(
         *argv, env=env, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL
     )
-    # (time, offsets committed, service CPU, Redis CPU) at the first commit
-    first: tuple[float, int, float, float] | None = None
+    # (time, offsets committed, service CPU, Redis CPU per node) at the first commit
+    first: tuple[float, int, float, list[float]] | None = None
     try:
         deadline = time.monotonic() + timeout_s
         while True:
@@ -172,12 +184,15 @@ async def measured(
     assert first is not None
     events = max(1, total - first[1])
     steady = events / max(1e-9, now - first[0])
+    pairs = zip(redis_used, first[3], strict=True)
+    nodes = tuple((after - before) / events * 1e6 for after, before in pairs)
     return Run(
         name,
         steady,
         total / (now - started),
         (service_cpu - first[2]) / events * 1e6,
-        None if redis is None else (redis_used - first[3]) / events * 1e6,
+        sum(nodes) if redis else None,
+        nodes,
     )
 
 
@@ -233,16 +248,22 @@ async def main() -> None:
     parser.add_argument("--partitions", type=int, default=2)
     parser.add_argument("--timeout", type=float, default=600)
     parser.add_argument(
-        "--skip", default="", help="runs to skip, comma-separated: peer,redis,memory,workers,http"
+        "--skip",
+        default="",
+        help="runs to skip, comma-separated: peer,redis,memory,workers,cluster,http",
     )
     args = parser.parse_args()
     skip = set(filter(None, args.skip.split(",")))
     workdir = tempfile.TemporaryDirectory()
     broker = TansuBroker(Path(workdir.name) / "tansu.log")
     redis_server = RedisServer(Path(workdir.name), appendfsync="everysec")
+    cluster = RedisClusterServers(Path(workdir.name) / "cluster", masters=3)
     broker.start()
     redis_server.start()
+    if "cluster" not in skip:
+        cluster.start()
     redis = aioredis.Redis.from_url(redis_server.url)
+    masters = [aioredis.Redis.from_url(url) for url in cluster.urls]
     runs: list[Run] = []
     try:
         items = records(args.messages)
@@ -261,37 +282,46 @@ async def main() -> None:
             "SES_TRACKER_LOG_LEVEL": "warning",
             "SES_TRACKER_RATE_LIMIT_PER_S": "0",
         }
-        plan: list[tuple[str, list[str], dict[str, str], bool]] = []
+        plan: list[tuple[str, list[str], dict[str, str], list[aioredis.Redis]]] = []
         if "peer" not in skip:
             state = tempfile.mkdtemp(dir=workdir.name)
             peer_argv = [sys.executable, "-m", "bench.peer_quix", "--broker",
                          broker.bootstrap_servers, "--topic", topic, "--group", "{group}",
                          "--state-dir", state]  # fmt: skip
-            plan.append(("peer (Quix Streams)", peer_argv, base_env, False))
-        for key, label, extra, uses_redis in (
-            ("redis", "tracker, Redis", {"SES_TRACKER_REDIS_URL": redis_server.url}, True),
-            ("memory", "tracker, memory", {}, False),
+            plan.append(("peer (Quix Streams)", peer_argv, base_env, []))
+        single = {"SES_TRACKER_REDIS_URL": redis_server.url}
+        on_cluster = {"SES_TRACKER_REDIS_URL": cluster.url, "SES_TRACKER_REDIS_CLUSTER": "true"}
+        for key, label, extra, nodes in (
+            ("redis", "tracker, Redis", single, [redis]),
+            ("memory", "tracker, memory", {}, []),
             ("workers", "tracker, Redis, 2 workers",
-             {"SES_TRACKER_REDIS_URL": redis_server.url, "SES_TRACKER_WORKERS": "2"}, True),
+             {**single, "SES_TRACKER_WORKERS": "2"}, [redis]),
+            ("cluster", "tracker, cluster of 3", on_cluster, masters),
+            ("cluster", "tracker, cluster of 3, 2 workers",
+             {**on_cluster, "SES_TRACKER_WORKERS": "2"}, masters),
         ):  # fmt: skip
             if key not in skip:
-                plan.append((label, [script, "serve"], {**tracker_env, **extra}, uses_redis))
-        for label, argv, env, uses_redis in plan:
+                plan.append((label, [script, "serve"], {**tracker_env, **extra}, nodes))
+        for label, argv, env, nodes in plan:
             group = f"g-{time.monotonic_ns()}"
             port = str(free_port())
             argv = [part.replace("{group}", group) for part in argv]
             env = {**env, "SES_TRACKER_KAFKA_GROUP_ID": group, "SES_TRACKER_PORT": port}
-            if uses_redis:
-                await redis.flushdb()
+            for node in nodes:
+                await node.flushall()
             run = await measured(
                 label, argv, env, broker.bootstrap_servers, group, total,
-                redis if uses_redis else None, args.timeout, args.partitions,
+                nodes, args.timeout, args.partitions,
             )  # fmt: skip
             runs.append(run)
+            per_node = ""
+            if len(run.node_cpu_us) > 1:
+                per_node = " (" + " / ".join(f"{us:,.1f}" for us in run.node_cpu_us) + ")"
             sys.stdout.write(
                 f"{label}: {run.steady:,.0f} events/s steady, {run.with_startup:,.0f} with"
                 f" start-up; CPU {run.service_cpu_us:,.0f} us/event"
-                + ("" if run.redis_cpu_us is None else f" + redis {run.redis_cpu_us:,.0f} us")
+                + ("" if run.redis_cpu_us is None else f" + redis {run.redis_cpu_us:,.1f} us")
+                + per_node
                 + "\n"
             )
         if "http" not in skip:
@@ -306,8 +336,11 @@ async def main() -> None:
             sys.stdout.write(f"POST /v1/events NDJSON (Redis): {rate:,.0f} events/s\n")
     finally:
         await redis.aclose()
+        for master in masters:
+            await master.aclose()
         broker.stop()
         redis_server.stop()
+        cluster.stop()
         workdir.cleanup()
     peer = next((r for r in runs if r.name.startswith("peer")), None)
     sys.stdout.write(
@@ -316,7 +349,17 @@ async def main() -> None:
     )
     for run in runs:
         ratio = f"{run.steady / peer.steady:.2f}x peer" if peer and run is not peer else ""
-        sys.stdout.write(f"  {run.name:<28} {run.steady:>9,.0f} /s  {ratio}\n")
+        sys.stdout.write(f"  {run.name:<34} {run.steady:>9,.0f} /s  {ratio}\n")
+    for run in runs:
+        if run.node_cpu_us:
+            # One Redis core carries 1e6 / (us per event) events/s; the busiest node
+            # runs out first, so that is the ceiling of this layout given the cores.
+            busiest = max(run.node_cpu_us)
+            sys.stdout.write(
+                f"  {run.name}: Redis {run.redis_cpu_us:,.1f} us/event, busiest node "
+                f"{busiest:,.1f} us: Redis alone would saturate at ~{1e6 / busiest:,.0f} "
+                "events/s with a core per node\n"
+            )
 
 
 if __name__ == "__main__":

@@ -20,8 +20,10 @@ exists once per slot group, under the group's hash-tagged prefix; a batch is spl
 by group, one EVALSHA per group (and chunk), all sent at once, each to its group's
 master. The parts commit independently, which is safe for the same two reasons: a
 part that failed is retried with the whole batch (the parts that committed merge
-again to the same records and count nothing twice), and the checkpoint is written
-only after every part has committed, so it is never ahead of what is stored.
+again to the same records and count nothing twice), and every group's part carries
+its own copy of the checkpoint, atomically, while a source resumes from the lowest
+copy, so it is never ahead of what any group holds, even after a failover that lost
+a group's last writes.
 Readers merge the groups: search pages, statistics buckets and rollups (summed),
 suppressions, the transitions stream.
 """
@@ -196,9 +198,6 @@ class RedisStore(Store):
     def key(self, message_id: str) -> str:
         return self.slot_group(message_id).keys.record(message_handle(message_id))
 
-    def checkpoint_key(self, name: str) -> str:
-        return self._keys.checkpoint(name)
-
     @property
     def transitions_keys(self) -> list[str]:
         return [group.keys.transitions for group in self._groups]
@@ -214,14 +213,15 @@ class RedisStore(Store):
     ) -> list[Transition]:
         if not writes and checkpoint is None:
             return []
-        single = len(self._groups) == 1
         chunks: list[Sequence[MessageWrite]] = []
         calls = []
-        for group, group_writes in self._by_group(writes):
+        # The checkpoint rides in the last script of every group, atomically with that
+        # group's part (a group with no message of the batch gets a script of its own
+        # for it), so each group's copy says what that group holds durably.
+        for group, group_writes in self._by_group(writes, every=checkpoint is not None):
             group_chunks = _chunks(group_writes, self._chunk_events)
             for position, chunk in enumerate(group_chunks):
-                # One Redis: the checkpoint rides in the last script, atomically.
-                last = single and position == len(group_chunks) - 1
+                last = position == len(group_chunks) - 1
                 chunks.append(chunk)
                 calls.append(self._call_args(group, chunk, checkpoint if last else None, counting))
         try:
@@ -237,11 +237,6 @@ class RedisStore(Store):
                     replies = await self._run(calls)
             else:
                 replies = []
-            if checkpoint is not None and not single:
-                # Only now: every group's part is durable (see the module's note).
-                await self._client.hset(
-                    self.checkpoint_key(checkpoint.name), mapping=dict(checkpoint.positions)
-                )
         except (RedisError, OSError) as exc:
             raise StoreUnavailable(f"redis merge failed: {type(exc).__name__}: {exc}") from exc
         transitions: list[Transition] = []
@@ -250,11 +245,14 @@ class RedisStore(Store):
         return transitions
 
     def _by_group(
-        self, writes: Sequence[MessageWrite]
+        self, writes: Sequence[MessageWrite], every: bool
     ) -> list[tuple[SlotGroup, Sequence[MessageWrite]]]:
+        """The batch's part in each group that has one (``every``: in every group)."""
         if len(self._groups) == 1:
             return [(self._groups[0], writes)]
         parts: dict[int, list[MessageWrite]] = {}
+        if every:
+            parts = {number: [] for number in range(len(self._groups))}
         for write in writes:
             parts.setdefault(self.slot_group(write.message_id).number, []).append(write)
         return [(self._groups[number], part) for number, part in sorted(parts.items())]
@@ -289,7 +287,7 @@ class RedisStore(Store):
         batch = list(zip(writes, handles, strict=True))
         packed_checkpoint = b""
         if checkpoint is not None:
-            keys.append(self.checkpoint_key(checkpoint.name))
+            keys.append(group_keys.checkpoint(checkpoint.name))
             packed_checkpoint = _pack(dict(checkpoint.positions))
         packed_stats = b""
         if counting is not None:
@@ -615,8 +613,20 @@ class RedisStore(Store):
         return " ".join(entries[0][0].decode() if entries else "0-0" for entries in replies)
 
     async def load_checkpoint(self, name: str) -> dict[str, str]:
-        raw = await self._client.hgetall(self.checkpoint_key(name))
-        return {k.decode(): v.decode() for k, v in raw.items()}
+        """Where a source resumes. With slot groups, each group's copy says what that
+        group holds, so a position is the lowest of them: a group whose master failed
+        over and lost its last writes (Redis replicates asynchronously) takes the
+        source back to before them. A position some group lacks entirely (that group
+        lost everything) is left out, as if nothing was stored."""
+        async with self._client.pipeline(transaction=False) as pipe:
+            for group in self._groups:
+                pipe.hgetall(group.keys.checkpoint(name))
+            replies = await pipe.execute()
+        copies = [{k.decode(): v.decode() for k, v in raw.items()} for raw in replies]
+        if len(copies) == 1:
+            return copies[0]
+        common = set(copies[0]).intersection(*copies[1:])
+        return {position: min((c[position] for c in copies), key=int) for position in common}
 
     async def claim_format(self) -> int:
         """Record this version's data format, or find a newer one and refuse it.

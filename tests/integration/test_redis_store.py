@@ -565,10 +565,25 @@ async def test_the_checkpoint_is_never_ahead_of_a_part_that_failed(
     await redis_client.delete(store.key(broken))
     await store.merge(writes, Checkpoint("kafka:g", {"t:0": "12"}), COUNTING)
     assert await store.load_checkpoint("kafka:g") == {"t:0": "12"}
+    # The next batch fails in the broken message's group only: the others' copies
+    # move on, and the source still resumes where that group stands.
+    later = writes_for([ses.complaint(i, [f"{i}@x.com"], T + 5_000) for i in ids[:2]])
+    record = await redis_client.get(store.key(broken))
+    await redis_client.delete(store.key(broken))
+    await redis_client.hset(store.key(broken), "not", "a record")
+    with pytest.raises(StoreUnavailable):
+        await store.merge(later, Checkpoint("kafka:g", {"t:0": "20"}), COUNTING)
+    assert await store.load_checkpoint("kafka:g") == {"t:0": "12"}
+    await redis_client.delete(store.key(broken))
+    await redis_client.set(store.key(broken), record)
     once = MemoryStore()
     await once.merge(writes, None, COUNTING)
+    await once.merge(later, None, COUNTING)
+    await store.merge(later, Checkpoint("kafka:g", {"t:0": "20"}), COUNTING)
+    assert await store.load_checkpoint("kafka:g") == {"t:0": "20"}
     for message_id in ids[:6]:
-        assert (await store.get(message_id)).recipient_status(f"{message_id}@x.com") == "delivered"
+        status = "complained" if message_id in ids[:2] else "delivered"
+        assert (await store.get(message_id)).recipient_status(f"{message_id}@x.com") == status
     buckets = sorted((await once.stats_revisions()).buckets)
     counted = [Counter({k: v for k, v in c.items() if k.startswith("c:")})
                for c in await store.read_buckets(buckets)]  # fmt: skip
