@@ -30,7 +30,7 @@ from service.pipeline import Pipeline
 from service.ratelimit import RateLimiter
 from service.settings import Settings
 from service.stores import CachedStore, MemoryStore, RedisStore, Store
-from service.stores.redis import StoreFormatError
+from service.stores.redis import StoreFormatError, StoreLayoutError
 
 log = structlog.get_logger(__name__)
 
@@ -269,6 +269,9 @@ class Runtime:
         elif redis is not None:
             try:
                 await redis.claim_format()
+            except StoreLayoutError as exc:
+                log.error("store_layout_mismatch", error=str(exc))
+                raise
             except StoreFormatError as exc:
                 log.error("store_format_too_new", error=str(exc))
                 raise

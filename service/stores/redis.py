@@ -72,6 +72,10 @@ class StoreFormatError(RuntimeError):
     """The store holds data in a format newer than this version reads."""
 
 
+class StoreLayoutError(StoreFormatError):
+    """The store holds data laid out in another number of slot groups (or none)."""
+
+
 MERGE_SCRIPT = layout.lua_prelude() + (
     resources.files("service.stores").joinpath("merge.lua").read_text()
 )
@@ -653,7 +657,7 @@ class RedisStore(Store):
                 f"{FORMAT_VERSION}: run a newer ses-tracker, or use an empty Redis"
             )
         if stored_groups != groups:
-            raise StoreFormatError(
+            raise StoreLayoutError(
                 f"Redis holds ses-tracker data in {stored_groups or 'no'} slot groups, and "
                 f"this process was started with {groups or 'none'} (SES_TRACKER_REDIS_SLOT_GROUPS, "
                 "SES_TRACKER_REDIS_CLUSTER): start it as the data was written, or migrate "

@@ -86,6 +86,33 @@ def test_compose_file_matches_the_compose_spec_and_the_service() -> None:
     assert args.to == "kafka" and args.target == "kafka:9092"
 
 
+def test_the_cluster_compose_file_joins_six_nodes_and_points_the_trackers_at_them() -> None:
+    path = DEPLOY / "compose" / "compose.cluster.yaml"
+    result = tool("check-jsonschema", "--builtin-schema", "vendor.compose-spec", str(path))
+    assert result.returncode == 0, result.stdout + result.stderr
+    (compose,) = documents(path)
+    services = compose["services"]
+    nodes = sorted(name for name in services if name.startswith("redis-") and name[-1].isdigit())
+    assert len(nodes) == 6
+    for name in nodes:
+        command = " ".join(services[name]["command"])
+        assert "--cluster-enabled yes" in command and "noeviction" in command
+        assert services[name]["hostname"] == name and f"{name}:/data" in services[name]["volumes"]
+    init = " ".join(services["redis-cluster-init"]["command"])
+    assert "--cluster-replicas 1" in init and "for n in 1 2 3 4 5 6" in init
+    (base,) = documents(DEPLOY / "compose" / "compose.yaml")
+    trackers = [name for name in base["services"] if name.startswith("tracker-")]
+    for name in trackers:
+        tracker = services[name]
+        assert set(tracker["environment"]) <= setting_names()
+        assert tracker["environment"]["SES_TRACKER_REDIS_CLUSTER"] == "true"
+        host = tracker["environment"]["SES_TRACKER_REDIS_URL"].split("//")[1].split(":")[0]
+        assert host in nodes
+        assert tracker["depends_on"]["redis-cluster-init"]["condition"] == (
+            "service_completed_successfully"
+        )
+
+
 # --- Kubernetes ---------------------------------------------------------------
 
 
@@ -161,6 +188,23 @@ def test_configuration_names_only_settings_the_service_has() -> None:
     assert config["SES_TRACKER_ALERT_RULES"] == f"{rules_dir}/rules.yaml"
     rules = parse_rules(found["rules-configmap.yaml"]["data"]["rules.yaml"], "rules-configmap")
     assert rules == default_rules()
+
+
+def test_the_cluster_overlay_turns_cluster_mode_on_in_the_base_configmap() -> None:
+    overlay = KUBERNETES / "cluster"
+    (kustomization,) = documents(overlay / "kustomization.yaml")
+    assert kustomization["resources"] == ["../"]
+    (patch_path,) = [overlay / p["path"] for p in kustomization["patches"]]
+    result = tool("kubernetes-validate", "--strict", str(patch_path))
+    assert result.returncode == 0, result.stdout + result.stderr
+    (patch,) = documents(patch_path)
+    base = manifests()["configmap.yaml"]
+    assert (patch["kind"], patch["metadata"]["name"]) == (base["kind"], base["metadata"]["name"])
+    assert set(patch["data"]) <= setting_names()
+    settings = Settings(_env_file=None, redis_url="redis://node:6379/0", **{
+        name.removeprefix("SES_TRACKER_").lower(): value for name, value in patch["data"].items()
+    })  # fmt: skip
+    assert settings.redis_cluster and settings.redis_slot_group_count() == 16
 
 
 # --- AWS ----------------------------------------------------------------------

@@ -14,7 +14,7 @@ from service.search import message_handle
 from service.state import STATUSES
 from tests.support import ses
 from tests.support.process import command, running
-from tests.support.servers import RedisServer, free_port
+from tests.support.servers import RedisClusterServers, RedisServer, free_port
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(90)]
 
@@ -230,6 +230,31 @@ def test_a_newer_data_format_in_redis_stops_an_older_version(redis_server: Redis
     finally:
         client.set("st:format", 1)
         client.close()
+
+
+def test_serve_refuses_a_cluster_written_in_another_number_of_slot_groups(
+    redis_cluster: RedisClusterServers,
+) -> None:
+    """A message's group is its handle modulo the count: another count would look in
+    the wrong places, so serve stops and says why."""
+    env = {
+        **{k: v for k, v in os.environ.items() if not k.startswith("SES_TRACKER_")},
+        "SES_TRACKER_REDIS_URL": redis_cluster.url,
+        "SES_TRACKER_REDIS_CLUSTER": "true",
+    }
+    redis_cluster.flush()
+    with running("serve", env=env) as first:
+        assert httpx.get(f"{first.base}/readyz", timeout=5).status_code == 200
+        assert first.stop() == 0
+    result = subprocess.run(
+        [*command(), "serve"],
+        env={**env, "SES_TRACKER_REDIS_SLOT_GROUPS": "8", "SES_TRACKER_PORT": str(free_port())},
+        capture_output=True,
+        timeout=30,
+        text=True,
+    )
+    assert result.returncode != 0
+    assert "store_layout_mismatch" in result.stderr and "16 slot groups" in result.stderr
 
 
 def test_a_replay_forwards_nothing(redis_server: RedisServer, tmp_path) -> None:
