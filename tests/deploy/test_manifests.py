@@ -64,12 +64,17 @@ def test_dockerfile_runs_serve_as_a_non_root_user_with_a_health_check() -> None:
     assert 'ENTRYPOINT ["ses-tracker"]' in text and 'CMD ["serve"]' in text
 
 
-def test_compose_file_matches_the_compose_spec_and_the_service() -> None:
-    path = DEPLOY / "compose" / "compose.yaml"
+def compose_services(name: str) -> dict[str, Any]:
+    """The services of a compose file, once it passed the compose specification."""
+    path = DEPLOY / "compose" / name
     result = tool("check-jsonschema", "--builtin-schema", "vendor.compose-spec", str(path))
     assert result.returncode == 0, result.stdout + result.stderr
     (compose,) = documents(path)
-    services = compose["services"]
+    return compose["services"]
+
+
+def test_compose_file_matches_the_compose_spec_and_the_service() -> None:
+    services = compose_services("compose.yaml")
     trackers = [s for name, s in services.items() if name.startswith("tracker-")]
     assert len(trackers) == 2
     assert trackers[0]["environment"] == trackers[1]["environment"]  # one group, one Redis
@@ -87,11 +92,7 @@ def test_compose_file_matches_the_compose_spec_and_the_service() -> None:
 
 
 def test_the_cluster_compose_file_joins_six_nodes_and_points_the_trackers_at_them() -> None:
-    path = DEPLOY / "compose" / "compose.cluster.yaml"
-    result = tool("check-jsonschema", "--builtin-schema", "vendor.compose-spec", str(path))
-    assert result.returncode == 0, result.stdout + result.stderr
-    (compose,) = documents(path)
-    services = compose["services"]
+    services = compose_services("compose.cluster.yaml")
     nodes = sorted(name for name in services if name.startswith("redis-") and name[-1].isdigit())
     assert len(nodes) == 6
     for name in nodes:
@@ -100,8 +101,8 @@ def test_the_cluster_compose_file_joins_six_nodes_and_points_the_trackers_at_the
         assert services[name]["hostname"] == name and f"{name}:/data" in services[name]["volumes"]
     init = " ".join(services["redis-cluster-init"]["command"])
     assert "--cluster-replicas 1" in init and "for n in 1 2 3 4 5 6" in init
-    (base,) = documents(DEPLOY / "compose" / "compose.yaml")
-    trackers = [name for name in base["services"] if name.startswith("tracker-")]
+    base = compose_services("compose.yaml")
+    trackers = [name for name in base if name.startswith("tracker-")]
     for name in trackers:
         tracker = services[name]
         assert set(tracker["environment"]) <= setting_names()
