@@ -7,7 +7,13 @@
 --
 -- KEYS: one per message, then the checkpoint hash when there is a checkpoint, then
 -- the statistics revisions hash when there are statistics, then the transitions
--- stream when there is a feed, then the forwarding outbox when there is one.
+-- stream when there is a feed, then the forwarding outbox when there is one; then,
+-- with slot groups (ARGV[declared] = '1'), in any order, every other key the call
+-- may touch (declared by service.stores.redis: index, statistics, rollup and
+-- suppression keys of the batch's messages, and the probe keys of ARGV[trim]). The
+-- script then names no key outside KEYS (`given`), so on a Redis Cluster every key
+-- of a call is routed with it; all share the call's slot group prefix
+-- (service.stores.slots).
 -- ARGV, and every array below, are laid out as service.stores.layout names them;
 -- the script is loaded behind a prelude generated from it (ARG_BATCH, EVENT_AT,
 -- STATUS_DELAYED ...), so no position or status code is written here as a number.
@@ -61,12 +67,16 @@
 --            <prefix>t:<bucket>  string, every message sent in the bucket, as
 --                                appended 6-byte send times + 16-byte handles;
 --            <prefix>x:buckets  zset of the buckets that hold messages.
---          Index keys are not in KEYS: like the records they point to, they are
---          per-message or shared, and Redis Cluster would need them hash-tagged.
+--          Entries that may be dead (sent before oldest_live_ms, at the oldest end
+--          of a zset; the oldest send-time bucket) are returned as trim candidates.
+--   trim = [index key, member, probe key, ...] (the last call's candidates), or an
+--          empty string: an entry whose probe key (its record, or bucket string)
+--          no longer exists is removed from its index.
 -- What changed is counted as service.stats describes, summed per field in the
 -- script and written with one HINCRBY per field of each bucket or rollup.
--- Returns msgpack of the transitions, flattened: message_index, event_index
--- (0 = destination), address, from_status (-1 = new recipient), to_status.
+-- Returns msgpack [transitions, candidates]: the transitions flattened
+-- (message_index, event_index (0 = destination), address, from_status (-1 = new
+-- recipient), to_status), and the trim candidates flattened as ARGV[trim] takes them.
 
 local ttl = tonumber(ARGV[ARG_TTL_S])
 local hold = tonumber(ARGV[ARG_HOLD_S])
@@ -79,6 +89,7 @@ local feed = ARGV[ARG_FEED] ~= '' and cmsgpack.unpack(ARGV[ARG_FEED]) or nil
 local forward = ARGV[ARG_FORWARD] ~= '' and cmsgpack.unpack(ARGV[ARG_FORWARD]) or nil
 local suppress = ARGV[ARG_SUPPRESS] ~= '' and cmsgpack.unpack(ARGV[ARG_SUPPRESS]) or nil
 local index = ARGV[ARG_INDEX] ~= '' and cmsgpack.unpack(ARGV[ARG_INDEX]) or nil
+local trim = ARGV[ARG_TRIM] ~= '' and cmsgpack.unpack(ARGV[ARG_TRIM]) or nil
 -- Caps (service.state.MAX_RECIPIENTS, MAX_RECORD_BLOB_BYTES): enforced here, inside
 -- the atomic merge, so no writer can grow one record past them.
 local max_recipients = tonumber(ARGV[ARG_MAX_RECIPIENTS])
@@ -112,11 +123,37 @@ end
 
 local out = {}
 
+-- With slot groups (a Redis Cluster, ARGV[declared] set), every key this script
+-- touches is in KEYS (the cluster routes by KEYS, and a script must name no other):
+-- the fixed ones by position, the rest (index, bucket, rollup and suppression keys
+-- of this call's messages, trim probes) declared after them. A key built here and
+-- not declared is a bug in the Python side's list: refused loudly. One Redis needs
+-- no declaration, and is spared building and checking it.
+local given = function(name)
+  return name
+end
+if ARGV[ARG_DECLARED] ~= '' then
+  local declared = {}
+  for i = 1, #KEYS do
+    declared[KEYS[i]] = true
+  end
+  given = function(name)
+    if not declared[name] then
+      error('merge.lua: key not in KEYS: ' .. name)
+    end
+    return name
+  end
+end
+
 -- Search indexes (see the header). Records expire on their own; index entries are
--- dropped when found dead: by the reader, and here at each add, from the oldest end
--- of the zset. A member sent after oldest_live_ms cannot be dead (its record was
--- merged after it was sent, and lives the retention from then), so the common case
--- costs one ZRANGE and no EXISTS. Shared zsets and buckets are tended once a call.
+-- dropped when found dead: by the reader, and by the merge, from the oldest end of
+-- the zset. A member sent after oldest_live_ms cannot be dead (its record was merged
+-- after it was sent, and lives the retention from then), so the common case costs
+-- one ZRANGE. An older one may be dead: its record key was not given to this call,
+-- so it is returned as a candidate (index key, member, key to probe), and the next
+-- call of this group gets the probe keys in KEYS and the candidates in ARGV[trim]:
+-- an entry whose probe key is gone is dropped then. Shared zsets and buckets are
+-- tended once a call.
 local index_prefix = index and index[INDEX_PREFIX]
 local oldest_live = index and index[INDEX_OLDEST_LIVE_MS]
 local tended = {}
@@ -130,43 +167,57 @@ local function send_time_bytes(ms)
   return string.char(b[1], b[2], b[3], b[4], b[5], b[6])
 end
 
-local function trim_dead(key, count)
+local candidates = {} -- flattened: index key, member, probe key
+
+local function note_old(key, count)
   local rows = redis.call('ZRANGE', key, 0, count - 1, 'WITHSCORES')
   for i = 1, #rows, 2 do
     local member = rows[i]
-    if tonumber(rows[i + 1]) < oldest_live
-        and redis.call('EXISTS', index_prefix .. 'm:{' .. member .. '}') == 0 then
-      redis.call('ZREM', key, member)
+    if tonumber(rows[i + 1]) < oldest_live then
+      candidates[#candidates + 1] = key
+      candidates[#candidates + 1] = member
+      candidates[#candidates + 1] = index_prefix .. 'm:{' .. member .. '}'
+    end
+  end
+end
+
+-- The last call's candidates: dropped where their probe key is gone.
+if trim then
+  for i = 1, #trim, 3 do
+    if redis.call('EXISTS', given(trim[i + 2])) == 0 then
+      redis.call('ZREM', given(trim[i]), trim[i + 1])
     end
   end
 end
 
 local function index_add(key, score, handle, shared)
-  redis.call('ZADD', key, score, handle)
+  redis.call('ZADD', given(key), score, handle)
   if not shared then
-    trim_dead(key, 1)
+    note_old(key, 1)
   elseif not tended[key] then
     tended[key] = true
-    trim_dead(key, 8)
+    note_old(key, 8)
   end
 end
 
 local function add_to_bucket(sent_at, handle)
   local bucket = math.floor(sent_at / index[INDEX_BUCKET_MS])
-  local bucket_key = index_prefix .. 't:' .. bucket
+  local bucket_key = given(index_prefix .. 't:' .. bucket)
   redis.call('APPEND', bucket_key, send_time_bytes(sent_at) .. handle)
   if tended[bucket_key] then
     return
   end
   tended[bucket_key] = true
   redis.call('EXPIRE', bucket_key, ttl)
-  local buckets_key = index_prefix .. 'x:buckets'
+  local buckets_key = given(index_prefix .. 'x:buckets')
   redis.call('ZADD', buckets_key, bucket, bucket)
   if not tended[buckets_key] then
     tended[buckets_key] = true
     local oldest = redis.call('ZRANGE', buckets_key, 0, 0)[1]
-    if oldest ~= tostring(bucket) and redis.call('EXISTS', index_prefix .. 't:' .. oldest) == 0 then
-      redis.call('ZREM', buckets_key, oldest)
+    if oldest ~= tostring(bucket) then
+      candidates[#candidates + 1] = buckets_key
+      candidates[#candidates + 1] = oldest
+      candidates[#candidates + 1] = index_prefix .. 't:' .. oldest
     end
   end
 end
@@ -198,14 +249,15 @@ local function index_message(message, handle, raw, before_top, before_pending, r
     add_to_bucket(sent_at, handle)
   end
   for _, address in ipairs(new_recipients) do
-    local key = index_prefix .. 'r:' .. address
+    local key = given(index_prefix .. 'r:' .. address)
     index_add(key, sent_at, handle, false)
     redis.call('EXPIRE', key, ttl)
   end
   local top, pending = rollup(recipients, mf)
   if top ~= before_top then
     if before_top >= PROBLEM_FIRST then
-      redis.call('ZREM', index_prefix .. 'x:s:' .. index[INDEX_STATUS_NAMES][before_top + 1], handle)
+      redis.call('ZREM', given(index_prefix .. 'x:s:' .. index[INDEX_STATUS_NAMES][before_top + 1]),
+                 handle)
     end
     if top >= PROBLEM_FIRST then
       index_add(index_prefix .. 'x:s:' .. index[INDEX_STATUS_NAMES][top + 1], sent_at, handle, true)
@@ -215,7 +267,7 @@ local function index_message(message, handle, raw, before_top, before_pending, r
     if pending then
       index_add(index_prefix .. 'x:pending', sent_at, handle, true)
     else
-      redis.call('ZREM', index_prefix .. 'x:pending', handle)
+      redis.call('ZREM', given(index_prefix .. 'x:pending'), handle)
     end
   end
 end
@@ -233,7 +285,7 @@ end
 local function target(key, ttl, cap)
   local t = targets[key]
   if t == nil then
-    t = {key = key, ttl = ttl, cap = cap, counted = {}, groups = {}, admitted = {}}
+    t = {key = given(key), ttl = ttl, cap = cap, counted = {}, groups = {}, admitted = {}}
     targets[key] = t
   end
   return t
@@ -428,14 +480,14 @@ end
 
 -- An address newly holding a Permanent bounce or a complaint (`gained` bits) is
 -- unsafe to mail again: twin of service.suppressions (the earliest reason wins; kept
--- keep_s from its own time). Its key is not in KEYS, like the search indexes.
+-- keep_s from its own time).
 local function suppress_address(message, event, address, gained)
   local at = event[EVENT_AT]
   local expires_s = math.floor((at - suppress[SUPPRESS_NOW_MS]) / 1000) + suppress[SUPPRESS_KEEP_S]
   if expires_s <= 0 then
     return
   end
-  local key = index[INDEX_PREFIX] .. 'sup:' .. address
+  local key = given(index[INDEX_PREFIX] .. 'sup:' .. address)
   local current = redis.call('GET', key)
   if current and cmsgpack.unpack(current)[SUPPRESSION_SINCE_MS] <= at then
     return
@@ -451,7 +503,7 @@ local function suppress_address(message, event, address, gained)
     end
   end
   redis.call('SET', key, cmsgpack.pack(entry), 'EX', expires_s)
-  redis.call('ZADD', index[INDEX_PREFIX] .. 'sup:idx', at, address)
+  redis.call('ZADD', given(index[INDEX_PREFIX] .. 'sup:idx'), at, address)
 end
 
 for m = 1, #batch do
@@ -663,4 +715,4 @@ if forward and #forwarded > 0 then
              cmsgpack.pack(forwarded))
 end
 
-return cmsgpack.pack(out)
+return cmsgpack.pack({out, candidates})

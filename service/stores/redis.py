@@ -76,9 +76,8 @@ class StoreLayoutError(StoreFormatError):
     """The store holds data laid out in another number of slot groups (or none)."""
 
 
-MERGE_SCRIPT = layout.lua_prelude() + (
-    resources.files("service.stores").joinpath("merge.lua").read_text()
-)
+_MERGE_BODY = resources.files("service.stores").joinpath("merge.lua").read_text()
+MERGE_SCRIPT = layout.lua_prelude(_MERGE_BODY) + _MERGE_BODY
 
 # Replace a record only if it is still what was read (an erasure racing a merge).
 _COMPARE_AND_SET = """
@@ -146,6 +145,8 @@ class RedisStore(Store):
             for number, group_prefix in enumerate(prefixes)
         ]
         self._compare_and_set = client.register_script(_COMPARE_AND_SET)
+        # Per group: index entries that may be dead, for its next call to check.
+        self._trims: list[dict[tuple[str, str], str]] = [{} for _ in self._groups]
         # The slot groups' sequences last seen (stats_revisions), to notice one going back.
         self._sequences: list[int] = [0] * len(self._groups)
 
@@ -218,6 +219,7 @@ class RedisStore(Store):
         if not writes and checkpoint is None:
             return []
         chunks: list[Sequence[MessageWrite]] = []
+        numbers: list[int] = []
         calls = []
         # The checkpoint rides in the last script of every group, atomically with that
         # group's part (a group with no message of the batch gets a script of its own
@@ -227,6 +229,7 @@ class RedisStore(Store):
             for position, chunk in enumerate(group_chunks):
                 last = position == len(group_chunks) - 1
                 chunks.append(chunk)
+                numbers.append(group.number)
                 calls.append(self._call_args(group, chunk, checkpoint if last else None, counting))
         try:
             if calls:
@@ -241,11 +244,13 @@ class RedisStore(Store):
                     replies = await self._run(calls)
             else:
                 replies = []
-        except (RedisError, OSError) as exc:
+        except _TRANSPORT_ERRORS as exc:
             raise StoreUnavailable(f"redis merge failed: {type(exc).__name__}: {exc}") from exc
         transitions: list[Transition] = []
-        for chunk, reply in zip(chunks, replies, strict=True):
-            transitions.extend(_transitions(chunk, msgpack.unpackb(reply, raw=False)))
+        for chunk, number, reply in zip(chunks, numbers, replies, strict=True):
+            changes, candidates = msgpack.unpackb(reply, raw=False)
+            transitions.extend(_transitions(chunk, changes))
+            self._note_trims(number, candidates)
         return transitions
 
     def _by_group(
@@ -289,6 +294,7 @@ class RedisStore(Store):
         keys = [group_keys.record(handle) for handle in handles]
         # The writes go as they are: their tuples are the script's arrays (layout).
         batch = list(zip(writes, handles, strict=True))
+        trim = self._take_trims(group.number)
         packed_checkpoint = b""
         if checkpoint is not None:
             keys.append(group_keys.checkpoint(checkpoint.name))
@@ -351,8 +357,31 @@ class RedisStore(Store):
             )
             if self._suppression_keep_s
             else b"",
+            trim=_pack(trim) if trim else b"",
+            declared="1" if self._group_count is not None else "",
         )
+        if self._group_count is not None:
+            keys += _declared(group_keys, writes, counting, trim)
         return keys, args
+
+    def _take_trims(self, number: int) -> list[str]:
+        """The group's pending trim candidates, flattened as ARGV[trim] takes them."""
+        pending = self._trims[number]
+        flat: list[str] = []
+        while pending and len(flat) < 3 * _TRIMS_PER_CALL:
+            (index_key, member), probe = pending.popitem()
+            flat += [index_key, member, probe]
+        return flat
+
+    def _note_trims(self, number: int, candidates: list[str]) -> None:
+        """Index entries a call found that may be dead, checked by the group's next
+        call (their probe keys declared in its KEYS). Bounded: what does not fit is
+        found again at a later add, or by a reader."""
+        pending = self._trims[number]
+        for i in range(0, len(candidates), 3):
+            if len(pending) >= _TRIMS_KEPT:
+                return
+            pending[candidates[i], candidates[i + 1]] = candidates[i + 2]
 
     async def get(self, message_id: str) -> MessageRecord | None:
         try:
@@ -622,10 +651,13 @@ class RedisStore(Store):
         over and lost its last writes (Redis replicates asynchronously) takes the
         source back to before them. A position some group lacks entirely (that group
         lost everything) is left out, as if nothing was stored."""
-        async with self._client.pipeline(transaction=False) as pipe:
-            for group in self._groups:
-                pipe.hgetall(group.keys.checkpoint(name))
-            replies = await pipe.execute()
+        try:
+            async with self._client.pipeline(transaction=False) as pipe:
+                for group in self._groups:
+                    pipe.hgetall(group.keys.checkpoint(name))
+                replies = await pipe.execute()
+        except _TRANSPORT_ERRORS as exc:
+            raise StoreUnavailable(f"redis read failed: {type(exc).__name__}: {exc}") from exc
         copies = [{k.decode(): v.decode() for k, v in raw.items()} for raw in replies]
         if len(copies) == 1:
             return copies[0]
@@ -771,6 +803,55 @@ def _transitions(writes: Sequence[MessageWrite], reply: list) -> list[Transition
 
 
 _SUPPRESSION_CHUNK = 500
+# What a merge's Redis call may raise when Redis is unreachable or a connection was
+# lost: redis-py 8.1's asyncio connections also leak AttributeError/TypeError when
+# writing to a connection the peer closed (redis-py issue #4287; seen here when a
+# cluster master dies). The merge's own code around the call raises neither.
+_TRANSPORT_ERRORS = (RedisError, OSError, AttributeError, TypeError)
+# Trim candidates checked per call, and kept waiting per slot group.
+_TRIMS_PER_CALL = 256
+_TRIMS_KEPT = 2_048
+_PROBLEM_STATUSES = state.STATUSES[layout.CODES["PROBLEM_FIRST"] :]
+_HOUR_MS, _DAY_MS = 3_600_000, 86_400_000
+
+
+def _declared(
+    keys: RedisKeys,
+    writes: Sequence[MessageWrite],
+    counting: stats.Counting | None,
+    trim: list[str],
+) -> list[str]:
+    """Every key beyond the fixed ones that merge.lua may touch for these writes:
+    their send-time buckets, their addresses' indexes and suppressions, the live
+    buckets and rollups of their events, the shared indexes, and the trim
+    candidates' keys. A superset is harmless; a key missing is refused by the
+    script (its twin is ``given`` in merge.lua)."""
+    names = {keys.pending, keys.buckets, keys.suppressions}
+    names.update(keys.status(name) for name in _PROBLEM_STATUSES)
+    addresses: set[str] = set()
+    moments: set[int] = set()
+    buckets: set[int] = set()
+    for write in writes:
+        names.add(keys.send_time_bucket(str(max(0, write.sent_at) // SEND_TIME_BUCKET_MS)))
+        addresses.update(write.destination)
+        for event in write.events:
+            addresses.update(address for address, _bits in event.recipient_bits)
+            moments.add(event.at)
+            buckets.add(event.bucket)
+    for address in addresses:
+        names.add(keys.recipient(address))
+        names.add(keys.suppression(address))
+    if counting is not None:
+        if counting.live:
+            names.update(keys.stats(bucket) for bucket in buckets if bucket != stats.NOT_LIVE)
+        for at in moments:
+            names.add(keys.rollup("hour", at // _HOUR_MS * 3_600))
+            names.add(keys.rollup("day", at // _DAY_MS * 86_400))
+    names.update(trim[0::3])
+    names.update(trim[2::3])
+    return list(names)
+
+
 # A stream follower's read per group per poll (a "$" position reads none).
 _FOLLOW_COUNT = 1_000
 

@@ -590,3 +590,32 @@ async def test_the_checkpoint_is_never_ahead_of_a_part_that_failed(
     assert counted == [Counter({k: v for k, v in c.items() if k.startswith("c:")})
                        for c in await once.read_buckets(buckets)]  # fmt: skip
     await store.close()
+
+
+async def test_the_merge_script_names_no_key_it_was_not_given(
+    make_store, redis_target, monkeypatch
+) -> None:
+    """With slot groups, merge.lua refuses a key missing from KEYS (so a cluster
+    routes every key of a call with it), and every key of a call is in the call's
+    one slot. (On one Redis, slot groups are asked for: the plain layout declares
+    nothing.)"""
+    from redis.crc import key_slot
+
+    from service.stores import redis as redis_store
+
+    grouped = {} if redis_target.cluster else {"slot_groups": 4}
+    store = make_store(suppression_days=3_660, feed_window_s=60, **grouped)
+    records = [ses.send("m-keys", ["a@x.com", "b@y.com"]), ses.bounce("m-keys", ["a@x.com"], T + 9)]
+    group = store.slot_group("m-keys")
+    keys, _args = store._call_args(group, writes_for(records), None, COUNTING)
+    assert len({key_slot(key.encode()) for key in keys}) == 1
+    declared = redis_store._declared
+    monkeypatch.setattr(
+        redis_store, "_declared", lambda *a: [k for k in declared(*a) if ":sup:" not in k]
+    )
+    with pytest.raises(StoreUnavailable, match="key not in KEYS"):
+        await store.merge(writes_for(records), counting=COUNTING)
+    monkeypatch.setattr(redis_store, "_declared", declared)
+    await store.merge(writes_for(records), counting=COUNTING)
+    assert (await store.get("m-keys")).recipient_status("a@x.com") == "bounced"
+    await store.close()
