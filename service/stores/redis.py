@@ -829,18 +829,21 @@ def _declared(
     names = {keys.pending, keys.buckets, keys.suppressions}
     names.update(keys.status(name) for name in _PROBLEM_STATUSES)
     addresses: set[str] = set()
+    unsafe: set[str] = set()
     moments: set[int] = set()
     buckets: set[int] = set()
     for write in writes:
         names.add(keys.send_time_bucket(str(max(0, write.sent_at) // SEND_TIME_BUCKET_MS)))
         addresses.update(write.destination)
         for event in write.events:
-            addresses.update(address for address, _bits in event.recipient_bits)
+            for address, bits in event.recipient_bits:
+                addresses.add(address)
+                if bits & state.UNSAFE:
+                    unsafe.add(address)  # only these can become suppressions
             moments.add(event.at)
             buckets.add(event.bucket)
-    for address in addresses:
-        names.add(keys.recipient(address))
-        names.add(keys.suppression(address))
+    names.update(keys.recipient(address) for address in addresses)
+    names.update(keys.suppression(address) for address in unsafe)
     if counting is not None:
         if counting.live:
             names.update(keys.stats(bucket) for bucket in buckets if bucket != stats.NOT_LIVE)

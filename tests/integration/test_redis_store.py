@@ -58,9 +58,14 @@ def test_redis_merge_equals_the_python_merge(
         batches, counters=changes(python_buckets, python_rollups), dimensions=DIMENSIONS
     )
 
+    # Half the examples in slot groups (declared keys, as on a cluster).
+    groups = data.draw(st.sampled_from([None, 4]))
+
     async def run() -> tuple:
         client = aioredis.Redis.from_url(redis_server.url)
-        store = RedisStore(client, prefix=f"prop{next(_examples)}:", chunk_events=3)
+        store = RedisStore(
+            client, prefix=f"prop{next(_examples)}:", chunk_events=3, slot_groups=groups
+        )
         transitions = []
         for batch in batches:
             transitions += await store.merge(writes_for(batch), counting=COUNTING)
@@ -445,9 +450,13 @@ def test_redis_suppresses_the_same_addresses_as_python(
     batches = data.draw(deliveries(events))
     keep = 3_660  # the test's events are from 2023: keep them
 
+    groups = data.draw(st.sampled_from([None, 4]))  # half in slot groups, as on a cluster
+
     async def run() -> tuple:
         client = aioredis.Redis.from_url(redis_server.url)
-        redis_store = RedisStore(client, prefix=f"sup{next(_examples)}:", suppression_days=keep)
+        redis_store = RedisStore(
+            client, prefix=f"sup{next(_examples)}:", suppression_days=keep, slot_groups=groups
+        )
         memory = MemoryStore(suppression_days=keep)
         for batch in batches:
             await redis_store.merge(writes_for(batch))
