@@ -16,9 +16,9 @@ from collections import OrderedDict
 from collections.abc import Callable
 
 import redis.asyncio as aioredis
-from redis.exceptions import RedisError
 
 from service.stores.base import StoreUnavailable
+from service.stores.errors import REDIS_UNAVAILABLE
 from service.stores.keys import RedisKeys
 
 
@@ -90,11 +90,11 @@ class RedisSeenIds(SeenIds):
     async def seen(self, key: str) -> bool:
         try:
             return bool(await self._client.exists(self._key(key)))
-        except (RedisError, OSError) as exc:
+        except REDIS_UNAVAILABLE as exc:
             raise StoreUnavailable(f"redis read failed: {type(exc).__name__}") from exc
 
     async def remember(self, key: str) -> None:
         try:
             await self._client.set(self._key(key), b"1", px=self._ttl_ms)
-        except (RedisError, OSError) as exc:
+        except REDIS_UNAVAILABLE as exc:
             raise StoreUnavailable(f"redis write failed: {type(exc).__name__}") from exc

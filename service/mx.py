@@ -24,9 +24,9 @@ import dns.exception
 import dns.resolver
 import structlog
 from redis import asyncio as aioredis
-from redis.exceptions import RedisError
 
 from service.providers import OTHER, provider_of_mx
+from service.stores.errors import REDIS_UNAVAILABLE
 
 log = structlog.get_logger(__name__)
 
@@ -61,7 +61,7 @@ class MxCache:
                 for domain in domains:
                     pipe.get(f"{self._prefix}mx:{domain}")
                 raw = await pipe.execute()
-        except (RedisError, OSError):
+        except REDIS_UNAVAILABLE:
             return [None] * len(domains)  # look them up; the cache is an optimisation
         return [None if value is None else value.decode() for value in raw]
 
@@ -70,7 +70,7 @@ class MxCache:
             return
         try:
             await self._client.set(f"{self._prefix}mx:{domain}", provider, ex=ttl_s)
-        except (RedisError, OSError):
+        except REDIS_UNAVAILABLE:
             log.warning("mx_cache_write_failed", domain=domain)
 
 

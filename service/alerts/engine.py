@@ -23,7 +23,6 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 import structlog
-from redis.exceptions import RedisError
 
 from service import state
 from service.alerts.delivery import Deliverer, FinalDeliveryError, RetryableDeliveryError
@@ -49,6 +48,7 @@ from service.events import AccountEvent
 from service.lag import DEFAULT_CATCH_UP_S
 from service.search import MAX_LIMIT, SearchQuery
 from service.stores.base import Store, StoreUnavailable
+from service.stores.errors import REDIS_UNAVAILABLE
 
 log = structlog.get_logger(__name__)
 
@@ -304,7 +304,7 @@ class Alerting:
         status = AccountStatus(not event.sending_disabled, event.at, event.detail_type)
         try:
             await self.alert_store.note_account(event.account or "(unknown)", status)
-        except (RedisError, OSError) as exc:
+        except REDIS_UNAVAILABLE as exc:
             raise StoreUnavailable(f"account status not saved: {type(exc).__name__}") from exc
 
     # Delivery --------------------------------------------------------------

@@ -33,6 +33,7 @@ from redis.exceptions import RedisError, ResponseError
 
 from service.forward.items import Change
 from service.stores.base import StoreUnavailable
+from service.stores.errors import REDIS_UNAVAILABLE
 from service.stores.keys import RedisKeys
 
 log = structlog.get_logger(__name__)
@@ -152,7 +153,7 @@ class RedisOutbox(Outbox):
         key = self._keys.forward_lease(subscription_id)
         try:
             return bool(await _bounded(self._renew(keys=[key], args=[holder, ttl_ms])))
-        except (RedisError, OSError) as exc:
+        except REDIS_UNAVAILABLE as exc:
             raise StoreUnavailable(f"redis lease failed: {type(exc).__name__}") from exc
 
     async def release(self, subscription_id: str, holder: str) -> None:
@@ -177,7 +178,7 @@ class RedisOutbox(Outbox):
             if live or entries:
                 return live
             return await self._fresh(subscription_id, count, block_ms)
-        except (RedisError, OSError) as exc:
+        except REDIS_UNAVAILABLE as exc:
             raise StoreUnavailable(f"redis read failed: {type(exc).__name__}") from exc
 
     async def _fresh(self, subscription_id: str, count: int, block_ms: int) -> list[Entry]:
@@ -233,7 +234,7 @@ class RedisOutbox(Outbox):
                 await _bounded(
                     self._client.xack(self._streams[group], subscription_id, *stream_ids)
                 )
-        except (RedisError, OSError) as exc:
+        except REDIS_UNAVAILABLE as exc:
             raise StoreUnavailable(f"redis ack failed: {type(exc).__name__}") from exc
 
     async def backlog(self, subscription_id: str) -> Backlog:
@@ -251,7 +252,7 @@ class RedisOutbox(Outbox):
             groups = await _bounded(self._client.xinfo_groups(stream))
         except ResponseError:
             return Backlog(0, None)  # no stream yet
-        except (RedisError, OSError) as exc:
+        except REDIS_UNAVAILABLE as exc:
             raise StoreUnavailable(f"redis read failed: {type(exc).__name__}") from exc
         group = next((g for g in groups if g["name"] == subscription_id.encode()
                       or g["name"] == subscription_id), None)  # fmt: skip

@@ -41,7 +41,8 @@ from typing import Any
 import msgpack
 from redis import asyncio as aioredis
 from redis.asyncio.cluster import RedisCluster
-from redis.exceptions import NoScriptError, RedisError
+from redis.crc import key_slot
+from redis.exceptions import NoScriptError, RedisClusterException
 
 from service import state, stats
 from service.erasure import erase
@@ -56,6 +57,7 @@ from service.stores.base import (
     StoreUnavailable,
     SuppressionCursor,
 )
+from service.stores.errors import REDIS_CALL_FAILED, REDIS_UNAVAILABLE
 from service.stores.keys import DEFAULT_PREFIX, RedisKeys
 from service.stores.redis_record import record_from_bytes, record_to_bytes
 from service.stores.redis_search import SEND_TIME_BUCKET_MS, IndexReader, search_groups
@@ -145,6 +147,8 @@ class RedisStore(Store):
             for number, group_prefix in enumerate(prefixes)
         ]
         self._compare_and_set = client.register_script(_COMPARE_AND_SET)
+        # Each group's hash slot (its prefix holds the tag).
+        self._slots = [key_slot(group.keys.prefix.encode()) for group in self._groups]
         # Per group: index entries that may be dead, for its next call to check.
         self._trims: list[dict[tuple[str, str], str]] = [{} for _ in self._groups]
         # The slot groups' sequences last seen (stats_revisions), to notice one going back.
@@ -236,15 +240,15 @@ class RedisStore(Store):
                 if self._sha is None:
                     self._sha = await self._client.script_load(MERGE_SCRIPT)
                 try:
-                    replies = await self._run(calls)
+                    replies = await self._run(calls, numbers)
                 except NoScriptError:
                     # Redis restarted, failed over or flushed its script cache; the
                     # merge is idempotent, so running every chunk again is safe.
                     self._sha = await self._client.script_load(MERGE_SCRIPT)
-                    replies = await self._run(calls)
+                    replies = await self._run(calls, numbers)
             else:
                 replies = []
-        except _TRANSPORT_ERRORS as exc:
+        except REDIS_CALL_FAILED as exc:
             raise StoreUnavailable(f"redis merge failed: {type(exc).__name__}: {exc}") from exc
         transitions: list[Transition] = []
         for chunk, number, reply in zip(chunks, numbers, replies, strict=True):
@@ -266,21 +270,40 @@ class RedisStore(Store):
             parts.setdefault(self.slot_group(write.message_id).number, []).append(write)
         return [(self._groups[number], part) for number, part in sorted(parts.items())]
 
-    async def _run(self, calls: list[tuple[list[str], list[str | bytes]]]) -> list[bytes]:
+    async def _run(
+        self, calls: list[tuple[list[str], list[str | bytes]]], numbers: list[int]
+    ) -> list[bytes]:
         assert self._sha is not None
-        if len(calls) == 1:
-            keys, args = calls[0]
-            return [await self._client.evalsha(self._sha, len(keys), *keys, *args)]
-        if self.cluster:
+        if isinstance(self._client, RedisCluster):
             # redis-py's cluster pipeline refuses scripts; each call goes to its
             # group's master on its own connection, all at once.
             return await asyncio.gather(
-                *(self._client.evalsha(self._sha, len(keys), *keys, *args) for keys, args in calls)
+                *(
+                    self._client.execute_command(
+                        "EVALSHA", self._sha, len(keys), *keys, *args, **self._master_of(number)
+                    )
+                    for (keys, args), number in zip(calls, numbers, strict=True)
+                )
             )
+        if len(calls) == 1:
+            keys, args = calls[0]
+            return [await self._client.evalsha(self._sha, len(keys), *keys, *args)]
         async with self._client.pipeline(transaction=False) as pipe:
             for keys, args in calls:
                 pipe.evalsha(self._sha, len(keys), *keys, *args)
             return await pipe.execute()
+
+    def _master_of(self, number: int) -> dict[str, Any]:
+        """Where a group's call goes: its slot's master, from the client's map, so the
+        client need not hash every declared key to find it (it checks them all: a
+        few microseconds an event). A MOVED reply still redirects. With no map yet,
+        nothing: the client finds the node itself (and builds the map)."""
+        assert isinstance(self._client, RedisCluster)
+        try:
+            node = self._client.nodes_manager.get_node_from_slot(self._slots[number])
+        except (RedisClusterException, KeyError, IndexError):
+            return {}
+        return {"target_nodes": node}
 
     def _call_args(
         self,
@@ -386,7 +409,7 @@ class RedisStore(Store):
     async def get(self, message_id: str) -> MessageRecord | None:
         try:
             raw = await self._client.get(self.key(message_id))
-        except (RedisError, OSError) as exc:
+        except REDIS_UNAVAILABLE as exc:
             raise StoreUnavailable(f"redis read failed: {type(exc).__name__}: {exc}") from exc
         if raw is None:
             return None
@@ -397,7 +420,7 @@ class RedisStore(Store):
     async def search(self, query: SearchQuery) -> SearchPage:
         try:
             return await search_groups([group.index for group in self._groups], query)
-        except (RedisError, OSError) as exc:
+        except REDIS_UNAVAILABLE as exc:
             raise StoreUnavailable(f"redis read failed: {type(exc).__name__}: {exc}") from exc
 
     async def read_buckets(self, buckets: Sequence[int]) -> list[Counter[str]]:
@@ -407,7 +430,7 @@ class RedisStore(Store):
         keys = [group.keys.suppression(address) for group in self._groups]
         try:
             raws = await self._get_many(keys)
-        except (RedisError, OSError) as exc:
+        except REDIS_UNAVAILABLE as exc:
             raise StoreUnavailable(f"redis read failed: {type(exc).__name__}: {exc}") from exc
         return _earliest(address, raws)
 
@@ -435,7 +458,7 @@ class RedisStore(Store):
                     for i, a in enumerate(addresses)
                 }
                 found = [entry for entry in found if kept[entry.address] == entry]
-        except (RedisError, OSError) as exc:
+        except REDIS_UNAVAILABLE as exc:
             raise StoreUnavailable(f"redis read failed: {type(exc).__name__}: {exc}") from exc
         return found, cursor
 
@@ -486,7 +509,7 @@ class RedisStore(Store):
                     pipe.delete(group.keys.suppression(address))
                     pipe.zrem(group.keys.suppressions, address)
                 replies = await pipe.execute()
-        except (RedisError, OSError) as exc:
+        except REDIS_UNAVAILABLE as exc:
             raise StoreUnavailable(f"redis write failed: {type(exc).__name__}: {exc}") from exc
         return any(replies[0::2])
 
@@ -507,7 +530,7 @@ class RedisStore(Store):
                     pipe.delete(group.keys.suppression(address))
                     pipe.zrem(group.keys.suppressions, address)
                 await pipe.execute()
-        except (RedisError, OSError) as exc:
+        except REDIS_UNAVAILABLE as exc:
             raise StoreUnavailable(f"redis erase failed: {type(exc).__name__}: {exc}") from exc
         return erased
 
@@ -527,13 +550,13 @@ class RedisStore(Store):
     async def replayed(self, digest: str) -> bool:
         try:
             return bool(await self._client.exists(self._keys.replayed(digest)))
-        except (RedisError, OSError) as exc:
+        except REDIS_UNAVAILABLE as exc:
             raise StoreUnavailable(f"redis read failed: {type(exc).__name__}: {exc}") from exc
 
     async def mark_replayed(self, digest: str, keep_s: int) -> None:
         try:
             await self._client.set(self._keys.replayed(digest), 1, ex=max(1, keep_s))
-        except (RedisError, OSError) as exc:
+        except REDIS_UNAVAILABLE as exc:
             raise StoreUnavailable(f"redis write failed: {type(exc).__name__}: {exc}") from exc
 
     async def read_rollups(self, step: str, starts: Sequence[int]) -> list[Counter[str]]:
@@ -551,7 +574,7 @@ class RedisStore(Store):
                     for key in keys:
                         pipe.hgetall(key)
                 replies = await pipe.execute()
-        except (RedisError, OSError) as exc:
+        except REDIS_UNAVAILABLE as exc:
             raise StoreUnavailable(f"redis read failed: {type(exc).__name__}: {exc}") from exc
         sums: list[Counter[str]] = []
         position = 0
@@ -584,7 +607,7 @@ class RedisStore(Store):
                 for group in self._groups:
                     pipe.hgetall(group.keys.stats_revisions)
                 replies = await pipe.execute()
-        except (RedisError, OSError) as exc:
+        except REDIS_UNAVAILABLE as exc:
             raise StoreUnavailable(f"redis read failed: {type(exc).__name__}: {exc}") from exc
         sequence = 0
         buckets: Counter[int] = Counter()
@@ -630,7 +653,7 @@ class RedisStore(Store):
                 if transitions or time.monotonic() >= deadline:
                     return " ".join(positions), transitions
                 await asyncio.sleep(GROUP_POLL_S)
-        except (RedisError, OSError) as exc:
+        except REDIS_UNAVAILABLE as exc:
             raise StoreUnavailable(f"redis read failed: {type(exc).__name__}: {exc}") from exc
 
     async def last_transition_id(self) -> str:
@@ -641,7 +664,7 @@ class RedisStore(Store):
                 for key in self.transitions_keys:
                     pipe.xrevrange(key, count=1)
                 replies = await pipe.execute()
-        except (RedisError, OSError) as exc:
+        except REDIS_UNAVAILABLE as exc:
             raise StoreUnavailable(f"redis read failed: {type(exc).__name__}: {exc}") from exc
         return " ".join(entries[0][0].decode() if entries else "0-0" for entries in replies)
 
@@ -656,7 +679,7 @@ class RedisStore(Store):
                 for group in self._groups:
                     pipe.hgetall(group.keys.checkpoint(name))
                 replies = await pipe.execute()
-        except _TRANSPORT_ERRORS as exc:
+        except REDIS_CALL_FAILED as exc:
             raise StoreUnavailable(f"redis read failed: {type(exc).__name__}: {exc}") from exc
         copies = [{k.decode(): v.decode() for k, v in raw.items()} for raw in replies]
         if len(copies) == 1:
@@ -681,7 +704,7 @@ class RedisStore(Store):
             stored = int(await self._client.get(key) or FORMAT_VERSION)
             await self._client.set(layout_key, groups, nx=True)
             stored_groups = int(await self._client.get(layout_key) or groups)
-        except (RedisError, OSError) as exc:
+        except REDIS_UNAVAILABLE as exc:
             raise StoreUnavailable(f"redis read failed: {type(exc).__name__}") from exc
         if stored > FORMAT_VERSION:
             raise StoreFormatError(
@@ -715,7 +738,7 @@ class RedisStore(Store):
             return _memory_figures(
                 await self._client.info("memory"), await self._client.info("stats")
             )
-        except (RedisError, OSError):
+        except REDIS_UNAVAILABLE:
             return None
 
     async def ping(self) -> bool:
@@ -803,11 +826,6 @@ def _transitions(writes: Sequence[MessageWrite], reply: list) -> list[Transition
 
 
 _SUPPRESSION_CHUNK = 500
-# What a merge's Redis call may raise when Redis is unreachable or a connection was
-# lost: redis-py 8.1's asyncio connections also leak AttributeError/TypeError when
-# writing to a connection the peer closed (redis-py issue #4287; seen here when a
-# cluster master dies). The merge's own code around the call raises neither.
-_TRANSPORT_ERRORS = (RedisError, OSError, AttributeError, TypeError)
 # Trim candidates checked per call, and kept waiting per slot group.
 _TRIMS_PER_CALL = 256
 _TRIMS_KEPT = 2_048
