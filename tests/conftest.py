@@ -49,9 +49,7 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
 
 @pytest.fixture
 def redis_target(request: pytest.FixtureRequest) -> RedisTarget:
-    if request.param == "cluster":
-        return RedisTarget("cluster", request.getfixturevalue("redis_cluster").url)
-    return RedisTarget("single", request.getfixturevalue("redis_server").url)
+    return RedisTarget.of(request.param, request)
 
 
 @pytest.fixture(scope="session")

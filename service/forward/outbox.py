@@ -29,12 +29,13 @@ from typing import NamedTuple, TypeVar
 import msgpack
 import structlog
 from redis import asyncio as aioredis
-from redis.exceptions import RedisError, ResponseError
+from redis.exceptions import ResponseError
 
 from service.forward.items import Change
 from service.stores.base import StoreUnavailable
 from service.stores.errors import REDIS_UNAVAILABLE
 from service.stores.keys import RedisKeys
+from service.stores.slots import poll_groups
 
 log = structlog.get_logger(__name__)
 T = TypeVar("T")
@@ -44,8 +45,6 @@ MAX_MEMORY_ENTRIES = 10_000
 # Redis client has no socket timeout, and a half-open connection must not hold a
 # sender for ever.
 CALL_TIMEOUT_S = 10.0
-# How often a sender polls the slot groups' streams when nothing came.
-GROUP_POLL_S = 0.05
 
 # Renew a lease only if still ours; release it only if ours.
 _RENEW = """
@@ -158,7 +157,7 @@ class RedisOutbox(Outbox):
 
     async def release(self, subscription_id: str, holder: str) -> None:
         # It expires on its own.
-        with contextlib.suppress(RedisError, OSError, StoreUnavailable):
+        with contextlib.suppress(*REDIS_UNAVAILABLE, StoreUnavailable):
             key = self._keys.forward_lease(subscription_id)
             await _bounded(self._release(keys=[key], args=[holder]), 2.0)
 
@@ -191,14 +190,12 @@ class RedisOutbox(Outbox):
                 CALL_TIMEOUT_S + block_ms / 1000,
             )
             return [e for e in self._entries(0, fresh) if e.changes is not None]
-        # One blocking read cannot wait on streams in different slots: poll them.
-        deadline = time.monotonic() + block_ms / 1000
-        while True:
+
+        async def read_each() -> list[Entry]:
             fresh = await self._read_each(subscription_id, ">", count)
-            entries = [e for e in fresh if e.changes is not None]
-            if entries or time.monotonic() >= deadline:
-                return entries
-            await asyncio.sleep(GROUP_POLL_S)
+            return [e for e in fresh if e.changes is not None]
+
+        return await poll_groups(read_each, block_ms)
 
     async def _read_each(self, subscription_id: str, position: str, count: int) -> list[Entry]:
         """One XREADGROUP per group's stream, sent together, without waiting."""

@@ -61,7 +61,13 @@ from service.stores.errors import REDIS_CALL_FAILED, REDIS_UNAVAILABLE
 from service.stores.keys import DEFAULT_PREFIX, RedisKeys
 from service.stores.redis_record import record_from_bytes, record_to_bytes
 from service.stores.redis_search import SEND_TIME_BUCKET_MS, IndexReader, search_groups
-from service.stores.slots import DEFAULT_SLOT_GROUPS, group_of, group_prefixes, merge_pages
+from service.stores.slots import (
+    DEFAULT_SLOT_GROUPS,
+    group_of,
+    group_prefixes,
+    merge_pages,
+    poll_groups,
+)
 from service.suppressions import DEFAULT_DAYS as DEFAULT_SUPPRESSION_DAYS
 from service.suppressions import Suppression
 
@@ -87,10 +93,6 @@ if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
 redis.call('SET', KEYS[1], ARGV[2], 'KEEPTTL')
 return 1
 """
-
-# How often a follower polls the slot groups' streams when nothing came (one blocking
-# XREAD cannot wait on streams in different slots).
-GROUP_POLL_S = 0.05
 
 # Either client: redis-py's cluster client speaks the same commands per key.
 Client = aioredis.Redis | RedisCluster
@@ -642,17 +644,18 @@ class RedisStore(Store):
                 reply = await self._client.xread({keys[0]: positions[0]}, block=block_ms)
                 positions[0] = _read_entries(reply, positions[0], transitions)
                 return positions[0], transitions
-            deadline = time.monotonic() + block_ms / 1000
-            while True:
+
+            async def read_each() -> list[Transition]:
                 async with self._client.pipeline(transaction=False) as pipe:
                     for key, position in zip(keys, positions, strict=True):
                         pipe.xread({key: position}, count=_FOLLOW_COUNT)
                     replies = await pipe.execute()
                 for number, reply in enumerate(replies):
                     positions[number] = _read_entries(reply, positions[number], transitions)
-                if transitions or time.monotonic() >= deadline:
-                    return " ".join(positions), transitions
-                await asyncio.sleep(GROUP_POLL_S)
+                return transitions
+
+            await poll_groups(read_each, block_ms)
+            return " ".join(positions), transitions
         except REDIS_UNAVAILABLE as exc:
             raise StoreUnavailable(f"redis read failed: {type(exc).__name__}: {exc}") from exc
 

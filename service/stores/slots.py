@@ -22,8 +22,10 @@ layout every earlier release wrote.
 
 from __future__ import annotations
 
+import asyncio
 import base64
-from collections.abc import Callable, Sequence
+import time
+from collections.abc import Awaitable, Callable, Sequence
 from functools import cache
 from typing import Any, TypeVar
 
@@ -33,6 +35,10 @@ MAX_SLOT_GROUPS = 1_024
 # Slot groups on a Redis Cluster unless SES_TRACKER_REDIS_SLOT_GROUPS says: room for 16
 # masters before a group (which cannot be split) is a master's whole load.
 DEFAULT_SLOT_GROUPS = 16
+
+# How often a reader polls the groups' streams when nothing came (one blocking read
+# cannot wait on streams in several slots).
+GROUP_POLL_S = 0.05
 
 T = TypeVar("T")
 K = TypeVar("K", bound=Any)
@@ -90,3 +96,14 @@ def merge_pages(
         items = items[:limit]
         return items, order(items[-1])
     return items, bound
+
+
+async def poll_groups(read: Callable[[], Awaitable[list[T]]], wait_ms: int) -> list[T]:
+    """``read()`` (one non-blocking read of every group's stream) again, GROUP_POLL_S
+    apart, until it returns something or ``wait_ms`` has passed."""
+    deadline = time.monotonic() + wait_ms / 1000
+    while True:
+        found = await read()
+        if found or time.monotonic() >= deadline:
+            return found
+        await asyncio.sleep(GROUP_POLL_S)

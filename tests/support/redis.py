@@ -19,7 +19,7 @@ class RedisTarget:
 
     @classmethod
     def of(cls, kind: str, request: Any) -> RedisTarget:
-        """``kind`` "redis" (one server) or "cluster", from the session's servers."""
+        """``kind`` "cluster", or "redis"/"single" (one server), from the session's servers."""
         if kind == "cluster":
             return cls("cluster", request.getfixturevalue("redis_cluster").url)
         return cls("single", request.getfixturevalue("redis_server").url)
