@@ -5,7 +5,6 @@ store ends exactly as one uninterrupted pass would leave it."""
 from __future__ import annotations
 
 import asyncio
-import subprocess
 import time
 from collections import Counter
 from collections.abc import Iterator
@@ -67,12 +66,7 @@ def replicated(cluster: RedisClusterServers) -> bool:
     """Every replica has what its master has (so the kill below loses nothing that
     was acknowledged: Redis replicates asynchronously, README, Redis Cluster)."""
     for node in cluster.nodes:
-        info = subprocess.run(
-            ["redis-cli", "-p", str(node.port), "info", "replication"],
-            capture_output=True,
-            text=True,
-            timeout=5,
-        ).stdout
+        info = node.cli("info", "replication")
         if "role:master" in info and "connected_slaves:1" in info:
             offset = int(info.split("master_repl_offset:")[1].split()[0])
             slave = info.split("slave0:")[1].split()[0]
@@ -86,12 +80,7 @@ def master_of_most_groups(cluster: RedisClusterServers, store: RedisStore) -> in
     owners: Counter[int] = Counter()
     slots = [key_slot(prefix.encode()) for prefix in store.group_prefixes]
     for index, node in enumerate(cluster.nodes):
-        lines = subprocess.run(
-            ["redis-cli", "-p", str(node.port), "cluster", "nodes"],
-            capture_output=True,
-            text=True,
-            timeout=5,
-        ).stdout.splitlines()
+        lines = node.cli("cluster", "nodes").splitlines()
         mine = next(line for line in lines if "myself" in line)
         if "master" not in mine:
             continue

