@@ -5,6 +5,9 @@ from __future__ import annotations
 import ssl
 from pathlib import Path
 
+import pytest
+from pydantic import ValidationError
+
 from service.settings import Settings
 from tests.support.tls import make_certificates
 
@@ -83,3 +86,17 @@ def test_the_msk_signer_signs_with_the_processes_credentials(monkeypatch) -> Non
     assert url.startswith("https://kafka.us-east-1.amazonaws.com/?Action=kafka-cluster")
     assert "X-Amz-Signature=" in url and "AKIDEXAMPLE" in url
     assert expires_ms > 0
+
+
+def test_cluster_mode_needs_a_tcp_url_and_a_bounded_group_count() -> None:
+    on = Settings(_env_file=None, redis_url="redis://node-1:6379/0", redis_cluster=True)
+    assert on.redis_slot_group_count() == 16
+    assert Settings(_env_file=None, redis_url="redis://r:6379/0").redis_slot_group_count() is None
+    for bad in (
+        {"redis_cluster": True},
+        {"redis_cluster": True, "redis_url": "unix:///run/redis.sock"},
+        {"redis_cluster": True, "redis_url": "redis://n:6379/0", "redis_slot_groups": 0},
+        {"redis_cluster": True, "redis_url": "redis://n:6379/0", "redis_slot_groups": 1_025},
+    ):
+        with pytest.raises(ValidationError):
+            Settings(_env_file=None, **bad)
