@@ -1,0 +1,107 @@
+"""In-place migrations of the data format Redis holds (``<prefix>format``).
+
+A release that changes the stored layout raises ``FORMAT_VERSION`` and adds a
+:class:`Migration` to :data:`MIGRATIONS` that takes data of the version before to
+its own. ``serve`` runs the ones above the stored version at start-up
+(``RedisStore.claim_format``), and ``ses-tracker migrate`` runs them all again.
+
+So each step must be **idempotent** (running it twice, or from two replicas starting
+at once, changes nothing the second time) and **safe beside writers of either
+format** (an older replica may still be writing while a rollout proceeds, so
+``migrate`` after the last old replica is gone folds what it wrote since). Each
+step works one slot group at a time, in one script per group, so a group is never
+half-migrated and every key a script names shares the group's slot on a cluster.
+Steps that land in one release share its version.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import structlog
+
+from service.stores.keys import RedisKeys
+
+if TYPE_CHECKING:
+    from service.stores.redis import RedisStore
+
+log = structlog.get_logger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class Migration:
+    to_version: int
+    summary: str
+    run: Callable[[RedisStore], Awaitable[None]]
+
+
+# Format 1 kept the suppression listing at <prefix>sup:idx, inside the family of the
+# suppressions themselves (<prefix>sup:<address>), and the statistics revisions at
+# <prefix>stats:rev, inside the buckets' family: an address "idx" met the listing.
+# Format 2 names them sup-index and stats-rev. A format-1 sup:idx that is a zset is
+# the listing (folded into sup-index, each address at its earliest time); one that is
+# a string is what it says, the suppression of the address "idx" (a merge wrote it
+# and failed on the listing), and gets its listing entry.
+_SEPARATE_LISTINGS = """
+local old_index, new_index, old_revisions, new_revisions = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
+local kind = redis.call('TYPE', old_index)['ok']
+if kind == 'zset' then
+  redis.call('ZUNIONSTORE', new_index, 2, new_index, old_index, 'AGGREGATE', 'MIN')
+  redis.call('DEL', old_index)
+elseif kind == 'string' then
+  local since = cmsgpack.unpack(redis.call('GET', old_index))[tonumber(ARGV[1])]
+  local listed = redis.call('ZSCORE', new_index, 'idx')
+  if since and (not listed or tonumber(listed) > since) then
+    redis.call('ZADD', new_index, since, 'idx')
+  end
+end
+if redis.call('EXISTS', old_revisions) == 1 then
+  if redis.call('EXISTS', new_revisions) == 0 then
+    redis.call('RENAME', old_revisions, new_revisions)
+  else
+    -- Newer writers started a sequence of their own; readers take a sequence that
+    -- moves under them as a reset and re-read every bucket, so dropping ours is safe.
+    redis.call('DEL', old_revisions)
+  end
+end
+return kind
+"""
+
+
+async def _separate_listings(store: RedisStore) -> None:
+    from service.stores import layout
+
+    since = layout.position(layout.SUPPRESSION, "since_ms") + 1
+    script = store.client.register_script(_SEPARATE_LISTINGS)
+    for group in store.slot_groups:
+        keys: RedisKeys = group.keys
+        prefix = keys.prefix
+        kind = await script(
+            keys=[
+                f"{prefix}sup:idx",
+                keys.suppressions,
+                f"{prefix}stats:rev",
+                keys.stats_revisions,
+            ],
+            args=[since],
+        )
+        if kind not in (b"none", "none"):
+            log.info("migrated_listing", group=group.number, format1_listing=kind)
+
+
+MIGRATIONS: list[Migration] = [
+    Migration(
+        2, "suppression listing and statistics revisions out of their families", _separate_listings
+    ),
+]
+
+
+def pending(stored: int, current: int) -> list[Migration]:
+    """The steps that take data of version ``stored`` to ``current``, in order."""
+    return [
+        m
+        for m in sorted(MIGRATIONS, key=lambda m: m.to_version)
+        if stored < m.to_version <= current
+    ]
