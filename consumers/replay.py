@@ -30,8 +30,9 @@ MAX_EXAMPLES = 20
 
 @dataclass(frozen=True, slots=True)
 class Rejection:
-    """Where a rejected record is: its file, and its line (one record a line) or its
-    number in the file (other shapes)."""
+    """Where a rejected record is: its file, and the line it begins on (wherever the
+    parser knows where it begins: one record a line, objects back to back, a single
+    object) or its number in the file (items of a JSON array)."""
 
     path: Path
     line: int | None
@@ -149,11 +150,9 @@ def _locate(
     room = MAX_EXAMPLES - len(report.rejections)
     if room <= 0 or not result.rejected:
         return
-    # Line numbers only where a record is a line: the index is then the line's rank
-    # among the non-empty lines.
-    lines = payload.split(b"\n")
-    filled = [number for number, text in enumerate(lines) if text.strip()]
-    one_a_line = len(filled) == result.records
     for issue in result.rejected[:room]:
-        line = first_line + filled[issue.index] if one_a_line else None
+        # The parser says at which byte of the payload the record begins; its line
+        # is the newlines before it. Payloads are cut at newlines, so the count
+        # carries over from one payload to the next.
+        line = None if issue.offset is None else first_line + payload.count(b"\n", 0, issue.offset)
         report.rejections.append(Rejection(path, line, first_record + issue.index, issue.reason))

@@ -124,16 +124,25 @@ class Reason(StrEnum):
     BAD_TIMESTAMP = "bad_timestamp"
     FUTURE_TIMESTAMP = "future_timestamp"
     TOO_MANY = "too_many"
+    # A recipient that is not an address (service.addresses): dropped from its event
+    # (counted in ParseResult.dropped); the record is rejected when none is left.
+    BAD_ADDRESS = "bad_address"
     NO_STATE = "no_state"  # well formed, but says nothing about delivery (ignored)
 
 
 @dataclass(frozen=True, slots=True)
 class RecordIssue:
-    """Why record ``index`` of a payload produced no event."""
+    """Why record ``index`` of a payload produced no event.
+
+    ``offset``: the byte of the payload where the record begins, when the framing
+    knows it (one record a line, objects back to back; not inside a JSON array), so
+    a replay can name the file's line.
+    """
 
     index: int
     code: Reason
     reason: str
+    offset: int | None = None
 
 
 # A payload of a million tiny bad records must not cost a million issue objects, a
@@ -162,8 +171,11 @@ class ParseResult:
     ignored_count: int = 0
     codes: dict[Reason, int] = field(default_factory=dict)
     records: int = 0
-    # Recipients past the per-event cap (service.parser.MAX_RECIPIENTS), dropped.
+    # Recipients dropped from events that were kept, all codes together, and by code:
+    # ``too_many`` past the per-event cap (service.parser.MAX_RECIPIENTS),
+    # ``bad_address`` for a recipient that is not an address.
     recipients_dropped: int = 0
+    dropped: dict[Reason, int] = field(default_factory=dict)
     # Characters the splitter read, rescans included: the parse's work, which the
     # property tests hold linear in the payload without timing anything.
     scanned: int = 0
@@ -173,6 +185,11 @@ class ParseResult:
         self.codes[code] = self.codes.get(code, 0) + 1
         if len(self.rejected) < MAX_ISSUES_KEPT:
             self.rejected.append(RecordIssue(index, code, reason))
+
+    def drop(self, code: Reason, count: int) -> None:
+        """Count ``count`` recipients dropped from a kept event, for ``code``."""
+        self.recipients_dropped += count
+        self.dropped[code] = self.dropped.get(code, 0) + count
 
     def ignore(self, index: int, reason: str) -> None:
         self.ignored_count += 1

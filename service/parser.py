@@ -35,6 +35,8 @@ from typing import Any
 
 import orjson
 
+from service.addresses import MAX_ADDRESS_CHARS as MAX_ADDRESS_CHARS
+from service.addresses import read_address
 from service.events import (
     AccountEvent,
     EventType,
@@ -53,10 +55,11 @@ MAX_RECORD_BYTES = 1024 * 1024
 # a body of a million tiny items ([1,1,...]) is not read past it.
 MAX_RECORDS_PER_PAYLOAD = 100_000
 MAX_MESSAGE_ID_CHARS = 256
-MAX_ADDRESS_CHARS = 320
+# mail.source may carry a display name ("Jane" <jane@x>): cut, not validated.
+MAX_SOURCE_CHARS = 320
 # SES allows 50 recipients a message. An event naming more keeps the 100 smallest
 # addresses (whatever the list's order, so every copy of the event keeps the same
-# ones) and counts the rest in ParseResult.recipients_dropped.
+# ones) and counts the rest in ParseResult.dropped (too_many).
 MAX_RECIPIENTS = 100
 MAX_SUBJECT_CHARS = 256
 MAX_TAGS = 50
@@ -94,6 +97,9 @@ _NO_STATE_NOTIFICATIONS: dict[str, str] = {
     "AmazonSnsSubscriptionSucceeded": "SES subscription notice carries no delivery state",
 }
 _TIMED_BY_MAIL = (EventType.SEND, EventType.REJECT, EventType.RENDERING_FAILURE)
+# Events whose recipients are mail.destination: one whose destination named only
+# non-addresses has no recipient left and is rejected (bad_address).
+_BY_DESTINATION = frozenset({*_TIMED_BY_MAIL, EventType.OPEN, EventType.CLICK})
 _ACCOUNT_DETAIL_TYPES = ("Sending Status Disabled", "Sending Status Enabled")
 _ACCOUNT_DETAIL_PREFIX = "Advisor Recommendation Status"
 
@@ -129,11 +135,12 @@ def parse_payload(
             0, Reason.TOO_LARGE, f"payload is {len(raw)} bytes, over the {max_bytes}-byte limit"
         )
         return result
-    for index, document in enumerate(_documents(raw, result)):
+    for index, (offset, document) in enumerate(_documents(raw, result)):
         if index == MAX_RECORDS_PER_PAYLOAD:
             _reject_rest(result)
             break
         result.records += 1
+        kept = len(result.rejected)
         if isinstance(document, _Broken):
             reason = document.reason
             if document.more:
@@ -144,6 +151,8 @@ def parse_payload(
             result.reject(index, Reason.NOT_OBJECT, _NOT_AN_OBJECT[_kind(document)])
         else:
             _parse_document(document, index, result, latest_ms)
+        if offset is not None and len(result.rejected) > kept:
+            _locate(result, kept, offset)
     if result.records == 0:
         result.records = 1
         result.reject(0, Reason.EMPTY, "empty payload: no JSON record found")
@@ -152,6 +161,11 @@ def parse_payload(
 
 # ---------------------------------------------------------------------------
 # Splitting a payload into JSON documents
+
+
+def _locate(result: ParseResult, kept: int, offset: int) -> None:
+    """Say where the record whose issues start at ``result.rejected[kept]`` begins."""
+    result.rejected[kept:] = [replace(issue, offset=offset) for issue in result.rejected[kept:]]
 
 
 class _Broken:
@@ -175,7 +189,11 @@ def _reject_rest(result: ParseResult) -> None:
     )
 
 
-def _documents(raw: bytes, result: ParseResult) -> Iterator[Any]:
+# Each document with the byte where it begins (None inside a JSON array).
+Located = tuple[int | None, Any]
+
+
+def _documents(raw: bytes, result: ParseResult) -> Iterator[Located]:
     result.scanned += len(raw)
     try:
         whole = orjson.loads(raw)
@@ -183,19 +201,83 @@ def _documents(raw: bytes, result: ParseResult) -> Iterator[Any]:
         pass
     else:
         if isinstance(whole, list):
-            yield from whole
+            for document in whole:
+                yield None, document
         else:
-            yield whole
+            first = _CONTENT.search(raw)
+            yield (first.start() if first else 0), whole
         return
-    # Fast path: newline-delimited JSON, one compact record a line.
-    lines = [line for line in raw.split(b"\n") if line.strip()]
-    try:
-        documents = [orjson.loads(line) for line in lines]
-    except orjson.JSONDecodeError:
-        result.scanned += len(raw)
+    result.scanned += len(raw)
+    lines = _lines(raw)
+    if lines is None:
         yield from _concatenated(raw, result)
-    else:
-        yield from documents
+        return
+    for begin, document in lines:
+        if type(document) is _Line:
+            # Parsed only now: a body of millions of junk lines is not read past
+            # the record cap, one failed parse (an exception) each.
+            yield begin, _junk_line(document.text, begin)
+        else:
+            yield begin, document
+
+
+class _Line:
+    """A line that does not open an object, read when its turn comes."""
+
+    __slots__ = ("text",)
+
+    def __init__(self, text: bytes) -> None:
+        self.text = text
+
+
+def _lines(raw: bytes) -> list[tuple[int, Any]] | None:
+    """One record a line (NDJSON), junk lines included; None when that framing fails.
+
+    Every non-blank line that opens with ``{`` must parse as a JSON object; the other
+    lines are records of their own, each rejected on its own (or, being JSON, judged
+    as any record), so a junk line never costs its neighbours. Without any line
+    opening an object, every line must parse. Otherwise the payload is not one
+    record a line (a pretty-printed record, a record run into the next) and the
+    concatenated framing reads it. Past the record cap the rest is not looked at.
+    """
+    framed: list[tuple[int, Any]] = []
+    opened = False
+    position = 0
+    for line in raw.split(b"\n"):
+        begin = position
+        position += len(line) + 1
+        head = line.lstrip()[:1]
+        if not head:
+            continue
+        if head == b"{":
+            try:
+                framed.append((begin, orjson.loads(line)))
+            except orjson.JSONDecodeError:
+                return None
+            opened = True
+        else:
+            framed.append((begin, _Line(line)))
+        if len(framed) > MAX_RECORDS_PER_PAYLOAD:
+            break
+    if opened:
+        return framed
+    try:
+        # Newline-delimited JSON values that are not objects: each judged as a record.
+        return [(begin, orjson.loads(line.text)) for begin, line in framed]
+    except orjson.JSONDecodeError:
+        return None
+
+
+def _junk_line(text: bytes, begin: int) -> Any:
+    """A line that does not open an object: its JSON value, or why it is not JSON."""
+    try:
+        return orjson.loads(text)
+    except orjson.JSONDecodeError as error:
+        try:
+            text.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            return _Broken(Reason.NOT_UTF8, f"not UTF-8 text at byte {begin + exc.start}")
+        return _broken(begin, error)
 
 
 # Where a record may begin: a "{" (or "[") right after a "}" (or "]"), white space
@@ -218,7 +300,7 @@ _MIN_RECORD_BYTES = 48
 _SHORT_PIECES_PARSED = 1_000
 
 
-def _concatenated(raw: bytes, result: ParseResult) -> Iterator[Any]:
+def _concatenated(raw: bytes, result: ParseResult) -> Iterator[Located]:
     """Objects back to back, compact or pretty-printed, with or without newlines.
 
     Firehose writes ``{...}{...}``; saved files often hold pretty-printed objects
@@ -233,7 +315,7 @@ def _concatenated(raw: bytes, result: ParseResult) -> Iterator[Any]:
     try:
         raw.decode("utf-8")
     except UnicodeDecodeError as exc:
-        yield _Broken(Reason.NOT_UTF8, f"not UTF-8 text at byte {exc.start}")
+        yield 0, _Broken(Reason.NOT_UTF8, f"not UTF-8 text at byte {exc.start}")
         return
     first = _CONTENT.search(raw)
     if first is None:
@@ -243,6 +325,7 @@ def _concatenated(raw: bytes, result: ParseResult) -> Iterator[Any]:
     starts.append(len(raw))
     budget = [_RECOVERY_FACTOR * len(raw) + 65_536]
     broken: _Broken | None = None
+    broken_at = 0
     short_tries = _SHORT_PIECES_PARSED
     piece, last = 0, len(starts) - 1
     while piece < last:
@@ -260,31 +343,31 @@ def _concatenated(raw: bytes, result: ParseResult) -> Iterator[Any]:
             else:
                 piece += 1
                 if broken is not None:
-                    yield broken
+                    yield broken_at, broken
                     broken = None
-                yield document
+                yield begin, document
                 continue
-        document = _NOTHING
+        document, at = _NOTHING, begin
         if budget[0] > 0:
             document, piece = _rejoined(raw, starts, piece, budget, result)
         else:
             piece += 1
         if document is _NOTHING:
             if broken is None:
-                broken = _broken(begin, error)
+                broken, broken_at = _broken(begin, error), begin
             else:
                 broken.more += 1
             if error is None or budget[0] <= 0:
                 continue
-            document = _swallowed(raw, begin, end, budget, result)
+            document, at = _swallowed(raw, begin, end, budget, result)
             if document is _NOTHING:
                 continue
         if broken is not None:
-            yield broken
+            yield broken_at, broken
             broken = None
-        yield document
+        yield at, document
     if broken is not None:
-        yield broken
+        yield broken_at, broken
 
 
 _NOTHING = object()
@@ -307,18 +390,21 @@ def _rejoined(
     return _NOTHING, piece + 1
 
 
-def _swallowed(raw: bytes, begin: int, end: int, budget: list[int], result: ParseResult) -> Any:
-    """The record a broken piece swallowed (the first that parses), or _NOTHING."""
+def _swallowed(
+    raw: bytes, begin: int, end: int, budget: list[int], result: ParseResult
+) -> tuple[Any, int]:
+    """The record a broken piece swallowed (the first that parses) and where it
+    begins, or _NOTHING."""
     for opener in _OPENER.finditer(raw, begin + 1, end):
         if budget[0] <= 0:
             break
         budget[0] -= end - opener.start()
         result.scanned += end - opener.start()
         try:
-            return orjson.loads(raw[opener.start() : end])
+            return orjson.loads(raw[opener.start() : end]), opener.start()
         except orjson.JSONDecodeError:
             continue
-    return _NOTHING
+    return _NOTHING, begin
 
 
 def _broken(begin: int, error: orjson.JSONDecodeError | None) -> _Broken:
@@ -476,24 +562,32 @@ def _parse_ses(
             "not an SES record: expected eventType or notificationType, an SNS envelope, "
             "an EventBridge event from aws.ses, or Lambda SNS Records",
         )
-    mail = _mail(record, result)
+    drops = _Drops()
+    mail = _mail(record, drops)
     if not mail.sent_at_known:
         # Lenient where it is safe: an event with its own time still says what
         # happened to its recipients. Send, Reject and Rendering Failure have no
         # time but mail.timestamp, so without it they say nothing datable.
         if kind in _TIMED_BY_MAIL:
             raise RecordError(Reason.MISSING_FIELD, "mail.timestamp: missing")
-        event = _BUILDERS[kind](record, mail, result)
+        event = _BUILDERS[kind](record, mail, drops)
         mail = replace(mail, sent_at=event.at)
         event = replace(event, mail=mail)
     else:
-        event = _BUILDERS[kind](record, mail, result)
+        event = _BUILDERS[kind](record, mail, drops)
+    if drops.emptied and not event.recipients and kind in _BY_DESTINATION:
+        raise RecordError(Reason.BAD_ADDRESS, drops.emptied)
     _not_ahead(mail.sent_at, latest_ms, "mail.timestamp")
     _not_ahead(event.at, latest_ms, "timestamp")
     result.events.append(event)
+    # Counted only now: a rejected record's recipients are not "dropped", it is.
+    if drops.bad:
+        result.drop(Reason.BAD_ADDRESS, drops.bad)
+    if drops.capped:
+        result.drop(Reason.TOO_MANY, drops.capped)
 
 
-def _mail(record: dict[str, Any], result: ParseResult) -> MailInfo:
+def _mail(record: dict[str, Any], drops: _Drops) -> MailInfo:
     mail = record.get("mail")
     if not isinstance(mail, dict):
         if mail is None:
@@ -508,12 +602,13 @@ def _mail(record: dict[str, Any], result: ParseResult) -> MailInfo:
         raise RecordError(Reason.BAD_FIELD, "mail.messageId: not a plausible SES message id")
     known = mail.get("timestamp") is not None
     sent_at = _timestamp(mail, "timestamp", "mail.") if known else 0
-    destination = _addresses(mail.get("destination", []), "mail.destination", result)
+    destination = _addresses(mail.get("destination", []), "mail.destination", drops)
+    drops.destination_bad = drops.bad
     source = mail.get("source")
     if source is not None:
         if not isinstance(source, str):
             raise RecordError(Reason.BAD_FIELD, "mail.source: expected a string")
-        source = source[:MAX_ADDRESS_CHARS]
+        source = source[:MAX_SOURCE_CHARS]
     subject = None
     headers = mail.get("commonHeaders")
     if isinstance(headers, dict):
@@ -572,18 +667,18 @@ def _event(
     return SesEvent(kind, mail, at, recipients, details, processing_ms)
 
 
-def _send(record: dict[str, Any], mail: MailInfo, result: ParseResult) -> SesEvent:
+def _send(record: dict[str, Any], mail: MailInfo, drops: _Drops) -> SesEvent:
     return _event(EventType.SEND, mail, mail.sent_at, mail.destination, {})
 
 
-def _reject(record: dict[str, Any], mail: MailInfo, result: ParseResult) -> SesEvent:
+def _reject(record: dict[str, Any], mail: MailInfo, drops: _Drops) -> SesEvent:
     body = _section(record, "reject")
     return _event(
         EventType.REJECT, mail, mail.sent_at, mail.destination, {"reason": _opt_str(body, "reason")}
     )
 
 
-def _rendering_failure(record: dict[str, Any], mail: MailInfo, result: ParseResult) -> SesEvent:
+def _rendering_failure(record: dict[str, Any], mail: MailInfo, drops: _Drops) -> SesEvent:
     body = _section(record, "failure")
     details = {
         "error_message": _opt_str(body, "errorMessage"),
@@ -592,9 +687,9 @@ def _rendering_failure(record: dict[str, Any], mail: MailInfo, result: ParseResu
     return _event(EventType.RENDERING_FAILURE, mail, mail.sent_at, mail.destination, details)
 
 
-def _delivery(record: dict[str, Any], mail: MailInfo, result: ParseResult) -> SesEvent:
+def _delivery(record: dict[str, Any], mail: MailInfo, drops: _Drops) -> SesEvent:
     body = _section(record, "delivery")
-    recipients = _addresses(body.get("recipients"), "delivery.recipients", result, required=True)
+    recipients = _addresses(body.get("recipients"), "delivery.recipients", drops, required=True)
     # reportingMTA is always SES's own outbound host here: not worth its bytes in
     # every stored delivery (a bounce's reportingMTA, the receiver's, is kept).
     details = {
@@ -610,7 +705,7 @@ def _delivery(record: dict[str, Any], mail: MailInfo, result: ParseResult) -> Se
     return _event(EventType.DELIVERY, mail, at, recipients, details, processing)
 
 
-def _bounce(record: dict[str, Any], mail: MailInfo, result: ParseResult) -> SesEvent:
+def _bounce(record: dict[str, Any], mail: MailInfo, drops: _Drops) -> SesEvent:
     body = _section(record, "bounce")
     bounce_type = body.get("bounceType")
     if bounce_type not in ("Permanent", "Transient", "Undetermined"):
@@ -620,7 +715,7 @@ def _bounce(record: dict[str, Any], mail: MailInfo, result: ParseResult) -> SesE
             f"got {_show(bounce_type)}",
         )
     recipients, diagnostics = _recipient_reports(
-        body.get("bouncedRecipients"), "bounce.bouncedRecipients", ("status", "action"), result
+        body.get("bouncedRecipients"), "bounce.bouncedRecipients", ("status", "action"), drops
     )
     details = {
         "bounce_type": bounce_type,
@@ -634,10 +729,10 @@ def _bounce(record: dict[str, Any], mail: MailInfo, result: ParseResult) -> SesE
     return _event(EventType.BOUNCE, mail, at, recipients, details)
 
 
-def _complaint(record: dict[str, Any], mail: MailInfo, result: ParseResult) -> SesEvent:
+def _complaint(record: dict[str, Any], mail: MailInfo, drops: _Drops) -> SesEvent:
     body = _section(record, "complaint")
     recipients, _ = _recipient_reports(
-        body.get("complainedRecipients"), "complaint.complainedRecipients", (), result
+        body.get("complainedRecipients"), "complaint.complainedRecipients", (), drops
     )
     details = {
         "feedback_type": _opt_str(body, "complaintFeedbackType"),
@@ -649,10 +744,10 @@ def _complaint(record: dict[str, Any], mail: MailInfo, result: ParseResult) -> S
     return _event(EventType.COMPLAINT, mail, at, recipients, details)
 
 
-def _delivery_delay(record: dict[str, Any], mail: MailInfo, result: ParseResult) -> SesEvent:
+def _delivery_delay(record: dict[str, Any], mail: MailInfo, drops: _Drops) -> SesEvent:
     body = _section(record, "deliveryDelay")
     recipients, diagnostics = _recipient_reports(
-        body.get("delayedRecipients"), "deliveryDelay.delayedRecipients", ("status",), result
+        body.get("delayedRecipients"), "deliveryDelay.delayedRecipients", ("status",), drops
     )
     expiration = body.get("expirationTime")
     details = {
@@ -669,12 +764,14 @@ def _delivery_delay(record: dict[str, Any], mail: MailInfo, result: ParseResult)
 
 
 def _engagement(kind: EventType, section: str, fields: dict[str, str]):
-    def build(record: dict[str, Any], mail: MailInfo, result: ParseResult) -> SesEvent:
+    def build(record: dict[str, Any], mail: MailInfo, drops: _Drops) -> SesEvent:
         body = _section(record, section)
         details = {name: _opt_str(body, source) for name, source in fields.items()}
         at = _timestamp(body, "timestamp", f"{section}.")
-        # SES cannot tell which recipient of a multi-recipient message opened it.
-        recipients = mail.destination if len(mail.destination) == 1 else ()
+        # SES cannot tell which recipient of a multi-recipient message opened it
+        # (nor, when one of two was not an address, that the other one did).
+        single = len(mail.destination) == 1 and not drops.destination_bad
+        recipients = mail.destination if single else ()
         return _event(kind, mail, at, recipients, details)
 
     return build
@@ -746,37 +843,22 @@ def _opt_str(body: dict[str, Any], key: str) -> str | None:
     raise RecordError(Reason.BAD_FIELD, f"{key}: expected a string")
 
 
-def normalize_address(text: str) -> str:
-    """A recipient as state keeps it: bare address, case folded.
+class _Drops:
+    """Recipients dropped while reading one record; counted only if it is kept."""
 
-    Addresses are matched case-insensitively, as mailbox providers and SES's
-    suppression list do; otherwise "Jane@x" and "jane@x" would be two recipients.
-    """
-    address = text.strip()
-    # Bounce reports may name a recipient as `"Name" <addr>`.
-    if address.endswith(">") and "<" in address:
-        address = address[address.rindex("<") + 1 : -1]
-    return address.lower()
+    __slots__ = ("bad", "capped", "destination_bad", "emptied")
 
-
-def _address(value: Any, path: str) -> str:
-    if not isinstance(value, str) or not value.strip():
-        raise RecordError(Reason.BAD_FIELD, f"{path}: expected an email address string")
-    if len(value) > 4 * MAX_ADDRESS_CHARS:
-        raise RecordError(Reason.BAD_FIELD, f"{path}: address over {MAX_ADDRESS_CHARS} characters")
-    address = normalize_address(value)
-    if len(address) > MAX_ADDRESS_CHARS or not address.isprintable():
-        raise RecordError(
-            Reason.BAD_FIELD,
-            f"{path}: not an address (over {MAX_ADDRESS_CHARS} characters "
-            "or with control characters)",
-        )
-    return address
+    def __init__(self) -> None:
+        self.bad = 0
+        self.capped = 0
+        self.destination_bad = 0
+        # Why mail.destination has no address left, when it named some: a record
+        # whose recipients are the destination is then rejected.
+        self.emptied = ""
 
 
-def _addresses(
-    raw: Any, path: str, result: ParseResult, *, required: bool = False
-) -> tuple[str, ...]:
+def _addresses(raw: Any, path: str, drops: _Drops, *, required: bool = False) -> tuple[str, ...]:
+    """The addresses of a list of strings; a non-address is dropped (bad_address)."""
     if raw is None:
         if required:
             raise RecordError(Reason.MISSING_FIELD, f"{path}: missing")
@@ -786,41 +868,50 @@ def _addresses(
     if required and not raw:
         raise RecordError(Reason.MISSING_FIELD, f"{path}: empty")
     addresses: dict[str, None] = {}
+    bad, first_bad = 0, ""
     for position, item in enumerate(raw):
-        # Fast path for the usual bare, lower-case address; _address handles the rest.
-        if (
-            type(item) is str
-            and item.islower()
-            and "<" not in item
-            and item.strip() == item
-            and len(item) <= MAX_ADDRESS_CHARS
-            and item.isprintable()
-        ):
-            addresses[item] = None
+        address, why = read_address(item)
+        if address is None:
+            bad += 1
+            # The reason, never the value: addresses are personal data, and this
+            # text is answered and logged.
+            first_bad = first_bad or f"{path}[{position}]: {why}"
         else:
-            addresses[_address(item, f"{path}[{position}]")] = None
-    return _capped(tuple(addresses), result)
+            addresses[address] = None
+    drops.bad += bad
+    if bad and not addresses:
+        emptied = f"{path}: no recipient is an address ({first_bad})"
+        if required:
+            raise RecordError(Reason.BAD_ADDRESS, emptied)
+        # Whether that leaves the record without recipients is its type's call.
+        drops.emptied = emptied
+    return _capped(tuple(addresses), drops)
 
 
-def _capped(addresses: tuple[str, ...], result: ParseResult) -> tuple[str, ...]:
+def _capped(addresses: tuple[str, ...], drops: _Drops) -> tuple[str, ...]:
     """At most MAX_RECIPIENTS addresses: the smallest, so any copy keeps the same."""
     if len(addresses) <= MAX_RECIPIENTS:
         return addresses
-    result.recipients_dropped += len(addresses) - MAX_RECIPIENTS
+    drops.capped += len(addresses) - MAX_RECIPIENTS
     kept = set(sorted(addresses)[:MAX_RECIPIENTS])
     return tuple(address for address in addresses if address in kept)
 
 
 def _recipient_reports(
-    raw: Any, path: str, keys: tuple[str, ...], result: ParseResult
+    raw: Any, path: str, keys: tuple[str, ...], drops: _Drops
 ) -> tuple[tuple[str, ...], list[dict[str, str | None]]]:
     if not isinstance(raw, list) or not raw:
         raise RecordError(Reason.BAD_FIELD, f"{path}: expected a non-empty list of recipients")
     reports: dict[str, dict[str, str | None]] = {}
+    first_bad = ""
     for i, item in enumerate(raw):
         if not isinstance(item, dict):
             raise RecordError(Reason.BAD_FIELD, f"{path}[{i}]: expected an object")
-        address = _address(item.get("emailAddress"), f"{path}[{i}].emailAddress")
+        address, why = read_address(item.get("emailAddress"))
+        if address is None:
+            drops.bad += 1
+            first_bad = first_bad or f"{path}[{i}].emailAddress: {why}"
+            continue
         if address in reports:
             continue
         report: dict[str, str | None] = {"address": address}
@@ -829,7 +920,9 @@ def _recipient_reports(
         if "diagnosticCode" in item:
             report["diagnostic_code"] = _opt_str(item, "diagnosticCode")
         reports[address] = report
-    addresses = _capped(tuple(reports), result)
+    if not reports:
+        raise RecordError(Reason.BAD_ADDRESS, f"{path}: no recipient is an address ({first_bad})")
+    addresses = _capped(tuple(reports), drops)
     if not keys:
         return addresses, []
     return addresses, [reports[address] for address in addresses]

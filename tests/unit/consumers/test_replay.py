@@ -87,7 +87,8 @@ async def test_rejections_are_located_by_file_and_line(tmp_path: Path) -> None:
     (tmp_path / "pretty.json").write_bytes(pretty)
     report = await replay([tmp_path], Pipeline(MemoryStore()), dry_run=True)
     located = {(r.path.name, r.line, r.record) for r in report.rejections}
-    assert located == {("events.ndjson", 4, 3), ("pretty.json", None, 2)}
+    # pretty.json: the line its rejected (second) object begins on.
+    assert located == {("events.ndjson", 4, 3), ("pretty.json", 33, 2)}
     assert report.rejections[0].where().endswith("events.ndjson:4")
 
 
