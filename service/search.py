@@ -19,10 +19,10 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 
 from service import state
+from service.addresses import normalize_address
 from service.codec import Header, decode_event, decode_header
 from service.dimensions import NONE, domain_of, first_value, identity_from
 from service.events import EventType
-from service.parser import normalize_address
 from service.providers import provider_of_domain
 from service.state import MessageRecord
 
