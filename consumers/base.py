@@ -79,15 +79,14 @@ class Source(ABC):
                 result = await work()
             except StoreUnavailable as exc:
                 self.failure = f"store unavailable: {exc}"
-                log.warning(
-                    "store_unavailable_retrying", source=self.name, what=what, retry_s=delay
-                )
+                wait = max(delay, exc.retry_after_s)
+                log.warning("store_unavailable_retrying", source=self.name, what=what, retry_s=wait)
             else:
                 self.failure = None
                 return result
             if self.stopping:
                 raise Stopped(what)
-            await self.sleep(delay)
+            await self.sleep(wait)
             if self.stopping:
                 raise Stopped(what)
             delay = min(delay * 2, 5.0)

@@ -75,6 +75,9 @@ class _Prepared:
     parsed: dict[TopicPartition, tuple[list[SesEvent], list[AccountEvent]]]
     encoded: Encoded
     account_events: list[AccountEvent]
+    # Each record that gave events, with the messages it holds: a message the store
+    # refuses (poison) sends its records to the dead-letter topic.
+    holds: list[tuple[TopicPartition, Any, frozenset[str]]]
 
 
 def position_key(tp: TopicPartition) -> str:
@@ -226,7 +229,7 @@ class KafkaSource(Source):
                         task, in_flight = in_flight, None
                         await task
                     if prepared is not None:
-                        in_flight = asyncio.create_task(self._finish(consumer, prepared))
+                        in_flight = asyncio.create_task(self._finish(consumer, producer, prepared))
                         # Let it send its merge now: a fetch that finds records
                         # buffered does not yield, and the next parse would run
                         # before the store had anything to do.
@@ -258,6 +261,7 @@ class KafkaSource(Source):
         seen = 0
         parsed: dict[TopicPartition, tuple[list[SesEvent], list[AccountEvent]]] = {}
         dead: list[tuple[TopicPartition, Any, str]] = []
+        holds: list[tuple[TopicPartition, Any, frozenset[str]]] = []
         positions: dict[TopicPartition, int] = {}
         for tp, records in batch.items():
             if tp not in assignment:  # revoked since the fetch: its new owner reads it
@@ -278,6 +282,8 @@ class KafkaSource(Source):
                     result = self.pipeline.parse(value, "kafka")
                 events.extend(result.events)
                 account_events.extend(result.account_events)
+                if result.events:
+                    holds.append((tp, record, frozenset(e.message_id for e in result.events)))
                 if result.rejected_count:
                     reasons = "; ".join(f"[{i.index}] {i.reason}" for i in result.rejected[:5])
                     dead.append((tp, record, reasons))
@@ -300,9 +306,12 @@ class KafkaSource(Source):
             parsed,
             self.pipeline.encode(events),
             [event for _, tp_events in parsed.values() for event in tp_events],
+            [hold for hold in holds if hold[0] in positions],
         )
 
-    async def _finish(self, consumer: AIOKafkaConsumer, prepared: _Prepared) -> None:
+    async def _finish(
+        self, consumer: AIOKafkaConsumer, producer: AIOKafkaProducer, prepared: _Prepared
+    ) -> None:
         """Make a prepared batch durable with its checkpoint, then commit it."""
         async with self._batch_lock:
             if prepared.generation != self._generation:
@@ -312,12 +321,25 @@ class KafkaSource(Source):
                 self.checkpoint_name,
                 {position_key(tp): str(offset) for tp, offset in positions.items()},
             )
+
+            async def dead_letter(refused: dict[str, str]) -> None:
+                # Before the checkpoint moves past them: parked, or the batch again.
+                first = next(iter(refused.values()))
+                dead = [
+                    (tp, record, f"merge_failed: {first}")
+                    for tp, record, held in prepared.holds
+                    if not held.isdisjoint(refused)
+                ]
+                if await self._dead_letter(producer, dead):
+                    raise StoreUnavailable("poison records not parked: dead-letter topic refused")
+
             await self.durably(
                 lambda: self.pipeline.store_encoded(
                     prepared.encoded,
                     "kafka",
                     account_events=prepared.account_events,
                     checkpoint=checkpoint,
+                    park=dead_letter,
                 ),
                 what="kafka batch",
             )

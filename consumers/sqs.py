@@ -167,8 +167,11 @@ class SqsSource(Source):
         events = []
         account_events = []
         done: list[dict[str, Any]] = []
+        # Which SES messages each SQS message holds, to leave poison for redrive.
+        holds: list[tuple[dict[str, Any], set[str]]] = []
         for message in messages:
             result = await self.pipeline.parse_off_loop(message.get("Body", "").encode(), "sqs")
+            holds.append((message, {event.message_id for event in result.events}))
             events.extend(result.events)
             account_events.extend(result.account_events)
             if result.rejected_count:
@@ -184,9 +187,25 @@ class SqsSource(Source):
         keeper = asyncio.ensure_future(
             self._keep_invisible(client, queue_url, messages, visibility_s)
         )
+
+        async def leave_for_redrive(refused: dict[str, str]) -> None:
+            # Not deleted: the queue's redrive policy parks it after maxReceiveCount.
+            for message, message_ids in holds:
+                if message in done and not message_ids.isdisjoint(refused):
+                    done.remove(message)
+                    self.left_for_redrive += 1
+                    log.warning(
+                        "sqs_message_left_for_redrive",
+                        queue=queue_url,
+                        sqs_message_id=message.get("MessageId"),
+                        reason="merge_failed",
+                    )
+
         try:
             await self.durably(
-                lambda: self.pipeline.apply(events, "sqs", account_events=account_events),
+                lambda: self.pipeline.apply(
+                    events, "sqs", account_events=account_events, park=leave_for_redrive
+                ),
                 what="sqs batch",
             )
         finally:

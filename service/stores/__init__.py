@@ -1,8 +1,16 @@
 """State stores: one interface (:class:`Store`), memory and Redis behind it."""
 
-from service.stores.base import Checkpoint, Store, StoreUnavailable
+from service.stores.base import Checkpoint, MergeRejected, Store, StoreUnavailable
 from service.stores.cached import CachedStore
 from service.stores.memory import MemoryStore
 from service.stores.redis import RedisStore
 
-__all__ = ["CachedStore", "Checkpoint", "MemoryStore", "RedisStore", "Store", "StoreUnavailable"]
+__all__ = [
+    "CachedStore",
+    "Checkpoint",
+    "MemoryStore",
+    "MergeRejected",
+    "RedisStore",
+    "Store",
+    "StoreUnavailable",
+]

@@ -11,7 +11,19 @@ code raises neither.
 
 from __future__ import annotations
 
-from redis.exceptions import RedisClusterException, RedisError
+from redis.exceptions import (
+    AskError,
+    ClusterDownError,
+    NoPermissionError,
+    NoScriptError,
+    OutOfMemoryError,
+    ReadOnlyError,
+    RedisClusterException,
+    RedisError,
+    ResponseError,
+    TryAgainError,
+)
+from redis.exceptions import TimeoutError as RedisTimeout
 
 REDIS_UNAVAILABLE: tuple[type[BaseException], ...] = (RedisError, RedisClusterException, OSError)
 # Around one client call only (see above).
@@ -20,3 +32,54 @@ REDIS_CALL_FAILED: tuple[type[BaseException], ...] = (
     AttributeError,
     TypeError,
 )
+
+# Replies that say Redis cannot take the call now, whatever it holds: retried.
+_PASSING = (
+    AskError,  # MOVED too
+    ClusterDownError,  # MASTERDOWN too
+    NoPermissionError,
+    NoScriptError,
+    OutOfMemoryError,
+    ReadOnlyError,
+    TryAgainError,
+)
+_PASSING_CODES = (
+    "BUSY",
+    "LOADING",
+    "READONLY",
+    "MOVED",
+    "ASK",
+    "TRYAGAIN",
+    "CLUSTERDOWN",
+    "MASTERDOWN",
+    "OOM",
+    "NOREPLICAS",
+    "NOPERM",
+    "NOSCRIPT",
+    "UNKILLABLE",
+)
+# How long to leave Redis before sending a call again after one that may still run
+# there: a call timed out on the client, or Redis answered BUSY (another script ran
+# past busy-reply-threshold). Redis's own threshold is 5 s.
+BUSY_COOL_DOWN_S = 5.0
+
+
+def rejected_by_script(exc: BaseException) -> bool:
+    """A script error that running the same call again reproduces (WRONGTYPE inside
+    the script, a Lua runtime error): poison, never an outage. Anything else a merge
+    can raise (connections, timeouts, the replies above) is an outage."""
+    if not isinstance(exc, ResponseError) or isinstance(exc, _PASSING):
+        return False
+    text = str(exc)
+    if text.split(" ", 1)[0].upper() in _PASSING_CODES:
+        return False
+    return "script" in text
+
+
+def cool_down_s(exc: BaseException) -> float:
+    """How long to wait before a call again, after ``exc`` (0: the usual backoff)."""
+    if isinstance(exc, RedisTimeout | TimeoutError):
+        return BUSY_COOL_DOWN_S
+    if isinstance(exc, ResponseError) and str(exc).upper().startswith("BUSY"):
+        return BUSY_COOL_DOWN_S
+    return 0.0

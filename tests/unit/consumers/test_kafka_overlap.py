@@ -52,14 +52,14 @@ async def test_a_batch_prepared_before_a_rebalance_is_dropped_and_the_next_is_me
     prepared = await source._prepare(consumer, None, batch)  # type: ignore[arg-type]
     assert prepared is not None and len(store) == 0  # parsed and encoded, not merged
     source._generation += 1  # partitions moved meanwhile (the listener bumps it)
-    await source._finish(consumer, prepared)  # type: ignore[arg-type]
+    await source._finish(consumer, None, prepared)  # type: ignore[arg-type]
     await source.commits_done()
     assert len(store) == 0 and consumer.commits == []
     assert await store.load_checkpoint("kafka:g") == {}
 
     batch = {TP: [Record(4, ses.dumps(ses.send("m-new", ["a@x.com"])))]}
     prepared = await source._prepare(consumer, None, batch)  # type: ignore[arg-type]
-    await source._finish(consumer, prepared)  # type: ignore[arg-type]
+    await source._finish(consumer, None, prepared)  # type: ignore[arg-type]
     assert (await store.get("m-new")) is not None
     await source.commits_done()
     assert consumer.commits == [{TP: 5}]
