@@ -31,6 +31,7 @@ from api.routes import (
     suppressions,
 )
 from service.clock import wall_clock_ms
+from service.parsing import ParseQueueFull
 from service.runtime import Runtime
 from service.settings import Settings
 from service.stores import StoreUnavailable
@@ -127,6 +128,15 @@ def create_app(
             {"error": "state store unavailable, retry later"},
             status_code=503,
             headers={"Retry-After": "1"},
+        )
+
+    @app.exception_handler(ParseQueueFull)
+    async def parser_busy(request: Request, exc: ParseQueueFull) -> OrjsonResponse:
+        # Every parse slot is taken by big bodies: nothing was read, send it again.
+        return OrjsonResponse(
+            {"error": "parser busy with large bodies, retry later"},
+            status_code=429,
+            headers={"Retry-After": str(exc.retry_after_s)},
         )
 
     return app

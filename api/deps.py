@@ -106,6 +106,8 @@ def rate_limited(request: Request, runtime: RuntimeDep) -> None:
     client = request.client.host if request.client else "unknown"
     if not runtime.settings.rate_limit_loopback and client.startswith(_LOOPBACK):
         return
+    # api.body charges the same client for its body's size once it is read.
+    request.state.rate_limit_client = client
     wait_s = limiter.take(client, time.monotonic())
     if wait_s > 0:
         raise HTTPException(

@@ -252,7 +252,25 @@ class _PipelineCollector(Collector):
                 "ses_tracker_websocket_dropped", "Clients closed (1013) for reading too slowly."
             )
             dropped.add_metric([], measured.live.dropped_slow)
-            yield from (clients, dropped)
+            refused = CounterMetricFamily(
+                "ses_tracker_websocket_refused",
+                "Clients closed at the handshake by a cap: total (1013), per_address (1008).",
+                labels=["cap"],
+            )
+            for cap, count in measured.live.refused.items():
+                refused.add_metric([cap], count)
+            yield from (clients, dropped, refused)
+
+        parsing = measured.pipeline.parsing
+        busy = GaugeMetricFamily(
+            "ses_tracker_parse_pool_busy", "Large payloads admitted to or waiting for a parse."
+        )
+        busy.add_metric([], parsing.busy)
+        parse_refused = CounterMetricFamily(
+            "ses_tracker_parse_refused", "HTTP bodies answered 429: every parse slot was taken."
+        )
+        parse_refused.add_metric([], parsing.refused)
+        yield from (busy, parse_refused)
 
         yield from _alert_metrics(measured.alerting)
         yield from _forward_metrics(measured.forwarding())

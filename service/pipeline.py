@@ -8,12 +8,10 @@ metrics and readiness.
 
 from __future__ import annotations
 
-import asyncio
 import functools
 import time
 from collections import Counter, deque
 from collections.abc import Awaitable, Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import structlog
@@ -24,6 +22,7 @@ from service.dimensions import Dimensions
 from service.events import AccountEvent, ParseResult, SesEvent
 from service.lag import EventLag, newest_event_ms
 from service.parser import DEFAULT_MAX_PAYLOAD_BYTES, parse_payload
+from service.parsing import OFFLOAD_BYTES, ParsePool, processes_per_worker
 from service.state import MessageWrite, Transition
 from service.stats import DEFAULT_HISTORY_DAYS, DEFAULT_HOURLY_DAYS, Counting
 from service.stores.base import Checkpoint, Store
@@ -38,11 +37,8 @@ AccountListener = Callable[[AccountEvent], Awaitable[None]]
 DEFAULT_MAX_FUTURE_S = 86_400
 # An HTTP source nothing was pushed to for this long is no longer behind.
 PUSH_QUIET_S = 120.0
-# Payloads larger than this are parsed on a worker thread, so a big (or hostile)
-# body never holds the event loop: health checks, websockets, Kafka heartbeats and
-# SQS polls go on meanwhile. One thread, so such parses queue instead of competing.
-OFFLOAD_BYTES = 64 * 1024
-_PARSER_THREAD = ThreadPoolExecutor(max_workers=1, thread_name_prefix="parse")
+# Payloads larger than OFFLOAD_BYTES (imported from here by the consumers) are
+# parsed in worker processes, behind a bounded admission: service.parsing.
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,8 +75,11 @@ class Pipeline:
         dimensions: Dimensions | None = None,
         history_days: int = DEFAULT_HISTORY_DAYS,
         hourly_days: int = DEFAULT_HOURLY_DAYS,
+        parsing: ParsePool | None = None,
     ) -> None:
         self.store = store
+        # Where payloads over OFFLOAD_BYTES are parsed (the runtime sizes it).
+        self.parsing = parsing or ParsePool(processes_per_worker(1))
         self.max_payload_bytes = max_payload_bytes
         self.max_future_ms = int(max_future_s * 1000)
         # Replays of history must not land in the live windows (nor trip alerts);
@@ -119,12 +118,17 @@ class Pipeline:
         self._count(result, source)
         return result
 
-    async def parse_off_loop(self, payload: bytes, source: str) -> ParseResult:
-        """Parse one payload, on the parser thread when it is large."""
+    async def parse_off_loop(
+        self, payload: bytes, source: str, *, wait: bool = True
+    ) -> ParseResult:
+        """Parse one payload, in a parse process when it is large.
+
+        With ``wait`` false (HTTP) a full parse pool raises ParseQueueFull (429);
+        consumers wait for room instead (service.parsing).
+        """
         if len(payload) <= OFFLOAD_BYTES:
             return self.parse(payload, source)
-        loop = asyncio.get_running_loop()
-        result = await loop.run_in_executor(_PARSER_THREAD, self._parser(payload))
+        result = await self.parsing.run(self._parser(payload), wait=wait)
         self._count(result, source)
         return result
 
@@ -165,9 +169,9 @@ class Pipeline:
                 first_reason=result.ignored[0].reason,
             )
 
-    async def ingest(self, payload: bytes, source: str) -> ParseResult:
+    async def ingest(self, payload: bytes, source: str, *, wait: bool = True) -> ParseResult:
         """Parse one payload and make its events durable in the store."""
-        result = await self.parse_off_loop(payload, source)
+        result = await self.parse_off_loop(payload, source, wait=wait)
         await self.apply(result.events, source, account_events=result.account_events)
         if self.live_stats:
             # A push arrives whole: nothing waits behind it, so its lag is its age.

@@ -1,10 +1,12 @@
 """Per-client request rate limits for the ingest endpoints: token buckets, bounded.
 
 Each client (its address as the server sees it: behind a proxy, set uvicorn's
-``FORWARDED_ALLOW_IPS`` so that is the real client) gets ``burst`` requests at
-once and ``rate_per_s`` a second after that. The table of clients is bounded: the
-least recently seen is forgotten first, which only ever gives a client a full
-bucket again. Pure: the clock is passed in.
+``FORWARDED_ALLOW_IPS`` so that is the real client) gets ``burst`` tokens at once
+and ``rate_per_s`` a second after that. A request costs one token, plus one per
+:data:`BYTES_PER_TOKEN` of its body once inflated (charged when the body has been
+read): a big body costs parse work in proportion, so it costs tokens in proportion.
+The table of clients is bounded: the least recently seen is forgotten first, which
+only ever gives a client a full bucket again. Pure: the clock is passed in.
 """
 
 from __future__ import annotations
@@ -13,6 +15,13 @@ from collections import OrderedDict
 from dataclasses import dataclass
 
 MAX_CLIENTS = 10_000
+# One more token per this many bytes of (inflated) body.
+BYTES_PER_TOKEN = 256 * 1024
+
+
+def body_cost(size: int) -> int:
+    """Tokens a body of ``size`` inflated bytes costs beyond its request's one."""
+    return size // BYTES_PER_TOKEN
 
 
 @dataclass(slots=True)
@@ -29,8 +38,13 @@ class RateLimiter:
         self._buckets: OrderedDict[str, _Bucket] = OrderedDict()
         self.limited = 0
 
-    def take(self, client: str, now: float) -> float:
-        """0 when ``client`` may go ahead; else the seconds until it may."""
+    def take(self, client: str, now: float, cost: float = 1.0) -> float:
+        """0 when ``client`` may spend ``cost`` tokens now (they are spent); else the
+        seconds until it may (nothing is spent).
+
+        A cost over ``burst`` is charged as ``burst``: it could never be paid.
+        """
+        cost = min(cost, float(self.burst))
         bucket = self._buckets.pop(client, None)
         if bucket is None:
             bucket = _Bucket(float(self.burst), now)
@@ -41,8 +55,8 @@ class RateLimiter:
         self._buckets[client] = bucket
         while len(self._buckets) > self._max_clients:
             self._buckets.popitem(last=False)
-        if bucket.tokens >= 1.0:
-            bucket.tokens -= 1.0
+        if bucket.tokens >= cost:
+            bucket.tokens -= cost
             return 0.0
         self.limited += 1
-        return (1.0 - bucket.tokens) / self.rate_per_s
+        return (cost - bucket.tokens) / self.rate_per_s

@@ -26,6 +26,7 @@ from service.forward.outbox import MemoryOutbox, Outbox, RedisOutbox
 from service.forward.sender import Forwarder
 from service.metrics import Metrics
 from service.mx import MxCache, MxResolver, dns_lookup
+from service.parsing import ParsePool, processes_per_worker
 from service.pipeline import Pipeline
 from service.ratelimit import RateLimiter
 from service.settings import Settings
@@ -215,6 +216,8 @@ class Runtime:
             dimensions=dimensions,
             history_days=settings.history_days,
             hourly_days=settings.history_hourly_days,
+            # The cores shared out among `serve --workers` processes.
+            parsing=ParsePool(processes_per_worker(settings.worker_count())),
         )
         self.sources = build_sources(settings, self.pipeline)
         # HTTP sources: SNS subscriptions and Firehose deliveries (api/routes/ingest.py).

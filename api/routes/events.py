@@ -39,7 +39,8 @@ async def post_events(
     At most 100 errors and 100 notes are listed; the counts cover every record.
     """
     body = await read_limited(request, settings.max_body_bytes)
-    result = await pipeline.ingest(body, source="http")
+    # A full parse pool answers 429 with Retry-After (api.app) rather than queue.
+    result = await pipeline.ingest(body, source="http", wait=False)
     answer = {
         "accepted": result.accepted,
         "rejected": result.rejected_count,

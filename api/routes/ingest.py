@@ -144,8 +144,9 @@ async def sns_endpoint(request: Request, runtime: RuntimeDep) -> OrjsonResponse:
     if await runtime.seen_sns_ids.seen(message_id):
         return OrjsonResponse({"duplicate": True})
     # Nothing but the signed Message reaches the parser: every other field of the
-    # body could have been added by whoever relayed it.
-    result = await runtime.pipeline.ingest(signed_message.encode(), source="sns")
+    # body could have been added by whoever relayed it. SNS retries 5xx only (a 4xx
+    # is discarded), so a signed message waits for a parse slot instead of a 429.
+    result = await runtime.pipeline.ingest(signed_message.encode(), source="sns", wait=True)
     # Only now: a delivery that failed (store down, 503) must not look seen.
     await runtime.seen_sns_ids.remember(message_id)
     return OrjsonResponse(
@@ -192,7 +193,8 @@ async def firehose_endpoint(request: Request, runtime: RuntimeDep) -> OrjsonResp
             return _firehose(delivery.request_id, 200)
         # Records that cannot be parsed are counted and logged; a retry cannot fix
         # them, so the delivery still succeeds.
-        await runtime.pipeline.ingest(delivery.payload(), source="firehose")
+        # Firehose retries any answer but 200, so a full parse pool is a 429 here.
+        await runtime.pipeline.ingest(delivery.payload(), source="firehose", wait=False)
         await runtime.seen_firehose_ids.remember(delivery.request_id)
     except StoreUnavailable:
         return _firehose(delivery.request_id, 503, "state store unavailable, retry")

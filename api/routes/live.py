@@ -3,13 +3,11 @@ from __future__ import annotations
 from fastapi import APIRouter, WebSocket
 
 from api.deps import RuntimeDep, presents_token, same_origin_or_allowed
-from api.live import LiveFilter
+from api.live import POLICY_VIOLATION, LiveFilter
 from service.parser import MAX_ADDRESS_CHARS, MAX_MESSAGE_ID_CHARS
 from service.state import STATUSES
 
 router = APIRouter()
-
-POLICY_VIOLATION = 1008
 
 
 @router.websocket("/live")
@@ -19,7 +17,8 @@ async def live(websocket: WebSocket, runtime: RuntimeDep) -> None:
     Optional filters: ``message_id``, ``recipient``, ``domain``, ``status``. With an
     API token set, pass ``Authorization: Bearer <token>`` or ``?token=<token>``. A
     browser page from another origin is refused unless SES_TRACKER_ALLOWED_ORIGINS
-    lists it.
+    lists it. Clients are capped in all and per address: one past a cap is closed
+    right after the handshake, 1013 (try again later) or 1008 (its own cap).
     """
     settings = runtime.settings
     if not same_origin_or_allowed(websocket, settings) or not presents_token(websocket, settings):
@@ -33,5 +32,5 @@ async def live(websocket: WebSocket, runtime: RuntimeDep) -> None:
         domain=(query.get("domain") or "")[:MAX_ADDRESS_CHARS].lower() or None,
         status=status if status in STATUSES else None,
     )
-    await websocket.accept()
-    await runtime.live.serve(websocket, live_filter)
+    address = websocket.client.host if websocket.client else "unknown"
+    await runtime.live.serve(websocket, live_filter, address)

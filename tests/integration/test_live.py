@@ -215,3 +215,44 @@ async def test_a_replica_streams_transitions_merged_by_another(redis_target: Red
             assert (await http.post(f"{replica_b.base}/v1/events", content=body)).status_code == 202
         seen = items_of(await frames(ws, "transitions", lambda f: len(items_of(f)) >= 2))
         assert [(i["from"], i["to"]) for i in seen] == [(None, "sent"), ("sent", "delivered")]
+
+
+async def closed_with(ws: Any) -> int | None:
+    """The close code the server sent right after the handshake, or None if it did not."""
+    try:
+        async with asyncio.timeout(3):
+            while True:
+                await ws.recv()
+    except websockets.exceptions.ConnectionClosed as closed:
+        return closed.rcvd.code if closed.rcvd else None
+    except TimeoutError:
+        return None
+
+
+async def test_the_feed_refuses_clients_past_its_caps_in_all_and_per_address() -> None:
+    async with serving(Settings(_env_file=None)) as server:
+        server.runtime.live.max_clients = 3
+        server.runtime.live.max_per_address = 1
+        url = f"{server.ws}/v1/live"
+
+        def connect(address: str) -> Any:
+            return websockets.connect(url, local_addr=(address, 0), open_timeout=5)
+
+        async with connect("127.0.0.1") as first, connect("127.0.0.2"), connect("127.0.0.3"):
+            await frames(first, "stats", lambda f: len(f) >= 1)
+            async with connect("127.0.0.1") as same_address:
+                assert await closed_with(same_address) == 1008  # its own cap
+            async with connect("127.0.0.4") as one_too_many:
+                assert await closed_with(one_too_many) == 1013  # try again later
+            assert server.runtime.live.clients == 3
+            assert dict(server.runtime.live.refused) == {"per_address": 1, "total": 1}
+        # Leaving frees the places.
+        async with asyncio.timeout(5):
+            while server.runtime.live.clients:  # noqa: ASYNC110 - the server counts
+                await asyncio.sleep(0.02)
+        async with connect("127.0.0.1") as back, connect("127.0.0.4") as fourth:
+            await frames(back, "stats", lambda f: len(f) >= 1)
+            await frames(fourth, "stats", lambda f: len(f) >= 1)
+        async with httpx.AsyncClient() as http:
+            metrics = (await http.get(f"{server.base}/metrics")).text
+        assert 'ses_tracker_websocket_refused_total{cap="total"} 1.0' in metrics
