@@ -354,4 +354,11 @@ def _alert_metrics(alerting: Alerting) -> Iterator[Metric]:
     )
     for sink, waiting in alerting.backlog.items():
         backlog.add_metric([sink], waiting)
-    yield from (notices, evaluations, errors, leading, backlog, held)
+    dropped = CounterMetricFamily(
+        "ses_tracker_account_events_dropped",
+        "Account-level events dropped: not_listed (SES_TRACKER_ACCOUNT_IDS), not_an_account_id.",
+        labels=["reason"],
+    )
+    for reason, count in alerting.accounts_dropped.items():
+        dropped.add_metric([reason.value], count)
+    yield from (notices, evaluations, errors, leading, backlog, held, dropped)

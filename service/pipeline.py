@@ -32,7 +32,8 @@ log = structlog.get_logger(__name__)
 TransitionListener = Callable[[Sequence[Transition]], None]
 ChangeListener = Callable[[Sequence[Transition], Sequence[MessageWrite]], None]
 # Awaited before the batch is acknowledged: what it stores must be durable too.
-AccountListener = Callable[[AccountEvent], Awaitable[None]]
+# Answers False when it dropped the event (an account that does not count).
+AccountListener = Callable[[AccountEvent], Awaitable[bool | None]]
 
 DEFAULT_MAX_FUTURE_S = 86_400
 # An HTTP source nothing was pushed to for this long is no longer behind.
@@ -233,10 +234,16 @@ class Pipeline:
     async def _publish_account_event(self, event: AccountEvent, source: str) -> None:
         # Listeners store what they keep (raising StoreUnavailable when they cannot),
         # so the source acknowledges the event only once that is durable.
+        kept = True
         for listener in self._account_listeners:
-            await listener(event)
+            kept = await listener(event) is not False and kept
+        if not kept:  # counted (and logged, bounded) by the listener that dropped it
+            return
         self.account_events.append(event)
         level = log.error if event.sending_disabled else log.warning
         level(
-            "ses_account_event", source=source, detail_type=event.detail_type, account=event.account
+            "ses_account_event",
+            source=source,
+            detail_type=event.detail_type[:64],
+            account=None if event.account is None else event.account[:16],
         )

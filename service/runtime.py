@@ -141,10 +141,15 @@ def build_alerting(
     if redis is not None:
         # Alert state lives beside the messages, on the message store's connections.
         alert_store = RedisAlertStore(
-            redis.client, prefix=redis.single_slot_prefix("alerts"), owns_client=False
+            redis.client,
+            prefix=redis.single_slot_prefix("alerts"),
+            owns_client=False,
+            account_limits=config.accounts.limits,
         )
     else:
-        alert_store = MemoryAlertStore(settings.alert_state_dir)
+        alert_store = MemoryAlertStore(
+            settings.alert_state_dir, account_limits=config.accounts.limits
+        )
     # A sink that hangs costs its own sender this long per attempt, nothing else.
     client = httpx.AsyncClient(timeout=httpx.Timeout(10.0, connect=5.0), follow_redirects=False)
     deliverer = Deliverer(client, secret=config.secret, attempts=4, max_wait_s=30.0)
@@ -159,6 +164,7 @@ def build_alerting(
         health_of=health_of,
         clock_ms=clock_ms,
         catch_up_s=settings.catch_up_lag_s,
+        accounts=config.accounts,
     )
 
 

@@ -15,6 +15,7 @@ from urllib.parse import urlsplit
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from service.alerts.accounts import AccountPolicy, parse_account_ids
 from service.dimensions import Dimensions, parse_tag_names
 from service.stores.slots import DEFAULT_SLOT_GROUPS, MAX_SLOT_GROUPS
 
@@ -55,6 +56,8 @@ class Settings(BaseSettings):
     forward_keep_s: float = Field(86_400, gt=0, le=30 * 86_400)
     forward_allow_private: bool = False
     suppression_days: int = Field(400, ge=0, le=3_660)
+    # AWS accounts whose account-level events count (service.alerts.accounts).
+    account_ids: str | None = None
 
     # Beyond the published contract's table; all documented in README, Configuration.
     redis_slot_groups: int = Field(DEFAULT_SLOT_GROUPS, ge=1, le=MAX_SLOT_GROUPS)
@@ -106,6 +109,16 @@ class Settings(BaseSettings):
     def _tag_names(cls, value: str | None) -> str | None:
         parse_tag_names(value)  # raises ValueError, reported with the variable's name
         return value
+
+    @field_validator("account_ids")
+    @classmethod
+    def _account_ids(cls, value: str | None) -> str | None:
+        parse_account_ids(value)  # raises ValueError, reported with the variable's name
+        return value
+
+    def account_policy(self) -> AccountPolicy:
+        """Whose account events count, and how many accounts alerting keeps."""
+        return AccountPolicy.of(self.account_ids)
 
     @model_validator(mode="after")
     def _cluster_over_tcp(self) -> Settings:

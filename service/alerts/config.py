@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from service.alerts.accounts import AccountPolicy
 from service.alerts.rules import RulesError, RuleSet, load_rules
 from service.alerts.sinks import Sink, SinkConfigError, parse_webhooks
 from service.settings import Settings
@@ -18,6 +19,8 @@ class AlertConfig:
     rules: RuleSet
     sinks: list[Sink]
     secret: bytes | None  # signs generic webhooks
+    # Whose account events count (SES_TRACKER_ACCOUNT_IDS), checked with the settings.
+    accounts: AccountPolicy
 
 
 def alert_config(settings: Settings) -> AlertConfig:
@@ -41,4 +44,9 @@ def alert_config(settings: Settings) -> AlertConfig:
         problems.append("SES_TRACKER_ALERT_WEBHOOK_SECRET: use at least 16 characters")
     if problems or rules is None or sinks is None:
         raise AlertConfigError("\n".join(problems))
-    return AlertConfig(rules, sinks, None if secret is None else secret.get_secret_value().encode())
+    return AlertConfig(
+        rules,
+        sinks,
+        None if secret is None else secret.get_secret_value().encode(),
+        settings.account_policy(),
+    )

@@ -25,6 +25,8 @@ from typing import Any
 import structlog
 
 from service import state
+from service.alerts.accounts import AccountPolicy, Dropped, clamped, loggable
+from service.alerts.bounds import bounded
 from service.alerts.delivery import Deliverer, FinalDeliveryError, RetryableDeliveryError
 from service.alerts.evaluate import (
     WINDOW_RULES,
@@ -65,6 +67,8 @@ SENDER_IDLE_S = 1.0
 
 # A replica's source figures count while this recent (they are noted every tick).
 HEALTH_FRESH_MS = 120_000
+# Account events dropped are logged at most once per this (with the count meanwhile).
+DROP_LOG_EVERY_MS = 60_000
 
 
 def source_health(replica: str, status: dict[str, Any]) -> SourceHealth:
@@ -102,6 +106,7 @@ class Alerting:
         owner: str | None = None,
         health_of: Callable[[], list[dict[str, Any]]] = list,
         catch_up_s: float = DEFAULT_CATCH_UP_S,
+        accounts: AccountPolicy | None = None,
     ) -> None:
         self.store = store
         self.alert_store = alert_store
@@ -110,6 +115,11 @@ class Alerting:
         self.deliverer = deliverer
         self.overdue_after_s = overdue_after_s
         self.public_url = public_url.rstrip("/") if public_url else None
+        self.account_policy = accounts or AccountPolicy()
+        # Account events dropped, by reason (a closed set: never the account itself).
+        self.accounts_dropped: Counter[Dropped] = Counter()
+        self._drops_unlogged = 0
+        self._drop_logged_ms: int | None = None
         self.owner = owner or replica_name()
         self._clock_ms = clock_ms
         self.leading = False
@@ -155,7 +165,10 @@ class Alerting:
             if lag_s > self.catch_up_s
         ]
         inputs = await self._gather(now_ms, sources)
-        findings = evaluate(self.rules.rules, inputs)
+        found = evaluate(self.rules.rules, inputs)
+        findings = {
+            key: None if finding is None else bounded(finding) for key, finding in found.items()
+        }
         records = await self.alert_store.records()
         self._hold_resolutions(findings, records)
         timing = self.rules.timing
@@ -213,7 +226,9 @@ class Alerting:
             overdue, more = await self._overdue(now_ms)
         accounts = None
         if any(rule.kind == "sending_disabled" for rule in self.rules.rules):
-            accounts = await self.alert_store.accounts()
+            kept = await self.alert_store.accounts(now_ms)
+            # Kept before SES_TRACKER_ACCOUNT_IDS was set (or changed): not counted.
+            accounts = {a: s for a, s in kept.items() if self.account_policy.admits(a)}
         health = None
         if self._tracker_window_ms is not None:
             health = await self._health(now_ms, self._tracker_window_ms, sources)
@@ -297,15 +312,45 @@ class Alerting:
 
     # Account events --------------------------------------------------------
 
-    async def on_account_event(self, event: AccountEvent) -> None:
-        """Pipeline hook: store the account's sending status before it is acknowledged."""
+    async def on_account_event(self, event: AccountEvent) -> bool:
+        """Pipeline hook: store the account's sending status before it is acknowledged.
+        False: the event was dropped (an account that does not count), so the
+        pipeline neither keeps nor logs it; it is counted here, by reason."""
+        refused = self.account_policy.refuses(event.account)
+        if refused is not None:
+            self._dropped(refused, event)
+            return False
+        assert event.account is not None  # refuses() said it is an account id
         if event.detail_type not in ("Sending Status Disabled", "Sending Status Enabled"):
-            return
-        status = AccountStatus(not event.sending_disabled, event.at, event.detail_type)
+            return True
+        now_ms = self._clock_ms()
+        status = clamped(
+            AccountStatus(not event.sending_disabled, event.at, event.detail_type), now_ms
+        )
         try:
-            await self.alert_store.note_account(event.account or "(unknown)", status)
+            await self.alert_store.note_account(event.account, status, now_ms)
         except REDIS_UNAVAILABLE as exc:
             raise StoreUnavailable(f"account status not saved: {type(exc).__name__}") from exc
+        return True
+
+    def _dropped(self, reason: Dropped, event: AccountEvent) -> None:
+        """Count a dropped account event; log the first, then one line a minute at
+        most (a flood of forged accounts is one line with a count, not a line each)."""
+        self.accounts_dropped[reason] += 1
+        self._drops_unlogged += 1
+        now_ms = self._clock_ms()
+        if self._drop_logged_ms is not None and now_ms - self._drop_logged_ms < DROP_LOG_EVERY_MS:
+            return
+        log.warning(
+            "account_events_dropped",
+            count=self._drops_unlogged,
+            reason=reason.value,
+            latest_account=loggable(event.account, 16),
+            latest_detail_type=loggable(event.detail_type),
+            hint="SES_TRACKER_ACCOUNT_IDS lists the accounts whose events count",
+        )
+        self._drops_unlogged = 0
+        self._drop_logged_ms = now_ms
 
     # Delivery --------------------------------------------------------------
 

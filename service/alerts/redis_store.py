@@ -4,8 +4,11 @@ Keys, beside the message store's (same prefix): ``al:lease`` (the evaluating
 replica, with a TTL), ``al:records`` (hash: alert key -> record JSON),
 ``al:history`` (list of notices, newest first, capped), ``al:entries`` (hash:
 outbox entry id -> entry JSON), ``al:out:<sink id>`` (zset: entry id scored by
-when it is next due) and ``al:accounts`` (hash: account -> sending status).
-Every multi-key change is one Lua script, so it happens whole or not at all.
+when it is next due) and ``al:accounts`` (hash: account -> sending status and when
+it was last seen, at most ``AccountLimits.keep`` fields: the scripts that write and
+read it trim it in the same step, so it never grows past that however many accounts
+events name). Every multi-key change is one Lua script, so it happens whole or not
+at all.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ from typing import Any
 import orjson
 from redis import asyncio as aioredis
 
+from service.alerts.accounts import AccountLimits
 from service.alerts.evaluate import AccountStatus
 from service.alerts.lifecycle import AlertRecord, Plan
 from service.alerts.model import Alert, alert_from_dict, alert_to_dict
@@ -72,25 +76,81 @@ end
 return claimed
 """
 
-# KEYS: accounts. ARGV: account, status JSON, at, enabled (1/0).
-_NOTE_ACCOUNT = """
+# The twin of accounts.to_forget: drop accounts unseen for the TTL (ms, 0: none),
+# then, over ``keep``, the least recently seen, running before paused. The hash is
+# at most keep + 1 fields here, except once after an upgrade from a version that
+# did not bound it (its fields carry no "seen": their "at" stands in).
+_TRIM_ACCOUNTS = """
+local function trim(key, now, keep, ttl)
+  if ttl == 0 and redis.call('HLEN', key) <= keep then return end
+  local all = redis.call('HGETALL', key)
+  local left = {}
+  for i = 1, #all, 2 do
+    local ok, s = pcall(cjson.decode, all[i + 1])
+    if not ok or type(s) ~= 'table' then s = {} end
+    local seen = tonumber(s.seen) or tonumber(s.at) or 0
+    if ttl > 0 and seen <= now - ttl then
+      redis.call('HDEL', key, all[i])
+    else
+      table.insert(left, {s.enabled == false and 1 or 0, seen, all[i]})
+    end
+  end
+  local over = #left - keep
+  if over > 0 then
+    table.sort(left, function(a, b)
+      if a[1] ~= b[1] then return a[1] < b[1] end
+      if a[2] ~= b[2] then return a[2] < b[2] end
+      return a[3] < b[3]
+    end)
+    for i = 1, over do redis.call('HDEL', key, left[i][3]) end
+  end
+end
+"""
+
+# KEYS: accounts. ARGV: account, status JSON, at, enabled (1/0), now, keep, ttl.
+_NOTE_ACCOUNT = (
+    _TRIM_ACCOUNTS
+    + """
+local now, keep, ttl = tonumber(ARGV[5]), tonumber(ARGV[6]), tonumber(ARGV[7])
+local body = cjson.decode(ARGV[2])
+local changed = 1
 local old = redis.call('HGET', KEYS[1], ARGV[1])
 if old then
   old = cjson.decode(old)
   local at = tonumber(ARGV[3])
-  if old.at > at then return 0 end
-  if old.at == at and not (old.enabled and ARGV[4] == '0') then return 0 end
+  if old.at > at or (old.at == at and not (old.enabled and ARGV[4] == '0')) then
+    body, changed = old, 0  -- not newer: the old status stays, seen now
+  end
 end
-redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
-return 1
+body.seen = now
+redis.call('HSET', KEYS[1], ARGV[1], cjson.encode(body))
+trim(KEYS[1], now, keep, ttl)
+if ttl > 0 then redis.call('PEXPIRE', KEYS[1], ttl) else redis.call('PERSIST', KEYS[1]) end
+return changed
 """
+)
+
+# KEYS: accounts. ARGV: now, keep, ttl. The accounts kept now, as a flat list.
+_ACCOUNTS = (
+    _TRIM_ACCOUNTS
+    + """
+trim(KEYS[1], tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3]))
+return redis.call('HGETALL', KEYS[1])
+"""
+)
 
 
 class RedisAlertStore(AlertStore):
     def __init__(
-        self, client: aioredis.Redis, *, prefix: str = DEFAULT_PREFIX, owns_client: bool = True
+        self,
+        client: aioredis.Redis,
+        *,
+        prefix: str = DEFAULT_PREFIX,
+        owns_client: bool = True,
+        account_limits: AccountLimits | None = None,
     ) -> None:
         self._client = client
+        self._account_limits = account_limits or AccountLimits()
         self._owns_client = owns_client
         self._keys = RedisKeys(prefix)
         self._lease_key = self._keys.alert_lease
@@ -103,6 +163,7 @@ class RedisAlertStore(AlertStore):
         self._commit = client.register_script(_COMMIT)
         self._claim = client.register_script(_CLAIM)
         self._note_account = client.register_script(_NOTE_ACCOUNT)
+        self._accounts = client.register_script(_ACCOUNTS)
 
     def outbox_key(self, sink_id: str) -> str:
         return self._keys.alert_outbox(sink_id)
@@ -176,13 +237,17 @@ class RedisAlertStore(AlertStore):
     async def pending(self, sink_id: str) -> int:
         return int(await self._client.zcard(self.outbox_key(sink_id)))
 
-    async def note_account(self, account: str, status: AccountStatus) -> None:
+    def _limit_args(self) -> list[int]:
+        limits = self._account_limits
+        return [limits.keep, limits.ttl_ms or 0]
+
+    async def note_account(self, account: str, status: AccountStatus, now_ms: int) -> None:
         body = orjson.dumps(
             {"enabled": status.enabled, "at": status.at, "detail_type": status.detail_type}
         )
         await self._note_account(
             keys=[self._accounts_key],
-            args=[account, body, status.at, 1 if status.enabled else 0],
+            args=[account, body, status.at, int(status.enabled), now_ms, *self._limit_args()],
         )
 
     async def oldest_waiting_ms(self, sink_id: str) -> int | None:
@@ -203,9 +268,15 @@ class RedisAlertStore(AlertStore):
         raw = await self._client.hgetall(self._keys.alert_health)
         return {owner.decode(): orjson.loads(value) for owner, value in raw.items()}
 
-    async def accounts(self) -> dict[str, AccountStatus]:
-        raw = await self._client.hgetall(self._accounts_key)
-        return {name.decode(): AccountStatus(**orjson.loads(value)) for name, value in raw.items()}
+    async def accounts(self, now_ms: int) -> dict[str, AccountStatus]:
+        flat = await self._accounts(keys=[self._accounts_key], args=[now_ms, *self._limit_args()])
+        accounts = {}
+        for name, value in zip(flat[::2], flat[1::2], strict=True):
+            raw = orjson.loads(value)
+            accounts[name.decode()] = AccountStatus(
+                bool(raw["enabled"]), int(raw["at"]), str(raw["detail_type"])
+            )
+        return accounts
 
     async def close(self) -> None:
         if self._owns_client:

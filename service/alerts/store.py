@@ -27,6 +27,7 @@ from typing import Any
 import orjson
 import structlog
 
+from service.alerts.accounts import AccountLimits, to_forget
 from service.alerts.evaluate import AccountStatus
 from service.alerts.lifecycle import AlertRecord, Plan
 from service.alerts.model import Alert, alert_from_dict, alert_to_dict
@@ -122,11 +123,14 @@ class AlertStore(ABC):
         """How many entries wait for ``sink_id``."""
 
     @abstractmethod
-    async def note_account(self, account: str, status: AccountStatus) -> None:
-        """Record an account's sending status; the newest ``at`` wins (any order)."""
+    async def note_account(self, account: str, status: AccountStatus, now_ms: int) -> None:
+        """Record an account's sending status; the newest ``at`` wins (any order).
+        The account was seen at ``now_ms``; past the store's :class:`AccountLimits`,
+        accounts are forgotten (``accounts.to_forget``) in the same step."""
 
     @abstractmethod
-    async def accounts(self) -> dict[str, AccountStatus]: ...
+    async def accounts(self, now_ms: int) -> dict[str, AccountStatus]:
+        """The accounts kept at ``now_ms`` (at most ``AccountLimits.keep``)."""
 
     @abstractmethod
     async def oldest_waiting_ms(self, sink_id: str) -> int | None:
@@ -156,13 +160,17 @@ class MemoryAlertStore(AlertStore):
     outbox is one file per entry (written before the commit returns, removed once
     delivered) and records and history one JSON file, both replaced atomically."""
 
-    def __init__(self, directory: Path | None = None) -> None:
+    def __init__(
+        self, directory: Path | None = None, *, account_limits: AccountLimits | None = None
+    ) -> None:
         self._directory = directory
+        self._account_limits = account_limits or AccountLimits()
         self._records: dict[str, AlertRecord] = {}
         self._history: list[Alert] = []
         self._entries: dict[str, OutboxEntry] = {}
         self._due: dict[str, int] = {}
         self._accounts: dict[str, AccountStatus] = {}
+        self._seen: dict[str, int] = {}  # account -> when its last event came
         self._healths: dict[str, dict[str, Any]] = {}
         if directory is not None:
             self._load(directory)
@@ -225,13 +233,32 @@ class MemoryAlertStore(AlertStore):
     async def pending(self, sink_id: str) -> int:
         return sum(1 for entry in self._entries.values() if entry.sink_id == sink_id)
 
-    async def note_account(self, account: str, status: AccountStatus) -> None:
-        if newer_account_status(self._accounts.get(account), status):
+    async def note_account(self, account: str, status: AccountStatus, now_ms: int) -> None:
+        changed = newer_account_status(self._accounts.get(account), status)
+        if changed:
             self._accounts[account] = status
+        self._seen[account] = now_ms
+        if self._forget(now_ms) or changed:
+            # A known account seen again is not worth a write: its "seen" is saved
+            # with the next change (a restart may then forget it a little early).
             self._write_state()
 
-    async def accounts(self) -> dict[str, AccountStatus]:
+    async def accounts(self, now_ms: int) -> dict[str, AccountStatus]:
+        if self._forget(now_ms):
+            self._write_state()
         return dict(self._accounts)
+
+    def _forget(self, now_ms: int) -> bool:
+        """Drop what the account limits leave out; whether anything was dropped."""
+        entries = {
+            account: (self._seen.get(account, status.at), not status.enabled)
+            for account, status in self._accounts.items()
+        }
+        gone = to_forget(entries, self._account_limits, now_ms)
+        for account in gone:
+            self._accounts.pop(account, None)
+            self._seen.pop(account, None)
+        return bool(gone)
 
     async def oldest_waiting_ms(self, sink_id: str) -> int | None:
         return min(
@@ -261,7 +288,12 @@ class MemoryAlertStore(AlertStore):
             "records": [record.to_dict() for record in self._records.values()],
             "history": [alert_to_dict(alert) for alert in self._history],
             "accounts": {
-                name: {"enabled": s.enabled, "at": s.at, "detail_type": s.detail_type}
+                name: {
+                    "enabled": s.enabled,
+                    "at": s.at,
+                    "detail_type": s.detail_type,
+                    "seen": self._seen.get(name, s.at),
+                }
                 for name, s in self._accounts.items()
             },
         }
@@ -276,9 +308,9 @@ class MemoryAlertStore(AlertStore):
                 record = AlertRecord.from_dict(raw)
                 self._records[record.key] = record
             self._history = [alert_from_dict(raw) for raw in state.get("history", [])]
-            self._accounts = {
-                name: AccountStatus(**raw) for name, raw in state.get("accounts", {}).items()
-            }
+            for name, raw in state.get("accounts", {}).items():
+                self._accounts[name] = AccountStatus(raw["enabled"], raw["at"], raw["detail_type"])
+                self._seen[name] = raw.get("seen", raw["at"])  # older files: no "seen"
         for path in sorted((directory / "outbox").glob("*.json")):
             try:
                 entry = OutboxEntry.from_json(path.read_bytes())

@@ -14,11 +14,15 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
+import orjson
 import pytest
+import structlog
 
+from service.alerts.accounts import ACCOUNT_TTL_MS, AccountPolicy, Dropped
 from service.alerts.delivery import Deliverer
 from service.alerts.engine import Alerting
-from service.alerts.model import AlertState, Severity
+from service.alerts.evaluate import AccountStatus
+from service.alerts.model import AlertState, Severity, alert_to_dict
 from service.alerts.redis_store import RedisAlertStore
 from service.alerts.rules import parse_rules
 from service.alerts.sinks import Sink, parse_webhooks
@@ -85,6 +89,7 @@ def make_alerting(
     clock: ManualClock,
     health_of: Callable[[], list[dict]] = list,
     owner: str | None = None,
+    accounts: AccountPolicy | None = None,
     **deliverer: object,
 ) -> Alerting:
     """One replica's alerting; its deliverer owns its HTTP client (stop closes it)."""
@@ -99,6 +104,7 @@ def make_alerting(
         clock_ms=clock,
         health_of=health_of,
         owner=owner,
+        accounts=accounts,
     )
 
 
@@ -325,9 +331,9 @@ async def test_only_the_lease_holder_evaluates_and_a_stale_holder_cannot_commit(
     await store.close()
 
 
-async def written(alert_store: AlertStore, *, enabled: bool) -> None:
+async def written(alert_store: AlertStore, *, enabled: bool, now_ms: int) -> None:
     for _ in range(200):
-        status = (await alert_store.accounts()).get("123456789012")
+        status = (await alert_store.accounts(now_ms)).get("123456789012")
         if status is not None and status.enabled is enabled:
             return
         await asyncio.sleep(0.01)
@@ -352,11 +358,11 @@ async def test_sending_disabled_is_critical_and_resolves_when_enabled(stores, ki
     await pipeline.ingest(account_event("Sending Status Disabled", "2026-11-23T10:00:01Z"), "t")
     # An older "enabled" arriving late does not un-pause the account.
     await pipeline.ingest(account_event("Sending Status Enabled", "2026-11-23T10:00:00Z"), "t")
-    await written(alert_store, enabled=False)  # beside ingestion, not in its path
+    await written(alert_store, enabled=False, now_ms=clock.ms)  # beside ingestion, not in its path
     [fired] = await alerting.tick()
     assert fired.severity is Severity.CRITICAL and "123456789012" in fired.title
     await pipeline.ingest(account_event("Sending Status Enabled", "2026-11-23T10:05:00Z"), "t")
-    await written(alert_store, enabled=True)
+    await written(alert_store, enabled=True, now_ms=clock.ms)
     clock.ms += 10 * S
     [resolved] = await alerting.tick()
     assert resolved.state is AlertState.RESOLVED
@@ -400,3 +406,143 @@ async def test_the_tracker_alerts_on_its_own_sources_across_replicas(stores, kin
     if kind != "memory":
         await store_a.close()
         await store_b.close()
+
+
+# --- #23.8: account events from known accounts --------------------------------------------
+
+GENUINE = "123456789012"
+PAUSED_RULES = "timing: {group_wait_s: 0, group_interval_s: 0}\nrules:\n"
+PAUSED_RULES += "  - {name: paused, kind: sending_disabled}\n"
+
+
+def forged(count: int, detail_type: str, at: int) -> bytes:
+    """``count`` account events, each naming an account of its own."""
+    return ses.dumps(
+        *(ses.eventbridge_account(detail_type, at, f"{900_000_000_000 + n}") for n in range(count))
+    )
+
+
+async def test_a_flood_of_forged_accounts_leaves_a_bounded_store_and_notice(
+    stores, kind: str
+) -> None:
+    """Unset SES_TRACKER_ACCOUNT_IDS: 300 accounts in, at most 20 kept; forged
+    "enabled" events push out running accounts before the paused one; the notice names
+    five accounts and a count."""
+    store, alert_store = stores()
+    clock = ManualClock(T0)
+    alerting = make_alerting(store, alert_store, PAUSED_RULES, [], clock)
+    pipeline = Pipeline(store, clock_ms=clock)
+    pipeline.on_account_event(alerting.on_account_event)
+    genuine = ses.eventbridge_account("Sending Status Disabled", T0 - 1_000, GENUINE)
+    await pipeline.ingest(ses.dumps(genuine), "t")
+    clock.ms += S
+    await pipeline.ingest(forged(300, "Sending Status Enabled", T0), "t")
+    kept = await alert_store.accounts(clock.ms)
+    assert len(kept) == 20 and not kept[GENUINE].enabled
+    [fired] = await alerting.tick()
+    assert fired.title == f"SES sending is paused for account {GENUINE}"
+    clock.ms += S
+    await pipeline.ingest(forged(300, "Sending Status Disabled", T0), "t")
+    kept = await alert_store.accounts(clock.ms)
+    assert len(kept) == 20 and all(not status.enabled for status in kept.values())
+    [news] = await alerting.tick()
+    assert news.title.endswith(" and 15 more") and news.title.count(", ") == 4
+    assert len(news.figures) == 6 and news.figures["more accounts"] == "15"
+    assert len(orjson.dumps(alert_to_dict(news))) < 2_000
+    if kind != "memory":
+        raw = redis_target_client(alert_store)
+        assert await raw.hlen(alert_store._accounts_key) == 20  # the hash itself, not a view
+    await alerting.stop()
+    if kind != "memory":
+        await store.close()
+
+
+def redis_target_client(alert_store: AlertStore):
+    assert isinstance(alert_store, RedisAlertStore)
+    return alert_store._client
+
+
+async def test_accounts_unseen_for_the_ttl_are_forgotten(stores, kind: str) -> None:
+    store, alert_store = stores()
+    status = AccountStatus(False, T0, "Sending Status Disabled")
+    await alert_store.note_account(GENUINE, status, T0)
+    if kind != "memory":
+        ttl_ms = await redis_target_client(alert_store).pttl(alert_store._accounts_key)
+        assert 0 < ttl_ms <= ACCOUNT_TTL_MS  # a quiet hash goes away on its own too
+    assert GENUINE in await alert_store.accounts(T0 + ACCOUNT_TTL_MS - 1)
+    assert await alert_store.accounts(T0 + ACCOUNT_TTL_MS) == {}
+    if kind != "memory":
+        await store.close()
+    await alert_store.close()
+
+
+async def test_a_store_flooded_before_the_bound_is_trimmed_on_its_first_read(
+    stores, kind: str
+) -> None:
+    """An upgrade from a version that kept every account: the first read trims."""
+    if kind == "memory":
+        pytest.skip("the memory store starts empty or from its own bounded file")
+    store, alert_store = stores()
+    client = redis_target_client(alert_store)
+    legacy = {
+        f"{900_000_000_000 + n}": orjson.dumps(
+            {"enabled": False, "at": T0 + n, "detail_type": "Sending Status Disabled"}
+        )
+        for n in range(5_000)
+    }
+    await client.hset(alert_store._accounts_key, mapping=legacy)
+    kept = await alert_store.accounts(T0 + 10_000)
+    assert len(kept) == 20 and await client.hlen(alert_store._accounts_key) == 20
+    assert min(kept) == f"{900_000_000_000 + 4_980}"  # the latest by their own time
+    await alert_store.close()
+    await store.close()
+
+
+async def test_a_forged_event_dated_tomorrow_does_not_outrank_todays_genuine_one(
+    stores, kind: str
+) -> None:
+    store, alert_store = stores()
+    clock = ManualClock(T0)
+    alerting = make_alerting(store, alert_store, PAUSED_RULES, [], clock)
+    pipeline = Pipeline(store, clock_ms=clock)
+    pipeline.on_account_event(alerting.on_account_event)
+    tomorrow = T0 + 23 * 3600 * S
+    forgery = ses.eventbridge_account("Sending Status Disabled", tomorrow, GENUINE)
+    await pipeline.ingest(ses.dumps(forgery), "t")
+    assert (await alert_store.accounts(clock.ms))[GENUINE].at == T0  # clamped to the clock
+    clock.ms += 60 * S
+    enabled = ses.eventbridge_account("Sending Status Enabled", T0 + 50 * S, GENUINE)
+    await pipeline.ingest(ses.dumps(enabled), "t")
+    assert (await alert_store.accounts(clock.ms))[GENUINE].enabled
+    assert await alerting.tick() == []  # nothing paused
+    await alerting.stop()
+    if kind != "memory":
+        await store.close()
+
+
+async def test_accounts_not_listed_are_counted_and_dropped(stores, kind: str) -> None:
+    """SES_TRACKER_ACCOUNT_IDS set: others are counted by reason, never stored, never
+    logged one line each, never in a notice."""
+    store, alert_store = stores()
+    clock = ManualClock(T0)
+    policy = AccountPolicy.of(GENUINE)
+    alerting = make_alerting(store, alert_store, PAUSED_RULES, [], clock, accounts=policy)
+    pipeline = Pipeline(store, clock_ms=clock)
+    pipeline.on_account_event(alerting.on_account_event)
+    hostile = ses.eventbridge_account("Sending Status Disabled", T0, "<!channel> " + "x" * 5_000)
+    with structlog.testing.capture_logs() as logged:
+        await pipeline.ingest(forged(1_000, "Sending Status Disabled", T0), "t")
+        await pipeline.ingest(ses.dumps(hostile), "t")
+    assert alerting.accounts_dropped == {Dropped.NOT_LISTED: 1_000, Dropped.NOT_AN_ACCOUNT: 1}
+    assert await alert_store.accounts(clock.ms) == {}
+    assert not pipeline.account_events
+    assert [line["event"] for line in logged] == ["account_events_dropped"]
+    assert all(len(str(line)) < 1_000 for line in logged)
+    assert await alerting.tick() == []
+    genuine = ses.eventbridge_account("Sending Status Disabled", T0, GENUINE)
+    await pipeline.ingest(ses.dumps(genuine), "t")
+    [fired] = await alerting.tick()
+    assert fired.title == f"SES sending is paused for account {GENUINE}"
+    await alerting.stop()
+    if kind != "memory":
+        await store.close()

@@ -191,3 +191,70 @@ async def test_overdue_fires_once_across_two_processes_and_a_late_delivery_resol
                 assert SECRET not in logs and receiver.base not in logs
                 for line in logs.splitlines():
                     orjson.loads(line)  # JSON logs only
+
+
+# --- #23.8: account events from known accounts --------------------------------------------
+
+PAUSED = """
+timing: {group_wait_s: 0, group_interval_s: 1, evaluate_every_s: 0.2}
+rules:
+  - {name: paused, kind: sending_disabled}
+"""
+GENUINE = "123456789012"
+
+
+def account_events(accounts: list[str], at: int) -> bytes:
+    return orjson.dumps(
+        [ses.eventbridge_account("Sending Status Disabled", at, account) for account in accounts]
+    )
+
+
+async def test_a_flood_of_forged_accounts_gives_a_small_alerts_answer(tmp_path: Path) -> None:
+    """Unset SES_TRACKER_ACCOUNT_IDS: 2,000 accounts paused, 20 kept, 5 named."""
+    settings = Settings(_env_file=None, alert_rules=rules_file(tmp_path, PAUSED))
+    async with (
+        serving(settings) as server,
+        httpx.AsyncClient(base_url=server.base) as http,
+    ):
+        now_ms = time.time_ns() // 1_000_000
+        flood = [f"{900_000_000_000 + n}" for n in range(2_000)]
+        response = await http.post("/v1/events", content=account_events(flood, now_ms))
+        assert response.status_code == 202 and response.json()["accepted"] == 2_000
+
+        async def firing():
+            answer = await http.get("/v1/alerts")
+            return answer if answer.json()["firing"] else None
+
+        answer = await eventually(firing)
+        [alert] = answer.json()["firing"]
+        assert alert["title"].startswith("SES sending is paused for 20 accounts: ")
+        assert alert["title"].endswith(" and 15 more")
+        assert len(answer.content) < 10_000
+
+
+async def test_account_events_of_accounts_not_listed_are_counted_and_dropped(
+    tmp_path: Path,
+) -> None:
+    settings = Settings(
+        _env_file=None, alert_rules=rules_file(tmp_path, PAUSED), account_ids=GENUINE
+    )
+    async with (
+        serving(settings) as server,
+        httpx.AsyncClient(base_url=server.base) as http,
+    ):
+        now_ms = time.time_ns() // 1_000_000
+        forged = [f"{900_000_000_000 + n}" for n in range(500)]
+        response = await http.post("/v1/events", content=account_events(forged, now_ms))
+        assert response.status_code == 202
+        await http.post("/v1/events", content=account_events([GENUINE], now_ms))
+
+        async def firing():
+            answer = (await http.get("/v1/alerts")).json()
+            return answer["firing"]
+
+        [alert] = await eventually(firing)
+        assert alert["title"] == f"SES sending is paused for account {GENUINE}"
+        assert "900000000000" not in str(alert)
+        metrics = (await http.get("/metrics")).text
+        assert 'ses_tracker_account_events_dropped_total{reason="not_listed"} 500.0' in metrics
+        assert "900000000000" not in metrics  # never an account as a label
