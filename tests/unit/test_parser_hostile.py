@@ -24,6 +24,9 @@ HOSTILE = {
     "record openers only": b'{"eventType":',
     "deep nesting between lines": b"[" * 600 + b"\n{",
     "good records": GOOD,
+    "junk lines between records": b"not json\n" + GOOD + b"\n",
+    "junk lines, then a broken object line": b"x\n" + GOOD + b"\n{\n",
+    "white space lines": b" \r\n\t\n\n",
 }
 
 
