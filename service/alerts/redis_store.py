@@ -18,6 +18,7 @@ from dataclasses import replace
 from typing import Any
 
 import orjson
+import structlog
 from redis import asyncio as aioredis
 
 from service.alerts.accounts import AccountLimits
@@ -26,6 +27,8 @@ from service.alerts.lifecycle import AlertRecord, Plan
 from service.alerts.model import Alert, alert_from_dict, alert_to_dict
 from service.alerts.store import HISTORY_KEPT, AlertStore, OutboxEntry, new_entries
 from service.stores.keys import DEFAULT_PREFIX, RedisKeys
+
+log = structlog.get_logger(__name__)
 
 _HOLD_LEASE = """
 local holder = redis.call('GET', KEYS[1])
@@ -79,10 +82,19 @@ return claimed
 # The twin of accounts.to_forget: drop accounts unseen for the TTL (ms, 0: none),
 # then, over ``keep``, the least recently seen, running before paused. The hash is
 # at most keep + 1 fields here, except once after an upgrade from a version that
-# did not bound it (its fields carry no "seen": their "at" stands in).
+# did not bound it (its fields carry no "seen": their "at" stands in). Such a hash
+# more than LEGACY_SLACK over ``keep`` was flooded: sorting it would hold Redis for
+# seconds (210,000 fields: over 5 s), and its genuine accounts cannot be told from
+# forged ones anyway, so it is unlinked (freed in the background) and trim says so.
+LEGACY_SLACK = 1_000
 _TRIM_ACCOUNTS = """
 local function trim(key, now, keep, ttl)
-  if ttl == 0 and redis.call('HLEN', key) <= keep then return end
+  local size = redis.call('HLEN', key)
+  if size > keep + LEGACY_SLACK then
+    redis.call('UNLINK', key)
+    return size
+  end
+  if ttl == 0 and size <= keep then return 0 end
   local all = redis.call('HGETALL', key)
   local left = {}
   for i = 1, #all, 2 do
@@ -104,38 +116,40 @@ local function trim(key, now, keep, ttl)
     end)
     for i = 1, over do redis.call('HDEL', key, left[i][3]) end
   end
+  return 0
 end
-"""
+""".replace("LEGACY_SLACK", str(LEGACY_SLACK))
 
 # KEYS: accounts. ARGV: account, status JSON, at, enabled (1/0), now, keep, ttl.
 _NOTE_ACCOUNT = (
     _TRIM_ACCOUNTS
     + """
 local now, keep, ttl = tonumber(ARGV[5]), tonumber(ARGV[6]), tonumber(ARGV[7])
+local discarded = trim(KEYS[1], now, keep, ttl)
 local body = cjson.decode(ARGV[2])
-local changed = 1
 local old = redis.call('HGET', KEYS[1], ARGV[1])
 if old then
   old = cjson.decode(old)
   local at = tonumber(ARGV[3])
   if old.at > at or (old.at == at and not (old.enabled and ARGV[4] == '0')) then
-    body, changed = old, 0  -- not newer: the old status stays, seen now
+    body = old  -- not newer: the old status stays, seen now
   end
 end
 body.seen = now
 redis.call('HSET', KEYS[1], ARGV[1], cjson.encode(body))
 trim(KEYS[1], now, keep, ttl)
 if ttl > 0 then redis.call('PEXPIRE', KEYS[1], ttl) else redis.call('PERSIST', KEYS[1]) end
-return changed
+return discarded
 """
 )
 
-# KEYS: accounts. ARGV: now, keep, ttl. The accounts kept now, as a flat list.
+# KEYS: accounts. ARGV: now, keep, ttl. Fields discarded as a flood (0 mostly),
+# then the accounts kept now, as a flat list.
 _ACCOUNTS = (
     _TRIM_ACCOUNTS
     + """
-trim(KEYS[1], tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3]))
-return redis.call('HGETALL', KEYS[1])
+local discarded = trim(KEYS[1], tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3]))
+return {discarded, redis.call('HGETALL', KEYS[1])}
 """
 )
 
@@ -245,10 +259,11 @@ class RedisAlertStore(AlertStore):
         body = orjson.dumps(
             {"enabled": status.enabled, "at": status.at, "detail_type": status.detail_type}
         )
-        await self._note_account(
+        discarded = await self._note_account(
             keys=[self._accounts_key],
             args=[account, body, status.at, int(status.enabled), now_ms, *self._limit_args()],
         )
+        _flood_discarded(int(discarded))
 
     async def oldest_waiting_ms(self, sink_id: str) -> int | None:
         # Entry ids begin with their creation time (store.new_entries); an outbox
@@ -269,7 +284,10 @@ class RedisAlertStore(AlertStore):
         return {owner.decode(): orjson.loads(value) for owner, value in raw.items()}
 
     async def accounts(self, now_ms: int) -> dict[str, AccountStatus]:
-        flat = await self._accounts(keys=[self._accounts_key], args=[now_ms, *self._limit_args()])
+        discarded, flat = await self._accounts(
+            keys=[self._accounts_key], args=[now_ms, *self._limit_args()]
+        )
+        _flood_discarded(int(discarded))
         accounts = {}
         for name, value in zip(flat[::2], flat[1::2], strict=True):
             raw = orjson.loads(value)
@@ -281,3 +299,12 @@ class RedisAlertStore(AlertStore):
     async def close(self) -> None:
         if self._owns_client:
             await self._client.aclose()
+
+
+def _flood_discarded(fields: int) -> None:
+    if fields:
+        log.warning(
+            "alert_accounts_flood_discarded",
+            fields=fields,
+            hint="kept by an earlier version; set SES_TRACKER_ACCOUNT_IDS",
+        )
