@@ -12,7 +12,7 @@ import pytest
 
 from api.app import create_app
 from service.events import EventType, Reason
-from service.parser import parse_payload
+from service.parser import MAX_RECIPIENTS, parse_payload
 from service.pipeline import Pipeline
 from service.settings import Settings
 from service.stores import MemoryStore
@@ -125,9 +125,9 @@ def test_an_open_is_not_pinned_on_the_one_good_recipient_of_two() -> None:
 
 
 def test_bad_addresses_are_dropped_before_the_recipient_cap() -> None:
-    """Junk cannot push real recipients past the cap of 100."""
+    """Junk cannot push real recipients past the per-event cap."""
     junk = [f"junk{n}" for n in range(500)]
-    good = [f"r{n:03d}@x.com" for n in range(100)]
+    good = [f"r{n:03d}@x.com" for n in range(MAX_RECIPIENTS)]
     [event] = parse(ses.send(MID, junk + good)).events
     assert sorted(event.recipients) == good
 
@@ -153,7 +153,7 @@ async def test_an_operator_sees_bad_addresses_in_the_answer_readyz_and_metrics()
     body = ses.dumps(
         ses.send(MID, ["jane@example.com", BAD]),
         ses.send(MID + "-2", ["@nobody"]),
-        ses.send(MID + "-3", [f"r{n:03d}@x.com" for n in range(105)]),
+        ses.send(MID + "-3", [f"r{n:03d}@x.com" for n in range(MAX_RECIPIENTS + 5)]),
     )
     app = create_app(Settings(_env_file=None))
     async with app.router.lifespan_context(app):
