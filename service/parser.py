@@ -9,12 +9,16 @@ an HTTP request or a saved file and returns a :class:`ParseResult`. It understan
   (``{"Records": [{"EventSource": "aws:sns", "Sns": {...}}]}``) or an EventBridge
   event (``"source": "aws.ses"``, ``detail``);
 * EventBridge account-level events (``Sending Status Disabled`` ...);
-* several records in one payload: a JSON array, newline-delimited JSON, or objects
-  written back to back as Firehose does.
+* several records in one payload: a JSON array, newline-delimited JSON (junk lines
+  among the records rejected one by one, see ``_lines``), or objects written back
+  to back as Firehose does.
 
-A bad record is reported with its index, a reason code from a closed set
-(:class:`service.events.Reason`) and a text that names the offending field; it never
-stops the records around it.
+A bad record is reported with its index, the byte it begins at (where the framing
+knows it), a reason code from a closed set (:class:`service.events.Reason`) and a
+text that names the offending field; it never stops the records around it. A
+recipient that is not an address (:mod:`service.addresses`) is dropped from its
+event and counted (``bad_address``); the record is rejected only when no recipient
+is left.
 
 Hostile input costs bounded, linear work: every shape, broken ones included, is
 read in time linear in its bytes (see ``_concatenated``), nesting is bounded, and
