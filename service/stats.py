@@ -14,7 +14,7 @@ time (the SES timestamp of the event that made it; send time for Send):
 * the UTC hour and the UTC day it falls in (history rollups), kept
   ``history_days``; replays of old archives count here and never in live buckets.
 
-Each bucket and rollup is a flat map of counters:
+Each bucket and rollup is a map of counters:
 
 * ``c:<status>``: recipients reaching a status (a newly seen recipient counts once
   under ``sent`` too, whatever status it arrives in);
@@ -29,22 +29,32 @@ Each bucket and rollup is a flat map of counters:
   delays as ``g:...|y``), one group per dimension for every change, so each
   dimension's groups add up to the overall figures.
 
+A live bucket keeps its overall figures apart from its groups, and each dimension's
+groups apart from the others' (:class:`LiveBucket`; Redis: one hash for the overall
+figures, one per dimension), so a read that needs no dimension, or one, touches
+only those fields. A rollup is one flat map.
+
 Send-to-step latencies are counted when a recipient reaches the step's status from
 the event that brings it there; processing time and ingest lag once per new event.
 
-Cardinality is bounded, because group values come from senders and recipients: a
-bucket admits at most ``LIVE_GROUP_CAP`` values per dimension (a rollup
-``HISTORY_GROUP_CAP``), first come (marked by an ``a:<group>`` field, counted in
-``n:<dimension>``); the rest count under ``<dimension>=(other)``. Delay types
-outside SES's documented set count as ``Undetermined``. Reads return the busiest
-``TOP_GROUPS`` values of a dimension and fold the rest into ``(other)``.
+Cardinality is bounded, because group values come from senders and recipients.
+Live buckets share their admission per UTC hour (:func:`admission_hour`): the
+buckets of one hour together admit at most ``LIVE_GROUP_CAP`` values per
+dimension, first come (:class:`Admission`: an ``a:<group>`` field each, counted in
+``n:<dimension>``), and the rest count under ``<dimension>=(other)``. A window of at
+most an hour spans two hours, so it holds at most twice the cap per dimension
+however many values a flood brings (per bucket admission let an hour's window
+hold 360 times the cap). A rollup admits ``HISTORY_GROUP_CAP`` values of its own
+(its ``a:``/``n:`` fields live in it). Delay types outside SES's documented set
+count as ``Undetermined``. Reads return the busiest ``TOP_GROUPS`` values of a
+dimension and fold the rest into ``(other)``.
 """
 
 from __future__ import annotations
 
 import math
 from collections import Counter
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, MutableMapping
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
@@ -61,6 +71,7 @@ RELATIVE_ACCURACY = 0.01
 # daily percentiles, and are what keeps a year of rollups affordable.
 HISTORY_ACCURACY = 0.05
 TOP_GROUPS = 50
+# Values admitted per dimension per UTC hour of live buckets (Admission).
 LIVE_GROUP_CAP = 200
 # A rollup holds a whole hour or day, and is kept for months: fewer values apart.
 HISTORY_GROUP_CAP = 100
@@ -269,22 +280,41 @@ def transition_names(old: int | None, new: int, natural: int, latency_field: str
     return names
 
 
-class BucketCounters(Counter[str]):
-    """One live bucket's counters. Twin of the counting in ``merge.lua``, group
-    admission included."""
+def admission_hour(bucket: int) -> int:
+    """The UTC hour whose admission a live bucket shares (epoch seconds)."""
+    return bucket // HOUR_S * HOUR_S
+
+
+def admit(admitted: MutableMapping[str, int], group: str, cap: int) -> str:
+    """The group ``group`` counts under: itself, or its dimension's ``(other)`` once
+    ``cap`` other values of its dimension are admitted. ``admitted`` holds an
+    ``a:<group>`` field per admitted group and ``n:<dimension>``, their count; a
+    newly admitted group is added to it. Twin of ``admit`` in ``merge.lua``."""
+    if ("a:" + group) in admitted:
+        return group
+    dimension = dimension_of(group)
+    count = admitted.get("n:" + dimension, 0)
+    if count >= cap:
+        return dimension + "=" + OTHER
+    admitted["a:" + group] = 1
+    admitted["n:" + dimension] = count + 1
+    return group
+
+
+class Admission(Counter[str]):
+    """Which values of each dimension count apart (``a:``/``n:`` fields, :func:`admit`)."""
 
     group_cap = LIVE_GROUP_CAP
 
     def admit(self, group: str) -> str:
-        """The group ``group`` counts under here: itself, or its dimension's (other)."""
-        if "a:" + group in self:
-            return group
-        dimension = dimension_of(group)
-        if self["n:" + dimension] >= self.group_cap:
-            return dimension + "=" + OTHER
-        self["a:" + group] = 1
-        self["n:" + dimension] += 1
-        return group
+        return admit(self, group, self.group_cap)
+
+
+class RollupCounters(Admission):
+    """One hour's or day's counters, its own admission fields among them (the
+    rollups' stored layout)."""
+
+    group_cap = HISTORY_GROUP_CAP
 
     def once(self, fields: Iterable[str]) -> None:
         for field in fields:
@@ -302,30 +332,93 @@ class BucketCounters(Counter[str]):
                 self[prefix + name] += 1
 
 
-class RollupCounters(BucketCounters):
-    """One hour's or day's counters: the same, with fewer values per dimension."""
+class LiveBucket(Mapping[str, int]):
+    """One live bucket's counters: the overall figures apart from each dimension's
+    groups, so a read takes only what it needs (:meth:`fields`). Admission is the
+    hour's, shared with the hour's other buckets. Reads as one flat map of every
+    field, as a store's ``read_buckets`` returns it. Twin of the counting in
+    ``merge.lua``."""
 
-    group_cap = HISTORY_GROUP_CAP
+    __slots__ = ("admission", "groups", "overall")
+
+    def __init__(self, admission: Admission | None = None) -> None:
+        self.overall: Counter[str] = Counter()
+        self.groups: dict[str, Counter[str]] = {}
+        self.admission = Admission() if admission is None else admission
+
+    def count_group(self, group: str, tail: str) -> None:
+        """One more ``tail`` counter (``c:sent``, ``y`` ...) under ``group``, as admitted."""
+        admitted = self.admission.admit(group)
+        dimension = dimension_of(admitted)
+        fields = self.groups.get(dimension)
+        if fields is None:
+            fields = self.groups[dimension] = Counter()
+        fields["g:" + admitted + "|" + tail] += 1
+
+    def once(self, fields: Iterable[str]) -> None:
+        for field in fields:
+            if field.startswith("g:"):
+                group, _, rest = field[2:].rpartition("|")
+                self.count_group(group, rest)
+            else:
+                self.overall[field] += 1
+
+    def transition(self, groups: Iterable[str], names: list[str]) -> None:
+        for name in names:
+            self.overall[name] += 1
+        for group in groups:
+            for name in names:
+                self.count_group(group, name)
+
+    def fields(self, dimensions: Collection[str] | None = None) -> Counter[str]:
+        """The overall figures and the groups of ``dimensions`` (None: every one)."""
+        flat = Counter(self.overall)
+        for dimension, fields in self.groups.items():
+            if dimensions is None or dimension in dimensions:
+                flat.update(fields)
+        return flat
+
+    def __getitem__(self, field: str) -> int:
+        if field.startswith("g:"):
+            fields = self.groups.get(dimension_of(field[2:]))
+            if fields is None or field not in fields:
+                raise KeyError(field)
+            return fields[field]
+        if field not in self.overall:
+            raise KeyError(field)
+        return self.overall[field]
+
+    def __iter__(self) -> Iterator[str]:
+        yield from self.overall
+        for fields in self.groups.values():
+            yield from fields
+
+    def __len__(self) -> int:
+        return len(self.overall) + sum(len(fields) for fields in self.groups.values())
 
 
 class Changes:
     """What one merge changed, counted where :class:`Counting` says.
 
     ``state.merge`` calls it (``state.ChangeCounter``). ``live`` maps a bucket to its
-    counters and ``rollups`` a ``(step, start)`` to its; both are the store's, and
-    updated in place. ``touched`` lists the live buckets that changed, so readers
-    that keep sums of settled buckets know which to read again.
+    counters, ``rollups`` a ``(step, start)`` to its and ``admissions`` an hour
+    (:func:`admission_hour`) to its live buckets' admission; all are the store's
+    (``admissions`` may be left to this object when it counts every merge, as a
+    test's fold does), and updated in place. ``touched`` lists the live buckets that
+    changed, so readers that keep sums of settled buckets know which to read again.
     """
 
-    __slots__ = ("_counting", "_live", "_rollups", "_steps", "touched")
+    __slots__ = ("_admissions", "_counting", "_live", "_rollups", "_steps", "touched")
 
     def __init__(
         self,
         counting: Counting,
-        live: dict[int, BucketCounters],
+        live: dict[int, LiveBucket],
         rollups: dict[tuple[str, int], RollupCounters],
+        admissions: dict[int, Admission] | None = None,
     ) -> None:
         self._counting = counting
+        self._admissions = {} if admissions is None else admissions
         self._steps = (
             ("hour", hour_of, counting.from_ms("hour")),
             ("day", day_of, counting.from_ms("day")),
@@ -334,17 +427,21 @@ class Changes:
         self._rollups = rollups
         self.touched: set[int] = set()
 
-    def _live_bucket(self, bucket: int) -> BucketCounters | None:
+    def _live_bucket(self, bucket: int) -> LiveBucket | None:
         if bucket == NOT_LIVE or not self._counting.live:
             return None
         counters = self._live.get(bucket)
         if counters is None:
-            counters = self._live[bucket] = BucketCounters()
+            hour = admission_hour(bucket)
+            admission = self._admissions.get(hour)
+            if admission is None:
+                admission = self._admissions[hour] = Admission()
+            counters = self._live[bucket] = LiveBucket(admission)
         self.touched.add(bucket)
         return counters
 
-    def _rollups_of(self, at: int) -> list[BucketCounters]:
-        targets: list[BucketCounters] = []
+    def _rollups_of(self, at: int) -> list[RollupCounters]:
+        targets: list[RollupCounters] = []
         for step, start_of, from_ms in self._steps:
             if from_ms >= 0 and at >= from_ms:
                 key = (step, start_of(at))
@@ -357,14 +454,13 @@ class Changes:
     def once(self, write: state.MessageWrite, event: state.EventWrite) -> None:
         live = self._live_bucket(event.bucket)
         if event.once_fields:
-            targets = self._rollups_of(event.at)
+            for rollup in self._rollups_of(event.at):
+                rollup.once(event.once_fields)
             if live is not None:
-                targets.append(live)
-            for target in targets:
-                target.once(event.once_fields)
+                live.once(event.once_fields)
         if live is not None:
             for field in event.live_fields:
-                live[field] += 1
+                live.overall[field] += 1
 
     def unsafe(
         self, write: state.MessageWrite, event: state.EventWrite, address: str, gained: int
@@ -418,6 +514,16 @@ def summarize(counters: Mapping[str, int], window_s: int, by: str | None = None)
             ],
         }
     return body
+
+
+def summarize_buckets(
+    buckets: Iterable[Mapping[str, int]], window_s: int, by: str | None = None
+) -> dict[str, Any]:
+    """:func:`summarize` of the sum of a window's buckets."""
+    total: Counter[str] = Counter()
+    for counters in buckets:
+        total.update(counters)
+    return summarize(total, window_s, by)
 
 
 def busiest(

@@ -35,6 +35,7 @@ from service.alerts.evaluate import (
     OverdueMessage,
     SourceHealth,
     TrackerHealth,
+    dimensions_needed,
     evaluate,
     windows_needed,
 )
@@ -129,7 +130,9 @@ class Alerting:
         # Entries waiting per sink (kind:host label), as each sender last saw them.
         self.backlog: dict[str, int] = {}
         self._in_flight: dict[str, OutboxEntry] = {}
-        self._window_reader = WindowReader(store, windows_needed(rules.rules))
+        self._window_reader = WindowReader(
+            store, windows_needed(rules.rules), dimensions_needed(rules.rules)
+        )
         # This replica's sources, as their status() says (tracker rule).
         self._health_of = health_of
         # A source this far behind by event time holds window alerts' resolution.
@@ -165,7 +168,8 @@ class Alerting:
             if lag_s > self.catch_up_s
         ]
         inputs = await self._gather(now_ms, sources)
-        found = evaluate(self.rules.rules, inputs)
+        # Off the event loop: judging an hour's groups must not stall ingestion.
+        found = await asyncio.to_thread(evaluate, self.rules.rules, inputs)
         findings = {
             key: None if finding is None else bounded(finding) for key, finding in found.items()
         }

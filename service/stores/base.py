@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 
 from service.search import SearchPage, SearchQuery
@@ -75,16 +75,23 @@ class Store(ABC):
         nothing is counted.
         """
 
-    async def read_stats(self, first_bucket: int, last_bucket: int) -> Counter[str]:
+    async def read_stats(
+        self, first_bucket: int, last_bucket: int, dimensions: Collection[str] | None = None
+    ) -> Counter[str]:
         """The statistics counters of buckets ``first_bucket..last_bucket``, summed."""
         total: Counter[str] = Counter()
-        for counters in await self.read_buckets(range(first_bucket, last_bucket + 1, BUCKET_S)):
+        buckets = range(first_bucket, last_bucket + 1, BUCKET_S)
+        for counters in await self.read_buckets(buckets, dimensions):
             total.update(counters)
         return total
 
     @abstractmethod
-    async def read_buckets(self, buckets: Sequence[int]) -> list[Counter[str]]:
-        """The statistics counters of each of ``buckets``, in one read."""
+    async def read_buckets(
+        self, buckets: Sequence[int], dimensions: Collection[str] | None = None
+    ) -> list[Counter[str]]:
+        """The statistics counters of each of ``buckets``, in one read: the overall
+        figures and the groups of ``dimensions`` (None: of every dimension; a store
+        may return more, never less)."""
 
     @abstractmethod
     async def read_rollups(self, step: str, starts: Sequence[int]) -> list[Counter[str]]:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 from collections import Counter, OrderedDict
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 
 from service.search import SearchPage, SearchQuery
 from service.state import MessageRecord, MessageWrite, Transition
@@ -68,8 +68,10 @@ class CachedStore(Store):
     async def load_checkpoint(self, name: str) -> dict[str, str]:
         return await self.truth.load_checkpoint(name)
 
-    async def read_buckets(self, buckets: Sequence[int]) -> list[Counter[str]]:
-        return await self.truth.read_buckets(buckets)
+    async def read_buckets(
+        self, buckets: Sequence[int], dimensions: Collection[str] | None = None
+    ) -> list[Counter[str]]:
+        return await self.truth.read_buckets(buckets, dimensions)
 
     async def read_rollups(self, step: str, starts: Sequence[int]) -> list[Counter[str]]:
         return await self.truth.read_rollups(step, starts)

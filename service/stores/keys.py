@@ -66,7 +66,24 @@ class RedisKeys:
         return f"{self.prefix}fwd:lease:{subscription_id}"
 
     def stats(self, bucket: int) -> str:
+        """A live bucket's overall figures (service.stats.LiveBucket)."""
         return f"{self.stats_prefix}{bucket}"
+
+    @property
+    def stats_groups_prefix(self) -> str:
+        return f"{self.prefix}stats-g:"
+
+    def stats_groups(self, bucket: int, dimension: str) -> str:
+        """A live bucket's groups of one dimension (``g:`` fields)."""
+        return f"{self.stats_groups_prefix}{bucket}:{dimension}"
+
+    @property
+    def stats_admission_prefix(self) -> str:
+        return f"{self.prefix}stats-a:"
+
+    def stats_admission(self, hour: int) -> str:
+        """The values admitted apart in an hour's live buckets (service.stats.Admission)."""
+        return f"{self.stats_admission_prefix}{hour}"
 
     @property
     def stats_prefix(self) -> str:

@@ -55,6 +55,8 @@ STATS = (
     "day_keep_s",
     "history_cap",
     "now_s",
+    "groups_prefix",  # a live bucket's groups: <groups_prefix><bucket>:<dimension>
+    "admission_prefix",  # an hour's live admission: <admission_prefix><hour>
 )
 # ARGV[index]: the search indexes' settings.
 INDEX = ("prefix", "bucket_ms", "status_names", "oldest_live_ms")

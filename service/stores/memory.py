@@ -6,7 +6,7 @@ import asyncio
 import heapq
 import time
 from collections import Counter, OrderedDict
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from typing import TYPE_CHECKING
 
 from service import stats
@@ -82,7 +82,9 @@ class MemoryStore(Store):
         self._max_bytes = max_bytes
         self.bytes = 0
         self._checkpoints: dict[str, dict[str, str]] = {}
-        self._stats: dict[int, stats.BucketCounters] = {}
+        self._stats: dict[int, stats.LiveBucket] = {}
+        # hour -> its live buckets' admission (stats.admission_hour).
+        self._admissions: dict[int, stats.Admission] = {}
         self._rollups: dict[tuple[str, int], stats.RollupCounters] = {}
         self._rollups_pruned_at = 0
         self._replayed: dict[str, float] = {}  # file digest -> expiry
@@ -122,7 +124,7 @@ class MemoryStore(Store):
         now = self._clock()
         changes = None
         if counting is not None:
-            changes = stats.Changes(counting, self._stats, self._rollups)
+            changes = stats.Changes(counting, self._stats, self._rollups, self._admissions)
             self._prune_statistics(counting)
         observer = _Observer(changes, forwarding=self.outbox is not None)
         forwarded: list[Change] = []
@@ -245,15 +247,23 @@ class MemoryStore(Store):
     async def memory(self) -> MemoryFigures:
         return MemoryFigures(self.bytes, self._max_bytes, self.evictions)
 
-    async def read_stats(self, first_bucket: int, last_bucket: int) -> Counter[str]:
+    async def read_stats(
+        self, first_bucket: int, last_bucket: int, dimensions: Collection[str] | None = None
+    ) -> Counter[str]:
         total: Counter[str] = Counter()
         for bucket, counters in self._stats.items():
             if first_bucket <= bucket <= last_bucket:
-                total.update(counters)
+                total.update(counters.overall)
+                for dimension, fields in counters.groups.items():
+                    if dimensions is None or dimension in dimensions:
+                        total.update(fields)
         return total
 
-    async def read_buckets(self, buckets: Sequence[int]) -> list[Counter[str]]:
-        return [Counter(self._stats.get(bucket, ())) for bucket in buckets]
+    async def read_buckets(
+        self, buckets: Sequence[int], dimensions: Collection[str] | None = None
+    ) -> list[Counter[str]]:
+        found = [self._stats.get(bucket) for bucket in buckets]
+        return [Counter() if bucket is None else bucket.fields(dimensions) for bucket in found]
 
     async def suppression(self, address: str) -> Suppression | None:
         found = self._suppressions.get(address)
@@ -320,6 +330,9 @@ class MemoryStore(Store):
             self._newest_bucket = live_bucket
             for old in [b for b in self._stats if b < live_bucket - stats.BUCKET_TTL_S]:
                 del self._stats[old]
+            oldest_hour = stats.admission_hour(live_bucket - stats.BUCKET_TTL_S)
+            for hour in [h for h in self._admissions if h < oldest_hour]:
+                del self._admissions[hour]
                 self._revisions.pop(old, None)
         hour = stats.hour_of(counting.now_ms)
         if hour != self._rollups_pruned_at:

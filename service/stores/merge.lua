@@ -23,12 +23,18 @@
 --   checkpoint = {position = value}, or an empty string for none;
 --   stats = [bucket_ttl_s, [status names...], live_cap, bucket_prefix, now_bucket,
 --           rollup_prefix, hour_from_ms, hour_keep_s, day_from_ms, day_keep_s,
---           history_cap, now_s], or an empty string for none (service.stats.Counting).
+--           history_cap, now_s, groups_prefix, admission_prefix], or an empty string
+--           for none (service.stats.Counting).
 --           Each change counts in the live bucket of the event that made it (none
 --           when its EventWrite.bucket or now_bucket is NOT_LIVE; new destination
---           recipients count in the first event's), in the hash
---           <bucket_prefix><bucket>, which expires bucket_ttl_s after its bucket's
---           time; and in the rollups <rollup_prefix>hour:<start> and day:<start> of
+--           recipients count in the first event's): overall in the hash
+--           <bucket_prefix><bucket>, per group in the hash
+--           <groups_prefix><bucket>:<dimension> of the group's dimension (marked by a
+--           field d:<dimension> = 1 in the overall hash), all expiring bucket_ttl_s
+--           after the bucket's time; the groups admitted apart (live_cap per
+--           dimension) are those of the bucket's UTC hour, in the hash
+--           <admission_prefix><hour> (a:<group>, n:<dimension>), expiring with the
+--           hour's last bucket (service.stats.LiveBucket, Admission); and in the rollups <rollup_prefix>hour:<start> and day:<start> of
 --           its event's UTC hour and day, when the event is dated hour_from_ms or
 --           day_from_ms or later (-1: none), which expire hour_keep_s or day_keep_s
 --           after their period ends. Every change counts overall and under one
@@ -275,7 +281,9 @@ end
 -- Statistics (see the header): live buckets of event time, hourly and daily rollups.
 local revisions_key = stats and KEYS[#batch + 1 + (checkpoint and 1 or 0)]
 local now_bucket = stats and stats[STATS_NOW_BUCKET]
-local targets = {} -- key -> {key, ttl, cap, counted = {field = n}, groups, admitted}
+-- key -> {key, ttl, cap, counted = {field = n}, groups, admitted, admission}; a live
+-- bucket's also {bucket, dimensions = {dimension = its groups' target}, marks}.
+local targets = {}
 local live_touched = {} -- bucket -> true
 
 local function bump(counted, field)
@@ -286,20 +294,44 @@ local function target(key, ttl, cap)
   local t = targets[key]
   if t == nil then
     t = {key = given(key), ttl = ttl, cap = cap, counted = {}, groups = {}, admitted = {}}
+    t.admission = t -- a rollup admits groups itself; a live bucket, its hour
     targets[key] = t
   end
   return t
 end
 
 -- Where a change made by an event at `at`, in live bucket `bucket`, counts: twin of
--- service.stats.Changes._targets.
+-- service.stats.Changes._live_bucket. The bucket's overall figures in its own hash,
+-- each dimension's groups in another (group_target), admission shared by the
+-- buckets of an hour (service.stats.admission_hour).
 local function live_target(bucket)
   if now_bucket == NOT_LIVE or bucket == NOT_LIVE then
     return nil
   end
   live_touched[bucket] = true
-  return target(stats[STATS_BUCKET_PREFIX] .. bucket,
-                bucket - now_bucket + stats[STATS_BUCKET_TTL_S], stats[STATS_LIVE_CAP])
+  local key = stats[STATS_BUCKET_PREFIX] .. bucket
+  local t = targets[key]
+  if t == nil then
+    local ttl = bucket - now_bucket + stats[STATS_BUCKET_TTL_S]
+    t = target(key, ttl, stats[STATS_LIVE_CAP])
+    local hour = math.floor(bucket / 3600) * 3600
+    t.admission = target(stats[STATS_ADMISSION_PREFIX] .. hour, ttl + hour + 3600 - bucket,
+                         stats[STATS_LIVE_CAP])
+    t.bucket, t.dimensions, t.marks = bucket, {}, {}
+  end
+  return t
+end
+
+-- The hash of a live bucket's groups of `dimension`, marked in the bucket's own hash
+-- (d:<dimension>) so that a reader wanting every dimension finds it.
+local function group_target(t, dimension)
+  local d = t.dimensions[dimension]
+  if d == nil then
+    d = target(stats[STATS_GROUPS_PREFIX] .. t.bucket .. ':' .. dimension, t.ttl, t.cap)
+    t.dimensions[dimension] = d
+    t.marks['d:' .. dimension] = true
+  end
+  return d
 end
 
 -- The rollups of the hour and day `at` falls in (twin of Changes._rollups_of).
@@ -322,41 +354,47 @@ local function rollups_of(at)
   return list
 end
 
--- Group admission (twin of service.stats.BucketCounters.admit): a bucket or rollup
--- counts at most `cap` values of a dimension apart, first come; the rest count as
--- <dimension>=(other).
+-- Group admission (twin of service.stats.admit): a rollup, or the live buckets of
+-- an hour (`a`, a target's admission), count at most `cap` values of a dimension
+-- apart, first come; the rest count as <dimension>=(other). Returns the group a
+-- change counts under, and the counters to count it in (the target's own, or a live
+-- bucket's hash of that dimension).
 local function admit(t, group)
-  local known = t.groups[group]
-  if known then
-    return known
-  end
-  local dimension = string.match(group, '^([^=]*)=')
-  if redis.call('HEXISTS', t.key, 'a:' .. group) == 1 then
-    known = group
-  else
-    local admitted = t.admitted[dimension]
-    if admitted == nil then
-      admitted = tonumber(redis.call('HGET', t.key, 'n:' .. dimension) or '0')
-    end
-    if admitted >= t.cap then
-      known = dimension .. '=(other)'
-    else
-      admitted = admitted + 1
-      bump(t.counted, 'a:' .. group)
-      bump(t.counted, 'n:' .. dimension)
+  local a = t.admission
+  local known = a.groups[group]
+  if not known then
+    local dimension = string.match(group, '^([^=]*)=')
+    if redis.call('HEXISTS', a.key, 'a:' .. group) == 1 then
       known = group
+    else
+      local admitted = a.admitted[dimension]
+      if admitted == nil then
+        admitted = tonumber(redis.call('HGET', a.key, 'n:' .. dimension) or '0')
+      end
+      if admitted >= a.cap then
+        known = dimension .. '=(other)'
+      else
+        admitted = admitted + 1
+        bump(a.counted, 'a:' .. group)
+        bump(a.counted, 'n:' .. dimension)
+        known = group
+      end
+      a.admitted[dimension] = admitted
     end
-    t.admitted[dimension] = admitted
+    a.groups[group] = known
   end
-  t.groups[group] = known
-  return known
+  if t.dimensions then
+    return known, group_target(t, string.match(known, '^([^=]*)=')).counted
+  end
+  return known, t.counted
 end
 
 local function count_once(list, field)
   local group, rest = string.match(field, '^g:(.*)(|[^|]*)$')
   for _, t in ipairs(list) do
     if group then
-      bump(t.counted, 'g:' .. admit(t, group) .. rest)
+      local known, into = admit(t, group)
+      bump(into, 'g:' .. known .. rest)
     else
       bump(t.counted, field)
     end
@@ -399,16 +437,17 @@ local function transition_names(from_status, to_status, natural, latency_field)
   return names
 end
 
--- Twin of service.stats.BucketCounters.transition.
+-- Twin of service.stats.RollupCounters.transition and LiveBucket.transition.
 local function count_names(t, groups, names)
   local counted = t.counted
   for _, name in ipairs(names) do
     bump(counted, name)
   end
   for _, group in ipairs(groups) do
-    local prefix = 'g:' .. admit(t, group) .. '|'
+    local known, into = admit(t, group)
+    local prefix = 'g:' .. known .. '|'
     for _, name in ipairs(names) do
-      bump(counted, prefix .. name)
+      bump(into, prefix .. name)
     end
   end
 end
@@ -675,6 +714,9 @@ if stats then
   for key, t in pairs(targets) do
     for field, n in pairs(t.counted) do
       redis.call('HINCRBY', key, field, n)
+    end
+    for field in pairs(t.marks or {}) do
+      redis.call('HSET', key, field, 1)
     end
     redis.call('EXPIRE', key, t.ttl)
   end

@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING
 import structlog
 
 from service.stores.keys import RedisKeys
+from service.stores.stats_migration import split_live_buckets
 
 if TYPE_CHECKING:
     from service.stores.redis import RedisStore
@@ -95,6 +96,7 @@ MIGRATIONS: list[Migration] = [
     Migration(
         2, "suppression listing and statistics revisions out of their families", _separate_listings
     ),
+    Migration(2, "live buckets: groups per dimension, admission per hour", split_live_buckets),
 ]
 
 

@@ -33,7 +33,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from importlib import resources
 from typing import Any
@@ -45,6 +45,7 @@ from redis.crc import key_slot
 from redis.exceptions import NoScriptError, RedisClusterException
 
 from service import state, stats
+from service.dimensions import dimension_of
 from service.erasure import erase
 from service.search import SCAN_BUDGET, SearchPage, SearchQuery, message_handle, pages
 from service.state import MessageRecord, MessageWrite, Transition
@@ -342,6 +343,8 @@ class RedisStore(Store):
                     day_keep_s=counting.keep_days("day") * stats.DAY_S,
                     history_cap=stats.HISTORY_GROUP_CAP,
                     now_s=counting.now_ms // 1000,
+                    groups_prefix=group_keys.stats_groups_prefix,
+                    admission_prefix=group_keys.stats_admission_prefix,
                 )
             )
         packed_feed = b""
@@ -425,8 +428,39 @@ class RedisStore(Store):
         except REDIS_UNAVAILABLE as exc:
             raise StoreUnavailable(f"redis read failed: {type(exc).__name__}: {exc}") from exc
 
-    async def read_buckets(self, buckets: Sequence[int]) -> list[Counter[str]]:
-        return await self._read_summed([self.stats_keys(bucket) for bucket in buckets])
+    async def read_buckets(
+        self, buckets: Sequence[int], dimensions: Collection[str] | None = None
+    ) -> list[Counter[str]]:
+        """Each bucket's overall hash, and its groups' hashes of ``dimensions``: every
+        slot group's, summed. Without ``dimensions``, the ones each overall hash marks
+        (``d:<dimension>``, written beside its groups), read in a second round trip."""
+        groups = [group.keys for group in self._groups]
+        overall = [[keys.stats(bucket) for keys in groups] for bucket in buckets]
+        if dimensions is not None:
+            return await self._read_summed(
+                [
+                    keys + [k.stats_groups(bucket, d) for k in groups for d in dimensions]
+                    for bucket, keys in zip(buckets, overall, strict=True)
+                ],
+                _BUCKET_FIGURES,
+            )
+        replies = await self._hgetall([key for keys in overall for key in keys])
+        marked: list[list[str]] = []
+        for position, bucket in enumerate(buckets):
+            names: list[str] = []
+            for number, keys in enumerate(groups):
+                reply = replies[position * len(groups) + number]
+                names += [
+                    keys.stats_groups(bucket, field[2:].decode())
+                    for field in reply
+                    if field.startswith(b"d:")
+                ]
+            marked.append(names)
+        sums = _summed(overall, replies, _BUCKET_FIGURES)
+        more = await self._read_summed(marked, _BUCKET_FIGURES)
+        for total, extra in zip(sums, more, strict=True):
+            total.update(extra)
+        return sums
 
     async def suppression(self, address: str) -> Suppression | None:
         keys = [group.keys.suppression(address) for group in self._groups]
@@ -566,28 +600,24 @@ class RedisStore(Store):
             [[group.keys.rollup(step, start) for group in self._groups] for start in starts]
         )
 
-    async def _read_summed(self, key_sets: list[list[str]]) -> list[Counter[str]]:
-        """One Counter per set of keys: the sum of those hashes (one per group)."""
-        if not key_sets:
+    async def _read_summed(
+        self, key_sets: list[list[str]], heads: tuple[bytes, ...] | None = None
+    ) -> list[Counter[str]]:
+        """One Counter per set of keys: the sum of those hashes (one per group), only
+        their fields starting with one of ``heads`` (None: every field)."""
+        return _summed(key_sets, await self._hgetall([k for keys in key_sets for k in keys]), heads)
+
+    async def _hgetall(self, keys: list[str]) -> list[dict[bytes, bytes]]:
+        """HGETALL of each key, pipelined."""
+        if not keys:
             return []
         try:
             async with self._client.pipeline(transaction=False) as pipe:
-                for keys in key_sets:
-                    for key in keys:
-                        pipe.hgetall(key)
-                replies = await pipe.execute()
+                for key in keys:
+                    pipe.hgetall(key)
+                return await pipe.execute()
         except REDIS_UNAVAILABLE as exc:
             raise StoreUnavailable(f"redis read failed: {type(exc).__name__}: {exc}") from exc
-        sums: list[Counter[str]] = []
-        position = 0
-        for keys in key_sets:
-            total: Counter[str] = Counter()
-            for reply in replies[position : position + len(keys)]:
-                for field, count in reply.items():
-                    total[field.decode()] += int(count)
-            position += len(keys)
-            sums.append(total)
-        return sums
 
     async def _get_many(self, keys: list[str]) -> list[bytes | None]:
         """GET of keys in any slots (MGET needs one slot on a cluster)."""
@@ -867,13 +897,44 @@ def _declared(
     names.update(keys.suppression(address) for address in unsafe)
     if counting is not None:
         if counting.live:
-            names.update(keys.stats(bucket) for bucket in buckets if bucket != stats.NOT_LIVE)
+            # A live bucket's overall hash, its groups' hash of every dimension the
+            # writes have, and its hour's admission (service.stats.LiveBucket).
+            dimensions = {"domain", "provider"}
+            for write in writes:
+                dimensions.update(dimension_of(group) for group in write.groups)
+                buckets.add(write.first_bucket)
+            for bucket in buckets - {stats.NOT_LIVE}:
+                names.add(keys.stats(bucket))
+                names.add(keys.stats_admission(stats.admission_hour(bucket)))
+                names.update(keys.stats_groups(bucket, dimension) for dimension in dimensions)
         for at in moments:
             names.add(keys.rollup("hour", at // _HOUR_MS * 3_600))
             names.add(keys.rollup("day", at // _DAY_MS * 86_400))
     names.update(trim[0::3])
     names.update(trim[2::3])
     return list(names)
+
+
+# What a live bucket read returns: figures, not the admission fields (a:, n:) that
+# format 1 kept in the bucket nor the marks of its dimensions (d:).
+_BUCKET_FIGURES = (b"c:", b"l:", b"y:", b"g:")
+
+
+def _summed(
+    key_sets: list[list[str]], replies: list[dict[bytes, bytes]], heads: tuple[bytes, ...] | None
+) -> list[Counter[str]]:
+    """``replies`` (HGETALLs of every key of ``key_sets``, in order) summed per set."""
+    sums: list[Counter[str]] = []
+    position = 0
+    for keys in key_sets:
+        total: Counter[str] = Counter()
+        for reply in replies[position : position + len(keys)]:
+            for field, count in reply.items():
+                if heads is None or field[:2] in heads:
+                    total[field.decode()] += int(count)
+        position += len(keys)
+        sums.append(total)
+    return sums
 
 
 # A stream follower's read per group per poll (a "$" position reads none).
