@@ -274,23 +274,49 @@ def _text(value: bytes | str | None) -> str | None:
 
 
 class MemoryOutbox(Outbox):
-    """The embedded store's outbox: in this process, the last ``max_entries``."""
+    """The embedded store's outbox: in this process, at most ``max_entries`` merges and
+    ``max_bytes`` (estimated by :func:`entry_weight`; the memory store sets it to its
+    share of SES_TRACKER_MEMORY_MAX_BYTES and counts ``bytes`` in its own).
 
-    def __init__(self, max_entries: int = MAX_MEMORY_ENTRIES) -> None:
-        self._entries: deque[Entry] = deque(maxlen=max_entries)
-        self._acked: dict[str, str] = {}  # subscription -> last acknowledged entry id
+    Entries every subscription has acknowledged are let go at once, so what is held
+    is the backlog; past either bound the oldest go, and those a subscription had not
+    acknowledged count in ``lost``. Sequences are consecutive, so a subscription's
+    place is an offset: a read costs what it returns, not the whole outbox.
+    """
+
+    def __init__(self, max_entries: int = MAX_MEMORY_ENTRIES, max_bytes: int | None = None) -> None:
+        self._entries: deque[Entry] = deque()
+        self._weights: deque[int] = deque()
+        self._first = 1  # sequence of _entries[0]
+        self._acked: dict[str, int] = {}  # subscription -> last acknowledged sequence
         self._sequence = 0
+        self.max_entries = max_entries
+        self.max_bytes = max_bytes
+        self.bytes = 0
         self.lost = 0
+
+    def __len__(self) -> int:
+        return len(self._entries)
 
     def append(self, changes: list[Change]) -> None:
         """Called by the memory store's merge, with what it changed."""
         self._sequence += 1
         self._entries.append(Entry(f"{time.time_ns() // 1_000_000}-{self._sequence}", changes))
+        weight = entry_weight(changes)
+        self._weights.append(weight)
+        self.bytes += weight
+        self._release()
+        while self._entries and (
+            len(self._entries) > self.max_entries
+            or (self.max_bytes is not None and self.bytes > self.max_bytes)
+        ):
+            # What every subscription acknowledged is gone already: this one was not.
+            self.lost += 1
+            self._pop()
 
     async def prepare(self, subscription_ids: Sequence[str]) -> None:
-        last = self._entries[-1].id if self._entries else "0-0"
         for subscription_id in subscription_ids:
-            self._acked.setdefault(subscription_id, last)
+            self._acked.setdefault(subscription_id, self._sequence)
 
     async def lease(self, subscription_id: str, holder: str, ttl_ms: int) -> bool:
         return True  # one process
@@ -298,20 +324,55 @@ class MemoryOutbox(Outbox):
     async def release(self, subscription_id: str, holder: str) -> None:
         return None
 
-    def _after(self, subscription_id: str) -> list[Entry]:
-        acked = _order(self._acked.get(subscription_id, "0-0"))
-        return [e for e in self._entries if _order(e.id) > acked]
+    def _start(self, subscription_id: str) -> int:
+        """Offset in _entries of the subscription's first unacknowledged entry."""
+        acked = self._acked.get(subscription_id, 0)
+        return max(0, acked + 1 - self._first)
 
     async def read(self, subscription_id: str, count: int, block_ms: int) -> list[Entry]:
-        return self._after(subscription_id)[:count]
+        start = self._start(subscription_id)
+        stop = min(len(self._entries), start + max(0, count))
+        return [self._entries[n] for n in range(start, stop)]
 
     async def ack(self, subscription_id: str, entry_ids: Sequence[str]) -> None:
         if entry_ids:
-            self._acked[subscription_id] = max(entry_ids, key=_order)
+            newest = max(_order(entry_id) for entry_id in entry_ids)
+            self._acked[subscription_id] = max(self._acked.get(subscription_id, 0), newest)
+            self._release()
 
     async def backlog(self, subscription_id: str) -> Backlog:
-        waiting = self._after(subscription_id)
-        return Backlog(len(waiting), int(waiting[0].id.split("-")[0]) if waiting else None)
+        start = self._start(subscription_id)
+        if start >= len(self._entries):
+            return Backlog(0, None)
+        oldest = self._entries[start]
+        return Backlog(len(self._entries) - start, int(oldest.id.split("-")[0]))
+
+    def _release(self) -> None:
+        """Let go of the entries every subscription has acknowledged (with none
+        prepared yet, nobody will read them: a new subscription starts at the end)."""
+        done = min(self._acked.values(), default=self._sequence)
+        while self._entries and self._first <= done:
+            self._pop()
+
+    def _pop(self) -> None:
+        self._entries.popleft()
+        self.bytes -= self._weights.popleft()
+        self._first += 1
+
+
+# Per change beyond its blobs and strings (the tuple, its ints, the list slot), and
+# per entry (the Entry, its id, its list): estimates, to bound memory.
+_CHANGE_OVERHEAD = 200
+_ENTRY_OVERHEAD = 150
+
+
+def entry_weight(changes: list[Change]) -> int:
+    """Approximate bytes an outbox entry holds. The header and event blobs may be
+    shared with the store's records, but are counted: the outbox outlives them."""
+    return _ENTRY_OVERHEAD + sum(
+        _CHANGE_OVERHEAD + len(c.header) + len(c.event) + len(c.message_id) + len(c.address)
+        for c in changes
+    )
 
 
 def _order(entry_id: str) -> int:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import heapq
 import time
 from collections import Counter, OrderedDict
 from collections.abc import Callable, Collection, Sequence
@@ -12,7 +11,7 @@ from typing import TYPE_CHECKING
 from service import stats
 from service.erasure import erase
 from service.forward.items import Change, change_of
-from service.search import Position, SearchHit, SearchPage, SearchQuery, message_handle
+from service.search import SCAN_BUDGET, SearchHit, SearchPage, SearchQuery, message_handle
 from service.state import (
     ChangeCounter,
     EventWrite,
@@ -28,14 +27,22 @@ from service.stores.base import (
     Store,
     SuppressionCursor,
 )
-from service.stores.memory_index import MemoryIndex
+from service.stores.memory_index import MemoryIndex, key_bound, position_key, position_of
+from service.stores.memory_suppressions import MemorySuppressions
 from service.suppressions import DEFAULT_DAYS as DEFAULT_SUPPRESSION_DAYS
-from service.suppressions import Suppression, kept, suppression_of
+from service.suppressions import Suppression, suppression_of
 
 if TYPE_CHECKING:
     from service.forward.outbox import MemoryOutbox
 
-_SCAN_SLICE = 10_000
+# Send-time entries read at a time, and examined between yields to the event loop.
+_CHUNK = 256
+_SCAN_SLICE = 1_024
+# Shares of max_bytes that suppressions and the forwarding outbox may take at most
+# (past them their oldest go, counted): both count in the store's bytes, yet neither
+# can crowd the messages out of more than half and an eighth of the bound.
+SUPPRESSION_SHARE = 2
+OUTBOX_SHARE = 8
 
 
 # What a record costs beyond its strings (objects, dict slots, the LRU entry), as
@@ -62,9 +69,14 @@ class MemoryStore(Store):
     updated one is evicted (and counted in ``evictions``). Nothing survives the
     process: use Redis for that.
 
-    Search goes through small indexes (``memory_index``) for recipient, waiting
-    and problem-status queries; a query with none of those (``delivered``, or no
-    filter) scans every record, about 0.3 s per 100,000.
+    ``max_bytes`` bounds everything the store holds: records, suppressions (at most
+    half of it, ``suppressions_dropped`` past that) and the forwarding outbox (at
+    most an eighth, its ``lost`` past that); ``bytes`` is their sum.
+
+    Search reads the narrowest index (``memory_index``): a recipient's, a problem
+    status's or the waiting messages when they hold at most ``scan_budget`` ids,
+    else every message by send time from the cursor on, examining at most
+    ``scan_budget`` records a page (as the Redis store does).
     """
 
     def __init__(
@@ -76,11 +88,13 @@ class MemoryStore(Store):
         clock: Callable[[], float] = time.monotonic,
         outbox: MemoryOutbox | None = None,
         suppression_days: int = DEFAULT_SUPPRESSION_DAYS,
+        scan_budget: int = SCAN_BUDGET,
+        wall_clock: Callable[[], float] = time.time,
     ) -> None:
         # message id -> (expires, record, send time as first seen, weight)
         self._records: OrderedDict[str, tuple[float, MessageRecord, int, int]] = OrderedDict()
         self._max_bytes = max_bytes
-        self.bytes = 0
+        self._record_bytes = 0
         self._checkpoints: dict[str, dict[str, str]] = {}
         self._stats: dict[int, stats.LiveBucket] = {}
         # hour -> its live buckets' admission (stats.admission_hour).
@@ -98,13 +112,32 @@ class MemoryStore(Store):
         self._index = MemoryIndex()
         # With an outbox, each merge appends what it changed, for forwarding.
         self.outbox = outbox
+        if outbox is not None:
+            outbox.max_bytes = max_bytes // OUTBOX_SHARE
         self._suppression_days = suppression_days
-        self._suppressions: dict[str, Suppression] = {}
+        self._suppressions = MemorySuppressions(suppression_days, max_bytes // SUPPRESSION_SHARE)
+        self._scan_budget = scan_budget
+        self._wall_clock = wall_clock
         self.evictions = 0
         self.expirations = 0
 
     def __len__(self) -> int:
         return len(self._records)
+
+    @property
+    def bytes(self) -> int:
+        """Estimated bytes held: records, suppressions and the forwarding outbox."""
+        outbox = self.outbox.bytes if self.outbox is not None else 0
+        return self._record_bytes + self._suppressions.bytes + outbox
+
+    @property
+    def suppressions_held(self) -> int:
+        return len(self._suppressions)
+
+    @property
+    def suppressions_dropped(self) -> int:
+        """Suppressions let go before their days to keep within the byte bound."""
+        return self._suppressions.dropped
 
     async def merge(
         self,
@@ -139,14 +172,16 @@ class MemoryStore(Store):
             message_id = write.message_id
             entry = records.pop(message_id, None)
             if entry is not None and entry[0] > now:
-                record, sent_at = entry[1], entry[2]
-                self.bytes -= entry[3]
+                record, key = entry[1], entry[2]
+                self._record_bytes -= entry[3]
             else:
                 if entry is not None:
                     self.expirations += 1
-                    self.bytes -= entry[3]
-                    self._index.drop(message_id, entry[1])
-                record, sent_at = MessageRecord(), write.sent_at
+                    self._record_bytes -= entry[3]
+                    self._index.drop(message_id, entry[1], entry[2])
+                record = MessageRecord()
+                key = position_key(write.sent_at, message_handle(message_id))
+                self._index.file(key, message_id)
             evicted: list[str] = []
             changed = merge(record, write, observer, evicted)
             if observer.made:
@@ -159,11 +194,11 @@ class MemoryStore(Store):
             for address in evicted:
                 self._index.drop_recipient(message_id, address)
             weight = record_weight(record)
-            self.bytes += weight
+            self._record_bytes += weight
             # A held record expires before records ahead of it in the LRU order, so
             # _trim may reach it late; reads and searches check expiry themselves.
             held = now + PAST_RETENTION_HOLD_S if write.sent_at < oldest_live_ms else expires
-            records[message_id] = (held, record, sent_at, weight)
+            records[message_id] = (held, record, key, weight)
         if checkpoint is not None:
             self._checkpoints.setdefault(checkpoint.name, {}).update(checkpoint.positions)
         if changes is not None and changes.touched:
@@ -173,11 +208,9 @@ class MemoryStore(Store):
         if forwarded and self.outbox is not None:
             self.outbox.append(forwarded)
         if observer.suppressed and self._suppression_days:
-            wall_ms = counting.now_ms if counting is not None else None
+            wall_ms = counting.now_ms if counting is not None else self._wall_ms()
             for suppression in observer.suppressed:
-                if self._still_kept(suppression, wall_ms):
-                    address = suppression.address
-                    self._suppressions[address] = kept(self._suppressions.get(address), suppression)
+                self._suppressions.add(suppression, wall_ms)
         self._trim(now)
         return transitions
 
@@ -186,66 +219,106 @@ class MemoryStore(Store):
         if entry is None:
             return None
         if entry[0] <= self._clock():
-            del self._records[message_id]
-            self.bytes -= entry[3]
-            self._index.drop(message_id, entry[1])
-            self.expirations += 1
+            self._forget(message_id, entry)
             return None
         return entry[1]
+
+    def _forget(self, message_id: str, entry: tuple[float, MessageRecord, int, int]) -> None:
+        """Let an expired record go (met by a read before _trim reached it)."""
+        del self._records[message_id]
+        self._record_bytes -= entry[3]
+        self._index.drop(message_id, entry[1], entry[2])
+        self.expirations += 1
 
     async def load_checkpoint(self, name: str) -> dict[str, str]:
         return dict(self._checkpoints.get(name, {}))
 
     async def search(self, query: SearchQuery) -> SearchPage:
-        now = self._clock()
-        after = query.after
-        since = query.since_ms
-        until = query.until_ms
-        matching: list[tuple[int, str, MessageRecord]] = []
+        """Newest first by (send time, handle), as the Redis store answers: a page ends
+        at ``limit`` hits or ``scan_budget`` records examined, and ``next_after`` is
+        set only when more may follow."""
         candidates = self._index.candidates(query)
-        if candidates is None:
-            entries = list(self._records.items())
-        else:
-            entries = [(m, self._records[m]) for m in candidates if m in self._records]
-        for count, (message_id, (expires, record, sent_at, _)) in enumerate(entries, 1):
-            if count % _SCAN_SLICE == 0:
-                # A full scan takes a while: let ingestion run between slices.
-                await asyncio.sleep(0)
-            if expires <= now:
+        if candidates is not None and len(candidates) <= self._scan_budget:
+            return self._search_among(list(candidates), query)
+        return await self._search_by_time(query, candidates)
+
+    def _bounds(self, query: SearchQuery) -> tuple[int | None, int | None]:
+        """The keys of a query's range: (least admitted, first excluded above)."""
+        low = None if query.since_ms is None else position_key(query.since_ms, "")
+        high = None if query.until_ms is None else position_key(query.until_ms, "")
+        if query.after is not None:
+            cursor = key_bound(query.after)
+            high = cursor if high is None else min(high, cursor)
+        return low, high
+
+    def _search_among(self, candidates: list[str], query: SearchQuery) -> SearchPage:
+        """A small index's messages: every one is checked, the newest kept."""
+        now = self._clock()
+        low, high = self._bounds(query)
+        matching: list[tuple[int, str, MessageRecord]] = []
+        records = self._records
+        for message_id in candidates:
+            entry = records.get(message_id)
+            if entry is None:
                 continue
-            if since is not None and sent_at < since:
+            key = entry[2]
+            if (low is not None and key < low) or (high is not None and key >= high):
                 continue
-            if until is not None and sent_at >= until:
+            if entry[0] <= now:
+                self._forget(message_id, entry)
                 continue
-            if after is not None and (
-                sent_at > after.sent_at
-                or (sent_at == after.sent_at and message_handle(message_id) >= after.handle)
-            ):
-                continue
-            if query.matches(record):
-                matching.append((sent_at, message_id, record))
-        # Handles are only needed to order messages sent in the same millisecond,
-        # so they are computed for the newest few, not for every match.
-        wanted = query.limit + 1
-        newest = heapq.nlargest(wanted, matching, key=lambda m: m[0])
-        if len(newest) == wanted:
-            cutoff = newest[-1][0]
-            newest = [m for m in matching if m[0] >= cutoff]
-        hits = sorted(
-            (
-                SearchHit(message_id, Position(sent_at, message_handle(message_id)), record)
-                for sent_at, message_id, record in newest
-            ),
-            key=lambda hit: hit.position,
-            reverse=True,
-        )
-        if len(hits) > query.limit:
-            hits = hits[: query.limit]
-            return SearchPage(hits, hits[-1].position)
-        return SearchPage(hits, None)
+            if query.matches(entry[1]):
+                matching.append((key, message_id, entry[1]))
+        matching.sort(key=lambda m: m[0], reverse=True)
+        newest = matching[: query.limit]
+        hits = [SearchHit(m, position_of(key), record) for key, m, record in newest]
+        more = len(matching) > query.limit
+        return SearchPage(hits, hits[-1].position if more else None)
+
+    async def _search_by_time(
+        self, query: SearchQuery, members: Collection[str] | None
+    ) -> SearchPage:
+        """Every message by send time, newest first from the cursor (those in
+        ``members`` only, when given): a page reads what it returns and what it skips,
+        never the rest, so paging through n messages costs O(n log n) in all."""
+        low, high = self._bounds(query)
+        hits: list[SearchHit] = []
+        examined = 0
+        records = self._records
+        while True:
+            chunk = self._index.by_time.below(high, _CHUNK)
+            if not chunk:
+                return SearchPage(hits, None)
+            now = self._clock()
+            for key, message_id in chunk:
+                if low is not None and key < low:
+                    return SearchPage(hits, None)
+                examined += 1
+                if members is None or message_id in members:
+                    entry = records.get(message_id)
+                    if entry is not None and entry[2] == key:
+                        if entry[0] <= now:
+                            self._forget(message_id, entry)
+                        elif query.matches(entry[1]):
+                            if len(hits) == query.limit:
+                                # One more match: the page is full and more follow.
+                                return SearchPage(hits, hits[-1].position)
+                            hits.append(SearchHit(message_id, position_of(key), entry[1]))
+                if examined >= self._scan_budget:
+                    return SearchPage(hits, position_of(key))
+                if examined % _SCAN_SLICE == 0:
+                    # Let ingestion run; the walk resumes below the last key read, so
+                    # writes made meanwhile cannot upset it.
+                    high = key
+                    await asyncio.sleep(0)
+                    break
+            else:
+                high = chunk[-1][0]
 
     async def memory(self) -> MemoryFigures:
-        return MemoryFigures(self.bytes, self._max_bytes, self.evictions)
+        # Suppressions let go to stay within the bound are a loss as evictions are.
+        evicted = self.evictions + self._suppressions.dropped
+        return MemoryFigures(self.bytes, self._max_bytes, evicted)
 
     async def read_stats(
         self, first_bucket: int, last_bucket: int, dimensions: Collection[str] | None = None
@@ -266,52 +339,35 @@ class MemoryStore(Store):
         return [Counter() if bucket is None else bucket.fields(dimensions) for bucket in found]
 
     async def suppression(self, address: str) -> Suppression | None:
-        found = self._suppressions.get(address)
-        return found if found is not None and self._still_kept(found) else None
+        return self._suppressions.get(address, self._wall_ms())
 
     async def suppressions(
         self, reason: str | None, since_ms: int | None, limit: int, after: SuppressionCursor | None
     ) -> tuple[list[Suppression], SuppressionCursor | None]:
-        ordered = sorted(
-            (
-                s
-                for s in self._suppressions.values()
-                if self._still_kept(s)
-                and (reason is None or s.reason == reason)
-                and (since_ms is None or s.since_ms >= since_ms)
-                and (after is None or (s.since_ms, s.address) < after)
-            ),
-            key=lambda s: (s.since_ms, s.address),
-            reverse=True,
-        )
-        page = ordered[:limit]
-        more = len(ordered) > limit
-        return page, ((page[-1].since_ms, page[-1].address) if more and page else None)
+        return self._suppressions.page(reason, since_ms, limit, after, self._wall_ms())
 
     async def remove_suppression(self, address: str) -> bool:
-        return self._suppressions.pop(address, None) is not None
+        return self._suppressions.remove(address)
 
-    def _still_kept(self, suppression: Suppression, now_ms: int | None = None) -> bool:
-        """Younger than SES_TRACKER_SUPPRESSION_DAYS (merge.lua: its key's expiry)."""
-        if now_ms is None:
-            now_ms = int(time.time() * 1000)
-        return suppression.since_ms > now_ms - self._suppression_days * 86_400_000
+    def _wall_ms(self) -> int:
+        """Suppressions are kept by wall time (SES_TRACKER_SUPPRESSION_DAYS)."""
+        return int(self._wall_clock() * 1000)
 
     async def erase_recipient(self, address: str) -> int:
-        self._suppressions.pop(address, None)
+        self._suppressions.remove(address)
         named = self._index.candidates(SearchQuery(recipient=address)) or ()
         erased = 0
         for message_id in list(named):
             entry = self._records.get(message_id)
             if entry is None:
                 continue
-            expires, record, sent_at, weight = entry
+            expires, record, key, weight = entry
             if erase(record, address):
                 erased += 1
                 self._index.drop_recipient(message_id, address)
                 new_weight = record_weight(record)
-                self.bytes += new_weight - weight
-                self._records[message_id] = (expires, record, sent_at, new_weight)
+                self._record_bytes += new_weight - weight
+                self._records[message_id] = (expires, record, key, new_weight)
         return erased
 
     async def replayed(self, digest: str) -> bool:
@@ -348,7 +404,7 @@ class MemoryStore(Store):
         records = self._records
         # Front of the order = least recently updated = earliest expiry.
         while records:
-            message_id, (expires, record, _, weight) = next(iter(records.items()))
+            message_id, (expires, record, key, weight) = next(iter(records.items()))
             if expires <= now:
                 self.expirations += 1
             elif len(records) > self._max_messages or self.bytes > self._max_bytes:
@@ -356,8 +412,8 @@ class MemoryStore(Store):
             else:
                 return
             del records[message_id]
-            self.bytes -= weight
-            self._index.drop(message_id, record)
+            self._record_bytes -= weight
+            self._index.drop(message_id, record, key)
 
 
 class _Observer:

@@ -7,6 +7,11 @@ the recipient entry only (a shared address string and a slot). Every update and
 drop is O(1) per recipient, also for one address that receives most of the mail
 (an archive BCC, the SES mailbox simulator): a busy recipient holds a dict, never a
 list to search.
+
+Every message is also filed by send time (``by_time``), under an int key that
+sorts as its search position does (:func:`position_key`): an unfiltered search,
+an export or a walk through a large index reads from its cursor onwards instead
+of sorting everything on each page.
 """
 
 from __future__ import annotations
@@ -14,10 +19,67 @@ from __future__ import annotations
 from collections.abc import Collection
 
 from service import state
-from service.search import PROBLEM_STATUSES, IndexKind, SearchQuery, rollup
+from service.search import PROBLEM_STATUSES, IndexKind, Position, SearchQuery, rollup
 from service.state import MessageRecord
+from service.stores.sorted_index import SortedIndex
 
 _PROBLEM_CODES = {state.STATUSES.index(name): name for name in PROBLEM_STATUSES}
+
+# A handle is 16 characters of the URL-safe base64 alphabet. Each is mapped to its
+# rank in ASCII order (one byte), so the 128-bit number they make sorts as the
+# handles do as strings, and a key is the send time above that number: one int per
+# message (48 bytes) instead of a (send time, handle) tuple and a handle string.
+_HANDLE_CHARS = b"-0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ_abcdefghijklmnopqrstuvwxyz"
+_HANDLE_LENGTH = 16
+_HANDLE_BITS = 8 * _HANDLE_LENGTH
+_HANDLE_SPAN = 1 << _HANDLE_BITS
+_RANKS = bytes.maketrans(_HANDLE_CHARS, bytes(range(len(_HANDLE_CHARS))))
+_CHARS = bytes.maketrans(bytes(range(len(_HANDLE_CHARS))), _HANDLE_CHARS)
+_TEXT_CHARS = _HANDLE_CHARS.decode()
+
+
+def position_key(sent_at: int, handle: str) -> int:
+    """The ``by_time`` key of a message: ordered as ``Position(sent_at, handle)``."""
+    return sent_at * _HANDLE_SPAN + int.from_bytes(handle.encode().translate(_RANKS), "big")
+
+
+def position_of(key: int) -> Position:
+    handle = (key % _HANDLE_SPAN).to_bytes(_HANDLE_LENGTH, "big").translate(_CHARS).decode()
+    return Position(key // _HANDLE_SPAN, handle)
+
+
+def key_bound(position: Position) -> int:
+    """The least key not below ``position``: a message sorts before ``position`` exactly
+    when its key is less. Cursors come from clients, so ``position.handle`` may be any
+    text (another length, other characters); it is read as the handles around it."""
+    handle = position.handle
+    ranks: list[int] = []
+    for char in handle[:_HANDLE_LENGTH]:
+        rank = _TEXT_CHARS.find(char)
+        if rank >= 0:
+            ranks.append(rank)
+            continue
+        # Handles with this prefix and a character past ``char`` come after: the
+        # least of them bounds (none past it: every one with the prefix is before).
+        higher = [n for n, c in enumerate(_TEXT_CHARS) if c > char]
+        if higher:
+            return _key_of_ranks(position.sent_at, [*ranks, higher[0]])
+        return _key_of_ranks(position.sent_at, ranks, after_prefix=True)
+    if len(handle) > _HANDLE_LENGTH:
+        # Longer than a handle: those equal to its first 16 characters are before it.
+        return _key_of_ranks(position.sent_at, ranks) + 1
+    return _key_of_ranks(position.sent_at, ranks)
+
+
+def _key_of_ranks(sent_at: int, ranks: list[int], *, after_prefix: bool = False) -> int:
+    """The key of the least handle starting with ``ranks`` (past every one of them
+    when ``after_prefix``)."""
+    value = 0
+    for rank in ranks:
+        value = value * 256 + rank
+    spare = _HANDLE_LENGTH - len(ranks)
+    value = (value + (1 if after_prefix else 0)) * 256**spare
+    return sent_at * _HANDLE_SPAN + value
 
 
 class MemoryIndex:
@@ -26,6 +88,11 @@ class MemoryIndex:
         self._by_recipient: dict[str, str | dict[str, None]] = {}
         self._waiting: dict[str, None] = {}
         self._by_status: dict[str, dict[str, None]] = {name: {} for name in PROBLEM_STATUSES}
+        self.by_time: SortedIndex[int, str] = SortedIndex()
+
+    def file(self, key: int, message_id: str) -> None:
+        """A new record: file it by send time (its key stays while it lives)."""
+        self.by_time.add(key, message_id)
 
     def update(
         self, message_id: str, record: MessageRecord, new_recipients: Collection[str]
@@ -51,8 +118,9 @@ class MemoryIndex:
         else:
             self._waiting.pop(message_id, None)
 
-    def drop(self, message_id: str, record: MessageRecord) -> None:
+    def drop(self, message_id: str, record: MessageRecord, key: int) -> None:
         """Forget an evicted or expired message."""
+        self.by_time.remove(key, message_id)
         for address in record.recipients:
             self.drop_recipient(message_id, address)
         self._waiting.pop(message_id, None)
@@ -68,15 +136,16 @@ class MemoryIndex:
             self._by_recipient[address] = next(iter(held))
 
     def candidates(self, query: SearchQuery) -> Collection[str] | None:
-        """Ids that may match (a superset), or None when every message may."""
+        """Ids that may match (a superset), or None when every message may. The
+        index itself, not a copy: copy it before yielding to the event loop."""
         kind, name = query.index()
         if kind == IndexKind.RECIPIENT:
             held = self._by_recipient.get(name or "")
             if held is None:
                 return ()
-            return (held,) if isinstance(held, str) else list(held)
+            return (held,) if isinstance(held, str) else held
         if kind == IndexKind.STATUS:
-            return list(self._by_status[name or ""])
+            return self._by_status[name or ""]
         if kind == IndexKind.PENDING:
-            return list(self._waiting)
+            return self._waiting
         return None
