@@ -10,6 +10,8 @@ import pytest
 
 from service.parser import parse_payload
 from service.parsing import ParsePool, ParseQueueFull, processes_per_worker
+from service.pipeline import Pipeline
+from service.stores import MemoryStore
 from tests.support import ses
 
 pytestmark = pytest.mark.timeout(60)
@@ -68,3 +70,18 @@ async def test_a_waiter_cancelled_as_it_is_handed_a_slot_passes_the_slot_on() ->
     await asyncio.gather(first, return_exceptions=True)
     await asyncio.wait_for(second, 1)
     assert pool.busy == 1
+
+
+async def test_a_consumer_waits_for_room_and_is_never_refused() -> None:
+    pool = ParsePool(1, capacity=1)
+    pipeline = Pipeline(MemoryStore(), parsing=pool)
+    big = ses.dumps(*(ses.send(f"k-{n}", ["a@x.com"]) for n in range(300)))
+    await pool._admit(wait=False)  # a hostile body holds the only slot
+    consumer = asyncio.create_task(pipeline.parse_off_loop(big, "kafka"))
+    await asyncio.sleep(0.05)
+    assert not consumer.done() and pool.busy == 2
+    with pytest.raises(ParseQueueFull):
+        await pipeline.parse_off_loop(big, "http", wait=False)
+    pool._release()
+    result = await asyncio.wait_for(consumer, 30)
+    assert result.accepted == 300 and pool.refused == 1 and pool.busy == 0
