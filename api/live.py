@@ -222,8 +222,8 @@ class Broadcaster:
             log.warning("live_client_refused", reason=reason)
             # Accepted first: a close before the handshake reaches the client as a
             # bare 403, without the code that says to come back later.
-            await websocket.accept()
-            with contextlib.suppress(Exception):
+            with contextlib.suppress(Exception):  # a peer gone already needs no answer
+                await websocket.accept()
                 await asyncio.wait_for(websocket.close(code=code), timeout=1.0)
             return
         # Counted before the first await, so handshakes under way count too.
