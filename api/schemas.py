@@ -204,6 +204,7 @@ class SourceCounters(_Open):
     events: int
     rejected: int
     ignored: int
+    recipients_dropped: dict[str, int] = {}
 
 
 class ReadyAnswer(_Open):

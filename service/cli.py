@@ -97,6 +97,14 @@ def _parser() -> argparse.ArgumentParser:
     )
     test_alert.set_defaults(run=_test_alert)
 
+    migrate = commands.add_parser(
+        "migrate",
+        help="bring the Redis data format up to this version in place (serve does it at "
+        "start-up); runs every step again, folding in what older replicas wrote since",
+    )
+    migrate.add_argument("--redis-url", help="Redis to migrate (SES_TRACKER_REDIS_URL)")
+    migrate.set_defaults(run=_migrate)
+
     lookup = commands.add_parser("lookup", help="print one message's state from a running service")
     lookup.add_argument("message_id")
     lookup.add_argument("--url", help="service base URL (default: from HOST/PORT settings)")
@@ -568,6 +576,45 @@ def _replay(args: argparse.Namespace) -> int:
     if counters.rejected > len(report.rejections):
         console.print(f"(the first {len(report.rejections)} rejections shown)")
     return REPLAY_REJECTED if counters.rejected else 0
+
+
+def _migrate(args: argparse.Namespace) -> int:
+    """Exit 0 once the data is in this version's format, 2 on bad usage or a newer
+    format, 3 when Redis could not be reached (running it again is safe)."""
+    import asyncio
+
+    from service import logs
+    from service.runtime import build_store, redis_of
+    from service.stores import StoreUnavailable
+    from service.stores.redis import FORMAT_VERSION, StoreFormatError
+
+    settings = _load_settings(**({"redis_url": args.redis_url} if args.redis_url else {}))
+    if settings is None:
+        return 2
+    logs.configure(settings.log_level, settings.secret_values())
+    if not settings.redis_url:
+        sys.stderr.write("ses-tracker migrate: set SES_TRACKER_REDIS_URL (or --redis-url)\n")
+        return 2
+
+    async def run() -> int:
+        store = build_store(settings.model_copy(update={"forward_file": None}))
+        redis = redis_of(store)
+        assert redis is not None
+        try:
+            found = await redis.claim_format(rerun=True)
+        finally:
+            await store.close()
+        sys.stderr.write(f"ses-tracker migrate: format {found} -> {FORMAT_VERSION}\n")
+        return 0
+
+    try:
+        return asyncio.run(run())
+    except StoreFormatError as exc:
+        sys.stderr.write(f"ses-tracker migrate: {exc}\n")
+        return 2
+    except StoreUnavailable as exc:
+        sys.stderr.write(f"ses-tracker migrate: {exc}\n")
+        return 3
 
 
 def _service(settings: Settings, url: str | None) -> tuple[str, dict[str, str]]:

@@ -136,6 +136,10 @@ def encode_batch(
             destination.update(dict.fromkeys(event.mail.destination))
             addresses.update(dict.fromkeys(event.recipients))
         addresses.update(destination)
+        # A record keeps its MAX_RECIPIENTS smallest addresses, so a destination
+        # beyond them (the union of many events' lists) adds nothing but work.
+        capped = len(destination) > state.MAX_RECIPIENTS
+        kept = tuple(sorted(destination)[: state.MAX_RECIPIENTS]) if capped else tuple(destination)
         # The richest header's mail (tags above all) names the message's groups.
         groups = dimensions.message_groups(group[richest].mail)
         providers = dimensions.providers(addresses)
@@ -146,11 +150,12 @@ def encode_batch(
                 header=header,
                 # Without a send time, the earliest event's time orders and indexes.
                 sent_at=min(known) if known else min(event.at for event in group),
-                destination=tuple(destination),
+                destination=kept,
                 events=tuple(encode_event(event, seen_ms, groups, providers) for event in group),
                 sent_known=bool(known),
                 groups=groups,
                 providers=providers,
+                truncated=capped or any(event.truncated for event in group),
             )
         )
     return writes

@@ -80,6 +80,9 @@ class SesEvent:
     recipients: tuple[str, ...]
     details: dict[str, Any]
     processing_ms: int | None = None
+    # Recipients past the per-event cap were let go (service.parser.MAX_RECIPIENTS):
+    # the message's record is marked truncated.
+    truncated: bool = False
 
     @property
     def message_id(self) -> str:
@@ -127,6 +130,8 @@ class Reason(StrEnum):
     # A recipient that is not an address (service.addresses): dropped from its event
     # (counted in ParseResult.dropped); the record is rejected when none is left.
     BAD_ADDRESS = "bad_address"
+    # Parsed, but the store refused to merge the message (service.pipeline): poison.
+    MERGE_FAILED = "merge_failed"
     NO_STATE = "no_state"  # well formed, but says nothing about delivery (ignored)
 
 
@@ -164,6 +169,8 @@ class ParseResult:
     """
 
     events: list[SesEvent] = field(default_factory=list)
+    # The record each of ``events`` came from (its index in the payload).
+    event_records: list[int] = field(default_factory=list)
     account_events: list[AccountEvent] = field(default_factory=list)
     rejected: list[RecordIssue] = field(default_factory=list)
     ignored: list[RecordIssue] = field(default_factory=list)
@@ -195,6 +202,22 @@ class ParseResult:
         self.ignored_count += 1
         if len(self.ignored) < MAX_ISSUES_KEPT:
             self.ignored.append(RecordIssue(index, Reason.NO_STATE, reason))
+
+    def refuse_merges(self, refused: dict[str, str]) -> None:
+        """The store refused the merges of these messages (id -> why): their
+        records are rejected (``merge_failed``), once each, and their events leave."""
+        kept: list[SesEvent] = []
+        kept_records: list[int] = []
+        rejected: set[int] = set()
+        for event, index in zip(self.events, self.event_records, strict=True):
+            reason = refused.get(event.message_id)
+            if reason is None:
+                kept.append(event)
+                kept_records.append(index)
+            elif index not in rejected:
+                rejected.add(index)
+                self.reject(index, Reason.MERGE_FAILED, f"the store refused this message: {reason}")
+        self.events, self.event_records = kept, kept_records
 
     @property
     def accepted(self) -> int:

@@ -174,18 +174,27 @@ class _PipelineCollector(Collector):
         )
         dropped = CounterMetricFamily(
             "ses_tracker_recipients_dropped",
-            "Recipients past the per-event cap of 100, dropped, by source.",
+            "Recipients dropped from kept events, by source and reason code "
+            "(too_many: past the per-event cap; bad_address: not an address).",
+            labels=["source", "reason"],
+        )
+        refused = CounterMetricFamily(
+            "ses_tracker_merges_refused",
+            "Messages the store refused to merge for what they hold (poison: parked, "
+            "not retried), by source; an outage shows in ses_tracker_consumer_up instead.",
             labels=["source"],
         )
         for source, counters in pipeline.counters.items():
             records.add_metric([source], counters.records)
-            dropped.add_metric([source], counters.recipients_dropped)
+            refused.add_metric([source], counters.merge_refused)
+            for reason, count in counters.dropped_reasons.items():
+                dropped.add_metric([source, reason], count)
             ignored.add_metric([source], counters.ignored)
             for kind, count in counters.by_type.items():
                 events.add_metric([source, kind], count)
             for reason, count in counters.reasons.items():
                 rejected.add_metric([source, reason], count)
-        yield from (records, events, rejected, ignored, dropped)
+        yield from (records, events, rejected, ignored, dropped, refused)
 
         up = GaugeMetricFamily(
             "ses_tracker_consumer_up",

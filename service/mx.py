@@ -27,6 +27,7 @@ from redis import asyncio as aioredis
 
 from service.providers import OTHER, provider_of_mx
 from service.stores.errors import REDIS_UNAVAILABLE
+from service.stores.keys import RedisKeys
 
 log = structlog.get_logger(__name__)
 
@@ -50,7 +51,7 @@ class MxCache:
 
     def __init__(self, client: aioredis.Redis | None = None, prefix: str = "st:") -> None:
         self._client = client
-        self._prefix = prefix
+        self._keys = RedisKeys(prefix)
 
     async def get_many(self, domains: Sequence[str]) -> list[str | None]:
         if self._client is None or not domains:
@@ -59,7 +60,7 @@ class MxCache:
             # GETs, not one MGET: on a Redis Cluster the domains' keys are in many slots.
             async with self._client.pipeline(transaction=False) as pipe:
                 for domain in domains:
-                    pipe.get(f"{self._prefix}mx:{domain}")
+                    pipe.get(self._keys.mx(domain))
                 raw = await pipe.execute()
         except REDIS_UNAVAILABLE:
             return [None] * len(domains)  # look them up; the cache is an optimisation
@@ -69,7 +70,7 @@ class MxCache:
         if self._client is None:
             return
         try:
-            await self._client.set(f"{self._prefix}mx:{domain}", provider, ex=ttl_s)
+            await self._client.set(self._keys.mx(domain), provider, ex=ttl_s)
         except REDIS_UNAVAILABLE:
             log.warning("mx_cache_write_failed", domain=domain)
 

@@ -25,7 +25,7 @@ from service.parser import DEFAULT_MAX_PAYLOAD_BYTES, parse_payload
 from service.parsing import OFFLOAD_BYTES, ParsePool, processes_per_worker
 from service.state import MessageWrite, Transition
 from service.stats import DEFAULT_HISTORY_DAYS, DEFAULT_HOURLY_DAYS, Counting
-from service.stores.base import Checkpoint, Store
+from service.stores.base import Checkpoint, MergeRejected, Store
 
 log = structlog.get_logger(__name__)
 
@@ -40,6 +40,26 @@ DEFAULT_MAX_FUTURE_S = 86_400
 PUSH_QUIET_S = 120.0
 # Payloads larger than OFFLOAD_BYTES (imported from here by the consumers) are
 # parsed in worker processes, behind a bounded admission: service.parsing.
+
+
+# Told the messages whose merge the store refused (message id -> why), before the
+# batch's checkpoint is written: the source parks what held them (a Kafka dead-letter
+# topic; an SQS message left for its redrive policy; an HTTP answer's errors). It
+# raises (StoreUnavailable) when it cannot, and the batch is tried again.
+Park = Callable[[dict[str, str]], Awaitable[None]]
+# Message ids and reasons quoted in logs and answers are cut to this.
+MAX_REASON_CHARS = 300
+# Refused messages kept for /readyz (the newest), every one counted.
+PARKED_KEPT = 20
+
+
+@dataclass(frozen=True, slots=True)
+class Parked:
+    """A message whose merge the store refused: poison, not an outage."""
+
+    source: str
+    message_id: str
+    reason: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,6 +82,10 @@ class SourceCounters:
     reasons: Counter[str] = field(default_factory=Counter)
     by_type: Counter[str] = field(default_factory=Counter)
     recipients_dropped: int = 0
+    # Messages the store refused to merge (poison), parked by the source.
+    merge_refused: int = 0
+    # Recipients dropped from kept events by code (too_many, bad_address).
+    dropped_reasons: Counter[str] = field(default_factory=Counter)
 
 
 class Pipeline:
@@ -103,6 +127,7 @@ class Pipeline:
         self._account_listeners: list[AccountListener] = []
         self.counters: dict[str, SourceCounters] = {}
         self.account_events: deque[AccountEvent] = deque(maxlen=100)
+        self.parked: deque[Parked] = deque(maxlen=PARKED_KEPT)
 
     def on_transitions(self, listener: TransitionListener) -> None:
         self._transition_listeners.append(listener)
@@ -149,6 +174,7 @@ class Pipeline:
         counters.rejected += result.rejected_count
         counters.ignored += result.ignored_count
         counters.recipients_dropped += result.recipients_dropped
+        counters.dropped_reasons.update({code.value: n for code, n in result.dropped.items()})
         if result.rejected_count:
             codes = {code.value: n for code, n in result.codes.items()}
             counters.reasons.update(codes)
@@ -173,7 +199,16 @@ class Pipeline:
     async def ingest(self, payload: bytes, source: str, *, wait: bool = True) -> ParseResult:
         """Parse one payload and make its events durable in the store."""
         result = await self.parse_off_loop(payload, source, wait=wait)
-        await self.apply(result.events, source, account_events=result.account_events)
+        refused: dict[str, str] = {}
+
+        async def answer_with(found: dict[str, str]) -> None:
+            refused.update(found)  # a push is parked in its answer (and counted)
+
+        await self.apply(
+            result.events, source, account_events=result.account_events, park=answer_with
+        )
+        if refused:
+            result.refuse_merges(refused)
         if self.live_stats:
             # A push arrives whole: nothing waits behind it, so its lag is its age.
             self.pushed_lag.read(source, newest_event_ms(result.events), behind=False)
@@ -186,10 +221,15 @@ class Pipeline:
         *,
         account_events: Sequence[AccountEvent] = (),
         checkpoint: Checkpoint | None = None,
+        park: Park | None = None,
     ) -> list[Transition]:
         """Merge parsed events (and a checkpoint) in one store call, then publish."""
         return await self.store_encoded(
-            self.encode(events), source, account_events=account_events, checkpoint=checkpoint
+            self.encode(events),
+            source,
+            account_events=account_events,
+            checkpoint=checkpoint,
+            park=park,
         )
 
     def encode(self, events: Sequence[SesEvent]) -> Encoded:
@@ -209,27 +249,93 @@ class Pipeline:
         *,
         account_events: Sequence[AccountEvent] = (),
         checkpoint: Checkpoint | None = None,
+        park: Park | None = None,
     ) -> list[Transition]:
-        """The store half of :meth:`apply`: durable when it returns, then published."""
+        """The store half of :meth:`apply`: durable when it returns, then published.
+
+        A merge the store refuses for what it holds (``MergeRejected``) names the
+        messages at fault, or is split until they are found: the rest is merged, the
+        refused are counted,
+        kept in :attr:`parked` and handed to ``park`` (the source's dead letter),
+        and only then is the checkpoint written, so a source moves past poison only
+        once it is parked. An outage (``StoreUnavailable``) is raised for a retry.
+        """
         counters = self.counters.setdefault(source, SourceCounters())
         transitions: list[Transition] = []
         events = encoded.events
+        refused: dict[str, str] = {}
         if events or checkpoint is not None:
             started = time.perf_counter()
-            transitions = await self.store.merge(encoded.writes, checkpoint, encoded.counting)
+            try:
+                transitions = await self.store.merge(encoded.writes, checkpoint, encoded.counting)
+            except MergeRejected as exc:
+                if exc.refused:  # the store merged the rest and named the poison
+                    refused.update(exc.refused)
+                    transitions = exc.merged
+                else:
+                    transitions = await self._merge_apart(encoded.writes, encoded.counting, refused)
+                # (Every part may go in alone: then nothing is parked.)
+                if refused:
+                    await self._park(refused, source, park)
+                if checkpoint is not None:
+                    await self.store.merge([], checkpoint, encoded.counting)
             elapsed = time.perf_counter() - started
             for timer in self.merge_timers:
                 timer(elapsed)
-            counters.events += len(events)
-            counters.by_type.update(event.type.label for event in events)
+            kept = [event for event in events if event.message_id not in refused]
+            counters.events += len(kept)
+            counters.by_type.update(event.type.label for event in kept)
         for account_event in account_events:
             await self._publish_account_event(account_event, source)
         if transitions:
             for listener in self._transition_listeners:
                 listener(transitions)
+            writes = encoded.writes
+            if refused:
+                writes = [write for write in writes if write.message_id not in refused]
             for change_listener in self._change_listeners:
-                change_listener(transitions, encoded.writes)
+                change_listener(transitions, writes)
         return transitions
+
+    async def _merge_apart(
+        self, writes: Sequence[MessageWrite], counting: Counting, refused: dict[str, str]
+    ) -> list[Transition]:
+        """Merge ``writes`` in halves, and halves of a half the store refuses, down to
+        the single messages it refuses (into ``refused``, with why). A merge is
+        idempotent, so parts that went in before the refusal merge again to the same
+        state and count nothing twice; k bad messages among n cost O(k log n) calls."""
+        transitions: list[Transition] = []
+        middle = len(writes) // 2
+        for part in (writes[:middle], writes[middle:]):
+            if not part:
+                continue
+            try:
+                transitions.extend(await self.store.merge(part, None, counting))
+            except MergeRejected as exc:
+                if exc.refused:
+                    refused.update(exc.refused)
+                    transitions.extend(exc.merged)
+                elif len(part) == 1:
+                    refused[part[0].message_id] = str(exc)[:MAX_REASON_CHARS]
+                else:
+                    transitions.extend(await self._merge_apart(part, counting, refused))
+        return transitions
+
+    async def _park(self, refused: dict[str, str], source: str, park: Park | None) -> None:
+        counters = self.counters.setdefault(source, SourceCounters())
+        counters.merge_refused += len(refused)
+        first_id, first_reason = next(iter(refused.items()))
+        log.error(
+            "merge_refused",
+            source=source,
+            messages=len(refused),
+            first_message_id=first_id[:MAX_REASON_CHARS],
+            first_reason=first_reason,
+        )
+        for message_id, reason in refused.items():
+            self.parked.append(Parked(source, message_id[:MAX_REASON_CHARS], reason))
+        if park is not None:
+            await park(refused)
 
     async def _publish_account_event(self, event: AccountEvent, source: str) -> None:
         # Listeners store what they keep (raising StoreUnavailable when they cannot),

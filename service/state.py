@@ -132,6 +132,10 @@ class MessageWrite(NamedTuple):
     # plus its recipient's domain= and provider= groups.
     groups: tuple[str, ...] = ()
     providers: dict[str, str] = {}  # shared default, never mutated
+    # Some recipient of this write was let go before the merge (past the per-event
+    # cap, service.parser.MAX_RECIPIENTS, or past MAX_RECIPIENTS in its destination):
+    # the record is marked truncated, as past its own cap.
+    truncated: bool = False
 
     @property
     def first_at(self) -> int:
@@ -218,6 +222,8 @@ def merge(
     transitions: list[Transition] = []
     if write.header > record.header:
         record.header = write.header
+    if write.truncated:
+        record.truncated = True
     for address in write.destination:
         _add_bits(record, write, address, 0, write.first_at, transitions, counters, None, evicted)
     blob_bytes = -1  # summed when first needed: most merges add no field

@@ -38,6 +38,10 @@ async def readyz(request: Request, runtime: RuntimeDep) -> OrjsonResponse:
             "events": c.events,
             "rejected": c.rejected,
             "ignored": c.ignored,
+            # Recipients dropped from kept events, by code (too_many, bad_address).
+            "recipients_dropped": dict(c.dropped_reasons),
+            # Messages the store refused to merge (poison, parked): not an outage.
+            "merge_refused": c.merge_refused,
         }
         for name, c in runtime.pipeline.counters.items()
     }
@@ -53,5 +57,14 @@ async def readyz(request: Request, runtime: RuntimeDep) -> OrjsonResponse:
         "catching_up": runtime.catching_up(),
         "catch_up_after_s": runtime.settings.catch_up_lag_s,
         "forwarding": runtime.forwarding(detailed),
+        # The newest poison (README, Poison): a store refusing these is no outage.
+        "parked": [
+            {
+                "source": p.source,
+                "message_id": p.message_id,
+                "reason": p.reason if detailed else "(details with the API token)",
+            }
+            for p in runtime.pipeline.parked
+        ],
     }
     return OrjsonResponse(body, status_code=200 if store_ok else 503)

@@ -24,7 +24,37 @@ PAST_RETENTION_HOLD_S = 300
 
 
 class StoreUnavailable(Exception):
-    """The store cannot be reached; the caller should retry later, nothing was lost."""
+    """The store cannot be reached; the caller should retry later, nothing was lost.
+
+    ``retry_after_s``: wait at least this long first (a call that timed out on the
+    client may still be running in Redis, and one sent again now would queue behind
+    it)."""
+
+    def __init__(self, message: str, *, retry_after_s: float = 0.0) -> None:
+        super().__init__(message)
+        self.retry_after_s = retry_after_s
+
+
+class MergeRejected(Exception):
+    """The store refused a merge for what it was given, not for being out of reach (a
+    script error such as WRONGTYPE): the same call fails the same way every time.
+
+    ``refused`` names the messages at fault (id -> why) when the store knows them:
+    it then merged every other message of the batch (``merged``: their transitions)
+    but wrote no checkpoint. Empty, the whole call failed: ``service.pipeline``
+    splits the batch to find them. Either way it keeps the rest and parks those.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        refused: dict[str, str] | None = None,
+        merged: list[Transition] | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.refused = refused or {}
+        self.merged = merged or []
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,9 +1,21 @@
 """Every Redis key the service writes, in one place, under one prefix (``st:``).
 
-``merge.lua`` builds the record and search-index keys itself from the same prefix
-(the script is this module's twin for them: change both together). Records carry
-their handle in a hash tag (``m:{<handle>}``), so one message's key maps to one
-Redis Cluster slot.
+Each key belongs to one *family*: a fixed name (``format``, ``sup-index``) or a fixed
+stem followed by a variable part (``sup:<address>``, ``r:<address>``). Variable parts
+are whatever an event, a setting or a request carries (addresses, domains, tags, ids,
+configuration sets), so no rule about their characters can keep families apart.
+What does is the shape of :data:`FAMILIES`: no stem that a variable part follows is
+the start of another family's name or stem, so a key names one family whatever its
+variable part holds (``idx``, ``:``, braces, nothing, ten kilobytes).
+``tests/property/test_key_families.py`` checks the table and feeds hostile names
+through every builder.
+
+``merge.lua`` builds the record, index and suppression keys itself, from the stems
+here (``service.stores.layout`` hands them to the script as ``KEY_*`` constants).
+Records carry their handle in a hash tag (``m:{<handle>}``), so one message's key maps
+to one Redis Cluster slot. On a cluster, a slot group's keys sit under
+``<prefix>{<tag>}:`` (``service.stores.slots``); no family's name starts with ``{``,
+so a group's keys never meet the plain prefix's.
 """
 
 from __future__ import annotations
@@ -12,58 +24,106 @@ from dataclasses import dataclass
 
 DEFAULT_PREFIX = "st:"
 
+# name -> (stem, a variable part follows). No variable family's stem may start another
+# family's stem (the module docstring).
+FAMILIES: dict[str, tuple[str, bool]] = {
+    "format": ("format", False),
+    "slot_groups": ("slot-groups", False),
+    # Messages and their search indexes (written by merge.lua).
+    "record": ("m:", True),
+    "recipient": ("r:", True),
+    "status": ("x:s:", True),
+    "pending": ("x:pending", False),
+    "buckets": ("x:buckets", False),
+    "send_time_bucket": ("t:", True),
+    # Written beside the records, in the same merge.
+    "checkpoint": ("ckpt:", True),
+    "transitions": ("transitions", False),
+    "forward": ("fwd", False),
+    "forward_lease": ("fwd:lease:", True),
+    "stats": ("stats:", True),
+    # A live bucket's groups, one hash per dimension, and an hour's admission.
+    "stats_groups": ("stats-g:", True),
+    "stats_admission": ("stats-a:", True),
+    "stats_revisions": ("stats-rev", False),
+    "rollup": ("hist:", True),
+    "suppression": ("sup:", True),
+    "suppressions": ("sup-index", False),
+    # Files `ses-tracker replay` has merged whole (by content digest).
+    "replayed": ("replayed:", True),
+    # Delivery ids already ingested (service.dedupe).
+    "seen": ("seen:", True),
+    # Mailbox providers of domains (service.mx).
+    "mx": ("mx:", True),
+    # Alerting (service.alerts.redis_store).
+    "alert_lease": ("al:lease", False),
+    "alert_records": ("al:records", False),
+    "alert_history": ("al:history", False),
+    "alert_entries": ("al:entries", False),
+    "alert_accounts": ("al:accounts", False),
+    "alert_health": ("al:health", False),
+    "alert_outbox": ("al:out:", True),
+}
+
+
+def stem(family: str) -> str:
+    return FAMILIES[family][0]
+
 
 @dataclass(frozen=True, slots=True)
 class RedisKeys:
     prefix: str = DEFAULT_PREFIX
 
+    def _fixed(self, family: str) -> str:
+        return f"{self.prefix}{FAMILIES[family][0]}"
+
     @property
     def format(self) -> str:
         """The stored data's format version (service.stores.redis.FORMAT_VERSION)."""
-        return f"{self.prefix}format"
+        return self._fixed("format")
 
     @property
     def slot_groups(self) -> str:
         """How many slot groups the data is split in (service.stores.slots); 0: none."""
-        return f"{self.prefix}slot-groups"
+        return self._fixed("slot_groups")
 
     # Messages and their search indexes (written by merge.lua).
     def record(self, handle: str) -> str:
-        return f"{self.prefix}m:{{{handle}}}"
+        return f"{self._fixed('record')}{{{handle}}}"
 
     def recipient(self, address: str) -> str:
-        return f"{self.prefix}r:{address}"
+        return f"{self._fixed('recipient')}{address}"
 
     def status(self, name: str) -> str:
-        return f"{self.prefix}x:s:{name}"
+        return f"{self._fixed('status')}{name}"
 
     @property
     def pending(self) -> str:
-        return f"{self.prefix}x:pending"
+        return self._fixed("pending")
 
     @property
     def buckets(self) -> str:
-        return f"{self.prefix}x:buckets"
+        return self._fixed("buckets")
 
     def send_time_bucket(self, bucket: str) -> str:
-        return f"{self.prefix}t:{bucket}"
+        return f"{self._fixed('send_time_bucket')}{bucket}"
 
     # Written beside the records, in the same merge.
     def checkpoint(self, name: str) -> str:
-        return f"{self.prefix}ckpt:{name}"
+        return f"{self._fixed('checkpoint')}{name}"
 
     @property
     def transitions(self) -> str:
-        return f"{self.prefix}transitions"
+        return self._fixed("transitions")
 
     @property
     def forward(self) -> str:
         """The forwarding outbox stream (service.forward), one consumer group per
         subscription."""
-        return f"{self.prefix}fwd"
+        return self._fixed("forward")
 
     def forward_lease(self, subscription_id: str) -> str:
-        return f"{self.prefix}fwd:lease:{subscription_id}"
+        return f"{self._fixed('forward_lease')}{subscription_id}"
 
     def stats(self, bucket: int) -> str:
         """A live bucket's overall figures (service.stats.LiveBucket)."""
@@ -71,7 +131,7 @@ class RedisKeys:
 
     @property
     def stats_groups_prefix(self) -> str:
-        return f"{self.prefix}stats-g:"
+        return self._fixed("stats_groups")
 
     def stats_groups(self, bucket: int, dimension: str) -> str:
         """A live bucket's groups of one dimension (``g:`` fields)."""
@@ -79,7 +139,7 @@ class RedisKeys:
 
     @property
     def stats_admission_prefix(self) -> str:
-        return f"{self.prefix}stats-a:"
+        return self._fixed("stats_admission")
 
     def stats_admission(self, hour: int) -> str:
         """The values admitted apart in an hour's live buckets (service.stats.Admission)."""
@@ -87,12 +147,12 @@ class RedisKeys:
 
     @property
     def stats_prefix(self) -> str:
-        return f"{self.prefix}stats:"
+        return self._fixed("stats")
 
     @property
     def rollup_prefix(self) -> str:
         """History rollups: <prefix>hist:<step>:<start> (service.stats.STEPS)."""
-        return f"{self.prefix}hist:"
+        return self._fixed("rollup")
 
     def rollup(self, step: str, start: int) -> str:
         return f"{self.rollup_prefix}{step}:{start}"
@@ -100,49 +160,62 @@ class RedisKeys:
     @property
     def stats_revisions(self) -> str:
         """bucket -> the merge sequence that last changed it (service.stats.Revisions)."""
-        return f"{self.prefix}stats:rev"
+        return self._fixed("stats_revisions")
 
     # Suppressions (written by merge.lua, which builds the same names).
     def suppression(self, address: str) -> str:
-        return f"{self.prefix}sup:{address}"
+        return f"{self._fixed('suppression')}{address}"
 
     @property
     def suppressions(self) -> str:
         """zset of suppressed addresses, scored by since (ms)."""
-        return f"{self.prefix}sup:idx"
+        return self._fixed("suppressions")
 
-    # Files `ses-tracker replay` has merged whole (by content digest).
     def replayed(self, digest: str) -> str:
-        return f"{self.prefix}replayed:{digest}"
+        return f"{self._fixed('replayed')}{digest}"
 
-    # Delivery ids already ingested (service.dedupe).
     def seen(self, kind: str, digest: str) -> str:
-        return f"{self.prefix}seen:{kind}:{digest}"
+        return f"{self._fixed('seen')}{kind}:{digest}"
+
+    def mx(self, domain: str) -> str:
+        return f"{self._fixed('mx')}{domain}"
 
     # Alerting (service.alerts.redis_store).
     @property
     def alert_lease(self) -> str:
-        return f"{self.prefix}al:lease"
+        return self._fixed("alert_lease")
 
     @property
     def alert_records(self) -> str:
-        return f"{self.prefix}al:records"
+        return self._fixed("alert_records")
 
     @property
     def alert_history(self) -> str:
-        return f"{self.prefix}al:history"
+        return self._fixed("alert_history")
 
     @property
     def alert_entries(self) -> str:
-        return f"{self.prefix}al:entries"
+        return self._fixed("alert_entries")
 
     @property
     def alert_accounts(self) -> str:
-        return f"{self.prefix}al:accounts"
+        return self._fixed("alert_accounts")
 
     @property
     def alert_health(self) -> str:
-        return f"{self.prefix}al:health"
+        return self._fixed("alert_health")
 
     def alert_outbox(self, sink_id: str) -> str:
-        return f"{self.prefix}al:out:{sink_id}"
+        return f"{self._fixed('alert_outbox')}{sink_id}"
+
+
+def family_of(key: str, prefix: str = DEFAULT_PREFIX) -> str | None:
+    """The family a key under ``prefix`` belongs to (None: not one of ours). Unique
+    because the table is prefix-free."""
+    if not key.startswith(prefix):
+        return None
+    rest = key[len(prefix) :]
+    for family, (family_stem, variable) in FAMILIES.items():
+        if rest == family_stem or (variable and rest.startswith(family_stem)):
+            return family
+    return None

@@ -14,6 +14,7 @@ from __future__ import annotations
 import re
 
 from service import codec, search, state, stats
+from service.stores import keys
 
 # A batch entry: one per message key, in KEYS order.
 ENTRY = ("write", "handle")
@@ -100,8 +101,22 @@ CODES = {
     "COMPLAINT_BIT": state.COMPLAINT,  # gained by a complaint (else a Permanent bounce)
     "UNSAFE_BITS": state.UNSAFE,  # outcome flags that make an address a suppression
 }
-# Strings the script tests, named.
-STRINGS = {"DETAIL_BOUNCE_SUBTYPE": codec.short_key("bounce_subtype")}
+# Key families whose names the script builds (service.stores.keys, the one definition).
+LUA_KEY_FAMILIES = (
+    "record",
+    "recipient",
+    "status",
+    "pending",
+    "buckets",
+    "send_time_bucket",
+    "suppression",
+    "suppressions",
+)
+# Strings the script tests or builds names from, named.
+STRINGS = {
+    "DETAIL_BOUNCE_SUBTYPE": codec.short_key("bounce_subtype"),
+    **{f"KEY_{family.upper()}": keys.stem(family) for family in LUA_KEY_FAMILIES},
+}
 
 _ARRAYS = {
     "ENTRY": ENTRY,

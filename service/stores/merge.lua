@@ -47,7 +47,7 @@
 --          holding a Permanent bounce or a complaint is recorded at
 --          <prefix>sup:<address> (msgpack layout.SUPPRESSION; the earliest reason
 --          kept), expiring keep_s after the event, and listed in the zset
---          <prefix>sup:idx scored by the event's time (service.suppressions).
+--          <prefix>sup-index scored by the event's time (service.suppressions).
 --   forward = [min_id_ms], or an empty string for none: the batch's transitions are
 --          appended to the forwarding outbox stream (KEYS, after the feed's) as one
 --          entry (field "t", msgpack [[message_id, address, from, to, at, latency_ms,
@@ -182,7 +182,7 @@ local function note_old(key, count)
     if tonumber(rows[i + 1]) < oldest_live then
       candidates[#candidates + 1] = key
       candidates[#candidates + 1] = member
-      candidates[#candidates + 1] = index_prefix .. 'm:{' .. member .. '}'
+      candidates[#candidates + 1] = index_prefix .. KEY_RECORD .. '{' .. member .. '}'
     end
   end
 end
@@ -208,14 +208,14 @@ end
 
 local function add_to_bucket(sent_at, handle)
   local bucket = math.floor(sent_at / index[INDEX_BUCKET_MS])
-  local bucket_key = given(index_prefix .. 't:' .. bucket)
+  local bucket_key = given(index_prefix .. KEY_SEND_TIME_BUCKET .. bucket)
   redis.call('APPEND', bucket_key, send_time_bytes(sent_at) .. handle)
   if tended[bucket_key] then
     return
   end
   tended[bucket_key] = true
   redis.call('EXPIRE', bucket_key, ttl)
-  local buckets_key = given(index_prefix .. 'x:buckets')
+  local buckets_key = given(index_prefix .. KEY_BUCKETS)
   redis.call('ZADD', buckets_key, bucket, bucket)
   if not tended[buckets_key] then
     tended[buckets_key] = true
@@ -223,7 +223,7 @@ local function add_to_bucket(sent_at, handle)
     if oldest ~= tostring(bucket) then
       candidates[#candidates + 1] = buckets_key
       candidates[#candidates + 1] = oldest
-      candidates[#candidates + 1] = index_prefix .. 't:' .. oldest
+      candidates[#candidates + 1] = index_prefix .. KEY_SEND_TIME_BUCKET .. oldest
     end
   end
 end
@@ -255,25 +255,25 @@ local function index_message(message, handle, raw, before_top, before_pending, r
     add_to_bucket(sent_at, handle)
   end
   for _, address in ipairs(new_recipients) do
-    local key = given(index_prefix .. 'r:' .. address)
+    local key = given(index_prefix .. KEY_RECIPIENT .. address)
     index_add(key, sent_at, handle, false)
     redis.call('EXPIRE', key, ttl)
   end
   local top, pending = rollup(recipients, mf)
   if top ~= before_top then
     if before_top >= PROBLEM_FIRST then
-      redis.call('ZREM', given(index_prefix .. 'x:s:' .. index[INDEX_STATUS_NAMES][before_top + 1]),
+      redis.call('ZREM', given(index_prefix .. KEY_STATUS .. index[INDEX_STATUS_NAMES][before_top + 1]),
                  handle)
     end
     if top >= PROBLEM_FIRST then
-      index_add(index_prefix .. 'x:s:' .. index[INDEX_STATUS_NAMES][top + 1], sent_at, handle, true)
+      index_add(index_prefix .. KEY_STATUS .. index[INDEX_STATUS_NAMES][top + 1], sent_at, handle, true)
     end
   end
   if pending ~= before_pending then
     if pending then
-      index_add(index_prefix .. 'x:pending', sent_at, handle, true)
+      index_add(index_prefix .. KEY_PENDING, sent_at, handle, true)
     else
-      redis.call('ZREM', given(index_prefix .. 'x:pending'), handle)
+      redis.call('ZREM', given(index_prefix .. KEY_PENDING), handle)
     end
   end
 end
@@ -526,7 +526,7 @@ local function suppress_address(message, event, address, gained)
   if expires_s <= 0 then
     return
   end
-  local key = given(index[INDEX_PREFIX] .. 'sup:' .. address)
+  local key = given(index[INDEX_PREFIX] .. KEY_SUPPRESSION .. address)
   local current = redis.call('GET', key)
   if current and cmsgpack.unpack(current)[SUPPRESSION_SINCE_MS] <= at then
     return
@@ -542,10 +542,10 @@ local function suppress_address(message, event, address, gained)
     end
   end
   redis.call('SET', key, cmsgpack.pack(entry), 'EX', expires_s)
-  redis.call('ZADD', given(index[INDEX_PREFIX] .. 'sup:idx'), at, address)
+  redis.call('ZADD', given(index[INDEX_PREFIX] .. KEY_SUPPRESSIONS), at, address)
 end
 
-for m = 1, #batch do
+local function merge_message(m)
   local key = KEYS[m]
   local message = batch[m][ENTRY_WRITE]
   local handle = batch[m][ENTRY_HANDLE]
@@ -578,7 +578,15 @@ for m = 1, #batch do
     changed = true
   end
   merged_header = header
+  if message[MESSAGE_TRUNCATED] and not truncated then
+    truncated = true
+    changed = true
+  end
 
+  -- The kept addresses in order, once the record is at its cap: an address past it
+  -- is then compared with the largest only, and an eviction costs a binary search,
+  -- not a scan of every kept address (events naming many new addresses each).
+  local ordered = nil
   local function add_bits(address, bits, event, event_index)
     local old = recipients[address]
     if old == nil then
@@ -588,16 +596,29 @@ for m = 1, #batch do
           truncated = true
           changed = true
         end
-        local largest = nil
-        for kept in pairs(recipients) do
-          if largest == nil or bytes_less(largest, kept) then
-            largest = kept
+        if ordered == nil then
+          ordered = {}
+          for kept in pairs(recipients) do
+            ordered[#ordered + 1] = kept
           end
+          table.sort(ordered, bytes_less)
         end
+        local largest = ordered[#ordered]
         if not bytes_less(address, largest) then
           return
         end
         recipients[largest] = nil
+        ordered[#ordered] = nil
+        local low, high = 1, #ordered + 1
+        while low < high do
+          local middle = math.floor((low + high) / 2)
+          if bytes_less(ordered[middle], address) then
+            low = middle + 1
+          else
+            high = middle
+          end
+        end
+        table.insert(ordered, low, address)
         recipient_count = recipient_count - 1
         size = size - 1
         changed = true
@@ -699,12 +720,36 @@ for m = 1, #batch do
   end
 end
 
+-- A message whose merge raises (a key of the wrong type, a Lua error on what it
+-- carries) is refused alone: the others of the call merge, count and publish as if
+-- it were not there, and its index and error go back for the caller to park
+-- (service.pipeline). Redis does not roll back what it wrote before the error; its
+-- transitions are dropped from the reply and the streams, as it is poison.
+local refused = {}
+local function drop_after(list, length)
+  for i = #list, length + 1, -1 do
+    list[i] = nil
+  end
+end
+for m = 1, #batch do
+  local out_length, fed_length, forwarded_length = #out, #fed, #forwarded
+  local ok, err = pcall(merge_message, m)
+  if not ok then
+    drop_after(out, out_length)
+    drop_after(fed, fed_length)
+    drop_after(forwarded, forwarded_length)
+    refused[#refused + 1] = m
+    refused[#refused + 1] = tostring(err)
+  end
+end
+
 local next_key = #batch + 1
 
 if checkpoint then
   local checkpoint_key = KEYS[next_key]
   next_key = next_key + 1
-  for position, value in pairs(checkpoint) do
+  -- Not past a refused message: the caller writes it once that is parked.
+  for position, value in pairs(#refused == 0 and checkpoint or {}) do
     redis.call('HSET', checkpoint_key, position, value)
   end
 end
@@ -757,4 +802,4 @@ if forward and #forwarded > 0 then
              cmsgpack.pack(forwarded))
 end
 
-return cmsgpack.pack({out, candidates})
+return cmsgpack.pack({out, candidates, refused})

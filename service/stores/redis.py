@@ -10,8 +10,9 @@ keeps a delivered message at a few hundred bytes whatever the server's
 to a hashtable and cost half as much again.
 
 A batch is merged by ``merge.lua`` (loaded once, called by EVALSHA), in one round
-trip: a batch larger than ``chunk_events`` is split into several EVALSHAs sent as one
-pipeline, so no single script holds Redis for long. Scripts run atomically, so two
+trip: a batch whose work is over one call's budget (``service.stores.merge_cost``)
+is split into several EVALSHAs sent as one pipeline, so no single script holds
+Redis for long. Scripts run atomically, so two
 processes merging the same message at once lose nothing; and since the merge is
 idempotent, a batch retried after an error or a crash does no harm.
 
@@ -39,6 +40,7 @@ from importlib import resources
 from typing import Any
 
 import msgpack
+import structlog
 from redis import asyncio as aioredis
 from redis.asyncio.cluster import RedisCluster
 from redis.crc import key_slot
@@ -49,16 +51,22 @@ from service.dimensions import dimension_of
 from service.erasure import erase
 from service.search import SCAN_BUDGET, SearchPage, SearchQuery, message_handle, pages
 from service.state import MessageRecord, MessageWrite, Transition
-from service.stores import layout
+from service.stores import layout, merge_cost, migrations
 from service.stores.base import (
     PAST_RETENTION_HOLD_S,
     Checkpoint,
     MemoryFigures,
+    MergeRejected,
     Store,
     StoreUnavailable,
     SuppressionCursor,
 )
-from service.stores.errors import REDIS_CALL_FAILED, REDIS_UNAVAILABLE
+from service.stores.errors import (
+    REDIS_CALL_FAILED,
+    REDIS_UNAVAILABLE,
+    cool_down_s,
+    rejected_by_script,
+)
 from service.stores.keys import DEFAULT_PREFIX, RedisKeys
 from service.stores.redis_record import record_from_bytes, record_to_bytes
 from service.stores.redis_search import SEND_TIME_BUCKET_MS, IndexReader, search_groups
@@ -72,9 +80,12 @@ from service.stores.slots import (
 from service.suppressions import DEFAULT_DAYS as DEFAULT_SUPPRESSION_DAYS
 from service.suppressions import Suppression
 
+log = structlog.get_logger(__name__)
+
 # The layout of records, indexes and statistics. A release that changes it raises
-# this, and reads every older format (README, Rolling upgrades).
-FORMAT_VERSION = 1
+# this and ships the step from the format before (service.stores.migrations; README,
+# Rolling upgrades). 2: every key family in a namespace of its own.
+FORMAT_VERSION = 2
 
 
 class StoreFormatError(RuntimeError):
@@ -93,6 +104,12 @@ _COMPARE_AND_SET = """
 if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
 redis.call('SET', KEYS[1], ARGV[2], 'KEEPTTL')
 return 1
+"""
+
+_RAISE_FORMAT = """
+if tonumber(redis.call('GET', KEYS[1]) or '0') < tonumber(ARGV[1]) then
+  redis.call('SET', KEYS[1], ARGV[1])
+end
 """
 
 # Either client: redis-py's cluster client speaks the same commands per key.
@@ -121,7 +138,7 @@ class RedisStore(Store):
         scan_budget: int = SCAN_BUDGET,
         retention_s: int = 1_209_600,
         prefix: str = DEFAULT_PREFIX,
-        chunk_events: int = 2_000,
+        call_budget: int = merge_cost.DEFAULT_BUDGET,
         feed_window_s: float | None = None,
         forward_keep_s: float | None = None,
         suppression_days: int = DEFAULT_SUPPRESSION_DAYS,
@@ -130,7 +147,8 @@ class RedisStore(Store):
         self._retention_s = str(int(retention_s))
         self._prefix = prefix
         self._keys = RedisKeys(prefix)
-        self._chunk_events = chunk_events
+        # Units of script work one merge call may take (service.stores.merge_cost).
+        self._call_budget = call_budget
         # With a window, each merge appends its transitions to a stream that every
         # replica follows (follow_transitions), kept for that many seconds; without,
         # nothing is appended.
@@ -227,37 +245,52 @@ class RedisStore(Store):
             return []
         chunks: list[Sequence[MessageWrite]] = []
         numbers: list[int] = []
+        costs: list[int] = []
         calls = []
         # The checkpoint rides in the last script of every group, atomically with that
         # group's part (a group with no message of the batch gets a script of its own
         # for it), so each group's copy says what that group holds durably.
         for group, group_writes in self._by_group(writes, every=checkpoint is not None):
-            group_chunks = _chunks(group_writes, self._chunk_events)
+            group_chunks = merge_cost.cut(group_writes, self._call_budget)
             for position, chunk in enumerate(group_chunks):
                 last = position == len(group_chunks) - 1
                 chunks.append(chunk)
                 numbers.append(group.number)
+                costs.append(sum(map(merge_cost.write_cost, chunk)))
                 calls.append(self._call_args(group, chunk, checkpoint if last else None, counting))
         try:
             if calls:
                 if self._sha is None:
                     self._sha = await self._client.script_load(MERGE_SCRIPT)
                 try:
-                    replies = await self._run(calls, numbers)
+                    replies = await self._run_in_round_trips(calls, numbers, costs)
                 except NoScriptError:
                     # Redis restarted, failed over or flushed its script cache; the
                     # merge is idempotent, so running every chunk again is safe.
                     self._sha = await self._client.script_load(MERGE_SCRIPT)
-                    replies = await self._run(calls, numbers)
+                    replies = await self._run_in_round_trips(calls, numbers, costs)
             else:
                 replies = []
         except REDIS_CALL_FAILED as exc:
-            raise StoreUnavailable(f"redis merge failed: {type(exc).__name__}: {exc}") from exc
+            if rejected_by_script(exc):
+                raise MergeRejected(f"redis refused the merge: {str(exc)[:300]}") from exc
+            raise StoreUnavailable(
+                f"redis merge failed: {type(exc).__name__}: {str(exc)[:300]}",
+                retry_after_s=cool_down_s(exc),
+            ) from exc
         transitions: list[Transition] = []
+        refused: dict[str, str] = {}
         for chunk, number, reply in zip(chunks, numbers, replies, strict=True):
-            changes, candidates = msgpack.unpackb(reply, raw=False)
+            changes, candidates, refusals = msgpack.unpackb(reply, raw=False)
             transitions.extend(_transitions(chunk, changes))
             self._note_trims(number, candidates)
+            for at in range(0, len(refusals), 2):
+                position, error = refusals[at : at + 2]
+                refused[chunk[position - 1].message_id] = str(error)[:300]
+        if refused:
+            raise MergeRejected(
+                f"redis refused {len(refused)} message(s)", refused=refused, merged=transitions
+            )
         return transitions
 
     def _by_group(
@@ -272,6 +305,24 @@ class RedisStore(Store):
         for write in writes:
             parts.setdefault(self.slot_group(write.message_id).number, []).append(write)
         return [(self._groups[number], part) for number, part in sorted(parts.items())]
+
+    async def _run_in_round_trips(
+        self, calls: list[tuple[list[str], list[str | bytes]]], numbers: list[int], costs: list[int]
+    ) -> list[bytes]:
+        """Calls sent a round trip at a time, each of at most ROUND_TRIP_BUDGET units:
+        the client gives a command's write and read a few seconds (redis-py's socket
+        timeout), and a pipeline Redis needs longer to work through would time out
+        though every call in it was short."""
+        replies: list[bytes] = []
+        start = 0
+        while start < len(calls):
+            end, spent = start + 1, costs[start]
+            while end < len(calls) and spent + costs[end] <= merge_cost.ROUND_TRIP_BUDGET:
+                spent += costs[end]
+                end += 1
+            replies.extend(await self._run(calls[start:end], numbers[start:end]))
+            start = end
+        return replies
 
     async def _run(
         self, calls: list[tuple[list[str], list[str | bytes]]], numbers: list[int]
@@ -720,12 +771,15 @@ class RedisStore(Store):
         common = set(copies[0]).intersection(*copies[1:])
         return {position: min((c[position] for c in copies), key=int) for position in common}
 
-    async def claim_format(self) -> int:
-        """Record this version's data format, or find a newer one and refuse it.
+    async def claim_format(self, *, rerun: bool = False) -> int:
+        """Record this version's data format, migrating older data in place first, or
+        find a newer one and refuse it. Returns the format found (before migrating).
 
         Replicas of two versions may share one Redis during a rolling upgrade while
         they read the same format; a version that finds a newer format than it
-        knows (a downgrade past a format change) must not write into it.
+        knows (a downgrade past a format change) must not write into it. ``rerun``
+        (``ses-tracker migrate``) runs every step again: each is idempotent, and a
+        second run folds in what older replicas wrote after the first.
         """
         key = self._keys.format
         # A message's slot group is its handle modulo the count: another count would
@@ -749,9 +803,23 @@ class RedisStore(Store):
                 f"Redis holds ses-tracker data in {stored_groups or 'no'} slot groups, and "
                 f"this process was started with {groups or 'none'} (SES_TRACKER_REDIS_SLOT_GROUPS, "
                 "SES_TRACKER_REDIS_CLUSTER): start it as the data was written, or migrate "
-                "(README, Moving to a Redis Cluster)"
+                "(README, Moving from one Redis to a cluster)"
             )
+        steps = migrations.pending(0 if rerun else stored, FORMAT_VERSION)
+        try:
+            for step in steps:
+                log.info("store_migrating", to_format=step.to_version, summary=step.summary)
+                await step.run(self)
+            if steps or stored < FORMAT_VERSION:
+                await self._raise_format(FORMAT_VERSION)
+        except REDIS_CALL_FAILED as exc:
+            raise StoreUnavailable(f"redis migration failed: {type(exc).__name__}") from exc
         return stored
+
+    async def _raise_format(self, version: int) -> None:
+        """Raise the stored format to ``version``, never lower it (a newer replica may
+        have raised it further meanwhile)."""
+        await self._client.eval(_RAISE_FORMAT, 1, self._keys.format, version)
 
     async def memory(self) -> MemoryFigures | None:
         """Redis's used memory, its ``maxmemory`` (0: none) and keys it evicted."""
@@ -796,18 +864,6 @@ def _memory_figures(memory: dict[str, Any], counters: dict[str, Any]) -> MemoryF
     return MemoryFigures(
         int(memory.get("used_memory", 0)), limit or None, int(counters.get("evicted_keys", 0))
     )
-
-
-def _chunks(writes: Sequence[MessageWrite], max_events: int) -> list[Sequence[MessageWrite]]:
-    chunks: list[Sequence[MessageWrite]] = []
-    start, events = 0, 0
-    for index, write in enumerate(writes):
-        if events and events + len(write.events) > max_events:
-            chunks.append(writes[start:index])
-            start, events = index, 0
-        events += len(write.events)
-    chunks.append(writes[start:])
-    return chunks
 
 
 _STRIDE = len(layout.REPLY)

@@ -16,7 +16,7 @@ from service import state, stats
 from service.codec import encode_batch
 from service.dimensions import Dimensions
 from service.stats import BUCKET_TTL_S, Counting, bucket_of
-from service.stores import Checkpoint, RedisStore, StoreUnavailable
+from service.stores import Checkpoint, MergeRejected, RedisStore, StoreUnavailable
 from tests.support import ses
 from tests.support.fold import SEEN_MS, changes, events_of, fold
 from tests.support.servers import RedisServer, free_port
@@ -64,7 +64,7 @@ def test_redis_merge_equals_the_python_merge(
     async def run() -> tuple:
         client = aioredis.Redis.from_url(redis_server.url)
         store = RedisStore(
-            client, prefix=f"prop{next(_examples)}:", chunk_events=3, slot_groups=groups
+            client, prefix=f"prop{next(_examples)}:", call_budget=400, slot_groups=groups
         )
         transitions = []
         for batch in batches:
@@ -238,7 +238,7 @@ async def test_each_merge_refreshes_the_expiry(make_store, redis_client) -> None
 
 
 async def test_checkpoint_lands_with_the_last_chunk_of_the_batch(make_store) -> None:
-    store = make_store(chunk_events=2)
+    store = make_store(call_budget=250)
     records = [ses.send(f"m-k{i}", ["a@x.com"]) for i in range(7)]
     await store.merge(writes_for(records), Checkpoint("kafka:g", {"ses:0": "7", "ses:1": "3"}))
     assert await store.load_checkpoint("kafka:g") == {"ses:0": "7", "ses:1": "3"}
@@ -568,8 +568,9 @@ async def test_the_checkpoint_is_never_ahead_of_a_part_that_failed(
     writes = writes_for(records)
     # The broken message's record is a hash: its group's script fails on it.
     await redis_client.hset(store.key(broken), "not", "a record")
-    with pytest.raises(StoreUnavailable):
+    with pytest.raises(MergeRejected) as refused:
         await store.merge(writes, Checkpoint("kafka:g", {"t:0": "12"}), COUNTING)
+    assert list(refused.value.refused) == [broken]  # the others merged, uncheckpointed
     assert await store.load_checkpoint("kafka:g") == {}
     await redis_client.delete(store.key(broken))
     await store.merge(writes, Checkpoint("kafka:g", {"t:0": "12"}), COUNTING)
@@ -580,7 +581,7 @@ async def test_the_checkpoint_is_never_ahead_of_a_part_that_failed(
     record = await redis_client.get(store.key(broken))
     await redis_client.delete(store.key(broken))
     await redis_client.hset(store.key(broken), "not", "a record")
-    with pytest.raises(StoreUnavailable):
+    with pytest.raises(MergeRejected):
         await store.merge(later, Checkpoint("kafka:g", {"t:0": "20"}), COUNTING)
     assert await store.load_checkpoint("kafka:g") == {"t:0": "12"}
     await redis_client.delete(store.key(broken))
@@ -622,8 +623,9 @@ async def test_the_merge_script_names_no_key_it_was_not_given(
     monkeypatch.setattr(
         redis_store, "_declared", lambda *a: [k for k in declared(*a) if ":sup:" not in k]
     )
-    with pytest.raises(StoreUnavailable, match="key not in KEYS"):
+    with pytest.raises(MergeRejected) as refused:
         await store.merge(writes_for(records), counting=COUNTING)
+    assert "key not in KEYS" in refused.value.refused["m-keys"]
     monkeypatch.setattr(redis_store, "_declared", declared)
     await store.merge(writes_for(records), counting=COUNTING)
     assert (await store.get("m-keys")).recipient_status("a@x.com") == "bounced"

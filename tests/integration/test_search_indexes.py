@@ -66,7 +66,7 @@ def test_indexes_find_what_a_brute_force_scan_finds(
 ) -> None:
     async def run() -> None:
         client = aioredis.Redis.from_url(redis_server.url)
-        redis_store = RedisStore(client, prefix=f"search{next(_examples)}:", chunk_events=5)
+        redis_store = RedisStore(client, prefix=f"search{next(_examples)}:", call_budget=600)
         memory_store = MemoryStore()
         await merge_all(redis_store, batches)
         await merge_all(memory_store, batches)

@@ -33,3 +33,13 @@ def test_the_script_indexes_what_crosses_the_boundary_only_by_name() -> None:
 def test_every_constant_the_script_uses_comes_from_the_prelude() -> None:
     used = set(re.findall(r"\b([A-Z][A-Z0-9]*_[A-Z0-9_]+)\b", CODE)) - {"KEYS", "ARGV"}
     assert used and used <= PRELUDE.keys(), used - PRELUDE.keys()
+
+
+def test_the_script_builds_key_names_only_from_the_key_families() -> None:
+    # A stem written as a literal would drift from service.stores.keys, where the
+    # families are kept apart (tests/property/test_key_families.py).
+    named_by_literal = re.findall(r"prefix\]?\s*\.\.\s*'[^']*'", CODE, re.IGNORECASE)
+    assert named_by_literal == [], named_by_literal
+    assert "sup:idx" not in CODE and "'x:" not in CODE and "'r:" not in CODE
+    for family in layout.LUA_KEY_FAMILIES:
+        assert f"KEY_{family.upper()}" in PRELUDE
