@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 from service import stats
 from service.erasure import erase
 from service.forward.items import Change, change_of
-from service.search import SCAN_BUDGET, SearchHit, SearchPage, SearchQuery, message_handle
+from service.search import SCAN_BUDGET, SearchHit, SearchPage, SearchQuery
 from service.state import (
     ChangeCounter,
     EventWrite,
@@ -27,7 +27,13 @@ from service.stores.base import (
     Store,
     SuppressionCursor,
 )
-from service.stores.memory_index import MemoryIndex, key_bound, position_key, position_of
+from service.stores.memory_index import (
+    MemoryIndex,
+    key_bound,
+    message_key,
+    position_key,
+    position_of,
+)
 from service.stores.memory_suppressions import MemorySuppressions
 from service.suppressions import DEFAULT_DAYS as DEFAULT_SUPPRESSION_DAYS
 from service.suppressions import Suppression, suppression_of
@@ -180,7 +186,7 @@ class MemoryStore(Store):
                     self._record_bytes -= entry[3]
                     self._index.drop(message_id, entry[1], entry[2])
                 record = MessageRecord()
-                key = position_key(write.sent_at, message_handle(message_id))
+                key = message_key(write.sent_at, message_id)
                 self._index.file(key, message_id)
             evicted: list[str] = []
             changed = merge(record, write, observer, evicted)

@@ -16,6 +16,8 @@ of sorting everything on each page.
 
 from __future__ import annotations
 
+import binascii
+import hashlib
 from collections.abc import Collection
 
 from service import state
@@ -31,11 +33,26 @@ _PROBLEM_CODES = {state.STATUSES.index(name): name for name in PROBLEM_STATUSES}
 # message (48 bytes) instead of a (send time, handle) tuple and a handle string.
 _HANDLE_CHARS = b"-0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ_abcdefghijklmnopqrstuvwxyz"
 _HANDLE_LENGTH = 16
+_DIGEST_BYTES = 12  # service.search.message_handle's
 _HANDLE_BITS = 8 * _HANDLE_LENGTH
 _HANDLE_SPAN = 1 << _HANDLE_BITS
 _RANKS = bytes.maketrans(_HANDLE_CHARS, bytes(range(len(_HANDLE_CHARS))))
 _CHARS = bytes.maketrans(bytes(range(len(_HANDLE_CHARS))), _HANDLE_CHARS)
 _TEXT_CHARS = _HANDLE_CHARS.decode()
+
+
+# The same ranks read straight off the digest's standard base64, for a new message:
+# what message_handle would give, without its text (a merge files every new message).
+_STANDARD = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/"
+_URL_SAFE = _STANDARD[:62] + b"-_"
+_STANDARD_RANKS = bytes.maketrans(_STANDARD, bytes(_HANDLE_CHARS.index(c) for c in _URL_SAFE))
+
+
+def message_key(sent_at: int, message_id: str) -> int:
+    """``position_key(sent_at, message_handle(message_id))``, a fifth cheaper."""
+    digest = hashlib.blake2b(message_id.encode(), digest_size=_DIGEST_BYTES).digest()
+    ranks = binascii.b2a_base64(digest, newline=False).translate(_STANDARD_RANKS)
+    return sent_at * _HANDLE_SPAN + int.from_bytes(ranks, "big")
 
 
 def position_key(sent_at: int, handle: str) -> int:

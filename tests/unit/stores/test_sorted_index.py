@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 from service import search
 from service.search import Position
 from service.stores import sorted_index
-from service.stores.memory_index import key_bound, position_key, position_of
+from service.stores.memory_index import key_bound, message_key, position_key, position_of
 from service.stores.sorted_index import SortedIndex
 
 operations = st.lists(
@@ -65,6 +65,7 @@ def test_send_time_keys_sort_as_search_positions(a, b) -> None:
     ka, kb = position_key(pa.sent_at, pa.handle), position_key(pb.sent_at, pb.handle)
     assert (ka < kb) == (pa < pb) and (ka == kb) == (pa == pb)
     assert position_of(ka) == pa
+    assert message_key(a[0], a[1]) == ka  # the merge's shortcut
 
 
 @settings(max_examples=300, deadline=None)
