@@ -19,10 +19,10 @@ async def served(settings: dict[str, str] | None = None) -> AsyncIterator[int]:
     stop it with SIGTERM (it drains) when done."""
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("SES_TRACKER_")}
-    env.update(SES_TRACKER_PORT=str(port), SES_TRACKER_LOG_LEVEL=os.environ.get("BENCH_LOG_LEVEL", "warning"), **(settings or {}))
+    env.update(SES_TRACKER_PORT=str(port), SES_TRACKER_LOG_LEVEL="warning", **(settings or {}))
     script = Path(sys.executable).parent / "ses-tracker"
     server = await asyncio.create_subprocess_exec(
-        str(script), "serve", env=env, stdout=asyncio.subprocess.DEVNULL if not os.environ.get("BENCH_LOG_LEVEL") else None
+        str(script), "serve", env=env, stdout=asyncio.subprocess.DEVNULL
     )
     try:
         await asyncio.to_thread(wait_for_port, port, 20.0)

@@ -17,6 +17,11 @@ Semantics, at least once:
   is sought back to the batch's start and paused with backoff (1 s doubling to
   60 s; ``dlq_blocked`` in ``/readyz`` and metrics) while the others go on. The
   consumer never leaves the group over it, so it cannot start a rebalance loop;
+* a message the store refuses to merge for what it holds (poison: a script error,
+  not an outage; ``service.pipeline``) sends the records that held it to the
+  dead-letter topic the same way, with ``merge_failed: <why>`` in the error header,
+  before the checkpoint moves past them; the rest of the batch is kept. When the
+  dead-letter topic refuses them, the whole batch is tried again with backoff;
 * before partitions are revoked, the batch in flight finishes and commits. aiokafka
   does not call the rebalance listener on ``stop()``, so shutdown commits
   explicitly first;

@@ -10,7 +10,9 @@ Semantics, at least once:
   is extended, so no other poller gets them meanwhile;
 * a message with any record that cannot be parsed is not deleted: its good events
   are applied, and the message is left for the queue's redrive policy to park in
-  the dead-letter queue after ``maxReceiveCount`` receives; it is counted.
+  the dead-letter queue after ``maxReceiveCount`` receives; it is counted. So is
+  a message holding an SES message the store refused to merge (poison,
+  ``service.pipeline``): the rest of the batch is kept and deleted.
 
 Bodies may be raw SES records, SNS envelopes (raw message delivery off) or
 EventBridge events; the one parser reads them all.

@@ -43,10 +43,13 @@ class CachedStore(Store):
         checkpoint: Checkpoint | None = None,
         counting: Counting | None = None,
     ) -> list[Transition]:
-        transitions = await self.truth.merge(writes, checkpoint, counting)
-        for write in writes:
-            self._entries.pop(write.message_id, None)
-        return transitions
+        try:
+            return await self.truth.merge(writes, checkpoint, counting)
+        finally:
+            # Also when it raised: a refused batch (MergeRejected) merged the rest,
+            # and a failed one may have merged some of it.
+            for write in writes:
+                self._entries.pop(write.message_id, None)
 
     async def get(self, message_id: str) -> MessageRecord | None:
         now = self._clock()

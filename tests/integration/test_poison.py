@@ -202,3 +202,32 @@ async def test_sqs_leaves_a_refused_message_for_its_redrive_policy(
     assert (await store.get("q-good")).status() == "sent"
     assert source.left_for_redrive >= 2 and source.pipeline.counters["sqs"].merge_refused >= 2
     await store.close()
+
+
+async def test_firehose_answers_200_for_a_refused_record_and_parks_it(
+    redis_target: RedisTarget,
+) -> None:
+    """A non-2xx would make Firehose send the whole batch again, poison included."""
+    import base64
+
+    from tests.support.push import harness_for, open_settings
+
+    await redis_target.flush()
+    async for harness in harness_for(open_settings(**redis_target.settings())):
+        await poison(harness.runtime.store.truth, "fh-bad")
+        records = [
+            ses.dumps(ses.send("fh-good", ["a@example.com"])),
+            ses.dumps(ses.send("fh-bad", ["b@example.com"])),
+        ]
+        body = orjson.dumps(
+            {
+                "requestId": "req-poison",
+                "timestamp": 1_700_000_000_000,
+                "records": [{"data": base64.b64encode(r).decode()} for r in records],
+            }
+        )
+        answer = await harness.client.post("/v1/ingest/firehose", content=body)
+        assert answer.status_code == 200 and "errorMessage" not in answer.json()
+        assert (await harness.runtime.store.get("fh-good")).status() == "sent"
+        assert harness.runtime.pipeline.counters["firehose"].merge_refused == 1
+        assert [p.message_id for p in harness.runtime.pipeline.parked] == ["fh-bad"]

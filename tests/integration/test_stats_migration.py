@@ -112,7 +112,7 @@ async def test_groups_a_format_1_writer_adds_after_the_migration_still_count(
                     for f, n in want.items()
                     if not f.startswith("g:") or f.startswith("g:domain=")
                 }
-            )  # fmt: skip
+            )
         ]
         await split_live_buckets(store)
         assert await store.read_buckets([bucket]) == [want]

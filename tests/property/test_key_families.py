@@ -38,6 +38,8 @@ VARIABLE = {
     "checkpoint": lambda k, v: k.checkpoint(v),
     "forward_lease": lambda k, v: k.forward_lease(v),
     "stats": lambda k, v: k.stats_prefix + v,
+    "stats_groups": lambda k, v: k.stats_groups(0, v),
+    "stats_admission": lambda k, v: k.stats_admission_prefix + v,
     "rollup": lambda k, v: k.rollup(v, 0),
     "suppression": lambda k, v: k.suppression(v),
     "replayed": lambda k, v: k.replayed(v),
@@ -73,7 +75,8 @@ def test_every_family_has_a_builder_here() -> None:
         for name, member in inspect.getmembers(RedisKeys)
         if not name.startswith("_") and (inspect.isfunction(member) or isinstance(member, property))
     }
-    assert methods - {"stats_prefix", "rollup_prefix", "prefix"} <= set(FAMILIES)
+    prefixes = {"stats_prefix", "rollup_prefix", "stats_groups_prefix", "stats_admission_prefix"}
+    assert methods - prefixes - {"prefix"} <= set(FAMILIES)
 
 
 @given(a=names, b=names, groups=st.sampled_from([None, 3, 16]))

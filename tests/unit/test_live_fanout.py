@@ -78,9 +78,7 @@ async def test_the_index_matches_exactly_what_the_filters_say() -> None:
         index.add(live_filter)
     transitions = [transition(rng.randrange(40), rng.choice(statuses)) for _ in range(300)]
     matched = index.match(transitions)
-    expected = {
-        f: [t.message_id for t in transitions if naive_matches(f, t)] for f in filters
-    }
+    expected = {f: [t.message_id for t in transitions if naive_matches(f, t)] for f in filters}
     assert {f: [i["message_id"] for i in items] for f, items in matched.items()} == {
         f: ids for f, ids in expected.items() if ids
     }

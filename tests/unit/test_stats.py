@@ -1,4 +1,5 @@
 import random
+from collections import Counter
 
 import pytest
 from hypothesis import given, settings
@@ -6,8 +7,6 @@ from hypothesis import strategies as st
 
 from service import stats
 from service.dimensions import Dimensions
-from collections import Counter
-
 from service.stats import (
     Counting,
     LiveBucket,

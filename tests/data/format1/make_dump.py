@@ -49,7 +49,7 @@ def main() -> None:
         server.start()
         try:
             asyncio.run(write(server.url))
-            print(server.cli("SAVE"), server.cli("KEYS", "*"), file=sys.stderr)
+            sys.stderr.write(f"{server.cli('SAVE')} {server.cli('KEYS', '*')}\n")
             shutil.copy(Path(tmp) / "dump.rdb", HERE / "dump.rdb")
         finally:
             server.stop()

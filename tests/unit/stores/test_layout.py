@@ -15,7 +15,8 @@ PRELUDE = dict(re.findall(r"^local (\w+) = (-?\d+|'[^']*')$", layout.lua_prelude
 
 def test_the_prelude_names_every_position_once() -> None:
     assert PRELUDE["EVENT_AT"] == str(state.EventWrite._fields.index("at") + 1)
-    assert PRELUDE["MESSAGE_PROVIDERS"] == str(len(state.MessageWrite._fields))
+    assert PRELUDE["MESSAGE_PROVIDERS"] == str(state.MessageWrite._fields.index("providers") + 1)
+    assert PRELUDE["MESSAGE_TRUNCATED"] == str(len(state.MessageWrite._fields))
     assert PRELUDE["STATUS_DELAYED"] == str(state.DELAYED)
     assert PRELUDE["PROBLEM_FIRST"] == str(state.BOUNCED)
     lines = [line for line in layout.lua_prelude().splitlines() if line.startswith("local ")]
