@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -127,7 +129,8 @@ def create_app(
         return OrjsonResponse(
             {"error": "state store unavailable, retry later"},
             status_code=503,
-            headers={"Retry-After": "1"},
+            # Longer after a call that may still run in Redis (service.stores.errors).
+            headers={"Retry-After": str(max(1, math.ceil(exc.retry_after_s)))},
         )
 
     @app.exception_handler(ParseQueueFull)
