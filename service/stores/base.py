@@ -103,6 +103,10 @@ class Store(ABC):
         ``counting.live`` is off (replays of history), and in the rollups of its
         event's UTC hour and day within ``counting.history_days``. Without it,
         nothing is counted.
+
+        Raises ``StoreUnavailable`` when the store cannot take it (retry), and
+        ``MergeRejected`` when it refuses messages for what they hold (poison:
+        retrying fails the same way; the rest may have merged, see there).
         """
 
     async def read_stats(
