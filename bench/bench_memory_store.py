@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import sys
 import time
 
 from service.clock import wall_clock_ms
@@ -55,7 +56,7 @@ async def measure(messages: int, export_messages: int) -> dict[str, float]:
     began = time.perf_counter()
     fill(store, messages, start_ms)
     figures = {"fill_s": round(time.perf_counter() - began, 1)}
-    ms, (page, cursor) = await timed(store.suppressions(None, None, 100, None))
+    ms, _ = await timed(store.suppressions(None, None, 100, None))
     figures["suppressions_first_page_ms"] = ms
     middle = (start_ms + messages // 2, f"user{messages // 2}@example.com")
     ms, _ = await timed(store.suppressions(None, None, 100, middle))
@@ -90,7 +91,7 @@ async def main() -> None:
     parser.add_argument("--export-messages", type=int, default=20_000)
     args = parser.parse_args()
     for messages in args.messages:
-        print(messages, await measure(messages, args.export_messages))
+        sys.stdout.write(f"{messages} {await measure(messages, args.export_messages)}\n")
 
 
 if __name__ == "__main__":
