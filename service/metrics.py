@@ -296,7 +296,16 @@ class _PipelineCollector(Collector):
                 "Estimated bytes held by the in-memory store (bounded by MEMORY_MAX_BYTES).",
             )
             held.add_metric([], getattr(store, "bytes", 0))
-            yield from (size, held)
+            dropped = CounterMetricFamily(
+                "ses_tracker_memory_store_dropped",
+                "What the in-memory store let go past its share of MEMORY_MAX_BYTES: the "
+                "oldest suppressions, and outbox entries before every subscription had them.",
+                labels=["kind"],
+            )
+            dropped.add_metric(["suppressions"], getattr(store, "suppressions_dropped", 0))
+            outbox = getattr(store, "outbox", None)
+            dropped.add_metric(["forward_outbox"], getattr(outbox, "lost", 0))
+            yield from (size, held, dropped)
 
 
 def _forward_metrics(subscriptions: list[dict[str, Any]]) -> Iterator[Metric]:

@@ -85,6 +85,8 @@ async def test_counts_rejections_merges_and_latencies_are_exposed() -> None:
     assert found[("ses_tracker_email_latency_seconds_bucket", bounced)] == 0
     assert found[("ses_tracker_email_latency_seconds_count", (("step", "send_to_bounce"),))] == 1
     assert found[("ses_tracker_memory_store_messages", ())] == 2
+    assert found[("ses_tracker_memory_store_dropped_total", (("kind", "suppressions"),))] == 0
+    assert found[("ses_tracker_memory_store_dropped_total", (("kind", "forward_outbox"),))] == 0
     assert found[("ses_tracker_consumer_up", (("consumer", "kafka"),))] == 1
     assert found[("ses_tracker_kafka_lag", (("partition", "ses-events:0"),))] == 7
     assert found[("ses_tracker_dead_lettered_total", (("consumer", "kafka"),))] == 2
