@@ -15,7 +15,7 @@ from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 import service
-from api.deps import require_token
+from api.auth import authenticate
 from api.exports import ExportSlots
 from api.live import Broadcaster
 from api.responses import OrjsonResponse
@@ -28,12 +28,15 @@ from api.routes import (
     messages,
     metrics,
     recipients,
+    session,
     stats,
     suppressions,
 )
+from service.access import Keyring
 from service.clock import wall_clock_ms
 from service.parsing import ParseQueueFull
-from service.runtime import Runtime
+from service.runtime import Runtime, redis_of
+from service.sessions import MemoryRevocations, RedisRevocations, Revocations
 from service.settings import Settings
 from service.stores import StoreUnavailable
 
@@ -61,6 +64,7 @@ def create_app(
         runtime = Runtime(settings, clock_ms=clock_ms)
         app.state.runtime = runtime
         app.state.exports = ExportSlots()
+        app.state.revocations = build_revocations(runtime)
         runtime.live = Broadcaster(
             lambda: stats.read_window(runtime.store, 300, clock_ms(), runtime.pipeline.dimensions),
             queue_frames=settings.live_queue_frames,
@@ -84,14 +88,23 @@ def create_app(
         default_response_class=OrjsonResponse,
         lifespan=lifespan,
     )
-    v1 = [Depends(require_token)]
+    # Every token a request may present, and the session key derived from them.
+    app.state.keyring = Keyring(
+        settings.api_token.get_secret_value() if settings.api_token else None,
+        settings.read_token_entries(),
+    )
+    # One authentication step (api.auth): a token or a session; by the request's
+    # method, a read scope or a foreign origin cannot change state.
+    v1 = [Depends(authenticate)]
     app.include_router(events.router, prefix="/v1", dependencies=v1, tags=["ingest"])
     app.include_router(messages.router, prefix="/v1", dependencies=v1, tags=["messages"])
     app.include_router(stats.router, prefix="/v1", dependencies=v1, tags=["stats"])
     app.include_router(recipients.router, prefix="/v1", dependencies=v1, tags=["recipients"])
     app.include_router(suppressions.router, prefix="/v1", dependencies=v1, tags=["suppressions"])
     app.include_router(alerts.router, prefix="/v1", dependencies=v1, tags=["alerts"])
-    # Checks the token itself (a websocket may pass it as ?token=).
+    # Sign-in and sign-out: authenticates by the token posted, or the cookie.
+    app.include_router(session.router, prefix="/v1", tags=["session"])
+    # Checks the token or session itself (a websocket may pass it as ?token=).
     app.include_router(live.router, prefix="/v1", tags=["live"])
     # Authenticated by SNS signatures and the Firehose access key instead.
     app.include_router(ingest.router, prefix="/v1", tags=["ingest"])
@@ -102,7 +115,8 @@ def create_app(
 
     @app.get("/", include_in_schema=False)
     async def status_page() -> FileResponse:
-        """The live status page; its data calls carry the token (?token=) when set."""
+        """The live status page: served to anyone (a SameSite=Strict cookie is not sent
+        on a click from chat); its data calls carry the session the page signs in to."""
         return FileResponse(STATIC / "index.html", headers={"Cache-Control": "no-cache"})
 
     # One error shape for every status, the framework's own 404/405/422 included.
@@ -142,3 +156,11 @@ def create_app(
         )
 
     return app
+
+
+def build_revocations(runtime: Runtime) -> Revocations:
+    """Signed-out sessions: in Redis (every replica) when there is one."""
+    redis = redis_of(runtime.store)
+    if redis is None:
+        return MemoryRevocations()
+    return RedisRevocations(redis.client, redis.prefix)

@@ -2,16 +2,15 @@
 
 from __future__ import annotations
 
-import hmac
 import math
 import time
 from collections.abc import Callable
 from typing import Annotated
-from urllib.parse import urlsplit
 
 from fastapi import Depends, HTTPException, Path, Query, Request
 from starlette.requests import HTTPConnection
 
+from api.auth import foreign_origin, token_principal
 from api.exports import ExportSlots
 from service.alerts.engine import Alerting
 from service.dimensions import Dimensions
@@ -73,24 +72,14 @@ ExportSlotsDep = Annotated[ExportSlots, Depends(get_export_slots)]
 
 
 def presents_token(connection: HTTPConnection, settings: Settings) -> bool:
-    """Whether the caller holds the API token (always true when none is set).
-
-    ``Authorization: Bearer <token>``; a websocket may pass ``?token=`` instead, as
-    browsers cannot set headers on one. Compared in constant time, even on a wrong
-    scheme, so timing says nothing about the token.
-    """
-    if settings.api_token is None:
-        return True
-    expected = settings.api_token.get_secret_value().encode()
-    scheme, _, presented = connection.headers.get("authorization", "").partition(" ")
-    if scheme.lower() != "bearer" and connection.scope["type"] == "websocket":
-        scheme, presented = "bearer", connection.query_params.get("token", "")
-    valid = hmac.compare_digest(presented.strip().encode(), expected)
-    return scheme.lower() == "bearer" and valid
+    """Whether the caller presents a token the service accepts, the API token or a
+    read-only one (always true when no API token is set). Sessions are not read here:
+    see ``api.auth.authenticate``, the one authentication step of the API."""
+    return token_principal(connection) is not None
 
 
 def require_token(request: Request, settings: SettingsDep) -> None:
-    """``Authorization: Bearer <SES_TRACKER_API_TOKEN>`` when a token is set."""
+    """401 unless the request presents a token (``Authorization: Bearer``)."""
     if not presents_token(request, settings):
         raise HTTPException(401, "missing or invalid bearer token", {"WWW-Authenticate": "Bearer"})
 
@@ -116,18 +105,6 @@ def rate_limited(request: Request, runtime: RuntimeDep) -> None:
 
 
 def same_origin_or_allowed(connection: HTTPConnection, settings: Settings) -> bool:
-    """A browser's ``Origin`` is this service's own, or listed in ALLOWED_ORIGINS.
-
-    Browsers send Origin on every websocket handshake and let any page open one, so
-    without this check another site could read the live feed with the visitor's
-    network position (an internal service) or a token in the page's URL. Clients
-    that are not browsers send no Origin and are not affected.
-    """
-    origin = connection.headers.get("origin")
-    if origin is None:
-        return True
-    origin = origin.rstrip("/")
-    if origin in settings.origins:
-        return True
-    host = connection.headers.get("host", "")
-    return host != "" and urlsplit(origin).netloc == host
+    """A browser's ``Origin`` is this service's own, or listed in ALLOWED_ORIGINS
+    (``api.auth.foreign_origin``)."""
+    return not foreign_origin(connection)

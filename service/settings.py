@@ -12,9 +12,17 @@ from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import urlsplit
 
-from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic import (
+    Field,
+    SecretStr,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from service.access import ReadToken, parse_read_tokens
 from service.alerts.accounts import AccountPolicy, parse_account_ids
 from service.dimensions import Dimensions, parse_tag_names
 from service.stores.slots import DEFAULT_SLOT_GROUPS, MAX_SLOT_GROUPS
@@ -41,6 +49,8 @@ class Settings(BaseSettings):
     sqs_queue_urls: str | None = None
     aws_endpoint_url: str | None = None
     api_token: SecretStr | None = None
+    # Read-only tokens, `name:token` or bare, comma-separated (service.access).
+    read_tokens: SecretStr | None = None
     firehose_access_key: SecretStr | None = None
     max_future_s: int = Field(86_400, ge=0)
     overdue_after_s: float = Field(900, gt=0)
@@ -104,6 +114,31 @@ class Settings(BaseSettings):
             return 8000
         return value
 
+    @field_validator("read_tokens")
+    @classmethod
+    def _read_tokens(cls, value: SecretStr | None, info: ValidationInfo) -> SecretStr | None:
+        # Only when set: pydantic runs no validator on a default. Messages name the
+        # entry by position and name, never a token (service.access).
+        if value is None or not value.get_secret_value().strip():
+            return None  # set empty (a templated manifest): as unset
+        entries = parse_read_tokens(value.get_secret_value())
+        api_token = info.data.get("api_token")
+        if api_token is None:
+            raise ValueError(
+                "SES_TRACKER_READ_TOKENS is set without SES_TRACKER_API_TOKEN: with no API "
+                "token the service is open to everyone, so a read-only token would limit "
+                "nothing; set SES_TRACKER_API_TOKEN too"
+            )
+        if any(entry.token == api_token.get_secret_value() for entry in entries):
+            raise ValueError("a read-only token equals SES_TRACKER_API_TOKEN")
+        return value
+
+    def read_token_entries(self) -> list[ReadToken]:
+        """SES_TRACKER_READ_TOKENS, parsed (empty when unset)."""
+        if self.read_tokens is None:
+            return []
+        return parse_read_tokens(self.read_tokens.get_secret_value())
+
     @field_validator("tag_dimensions")
     @classmethod
     def _tag_names(cls, value: str | None) -> str | None:
@@ -157,6 +192,7 @@ class Settings(BaseSettings):
             )
             if secret is not None
         ]
+        values += [entry.token for entry in self.read_token_entries()]
         for entry in _split(self.alert_webhooks):
             url = entry.partition("=")[2].strip()
             values.append(url)

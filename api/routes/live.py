@@ -2,10 +2,12 @@ from __future__ import annotations
 
 from fastapi import APIRouter, WebSocket
 
-from api.deps import RuntimeDep, presents_token, same_origin_or_allowed
-from api.live import POLICY_VIOLATION, LiveFilter
+from api.auth import foreign_origin, principal_of
+from api.deps import RuntimeDep
+from api.live import POLICY_VIOLATION, TRY_AGAIN_LATER, LiveFilter
 from service.parser import MAX_ADDRESS_CHARS, MAX_MESSAGE_ID_CHARS
 from service.state import STATUSES
+from service.stores import StoreUnavailable
 
 router = APIRouter()
 
@@ -15,13 +17,22 @@ async def live(websocket: WebSocket, runtime: RuntimeDep) -> None:
     """Live transitions (batched every 50 ms) and stats (every second) as JSON frames.
 
     Optional filters: ``message_id``, ``recipient``, ``domain``, ``status``. With an
-    API token set, pass ``Authorization: Bearer <token>`` or ``?token=<token>``. A
+    API token set, pass ``Authorization: Bearer <token>`` or ``?token=<token>`` (the
+    API token or a read-only one), or carry the session cookie of ``/v1/session``. A
     browser page from another origin is refused unless SES_TRACKER_ALLOWED_ORIGINS
     lists it. Clients are capped in all and per address: one past a cap is closed
     right after the handshake, 1013 (try again later) or 1008 (its own cap).
     """
-    settings = runtime.settings
-    if not same_origin_or_allowed(websocket, settings) or not presents_token(websocket, settings):
+    if foreign_origin(websocket):
+        await websocket.close(code=POLICY_VIOLATION)
+        return
+    try:
+        principal = await principal_of(websocket)
+    except StoreUnavailable:
+        # Sign-outs are read from the store: without it, ask the client to retry.
+        await websocket.close(code=TRY_AGAIN_LATER)
+        return
+    if principal is None:
         await websocket.close(code=POLICY_VIOLATION)
         return
     query = websocket.query_params

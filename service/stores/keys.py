@@ -63,6 +63,8 @@ FAMILIES: dict[str, tuple[str, bool]] = {
     "alert_accounts": ("al:accounts", False),
     "alert_health": ("al:health", False),
     "alert_outbox": ("al:out:", True),
+    # Signed-out session ids, until they would have expired (service.sessions).
+    "session_revoked": ("session-revoked:", True),
 }
 
 
@@ -207,6 +209,9 @@ class RedisKeys:
 
     def alert_outbox(self, sink_id: str) -> str:
         return f"{self._fixed('alert_outbox')}{sink_id}"
+
+    def session_revoked(self, session_id: str) -> str:
+        return f"{self._fixed('session_revoked')}{session_id}"
 
 
 def family_of(key: str, prefix: str = DEFAULT_PREFIX) -> str | None:

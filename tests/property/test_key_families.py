@@ -46,6 +46,7 @@ VARIABLE = {
     "seen": lambda k, v: k.seen(v, v),
     "mx": lambda k, v: k.mx(v),
     "alert_outbox": lambda k, v: k.alert_outbox(v),
+    "session_revoked": lambda k, v: k.session_revoked(v),
 }
 FIXED = [family for family, (_, variable) in FAMILIES.items() if not variable]
 
