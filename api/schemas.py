@@ -88,10 +88,29 @@ class SearchAnswer(_Open):
     next_cursor: str | None
 
 
+class Diagnosis(_Open):
+    """What happened, in words (``service.diagnosis``): ``code`` is one of the
+    closed table in the README (HTTP API), never an event's own string."""
+
+    code: str
+    summary: str
+    action: str
+
+
+class SuppressedNow(_Open):
+    """The recipient's entry in the suppression list, read when the message was."""
+
+    reason: str
+    since: str
+    message_id: str
+
+
 class RecipientView(_Open):
     address: str
     status: str
     overdue: bool
+    diagnosis: Diagnosis
+    suppressed: SuppressedNow | None
     delivered_at: str | None
     smtp_response: str | None
     bounce: dict[str, Any] | None

@@ -85,7 +85,8 @@ DEFAULT_HISTORY_DAYS = 400
 DEFAULT_HOURLY_DAYS = 31
 # What the rollups of one period are keyed by: (STEP, period start in epoch seconds).
 STEPS = {"hour": HOUR_S, "day": DAY_S}
-# SES's documented DeliveryDelay delayType values.
+# SES's ten documented DeliveryDelay delayType values (service.diagnosis.DELAY_CODES
+# names the same ten).
 DELAY_TYPES = frozenset(
     {
         "InternalFailure",
@@ -96,6 +97,7 @@ DELAY_TYPES = frozenset(
         "IPFailure",
         "TransientCommunicationFailure",
         "BYOIPHostNameLookupUnavailable",
+        "SendingDeferral",
         "Undetermined",
     }
 )

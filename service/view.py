@@ -6,12 +6,15 @@ merged flags (``service.state``); details and timestamps from the stored events.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from service import latency, state
 from service.codec import Header, StoredEvent, decode_event, decode_header
+from service.diagnosis import Diagnosis, RecipientState, diagnose
 from service.events import EventType
+from service.suppressions import Suppression
 from service.timestamps import format_ms
 
 _PENDING = frozenset({"sent", "delayed"})
@@ -24,27 +27,20 @@ class ViewOptions:
 
 
 def message_view(
-    message_id: str, record: state.MessageRecord, options: ViewOptions
+    message_id: str,
+    record: state.MessageRecord,
+    options: ViewOptions,
+    suppressed: Mapping[str, Suppression] | None = None,
 ) -> dict[str, Any]:
-    """The ``GET /v1/messages/{id}`` body (README, HTTP API) for one record."""
+    """The ``GET /v1/messages/{id}`` body (README, HTTP API) for one record.
+
+    ``suppressed``: the recipients' suppression entries, read by the caller in one
+    batch (``Store.suppressions_of``); a recipient without one shows ``null``."""
     header = decode_header(record.header) or Header(None, None, None, {})
-    # The blob breaks ties (two bounces of one time and recipient, say), so the
-    # order never depends on which event arrived first.
-    events = [
-        event
-        for _, event in sorted(
-            ((blob, decode_event(blob)) for blob in record.blobs.values()),
-            key=lambda pair: (
-                pair[1].at,
-                pair[1].type,
-                pair[1].recipients,
-                pair[1].seen_ms,
-                pair[0],
-            ),
-        )
-    ]
+    events = _events_in_order(record)
+    found = suppressed or {}
     recipients = [
-        _recipient_view(address, record, header, events, options)
+        _recipient_view(address, record, header, events, options, found.get(address))
         for address in sorted(record.recipients)
     ]
     message_latency = latency.rollup(r["latency_ms"] for r in recipients)
@@ -68,6 +64,56 @@ def message_view(
         "truncated": record.truncated,
         "notes": _message_notes(header),
     }
+
+
+def _events_in_order(record: state.MessageRecord) -> list[StoredEvent]:
+    # The blob breaks ties (two bounces of one time and recipient, say), so the
+    # order never depends on which event arrived first.
+    return [
+        event
+        for _, event in sorted(
+            ((blob, decode_event(blob)) for blob in record.blobs.values()),
+            key=lambda pair: (
+                pair[1].at,
+                pair[1].type,
+                pair[1].recipients,
+                pair[1].seen_ms,
+                pair[0],
+            ),
+        )
+    ]
+
+
+def recipient_diagnosis(
+    record: state.MessageRecord, address: str, options: ViewOptions
+) -> Diagnosis:
+    """One recipient's diagnosis (``service.diagnosis``), as its view shows it."""
+    header = decode_header(record.header) or Header(None, None, None, {})
+    status = record.recipient_status(address)
+    return diagnose(_state_of(address, status, header, _events_in_order(record), options))
+
+
+def _state_of(
+    address: str, status: str, header: Header, events: list[StoredEvent], options: ViewOptions
+) -> RecipientState:
+    sent_at = header.sent_at or None
+    return RecipientState(
+        address=address,
+        status=status,
+        events=events,
+        sent_at=sent_at,
+        now_ms=options.now_ms,
+        overdue=_is_overdue(status, sent_at, options),
+        overdue_after_ms=options.overdue_after_ms,
+    )
+
+
+def _is_overdue(status: str, sent_at: int | None, options: ViewOptions) -> bool:
+    return (
+        status in _PENDING
+        and sent_at is not None
+        and options.now_ms - sent_at > options.overdue_after_ms
+    )
 
 
 def _message_notes(header: Header) -> list[str]:
@@ -112,6 +158,7 @@ def _recipient_view(
     header: Header,
     events: list[StoredEvent],
     options: ViewOptions,
+    suppressed: Suppression | None = None,
 ) -> dict[str, Any]:
     status = record.recipient_status(address)
     mine = [e for e in events if address in e.recipients]
@@ -149,15 +196,12 @@ def _recipient_view(
         "processing_time": deliveries[0].processing_ms if deliveries else None,
         "ingest_lag": latency.span(outcome.at, outcome.seen_ms) if outcome else None,
     }
-    overdue = (
-        status in _PENDING
-        and sent_at is not None
-        and options.now_ms - sent_at > options.overdue_after_ms
-    )
+    recipient_state = _state_of(address, status, header, events, options)
     return {
         "address": address,
         "status": status,
-        "overdue": overdue,
+        "overdue": recipient_state.overdue,
+        "diagnosis": diagnose(recipient_state).view(),
         "delivered_at": _iso(delivered_at),
         "smtp_response": deliveries[0].details.get("smtp_response") if deliveries else None,
         "bounce": bounce_view,
@@ -167,7 +211,11 @@ def _recipient_view(
         "clicked_at": _iso(clicks[0].at if clicks else None),
         "notes": notes,
         "latency_ms": {k: v for k, v in latencies.items() if v is not None},
-    }
+        "suppressed": None
+        if suppressed is None
+        else {"reason": suppressed.reason, "since": format_ms(suppressed.since_ms),
+              "message_id": suppressed.message_id},
+    }  # fmt: skip
 
 
 def _outcome_event(

@@ -108,4 +108,6 @@ async def get_message(
     if record is None:
         raise HTTPException(404, f"unknown message id {message_id!r}")
     options = ViewOptions(clock_ms(), int(settings.overdue_after_s * 1000))
-    return OrjsonResponse(message_view(message_id, record, options))
+    # Every recipient's suppression in one batched read, not one round trip each.
+    suppressed = await store.suppressions_of(sorted(record.recipients))
+    return OrjsonResponse(message_view(message_id, record, options, suppressed))

@@ -52,6 +52,7 @@ from service.lag import DEFAULT_CATCH_UP_S
 from service.search import MAX_LIMIT, SearchQuery
 from service.stores.base import Store, StoreUnavailable
 from service.stores.errors import REDIS_UNAVAILABLE
+from service.view import ViewOptions, recipient_diagnosis
 
 log = structlog.get_logger(__name__)
 
@@ -70,6 +71,16 @@ SENDER_IDLE_S = 1.0
 HEALTH_FRESH_MS = 120_000
 # Account events dropped are logged at most once per this (with the count meanwhile).
 DROP_LOG_EVERY_MS = 60_000
+
+
+def _diagnosed(
+    example: Example, record: state.MessageRecord | None, options: ViewOptions
+) -> Example:
+    """``example`` with its recipient's diagnosis, when the record still names it."""
+    if record is None or example.recipient is None or example.recipient not in record.recipients:
+        return example
+    diagnosis = recipient_diagnosis(record, example.recipient, options)
+    return dataclasses.replace(example, diagnosis=diagnosis.brief())
 
 
 def source_health(replica: str, status: dict[str, Any]) -> SourceHealth:
@@ -178,7 +189,7 @@ class Alerting:
         timing = self.rules.timing
         for key, finding in findings.items():
             if finding is not None and due_for_notice(records.get(key), finding, now_ms, timing):
-                findings[key] = await self._with_examples(finding)
+                findings[key] = await self._with_examples(finding, now_ms)
         changes = plan(records, findings, now_ms, timing, self._status_page())
         self.evaluations += 1
         if not changes:
@@ -283,17 +294,30 @@ class Alerting:
             messages.append(OverdueMessage(hit.message_id, hit.position.sent_at, waiting))
         return messages, page.next_after is not None
 
-    async def _with_examples(self, finding: Finding) -> Finding:
+    async def _with_examples(self, finding: Finding, now_ms: int) -> Finding:
+        """Examples (searched for when the rule named none) with each recipient's
+        diagnosis, so a notice says what happened without a lookup."""
+        options = ViewOptions(now_ms, int(self.overdue_after_s * 1000))
         query = finding.example_query
-        if query is None or finding.examples:
-            return finding
-        page = await self.store.search(SearchQuery(status=query.status, limit=EXAMPLES_SHOWN))
         examples = []
-        for hit in page.hits:
-            wanted = [
-                a for a in hit.record.recipients if hit.record.recipient_status(a) == query.status
-            ]
-            examples.append(Example(hit.message_id, wanted[0] if wanted else None, query.status))
+        if finding.examples:
+            for example in finding.examples:
+                record = None
+                if example.recipient is not None and example.diagnosis is None:
+                    record = await self.store.get(example.message_id)
+                examples.append(_diagnosed(example, record, options))
+        elif query is not None:
+            page = await self.store.search(SearchQuery(status=query.status, limit=EXAMPLES_SHOWN))
+            for hit in page.hits:
+                wanted = [
+                    a
+                    for a in hit.record.recipients
+                    if hit.record.recipient_status(a) == query.status
+                ]
+                example = Example(hit.message_id, wanted[0] if wanted else None, query.status)
+                examples.append(_diagnosed(example, hit.record, options))
+        else:
+            return finding
         return dataclasses.replace(finding, examples=tuple(examples))
 
     def _status_page(self) -> str | None:

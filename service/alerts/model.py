@@ -24,6 +24,9 @@ class Example:
     message_id: str
     recipient: str | None = None
     detail: str | None = None
+    # {"code", "summary"} of the recipient (service.diagnosis), looked up when the
+    # notice is due; None without a recipient or when the message is gone.
+    diagnosis: dict[str, str] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,7 +71,12 @@ def alert_to_dict(alert: Alert) -> dict[str, Any]:
         "figures": alert.figures,
         "worst": alert.worst,
         "examples": [
-            {"message_id": e.message_id, "recipient": e.recipient, "detail": e.detail}
+            {
+                "message_id": e.message_id,
+                "recipient": e.recipient,
+                "detail": e.detail,
+                "diagnosis": e.diagnosis,
+            }
             for e in alert.examples
         ],
         "link": alert.link,

@@ -95,6 +95,9 @@ def _facts(alert: Alert) -> list[tuple[str, str]]:
             value += f" ({example.recipient})"
         if example.detail:
             value += f": {example.detail}"
+        if example.diagnosis:
+            # What happened, in words: the on-call engineer reads it without a lookup.
+            value += f" [{example.diagnosis.get('code')}] {example.diagnosis.get('summary')}"
         facts.append(("example", value))
     return facts
 

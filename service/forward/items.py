@@ -10,7 +10,8 @@ from collections.abc import Mapping
 from typing import Any, NamedTuple
 
 from service import state
-from service.codec import Header, decode_event, decode_header
+from service.codec import Header, StoredEvent, decode_event, decode_header
+from service.diagnosis import Diagnosis, RecipientState, diagnose
 from service.dimensions import domain_of, first_value, identity_from
 from service.providers import OTHER
 from service.timestamps import format_ms
@@ -82,8 +83,9 @@ def item(entry_id: str, index: int, change: Change, facts: Facts) -> dict[str, A
     """The JSON a receiver gets for one change; ``id`` is stable across retries and
     replicas (the outbox entry and the change's place in it)."""
     event: dict[str, Any] | None = None
-    if change.event:
-        view = event_view(decode_event(change.event))
+    stored = decode_event(change.event) if change.event else None
+    if stored is not None:
+        view = event_view(stored)
         view.pop("seen_at", None)  # when this tracker saw it: not the receiver's business
         event = view
     return {
@@ -99,7 +101,25 @@ def item(entry_id: str, index: int, change: Change, facts: Facts) -> dict[str, A
         "provider": change.provider,
         "tags": facts.tags,
         "event": event,
+        "diagnosis": diagnosis_of(change, stored).brief(),
     }
+
+
+def diagnosis_of(change: Change, event: StoredEvent | None) -> Diagnosis:
+    """The change's diagnosis (``service.diagnosis``), from the change and its own
+    event only: computed when sent, so the merge keeps nothing more for it. It
+    claims no counts (delays before this one are not in the change)."""
+    sent_at = None if change.latency_ms == NO_LATENCY else change.at - change.latency_ms
+    return diagnose(
+        RecipientState(
+            address=change.address,
+            status=state.STATUSES[change.to_status],
+            events=() if event is None else (event,),
+            sent_at=sent_at,
+            now_ms=change.at,
+            complete=False,
+        )
+    )
 
 
 def matches(

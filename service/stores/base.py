@@ -156,6 +156,16 @@ class Store(ABC):
     async def suppression(self, address: str) -> Suppression | None:
         """Whether ``address`` is unsafe to mail again, and why (``service.suppressions``)."""
 
+    async def suppressions_of(self, addresses: Sequence[str]) -> dict[str, Suppression]:
+        """The suppression entries of ``addresses`` (those that have one), in one read
+        where the store can batch it (a message lookup asks for all its recipients)."""
+        found = {}
+        for address in dict.fromkeys(addresses):
+            entry = await self.suppression(address)
+            if entry is not None:
+                found[address] = entry
+        return found
+
     @abstractmethod
     async def suppressions(
         self, reason: str | None, since_ms: int | None, limit: int, after: SuppressionCursor | None

@@ -82,6 +82,9 @@ class CachedStore(Store):
     async def suppression(self, address: str) -> Suppression | None:
         return await self.truth.suppression(address)
 
+    async def suppressions_of(self, addresses: Sequence[str]) -> dict[str, Suppression]:
+        return await self.truth.suppressions_of(addresses)
+
     async def suppressions(
         self, reason: str | None, since_ms: int | None, limit: int, after: SuppressionCursor | None
     ) -> tuple[list[Suppression], SuppressionCursor | None]:

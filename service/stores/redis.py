@@ -521,6 +521,22 @@ class RedisStore(Store):
             raise StoreUnavailable(f"redis read failed: {type(exc).__name__}: {exc}") from exc
         return _earliest(address, raws)
 
+    async def suppressions_of(self, addresses: Sequence[str]) -> dict[str, Suppression]:
+        """One MGET (one pipeline on a cluster) for every address and slot group."""
+        wanted = list(dict.fromkeys(addresses))
+        width = len(self._groups)
+        keys = [group.keys.suppression(a) for a in wanted for group in self._groups]
+        try:
+            raws = await self._get_many(keys)
+        except REDIS_UNAVAILABLE as exc:
+            raise StoreUnavailable(f"redis read failed: {type(exc).__name__}: {exc}") from exc
+        found = {}
+        for i, address in enumerate(wanted):
+            entry = _earliest(address, raws[i * width : (i + 1) * width])
+            if entry is not None:
+                found[address] = entry
+        return found
+
     async def suppressions(
         self, reason: str | None, since_ms: int | None, limit: int, after: SuppressionCursor | None
     ) -> tuple[list[Suppression], SuppressionCursor | None]:

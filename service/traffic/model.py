@@ -40,7 +40,14 @@ SUBJECTS = (
     "Invoice available",
     "Weekly digest",
 )
-DELAY_TYPES = ("TransientCommunicationFailure", "MailboxFull", "SpamDetected", "IPFailure")
+# SendingDeferral: SES holding mail back itself, the tenth documented type.
+DELAY_TYPES = (
+    "TransientCommunicationFailure",
+    "MailboxFull",
+    "SpamDetected",
+    "IPFailure",
+    "SendingDeferral",
+)
 # Configuration sets, their weights and the sending identity each sends from; the
 # marketing set tags each message with a campaign (SES_TRACKER_TAG_DIMENSIONS=campaign).
 CONFIGURATION_SETS = (

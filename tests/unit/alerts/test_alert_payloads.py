@@ -56,6 +56,7 @@ def test_generic_payload_keeps_everything() -> None:
             "message_id": "0100018b-aaaa",
             "recipient": "a@gmail.com",
             "detail": "550 5.1.1 user unknown",
+            "diagnosis": None,
         }
     ]
 
