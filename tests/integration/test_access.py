@@ -4,7 +4,9 @@ for the websocket, a real uvicorn."""
 from __future__ import annotations
 
 import asyncio
+import os
 import re
+import subprocess
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
@@ -18,6 +20,7 @@ from fastapi import APIRouter, FastAPI
 from api.app import create_app
 from service.settings import Settings
 from service.timestamps import format_ms
+from tests.support.process import command
 from tests.support.servers import RedisServer
 from tests.support.serving import serving
 
@@ -321,3 +324,26 @@ async def test_the_websocket_accepts_a_session_and_refuses_it_after_sign_out() -
         with pytest.raises(websockets.exceptions.InvalidStatus):
             async with websockets.connect(f"{server.ws}/v1/live"):
                 pass
+
+
+async def test_the_cookie_is_secure_when_a_trusted_proxy_says_https() -> None:
+    # uvicorn trusts X-Forwarded-Proto from FORWARDED_ALLOW_IPS (loopback by default).
+    async with serving(settings_for()) as server, httpx.AsyncClient(base_url=server.base) as http:
+        proxied = await http.post(
+            "/v1/session", json={"token": API}, headers={"X-Forwarded-Proto": "https"}
+        )
+        plain = await http.post("/v1/session", json={"token": API})
+    assert "secure" in proxied.headers["set-cookie"].lower().split("; ")
+    assert "secure" not in plain.headers["set-cookie"].lower().split("; ")
+
+
+def test_read_tokens_without_the_api_token_stop_serve_with_exit_2_naming_both() -> None:
+    environment = {k: v for k, v in os.environ.items() if not k.startswith("SES_TRACKER_")}
+    environment["SES_TRACKER_READ_TOKENS"] = f"support:{READ}"
+    result = subprocess.run(
+        [*command(), "serve"], env=environment, capture_output=True, timeout=30, text=True
+    )
+    assert result.returncode == 2, result.stderr[-2000:]
+    assert "SES_TRACKER_READ_TOKENS" in result.stderr
+    assert "SES_TRACKER_API_TOKEN" in result.stderr
+    assert READ not in result.stderr and "Traceback" not in result.stderr
