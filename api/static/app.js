@@ -1,53 +1,47 @@
-// The live status page: one websocket for transitions and stats, fetch for lookups.
-// A token, when the service needs one, comes from ?token= in this page's URL.
+// The live dashboard: one websocket for transitions and stats, polled panels for
+// what waits, what fires, each source, the breakdown and the 90-day trend.
 "use strict";
-const token = new URLSearchParams(location.search).get("token");
-const authHeaders = token ? { Authorization: "Bearer " + token } : {};
-const $ = (id) => document.getElementById(id);
+
+import { api } from "./api.js";
+import { $, text, viewLink } from "./dom.js";
+
 const FEED_ROWS = 50;
 const HISTORY = 300; // one stats point a second: five minutes
 const history = [];
 const WAITING_POLL_MS = 5000;
 const WAITING_ROWS = 15;
 
-function text(tag, value, className) {
-  const el = document.createElement(tag);
-  el.textContent = value;
-  if (className) el.className = className;
-  return el;
+// Opens a message as the page's main view (set by startDashboard).
+let openMessage = () => {};
+let stopped = false;
+
+function messageLink(messageId, shown) {
+  return viewLink(shown, "/?message=" + encodeURIComponent(messageId), () => openMessage(messageId), {
+    messageId,
+  });
 }
 
-let unauthorised = false;
-
-// A service with an API token refuses this page's calls without it: say so, and
-// how to open the page, instead of reconnecting for ever.
-function showUnauthorised() {
-  unauthorised = true;
-  $("connection").className = "dot off";
-  $("connection").textContent = "unauthorised";
-  const notice = $("auth-notice");
-  notice.textContent = token
-    ? "The API token in this page's address was refused."
-    : "This service needs its API token: open this page as /?token=<your API token>.";
-  notice.hidden = false;
-}
-
+// The websocket carries the session cookie (same origin); after a close it comes
+// back once a data call shows the session still holds (a 401 asks for sign-in).
 async function checkAccess() {
-  const response = await fetch("/v1/stats?window_s=10", { headers: authHeaders });
-  if (response.status === 401) showUnauthorised();
-  return !unauthorised;
+  try {
+    return (await api("/v1/stats?window_s=10")).status !== 401;
+  } catch (error) {
+    return true;
+  }
 }
 
 function connect() {
-  if (unauthorised) return;
+  if (stopped) return;
   const scheme = location.protocol === "https:" ? "wss" : "ws";
-  const query = token ? "?token=" + encodeURIComponent(token) : "";
-  const ws = new WebSocket(`${scheme}://${location.host}/v1/live${query}`);
+  const ws = new WebSocket(`${scheme}://${location.host}/v1/live`);
   ws.onopen = () => { $("connection").className = "dot on"; $("connection").textContent = "live"; };
   ws.onclose = () => {
-    if (unauthorised) return;
     $("connection").className = "dot off"; $("connection").textContent = "reconnecting";
-    setTimeout(async () => { if (await checkAccess()) connect(); }, 1000);
+    setTimeout(async () => {
+      if (await checkAccess()) connect();
+      else $("connection").textContent = "signed out";
+    }, 1000);
   };
   ws.onmessage = (event) => {
     const frame = JSON.parse(event.data);
@@ -117,7 +111,7 @@ async function refreshBreakdown() {
   if (breakdownBy === "domain") return;
   const wanted = breakdownBy;
   try {
-    const response = await fetch("/v1/stats?by=" + encodeURIComponent(wanted), { headers: authHeaders });
+    const response = await fetch("/v1/stats?by=" + encodeURIComponent(wanted));
     if (!response.ok) return;
     const body = await response.json();
     if (breakdownBy === wanted) showBreakdown(body.by.groups);
@@ -166,7 +160,7 @@ async function refreshTrend() {
   start.setUTCHours(0, 0, 0, 0);
   const params = new URLSearchParams({ step: "day", since: start.toISOString(), until: until.toISOString() });
   try {
-    const response = await fetch("/v1/history?" + params, { headers: authHeaders });
+    const response = await fetch("/v1/history?" + params);
     if (!response.ok) return;
     const body = await response.json();
     const byDay = new Map(body.points.map((point) => [point.at.slice(0, 10), point]));
@@ -226,10 +220,7 @@ function showTransitions(items) {
     row.append(text("td", item.at.slice(11, 23)));
     const cell = document.createElement("td");
     cell.className = "mid";
-    const link = text("a", item.message_id.slice(0, 28) + (item.message_id.length > 28 ? "…" : ""));
-    link.dataset.messageId = item.message_id;
-    link.onclick = () => lookup(item.message_id);
-    cell.append(link);
+    cell.append(messageLink(item.message_id, item.message_id.slice(0, 28) + (item.message_id.length > 28 ? "…" : "")));
     row.append(cell, text("td", item.recipient));
     row.append(text("td", `${item.from || "new"} → ${item.to}`, "status-" + item.to));
     row.append(text("td", item.latency_ms + " ms"));
@@ -257,10 +248,7 @@ async function refreshWaiting() {
         const item = document.createElement("li");
         item.append(text("span", label, label === "overdue" ? "status-bounced" : "status-delayed"));
         item.append(` ${(message.sent_at || "").slice(11, 19)} `);
-        const link = text("a", message.message_id.slice(0, 24) + "…");
-        link.dataset.messageId = message.message_id;
-        link.onclick = () => lookup(message.message_id);
-        item.append(link, ` ${waiting.map((r) => r.address).join(", ")}`);
+        item.append(messageLink(message.message_id, message.message_id.slice(0, 24) + "…"), ` ${waiting.map((r) => r.address).join(", ")}`);
         list.append(item);
       }
     }
@@ -273,7 +261,7 @@ async function refreshWaiting() {
 // What fires now, from /v1/alerts (the alert state every replica shares).
 async function refreshAlerts() {
   try {
-    const response = await fetch("/v1/alerts?limit=1", { headers: authHeaders });
+    const response = await fetch("/v1/alerts?limit=1");
     if (!response.ok) throw new Error("alerts failed: " + response.status);
     const list = $("alerts");
     list.replaceChildren();
@@ -283,10 +271,7 @@ async function refreshAlerts() {
       item.append(` ${alert.title} `);
       const example = (alert.examples || [])[0];
       if (example) {
-        const link = text("a", example.message_id.slice(0, 24) + "…");
-        link.dataset.messageId = example.message_id;
-        link.onclick = () => lookup(example.message_id);
-        item.append(link);
+        item.append(messageLink(example.message_id, example.message_id.slice(0, 24) + "…"));
       }
       item.title = alert.summary;
       list.append(item);
@@ -323,7 +308,7 @@ function showCatchUp(ready) {
 // old events.
 async function refreshSources() {
   try {
-    const response = await fetch("/readyz", { headers: authHeaders });
+    const response = await fetch("/readyz");
     const ready = await response.json();
     showCatchUp(ready);
     const list = $("sources");
@@ -367,118 +352,29 @@ async function refreshSources() {
 }
 
 async function searchMessages(params) {
-  const response = await fetch("/v1/messages?" + new URLSearchParams(params), { headers: authHeaders });
+  const response = await fetch("/v1/messages?" + new URLSearchParams(params));
   if (!response.ok) throw new Error("search failed: " + response.status);
   return (await response.json()).items;
 }
 
-async function lookup(messageId) {
-  const panel = $("lookup-panel");
-  panel.hidden = false;
-  $("lookup-title").textContent = messageId;
-  const result = $("lookup-result");
-  result.replaceChildren(text("p", "loading…", "muted"));
-  const response = await fetch("/v1/messages/" + encodeURIComponent(messageId), { headers: authHeaders });
-  if (!response.ok) {
-    if (response.status === 401) showUnauthorised();
-    const reason = { 404: "unknown message id", 401: "unauthorised: the API token is missing or wrong" }[response.status];
-    result.replaceChildren(text("p", reason || "error " + response.status, "status-bounced"));
-    return;
-  }
-  const message = await response.json();
-  const summary = text("p", "");
-  summary.append(text("strong", message.status, "status-" + message.status));
-  summary.append(` · sent ${message.sent_at || "?"} · ${message.subject || ""}${message.overdue ? " · OVERDUE" : ""}`);
-  summary.id = "lookup-status";
-  const recipients = document.createElement("table");
-  recipients.append(headerRow(["recipient", "status", "delivered at", "latency"]));
-  for (const r of message.recipients) {
-    const row = document.createElement("tr");
-    row.append(text("td", r.address), text("td", r.status, "status-" + r.status), text("td", r.delivered_at || "–"));
-    row.append(text("td", r.latency_ms.send_to_delivery !== undefined ? r.latency_ms.send_to_delivery + " ms" : "–"));
-    recipients.append(row);
-  }
-  const timeline = document.createElement("table");
-  timeline.append(headerRow(["at", "event", "recipients"]));
-  for (const e of message.events) {
-    const row = document.createElement("tr");
-    row.append(text("td", e.at), text("td", e.type), text("td", e.recipients.join(", ")));
-    timeline.append(row);
-  }
-  result.replaceChildren(summary, recipients, text("h2", "Timeline"), timeline);
+/** Starts the live panels; `ctx.openMessage(id)` opens a message as the main view. */
+export function startDashboard(ctx) {
+  openMessage = ctx.openMessage;
+  checkAccess().then((allowed) => { if (allowed) connect(); });
+  refreshWaiting();
+  refreshAlerts();
+  refreshSources();
+  $("breakdown-by").onchange = (event) => {
+    breakdownBy = event.target.value;
+    $("breakdown").querySelector("tbody").replaceChildren();
+    refreshBreakdown();
+  };
+  setInterval(refreshBreakdown, BREAKDOWN_POLL_MS);
+  refreshTrend();
+  setInterval(refreshTrend, TREND_POLL_MS);
 }
 
-function headerRow(names) {
-  const row = document.createElement("tr");
-  for (const name of names) row.append(text("th", name));
-  return row;
+/** Signed out: the websocket stays closed until the page signs in again. */
+export function stopLive() {
+  stopped = true;
 }
-
-// An address in the lookup box shows that recipient's profile instead.
-async function lookupRecipient(address) {
-  $("lookup-panel").hidden = false;
-  $("lookup-title").textContent = address;
-  const result = $("lookup-result");
-  result.replaceChildren(text("p", "loading…", "muted"));
-  const response = await fetch("/v1/recipients/" + encodeURIComponent(address), { headers: authHeaders });
-  if (!response.ok) {
-    if (response.status === 401) showUnauthorised();
-    const reason = { 404: "no kept message to this address" }[response.status];
-    result.replaceChildren(text("p", reason || "error " + response.status, "status-bounced"));
-    return;
-  }
-  const body = await response.json();
-  const summary = text("p", "");
-  summary.id = "recipient-summary";
-  summary.append(`${body.messages} message(s)${body.complete ? "" : " (the newest)"} from ${body.first_sent_at} to ${body.last_sent_at} · last: `);
-  summary.append(text("strong", body.last_outcome.status, "status-" + body.last_outcome.status));
-  const suppressed = text("p", body.suppressed
-    ? `Unsafe to mail again: ${body.suppressed.reason} since ${body.suppressed.since}`
-    : "Safe to mail: no permanent bounce or complaint kept", body.suppressed ? "status-bounced" : "status-delivered");
-  suppressed.id = "recipient-suppressed";
-  const counts = document.createElement("table");
-  counts.append(headerRow(Object.keys(body.status_counts)));
-  const row = document.createElement("tr");
-  for (const n of Object.values(body.status_counts)) row.append(text("td", String(n)));
-  counts.append(row);
-  const recent = document.createElement("table");
-  recent.append(headerRow(["sent", "message", "status"]));
-  for (const m of body.recent) {
-    const line = document.createElement("tr");
-    const cell = document.createElement("td");
-    cell.className = "mid";
-    const link = text("a", m.message_id);
-    link.dataset.messageId = m.message_id;
-    link.onclick = () => lookup(m.message_id);
-    cell.append(link);
-    const mine = m.recipients.find((r) => r.address === body.address);
-    line.append(text("td", m.sent_at || "–"), cell, text("td", mine ? mine.status : m.status));
-    recent.append(line);
-  }
-  result.replaceChildren(summary, suppressed, counts, text("h2", "Recent messages"), recent);
-}
-
-$("lookup-form").onsubmit = (event) => {
-  event.preventDefault();
-  const id = $("lookup-id").value.trim();
-  if (id.includes("@")) lookupRecipient(id);
-  else if (id) lookup(id);
-};
-// Alert links open the page on one message: /?message=<id>.
-const linked = new URLSearchParams(location.search).get("message");
-if (linked) {
-  $("lookup-id").value = linked;
-  lookup(linked);
-}
-checkAccess().then((allowed) => { if (allowed) connect(); });
-refreshWaiting();
-refreshAlerts();
-refreshSources();
-$("breakdown-by").onchange = (event) => {
-  breakdownBy = event.target.value;
-  $("breakdown").querySelector("tbody").replaceChildren();
-  refreshBreakdown();
-};
-setInterval(refreshBreakdown, BREAKDOWN_POLL_MS);
-refreshTrend();
-setInterval(refreshTrend, TREND_POLL_MS);
