@@ -120,3 +120,29 @@ def test_multi_recipient_open_is_message_level() -> None:
     result = view([ses.send(MID, [A, B]), ses.open_(MID, [A, B], T + 700)], MID)
     assert result["opened_at"] == "2023-11-14T22:13:20.700Z"
     assert [r["opened_at"] for r in result["recipients"]] == [None, None]
+
+
+def test_each_recipient_has_a_diagnosis_and_its_suppression_as_given() -> None:
+    from service.suppressions import Suppression
+    from service.view import message_view
+    from tests.support.fold import OPTIONS, fold
+
+    records = [
+        ses.send(MID, [A, B]),
+        ses.delivery(MID, [A], T + 800),
+        ses.bounce(MID, [B], T + 1_500),
+    ]
+    merged, _ = fold([records])
+    entry = Suppression(B, "bounce", T - 86_400_000, "earlier-message", "General")
+    result = message_view(MID, merged[MID], OPTIONS, {B: entry})
+    first, second = result["recipients"]
+    assert first["diagnosis"]["code"] == "delivered" and first["suppressed"] is None
+    assert set(second["diagnosis"]) == {"code", "summary", "action"}
+    assert second["diagnosis"]["code"] == "bounce.permanent.general"
+    assert second["suppressed"] == {
+        "reason": "bounce",
+        "since": "2023-11-13T22:13:20.000Z",
+        "message_id": "earlier-message",
+    }
+    # Without a suppression read (profiles, exports) every recipient shows null.
+    assert all(r["suppressed"] is None for r in view(records, MID)["recipients"])
