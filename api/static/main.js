@@ -83,7 +83,7 @@ $("lookup-form").onsubmit = (event) => {
   if (value) open(value.includes("@") ? "recipient" : "message", value);
 };
 
-window.addEventListener("popstate", route);
+window.addEventListener("popstate", () => { if (started) route(); });
 
 async function boot() {
   let reason = null;
