@@ -16,14 +16,9 @@ export function recipientSteps(message, recipient, nowMs) {
   const steps = [];
   const sentAt = message.sent_at ? Date.parse(message.sent_at) : null;
   if (sentAt !== null) steps.push({ kind: "send", label: "send", at: sentAt, stat: null });
-  (recipient.delays || []).forEach((delay, i) => {
-    steps.push({
-      kind: "delay",
-      label: "delay · " + (delay.delay_type || "type not given"),
-      at: Date.parse(delay.at),
-      stat: i === 0 ? "send_to_first_delay" : null,
-    });
-  });
+  for (const delay of recipient.delays || []) {
+    steps.push({ kind: "delay", label: "delay · " + (delay.delay_type || "type not given"), at: Date.parse(delay.at), stat: null });
+  }
   if (recipient.delivered_at) {
     steps.push({ kind: "delivery", label: "delivery", at: Date.parse(recipient.delivered_at), stat: "send_to_delivery" });
   }
@@ -42,6 +37,9 @@ export function recipientSteps(message, recipient, nowMs) {
   const known = steps.filter((step) => !Number.isNaN(step.at));
   // Stable: equal times keep the order above (send, delays, outcome).
   known.sort((a, b) => a.at - b.at);
+  // The earliest delay, whatever order they came in, compares with send_to_first_delay.
+  const firstDelay = known.find((step) => step.kind === "delay");
+  if (firstDelay) firstDelay.stat = "send_to_first_delay";
   if (WAITING.has(recipient.status) && sentAt !== null) {
     known.push({ kind: "waiting", label: "no outcome yet", at: Math.max(nowMs, known.at(-1).at), stat: null });
   }

@@ -319,3 +319,46 @@ def test_the_page_keeps_no_token_in_its_scripts() -> None:
             "document.write",
         ):
             assert forbidden not in source, f"{script.name}: {forbidden}"
+
+
+async def test_the_waterfall_steps_are_timed_from_send_and_from_the_step_before() -> None:
+    """recipientSteps (api/static/waterfall.js), a pure function, run in the page."""
+    async with serving(Settings(_env_file=None)) as server, async_playwright() as p:
+        browser = await launch(p)
+        page = await browser.new_page()
+        await page.goto(server.base + "/")
+        steps = await page.evaluate(
+            """async () => {
+              const { recipientSteps } = await import('/static/waterfall.js');
+              const message = { sent_at: '2026-01-01T00:00:00.000Z' };
+              const at = (s) => new Date(Date.UTC(2026, 0, 1, 0, 0, s)).toISOString();
+              const pick = (steps) => steps.map((s) => [s.kind, s.took, s.fromSend, s.stat]);
+              return {
+                // Events arrive in any order; a delivery after two delays.
+                delivered: pick(recipientSteps(message, { status: 'delivered',
+                  delays: [{ at: at(30), delay_type: 'MailboxFull' }, { at: at(10) }],
+                  delivered_at: at(45) }, 0)),
+                // Still waiting: an open-ended last step up to now.
+                waiting: pick(recipientSteps(message, { status: 'sent', delays: [] },
+                  Date.parse(at(50)))),
+                // A complaint after its delivery; an auto-reply bounce as a note.
+                complained: pick(recipientSteps(message, { status: 'complained', delays: [],
+                  delivered_at: at(2), complaint: { at: at(62) },
+                  notes: [{ kind: 'auto_reply', bounce: { at: at(3) } }] }, 0)),
+              };
+            }"""
+        )
+        assert steps["delivered"] == [
+            ["send", 0, 0, None],
+            ["delay", 10_000, 10_000, "send_to_first_delay"],
+            ["delay", 20_000, 30_000, None],
+            ["delivery", 15_000, 45_000, "send_to_delivery"],
+        ]
+        assert steps["waiting"] == [["send", 0, 0, None], ["waiting", 50_000, 50_000, None]]
+        assert steps["complained"] == [
+            ["send", 0, 0, None],
+            ["delivery", 2_000, 2_000, "send_to_delivery"],
+            ["auto_reply", 1_000, 3_000, None],
+            ["complaint", 59_000, 62_000, "send_to_complaint"],
+        ]
+        await browser.close()
