@@ -117,7 +117,8 @@ function comparison(step, against) {
         figure
           ? `${side.label}, last hour: p50 ${duration(figure.p50)}, p90 ${duration(figure.p90)} (${figure.count})`
           : `${side.label}: no such step in the last hour`,
-        figure && step.fromSend > figure.p90 ? "slow" : "",
+        // Past p90 by more than the statistics' own bucket rounding (a few %).
+        figure && step.fromSend > figure.p90 * 1.05 ? "slow" : "",
       ),
     );
   }
