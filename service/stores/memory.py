@@ -347,6 +347,15 @@ class MemoryStore(Store):
     async def suppression(self, address: str) -> Suppression | None:
         return self._suppressions.get(address, self._wall_ms())
 
+    async def suppressions_of(self, addresses: Sequence[str]) -> dict[str, Suppression]:
+        now_ms = self._wall_ms()
+        found = {}
+        for address in dict.fromkeys(addresses):
+            entry = self._suppressions.get(address, now_ms)
+            if entry is not None:
+                found[address] = entry
+        return found
+
     async def suppressions(
         self, reason: str | None, since_ms: int | None, limit: int, after: SuppressionCursor | None
     ) -> tuple[list[Suppression], SuppressionCursor | None]:
@@ -392,10 +401,10 @@ class MemoryStore(Store):
             self._newest_bucket = live_bucket
             for old in [b for b in self._stats if b < live_bucket - stats.BUCKET_TTL_S]:
                 del self._stats[old]
+                self._revisions.pop(old, None)
             oldest_hour = stats.admission_hour(live_bucket - stats.BUCKET_TTL_S)
             for hour in [h for h in self._admissions if h < oldest_hour]:
                 del self._admissions[hour]
-                self._revisions.pop(old, None)
         hour = stats.hour_of(counting.now_ms)
         if hour != self._rollups_pruned_at:
             self._rollups_pruned_at = hour

@@ -97,3 +97,19 @@ async def test_an_evicted_recipient_leaves_the_recipient_index() -> None:
     gone = await store.search(SearchQuery(recipient=crowd[-1], limit=5))
     assert gone.hits == []
     assert crowd[-1] not in store._index._by_recipient
+
+
+async def test_statistics_are_pruned_hour_after_hour_without_failing_a_merge() -> None:
+    """Merges two hours apart prune the live buckets, their revisions and the hours'
+    admissions; a merge that finds only an old admission to prune still goes in."""
+    from service import stats
+
+    store = MemoryStore()
+    start = ses.SENT_AT
+    for n, at in enumerate([start, start + 3_610_000, start + 7_300_000, start + 7_310_000]):
+        writes = encode_batch(list(events_of([ses.send(f"p-{n}", ["a@x.com"], sent_at=at)])), at)
+        await store.merge(writes, None, stats.Counting(at))
+    revisions = await store.stats_revisions()
+    oldest = stats.live_bucket(start + 7_310_000, start + 7_310_000) - stats.BUCKET_TTL_S
+    assert revisions.buckets and min(revisions.buckets) >= oldest
+    assert (await store.get("p-3")) is not None
