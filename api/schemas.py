@@ -111,6 +111,8 @@ class RecipientView(_Open):
     overdue: bool
     diagnosis: Diagnosis
     suppressed: SuppressedNow | None
+    # The recipient's mailbox provider (gmail, microsoft, ..., other; README, Dimensions).
+    provider: str | None
     delivered_at: str | None
     smtp_response: str | None
     bounce: dict[str, Any] | None

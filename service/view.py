@@ -31,11 +31,14 @@ def message_view(
     record: state.MessageRecord,
     options: ViewOptions,
     suppressed: Mapping[str, Suppression] | None = None,
+    providers: Mapping[str, str] | None = None,
 ) -> dict[str, Any]:
     """The ``GET /v1/messages/{id}`` body (README, HTTP API) for one record.
 
     ``suppressed``: the recipients' suppression entries, read by the caller in one
-    batch (``Store.suppressions_of``); a recipient without one shows ``null``."""
+    batch (``Store.suppressions_of``); a recipient without one shows ``null``.
+    ``providers``: each recipient's mailbox provider (``service.dimensions``), so
+    the page can set its steps against that provider's figures."""
     header = decode_header(record.header) or Header(None, None, None, {})
     events = _events_in_order(record)
     found = suppressed or {}
@@ -43,6 +46,8 @@ def message_view(
         _recipient_view(address, record, header, events, options, found.get(address))
         for address in sorted(record.recipients)
     ]
+    for recipient in recipients:
+        recipient["provider"] = (providers or {}).get(recipient["address"])
     message_latency = latency.rollup(r["latency_ms"] for r in recipients)
     lags = [e.seen_ms - e.at for e in events]
     if lags:

@@ -16,6 +16,7 @@ from api.deps import (
 from api.responses import OrjsonResponse
 from api.schemas import ERRORS, MessageView, SearchAnswer
 from service import search, state
+from service.dimensions import domain_of
 from service.parser import MAX_MESSAGE_ID_CHARS
 from service.providers import PROVIDERS
 from service.timestamps import TimestampError, parse_ms
@@ -102,7 +103,11 @@ async def search_messages(
 
 @router.get("/messages/{message_id}", response_model=MessageView, responses=ERRORS)
 async def get_message(
-    message_id: MessageId, store: StoreDep, settings: SettingsDep, clock_ms: ClockDep
+    message_id: MessageId,
+    store: StoreDep,
+    settings: SettingsDep,
+    clock_ms: ClockDep,
+    dimensions: DimensionsDep,
 ) -> OrjsonResponse:
     record = await store.get(message_id)
     if record is None:
@@ -110,4 +115,5 @@ async def get_message(
     options = ViewOptions(clock_ms(), int(settings.overdue_after_s * 1000))
     # Every recipient's suppression in one batched read, not one round trip each.
     suppressed = await store.suppressions_of(sorted(record.recipients))
-    return OrjsonResponse(message_view(message_id, record, options, suppressed))
+    providers = {a: dimensions.provider(domain_of(a)) for a in record.recipients}
+    return OrjsonResponse(message_view(message_id, record, options, suppressed, providers))

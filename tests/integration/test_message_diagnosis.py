@@ -68,7 +68,7 @@ async def test_the_seed_bounce_reads_as_a_diagnosis_with_its_suppression(
     # Dated now: suppressions are kept 400 days from their own time.
     now = wall_clock_ms()
     records = [
-        ses.send(MID, ["gone@x.com", "fine@y.com", "later@z.com"], sent_at=now),
+        ses.send(MID, ["gone@x.com", "fine@y.com", "later@z.com", "g@gmail.com"], sent_at=now),
         ses.bounce(MID, ["gone@x.com"], now + 1_200, sent_at=now, subtype="NoEmail"),
         ses.delivery(MID, ["fine@y.com"], now + 800, sent_at=now),
     ]
@@ -86,6 +86,8 @@ async def test_the_seed_bounce_reads_as_a_diagnosis_with_its_suppression(
     assert set(gone["suppressed"]) == {"reason", "since", "message_id"}
     assert fine["diagnosis"]["code"] == "delivered" and fine["suppressed"] is None
     assert later["diagnosis"]["code"] == "pending" and later["suppressed"] is None
+    assert gone["provider"] == fine["provider"] == "other"
+    assert by_address["g@gmail.com"]["provider"] == "gmail"
 
     # The seed's own bounce (2016): diagnosed alike, its suppression long expired.
     seed = (seeds_dir / "bounce_notification.json").read_bytes()
