@@ -2,7 +2,8 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Request
 
-from api.deps import RuntimeDep, presents_token
+from api.auth import token_principal
+from api.deps import RuntimeDep
 from api.responses import OrjsonResponse
 from api.schemas import HealthAnswer, ReadyAnswer
 
@@ -21,11 +22,14 @@ async def readyz(request: Request, runtime: RuntimeDep) -> OrjsonResponse:
 
     A broker or queue outage does not make the service unready (it would take every
     replica out of a load balancer while lookups still work); each source's state
-    is in the body and in ``/metrics``. Failure texts can name accounts, queues and
-    hosts, so with an API token set they are shown only to callers presenting it.
+    is in the body and in ``/metrics``. Details (the store's address, failure texts,
+    forwarding hosts and errors, poison reasons) can name hosts, accounts and queues,
+    and this route answers any Host (probes), so only a caller presenting a token,
+    the API token or a read token, sees them; an open service (no token set) shows
+    them to nobody here.
     """
     store_ok = await runtime.store.ping()
-    detailed = presents_token(request, runtime.settings)
+    detailed = presents_a_token(request)
     consumers = {}
     for source in runtime.sources:
         status = source.status()
@@ -48,7 +52,7 @@ async def readyz(request: Request, runtime: RuntimeDep) -> OrjsonResponse:
     body = {
         "status": "ready" if store_ok else "unavailable",
         "store": store_ok,
-        "store_kind": runtime.store.describe(),
+        "store_kind": _store_kind(runtime.store.describe(), detailed),
         "sources_healthy": runtime.sources_healthy(),
         "consumers": consumers,
         "sources": counters,
@@ -68,3 +72,15 @@ async def readyz(request: Request, runtime: RuntimeDep) -> OrjsonResponse:
         ],
     }
     return OrjsonResponse(body, status_code=200 if store_ok else 503)
+
+
+def presents_a_token(request: Request) -> bool:
+    """A configured token was presented: ``api.deps.presents_token`` is also true
+    for everyone when the service is open, which says nothing about the caller."""
+    principal = token_principal(request)
+    return principal is not None and principal.name is not None
+
+
+def _store_kind(described: str, detailed: bool) -> str:
+    """``RedisStore(10.0.0.5:6379/0)`` whole with a token, else ``RedisStore``."""
+    return described if detailed else described.split("(", 1)[0].strip()

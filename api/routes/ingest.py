@@ -21,6 +21,7 @@ from api.schemas import ERRORS, ErrorAnswer, FirehoseAnswer, SnsAnswer
 from consumers import firehose
 from consumers.sns import SignatureError, check_freshness
 from service.clock import wall_clock_ms
+from service.logs import loggable
 from service.stores import StoreUnavailable
 
 log = structlog.get_logger(__name__)
@@ -30,6 +31,9 @@ router = APIRouter()
 # SNS messages are at most 256 KiB; JSON escaping of the Message at most doubles it.
 MAX_SNS_BODY_BYTES = 1024 * 1024
 _SNS_TYPES = ("Notification", "SubscriptionConfirmation", "UnsubscribeConfirmation")
+# A TopicArn is at most ~330 characters; anyone can post one of a megabyte, and these
+# routes log it before the signature is checked.
+TOPIC_LOG_CHARS = 256
 
 
 _SNS_MESSAGE = {
@@ -112,14 +116,15 @@ async def sns_endpoint(request: Request, runtime: RuntimeDep) -> OrjsonResponse:
     if not isinstance(message, dict) or message.get("Type") not in _SNS_TYPES:
         return _error(400, "body is not an SNS message")
     topic = message.get("TopicArn")
+    shown = loggable(topic, TOPIC_LOG_CHARS) if isinstance(topic, str) else None
     if not isinstance(topic, str) or ("*" not in allowed and topic not in allowed):
-        log.warning("sns_topic_not_allowed", topic=topic if isinstance(topic, str) else None)
+        log.warning("sns_topic_not_allowed", topic=shown)
         return _error(403, "topic not allowed")
     try:
         check_freshness(message, wall_clock_ms(), runtime.settings.sns_max_age_s)
         await runtime.sns_verifier.verify(message)
     except SignatureError as exc:
-        log.warning("sns_message_refused", reason=str(exc), topic=topic)
+        log.warning("sns_message_refused", reason=str(exc), topic=shown)
         return _error(403, f"SNS message refused: {exc}")
 
     kind = message["Type"]
@@ -129,12 +134,12 @@ async def sns_endpoint(request: Request, runtime: RuntimeDep) -> OrjsonResponse:
         except SignatureError as exc:
             return _error(403, str(exc))
         except Exception as exc:  # the fetch failed: tell SNS, which retries
-            log.error("sns_confirmation_failed", topic=topic, error=type(exc).__name__)
+            log.error("sns_confirmation_failed", topic=shown, error=type(exc).__name__)
             return _error(502, "could not confirm the subscription")
-        log.info("sns_subscription_confirmed", topic=topic)
+        log.info("sns_subscription_confirmed", topic=shown)
         return OrjsonResponse({"confirmed": True})
     if kind == "UnsubscribeConfirmation":
-        log.warning("sns_unsubscribed", topic=topic)
+        log.warning("sns_unsubscribed", topic=shown)
         return OrjsonResponse({"unsubscribed": True})
 
     message_id = message.get("MessageId")

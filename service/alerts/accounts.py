@@ -19,6 +19,9 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import TYPE_CHECKING
 
+# The one cutter of strings from outside for log lines (here first; used by the engine).
+from service.logs import loggable as loggable
+
 if TYPE_CHECKING:
     from service.alerts.evaluate import AccountStatus
 
@@ -29,8 +32,6 @@ MAX_ACCOUNTS_KEPT = 20
 ACCOUNT_TTL_MS = 30 * 86_400_000
 # More than this in SES_TRACKER_ACCOUNT_IDS is a mistake (the store keeps them all).
 MAX_ACCOUNT_IDS = 1_000
-# Attacker-chosen strings in a log line are cut to this many characters.
-LOG_CHARS = 64
 
 
 class AccountIdsError(ValueError):
@@ -107,15 +108,6 @@ def clamped(status: AccountStatus, now_ms: int) -> AccountStatus:
     """``status`` dated no later than the wall clock: the newest status wins, and an
     event stamped tomorrow must not outrank today's genuine one."""
     return status if status.at <= now_ms else dataclasses.replace(status, at=now_ms)
-
-
-def loggable(value: str | None, limit: int = LOG_CHARS) -> str | None:
-    """An attacker's string as a log field: cut, and its control characters shown."""
-    if value is None:
-        return None
-    cut = value[:limit]
-    cut = cut.encode("unicode_escape").decode("ascii")[: limit * 2]
-    return cut + "…" if len(value) > limit else cut
 
 
 def to_forget(

@@ -97,3 +97,68 @@ async def exercise(base: str) -> None:
         except (websockets.exceptions.WebSocketException, TimeoutError, OSError):
             pass
     await asyncio.sleep(2.5)  # the alert evaluator runs and its sender fails to post
+
+
+# --- Strings from outside: never a whole log line's worth, never a token -------------
+
+PERCENT_TOKEN = "pct-encoded-token-5e4d3c"  # sent as ?%74oken=, which the server reads as token
+
+
+@pytest.fixture(scope="module")
+def open_push_logs() -> str:
+    """The log of a service whose SNS endpoint takes any topic, after a forged 1 MB
+    TopicArn and tokens under a percent-encoded name, on HTTP and the websocket."""
+    env = {
+        "SES_TRACKER_LOG_LEVEL": "debug",
+        "SES_TRACKER_API_TOKEN": API_TOKEN,
+        "SES_TRACKER_SNS_TOPIC_ARNS": "*",
+    }
+    with running("serve", env=env) as service:
+        asyncio.run(forge(service.base))
+        service.stop()
+        return service.logs()
+
+
+async def forge(base: str) -> None:
+    topic = "arn:aws:sns:us-east-1:123456789012:" + "t" * 1_000_000
+    message = {
+        "Type": "Notification",
+        "MessageId": "m-1",
+        "TopicArn": topic,
+        "Message": "{}",
+        "Timestamp": "2026-01-01T00:00:00.000Z",
+        "SignatureVersion": "1",
+        "Signature": "AAAA",
+        "SigningCertURL": "https://sns.us-east-1.amazonaws.com/x.pem",
+    }
+    async with httpx.AsyncClient(base_url=base, timeout=10) as http:
+        refused = await http.post("/v1/ingest/sns", content=orjson.dumps(message))
+        assert refused.status_code == 403
+        await http.get(f"/v1/stats?%74oken={PERCENT_TOKEN}")
+        await http.get(f"/v1/stats?step=day&%54OKEN={PERCENT_TOKEN}")
+    ws = base.replace("http://", "ws://")
+    for query in (f"%74oken={PERCENT_TOKEN}", f"a=1&%2574oken={PERCENT_TOKEN}"):
+        try:
+            async with websockets.connect(f"{ws}/v1/live?{query}", open_timeout=5) as live:
+                await asyncio.wait_for(live.recv(), 3)
+        except (websockets.exceptions.WebSocketException, TimeoutError, OSError):
+            pass
+
+
+def test_a_forged_megabyte_topic_arn_is_logged_cut_to_a_short_line(open_push_logs: str) -> None:
+    lines = open_push_logs.splitlines()
+    [refused] = [line for line in lines if "sns_message_refused" in line]
+    topic = orjson.loads(refused)["topic"]
+    assert topic.startswith("arn:aws:sns:us-east-1:123456789012:ttt") and topic.endswith("…")
+    assert len(topic) <= 257
+    assert max(len(line) for line in lines) < 4_096
+
+
+def test_a_percent_encoded_token_name_never_reaches_the_log(open_push_logs: str) -> None:
+    assert "WebSocket /v1/live" in open_push_logs  # uvicorn's websocket lines are there
+    for form in variants(PERCENT_TOKEN):
+        assert form not in open_push_logs, f"logged as {form!r}"
+    # The websocket's request lines carry no query at all.
+    for line in open_push_logs.splitlines():
+        if "WebSocket /v1/live" in line:
+            assert "/v1/live?" not in line
