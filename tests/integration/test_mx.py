@@ -9,7 +9,7 @@ import time
 import pytest
 from redis import asyncio as aioredis
 
-from service import stats
+from service import mx, stats
 from service.mx import NEGATIVE_TTL_S, TTL_S, MxCache, MxResolver, dns_lookup
 from service.runtime import Runtime
 from service.search import SearchQuery
@@ -121,7 +121,9 @@ async def test_lookups_are_bounded_whatever_recipients_send() -> None:
     for n in range(1_000):
         resolver.note(f"d{n}.example")
     resolver.note("not a hostname!")
-    assert resolver.dropped == 951  # 50 waiting, the rest dropped (noted again later)
+    # 50 waiting, the rest dropped (noted again later); a non-hostname costs nothing
+    # (answered "other" at once), so it is never dropped.
+    assert resolver.dropped == 950 and resolver.skipped == 1
     task = asyncio.create_task(resolver.run())
     try:
         started = time.monotonic()
@@ -141,4 +143,86 @@ async def test_lookups_are_bounded_whatever_recipients_send() -> None:
         assert refusing.lookups == 0  # refused without asking DNS
     finally:
         task.cancel()
+        dns_server.transport.close()
+
+
+INTERNAL = [
+    "db.internal",
+    "printer.local",
+    "api.default.svc.cluster.local",
+    "node.cluster.local",
+    "nas.lan",
+    "router.home.arpa",
+    "files.corp",
+    "localhost",
+    "intranet-host",
+]
+
+
+async def test_an_internal_name_is_never_sent_to_the_resolver() -> None:
+    dns_server = await start_mx_server(RECORDS)
+    resolver = MxResolver(dns_lookup([dns_server.address]), lookups_per_s=1000)
+    task = asyncio.create_task(resolver.run())
+    try:
+        for name in [*INTERNAL, "acme-on-google.example"]:
+            resolver.note(name)
+        await until(lambda: "acme-on-google.example" in resolver.providers)
+        await asyncio.sleep(0.1)
+        assert set(dns_server.questions) == {"acme-on-google.example"}
+        assert not set(INTERNAL) & set(resolver.providers)  # they count as other
+        # ... and are not noted again: answered for as long as a negative answer.
+        for name in INTERNAL:
+            resolver.note(name)
+        await asyncio.sleep(0.05)
+        assert set(dns_server.questions) == {"acme-on-google.example"}
+    finally:
+        task.cancel()
+        dns_server.transport.close()
+
+
+async def test_a_slow_name_does_not_delay_another_names_answer() -> None:
+    dns_server = await start_mx_server(RECORDS, slow={"slow.example": 2.0})
+    resolver = MxResolver(dns_lookup([dns_server.address]), lookups_per_s=1000)
+    task = asyncio.create_task(resolver.run())
+    try:
+        resolver.note("slow.example")
+        await until(lambda: dns_server.questions["slow.example"] == 1)
+        started = time.monotonic()
+        resolver.note("acme-on-google.example")
+        resolver.note("corp-on-m365.example")
+        await until(lambda: len(resolver.providers) == 2, timeout_s=1.0)
+        assert time.monotonic() - started < 0.5  # not after the slow one's 2 s
+    finally:
+        task.cancel()
+        dns_server.transport.close()
+
+
+async def test_a_timed_out_name_is_not_asked_again_within_its_cache_time(
+    redis_server: RedisServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(mx, "LOOKUP_TIMEOUT_S", 0.3)
+    dns_server = await start_mx_server(RECORDS, slow={"slow.example": 30.0})
+    client = aioredis.Redis.from_url(redis_server.url)
+    await client.flushdb()
+    first = MxResolver(dns_lookup([dns_server.address]), MxCache(client), lookups_per_s=1000)
+    second = MxResolver(dns_lookup([dns_server.address]), MxCache(client), lookups_per_s=1000)
+    tasks = [asyncio.create_task(r.run()) for r in (first, second)]
+    try:
+        first.note("slow.example")
+        await until(lambda: first.failures == 1)
+        asked = dns_server.questions["slow.example"]
+        # Noted again by this replica, and by another sharing the cache: nobody asks.
+        first.note("slow.example")
+        second.note("slow.example")
+        second.note("acme-on-google.example")
+        await until(lambda: "acme-on-google.example" in second.providers)
+        await asyncio.sleep(0.4)  # past a lookup's timeout: a question would be in
+        assert dns_server.questions["slow.example"] == asked
+        assert "slow.example" not in second.providers  # other meanwhile
+        # For minutes, not a day as a negative answer.
+        assert 0 < await client.ttl("st:mx:slow.example") <= mx.TIMEOUT_TTL_S
+    finally:
+        for task in tasks:
+            task.cancel()
+        await client.aclose()
         dns_server.transport.close()
