@@ -8,7 +8,6 @@ from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import replace
 from typing import Any
 
-import httpx
 import structlog
 
 from consumers.base import Source, supervise
@@ -26,6 +25,7 @@ from service.forward.outbox import MemoryOutbox, Outbox, RedisOutbox
 from service.forward.sender import Forwarder
 from service.metrics import Metrics
 from service.mx import MxCache, MxResolver, dns_lookup
+from service.outbound import Outbound
 from service.parsing import ParsePool, processes_per_worker
 from service.pipeline import Pipeline
 from service.ratelimit import RateLimiter
@@ -102,7 +102,7 @@ def build_forwarder(settings: Settings, store: Store) -> Forwarder | None:
     return Forwarder(
         subscriptions,
         outbox,
-        httpx.AsyncClient(follow_redirects=False, trust_env=True),
+        Outbound.from_environ(allow_private=settings.forward_allow_private),
         allow_private=settings.forward_allow_private,
     )
 
@@ -151,7 +151,7 @@ def build_alerting(
             settings.alert_state_dir, account_limits=config.accounts.limits
         )
     # A sink that hangs costs its own sender this long per attempt, nothing else.
-    client = httpx.AsyncClient(timeout=httpx.Timeout(10.0, connect=5.0), follow_redirects=False)
+    client = Outbound.from_environ(allow_private=True)  # an Alertmanager may be private
     deliverer = Deliverer(client, secret=config.secret, attempts=4, max_wait_s=30.0)
     return Alerting(
         store,

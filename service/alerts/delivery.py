@@ -6,6 +6,10 @@ least as long as a ``Retry-After`` header says; any other 4xx is final (the payl
 or URL is wrong, and sending it again will not help). Each sink also keeps a
 minimum interval between posts (Slack allows about one message a second per
 webhook), so a burst of alerts is spread out rather than refused.
+
+Each post goes through ``service.outbound``: a bounded reply, one deadline per post,
+the proxy and CA from the environment. Sinks may be private (an Alertmanager inside
+the network, per the contract), so alerts are not held to forwarding's egress rule.
 """
 
 from __future__ import annotations
@@ -13,7 +17,6 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Callable
-from email.utils import parsedate_to_datetime
 
 import httpx
 import orjson
@@ -29,6 +32,9 @@ from tenacity.wait import wait_base
 from service.alerts.model import Alert
 from service.alerts.payloads import BUILDERS
 from service.alerts.sinks import SIGNATURE_HEADER, TIMESTAMP_HEADER, Sink, sign
+from service.outbound import DEADLINE_S, Outbound, OutboundFailed, retry_after_seconds
+
+__all__ = ["Deliverer", "FinalDeliveryError", "RetryableDeliveryError", "retry_after_seconds"]
 
 log = structlog.get_logger(__name__)
 
@@ -59,34 +65,26 @@ class _WaitHonouringRetryAfter(wait_base):
         return wait
 
 
-def retry_after_seconds(value: str | None, now: float) -> float | None:
-    """``Retry-After`` as seconds to wait: either form the header may take."""
-    if not value:
-        return None
-    value = value.strip()
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        pass
-    try:
-        return max(0.0, parsedate_to_datetime(value).timestamp() - now)
-    except (TypeError, ValueError):
-        return None
-
-
 class Deliverer:
     def __init__(
         self,
-        client: httpx.AsyncClient,
+        client: Outbound | httpx.AsyncClient,
         *,
         secret: bytes | None = None,
+        deadline_s: float = DEADLINE_S,
         attempts: int = 6,
         backoff_s: float = 1.0,
         max_wait_s: float = 60.0,
         min_interval_s: dict[str, float] | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        self._client = client
+        # Private sinks allowed (an Alertmanager); a plain client (tests, tools) still
+        # gets the deadline and the bounded read.
+        self._client = (
+            client
+            if isinstance(client, Outbound)
+            else Outbound.over(client, allow_private=True, deadline_s=deadline_s)
+        )
         self._secret = secret
         self._attempts = attempts
         self._wait = _WaitHonouringRetryAfter(
@@ -134,19 +132,16 @@ class Deliverer:
             headers[TIMESTAMP_HEADER] = str(now_s)
             headers[SIGNATURE_HEADER] = sign(self._secret, now_s, body)
         try:
-            response = await self._client.post(sink.url, content=body, headers=headers)
-        except httpx.TransportError as exc:
-            log.warning(
-                "alert_post_failed", sink=sink.name, key=alert.key, error=type(exc).__name__
-            )
-            raise RetryableDeliveryError(f"{type(exc).__name__}") from exc
-        status = response.status_code
+            reply = await self._client.post(sink.url, body, headers)
+        except OutboundFailed as exc:
+            log.warning("alert_post_failed", sink=sink.name, key=alert.key, error=str(exc))
+            raise RetryableDeliveryError(str(exc)) from exc
+        status = reply.status
         if status < 300:
             log.info("alert_posted", sink=sink.name, key=alert.key, state=alert.state.value)
             return
         # Sinks may echo a request back; log the status only, never the body or URL.
         log.warning("alert_refused", sink=sink.name, key=alert.key, status=status)
         if status == 429 or status >= 500:
-            wait = retry_after_seconds(response.headers.get("retry-after"), time.time())
-            raise RetryableDeliveryError(f"HTTP {status}", wait)
+            raise RetryableDeliveryError(f"HTTP {status}", reply.retry_after_s)
         raise FinalDeliveryError(f"{sink.name} answered HTTP {status}")

@@ -7,9 +7,13 @@ replica at a time, so items reach a receiver in the order the changes were merge
 A failed post (network error, timeout, any non-2xx answer) is retried with
 exponential backoff and full jitter, never sooner than ``Retry-After`` says; the
 entries stay in the outbox meanwhile, so a receiver down for an hour loses
-nothing. An entry is acknowledged once every item taken from it was delivered: a
-sender that dies or loses its lease mid-batch leaves it to the next holder, which
-sends its items again with the same ``id`` (at least once).
+nothing. Each post goes through ``service.outbound`` (bounded reply, one deadline,
+vetted destination); its deadline is below the lease, and the lease is renewed while
+the post runs, so a slow receiver cannot let another replica take the subscription
+and send the same items, out of order, meanwhile. An entry is acknowledged once
+every item taken from it was delivered: a sender that dies or loses its lease
+mid-batch leaves it to the next holder, which sends its items again with the same
+``id`` (at least once).
 
 Each POST is ``{"items": [...]}`` (``service.forward.items.item``), signed as the
 alert ``webhook`` sink is: ``X-SES-Tracker-Timestamp`` (Unix seconds) and
@@ -20,7 +24,7 @@ subscription's secret.
 from __future__ import annotations
 
 import asyncio
-import random
+import contextlib
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
@@ -30,12 +34,11 @@ import httpx
 import orjson
 import structlog
 
-from service.alerts.delivery import retry_after_seconds
 from service.alerts.sinks import SIGNATURE_HEADER, TIMESTAMP_HEADER, sign
 from service.forward.config import Subscription
-from service.forward.egress import EgressRefused, check_destination
 from service.forward.items import Facts, facts_of, item, matches
 from service.forward.outbox import Entry, Outbox
+from service.outbound import Outbound, OutboundFailed, backoff_s
 from service.stores.base import StoreUnavailable
 
 log = structlog.get_logger(__name__)
@@ -70,7 +73,7 @@ class Forwarder:
         self,
         subscriptions: Sequence[Subscription],
         outbox: Outbox,
-        client: httpx.AsyncClient,
+        client: Outbound | httpx.AsyncClient,
         *,
         allow_private: bool = False,
         backoff_s: float = 1.0,
@@ -79,10 +82,17 @@ class Forwarder:
         post_timeout_s: float = POST_TIMEOUT_S,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
     ) -> None:
+        if post_timeout_s * 1000 >= lease_ms:
+            # A post that outlives the lease lets another replica send meanwhile.
+            raise ValueError("the post deadline must be shorter than the lease")
         self.subscriptions = list(subscriptions)
         self.outbox = outbox
-        self._client = client
-        self._allow_private = allow_private
+        # A plain client (tests, tools) still gets the deadline and the bounded read.
+        self._client = (
+            client
+            if isinstance(client, Outbound)
+            else Outbound.over(client, allow_private=allow_private, deadline_s=post_timeout_s)
+        )
         self._backoff_s = backoff_s
         self._max_backoff_s = max_backoff_s
         self._sleep = sleep
@@ -174,7 +184,9 @@ class Forwarder:
                 figures.sending = False
                 return False
             try:
-                await self._post(subscription, body)
+                if not await self._post_holding(subscription, body):
+                    figures.sending = False
+                    return False
                 figures.last_error = None
                 return True
             except PostFailed as exc:
@@ -182,10 +194,13 @@ class Forwarder:
                 figures.failed += 1
                 figures.last_error = str(exc)
                 await self._note_backlog(subscription, figures)  # it grows meanwhile
-                ceiling = min(self._max_backoff_s, self._backoff_s * 2 ** min(attempt, 30))
-                wait = random.uniform(0, ceiling)
-                if exc.retry_after_s is not None:
-                    wait = max(wait, min(exc.retry_after_s, RETRY_AFTER_CAP_S))
+                wait = backoff_s(
+                    attempt + 1,
+                    self._backoff_s,
+                    self._max_backoff_s,
+                    exc.retry_after_s,
+                    RETRY_AFTER_CAP_S,
+                )
                 log.warning(
                     "forward_post_failed",
                     subscription=subscription.name,
@@ -207,11 +222,26 @@ class Forwarder:
                 return False
         return True
 
-    async def _post(self, subscription: Subscription, body: bytes) -> None:
+    async def _post_holding(self, subscription: Subscription, body: bytes) -> bool:
+        """Post, renewing the lease every third of it meanwhile; False (the post
+        abandoned) if the lease was lost, PostFailed if the post failed."""
+        post = asyncio.create_task(self._post(subscription, body))
         try:
-            await check_destination(subscription.url, self._allow_private)
-        except EgressRefused as exc:
-            raise PostFailed(str(exc)) from exc
+            while True:
+                done, _ = await asyncio.wait({post}, timeout=self._lease_ms / 3_000)
+                if done:
+                    post.result()
+                    return True
+                if not await self.outbox.lease(subscription.id, self.holder, self._lease_ms):
+                    log.warning("forward_lease_lost_mid_post", subscription=subscription.name)
+                    return False
+        finally:
+            if not post.done():
+                post.cancel()
+                with contextlib.suppress(asyncio.CancelledError, PostFailed):
+                    await post
+
+    async def _post(self, subscription: Subscription, body: bytes) -> None:
         now_s = int(time.time())
         headers = {
             "content-type": "application/json",
@@ -220,13 +250,12 @@ class Forwarder:
             SIGNATURE_HEADER: sign(subscription.secret.encode(), now_s, body),
         }
         try:
-            response = await self._client.post(
-                subscription.url, content=body, headers=headers, timeout=self._post_timeout_s
+            reply = await self._client.post(
+                subscription.url, body, headers, deadline_s=self._post_timeout_s
             )
-        except httpx.HTTPError as exc:
-            raise PostFailed(type(exc).__name__) from exc
-        if response.status_code >= 300:
+        except OutboundFailed as exc:
+            raise PostFailed(str(exc)) from exc
+        if not reply.ok:
             # Any refusal is retried: entries wait in the outbox for the receiver to be
             # fixed (a receiver's 4xx is usually its own mistake) rather than be lost.
-            wait = retry_after_seconds(response.headers.get("retry-after"), time.time())
-            raise PostFailed(f"HTTP {response.status_code}", wait)
+            raise PostFailed(f"HTTP {reply.status}", reply.retry_after_s)

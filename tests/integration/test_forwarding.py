@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+import tracemalloc
 from collections import defaultdict
 
 import httpx
@@ -16,7 +17,9 @@ from service.forward.outbox import MemoryOutbox, RedisOutbox
 from service.forward.sender import Forwarder
 from service.pipeline import Pipeline
 from service.stores import MemoryStore, RedisStore
+from service.stores.keys import RedisKeys
 from tests.support import ses
+from tests.support.hostile import HostileReceiver
 from tests.support.receiver import Answer, Receiver
 from tests.support.redis import RedisTarget
 
@@ -330,3 +333,65 @@ async def test_a_hung_receiver_holds_up_only_its_own_subscription(outbox_store) 
         finally:
             await halt(task, sender)
             await sender.aclose()
+
+
+async def test_a_receiver_replying_a_gibibyte_costs_the_sender_a_few_kibibytes() -> None:
+    """#26: the reply was read whole (a 1 GiB answer took the service to 2.3 GB)."""
+    outbox = MemoryOutbox()
+    store = MemoryStore(outbox=outbox)
+    async with HostileReceiver("flood") as receiver:
+        sub = Subscription(name="app", url=receiver.base + "/hook", secret=SECRET)
+        sender = forwarder([sub], outbox, post_timeout_s=5.0)
+        await outbox.prepare([sub.id])
+        await Pipeline(store).ingest(messages(1, "flood"), "http")
+        tracemalloc.start()
+        task = asyncio.create_task(sender.run())
+        try:
+            await until(lambda: sender.figures["app"].sent == 2, timeout_s=10)
+            _, peak = tracemalloc.get_traced_memory()
+        finally:
+            tracemalloc.stop()
+            await halt(task, sender)
+            await sender.aclose()
+    assert peak < 8 << 20, f"the sender allocated {peak} bytes at its peak"
+    assert receiver.requests == 1 and receiver.sent_bytes < 64 << 20
+
+
+async def test_a_dripping_receiver_ends_each_post_at_its_deadline_under_a_held_lease(
+    redis_target: RedisTarget,
+) -> None:
+    """#26: a reply dripping a byte at a time outlived the 15 s lease, so another
+    replica took the subscription and sent the same items meanwhile."""
+    await redis_target.flush()
+    stores = [redis_target.store(forward_keep_s=3_600) for _ in range(2)]
+    async with HostileReceiver("drip", drip_s=0.05) as receiver:
+        sub = subscription(receiver)
+        # The post's deadline (0.5 s) is half the lease: renewed every third of it.
+        replicas = [forwarder([sub], outbox_of(s), lease_ms=1_000) for s in stores]
+        await replicas[0].outbox.prepare([sub.id])
+        await stores[0].merge(_writes(messages(1, "drip")))
+        lease = RedisKeys(stores[0].prefix).forward_lease(sub.id)
+        tasks = [asyncio.create_task(r.run()) for r in replicas]
+        try:
+            await until(lambda: receiver.requests == 1, timeout_s=5)
+            ttls, senders = [], []
+            started = time.monotonic()
+            while time.monotonic() - started < 2.5:
+                ttls.append(await stores[0].client.pttl(lease))
+                senders.append(sum(r.figures["app"].sending for r in replicas))
+                await asyncio.sleep(0.05)
+        finally:
+            await halt(tasks[0], replicas[0])
+            await halt(tasks[1], replicas[1])
+            for replica in replicas:
+                await replica.aclose()
+            for store in stores:
+                await store.close()
+    # Each post was cut off at 0.5 s and retried (after at most 0.2 s of backoff),
+    # always by the holder: one post open at a time, never a second sender's.
+    assert receiver.most_open == 1
+    assert receiver.requests >= 3
+    assert [r.figures["app"].sent for r in replicas] == [0, 0]
+    assert max(senders) == 1
+    # Renewed during each post: it never came near running out.
+    assert min(ttls) > 400, ttls
