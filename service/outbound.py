@@ -28,6 +28,8 @@ and ``Retry-After`` and the shared backoff live here too; what counts as final (
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import hmac
 import ipaddress
 import os
 import random
@@ -48,6 +50,9 @@ from service.forward.egress import EgressRefused, check_destination, vet
 
 MAX_REPLY_BYTES = 4 * 1024
 DEADLINE_S = 10.0
+
+SIGNATURE_HEADER = "X-SES-Tracker-Signature"
+TIMESTAMP_HEADER = "X-SES-Tracker-Timestamp"
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,6 +104,26 @@ def backoff_s(
     if retry_after_s is not None:
         wait = max(wait, min(retry_after_s, retry_after_cap_s))
     return wait
+
+
+def sign(secret: bytes, timestamp_s: int, body: bytes) -> str:
+    """The generic webhook's signature: HMAC-SHA256 over ``<timestamp>.<body>``.
+
+    Sent as ``X-SES-Tracker-Signature: v1=<hex>`` with ``X-SES-Tracker-Timestamp``
+    (Unix seconds); a receiver recomputes it, compares in constant time, and
+    refuses timestamps more than a few minutes old (replays).
+    """
+    mac = hmac.new(secret, b"%d." % timestamp_s + body, hashlib.sha256)
+    return "v1=" + mac.hexdigest()
+
+
+def verify(
+    secret: bytes, timestamp_s: int, body: bytes, signature: str, now_s: int, tolerance_s: int = 300
+) -> bool:
+    """What a receiver does (and what the tests' receiver does)."""
+    if abs(now_s - timestamp_s) > tolerance_s:
+        return False
+    return hmac.compare_digest(sign(secret, timestamp_s, body).encode(), signature.encode())
 
 
 # -- the environment ---------------------------------------------------------------

@@ -25,7 +25,6 @@ from tenacity import (
     AsyncRetrying,
     retry_if_exception_type,
     stop_after_attempt,
-    wait_random_exponential,
 )
 from tenacity.wait import wait_base
 
@@ -33,6 +32,7 @@ from service.alerts.model import Alert
 from service.alerts.payloads import BUILDERS
 from service.alerts.sinks import SIGNATURE_HEADER, TIMESTAMP_HEADER, Sink, sign
 from service.outbound import DEADLINE_S, Outbound, OutboundFailed, retry_after_seconds
+from service.outbound import backoff_s as backoff_wait_s
 
 __all__ = ["Deliverer", "FinalDeliveryError", "RetryableDeliveryError", "retry_after_seconds"]
 
@@ -53,16 +53,18 @@ class FinalDeliveryError(Exception):
 
 
 class _WaitHonouringRetryAfter(wait_base):
-    def __init__(self, backoff: wait_base, cap_s: float) -> None:
-        self._backoff = backoff
+    """Tenacity's wait, the same as forwarding's (``service.outbound.backoff_s``)."""
+
+    def __init__(self, base_s: float, cap_s: float) -> None:
+        self._base_s = base_s
         self._cap_s = cap_s
 
     def __call__(self, retry_state) -> float:  # type: ignore[no-untyped-def]
-        wait = self._backoff(retry_state)
         error = retry_state.outcome.exception() if retry_state.outcome else None
-        if isinstance(error, RetryableDeliveryError) and error.retry_after_s is not None:
-            wait = max(wait, min(error.retry_after_s, self._cap_s))
-        return wait
+        retry_after = error.retry_after_s if isinstance(error, RetryableDeliveryError) else None
+        return backoff_wait_s(
+            retry_state.attempt_number, self._base_s, self._cap_s, retry_after, self._cap_s
+        )
 
 
 class Deliverer:
@@ -87,9 +89,7 @@ class Deliverer:
         )
         self._secret = secret
         self._attempts = attempts
-        self._wait = _WaitHonouringRetryAfter(
-            wait_random_exponential(multiplier=backoff_s, max=max_wait_s), max_wait_s
-        )
+        self._wait = _WaitHonouringRetryAfter(backoff_s, max_wait_s)
         self._min_interval_s = MIN_INTERVAL_S if min_interval_s is None else min_interval_s
         self._clock = clock
         self._locks: dict[str, asyncio.Lock] = {}

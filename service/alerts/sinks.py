@@ -7,10 +7,13 @@ post to the channel), so a sink prints as its kind and host only, never its URL.
 from __future__ import annotations
 
 import hashlib
-import hmac
 from dataclasses import dataclass, field
 
+# Signing is shared with forwarding; it lives with the posts.
+from service.outbound import SIGNATURE_HEADER, TIMESTAMP_HEADER, sign, verify
 from service.urls import LOOPBACK_HOSTS, outbound_url
+
+__all__ = ["SIGNATURE_HEADER", "TIMESTAMP_HEADER", "Sink", "parse_webhooks", "sign", "verify"]
 
 KINDS = ("slack", "teams", "discord", "googlechat", "webhook")
 
@@ -22,9 +25,6 @@ _HOSTS: dict[str, tuple[str, ...]] = {
     "discord": ("discord.com", "discordapp.com", ".discord.com"),
     "googlechat": ("chat.googleapis.com",),
 }
-
-SIGNATURE_HEADER = "X-SES-Tracker-Signature"
-TIMESTAMP_HEADER = "X-SES-Tracker-Timestamp"
 
 
 class SinkConfigError(ValueError):
@@ -92,23 +92,3 @@ def _checked(kind: str, url: str, where: str) -> Sink:
     if kind == "discord" and not loopback and not parts.path.startswith("/api/webhooks/"):
         raise SinkConfigError(f"{where} (discord): path must start with /api/webhooks/")
     return Sink(kind, url, host if port is None else f"{host}:{port}")
-
-
-def sign(secret: bytes, timestamp_s: int, body: bytes) -> str:
-    """The generic webhook's signature: HMAC-SHA256 over ``<timestamp>.<body>``.
-
-    Sent as ``X-SES-Tracker-Signature: v1=<hex>`` with ``X-SES-Tracker-Timestamp``
-    (Unix seconds); a receiver recomputes it, compares in constant time, and
-    refuses timestamps more than a few minutes old (replays).
-    """
-    mac = hmac.new(secret, b"%d." % timestamp_s + body, hashlib.sha256)
-    return "v1=" + mac.hexdigest()
-
-
-def verify(
-    secret: bytes, timestamp_s: int, body: bytes, signature: str, now_s: int, tolerance_s: int = 300
-) -> bool:
-    """What a receiver does (and what the tests' receiver does)."""
-    if abs(now_s - timestamp_s) > tolerance_s:
-        return False
-    return hmac.compare_digest(sign(secret, timestamp_s, body).encode(), signature.encode())

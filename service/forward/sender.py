@@ -34,11 +34,17 @@ import httpx
 import orjson
 import structlog
 
-from service.alerts.sinks import SIGNATURE_HEADER, TIMESTAMP_HEADER, sign
 from service.forward.config import Subscription
 from service.forward.items import Facts, facts_of, item, matches
 from service.forward.outbox import Entry, Outbox
-from service.outbound import Outbound, OutboundFailed, backoff_s
+from service.outbound import (
+    SIGNATURE_HEADER,
+    TIMESTAMP_HEADER,
+    Outbound,
+    OutboundFailed,
+    backoff_s,
+    sign,
+)
 from service.stores.base import StoreUnavailable
 
 log = structlog.get_logger(__name__)

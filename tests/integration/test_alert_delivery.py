@@ -11,6 +11,7 @@ import pytest
 from service.alerts.delivery import Deliverer, FinalDeliveryError, RetryableDeliveryError
 from service.alerts.sinks import SIGNATURE_HEADER, TIMESTAMP_HEADER, parse_webhooks, verify
 from tests.support.chat import CHECKS, sample_alert
+from tests.support.hostile import HostileReceiver
 from tests.support.receiver import Answer, Received, Receiver
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(30)]
@@ -133,3 +134,24 @@ async def test_test_alert_posts_to_every_sink_and_says_how_each_went() -> None:
     assert ": FAILED: " in lines[2]
     assert "nothing-listens" not in out.decode()  # the URL is a credential
     assert len(receiver.received) == 2 and receiver.refusals == []
+
+
+async def test_a_sink_replying_a_gibibyte_or_dripping_costs_a_few_kibibytes_and_a_deadline() -> (
+    None
+):
+    """#26: alerts post through the same bounded helper as forwarding."""
+    async with HostileReceiver("flood") as flood, httpx.AsyncClient() as client:
+        (sink,) = parse_webhooks(f"webhook={flood.base}/hook")
+        started = time.monotonic()
+        await Deliverer(client, **FAST).send(sink, ALERT)
+        assert time.monotonic() - started < 2.0
+        assert flood.requests == 1 and flood.sent_bytes < 64 << 20
+    async with HostileReceiver("drip") as drip, httpx.AsyncClient() as client:
+        (sink,) = parse_webhooks(f"webhook={drip.base}/hook")
+        started = time.monotonic()
+        with pytest.raises(RetryableDeliveryError, match=r"no answer within 0\.4 s"):
+            await Deliverer(client, attempts=2, deadline_s=0.4, **FAST).send(sink, ALERT)
+        # Two attempts, each cut off at its deadline, though the drip never paused long
+        # enough for a per-read timeout.
+        assert 0.8 <= time.monotonic() - started < 2.0
+        assert drip.requests == 2
