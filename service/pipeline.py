@@ -255,10 +255,10 @@ class Pipeline:
 
         A merge the store refuses for what it holds (``MergeRejected``) names the
         messages at fault, or is split until they are found: the rest is merged, the
-        refused are counted,
-        kept in :attr:`parked` and handed to ``park`` (the source's dead letter),
-        and only then is the checkpoint written, so a source moves past poison only
-        once it is parked. An outage (``StoreUnavailable``) is raised for a retry.
+        refused are counted, kept in :attr:`parked` and handed to ``park`` (the
+        source's dead letter), and only then is the checkpoint written, so a source
+        moves past poison only once it is parked. An outage (``StoreUnavailable``)
+        is raised for a retry.
         """
         counters = self.counters.setdefault(source, SourceCounters())
         transitions: list[Transition] = []
