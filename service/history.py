@@ -1,16 +1,19 @@
 """The ``/v1/history`` answer, from hourly and daily rollups (``service.stats``).
 
-Rollups are kept ``SES_TRACKER_HISTORY_DAYS``; a request reads one rollup per
-period in its range (one pipelined read), so the range is bounded
-(:data:`MAX_PERIODS`), and so is the answer: per period, the ``top`` busiest groups
-of the range (ranked by recipients sent over the whole range, so a series keeps its
-key from point to point) and one ``(other)`` group holding the rest.
+Rollups are kept ``SES_TRACKER_HISTORY_DAYS``; a request reads, of the periods in
+its range, only those a rollup was written for, and of each only the fields its
+answer needs (:class:`Fields`); the range is bounded (:func:`max_periods`, fewer
+periods the more slot groups each is split in), and so is the answer: per period,
+the ``top`` busiest groups of the range (ranked by recipients sent over the whole
+range, so a series keeps its key from point to point) and one ``(other)`` group
+holding the rest.
 """
 
 from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from service import stats
@@ -24,21 +27,63 @@ MAX_PERIODS = {"hour": 31 * 24, "day": 3_661}
 DEFAULT_SPAN_MS = {"hour": 48 * 3_600_000, "day": 30 * 86_400_000}
 
 
+# Rollup keys (periods x slot groups) one request may read: on a cluster fewer
+# periods a request, so the work stays bounded, but never fewer than the floor (the
+# status page's 90-day trend, two days of hours).
+KEY_BUDGET = 8_192
+# The heads of a rollup's overall fields (service.stats.split_groups keeps these).
+FIGURE_HEADS = ("c:", "l:", "y:")
+MIN_PERIODS = {"hour": 48, "day": 93}
+_GLOB_SPECIAL = str.maketrans({c: "\\" + c for c in "*?[]\\^"})
+
+
+@dataclass(frozen=True, slots=True)
+class Fields:
+    """The fields of a rollup an answer needs: the overall figures, and the groups of
+    ``by`` (none without). A rollup holds up to 100 groups of every dimension, so
+    reading only these is most of the saving."""
+
+    by: str | None
+
+    @property
+    def name(self) -> str:
+        return "" if self.by is None else self.by
+
+    def patterns(self) -> list[str]:
+        """Redis glob patterns (HSCAN MATCH) that select the fields."""
+        overall = "[" + "".join(head[0] for head in FIGURE_HEADS) + "]:*"
+        if self.by is None:
+            return [overall]
+        return [overall, "g:" + self.by.translate(_GLOB_SPECIAL) + "=*"]
+
+    def wants(self, field: str) -> bool:
+        """The same selection, for a store that filters in Python."""
+        if field[:2] in FIGURE_HEADS:
+            return True
+        return self.by is not None and field.startswith("g:" + self.by + "=")
+
+
+def max_periods(step: str, groups: int = 1) -> int:
+    """The most ``step`` periods one request may span, with ``groups`` slot groups."""
+    return max(MIN_PERIODS[step], min(MAX_PERIODS[step], KEY_BUDGET // max(1, groups)))
+
+
 class RangeError(ValueError):
     """A range the history cannot answer in one request."""
 
 
-def periods(step: str, since_ms: int, until_ms: int) -> list[int]:
+def periods(step: str, since_ms: int, until_ms: int, groups: int = 1) -> list[int]:
     """The starts (epoch seconds) of the ``step`` periods overlapping
-    ``[since_ms, until_ms)``."""
+    ``[since_ms, until_ms)`` (at most :func:`max_periods` of them)."""
     if until_ms <= since_ms:
         raise RangeError("until must be after since")
     step_ms = stats.STEPS[step] * 1000
     first = since_ms // step_ms
     last = (until_ms - 1) // step_ms
     count = last - first + 1
-    if count > MAX_PERIODS[step]:
-        raise RangeError(f"at most {MAX_PERIODS[step]} {step}s a request, this range spans {count}")
+    cap = max_periods(step, groups)
+    if count > cap:
+        raise RangeError(f"at most {cap} {step}s a request, this range spans {count}")
     return [n * stats.STEPS[step] for n in range(first, last + 1)]
 
 

@@ -7,6 +7,7 @@ from collections import Counter
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 
+from service.history import Fields
 from service.search import SearchPage, SearchQuery
 from service.state import MessageRecord, MessageWrite, Transition
 from service.stats import BUCKET_S, Counting, Revisions
@@ -128,9 +129,12 @@ class Store(ABC):
         may return more, never less)."""
 
     @abstractmethod
-    async def read_rollups(self, step: str, starts: Sequence[int]) -> list[Counter[str]]:
+    async def read_rollups(
+        self, step: str, starts: Sequence[int], fields: Fields | None = None
+    ) -> list[Counter[str]]:
         """The history counters of the ``step`` (``hour``/``day``) periods starting at
-        each of ``starts`` (epoch seconds), in one read."""
+        each of ``starts`` (epoch seconds), in one read: every field, or at least
+        ``fields`` (service.history.Fields; a store may return more)."""
 
     @abstractmethod
     async def stats_revisions(self) -> Revisions:

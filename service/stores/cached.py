@@ -6,6 +6,7 @@ import time
 from collections import Counter, OrderedDict
 from collections.abc import Callable, Collection, Sequence
 
+from service.history import Fields
 from service.search import SearchPage, SearchQuery
 from service.state import MessageRecord, MessageWrite, Transition
 from service.stats import Counting, Revisions
@@ -76,8 +77,10 @@ class CachedStore(Store):
     ) -> list[Counter[str]]:
         return await self.truth.read_buckets(buckets, dimensions)
 
-    async def read_rollups(self, step: str, starts: Sequence[int]) -> list[Counter[str]]:
-        return await self.truth.read_rollups(step, starts)
+    async def read_rollups(
+        self, step: str, starts: Sequence[int], fields: Fields | None = None
+    ) -> list[Counter[str]]:
+        return await self.truth.read_rollups(step, starts, fields)
 
     async def suppression(self, address: str) -> Suppression | None:
         return await self.truth.suppression(address)

@@ -47,8 +47,12 @@ FAMILIES: dict[str, tuple[str, bool]] = {
     "stats_admission": ("stats-a:", True),
     "stats_revisions": ("stats-rev", False),
     "rollup": ("hist:", True),
+    # The rollup periods written, per step (a zset of starts): history reads only these.
+    "rollup_index": ("hist-idx:", True),
     "suppression": ("sup:", True),
     "suppressions": ("sup-index", False),
+    # The listing again, one zset per reason, so ``?reason=`` pages without filtering.
+    "suppressions_by_reason": ("sup-reason:", True),
     # Files `ses-tracker replay` has merged whole (by content digest).
     "replayed": ("replayed:", True),
     # Delivery ids already ingested (service.dedupe).
@@ -159,6 +163,10 @@ class RedisKeys:
     def rollup(self, step: str, start: int) -> str:
         return f"{self.rollup_prefix}{step}:{start}"
 
+    def rollup_index(self, step: str) -> str:
+        """zset of the ``step`` rollups written, member and score their start (s)."""
+        return f"{self._fixed('rollup_index')}{step}"
+
     @property
     def stats_revisions(self) -> str:
         """bucket -> the merge sequence that last changed it (service.stats.Revisions)."""
@@ -172,6 +180,10 @@ class RedisKeys:
     def suppressions(self) -> str:
         """zset of suppressed addresses, scored by since (ms)."""
         return self._fixed("suppressions")
+
+    def suppressions_by_reason(self, reason: str) -> str:
+        """zset of the addresses suppressed for ``reason``, scored by since (ms)."""
+        return f"{self._fixed('suppressions_by_reason')}{reason}"
 
     def replayed(self, digest: str) -> str:
         return f"{self._fixed('replayed')}{digest}"

@@ -58,6 +58,7 @@ STATS = (
     "now_s",
     "groups_prefix",  # a live bucket's groups: <groups_prefix><bucket>:<dimension>
     "admission_prefix",  # an hour's live admission: <admission_prefix><hour>
+    "rollup_index_prefix",  # the rollups written: <rollup_index_prefix><step>, a zset
 )
 # ARGV[index]: the search indexes' settings.
 INDEX = ("prefix", "bucket_ms", "status_names", "oldest_live_ms")
@@ -111,6 +112,7 @@ LUA_KEY_FAMILIES = (
     "send_time_bucket",
     "suppression",
     "suppressions",
+    "suppressions_by_reason",
 )
 # Strings the script tests or builds names from, named.
 STRINGS = {

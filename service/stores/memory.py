@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING
 from service import stats
 from service.erasure import erase
 from service.forward.items import Change, change_of
+from service.history import Fields
 from service.search import SCAN_BUDGET, SearchHit, SearchPage, SearchQuery
 from service.state import (
     ChangeCounter,
@@ -392,8 +393,20 @@ class MemoryStore(Store):
     async def mark_replayed(self, digest: str, keep_s: int) -> None:
         self._replayed[digest] = self._clock() + keep_s
 
-    async def read_rollups(self, step: str, starts: Sequence[int]) -> list[Counter[str]]:
-        return [Counter(self._rollups.get((step, start), ())) for start in starts]
+    async def read_rollups(
+        self, step: str, starts: Sequence[int], fields: Fields | None = None
+    ) -> list[Counter[str]]:
+        """Only the periods its dict holds are looked at; ``fields`` picks their fields."""
+        answer = []
+        for start in starts:
+            rollup = self._rollups.get((step, start))
+            if rollup is None:
+                answer.append(Counter())
+            elif fields is None:
+                answer.append(Counter(rollup))
+            else:
+                answer.append(Counter({k: n for k, n in rollup.items() if fields.wants(k)}))
+        return answer
 
     def _prune_statistics(self, counting: stats.Counting) -> None:
         live_bucket = counting.live_bucket

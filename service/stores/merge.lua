@@ -346,9 +346,13 @@ local function rollups_of(at)
     local name, step_s, from_ms, keep_s = step[1], step[2], step[3], step[4]
     if from_ms >= 0 and at >= from_ms then
       local start = math.floor(at / (step_s * 1000)) * step_s
-      list[#list + 1] = target(stats[STATS_ROLLUP_PREFIX] .. name .. start,
-                               start + step_s + keep_s - stats[STATS_NOW_S],
-                               stats[STATS_HISTORY_CAP])
+      local t = target(stats[STATS_ROLLUP_PREFIX] .. name .. start,
+                       start + step_s + keep_s - stats[STATS_NOW_S],
+                       stats[STATS_HISTORY_CAP])
+      -- Listed in its step's index, so that history reads only periods that exist.
+      t.period = {stats[STATS_ROLLUP_INDEX_PREFIX] .. string.sub(name, 1, -2), start,
+                  stats[STATS_NOW_S] - step_s - keep_s}
+      list[#list + 1] = t
     end
   end
   return list
@@ -543,6 +547,13 @@ local function suppress_address(message, event, address, gained)
   end
   redis.call('SET', key, cmsgpack.pack(entry), 'EX', expires_s)
   redis.call('ZADD', given(index[INDEX_PREFIX] .. KEY_SUPPRESSIONS), at, address)
+  -- And in its reason's listing (out of the other's, when the reason changed).
+  local other = entry[SUPPRESSION_REASON] == 'bounce' and 'complaint' or 'bounce'
+  redis.call('ZADD', given(index[INDEX_PREFIX] .. KEY_SUPPRESSIONS_BY_REASON .. entry[SUPPRESSION_REASON]),
+             at, address)
+  if current then
+    redis.call('ZREM', given(index[INDEX_PREFIX] .. KEY_SUPPRESSIONS_BY_REASON .. other), address)
+  end
 end
 
 local function merge_message(m)
@@ -756,6 +767,7 @@ end
 
 if stats then
   next_key = next_key + 1
+  local trimmed_indexes = {}
   for key, t in pairs(targets) do
     for field, n in pairs(t.counted) do
       redis.call('HINCRBY', key, field, n)
@@ -764,6 +776,15 @@ if stats then
       redis.call('HSET', key, field, 1)
     end
     redis.call('EXPIRE', key, t.ttl)
+    if t.period then
+      local index_key, start, expired_before = t.period[1], t.period[2], t.period[3]
+      redis.call('ZADD', given(index_key), start, start)
+      if not trimmed_indexes[index_key] then
+        -- Entries of rollups past their keep (expired by their TTL) leave the index.
+        trimmed_indexes[index_key] = true
+        redis.call('ZREMRANGEBYSCORE', index_key, '-inf', '(' .. expired_before)
+      end
+    end
   end
   local bucket_ttl = stats[STATS_BUCKET_TTL_S]
   local sequence = nil

@@ -92,11 +92,84 @@ async def _separate_listings(store: RedisStore) -> None:
             log.info("migrated_listing", group=group.number, format1_listing=kind)
 
 
+# Per call, at most this many listing entries or rollup periods: a step never holds
+# Redis (or a reply) for long, however much data it meets.
+_CHUNK = 1_000
+
+
+async def _list_by_reason(store: RedisStore) -> None:
+    """Format 2 lists suppressions per reason too (``sup-reason:<reason>``, written by
+    merge.lua beside ``sup-index``): each group's listing is paged through (ZSCAN
+    returns every entry present throughout, whatever merges add meanwhile) and each
+    live entry added to its reason's listing at the same score. Idempotent: ZADD of
+    what is there changes nothing."""
+    from service.stores.redis import _suppression
+
+    client = store.client
+    for group in store.slot_groups:
+        keys: RedisKeys = group.keys
+        cursor = 0
+        listed = 0
+        while True:
+            cursor, rows = await client.zscan(keys.suppressions, cursor, count=_CHUNK)
+            members = [(m.decode(), score) for m, score in rows]
+            if members:
+                async with client.pipeline(transaction=False) as pipe:
+                    for member, _ in members:
+                        pipe.get(keys.suppression(member))
+                    raws = await pipe.execute()
+                async with client.pipeline(transaction=False) as pipe:
+                    for (member, score), raw in zip(members, raws, strict=True):
+                        if raw is not None:
+                            reason = _suppression(member, raw).reason
+                            pipe.zadd(keys.suppressions_by_reason(reason), {member: score})
+                            listed += 1
+                    await pipe.execute()
+            if int(cursor) == 0:
+                break
+        if listed:
+            log.info("migrated_reason_listings", group=group.number, entries=listed)
+
+
+async def _index_rollups(store: RedisStore) -> None:
+    """Format 2 lists the rollup periods written per step (``hist-idx:<step>``, written
+    by merge.lua), and history reads only those: every period a rollup may still
+    exist for (the longest keep, from now back) is probed with EXISTS, a chunk at a
+    time, and the ones there listed. Idempotent."""
+    import time
+
+    from service import stats
+
+    client = store.client
+    now_s = int(time.time())
+    for group in store.slot_groups:
+        keys: RedisKeys = group.keys
+        for step, step_s in stats.STEPS.items():
+            last = now_s // step_s * step_s
+            starts = [last - n * step_s for n in range(_KEPT_PERIODS[step])]
+            for at in range(0, len(starts), _CHUNK):
+                chunk = starts[at : at + _CHUNK]
+                async with client.pipeline(transaction=False) as pipe:
+                    for start in chunk:
+                        pipe.exists(keys.rollup(step, start))
+                    there = await pipe.execute()
+                found = {str(s): s for s, hit in zip(chunk, there, strict=True) if hit}
+                if found:
+                    await client.zadd(keys.rollup_index(step), found)
+
+
+# The most periods a rollup is kept for, per step (eleven years of days, the longest
+# SES_TRACKER_HISTORY_DAYS; hourly ones a month by default: 400 days of them is ample).
+_KEPT_PERIODS = {"hour": 400 * 24, "day": 3_661 + 1}
+
+
 MIGRATIONS: list[Migration] = [
     Migration(
         2, "suppression listing and statistics revisions out of their families", _separate_listings
     ),
     Migration(2, "live buckets: groups per dimension, admission per hour", split_live_buckets),
+    Migration(2, "suppression listings per reason", _list_by_reason),
+    Migration(2, "an index of the rollup periods written, per step", _index_rollups),
 ]
 
 

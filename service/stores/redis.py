@@ -49,9 +49,10 @@ from redis.exceptions import NoScriptError, RedisClusterException
 from service import state, stats
 from service.dimensions import dimension_of
 from service.erasure import erase
+from service.history import Fields
 from service.search import SCAN_BUDGET, SearchPage, SearchQuery, message_handle, pages
 from service.state import MessageRecord, MessageWrite, Transition
-from service.stores import layout, merge_cost, migrations
+from service.stores import layout, merge_cost, migrations, rollup_cache
 from service.stores.base import (
     PAST_RETENTION_HOLD_S,
     Checkpoint,
@@ -78,6 +79,7 @@ from service.stores.slots import (
     poll_groups,
 )
 from service.suppressions import DEFAULT_DAYS as DEFAULT_SUPPRESSION_DAYS
+from service.suppressions import REASONS as SUPPRESSION_REASONS
 from service.suppressions import Suppression
 
 log = structlog.get_logger(__name__)
@@ -174,6 +176,11 @@ class RedisStore(Store):
         self._trims: list[dict[tuple[str, str], str]] = [{} for _ in self._groups]
         # The slot groups' sequences last seen (stats_revisions), to notice one going back.
         self._sequences: list[int] = [0] * len(self._groups)
+        # Listing rows read by suppression pages, and history's reads by kind (tests
+        # count the work, not the time).
+        self.suppression_rows_read = 0
+        self.rollup_reads: Counter[str] = Counter()
+        self._closed = rollup_cache.ClosedPeriods()
 
     @classmethod
     def from_url(
@@ -396,6 +403,7 @@ class RedisStore(Store):
                     now_s=counting.now_ms // 1000,
                     groups_prefix=group_keys.stats_groups_prefix,
                     admission_prefix=group_keys.stats_admission_prefix,
+                    rollup_index_prefix=group_keys.rollup_index(""),
                 )
             )
         packed_feed = b""
@@ -573,37 +581,75 @@ class RedisStore(Store):
         limit: int,
         after: SuppressionCursor | None,
     ) -> tuple[list[Suppression], SuppressionCursor | None]:
-        index = group.keys.suppressions
-        high: str | int = "+inf" if after is None else after[0]
+        """A page of one group's listing (its reason's, with ``reason``), newest first,
+        after ``after``. Each chunk resumes right after the last row read (found by
+        its rank), so the work per page is the page, not its offset into the listing."""
+        index = (
+            group.keys.suppressions if reason is None else group.keys.suppressions_by_reason(reason)
+        )
         low: str | int = "-inf" if since_ms is None else since_ms
+        last: tuple[float, str] | None = None if after is None else (after[0], after[1])
         found: list[Suppression] = []
-        offset = 0
         while len(found) <= limit:
-            rows = await self._client.zrevrangebyscore(
-                index, high, low, start=offset, num=_SUPPRESSION_CHUNK, withscores=True
-            )
+            # No further ahead than the page needs (the merge of groups takes `limit`).
+            wanted = min(_SUPPRESSION_CHUNK, limit + 1 - len(found))
+            rows = await self._listing_after(index, last, low, wanted)
+            self.suppression_rows_read += len(rows)
             if not rows:
                 return found, None
-            offset += len(rows)
+            last = (rows[-1][1], rows[-1][0].decode())
             members = [
                 m.decode() for m, score in rows if after is None or (int(score), m.decode()) < after
             ]
             raws = await self._get_many([group.keys.suppression(m) for m in members])
-            gone = [m for m, raw in zip(members, raws, strict=True) if raw is None]
+            gone: list[str] = []
+            for member, raw in zip(members, raws, strict=True):
+                entry = None if raw is None else _suppression(member, raw)
+                if entry is None or (reason is not None and entry.reason != reason):
+                    # Expired, or since suppressed for the other reason: out of this
+                    # listing (but the row the next chunk resumes from, for now).
+                    if member != last[1]:
+                        gone.append(member)
+                else:
+                    found.append(entry)
             if gone:
                 await self._client.zrem(index, *gone)
-                offset -= len(gone)
-            for member, raw in zip(members, raws, strict=True):
-                if raw is not None:
-                    entry = _suppression(member, raw)
-                    if reason is None or entry.reason == reason:
-                        found.append(entry)
-            if len(rows) < _SUPPRESSION_CHUNK:
+            if len(rows) < wanted:
                 break
         if len(found) > limit:
             page = found[:limit]
             return page, (page[-1].since_ms, page[-1].address)
         return found, None
+
+    async def _listing_after(
+        self, index: str, last: tuple[float, str] | None, low: str | int, count: int
+    ) -> list[tuple[bytes, float]]:
+        """A chunk of a listing's rows (newest first) after ``last`` (score, member),
+        down to score ``low``."""
+        if last is None:
+            return await self._client.zrevrangebyscore(
+                index, "+inf", low, start=0, num=count, withscores=True
+            )
+        score, member = last
+        async with self._client.pipeline(transaction=False) as pipe:
+            pipe.zrevrank(index, member)
+            pipe.zscore(index, member)
+            rank, stored = await pipe.execute()
+        if rank is not None and stored == score:
+            rows = await self._client.zrevrange(index, rank + 1, rank + count, withscores=True)
+            return [row for row in rows if low == "-inf" or row[1] >= float(low)]
+        # Not in this listing (another group's row, or removed meanwhile): from its
+        # score, past the rows tied with it.
+        offset = 0
+        while True:
+            rows = await self._client.zrevrangebyscore(
+                index, score, low, start=offset, num=_SUPPRESSION_CHUNK, withscores=True
+            )
+            later = [row for row in rows if (row[1], row[0].decode()) < last]
+            self.suppression_rows_read += len(rows) - len(later)  # the caller counts these
+            if later or len(rows) < _SUPPRESSION_CHUNK:
+                return later
+            offset += len(rows)
 
     async def remove_suppression(self, address: str) -> bool:
         try:
@@ -611,10 +657,12 @@ class RedisStore(Store):
                 for group in self._groups:
                     pipe.delete(group.keys.suppression(address))
                     pipe.zrem(group.keys.suppressions, address)
+                    for reason in SUPPRESSION_REASONS:
+                        pipe.zrem(group.keys.suppressions_by_reason(reason), address)
                 replies = await pipe.execute()
         except REDIS_UNAVAILABLE as exc:
             raise StoreUnavailable(f"redis write failed: {type(exc).__name__}: {exc}") from exc
-        return any(replies[0::2])
+        return any(replies[0 :: 2 + len(SUPPRESSION_REASONS)])
 
     async def erase_recipient(self, address: str) -> int:
         """Each record is replaced only if unchanged since read (compare and set), so
@@ -632,6 +680,8 @@ class RedisStore(Store):
                     pipe.delete(group.keys.recipient(address))
                     pipe.delete(group.keys.suppression(address))
                     pipe.zrem(group.keys.suppressions, address)
+                    for reason in SUPPRESSION_REASONS:
+                        pipe.zrem(group.keys.suppressions_by_reason(reason), address)
                 await pipe.execute()
         except REDIS_UNAVAILABLE as exc:
             raise StoreUnavailable(f"redis erase failed: {type(exc).__name__}: {exc}") from exc
@@ -662,10 +712,88 @@ class RedisStore(Store):
         except REDIS_UNAVAILABLE as exc:
             raise StoreUnavailable(f"redis write failed: {type(exc).__name__}: {exc}") from exc
 
-    async def read_rollups(self, step: str, starts: Sequence[int]) -> list[Counter[str]]:
-        return await self._read_summed(
-            [[group.keys.rollup(step, start) for group in self._groups] for start in starts]
-        )
+    async def read_rollups(
+        self, step: str, starts: Sequence[int], fields: Fields | None = None
+    ) -> list[Counter[str]]:
+        """Without ``fields``, every field of each period, read whole. With, only those
+        (HSCAN MATCH: Redis filters), of the periods each group's index lists (one
+        ZRANGEBYSCORE a group, not one read a period a group), and a closed period
+        from the in-process cache when it is there."""
+        if fields is None:
+            return await self._read_summed(
+                [[group.keys.rollup(step, start) for group in self._groups] for start in starts]
+            )
+        if not starts:
+            return []
+        now_s = time.time()
+        step_s = stats.STEPS[step]
+        answer: dict[int, Counter[str]] = {}
+        wanted: list[int] = []
+        for start in starts:
+            cached = self._closed.get((step, start, fields.name), now_s)
+            if cached is not None:
+                answer[start] = cached
+            else:
+                wanted.append(start)
+        self.rollup_reads["cached"] += len(answer)
+        if wanted:
+            written = await self._rollups_written(step, min(wanted), max(wanted))
+            wanted = [start for start in wanted if start in written]
+        if wanted:
+            read = await self._scan_summed(
+                [[group.keys.rollup(step, start) for group in self._groups] for start in wanted],
+                fields.patterns(),
+            )
+            for start, counters in zip(wanted, read, strict=True):
+                answer[start] = counters
+                if rollup_cache.closed(step_s, start, now_s):
+                    self._closed.put((step, start, fields.name), counters, now_s)
+        return [answer.get(start, Counter()) for start in starts]
+
+    async def _rollups_written(self, step: str, first: int, last: int) -> set[int]:
+        """The periods in ``[first, last]`` any group's index lists."""
+        try:
+            async with self._client.pipeline(transaction=False) as pipe:
+                for group in self._groups:
+                    pipe.zrangebyscore(group.keys.rollup_index(step), first, last)
+                replies = await pipe.execute()
+        except REDIS_UNAVAILABLE as exc:
+            raise StoreUnavailable(f"redis read failed: {type(exc).__name__}: {exc}") from exc
+        self.rollup_reads["index"] += len(replies)
+        return {int(member) for reply in replies for member in reply}
+
+    async def _scan_summed(
+        self, key_sets: list[list[str]], patterns: list[str]
+    ) -> list[Counter[str]]:
+        """Per set of keys, the sum of their fields matching any of ``patterns``: one
+        HSCAN a key and pattern, all pipelined, each asked for the whole hash at once
+        (a rollup is a few thousand fields); a scan Redis cut short goes on."""
+        keys = [key for key_set in key_sets for key in key_set]
+        sums = [Counter[str]() for _ in key_sets]
+        owners = [n for n, key_set in enumerate(key_sets) for _ in key_set]
+        todo = [
+            (n, key, pattern, 0)
+            for n, key in zip(owners, keys, strict=True)
+            for pattern in patterns
+        ]
+        try:
+            while todo:
+                async with self._client.pipeline(transaction=False) as pipe:
+                    for _, key, pattern, cursor in todo:
+                        pipe.hscan(key, cursor, match=pattern, count=_HSCAN_COUNT)
+                    replies = await pipe.execute()
+                self.rollup_reads["scans"] += len(todo)
+                following = []
+                for (n, key, pattern, _), (cursor, found) in zip(todo, replies, strict=True):
+                    total = sums[n]
+                    for field, count in found.items():
+                        total[field.decode()] += int(count)
+                    if int(cursor) != 0:
+                        following.append((n, key, pattern, int(cursor)))
+                todo = following
+        except REDIS_UNAVAILABLE as exc:
+            raise StoreUnavailable(f"redis read failed: {type(exc).__name__}: {exc}") from exc
+        return sums
 
     async def _read_summed(
         self, key_sets: list[list[str]], heads: tuple[bytes, ...] | None = None
@@ -931,6 +1059,9 @@ def _transitions(writes: Sequence[MessageWrite], reply: list) -> list[Transition
 
 
 _SUPPRESSION_CHUNK = 500
+# Buckets an HSCAN may visit in one call (Redis visits up to ten times COUNT): the
+# whole of any rollup hash, so one call a key.
+_HSCAN_COUNT = 100_000
 # Trim candidates checked per call, and kept waiting per slot group.
 _TRIMS_PER_CALL = 256
 _TRIMS_KEPT = 2_048
@@ -950,6 +1081,7 @@ def _declared(
     candidates' keys. A superset is harmless; a key missing is refused by the
     script (its twin is ``given`` in merge.lua)."""
     names = {keys.pending, keys.buckets, keys.suppressions}
+    names.update(keys.suppressions_by_reason(reason) for reason in SUPPRESSION_REASONS)
     names.update(keys.status(name) for name in _PROBLEM_STATUSES)
     addresses: set[str] = set()
     unsafe: set[str] = set()
@@ -982,6 +1114,7 @@ def _declared(
         for at in moments:
             names.add(keys.rollup("hour", at // _HOUR_MS * 3_600))
             names.add(keys.rollup("day", at // _DAY_MS * 86_400))
+        names.update(keys.rollup_index(step) for step in stats.STEPS)
     names.update(trim[0::3])
     names.update(trim[2::3])
     return list(names)
