@@ -40,7 +40,6 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
 from typing import Any
-from urllib.parse import urlsplit
 
 import certifi
 import httpcore
@@ -241,6 +240,60 @@ class _VettedTransport(httpx.AsyncHTTPTransport):
         )
 
 
+class _RoutingTransport(httpx.AsyncBaseTransport):
+    """Straight out through the vetting backend, or through ``HTTPS_PROXY`` unless
+    ``NO_PROXY`` names the host."""
+
+    def __init__(
+        self, verify: ssl.SSLContext, allow_private: bool, route: ProxyRoute, limits: httpx.Limits
+    ) -> None:
+        self._direct = _VettedTransport(verify, allow_private, limits)
+        self._proxied = (
+            httpx.AsyncHTTPTransport(
+                proxy=route.proxy, verify=verify, trust_env=False, limits=limits
+            )
+            if route.proxy is not None
+            else None
+        )
+        self._route = route
+        self._allow_private = allow_private
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        if self._proxied is not None and self._route.proxied(request.url.host):
+            # The proxy connects: vet the name here if it resolves here at all.
+            await check_destination(str(request.url), self._allow_private, must_resolve=False)
+            return await self._proxied.handle_async_request(request)
+        return await self._direct.handle_async_request(request)
+
+    async def aclose(self) -> None:
+        await self._direct.aclose()
+        if self._proxied is not None:
+            await self._proxied.aclose()
+
+
+def environ_client(
+    *,
+    allow_private: bool = False,
+    timeout_s: float = DEADLINE_S,
+    environ: Mapping[str, str] | None = None,
+) -> httpx.AsyncClient:
+    """An httpx client that reads the environment as the contract says and no
+    further (``HTTPS_PROXY``, ``NO_PROXY``, ``SSL_CERT_FILE``; ``trust_env`` off) and
+    connects only to vetted addresses. :class:`Outbound` posts through one; a GET
+    elsewhere (SNS certificates) may use one directly."""
+    environ = os.environ if environ is None else environ
+    limits = httpx.Limits(max_connections=20, max_keepalive_connections=10)
+    transport = _RoutingTransport(
+        ssl_context(environ), allow_private, ProxyRoute.from_environ(environ), limits
+    )
+    return httpx.AsyncClient(
+        transport=transport,
+        trust_env=False,
+        follow_redirects=False,
+        timeout=httpx.Timeout(timeout_s),
+    )
+
+
 # -- the post ----------------------------------------------------------------------
 
 
@@ -252,20 +305,16 @@ class Outbound:
 
     def __init__(
         self,
-        direct: httpx.AsyncClient,
+        client: httpx.AsyncClient,
         *,
-        proxied: httpx.AsyncClient | None = None,
-        route: ProxyRoute | None = None,
         allow_private: bool = False,
         vetted: bool = False,
         deadline_s: float = DEADLINE_S,
         max_reply_bytes: int = MAX_REPLY_BYTES,
     ) -> None:
-        self._direct = direct
-        self._proxied = proxied
-        self._route = route or ProxyRoute()
+        self._client = client
         self._allow_private = allow_private
-        self._vetted = vetted
+        self._vetted = vetted  # the client's transport vets each connection itself
         self.deadline_s = deadline_s
         self.max_reply_bytes = max_reply_bytes
 
@@ -277,36 +326,9 @@ class Outbound:
         deadline_s: float = DEADLINE_S,
         environ: Mapping[str, str] | None = None,
     ) -> Outbound:
-        environ = os.environ if environ is None else environ
-        verify = ssl_context(environ)
-        limits = httpx.Limits(max_connections=20, max_keepalive_connections=10)
         # Per-operation timeouts only back up the deadline, which post() enforces.
-        timeout = httpx.Timeout(deadline_s)
-        direct = httpx.AsyncClient(
-            transport=_VettedTransport(verify, allow_private, limits),
-            trust_env=False,
-            follow_redirects=False,
-            timeout=timeout,
-        )
-        route = ProxyRoute.from_environ(environ)
-        proxied = None
-        if route.proxy is not None:
-            proxied = httpx.AsyncClient(
-                proxy=route.proxy,
-                verify=verify,
-                trust_env=False,
-                follow_redirects=False,
-                timeout=timeout,
-                limits=limits,
-            )
-        return cls(
-            direct,
-            proxied=proxied,
-            route=route,
-            allow_private=allow_private,
-            vetted=True,
-            deadline_s=deadline_s,
-        )
+        client = environ_client(allow_private=allow_private, timeout_s=deadline_s, environ=environ)
+        return cls(client, allow_private=allow_private, vetted=True, deadline_s=deadline_s)
 
     @classmethod
     def over(
@@ -319,9 +341,7 @@ class Outbound:
         return cls(client, allow_private=allow_private, deadline_s=deadline_s)
 
     async def aclose(self) -> None:
-        await self._direct.aclose()
-        if self._proxied is not None:
-            await self._proxied.aclose()
+        await self._client.aclose()
 
     async def post(
         self,
@@ -334,10 +354,6 @@ class Outbound:
         """POST ``body``; the reply, or :class:`OutboundFailed` when none came
         (every transport error is mapped here, once)."""
         deadline_s = self.deadline_s if deadline_s is None else deadline_s
-        host = urlsplit(url).hostname or ""
-        client, checked, via_proxy = self._direct, self._vetted, False
-        if self._proxied is not None and self._route.proxied(host):
-            client, checked, via_proxy = self._proxied, False, True
         # Never a compressed reply: the bounded read does not decode.
         headers = {**headers, "accept-encoding": "identity"}
         status: int | None = None
@@ -345,9 +361,11 @@ class Outbound:
         body_read = bytearray()
         try:
             async with asyncio.timeout(deadline_s):
-                if not checked:
-                    await check_destination(url, self._allow_private, must_resolve=not via_proxy)
-                async with client.stream("POST", url, content=body, headers=headers) as response:
+                if not self._vetted:
+                    await check_destination(url, self._allow_private)
+                async with self._client.stream(
+                    "POST", url, content=body, headers=headers
+                ) as response:
                     status = response.status_code
                     retry_after = response.headers.get("retry-after")
                     async for chunk in response.aiter_raw():

@@ -124,6 +124,10 @@ async def test_https_proxy_carries_posts_except_to_no_proxy_hosts() -> None:
             with pytest.raises(OutboundFailed, match="ProxyError"):
                 await client.post("https://hooks.example.test/hook", b"{}", JSON)
             assert proxy.lines == ["CONNECT hooks.example.test:443 HTTP/1.1"]
+            # What resolves here is vetted here, proxy or not.
+            with pytest.raises(OutboundFailed, match="not a public address"):
+                await client.post("https://10.0.0.7/hook", b"{}", JSON)
+            assert len(proxy.lines) == 1
             # NO_PROXY: straight out, so resolved here (and it does not resolve).
             with pytest.raises(OutboundFailed, match="cannot resolve"):
                 await client.post("https://hooks.direct.test/hook", b"{}", JSON)
