@@ -136,7 +136,7 @@ async def test_test_alert_posts_to_every_sink_and_says_how_each_went() -> None:
     assert len(receiver.received) == 2 and receiver.refusals == []
 
 
-async def test_a_sink_replying_a_gibibyte_or_dripping_costs_a_few_kibibytes_and_a_deadline() -> (
+async def test_a_sink_replying_a_gibibyte_or_dripping_costs_little_and_ends_at_the_deadline() -> (
     None
 ):
     """#26: alerts post through the same bounded helper as forwarding."""

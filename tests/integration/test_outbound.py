@@ -31,7 +31,7 @@ pytestmark = [pytest.mark.integration, pytest.mark.timeout(30)]
 JSON = {"content-type": "application/json"}
 
 
-async def test_a_receiver_replying_a_gibibyte_costs_the_sender_a_few_kibibytes() -> None:
+async def test_a_receiver_replying_a_gibibyte_is_read_to_4_kib_and_costs_little() -> None:
     async with HostileReceiver("flood") as receiver:
         client = Outbound.from_environ(environ={}, deadline_s=5.0)
         tracemalloc.start()
@@ -50,7 +50,9 @@ async def test_a_receiver_replying_a_gibibyte_costs_the_sender_a_few_kibibytes()
             await asyncio.sleep(0.02)
     assert reply.status == 200 and len(reply.body) == MAX_REPLY_BYTES
     assert elapsed < 2.0
-    assert peak < 1 << 20, f"the post allocated {peak} bytes at its peak"
+    # About 0.4 MB once warm (httpcore reads 64 KiB at a time); first-use imports add
+    # some. The whole reply was 1 GiB, and reading it took 2.1 GB on the base.
+    assert peak < 4 << 20, f"the post allocated {peak} bytes at its peak"
     # What the socket buffers took before the hang-up, nowhere near the gibibyte.
     assert receiver.sent_bytes < 64 << 20 < GIB
     assert receiver.closed == 1
