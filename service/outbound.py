@@ -4,7 +4,7 @@ A receiver is outside our control, so each post is bounded on every side:
 
 * **The reply.** Streamed, and at most ``MAX_REPLY_BYTES`` of its body read (never
   decoded: a gzip bomb stays compressed); the status and headers are the answer. A
-  receiver replying 1 GiB costs a few KiB.
+  receiver replying 1 GiB costs the 4 KiB kept and httpcore's 64 KiB reads.
 * **The time.** One deadline per post, from name resolution through connect, write
   and the reply (httpx's own timeouts are per operation: a receiver dripping a byte a
   second would never trip them). Forwarding keeps it below its lease.
@@ -41,7 +41,6 @@ from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
 from typing import Any
 
-import certifi
 import httpcore
 import httpx
 
@@ -174,8 +173,11 @@ def _no_proxy_matches(entry: str, host: str) -> bool:
 
 def ssl_context(environ: Mapping[str, str]) -> ssl.SSLContext:
     """Verification against ``SSL_CERT_FILE`` when set (a private CA, or a bundle
-    with it), else certifi's bundle, as httpx does by default."""
-    return ssl.create_default_context(cafile=_env(environ, "SSL_CERT_FILE") or certifi.where())
+    with it), else httpx's default (certifi's bundle)."""
+    cafile = _env(environ, "SSL_CERT_FILE")
+    if cafile is None:
+        return httpx.create_ssl_context(verify=True, trust_env=False)
+    return ssl.create_default_context(cafile=cafile)
 
 
 # -- the destination ---------------------------------------------------------------
