@@ -1,7 +1,9 @@
 # syntax=docker/dockerfile:1
 # ses-tracker: `docker build -t ses-tracker .` then
 #   docker run -p 8000:8000 -e SES_TRACKER_REDIS_URL=redis://redis:6379/0 ses-tracker
-# Settings are SES_TRACKER_* environment variables (see README).
+# Settings are SES_TRACKER_* environment variables (see README). Listening on every
+# address, the image answers loopback names only (open http://localhost:8000/);
+# deployed, set SES_TRACKER_PUBLIC_URL (or SES_TRACKER_ALLOWED_HOSTS) to its names.
 
 FROM python:3.11-slim AS build
 WORKDIR /src
@@ -18,7 +20,8 @@ COPY --from=build /opt/venv /opt/venv
 ENV PATH=/opt/venv/bin:$PATH \
     PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
-    SES_TRACKER_HOST=0.0.0.0
+    SES_TRACKER_HOST=0.0.0.0 \
+    SES_TRACKER_ALLOWED_HOSTS=localhost
 USER 10001:10001
 EXPOSE 8000
 # /healthz says the process serves; readiness (/readyz) is for the orchestrator.

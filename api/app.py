@@ -13,10 +13,12 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse
 from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 
 import service
 from api.auth import authenticate
 from api.exports import ExportSlots
+from api.hosts import HostGuard, HostPolicy
 from api.live import Broadcaster
 from api.responses import OrjsonResponse
 from api.routes import (
@@ -35,6 +37,7 @@ from api.routes import (
 from service.access import Keyring
 from service.clock import wall_clock_ms
 from service.parsing import ParseQueueFull
+from service.peers import TrustedProxies
 from service.runtime import Runtime, redis_of
 from service.sessions import MemoryRevocations, RedisRevocations, Revocations
 from service.settings import Settings
@@ -112,6 +115,15 @@ def create_app(
     app.include_router(metrics.router, tags=["metrics"])
 
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
+
+    # Outermost first (the last added runs first): the Host, Origin and content-type
+    # checks see the TCP peer; then uvicorn's proxy headers (serve turns uvicorn's own
+    # off) walk X-Forwarded-For from the right past the trusted proxies.
+    app.state.hosts = HostPolicy.of(settings)
+    app.add_middleware(ProxyHeadersMiddleware, trusted_hosts=settings.forwarded_allow_ips)
+    app.add_middleware(
+        HostGuard, policy=app.state.hosts, proxies=TrustedProxies(settings.forwarded_allow_ips)
+    )
 
     @app.get("/", include_in_schema=False)
     async def status_page() -> FileResponse:

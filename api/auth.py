@@ -18,12 +18,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import Annotated
-from urllib.parse import urlsplit
 
 from fastapi import Depends, HTTPException, Request
 from starlette.requests import HTTPConnection
 
+from api.hosts import PEER, HostPolicy
 from service.access import Keyring, Scope, SessionClaims
+from service.peers import is_loopback
 from service.sessions import Revocations
 
 SESSION_COOKIE = "st_session"
@@ -105,8 +106,10 @@ async def principal_of(connection: HTTPConnection) -> Principal | None:
 
 
 def foreign_origin(connection: HTTPConnection) -> bool:
-    """A browser's ``Origin`` is neither this service's own (the ``Host`` it was
-    reached at, or SES_TRACKER_PUBLIC_URL's), nor in SES_TRACKER_ALLOWED_ORIGINS.
+    """A browser's ``Origin`` is not one that may change state here: neither the
+    public URL's origin, an allowed host's, a loopback page's, nor in
+    SES_TRACKER_ALLOWED_ORIGINS (``api.hosts.HostPolicy``). Never compared with the
+    request's own ``Host``: a DNS-rebinding page chooses that.
 
     Browsers send Origin on cross-origin requests and every websocket handshake;
     clients that are not browsers send none and are not affected.
@@ -114,16 +117,8 @@ def foreign_origin(connection: HTTPConnection) -> bool:
     origin = connection.headers.get("origin")
     if origin is None:
         return False
-    origin = origin.rstrip("/")
-    settings = connection.app.state.runtime.settings
-    if origin in settings.origins:
-        return False
-    netloc = urlsplit(origin).netloc
-    public = urlsplit(settings.public_url or "")
-    if public.netloc and origin == f"{public.scheme}://{public.netloc}":
-        return False
-    host = connection.headers.get("host", "")
-    return not (host and netloc == host)
+    policy: HostPolicy = connection.app.state.hosts
+    return not policy.origin_allowed(origin, is_loopback(connection.scope.get(PEER)))
 
 
 def refuse_unless_may_change(request: Request, principal: Principal) -> None:

@@ -12,8 +12,10 @@ from starlette.requests import HTTPConnection
 
 from api.auth import foreign_origin, token_principal
 from api.exports import ExportSlots
+from api.hosts import FORWARDED, PEER
 from service.alerts.engine import Alerting
 from service.dimensions import Dimensions
+from service.peers import client_key, is_loopback
 from service.pipeline import Pipeline
 from service.runtime import Runtime
 from service.settings import Settings
@@ -84,20 +86,27 @@ def require_token(request: Request, settings: SettingsDep) -> None:
         raise HTTPException(401, "missing or invalid bearer token", {"WWW-Authenticate": "Bearer"})
 
 
-_LOOPBACK = ("127.", "::1", "localhost")
-
-
 def rate_limited(request: Request, runtime: RuntimeDep) -> None:
-    """429 with Retry-After past the client's rate (SES_TRACKER_RATE_LIMIT_*)."""
+    """429 with Retry-After past the client's rate (SES_TRACKER_RATE_LIMIT_*).
+
+    The client is the one uvicorn's proxy headers name when the TCP peer is a
+    trusted proxy (FORWARDED_ALLOW_IPS), else the peer; IPv6 clients count by /64.
+    Loopback is exempt (unless SES_TRACKER_RATE_LIMIT_LOOPBACK) only as the TCP
+    peer itself, and never for a request whose X-Forwarded-For was believed: there
+    a loopback client is whatever the chain says, not this machine.
+    """
     limiter = runtime.rate_limiter
     if limiter is None:
         return
     client = request.client.host if request.client else "unknown"
-    if not runtime.settings.rate_limit_loopback and client.startswith(_LOOPBACK):
+    peer = request.scope.get(PEER, client)
+    forwarded = request.scope.get(FORWARDED, False)
+    if not runtime.settings.rate_limit_loopback and not forwarded and is_loopback(peer):
         return
+    key = client_key(client)
     # api.body charges the same client for its body's size once it is read.
-    request.state.rate_limit_client = client
-    wait_s = limiter.take(client, time.monotonic())
+    request.state.rate_limit_client = key
+    wait_s = limiter.take(key, time.monotonic())
     if wait_s > 0:
         raise HTTPException(
             429, "too many requests from this client", {"Retry-After": str(math.ceil(wait_s))}

@@ -241,7 +241,7 @@ class ReadyAnswer(_Open):
 
 
 ERRORS: dict[int | str, dict[str, Any]] = {
-    status: {"model": ErrorAnswer} for status in (400, 401, 403, 404, 413, 422, 429, 503)
+    status: {"model": ErrorAnswer} for status in (400, 401, 403, 404, 413, 415, 422, 429, 503)
 }
 
 

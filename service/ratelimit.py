@@ -1,8 +1,10 @@
 """Per-client request rate limits for the ingest endpoints: token buckets, bounded.
 
-Each client (its address as the server sees it: behind a proxy, set uvicorn's
-``FORWARDED_ALLOW_IPS`` so that is the real client) gets ``burst`` tokens at once
-and ``rate_per_s`` a second after that. A request costs one token, plus one per
+Each client gets ``burst`` tokens at once and ``rate_per_s`` a second after that. A
+client is keyed by ``service.peers.client_key``: its IPv4 address or its IPv6 /64,
+as the proxy headers name it when the TCP peer is a trusted proxy (uvicorn's
+``FORWARDED_ALLOW_IPS``: the proxy's CIDR, walked from the right), else the peer's;
+``api.deps.rate_limited`` decides who is exempt. A request costs one token, plus one per
 :data:`BYTES_PER_TOKEN` of its body once inflated (charged when the body has been
 read): a big body costs parse work in proportion, so it costs tokens in proportion.
 The table of clients is bounded: the least recently seen is forgotten first, which

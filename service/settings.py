@@ -13,6 +13,7 @@ from typing import Any, Literal
 from urllib.parse import urlsplit
 
 from pydantic import (
+    AliasChoices,
     Field,
     SecretStr,
     ValidationError,
@@ -79,6 +80,14 @@ class Settings(BaseSettings):
     catch_up_lag_s: float = Field(900, gt=0)
     workers: str = Field("1", pattern=r"^(auto|[1-9][0-9]{0,2})$")
     allowed_origins: str | None = None
+    # Host names answered besides loopback names and the public URL's (api.hosts).
+    allowed_hosts: str | None = None
+    # uvicorn's own variable (no prefix): peers whose X-Forwarded-For/-Proto count.
+    # The app applies uvicorn's ProxyHeadersMiddleware itself, after noting the TCP
+    # peer, so the rate limiter can tell a proxied client from a local one.
+    forwarded_allow_ips: str = Field(
+        "127.0.0.1", validation_alias=AliasChoices("forwarded_allow_ips", "FORWARDED_ALLOW_IPS")
+    )
     rate_limit_per_s: float = Field(200.0, ge=0)
     rate_limit_burst: int = Field(1_000, ge=1)
     rate_limit_loopback: bool = False
@@ -138,6 +147,17 @@ class Settings(BaseSettings):
         if self.read_tokens is None:
             return []
         return parse_read_tokens(self.read_tokens.get_secret_value())
+
+    @field_validator("allowed_hosts")
+    @classmethod
+    def _host_names(cls, value: str | None) -> str | None:
+        for entry in split_list(value):
+            if entry != "*" and ("/" in entry or (entry.count(":") > 1 and "[" not in entry)):
+                raise ValueError(
+                    f"{entry[:80]!r} is not a host name (give names like tracker.example.com, "
+                    "no scheme or path; bracket IPv6 addresses)"
+                )
+        return value
 
     @field_validator("tag_dimensions")
     @classmethod
@@ -301,5 +321,9 @@ def unknown_names(environ: dict[str, str], dotenv: dict[str, str | None]) -> lis
     return warnings
 
 
-def _split(value: str | None) -> list[str]:
+def split_list(value: str | None) -> list[str]:
+    """A comma-separated setting's entries, trimmed, empty ones dropped."""
     return [part.strip() for part in (value or "").split(",") if part.strip()]
+
+
+_split = split_list

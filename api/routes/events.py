@@ -16,7 +16,7 @@ _ANY_PAYLOAD = {
         "description": "SES events in any shape the parser reads (see the README).",
         "content": {
             "application/json": {"schema": {}},
-            "text/plain": {"schema": {"type": "string"}},
+            "application/x-ndjson": {"schema": {"type": "string"}},
         },
     }
 }

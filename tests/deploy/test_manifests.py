@@ -267,3 +267,67 @@ def test_the_eventbridge_rule_takes_only_this_configuration_sets_events() -> Non
     assert "detail" not in account  # account-level events carry no configuration set
     rule = template["Rules"]["FirehoseNeedsAccessKey"]
     assert rule["Assertions"]  # the Firehose path cannot be enabled without a key
+
+
+# --- Hosts and proxies (issue #26) ----------------------------------------------
+
+
+def dockerfile_env() -> dict[str, str]:
+    """The ENV the image sets (KEY=VALUE pairs of its ENV instructions)."""
+    text = (ROOT / "Dockerfile").read_text().replace("\\\n", " ")
+    pairs = [m for line in re.findall(r"^ENV (.+)$", text, re.M) for m in line.split()]
+    return dict(pair.split("=", 1) for pair in pairs)
+
+
+def env_file(path: Path) -> dict[str, str]:
+    lines = [line for line in path.read_text().splitlines() if line and line[0] != "#"]
+    return dict(line.split("=", 1) for line in lines)
+
+
+def exposure(env: dict[str, str]) -> str | None:
+    """Why serve would exit 2 with this environment, or None."""
+    from api.hosts import exposure_problem
+
+    names = {"host": "SES_TRACKER_HOST", "public_url": "SES_TRACKER_PUBLIC_URL",
+             "allowed_hosts": "SES_TRACKER_ALLOWED_HOSTS"}  # fmt: skip
+    values = {field: env[name] for field, name in names.items() if name in env}
+    return exposure_problem(Settings(_env_file=None, **values))
+
+
+def assert_proxies_named(spec: str) -> None:
+    """FORWARDED_ALLOW_IPS names proxies: networks short of everything, never `*`."""
+    import ipaddress
+
+    for entry in spec.split(","):
+        network = ipaddress.ip_network(entry.strip())  # raises on `*` or a name
+        assert network.prefixlen > 0, entry
+
+
+def test_every_shipped_way_to_run_serve_names_the_hosts_it_answers() -> None:
+    image = dockerfile_env()
+    assert image["SES_TRACKER_HOST"] == "0.0.0.0" and exposure(image) is None
+    base = compose_services("compose.yaml")
+    cluster = compose_services("compose.cluster.yaml")
+    for name, service in base.items():
+        if name.startswith("tracker-"):
+            # The cluster file is layered over this one: its environment merges in.
+            merged = {**image, **service["environment"], **cluster[name]["environment"]}
+            assert exposure({**image, **service["environment"]}) is None, name
+            assert exposure(merged) is None, name
+    config = manifests()["configmap.yaml"]["data"]
+    assert exposure({**image, **config}) is None
+    example = env_file(DEPLOY / "ses-tracker.env.example")
+    assert example["SES_TRACKER_HOST"] == "0.0.0.0" and exposure(example) is None
+    # And with nothing set the same image would refuse to start.
+    assert exposure({"SES_TRACKER_HOST": "0.0.0.0"}) is not None
+
+
+def test_the_ingress_host_is_the_public_urls_and_only_the_proxy_is_trusted() -> None:
+    found = manifests()
+    config = found["configmap.yaml"]["data"]
+    public_host = config["SES_TRACKER_PUBLIC_URL"].split("//", 1)[1].split("/")[0]
+    assert found["ingress.yaml"]["spec"]["rules"][0]["host"] == public_host
+    assert_proxies_named(config["FORWARDED_ALLOW_IPS"])
+    assert_proxies_named(env_file(DEPLOY / "ses-tracker.env.example")["FORWARDED_ALLOW_IPS"])
+    for path in [*DEPLOY.rglob("*.yaml"), DEPLOY / "ses-tracker.env.example", ROOT / "Dockerfile"]:
+        assert not re.search(r"FORWARDED_ALLOW_IPS\W+\*", path.read_text()), path

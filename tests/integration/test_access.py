@@ -67,7 +67,7 @@ async def app_client(
     app = create_app(settings, clock_ms=clock)
     async with app.router.lifespan_context(app):
         transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+        async with httpx.AsyncClient(transport=transport, base_url="http://127.0.0.1") as client:
             yield app, client
 
 
@@ -281,7 +281,7 @@ async def test_a_foreign_origin_cannot_sign_in_nor_change_state(client: httpx.As
     assert response.status_code == 403 and "set-cookie" not in response.headers
     erase = await client.delete("/v1/recipients/a@example.com", headers={**bearer(API), **evil})
     assert erase.status_code == 403
-    own = {"Origin": "http://test"}
+    own = {"Origin": "http://127.0.0.1"}
     assert (await client.post("/v1/session", json={"token": API}, headers=own)).status_code == 204
 
 

@@ -95,7 +95,7 @@ async def test_a_big_body_costs_a_token_per_256_kib_inflated() -> None:
     async for harness in harness_for(settings):
         app = harness.client._transport.app  # type: ignore[attr-defined]
         transport = httpx.ASGITransport(app=app, client=("203.0.113.9", 4321))
-        async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+        async with httpx.AsyncClient(transport=transport, base_url="http://127.0.0.1") as client:
             body = big_batch("tok", 2_600)  # just over 1 MiB inflated: 1 + 4 tokens
             assert 1024 * 1024 < len(body) < 1280 * 1024
             response = await client.post("/v1/events", content=gzip.compress(body), headers=GZIP)
@@ -108,7 +108,7 @@ async def test_a_big_body_costs_a_token_per_256_kib_inflated() -> None:
             assert answers == [202] * 5 + [429]
         # Another client pays for nothing of this one's.
         other = httpx.ASGITransport(app=app, client=("198.51.100.3", 4321))
-        async with httpx.AsyncClient(transport=other, base_url="http://test") as client:
+        async with httpx.AsyncClient(transport=other, base_url="http://127.0.0.1") as client:
             response = await client.post("/v1/events", content=body, headers=AUTH)
             assert response.status_code == 202
             # 5 tokens left; a small post leaves 4: the next big one passes its
@@ -126,7 +126,7 @@ async def test_a_body_costing_more_than_the_burst_is_payable_once_with_a_full_bu
         app = harness.client._transport.app  # type: ignore[attr-defined]
         transport = httpx.ASGITransport(app=app, client=("203.0.113.10", 4321))
         async with httpx.AsyncClient(
-            transport=transport, base_url="http://test", headers=FIREHOSE_KEY_HEADER
+            transport=transport, base_url="http://127.0.0.1", headers=FIREHOSE_KEY_HEADER
         ) as client:
             body = big_batch("fhtok", 2_600)  # over 1 MiB: 1 + 4 tokens, over the burst
             response = await client.post("/v1/ingest/firehose", content=firehose_body(body))

@@ -52,7 +52,7 @@ async def scrape(settings: Settings, body: bytes, extra_source: Source | None = 
     app = create_app(settings, on_start=on_start)
     async with app.router.lifespan_context(app):
         transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+        async with httpx.AsyncClient(transport=transport, base_url="http://127.0.0.1") as client:
             await client.post("/v1/events", content=body, headers=headers or {})
             return await client.get("/metrics", headers=headers or {})
 
@@ -132,7 +132,7 @@ async def test_event_time_lag_is_in_readyz_and_metrics_and_says_when_catching_up
     app = create_app(Settings(_env_file=None), clock_ms=ses.clock_from(T + 3_600_000))
     async with app.router.lifespan_context(app):
         transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+        async with httpx.AsyncClient(transport=transport, base_url="http://127.0.0.1") as client:
             ready = (await client.get("/readyz")).json()
             assert ready["event_lag_s"] == {} and ready["catching_up"] == {}
             await client.post("/v1/events", content=ses.dumps(ses.send("m-old", ["a@x.com"])))

@@ -156,7 +156,7 @@ async def test_push_and_ingest_endpoints_are_rate_limited_per_client() -> None:
         app = harness.client._transport.app  # type: ignore[attr-defined]
         for client_host in ("203.0.113.5", "198.51.100.7"):
             transport = httpx.ASGITransport(app=app, client=(client_host, 4321))
-            async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+            async with httpx.AsyncClient(transport=transport, base_url="http://[::1]") as client:
                 auth = {"Authorization": "Bearer api-secret"}
                 answers = [
                     (await client.post("/v1/events", content=b"[]", headers=auth)).status_code

@@ -39,6 +39,7 @@ app = create_app(
         firehose_access_key="fuzz-key",
         rate_limit_per_s=0,
         max_body_bytes=256 * 1024,
+        allowed_hosts="testserver",  # the Host schemathesis's in-process client names
     ),
     on_start=_stub_outbound,
 )

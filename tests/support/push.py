@@ -47,7 +47,7 @@ async def harness_for(settings: Settings) -> AsyncIterator[Harness]:
         runtime = holder["runtime"]
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(
-            transport=transport, base_url="http://test", headers=FIREHOSE_KEY_HEADER
+            transport=transport, base_url="http://127.0.0.1", headers=FIREHOSE_KEY_HEADER
         ) as client:
             harness = Harness(client, runtime, signer)
             runtime.sns_verifier = SnsVerifier(fetch=signer.fetch)

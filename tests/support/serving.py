@@ -38,7 +38,9 @@ async def serving(
             on_start(runtime)
 
     app = create_app(settings, on_start=started, clock_ms=clock_ms)
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_config=None))
+    # As serve runs it: the app reads the proxy headers itself (api.app).
+    config = uvicorn.Config(app, host="127.0.0.1", port=port, log_config=None, proxy_headers=False)
+    server = uvicorn.Server(config)
     task = asyncio.create_task(server.serve())
     try:
         await asyncio.to_thread(wait_for_port, port)

@@ -158,7 +158,7 @@ async def test_an_operator_sees_bad_addresses_in_the_answer_readyz_and_metrics()
     app = create_app(Settings(_env_file=None))
     async with app.router.lifespan_context(app):
         transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+        async with httpx.AsyncClient(transport=transport, base_url="http://127.0.0.1") as client:
             answer = (await client.post("/v1/events", content=body)).json()
             ready = (await client.get("/readyz")).json()
             metrics = (await client.get("/metrics")).text
