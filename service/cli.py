@@ -18,7 +18,7 @@ import orjson
 import uvicorn
 
 import service
-from service.settings import Settings, SettingsError, load_settings, unknown_names
+from service.settings import Settings, SettingsError, load_settings, split_list, unknown_names
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -181,6 +181,8 @@ def _serve(args: argparse.Namespace, *, demo: bool = False) -> int:
     _warn_unknown_settings()
     if not _alert_settings_valid(settings) or not _forward_settings_valid(settings):
         return 2
+    if not _exposure_settings_valid(settings):
+        return 2
     workers = settings.worker_count()
     if workers > 1:
         if demo:
@@ -218,10 +220,41 @@ def _serve(args: argparse.Namespace, *, demo: bool = False) -> int:
         access_log=False,
         lifespan="on",
         timeout_graceful_shutdown=20,
+        # The app reads the proxy headers itself (api.app), after noting the TCP peer.
+        proxy_headers=False,
     )
     server = DrainingServer(config)
     server.run()
     return 0 if server.started else 1
+
+
+def _exposure_settings_valid(settings: Settings) -> bool:
+    """Listening beyond this machine: the names it answers to must be known (exit 2
+    otherwise), and without an API token anyone who reaches it may change state."""
+    import structlog
+
+    from api.hosts import exposure_problem, is_loopback_bind
+
+    problem = exposure_problem(settings)
+    if problem is not None:
+        sys.stderr.write(f"ses-tracker: {problem}\n")
+        return False
+    log = structlog.get_logger(__name__)
+    if not is_loopback_bind(settings.host) and settings.api_token is None:
+        log.warning(
+            "open_on_the_network",
+            host=settings.host,
+            risk="no SES_TRACKER_API_TOKEN: anyone who reaches this address can read every "
+            "message and recipient, post events (a forged bounce suppresses an address) "
+            "and erase data; set SES_TRACKER_API_TOKEN",
+        )
+    if "*" in split_list(settings.forwarded_allow_ips):
+        log.warning(
+            "every_peer_trusted_as_a_proxy",
+            risk="FORWARDED_ALLOW_IPS=* believes the leftmost X-Forwarded-For entry, which "
+            "clients write: rate limits can be dodged; name the proxy's CIDR instead",
+        )
+    return True
 
 
 def _serve_workers(settings: Settings, workers: int) -> int:
@@ -253,6 +286,7 @@ def _serve_workers(settings: Settings, workers: int) -> int:
         access_log=False,
         lifespan="on",
         timeout_graceful_shutdown=20,
+        proxy_headers=False,  # as in _serve: the app reads them
     )
     structlog.get_logger(__name__).info("workers_starting", workers=workers, port=settings.port)
     Multiprocess(config, sockets=[config.bind_socket()]).run()
