@@ -430,9 +430,9 @@ def _test_alert(args: argparse.Namespace) -> int:
     )
 
     async def post_all() -> list[tuple[str, str | None]]:
-        import httpx
+        from service.outbound import Outbound
 
-        client = httpx.AsyncClient(timeout=httpx.Timeout(10.0, connect=5.0))
+        client = Outbound.from_environ(allow_private=True)  # as the service posts
         deliverer = Deliverer(client, secret=config.secret, attempts=2, max_wait_s=5.0)
         outcomes = []
         try:
