@@ -49,12 +49,11 @@ class Fields:
     def name(self) -> str:
         return "" if self.by is None else self.by
 
-    def patterns(self) -> list[str]:
-        """Redis glob patterns (HSCAN MATCH) that select the fields."""
-        overall = "[" + "".join(head[0] for head in FIGURE_HEADS) + "]:*"
+    def group_patterns(self) -> list[str]:
+        """Redis glob patterns (HSCAN MATCH) that select the groups wanted."""
         if self.by is None:
-            return [overall]
-        return [overall, "g:" + self.by.translate(_GLOB_SPECIAL) + "=*"]
+            return []
+        return ["g:" + self.by.translate(_GLOB_SPECIAL) + "=*"]
 
     def wants(self, field: str) -> bool:
         """The same selection, for a store that filters in Python."""

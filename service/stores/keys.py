@@ -49,6 +49,8 @@ FAMILIES: dict[str, tuple[str, bool]] = {
     "rollup": ("hist:", True),
     # The rollup periods written, per step (a zset of starts): history reads only these.
     "rollup_index": ("hist-idx:", True),
+    # A rollup's overall figures again, apart from its groups: what most reads want.
+    "rollup_overall": ("hist-all:", True),
     "suppression": ("sup:", True),
     "suppressions": ("sup-index", False),
     # The listing again, one zset per reason, so ``?reason=`` pages without filtering.
@@ -162,6 +164,14 @@ class RedisKeys:
 
     def rollup(self, step: str, start: int) -> str:
         return f"{self.rollup_prefix}{step}:{start}"
+
+    @property
+    def rollup_overall_prefix(self) -> str:
+        return self._fixed("rollup_overall")
+
+    def rollup_overall(self, step: str, start: int) -> str:
+        """The overall figures (``c:``, ``l:``, ``y:``) of ``rollup(step, start)``, alone."""
+        return f"{self.rollup_overall_prefix}{step}:{start}"
 
     def rollup_index(self, step: str) -> str:
         """zset of the ``step`` rollups written, member and score their start (s)."""

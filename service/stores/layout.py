@@ -59,6 +59,7 @@ STATS = (
     "groups_prefix",  # a live bucket's groups: <groups_prefix><bucket>:<dimension>
     "admission_prefix",  # an hour's live admission: <admission_prefix><hour>
     "rollup_index_prefix",  # the rollups written: <rollup_index_prefix><step>, a zset
+    "overall_prefix",  # a rollup's overall figures alone: <overall_prefix><step>:<start>
 )
 # ARGV[index]: the search indexes' settings.
 INDEX = ("prefix", "bucket_ms", "status_names", "oldest_live_ms")

@@ -351,7 +351,8 @@ local function rollups_of(at)
                        stats[STATS_HISTORY_CAP])
       -- Listed in its step's index, so that history reads only periods that exist.
       t.period = {stats[STATS_ROLLUP_INDEX_PREFIX] .. string.sub(name, 1, -2), start,
-                  stats[STATS_NOW_S] - step_s - keep_s}
+                  stats[STATS_NOW_S] - step_s - keep_s,
+                  stats[STATS_OVERALL_PREFIX] .. name .. start}
       list[#list + 1] = t
     end
   end
@@ -778,6 +779,16 @@ if stats then
     redis.call('EXPIRE', key, t.ttl)
     if t.period then
       local index_key, start, expired_before = t.period[1], t.period[2], t.period[3]
+      -- The overall figures again, alone (service.history.FIGURE_HEADS), so that a
+      -- reader of them need not read the groups.
+      local overall_key = given(t.period[4])
+      for field, n in pairs(t.counted) do
+        local head = string.sub(field, 1, 2)
+        if head == 'c:' or head == 'l:' or head == 'y:' then
+          redis.call('HINCRBY', overall_key, field, n)
+        end
+      end
+      redis.call('EXPIRE', overall_key, t.ttl)
       redis.call('ZADD', given(index_key), start, start)
       if not trimmed_indexes[index_key] then
         -- Entries of rollups past their keep (expired by their TTL) leave the index.

@@ -131,19 +131,59 @@ async def _list_by_reason(store: RedisStore) -> None:
             log.info("migrated_reason_listings", group=group.number, entries=listed)
 
 
+# One rollup: its overall figures copied, whole, to their own hash (same expiry), and
+# its period listed in its step's index. Overwriting from the rollup itself is
+# idempotent, and right at any moment: the rollup holds every figure the copy does.
+_INDEX_ROLLUP = """
+local fields = redis.call('HGETALL', KEYS[1])
+if #fields == 0 then
+  return 0
+end
+redis.call('DEL', KEYS[2])
+local copied = {}
+for i = 1, #fields, 2 do
+  local head = string.sub(fields[i], 1, 2)
+  if head == 'c:' or head == 'l:' or head == 'y:' then
+    copied[#copied + 1] = fields[i]
+    copied[#copied + 1] = fields[i + 1]
+    if #copied >= 1000 then
+      redis.call('HSET', KEYS[2], unpack(copied))
+      copied = {}
+    end
+  end
+end
+if #copied > 0 then
+  redis.call('HSET', KEYS[2], unpack(copied))
+end
+local ttl = redis.call('PTTL', KEYS[1])
+if ttl > 0 and redis.call('EXISTS', KEYS[2]) == 1 then
+  redis.call('PEXPIRE', KEYS[2], ttl)
+end
+redis.call('ZADD', KEYS[3], ARGV[1], ARGV[1])
+return 1
+"""
+# Rollups migrated at once (one script each).
+_AT_ONCE = 32
+
+
 async def _index_rollups(store: RedisStore) -> None:
-    """Format 2 lists the rollup periods written per step (``hist-idx:<step>``, written
-    by merge.lua), and history reads only those: every period a rollup may still
+    """Format 2 lists the rollup periods written per step (``hist-idx:<step>``) and
+    keeps each rollup's overall figures apart (``hist-all:<step>:<start>``), both
+    written by merge.lua; history reads only those. Every period a rollup may still
     exist for (the longest keep, from now back) is probed with EXISTS, a chunk at a
-    time, and the ones there listed. Idempotent."""
+    time, and each one there gets its copy and its index entry (one script each).
+    Idempotent."""
+    import asyncio
     import time
 
     from service import stats
 
     client = store.client
+    script = client.register_script(_INDEX_ROLLUP)
     now_s = int(time.time())
     for group in store.slot_groups:
         keys: RedisKeys = group.keys
+        indexed = 0
         for step, step_s in stats.STEPS.items():
             last = now_s // step_s * step_s
             starts = [last - n * step_s for n in range(_KEPT_PERIODS[step])]
@@ -153,9 +193,24 @@ async def _index_rollups(store: RedisStore) -> None:
                     for start in chunk:
                         pipe.exists(keys.rollup(step, start))
                     there = await pipe.execute()
-                found = {str(s): s for s, hit in zip(chunk, there, strict=True) if hit}
-                if found:
-                    await client.zadd(keys.rollup_index(step), found)
+                found = [start for start, hit in zip(chunk, there, strict=True) if hit]
+                for first in range(0, len(found), _AT_ONCE):
+                    await asyncio.gather(
+                        *(
+                            script(
+                                keys=[
+                                    keys.rollup(step, start),
+                                    keys.rollup_overall(step, start),
+                                    keys.rollup_index(step),
+                                ],
+                                args=[start],
+                            )
+                            for start in found[first : first + _AT_ONCE]
+                        )
+                    )
+                indexed += len(found)
+        if indexed:
+            log.info("migrated_rollups", group=group.number, rollups=indexed)
 
 
 # The most periods a rollup is kept for, per step (eleven years of days, the longest
@@ -169,7 +224,7 @@ MIGRATIONS: list[Migration] = [
     ),
     Migration(2, "live buckets: groups per dimension, admission per hour", split_live_buckets),
     Migration(2, "suppression listings per reason", _list_by_reason),
-    Migration(2, "an index of the rollup periods written, per step", _index_rollups),
+    Migration(2, "rollups: an index of the periods written, overall figures apart", _index_rollups),
 ]
 
 

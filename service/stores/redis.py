@@ -404,6 +404,7 @@ class RedisStore(Store):
                     groups_prefix=group_keys.stats_groups_prefix,
                     admission_prefix=group_keys.stats_admission_prefix,
                     rollup_index_prefix=group_keys.rollup_index(""),
+                    overall_prefix=group_keys.rollup_overall_prefix,
                 )
             )
         packed_feed = b""
@@ -715,10 +716,11 @@ class RedisStore(Store):
     async def read_rollups(
         self, step: str, starts: Sequence[int], fields: Fields | None = None
     ) -> list[Counter[str]]:
-        """Without ``fields``, every field of each period, read whole. With, only those
-        (HSCAN MATCH: Redis filters), of the periods each group's index lists (one
-        ZRANGEBYSCORE a group, not one read a period a group), and a closed period
-        from the in-process cache when it is there."""
+        """Without ``fields``, every field of each period, read whole. With, only those,
+        of the periods each group's index lists (one ZRANGEBYSCORE a group, not one
+        read a period a group): the overall figures from their own small hash, and
+        the groups of ``fields.by`` (HSCAN MATCH: Redis filters the rollup); a closed
+        period from the in-process cache when it is there."""
         if fields is None:
             return await self._read_summed(
                 [[group.keys.rollup(step, start) for group in self._groups] for start in starts]
@@ -740,10 +742,23 @@ class RedisStore(Store):
             written = await self._rollups_written(step, min(wanted), max(wanted))
             wanted = [start for start in wanted if start in written]
         if wanted:
-            read = await self._scan_summed(
-                [[group.keys.rollup(step, start) for group in self._groups] for start in wanted],
-                fields.patterns(),
+            read = await self._read_summed(
+                [
+                    [group.keys.rollup_overall(step, start) for group in self._groups]
+                    for start in wanted
+                ]
             )
+            self.rollup_reads["overall"] += len(wanted) * len(self._groups)
+            if fields.by is not None:
+                grouped = await self._scan_summed(
+                    [
+                        [group.keys.rollup(step, start) for group in self._groups]
+                        for start in wanted
+                    ],
+                    fields.group_patterns(),
+                )
+                for total, more in zip(read, grouped, strict=True):
+                    total.update(more)
             for start, counters in zip(wanted, read, strict=True):
                 answer[start] = counters
                 if rollup_cache.closed(step_s, start, now_s):
@@ -1112,8 +1127,9 @@ def _declared(
                 names.add(keys.stats_admission(stats.admission_hour(bucket)))
                 names.update(keys.stats_groups(bucket, dimension) for dimension in dimensions)
         for at in moments:
-            names.add(keys.rollup("hour", at // _HOUR_MS * 3_600))
-            names.add(keys.rollup("day", at // _DAY_MS * 86_400))
+            for step, start in (("hour", at // _HOUR_MS * 3_600), ("day", at // _DAY_MS * 86_400)):
+                names.add(keys.rollup(step, start))
+                names.add(keys.rollup_overall(step, start))
         names.update(keys.rollup_index(step) for step in stats.STEPS)
     names.update(trim[0::3])
     names.update(trim[2::3])

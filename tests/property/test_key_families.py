@@ -42,6 +42,7 @@ VARIABLE = {
     "stats_admission": lambda k, v: k.stats_admission_prefix + v,
     "rollup": lambda k, v: k.rollup(v, 0),
     "rollup_index": lambda k, v: k.rollup_index(v),
+    "rollup_overall": lambda k, v: k.rollup_overall(v, 0),
     "suppression": lambda k, v: k.suppression(v),
     "suppressions_by_reason": lambda k, v: k.suppressions_by_reason(v),
     "replayed": lambda k, v: k.replayed(v),
@@ -78,7 +79,13 @@ def test_every_family_has_a_builder_here() -> None:
         for name, member in inspect.getmembers(RedisKeys)
         if not name.startswith("_") and (inspect.isfunction(member) or isinstance(member, property))
     }
-    prefixes = {"stats_prefix", "rollup_prefix", "stats_groups_prefix", "stats_admission_prefix"}
+    prefixes = {
+        "stats_prefix",
+        "rollup_prefix",
+        "rollup_overall_prefix",
+        "stats_groups_prefix",
+        "stats_admission_prefix",
+    }
     assert methods - prefixes - {"prefix"} <= set(FAMILIES)
 
 
