@@ -5,7 +5,8 @@ Built when asked, from the recipient's search index (newest first), so it costs 
 storage beyond that index (one entry per message the address received) and always
 agrees with the message records. A recipient of very many messages (a monitoring
 inbox in BCC) is read up to :data:`MAX_MESSAGES` newest; ``complete`` then says
-the counts cover those only.
+the counts cover those only. Only the newest message is viewed whole, and only the
+newest :data:`RECENT` summarized.
 
 ``suppressed`` is the address's entry in the suppression list
 (``service.suppressions``), which outlives the messages and goes when removed.
@@ -47,9 +48,12 @@ def profile(
     suppressed: Suppression | None,
     options: ViewOptions,
 ) -> dict[str, Any]:
-    """``hits``: the recipient's messages, newest first (at least one)."""
-    outcomes = [outcome_of(address, hit, options) for hit in hits]
-    counts = Counter(outcome["status"] for outcome in outcomes)
+    """``hits``: the recipient's messages, newest first (at least one).
+
+    The counts come from each record's flags for the address (no view built); one
+    message view, the newest's, gives the last outcome, and :data:`RECENT` summaries
+    the page of recent messages: the work of a call is bounded whatever the count."""
+    counts = Counter(hit.record.recipient_status(address) for hit in hits)
     return {
         "address": address,
         "messages": len(hits),
@@ -57,7 +61,7 @@ def profile(
         "first_sent_at": _sent_at(hits[-1]),
         "last_sent_at": _sent_at(hits[0]),
         "status_counts": {status: counts.get(status, 0) for status in state.STATUSES},
-        "last_outcome": outcomes[0],
+        "last_outcome": outcome_of(address, hits[0], options),
         "suppressed": None
         if suppressed is None
         else {k: v for k, v in suppressed.view().items() if k in ("reason", "since", "message_id")},
