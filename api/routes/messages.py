@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, HTTPException, Path, Query
+from fastapi import APIRouter, HTTPException, Path, Query, Request
 from starlette.responses import Response
 
 from api.deps import (
@@ -13,6 +13,7 @@ from api.deps import (
     SettingsDep,
     StoreDep,
 )
+from api.exports import client_of
 from api.responses import OrjsonResponse
 from api.schemas import ERRORS, MessageView, SearchAnswer
 from service import search, state
@@ -31,6 +32,7 @@ Value = Annotated[str | None, Query(min_length=1, max_length=256)]
 
 @router.get("/messages", response_model=SearchAnswer, responses=ERRORS)
 async def search_messages(
+    request: Request,
     store: StoreDep,
     settings: SettingsDep,
     clock_ms: ClockDep,
@@ -89,7 +91,7 @@ async def search_messages(
         raise HTTPException(422, str(exc)) from exc
     options = ViewOptions(clock_ms(), int(settings.overdue_after_s * 1000))
     if format is not None:
-        return exports.stream(store, query, format, options)
+        return exports.stream(store, query, format, options, client=client_of(request))
     page = await store.search(query)
     return OrjsonResponse(
         {
