@@ -113,8 +113,9 @@ async def over_http(url: str, since_ms: int, until_ms: int) -> list[tuple[str, f
                 await asyncio.sleep(0.01)
 
         prober = asyncio.create_task(probe())
-        for label in ("first call", "next call"):
-            seconds, response = await timed(client.get("/v1/history", params=params))
+        for label, by in (("first call", None), ("next call", None), ("by=domain", "domain")):
+            asked = params if by is None else {**params, "by": by}
+            seconds, response = await timed(client.get("/v1/history", params=asked))
             response.raise_for_status()
             figures.append((f"HTTP /v1/history?step=day, {label}", seconds))
         done.set()

@@ -793,19 +793,22 @@ class RedisStore(Store):
         ]
         try:
             while todo:
+                # A round at a time: a year of groups is hundreds of thousands of
+                # fields, and the event loop (so /healthz) gets its turn between rounds.
+                batch, todo = todo[:_SCANS_A_ROUND], todo[_SCANS_A_ROUND:]
                 async with self._client.pipeline(transaction=False) as pipe:
-                    for _, key, pattern, cursor in todo:
+                    for _, key, pattern, cursor in batch:
                         pipe.hscan(key, cursor, match=pattern, count=_HSCAN_COUNT)
                     replies = await pipe.execute()
-                self.rollup_reads["scans"] += len(todo)
-                following = []
-                for (n, key, pattern, _), (cursor, found) in zip(todo, replies, strict=True):
-                    total = sums[n]
-                    for field, count in found.items():
-                        total[field.decode()] += int(count)
-                    if int(cursor) != 0:
-                        following.append((n, key, pattern, int(cursor)))
-                todo = following
+                self.rollup_reads["scans"] += len(batch)
+                found = [(n, fields) for (n, *_), (_, fields) in zip(batch, replies, strict=True)]
+                # Added up in a worker thread, likewise.
+                await asyncio.to_thread(_add_into, sums, found)
+                todo += [
+                    (n, key, pattern, int(cursor))
+                    for (n, key, pattern, _), (cursor, _) in zip(batch, replies, strict=True)
+                    if int(cursor) != 0
+                ]
         except REDIS_UNAVAILABLE as exc:
             raise StoreUnavailable(f"redis read failed: {type(exc).__name__}: {exc}") from exc
         return sums
@@ -1077,6 +1080,7 @@ _SUPPRESSION_CHUNK = 500
 # Buckets an HSCAN may visit in one call (Redis visits up to ten times COUNT): the
 # whole of any rollup hash, so one call a key.
 _HSCAN_COUNT = 100_000
+_SCANS_A_ROUND = 64
 # Trim candidates checked per call, and kept waiting per slot group.
 _TRIMS_PER_CALL = 256
 _TRIMS_KEPT = 2_048
@@ -1181,6 +1185,14 @@ def _read_entries(reply: Any, position: str, into: list[Transition]) -> str:
                     )
                 )
     return position
+
+
+def _add_into(sums: list[Counter[str]], found: list[tuple[int, dict[bytes, bytes]]]) -> None:
+    """Each scan's fields added to its set's sum (``found``: set number, fields)."""
+    for n, fields in found:
+        total = sums[n]
+        for field, count in fields.items():
+            total[field.decode()] += int(count)
 
 
 def _earliest(address: str, raws: Sequence[bytes | None]) -> Suppression | None:
