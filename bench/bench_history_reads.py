@@ -124,29 +124,21 @@ async def over_http(url: str, since_ms: int, until_ms: int) -> list[tuple[str, f
     return figures
 
 
-async def main() -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument("--days", type=int, default=400)
-    parser.add_argument("--groups", type=int, default=128, help="slot groups, empty store")
-    parser.add_argument("--no-http", action="store_true", help="skip the served part")
-    args = parser.parse_args()
-
+async def measure(days: int, groups: int, http: bool) -> list[tuple[str, float]]:
+    """(what, seconds) of each read; the reads' answers checked equal."""
     now_ms = time.time_ns() // 1_000_000
     today = stats.day_of(now_ms)
-    starts = [today - n * stats.DAY_S for n in range(args.days - 1, -1, -1)]
+    starts = [today - n * stats.DAY_S for n in range(days - 1, -1, -1)]
     since_ms, until_ms = starts[0] * 1000, now_ms
     workdir = tempfile.TemporaryDirectory()
     redis = RedisServer(Path(workdir.name))
     redis.start()
     client = aioredis.Redis.from_url(redis.url)
-    out = sys.stdout
     rows: list[tuple[str, float]] = []
     try:
         store = RedisStore(client, prefix="st:")
         fields = await fill(client, store, starts)
-        out.write(f"{args.days} full days of rollups, {fields:,} fields each\n")
+        rows.append((f"{days} full days of rollups, fields each", fields))
         seconds, before = await timed(route_work(store, starts, None, fields=False))
         rows.append(("as it was: every field of every day", seconds))
         seconds, cold = await timed(route_work(store, starts, None, fields=True))
@@ -162,20 +154,33 @@ async def main() -> None:
         rows.append(("by=domain now, closed days cached", seconds))
         await store.close()
 
-        empty = RedisStore(client, prefix="empty:", slot_groups=args.groups)
+        empty = RedisStore(client, prefix="empty:", slot_groups=groups)
         seconds, _ = await timed(empty.read_rollups("day", starts))
-        rows.append((f"empty store, {args.groups} groups, as it was", seconds))
+        rows.append((f"empty store, {groups} groups, as it was", seconds))
         seconds, _ = await timed(empty.read_rollups("day", starts, history.Fields(None)))
-        rows.append((f"empty store, {args.groups} groups, now", seconds))
+        rows.append((f"empty store, {groups} groups, now", seconds))
 
-        if not args.no_http:
+        if http:
             rows += await over_http(redis.url, since_ms, until_ms)
     finally:
         await client.aclose()
         redis.stop()
         workdir.cleanup()
+    return rows
+
+
+async def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--days", type=int, default=400)
+    parser.add_argument("--groups", type=int, default=128, help="slot groups, empty store")
+    parser.add_argument("--no-http", action="store_true", help="skip the served part")
+    args = parser.parse_args()
+    (heading, fields), *rows = await measure(args.days, args.groups, not args.no_http)
+    sys.stdout.write(f"{heading.replace('fields each', f'{fields:,} fields each')}\n")
     for label, seconds in rows:
-        out.write(f"  {label:45} {seconds * 1000:9,.1f} ms\n")
+        sys.stdout.write(f"  {label:45} {seconds * 1000:9,.1f} ms\n")
 
 
 if __name__ == "__main__":
