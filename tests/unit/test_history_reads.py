@@ -63,3 +63,18 @@ async def test_the_memory_store_answers_the_fields_asked_for() -> None:
     assert overall == {"c:sent": 2} and missing == {}
     [by_domain] = await store.read_rollups("day", [0], history.Fields("domain"))
     assert by_domain == {"c:sent": 2, "g:domain=x.com|c:sent": 2}
+
+
+def test_the_route_scales_the_cap_by_the_groups_behind_any_cache() -> None:
+    from redis import asyncio as aioredis
+
+    from api.routes.stats import _slot_group_count
+    from service.stores import RedisStore
+    from service.stores.cached import CachedStore
+
+    client = aioredis.Redis.from_url("redis://127.0.0.1:1")  # never connected
+    clustered = RedisStore(client, slot_groups=128)
+    assert _slot_group_count(clustered) == 128
+    assert _slot_group_count(CachedStore(clustered, ttl_s=1)) == 128
+    assert _slot_group_count(RedisStore(client)) == 1
+    assert _slot_group_count(MemoryStore()) == 1
