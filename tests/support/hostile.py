@@ -5,13 +5,14 @@ at a time and never end."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
+
+from tests.support.receiver import LoopbackServer
 
 GIB = 1 << 30
 _CHUNK = b"x" * (64 * 1024)
 
 
-class HostileReceiver:
+class HostileReceiver(LoopbackServer):
     """``mode``: ``"flood"`` answers 200 with a 1 GiB body; ``"drip"`` sends a status
     line, then header bytes every ``drip_s`` seconds, for ever. Counts what it sent
     and how many posts were open at once."""
@@ -25,26 +26,6 @@ class HostileReceiver:
         self.open_now = 0
         self.most_open = 0
         self.closed = 0  # connections the sender closed on us
-        self._server: asyncio.Server | None = None
-        self.port = 0
-
-    @property
-    def base(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    async def __aenter__(self) -> HostileReceiver:
-        self._server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
-        self.port = self._server.sockets[0].getsockname()[1]
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        assert self._server is not None
-        self._server.close()
-        # Handlers still writing end when their connection does (close_clients: 3.12+).
-        if hasattr(self._server, "close_clients"):
-            self._server.close_clients()
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._server.wait_closed(), 2)
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Self
 
 import orjson
 
@@ -29,7 +31,37 @@ class Answer:
     close: bool = False  # drop the connection instead of answering
 
 
-class Receiver:
+class LoopbackServer:
+    """An asyncio server on a free loopback port for the life of an ``async with``;
+    subclasses answer connections in ``_serve``. On leaving, connections still open
+    are closed too (``close_clients``, 3.12+), so a handler that never ends (a
+    hostile receiver) does not hold the test."""
+
+    _server: asyncio.Server | None = None
+    port = 0
+
+    @property
+    def base(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    async def __aenter__(self) -> Self:
+        self._server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
+        self.port = self._server.sockets[0].getsockname()[1]
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        assert self._server is not None
+        self._server.close()
+        if hasattr(self._server, "close_clients"):
+            self._server.close_clients()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._server.wait_closed(), 2)
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        raise NotImplementedError
+
+
+class Receiver(LoopbackServer):
     """Answers each request with the next scripted Answer (then 200s), after ``check``.
 
     ``check(request)`` may raise AssertionError: the answer is then 400 with the
@@ -41,22 +73,6 @@ class Receiver:
         self.received: list[Received] = []
         self.refusals: list[str] = []
         self._check = check
-        self._server: asyncio.Server | None = None
-        self.port = 0
-
-    @property
-    def base(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    async def __aenter__(self) -> Receiver:
-        self._server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
-        self.port = self._server.sockets[0].getsockname()[1]
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        assert self._server is not None
-        self._server.close()
-        await self._server.wait_closed()
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
