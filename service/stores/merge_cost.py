@@ -26,6 +26,7 @@ makes its recipients new).
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import NamedTuple
 
 from service.state import MAX_RECIPIENTS, EventWrite, MessageWrite
 
@@ -70,11 +71,13 @@ def write_cost(write: MessageWrite) -> int:
     )
 
 
-def split(write: MessageWrite, budget: int) -> list[MessageWrite]:
-    """``write`` as parts of at most ``budget`` units each (one event is never cut:
-    the parser bounds an event's recipients, so its cost is bounded too)."""
-    if write_cost(write) <= budget:
-        return [write]
+def _parts(write: MessageWrite, budget: int) -> list[tuple[MessageWrite, int]]:
+    """``write`` as parts of at most ``budget`` units each, with their costs (one
+    event is never cut: the parser bounds an event's recipients, so its cost is
+    bounded too)."""
+    whole = write_cost(write)
+    if whole <= budget:
+        return [(write, whole)]
     groups = len(write.groups) + 2
     fixed = MESSAGE_UNITS + len(write.providers) + len(write.destination) * ADDRESS_UNITS
     parts: list[MessageWrite] = []
@@ -88,23 +91,35 @@ def split(write: MessageWrite, budget: int) -> list[MessageWrite]:
         events.append(event)
         cost += added
     parts.append(write._replace(events=tuple(events)))
-    return parts
+    return [(part, write_cost(part)) for part in parts]
 
 
-def cut(writes: Sequence[MessageWrite], budget: int = DEFAULT_BUDGET) -> list[list[MessageWrite]]:
+def split(write: MessageWrite, budget: int) -> list[MessageWrite]:
+    """``write`` as parts of at most ``budget`` units each."""
+    return [part for part, _ in _parts(write, budget)]
+
+
+class Call(NamedTuple):
+    """The writes one merge call carries, and what they may cost together."""
+
+    writes: list[MessageWrite]
+    cost: int
+
+
+def cut(writes: Sequence[MessageWrite], budget: int = DEFAULT_BUDGET) -> list[Call]:
     """``writes`` in calls of at most ``budget`` units each, in order; a message over
-    the budget alone becomes parts in consecutive calls."""
-    calls: list[list[MessageWrite]] = []
+    the budget alone becomes parts in consecutive calls. Each write is costed once
+    (this runs per batch on the hot path)."""
+    calls: list[Call] = []
     current: list[MessageWrite] = []
     spent = 0
     for write in writes:
-        for part in split(write, budget):
-            cost = write_cost(part)
+        for part, cost in _parts(write, budget):
             if current and spent + cost > budget:
-                calls.append(current)
+                calls.append(Call(current, spent))
                 current, spent = [], 0
             current.append(part)
             spent += cost
     if current or not calls:
-        calls.append(current)
+        calls.append(Call(current, spent))
     return calls

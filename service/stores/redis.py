@@ -258,12 +258,12 @@ class RedisStore(Store):
         # group's part (a group with no message of the batch gets a script of its own
         # for it), so each group's copy says what that group holds durably.
         for group, group_writes in self._by_group(writes, every=checkpoint is not None):
-            group_chunks = merge_cost.cut(group_writes, self._call_budget)
-            for position, chunk in enumerate(group_chunks):
-                last = position == len(group_chunks) - 1
+            group_calls = merge_cost.cut(group_writes, self._call_budget)
+            for position, (chunk, cost) in enumerate(group_calls):
+                last = position == len(group_calls) - 1
                 chunks.append(chunk)
                 numbers.append(group.number)
-                costs.append(sum(map(merge_cost.write_cost, chunk)))
+                costs.append(cost)
                 calls.append(self._call_args(group, chunk, checkpoint if last else None, counting))
         try:
             if calls:

@@ -66,9 +66,10 @@ def test_no_call_exceeds_its_budget_for_any_parsed_input(records: list[dict], bu
     writes = parsed_writes(records)
     calls = merge_cost.cut(writes, budget)
     for call in calls:
-        assert sum(map(merge_cost.write_cost, call)) <= budget
+        assert sum(map(merge_cost.write_cost, call.writes)) <= budget
+        assert call.cost == sum(map(merge_cost.write_cost, call.writes))
     # Every event goes exactly once, in order, each message's parts in a row.
-    flat = [(w.message_id, e) for call in calls for w in call for e in w.events]
+    flat = [(w.message_id, e) for call in calls for w in call.writes for e in w.events]
     assert flat == [(w.message_id, e) for w in writes for e in w.events]
 
 
