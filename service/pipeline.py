@@ -282,7 +282,7 @@ class Pipeline:
             elapsed = time.perf_counter() - started
             for timer in self.merge_timers:
                 timer(elapsed)
-            kept = [event for event in events if event.message_id not in refused]
+            kept = [e for e in events if e.message_id not in refused] if refused else events
             counters.events += len(kept)
             counters.by_type.update(event.type.label for event in kept)
         for account_event in account_events:
