@@ -290,7 +290,11 @@ async def main() -> None:
                          "--state-dir", state]  # fmt: skip
             plan.append(("peer (Quix Streams)", peer_argv, base_env, []))
         single = {"SES_TRACKER_REDIS_URL": redis_server.url}
-        on_cluster = {"SES_TRACKER_REDIS_URL": cluster.url, "SES_TRACKER_REDIS_CLUSTER": "true"}
+        on_cluster = (
+            {"SES_TRACKER_REDIS_URL": cluster.url, "SES_TRACKER_REDIS_CLUSTER": "true"}
+            if "cluster" not in skip
+            else {}
+        )
         for key, label, extra, nodes in (
             ("redis", "tracker, Redis", single, [redis]),
             ("memory", "tracker, memory", {}, []),

@@ -17,8 +17,7 @@ from collections.abc import Callable
 
 import redis.asyncio as aioredis
 
-from service.stores.base import StoreUnavailable
-from service.stores.errors import REDIS_UNAVAILABLE
+from service.stores.errors import unavailable
 from service.stores.keys import RedisKeys
 
 
@@ -88,13 +87,9 @@ class RedisSeenIds(SeenIds):
         return self._keys.seen(self._kind, digest)
 
     async def seen(self, key: str) -> bool:
-        try:
+        with unavailable("read"):
             return bool(await self._client.exists(self._key(key)))
-        except REDIS_UNAVAILABLE as exc:
-            raise StoreUnavailable(f"redis read failed: {type(exc).__name__}") from exc
 
     async def remember(self, key: str) -> None:
-        try:
+        with unavailable("write"):
             await self._client.set(self._key(key), b"1", px=self._ttl_ms)
-        except REDIS_UNAVAILABLE as exc:
-            raise StoreUnavailable(f"redis write failed: {type(exc).__name__}") from exc

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gc
 from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import replace
@@ -31,6 +32,7 @@ from service.pipeline import Pipeline
 from service.ratelimit import RateLimiter
 from service.settings import Settings
 from service.stores import CachedStore, MemoryStore, RedisStore, Store
+from service.stores.base import StoreUnavailable
 from service.stores.redis import StoreFormatError, StoreLayoutError
 
 log = structlog.get_logger(__name__)
@@ -288,6 +290,7 @@ class Runtime:
             self.pipeline.on_transitions(self.feed.publish)
         else:
             self.spawn("transition-feed", follow_redis(redis, self.feed, asyncio.sleep))
+            self.spawn("statistics-projection", redis.projection.run_forever())
         self.spawn("alert-evaluator", self.alerting.run_evaluator())
         if self.mx is not None:
             self.spawn("mx-resolver", self.mx.run())
@@ -310,6 +313,12 @@ class Runtime:
                 log.error("source_drain_timed_out", task=task.get_name())
                 task.cancel()
             await asyncio.gather(*self._source_tasks, return_exceptions=True)
+        redis = redis_of(self.store)
+        if redis is not None:
+            # What the drained sources merged, counted now rather than by the next
+            # lease holder (best effort: the log keeps it either way).
+            with contextlib.suppress(StoreUnavailable, TimeoutError):
+                await asyncio.wait_for(redis.projection.sweep(), 5.0)
         if self.forwarder is not None:
             self.forwarder.stop()
         for task in self._tasks:

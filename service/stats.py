@@ -1,10 +1,13 @@
 """Windowed statistics and history: counts by status, rates, latency percentiles,
 overall and per group of every dimension (``service.dimensions``).
 
-Counting happens inside the store's merge, from what actually changed, so a batch
-merged twice (a retry, a replay after a crash) counts once, and every replica adds
-to the same numbers. A change counts in up to three places, all keyed by *event*
-time (the SES timestamp of the event that made it; send time for Send):
+Counting follows from what a merge actually changed, so a batch merged twice (a
+retry, a replay after a crash) counts once, and every replica adds to the same
+numbers: the memory store counts inside its merge (:class:`Changes`); Redis from
+the change log its merge appends, applied by a projection with its own checkpoint
+(``service.stores.changelog``, ``projection``), with the same classes. A change
+counts in up to three places, all keyed by *event* time (the SES timestamp of the
+event that made it; send time for Send):
 
 * the live bucket of ``BUCKET_S`` seconds it falls in (:func:`live_bucket`), which
   the live windows sum: an event ahead of the wall clock counts now, one older than
@@ -54,7 +57,15 @@ from __future__ import annotations
 
 import math
 from collections import Counter
-from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, MutableMapping
+from collections.abc import (
+    Callable,
+    Collection,
+    Iterable,
+    Iterator,
+    Mapping,
+    MutableMapping,
+    Sequence,
+)
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
@@ -318,20 +329,20 @@ class RollupCounters(Admission):
 
     group_cap = HISTORY_GROUP_CAP
 
-    def once(self, fields: Iterable[str]) -> None:
+    def once(self, fields: Iterable[str], n: int = 1) -> None:
         for field in fields:
             if field.startswith("g:"):
                 group, _, rest = field[2:].rpartition("|")
                 field = "g:" + self.admit(group) + "|" + rest
-            self[field] += 1
+            self[field] += n
 
-    def transition(self, groups: Iterable[str], names: list[str]) -> None:
+    def transition(self, groups: Iterable[str], names: Sequence[str], n: int = 1) -> None:
         for name in names:
-            self[name] += 1
+            self[name] += n
         for group in groups:
             prefix = "g:" + self.admit(group) + "|"
             for name in names:
-                self[prefix + name] += 1
+                self[prefix + name] += n
 
 
 class LiveBucket(Mapping[str, int]):
@@ -348,29 +359,30 @@ class LiveBucket(Mapping[str, int]):
         self.groups: dict[str, Counter[str]] = {}
         self.admission = Admission() if admission is None else admission
 
-    def count_group(self, group: str, tail: str) -> None:
-        """One more ``tail`` counter (``c:sent``, ``y`` ...) under ``group``, as admitted."""
+    def count_group(self, group: str, tail: str, n: int = 1) -> None:
+        """``n`` more of the ``tail`` counter (``c:sent``, ``y`` ...) under ``group``,
+        as admitted."""
         admitted = self.admission.admit(group)
         dimension = dimension_of(admitted)
         fields = self.groups.get(dimension)
         if fields is None:
             fields = self.groups[dimension] = Counter()
-        fields["g:" + admitted + "|" + tail] += 1
+        fields["g:" + admitted + "|" + tail] += n
 
-    def once(self, fields: Iterable[str]) -> None:
+    def once(self, fields: Iterable[str], n: int = 1) -> None:
         for field in fields:
             if field.startswith("g:"):
                 group, _, rest = field[2:].rpartition("|")
-                self.count_group(group, rest)
+                self.count_group(group, rest, n)
             else:
-                self.overall[field] += 1
+                self.overall[field] += n
 
-    def transition(self, groups: Iterable[str], names: list[str]) -> None:
+    def transition(self, groups: Iterable[str], names: Sequence[str], n: int = 1) -> None:
         for name in names:
-            self.overall[name] += 1
+            self.overall[name] += n
         for group in groups:
             for name in names:
-                self.count_group(group, name)
+                self.count_group(group, name, n)
 
     def fields(self, dimensions: Collection[str] | None = None) -> Counter[str]:
         """The overall figures and the groups of ``dimensions`` (None: every one)."""
@@ -411,6 +423,10 @@ class Changes:
     """
 
     __slots__ = ("_admissions", "_counting", "_live", "_rollups", "_steps", "touched")
+    # What new hours' admissions and new rollups are made of (the change log's
+    # projection passes every group through: service.stores.changelog).
+    admission_type: type[Admission] = Admission
+    rollup_type: type[RollupCounters] = RollupCounters
 
     def __init__(
         self,
@@ -437,7 +453,7 @@ class Changes:
             hour = admission_hour(bucket)
             admission = self._admissions.get(hour)
             if admission is None:
-                admission = self._admissions[hour] = Admission()
+                admission = self._admissions[hour] = self.admission_type()
             counters = self._live[bucket] = LiveBucket(admission)
         self.touched.add(bucket)
         return counters
@@ -449,7 +465,7 @@ class Changes:
                 key = (step, start_of(at))
                 rollup = self._rollups.get(key)
                 if rollup is None:
-                    rollup = self._rollups[key] = RollupCounters()
+                    rollup = self._rollups[key] = self.rollup_type()
                 targets.append(rollup)
         return targets
 

@@ -33,7 +33,7 @@ from redis.exceptions import ResponseError
 
 from service.forward.items import Change
 from service.stores.base import StoreUnavailable
-from service.stores.errors import REDIS_UNAVAILABLE
+from service.stores.errors import REDIS_UNAVAILABLE, unavailable
 from service.stores.keys import RedisKeys
 from service.stores.slots import poll_groups
 
@@ -150,10 +150,8 @@ class RedisOutbox(Outbox):
 
     async def lease(self, subscription_id: str, holder: str, ttl_ms: int) -> bool:
         key = self._keys.forward_lease(subscription_id)
-        try:
+        with unavailable("lease"):
             return bool(await _bounded(self._renew(keys=[key], args=[holder, ttl_ms])))
-        except REDIS_UNAVAILABLE as exc:
-            raise StoreUnavailable(f"redis lease failed: {type(exc).__name__}") from exc
 
     async def release(self, subscription_id: str, holder: str) -> None:
         # It expires on its own.
@@ -162,7 +160,7 @@ class RedisOutbox(Outbox):
             await _bounded(self._release(keys=[key], args=[holder]), 2.0)
 
     async def read(self, subscription_id: str, count: int, block_ms: int) -> list[Entry]:
-        try:
+        with unavailable("read"):
             # Read before and never acknowledged (a sender died, or lost its lease).
             entries = await self._read_each(subscription_id, "0", count)
             live = [e for e in entries if e.changes is not None]
@@ -177,8 +175,6 @@ class RedisOutbox(Outbox):
             if live or entries:
                 return live
             return await self._fresh(subscription_id, count, block_ms)
-        except REDIS_UNAVAILABLE as exc:
-            raise StoreUnavailable(f"redis read failed: {type(exc).__name__}") from exc
 
     async def _fresh(self, subscription_id: str, count: int, block_ms: int) -> list[Entry]:
         if not self._grouped:
@@ -226,13 +222,11 @@ class RedisOutbox(Outbox):
         for entry_id in entry_ids:
             group, stream_id = self._place(entry_id)
             by_group.setdefault(group, []).append(stream_id)
-        try:
+        with unavailable("ack"):
             for group, stream_ids in by_group.items():
                 await _bounded(
                     self._client.xack(self._streams[group], subscription_id, *stream_ids)
                 )
-        except REDIS_UNAVAILABLE as exc:
-            raise StoreUnavailable(f"redis ack failed: {type(exc).__name__}") from exc
 
     async def backlog(self, subscription_id: str) -> Backlog:
         entries = 0

@@ -99,11 +99,14 @@ class Store(ABC):
         """Merge a batch; when it returns, the batch (and checkpoint) is durable.
 
         With ``counting`` (``service.stats.Counting``), what the batch changed is
-        counted in the statistics, atomically with the state: each change in the
-        live bucket of its own event's time (``EventWrite.bucket``), unless
-        ``counting.live`` is off (replays of history), and in the rollups of its
-        event's UTC hour and day within ``counting.history_days``. Without it,
-        nothing is counted.
+        counted in the statistics exactly once: each change in the live bucket of
+        its own event's time (``EventWrite.bucket``), unless ``counting.live`` is
+        off (replays of history), and in the rollups of its event's UTC hour and day
+        within ``counting.history_days``. The memory store counts atomically with
+        the state; Redis appends what changed to its change log, atomically with the
+        state, and its statistics projection applies it (``service.stores.
+        projection``: before this returns where this process holds the projection's
+        lease, else within the holder's next sweep). Without it, nothing is counted.
 
         Raises ``StoreUnavailable`` when the store cannot take it (retry), and
         ``MergeRejected`` when it refuses messages for what they hold (poison:

@@ -11,6 +11,9 @@ code raises neither.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+
 from redis.exceptions import (
     AskError,
     ClusterDownError,
@@ -24,6 +27,8 @@ from redis.exceptions import (
     TryAgainError,
 )
 from redis.exceptions import TimeoutError as RedisTimeout
+
+from service.stores.base import StoreUnavailable
 
 REDIS_UNAVAILABLE: tuple[type[BaseException], ...] = (RedisError, RedisClusterException, OSError)
 # Around one client call only (see above).
@@ -83,3 +88,22 @@ def cool_down_s(exc: BaseException) -> float:
     if isinstance(exc, ResponseError) and str(exc).upper().startswith("BUSY"):
         return BUSY_COOL_DOWN_S
     return 0.0
+
+
+@contextmanager
+def unavailable(what: str, *, one_call: bool = False) -> Iterator[None]:
+    """The one mapping of what a Redis client raises for an outage to
+    ``StoreUnavailable`` (retry later; nothing was lost), as httpx maps its
+    transport's errors once: ``with unavailable("read"): ...``.
+
+    ``one_call``: the block is a single client call, where the client's own
+    ``AttributeError``/``TypeError`` on a dead connection mean an outage too (the
+    module docstring); around more code they would hide a bug."""
+    caught = REDIS_CALL_FAILED if one_call else REDIS_UNAVAILABLE
+    try:
+        yield
+    except caught as exc:
+        raise StoreUnavailable(
+            f"redis {what} failed: {type(exc).__name__}: {str(exc)[:300]}",
+            retry_after_s=cool_down_s(exc),
+        ) from exc

@@ -38,6 +38,11 @@ FAMILIES: dict[str, tuple[str, bool]] = {
     "send_time_bucket": ("t:", True),
     # Written beside the records, in the same merge.
     "checkpoint": ("ckpt:", True),
+    # The change log (service.stores.changelog), and each projection's checkpoint in
+    # it and lease on it.
+    "changelog": ("log", False),
+    "projection": ("proj:", True),
+    "projection_lease": ("proj-lease:", True),
     "transitions": ("transitions", False),
     "forward": ("fwd", False),
     "forward_lease": ("fwd:lease:", True),
@@ -119,6 +124,18 @@ class RedisKeys:
     # Written beside the records, in the same merge.
     def checkpoint(self, name: str) -> str:
         return f"{self._fixed('checkpoint')}{name}"
+
+    @property
+    def changelog(self) -> str:
+        """The change log stream (service.stores.changelog)."""
+        return self._fixed("changelog")
+
+    def projection(self, name: str) -> str:
+        """A projection's checkpoint: the last change log entry it applied."""
+        return f"{self._fixed('projection')}{name}"
+
+    def projection_lease(self, name: str) -> str:
+        return f"{self._fixed('projection_lease')}{name}"
 
     @property
     def transitions(self) -> str:

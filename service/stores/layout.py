@@ -4,22 +4,25 @@ The script reads msgpack arrays by index; a position written in two places would
 drift. So every array that crosses the boundary is named here, in order, and the
 script is loaded with a prelude generated from these names (:func:`lua_prelude`):
 ``merge.lua`` writes ``event[EVENT_AT]``, never ``event[9]``, and the status codes
-it tests come from ``service.state``. Message and event writes go over as the
-``MessageWrite``/``EventWrite`` tuples themselves (msgpack packs a tuple as an
-array), so their field order *is* the wire order and nothing is repacked per event.
+it tests come from ``service.state``. Message and event writes go over in the
+``MessageWrite``/``EventWrite`` field order (msgpack packs a tuple as an array):
+a message's own tuple with its events cut before their statistics fields
+(``slim``), which the script has no use for.
 """
 
 from __future__ import annotations
 
 import re
 
-from service import codec, search, state, stats
+from service import codec, dimensions, search, state, stats
 from service.stores import keys
 
 # A batch entry: one per message key, in KEYS order.
 ENTRY = ("write", "handle")
 MESSAGE = state.MessageWrite._fields
-EVENT = state.EventWrite._fields
+# An event's fields up to its statistics, which stay in Python: the change log's
+# context carries them to the projection (service.stores.changelog).
+EVENT = state.EventWrite._fields[: state.EventWrite._fields.index("natural")]
 # One of an event's recipient_bits.
 BITS = ("address", "bits")
 # A stored record (Redis string, msgpack); read back by redis_record.
@@ -31,7 +34,7 @@ ARG = (
     "max_fields",
     "batch",
     "checkpoint",
-    "stats",
+    "log",
     "feed",
     "index",
     "max_recipients",
@@ -41,25 +44,36 @@ ARG = (
     "suppress",
     "trim",
     "declared",
+    "log_context",
 )
-# ARGV[stats], when statistics are counted.
-STATS = (
-    "bucket_ttl_s",
-    "status_names",
-    "live_cap",
-    "bucket_prefix",
-    "now_bucket",  # NOT_LIVE: nothing counted live (replays)
-    "rollup_prefix",
-    "hour_from_ms",  # -1: no hourly rollups
-    "hour_keep_s",
-    "day_from_ms",  # -1: no daily rollups
-    "day_keep_s",
-    "history_cap",
-    "now_s",
-    "groups_prefix",  # a live bucket's groups: <groups_prefix><bucket>:<dimension>
-    "admission_prefix",  # an hour's live admission: <admission_prefix><hour>
-    "rollup_index_prefix",  # the rollups written: <rollup_index_prefix><step>, a zset
-    "overall_prefix",  # a rollup's overall figures alone: <overall_prefix><step>:<start>
+# ARGV[log], when the call appends to the change log (service.stores.changelog).
+LOG = ("min_id_ms",)
+# One event new to the store, in a change log entry's "a" field (flattened).
+APPLIED = ("message_index", "event_index")
+# project.lua's plan (service.stores.projection): the statistics a run of change
+# log entries counted, per target; "*_key" values are positions in KEYS.
+PLAN = ("admissions", "live", "rollups", "now_bucket", "bucket_ttl_s")
+# Where groups are admitted (an hour's live buckets share one; a rollup is its
+# own), and the groups its targets count, in the order they were first counted.
+ADMISSION = ("key", "ttl_s", "cap", "order")
+LIVE = (
+    "bucket",
+    "key",
+    "ttl_s",
+    "admission_key",
+    "overall",
+    "groups",  # [[group, {tail: n}]...], in first-counted order
+    "dimension_keys",  # {dimension: key}
+)
+ROLLUP = (
+    "key",
+    "ttl_s",
+    "overall",
+    "groups",
+    "overall_key",
+    "index_key",
+    "start",
+    "expired_before",
 )
 # ARGV[index]: the search indexes' settings.
 INDEX = ("prefix", "bucket_ms", "status_names", "oldest_live_ms")
@@ -97,9 +111,7 @@ CODES = {
     "PROBLEM_FIRST": state.STATUSES.index(search.PROBLEM_STATUSES[0]),
     "NEW_RECIPIENT": -1,  # from_status of a recipient first seen
     "DESTINATION_EVENT": 0,  # event_index of a change no single event made
-    "NOT_LIVE": stats.NOT_LIVE,  # EventWrite.bucket of an event no live window reads
     "NO_LATENCY": -1,  # FED latency_ms without a known send time
-    "NO_STEP": -1,  # EventWrite.natural of an event that brings no status
     "COMPLAINT_BIT": state.COMPLAINT,  # gained by a complaint (else a Permanent bounce)
     "UNSAFE_BITS": state.UNSAFE,  # outcome flags that make an address a suppression
 }
@@ -118,6 +130,8 @@ LUA_KEY_FAMILIES = (
 # Strings the script tests or builds names from, named.
 STRINGS = {
     "DETAIL_BOUNCE_SUBTYPE": codec.short_key("bounce_subtype"),
+    "OTHER_SUFFIX": "=" + stats.OTHER,
+    "NO_DOMAIN": dimensions.NONE,  # the domain of an address without one
     **{f"KEY_{family.upper()}": keys.stem(family) for family in LUA_KEY_FAMILIES},
 }
 
@@ -128,7 +142,12 @@ _ARRAYS = {
     "BITS": BITS,
     "RECORD": RECORD,
     "ARG": ARG,
-    "STATS": STATS,
+    "LOG": LOG,
+    "PLAN": PLAN,
+    "ADMISSION": ADMISSION,
+    "LIVE": LIVE,
+    "ROLLUP": ROLLUP,
+    "APPLIED": APPLIED,
     "INDEX": INDEX,
     "FEED": FEED,
     "FED": FED,
@@ -139,6 +158,23 @@ _ARRAYS = {
     "STORED": STORED,
     "REPLY": REPLY,
 }
+
+
+_EVENT_FIELDS = len(EVENT)
+_GROUPS = MESSAGE.index("groups")
+_PROVIDERS = MESSAGE.index("providers")
+
+
+def slim(write: state.MessageWrite, providers: bool) -> tuple:
+    """What the script is sent of a write: its events without their statistics
+    fields, no groups, and its providers only when forwarding (the forwarded
+    entries name each recipient's provider)."""
+    fields = list(write)
+    fields[MESSAGE.index("events")] = tuple(event[:_EVENT_FIELDS] for event in write.events)
+    fields[_GROUPS] = ()
+    if not providers:
+        fields[_PROVIDERS] = {}
+    return tuple(fields)
 
 
 def position(array: tuple[str, ...], name: str) -> int:

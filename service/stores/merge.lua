@@ -6,7 +6,7 @@
 -- hash-max-listpack-* settings, read and written once per message per batch.
 --
 -- KEYS: one per message, then the checkpoint hash when there is a checkpoint, then
--- the statistics revisions hash when there are statistics, then the transitions
+-- the change log stream when there is a log, then the transitions
 -- stream when there is a feed, then the forwarding outbox when there is one; then,
 -- with slot groups (ARGV[declared] = '1'), in any order, every other key the call
 -- may touch (declared by service.stores.redis: index, statistics, rollup and
@@ -21,28 +21,15 @@
 --           (the key is <prefix>m:{handle}; the record keeps the message id). A
 --           MessageWrite holds its EventWrites; both are service.state's tuples;
 --   checkpoint = {position = value}, or an empty string for none;
---   stats = [bucket_ttl_s, [status names...], live_cap, bucket_prefix, now_bucket,
---           rollup_prefix, hour_from_ms, hour_keep_s, day_from_ms, day_keep_s,
---           history_cap, now_s, groups_prefix, admission_prefix], or an empty string
---           for none (service.stats.Counting).
---           Each change counts in the live bucket of the event that made it (none
---           when its EventWrite.bucket or now_bucket is NOT_LIVE; new destination
---           recipients count in the first event's): overall in the hash
---           <bucket_prefix><bucket>, per group in the hash
---           <groups_prefix><bucket>:<dimension> of the group's dimension (marked by a
---           field d:<dimension> = 1 in the overall hash), all expiring bucket_ttl_s
---           after the bucket's time; the groups admitted apart (live_cap per
---           dimension) are those of the bucket's UTC hour, in the hash
---           <admission_prefix><hour> (a:<group>, n:<dimension>), expiring with the
---           hour's last bucket (service.stats.LiveBucket, Admission); and in the rollups <rollup_prefix>hour:<start> and day:<start> of
---           its event's UTC hour and day, when the event is dated hour_from_ms or
---           day_from_ms or later (-1: none), which expire hour_keep_s or day_keep_s
---           after their period ends. Every change counts overall and under one
---           group per dimension: the message's (MessageWrite.groups) plus the
---           recipient's domain= and provider= (MessageWrite.providers, "other" when
---           absent). The revisions hash (KEYS) gets field "seq" incremented once per
---           call that counts anything live, and each touched live bucket's field set
---           to it (service.stats.Revisions); fields of buckets past the ttl go.
+--   log = [min_id_ms], or an empty string for none; log_context = bytes: when
+--           there is a log, each call that changed anything appends one entry to
+--           the change log stream (KEYS, after the checkpoint's): field "c" the
+--           context as Python packed it (service.stores.changelog: the counting
+--           settings and each message's statistics facts), "t" the transitions as
+--           the reply holds them but with the recipient's domain for its address,
+--           "a" the events new to the store (message_index, event_index, flattened). Entries older than min_id_ms are trimmed. The
+--           projections (statistics) apply the log after the merge, each under its
+--           own checkpoint: nothing derived is counted here.
 --   suppress = [keep_s, now_ms], or an empty string for none: a recipient newly
 --          holding a Permanent bounce or a complaint is recorded at
 --          <prefix>sup:<address> (msgpack layout.SUPPRESSION; the earliest reason
@@ -78,8 +65,6 @@
 --   trim = [index key, member, probe key, ...] (the last call's candidates), or an
 --          empty string: an entry whose probe key (its record, or bucket string)
 --          no longer exists is removed from its index.
--- What changed is counted as service.stats describes, summed per field in the
--- script and written with one HINCRBY per field of each bucket or rollup.
 -- Returns msgpack [transitions, candidates]: the transitions flattened
 -- (message_index, event_index (0 = destination), address, from_status (-1 = new
 -- recipient), to_status), and the trim candidates flattened as ARGV[trim] takes them.
@@ -90,7 +75,7 @@ local statuses = ARGV[ARG_STATUS_TABLE]
 local max_fields = tonumber(ARGV[ARG_MAX_FIELDS])
 local batch = cmsgpack.unpack(ARGV[ARG_BATCH])
 local checkpoint = ARGV[ARG_CHECKPOINT] ~= '' and cmsgpack.unpack(ARGV[ARG_CHECKPOINT]) or nil
-local stats = ARGV[ARG_STATS] ~= '' and cmsgpack.unpack(ARGV[ARG_STATS]) or nil
+local log = ARGV[ARG_LOG] ~= '' and cmsgpack.unpack(ARGV[ARG_LOG]) or nil
 local feed = ARGV[ARG_FEED] ~= '' and cmsgpack.unpack(ARGV[ARG_FEED]) or nil
 local forward = ARGV[ARG_FORWARD] ~= '' and cmsgpack.unpack(ARGV[ARG_FORWARD]) or nil
 local suppress = ARGV[ARG_SUPPRESS] ~= '' and cmsgpack.unpack(ARGV[ARG_SUPPRESS]) or nil
@@ -103,8 +88,7 @@ local max_blob_bytes = tonumber(ARGV[ARG_MAX_BLOB_BYTES])
 local fed = {}
 local forwarded = {}
 local merged_header = '' -- the message being merged's header, as merged so far
-local status_names = stats and stats[STATS_STATUS_NAMES] or {}
-local counts = {} -- bucket -> {field = n}
+local applied = {} -- flattened: message_index, event_index of each event new to the store
 local bor = bit.bor
 
 local function status_of(flags)
@@ -278,218 +262,6 @@ local function index_message(message, handle, raw, before_top, before_pending, r
   end
 end
 
--- Statistics (see the header): live buckets of event time, hourly and daily rollups.
-local revisions_key = stats and KEYS[#batch + 1 + (checkpoint and 1 or 0)]
-local now_bucket = stats and stats[STATS_NOW_BUCKET]
--- key -> {key, ttl, cap, counted = {field = n}, groups, admitted, admission}; a live
--- bucket's also {bucket, dimensions = {dimension = its groups' target}, marks}.
-local targets = {}
-local live_touched = {} -- bucket -> true
-
-local function bump(counted, field)
-  counted[field] = (counted[field] or 0) + 1
-end
-
-local function target(key, ttl, cap)
-  local t = targets[key]
-  if t == nil then
-    t = {key = given(key), ttl = ttl, cap = cap, counted = {}, groups = {}, admitted = {}}
-    t.admission = t -- a rollup admits groups itself; a live bucket, its hour
-    targets[key] = t
-  end
-  return t
-end
-
--- Where a change made by an event at `at`, in live bucket `bucket`, counts: twin of
--- service.stats.Changes._live_bucket. The bucket's overall figures in its own hash,
--- each dimension's groups in another (group_target), admission shared by the
--- buckets of an hour (service.stats.admission_hour).
-local function live_target(bucket)
-  if now_bucket == NOT_LIVE or bucket == NOT_LIVE then
-    return nil
-  end
-  live_touched[bucket] = true
-  local key = stats[STATS_BUCKET_PREFIX] .. bucket
-  local t = targets[key]
-  if t == nil then
-    local ttl = bucket - now_bucket + stats[STATS_BUCKET_TTL_S]
-    t = target(key, ttl, stats[STATS_LIVE_CAP])
-    local hour = math.floor(bucket / 3600) * 3600
-    t.admission = target(stats[STATS_ADMISSION_PREFIX] .. hour, ttl + hour + 3600 - bucket,
-                         stats[STATS_LIVE_CAP])
-    t.bucket, t.dimensions, t.marks = bucket, {}, {}
-  end
-  return t
-end
-
--- The hash of a live bucket's groups of `dimension`, marked in the bucket's own hash
--- (d:<dimension>) so that a reader wanting every dimension finds it.
-local function group_target(t, dimension)
-  local d = t.dimensions[dimension]
-  if d == nil then
-    d = target(stats[STATS_GROUPS_PREFIX] .. t.bucket .. ':' .. dimension, t.ttl, t.cap)
-    t.dimensions[dimension] = d
-    t.marks['d:' .. dimension] = true
-  end
-  return d
-end
-
--- The rollups of the hour and day `at` falls in (twin of Changes._rollups_of).
-local rollup_steps = stats and {
-  {'hour:', 3600, stats[STATS_HOUR_FROM_MS], stats[STATS_HOUR_KEEP_S]},
-  {'day:', 86400, stats[STATS_DAY_FROM_MS], stats[STATS_DAY_KEEP_S]},
-} or {}
-
-local function rollups_of(at)
-  local list = {}
-  for _, step in ipairs(rollup_steps) do
-    local name, step_s, from_ms, keep_s = step[1], step[2], step[3], step[4]
-    if from_ms >= 0 and at >= from_ms then
-      local start = math.floor(at / (step_s * 1000)) * step_s
-      local t = target(stats[STATS_ROLLUP_PREFIX] .. name .. start,
-                       start + step_s + keep_s - stats[STATS_NOW_S],
-                       stats[STATS_HISTORY_CAP])
-      -- Listed in its step's index, so that history reads only periods that exist.
-      t.period = {stats[STATS_ROLLUP_INDEX_PREFIX] .. string.sub(name, 1, -2), start,
-                  stats[STATS_NOW_S] - step_s - keep_s,
-                  stats[STATS_OVERALL_PREFIX] .. name .. start}
-      list[#list + 1] = t
-    end
-  end
-  return list
-end
-
--- Group admission (twin of service.stats.admit): a rollup, or the live buckets of
--- an hour (`a`, a target's admission), count at most `cap` values of a dimension
--- apart, first come; the rest count as <dimension>=(other). Returns the group a
--- change counts under, and the counters to count it in (the target's own, or a live
--- bucket's hash of that dimension).
-local function admit(t, group)
-  local a = t.admission
-  local known = a.groups[group]
-  if not known then
-    local dimension = string.match(group, '^([^=]*)=')
-    if redis.call('HEXISTS', a.key, 'a:' .. group) == 1 then
-      known = group
-    else
-      local admitted = a.admitted[dimension]
-      if admitted == nil then
-        admitted = tonumber(redis.call('HGET', a.key, 'n:' .. dimension) or '0')
-      end
-      if admitted >= a.cap then
-        known = dimension .. '=(other)'
-      else
-        admitted = admitted + 1
-        bump(a.counted, 'a:' .. group)
-        bump(a.counted, 'n:' .. dimension)
-        known = group
-      end
-      a.admitted[dimension] = admitted
-    end
-    a.groups[group] = known
-  end
-  if t.dimensions then
-    return known, group_target(t, string.match(known, '^([^=]*)=')).counted
-  end
-  return known, t.counted
-end
-
-local function count_once(list, field)
-  local group, rest = string.match(field, '^g:(.*)(|[^|]*)$')
-  for _, t in ipairs(list) do
-    if group then
-      local known, into = admit(t, group)
-      bump(into, 'g:' .. known .. rest)
-    else
-      bump(t.counted, field)
-    end
-  end
-end
-
--- Twin of service.stats.Changes.once: once fields in the live bucket and rollups,
--- live fields in the live bucket only.
-local function count_event(event)
-  local live = live_target(event[EVENT_BUCKET])
-  local once_fields = event[EVENT_ONCE_FIELDS]
-  if #once_fields > 0 then
-    local list = rollups_of(event[EVENT_AT])
-    if live then
-      list[#list + 1] = live
-    end
-    for _, once in ipairs(once_fields) do
-      count_once(list, once)
-    end
-  end
-  if live then
-    for _, field in ipairs(event[EVENT_LIVE_FIELDS]) do
-      bump(live.counted, field)
-    end
-  end
-end
-
--- Twin of service.stats.transition_names.
-local function transition_names(from_status, to_status, natural, latency_field)
-  local names = {}
-  if from_status == NEW_RECIPIENT then
-    names[#names + 1] = 'c:sent'
-  end
-  if from_status ~= NEW_RECIPIENT or to_status ~= STATUS_SENT then
-    names[#names + 1] = 'c:' .. status_names[to_status + 1]
-  end
-  if latency_field ~= '' and to_status == natural then
-    names[#names + 1] = latency_field
-  end
-  return names
-end
-
--- Twin of service.stats.RollupCounters.transition and LiveBucket.transition.
-local function count_names(t, groups, names)
-  local counted = t.counted
-  for _, name in ipairs(names) do
-    bump(counted, name)
-  end
-  for _, group in ipairs(groups) do
-    local known, into = admit(t, group)
-    local prefix = 'g:' .. known .. '|'
-    for _, name in ipairs(names) do
-      bump(into, prefix .. name)
-    end
-  end
-end
-
--- Twin of service.stats.Changes.transition: `cause` is the event that made the
--- change, or the batch's first event for new destination recipients (`natural`
--- NO_STEP, no latency then).
-local function count_transition(cause, by_event, message, address, from_status, to_status)
-  local natural, latency, history_latency = NO_STEP, '', ''
-  if by_event then
-    natural = cause[EVENT_NATURAL]
-    latency, history_latency = cause[EVENT_LATENCY_FIELD], cause[EVENT_HISTORY_LATENCY_FIELD]
-  end
-  -- The message's groups, then the recipient's (service.dimensions.recipient_groups).
-  local domain = string.match(address, '@([^@]*)$')
-  if domain == nil or domain == '' then
-    domain = '(none)'
-  end
-  local groups = {}
-  for i, group in ipairs(message[MESSAGE_GROUPS]) do
-    groups[i] = group
-  end
-  groups[#groups + 1] = 'domain=' .. domain
-  groups[#groups + 1] = 'provider=' .. (message[MESSAGE_PROVIDERS][domain] or 'other')
-  local live = live_target(cause[EVENT_BUCKET])
-  if live then
-    count_names(live, groups, transition_names(from_status, to_status, natural, latency))
-  end
-  local rollups = rollups_of(cause[EVENT_AT])
-  if #rollups > 0 then
-    local names = transition_names(from_status, to_status, natural, history_latency)
-    for _, t in ipairs(rollups) do
-      count_names(t, groups, names)
-    end
-  end
-end
-
 local function transition(message_index, event, event_index, address, from_status, to_status)
   -- In REPLY order.
   out[#out + 1] = message_index
@@ -516,9 +288,6 @@ local function transition(message_index, event, event_index, address, from_statu
     forwarded[#forwarded + 1] = {message[MESSAGE_MESSAGE_ID], address, from_status, to_status, at,
                                  latency, merged_header, cause and cause[EVENT_BLOB] or '',
                                  message[MESSAGE_PROVIDERS][domain] or 'other'}
-  end
-  if stats and cause then
-    count_transition(cause, event ~= nil, message, address, from_status, to_status)
   end
 end
 
@@ -692,8 +461,10 @@ local function merge_message(m)
       changed = true
     end
     if apply then
-      if stats then
-        count_event(event)
+      if log then
+        -- In APPLIED order: what the change log's statistics projection counts once.
+        applied[#applied + 1] = m
+        applied[#applied + 1] = e
       end
       local merged = bor(mf, message_bits)
       if merged ~= mf then
@@ -745,9 +516,11 @@ local function drop_after(list, length)
 end
 for m = 1, #batch do
   local out_length, fed_length, forwarded_length = #out, #fed, #forwarded
+  local applied_length = #applied
   local ok, err = pcall(merge_message, m)
   if not ok then
     drop_after(out, out_length)
+    drop_after(applied, applied_length)
     drop_after(fed, fed_length)
     drop_after(forwarded, forwarded_length)
     refused[#refused + 1] = m
@@ -766,59 +539,27 @@ if checkpoint then
   end
 end
 
-if stats then
+if log then
+  -- The change log (service.stores.changelog): one entry per call that changed
+  -- anything, for the projections to apply after the merge, each under its own
+  -- checkpoint. The context goes in as Python packed it; the script adds what only
+  -- it knows: which events were new to the store and which transitions they made.
+  -- The transitions name their recipient's domain, never the address: what the
+  -- statistics count by, and all the log needs (an erasure has nothing to reach
+  -- in it).
+  if #out > 0 or #applied > 0 then
+    local logged = {}
+    for i = 1, #out do
+      logged[i] = out[i]
+    end
+    for i = REPLY_ADDRESS, #out, REPLY_STRIDE do
+      local domain = string.match(out[i], '@([^@]*)$')
+      logged[i] = (domain == nil or domain == '') and NO_DOMAIN or domain
+    end
+    redis.call('XADD', KEYS[next_key], 'MINID', '~', log[LOG_MIN_ID_MS], '*',
+               'c', ARGV[ARG_LOG_CONTEXT], 't', cmsgpack.pack(logged), 'a', cmsgpack.pack(applied))
+  end
   next_key = next_key + 1
-  local trimmed_indexes = {}
-  for key, t in pairs(targets) do
-    for field, n in pairs(t.counted) do
-      redis.call('HINCRBY', key, field, n)
-    end
-    for field in pairs(t.marks or {}) do
-      redis.call('HSET', key, field, 1)
-    end
-    redis.call('EXPIRE', key, t.ttl)
-    if t.period then
-      local index_key, start, expired_before = t.period[1], t.period[2], t.period[3]
-      -- The overall figures again, alone (service.history.FIGURE_HEADS), so that a
-      -- reader of them need not read the groups.
-      local overall_key = given(t.period[4])
-      for field, n in pairs(t.counted) do
-        local head = string.sub(field, 1, 2)
-        if head == 'c:' or head == 'l:' or head == 'y:' then
-          redis.call('HINCRBY', overall_key, field, n)
-        end
-      end
-      redis.call('EXPIRE', overall_key, t.ttl)
-      redis.call('ZADD', given(index_key), start, start)
-      if not trimmed_indexes[index_key] then
-        -- Entries of rollups past their keep (expired by their TTL) leave the index.
-        trimmed_indexes[index_key] = true
-        redis.call('ZREMRANGEBYSCORE', index_key, '-inf', '(' .. expired_before)
-      end
-    end
-  end
-  local bucket_ttl = stats[STATS_BUCKET_TTL_S]
-  local sequence = nil
-  local new_bucket = false
-  for bucket in pairs(live_touched) do
-    if sequence == nil then
-      sequence = redis.call('HINCRBY', revisions_key, 'seq', 1)
-    end
-    if redis.call('HSET', revisions_key, bucket, sequence) == 1 then
-      new_bucket = true
-    end
-  end
-  if new_bucket then
-    for _, field in ipairs(redis.call('HKEYS', revisions_key)) do
-      local bucket = tonumber(field)
-      if bucket and bucket < now_bucket - bucket_ttl then
-        redis.call('HDEL', revisions_key, field)
-      end
-    end
-  end
-  if sequence then
-    redis.call('EXPIRE', revisions_key, bucket_ttl)
-  end
 end
 
 if feed then

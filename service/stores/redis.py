@@ -47,12 +47,11 @@ from redis.crc import key_slot
 from redis.exceptions import NoScriptError, RedisClusterException
 
 from service import state, stats
-from service.dimensions import dimension_of
 from service.erasure import erase
 from service.history import Fields
 from service.search import SCAN_BUDGET, SearchPage, SearchQuery, message_handle, pages
 from service.state import MessageRecord, MessageWrite, Transition
-from service.stores import layout, merge_cost, migrations, rollup_cache
+from service.stores import changelog, layout, merge_cost, migrations, rollup_cache
 from service.stores.base import (
     PAST_RETENTION_HOLD_S,
     Checkpoint,
@@ -67,8 +66,10 @@ from service.stores.errors import (
     REDIS_UNAVAILABLE,
     cool_down_s,
     rejected_by_script,
+    unavailable,
 )
 from service.stores.keys import DEFAULT_PREFIX, RedisKeys
+from service.stores.projection import LOG_KEEP_S, StatsProjection
 from service.stores.redis_record import record_from_bytes, record_to_bytes
 from service.stores.redis_search import SEND_TIME_BUCKET_MS, IndexReader, search_groups
 from service.stores.slots import (
@@ -144,8 +145,15 @@ class RedisStore(Store):
         feed_window_s: float | None = None,
         forward_keep_s: float | None = None,
         suppression_days: int = DEFAULT_SUPPRESSION_DAYS,
+        project_inline: bool = True,
     ) -> None:
         self._client = client
+        # Inline, each merge applies the change log of its slot groups before
+        # returning, where this process holds (or finds free) their projection's
+        # lease, so what a merge counted is visible when it returns; the lease
+        # holder's sweep (``projection.run_forever``, which serve runs) applies what
+        # the others merged. Off, only the sweep applies the log.
+        self._project_inline = project_inline
         self._retention_s = str(int(retention_s))
         self._prefix = prefix
         self._keys = RedisKeys(prefix)
@@ -181,6 +189,10 @@ class RedisStore(Store):
         self.suppression_rows_read = 0
         self.rollup_reads: Counter[str] = Counter()
         self._closed = rollup_cache.ClosedPeriods()
+        # Statistics are a projection of the change log each merge appends to.
+        self.projection = StatsProjection(
+            client, [group.keys for group in self._groups], self._run_script
+        )
 
     @classmethod
     def from_url(
@@ -294,11 +306,41 @@ class RedisStore(Store):
             for at in range(0, len(refusals), 2):
                 position, error = refusals[at : at + 2]
                 refused[chunk[position - 1].message_id] = str(error)[:300]
+        if counting is not None and self._project_inline:
+            await self._project(set(numbers))
         if refused:
             raise MergeRejected(
                 f"redis refused {len(refused)} message(s)", refused=refused, merged=transitions
             )
         return transitions
+
+    async def _project(self, numbers: Collection[int]) -> None:
+        """Apply the change log of the groups just merged (where this process holds,
+        or finds free, their projection's lease), so statistics are visible when
+        the merge returns. The merge is durable already: a failure here leaves the
+        entries to the lease holder's sweep (``StatsProjection.run_forever``)."""
+        for number in sorted(numbers):
+            try:
+                await self.projection.catch_up(number)
+            except StoreUnavailable as exc:
+                log.warning("projection_deferred", error=str(exc)[:300])
+                return
+
+    async def project(self) -> int:
+        """Apply every group's change log now, lease or not; how many entries were
+        (for tools and tests that need statistics settled)."""
+        applied = 0
+        for number in range(len(self._groups)):
+            applied += await self.projection.catch_up(number, force=True)
+        return applied
+
+    async def _run_script(self, number: int, sha: str, keys: list[str], args: list[Any]) -> Any:
+        """One script call to group ``number``'s node."""
+        if isinstance(self._client, RedisCluster):
+            return await self._client.execute_command(
+                "EVALSHA", sha, len(keys), *keys, *args, **self._master_of(number)
+            )
+        return await self._client.evalsha(sha, len(keys), *keys, *args)
 
     def _by_group(
         self, writes: Sequence[MessageWrite], every: bool
@@ -376,39 +418,25 @@ class RedisStore(Store):
         group_keys = group.keys
         handles = [message_handle(write.message_id) for write in writes]
         keys = [group_keys.record(handle) for handle in handles]
-        # The writes go as they are: their tuples are the script's arrays (layout).
-        batch = list(zip(writes, handles, strict=True))
+        # The writes in their tuples' order, cut to what the script reads (layout).
+        forwarding = self._forward_keep_ms is not None
+        batch = [
+            (layout.slim(write, forwarding), handle)
+            for write, handle in zip(writes, handles, strict=True)
+        ]
         trim = self._take_trims(group.number)
         packed_checkpoint = b""
         if checkpoint is not None:
             keys.append(group_keys.checkpoint(checkpoint.name))
             packed_checkpoint = _pack(dict(checkpoint.positions))
-        packed_stats = b""
-        if counting is not None:
-            keys.append(group_keys.stats_revisions)
-            packed_stats = _pack(
-                _in_order(
-                    layout.STATS,
-                    bucket_ttl_s=stats.BUCKET_TTL_S,
-                    status_names=list(state.STATUSES),
-                    live_cap=stats.LIVE_GROUP_CAP,
-                    bucket_prefix=group_keys.stats_prefix,
-                    now_bucket=counting.live_bucket,
-                    rollup_prefix=group_keys.rollup_prefix,
-                    hour_from_ms=counting.from_ms("hour"),
-                    hour_keep_s=counting.keep_days("hour") * stats.DAY_S,
-                    day_from_ms=counting.from_ms("day"),
-                    day_keep_s=counting.keep_days("day") * stats.DAY_S,
-                    history_cap=stats.HISTORY_GROUP_CAP,
-                    now_s=counting.now_ms // 1000,
-                    groups_prefix=group_keys.stats_groups_prefix,
-                    admission_prefix=group_keys.stats_admission_prefix,
-                    rollup_index_prefix=group_keys.rollup_index(""),
-                    overall_prefix=group_keys.rollup_overall_prefix,
-                )
-            )
-        packed_feed = b""
         now_ms = time.time_ns() // 1_000_000
+        packed_log = context = b""
+        if counting is not None:
+            # What the statistics projection counts, after the merge (changelog).
+            keys.append(group_keys.changelog)
+            packed_log = _pack(_in_order(layout.LOG, min_id_ms=now_ms - LOG_KEEP_S * 1000))
+            context = changelog.pack_context(writes, counting)
+        packed_feed = b""
         if self._feed_window_ms is not None:
             keys.append(group_keys.transitions)
             packed_feed = _pack(_in_order(layout.FEED, min_id_ms=now_ms - self._feed_window_ms))
@@ -432,7 +460,8 @@ class RedisStore(Store):
             max_fields=str(state.MAX_RECORD_FIELDS),
             batch=_pack(batch),
             checkpoint=packed_checkpoint,
-            stats=packed_stats,
+            log=packed_log,
+            log_context=context,
             feed=packed_feed,
             index=_pack(index),
             max_recipients=str(state.MAX_RECIPIENTS),
@@ -449,7 +478,7 @@ class RedisStore(Store):
             declared="1" if self._group_count is not None else "",
         )
         if self._group_count is not None:
-            keys += _declared(group_keys, writes, counting, trim)
+            keys += _declared(group_keys, writes, trim)
         return keys, args
 
     def _take_trims(self, number: int) -> list[str]:
@@ -472,10 +501,8 @@ class RedisStore(Store):
             pending[candidates[i], candidates[i + 1]] = candidates[i + 2]
 
     async def get(self, message_id: str) -> MessageRecord | None:
-        try:
+        with unavailable("read"):
             raw = await self._client.get(self.key(message_id))
-        except REDIS_UNAVAILABLE as exc:
-            raise StoreUnavailable(f"redis read failed: {type(exc).__name__}: {exc}") from exc
         if raw is None:
             return None
         stored_id, record = record_from_bytes(raw)
@@ -483,10 +510,8 @@ class RedisStore(Store):
         return record if stored_id == message_id else None
 
     async def search(self, query: SearchQuery) -> SearchPage:
-        try:
+        with unavailable("read"):
             return await search_groups([group.index for group in self._groups], query)
-        except REDIS_UNAVAILABLE as exc:
-            raise StoreUnavailable(f"redis read failed: {type(exc).__name__}: {exc}") from exc
 
     async def read_buckets(
         self, buckets: Sequence[int], dimensions: Collection[str] | None = None
@@ -524,10 +549,8 @@ class RedisStore(Store):
 
     async def suppression(self, address: str) -> Suppression | None:
         keys = [group.keys.suppression(address) for group in self._groups]
-        try:
+        with unavailable("read"):
             raws = await self._get_many(keys)
-        except REDIS_UNAVAILABLE as exc:
-            raise StoreUnavailable(f"redis read failed: {type(exc).__name__}: {exc}") from exc
         return _earliest(address, raws)
 
     async def suppressions_of(self, addresses: Sequence[str]) -> dict[str, Suppression]:
@@ -535,10 +558,8 @@ class RedisStore(Store):
         wanted = list(dict.fromkeys(addresses))
         width = len(self._groups)
         keys = [group.keys.suppression(a) for a in wanted for group in self._groups]
-        try:
+        with unavailable("read"):
             raws = await self._get_many(keys)
-        except REDIS_UNAVAILABLE as exc:
-            raise StoreUnavailable(f"redis read failed: {type(exc).__name__}: {exc}") from exc
         found = {}
         for i, address in enumerate(wanted):
             entry = _earliest(address, raws[i * width : (i + 1) * width])
@@ -549,7 +570,7 @@ class RedisStore(Store):
     async def suppressions(
         self, reason: str | None, since_ms: int | None, limit: int, after: SuppressionCursor | None
     ) -> tuple[list[Suppression], SuppressionCursor | None]:
-        try:
+        with unavailable("read"):
             group_pages = [
                 self._group_suppressions(group, reason, since_ms, limit, after)
                 for group in self._groups
@@ -570,8 +591,6 @@ class RedisStore(Store):
                     for i, a in enumerate(addresses)
                 }
                 found = [entry for entry in found if kept[entry.address] == entry]
-        except REDIS_UNAVAILABLE as exc:
-            raise StoreUnavailable(f"redis read failed: {type(exc).__name__}: {exc}") from exc
         return found, cursor
 
     async def _group_suppressions(
@@ -653,7 +672,7 @@ class RedisStore(Store):
             offset += len(rows)
 
     async def remove_suppression(self, address: str) -> bool:
-        try:
+        with unavailable("write"):
             async with self._client.pipeline(transaction=False) as pipe:
                 for group in self._groups:
                     pipe.delete(group.keys.suppression(address))
@@ -661,8 +680,6 @@ class RedisStore(Store):
                     for reason in SUPPRESSION_REASONS:
                         pipe.zrem(group.keys.suppressions_by_reason(reason), address)
                 replies = await pipe.execute()
-        except REDIS_UNAVAILABLE as exc:
-            raise StoreUnavailable(f"redis write failed: {type(exc).__name__}: {exc}") from exc
         return any(replies[0 :: 2 + len(SUPPRESSION_REASONS)])
 
     async def erase_recipient(self, address: str) -> int:
@@ -670,7 +687,7 @@ class RedisStore(Store):
         a merge landing meanwhile is not overwritten: the erasure is redone on the
         merged record."""
         keys: list[str] = []
-        try:
+        with unavailable("erase"):
             async for hits in pages(self.search, SearchQuery(recipient=address)):
                 keys += [self.key(hit.message_id) for hit in hits]
             erased = 0
@@ -684,8 +701,6 @@ class RedisStore(Store):
                     for reason in SUPPRESSION_REASONS:
                         pipe.zrem(group.keys.suppressions_by_reason(reason), address)
                 await pipe.execute()
-        except REDIS_UNAVAILABLE as exc:
-            raise StoreUnavailable(f"redis erase failed: {type(exc).__name__}: {exc}") from exc
         return erased
 
     async def _erase_from(self, key: str, address: str) -> int:
@@ -702,16 +717,12 @@ class RedisStore(Store):
             # Merged meanwhile: erase from the new version.
 
     async def replayed(self, digest: str) -> bool:
-        try:
+        with unavailable("read"):
             return bool(await self._client.exists(self._keys.replayed(digest)))
-        except REDIS_UNAVAILABLE as exc:
-            raise StoreUnavailable(f"redis read failed: {type(exc).__name__}: {exc}") from exc
 
     async def mark_replayed(self, digest: str, keep_s: int) -> None:
-        try:
+        with unavailable("write"):
             await self._client.set(self._keys.replayed(digest), 1, ex=max(1, keep_s))
-        except REDIS_UNAVAILABLE as exc:
-            raise StoreUnavailable(f"redis write failed: {type(exc).__name__}: {exc}") from exc
 
     async def read_rollups(
         self, step: str, starts: Sequence[int], fields: Fields | None = None
@@ -767,13 +778,11 @@ class RedisStore(Store):
 
     async def _rollups_written(self, step: str, first: int, last: int) -> set[int]:
         """The periods in ``[first, last]`` any group's index lists."""
-        try:
+        with unavailable("read"):
             async with self._client.pipeline(transaction=False) as pipe:
                 for group in self._groups:
                     pipe.zrangebyscore(group.keys.rollup_index(step), first, last)
                 replies = await pipe.execute()
-        except REDIS_UNAVAILABLE as exc:
-            raise StoreUnavailable(f"redis read failed: {type(exc).__name__}: {exc}") from exc
         self.rollup_reads["index"] += len(replies)
         return {int(member) for reply in replies for member in reply}
 
@@ -791,7 +800,7 @@ class RedisStore(Store):
             for n, key in zip(owners, keys, strict=True)
             for pattern in patterns
         ]
-        try:
+        with unavailable("read"):
             while todo:
                 # A round at a time: a year of groups is hundreds of thousands of
                 # fields, and the event loop (so /healthz) gets its turn between rounds.
@@ -809,8 +818,6 @@ class RedisStore(Store):
                     for (n, key, pattern, _), (cursor, _) in zip(batch, replies, strict=True)
                     if int(cursor) != 0
                 ]
-        except REDIS_UNAVAILABLE as exc:
-            raise StoreUnavailable(f"redis read failed: {type(exc).__name__}: {exc}") from exc
         return sums
 
     async def _read_summed(
@@ -824,13 +831,11 @@ class RedisStore(Store):
         """HGETALL of each key, pipelined."""
         if not keys:
             return []
-        try:
+        with unavailable("read"):
             async with self._client.pipeline(transaction=False) as pipe:
                 for key in keys:
                     pipe.hgetall(key)
                 return await pipe.execute()
-        except REDIS_UNAVAILABLE as exc:
-            raise StoreUnavailable(f"redis read failed: {type(exc).__name__}: {exc}") from exc
 
     async def _get_many(self, keys: list[str]) -> list[bytes | None]:
         """GET of keys in any slots (MGET needs one slot on a cluster)."""
@@ -847,13 +852,11 @@ class RedisStore(Store):
         """The slot groups' revisions, added up: a bucket's number moves when any group's
         does. A group whose sequence went back (its Redis lost data) makes the whole
         sequence read as reset, once."""
-        try:
+        with unavailable("read"):
             async with self._client.pipeline(transaction=False) as pipe:
                 for group in self._groups:
                     pipe.hgetall(group.keys.stats_revisions)
                 replies = await pipe.execute()
-        except REDIS_UNAVAILABLE as exc:
-            raise StoreUnavailable(f"redis read failed: {type(exc).__name__}: {exc}") from exc
         sequence = 0
         buckets: Counter[int] = Counter()
         went_back = False
@@ -882,7 +885,7 @@ class RedisStore(Store):
         if len(positions) != len(keys):
             positions = ["$"] * len(keys)  # a place from another layout: from now on
         transitions: list[Transition] = []
-        try:
+        with unavailable("read"):
             if len(keys) == 1:
                 reply = await self._client.xread({keys[0]: positions[0]}, block=block_ms)
                 positions[0] = _read_entries(reply, positions[0], transitions)
@@ -899,19 +902,15 @@ class RedisStore(Store):
 
             await poll_groups(read_each, block_ms)
             return " ".join(positions), transitions
-        except REDIS_UNAVAILABLE as exc:
-            raise StoreUnavailable(f"redis read failed: {type(exc).__name__}: {exc}") from exc
 
     async def last_transition_id(self) -> str:
         """The id of the newest stream entry ("0-0" when empty): where to start
         following (one per group, joined by spaces)."""
-        try:
+        with unavailable("read"):
             async with self._client.pipeline(transaction=False) as pipe:
                 for key in self.transitions_keys:
                     pipe.xrevrange(key, count=1)
                 replies = await pipe.execute()
-        except REDIS_UNAVAILABLE as exc:
-            raise StoreUnavailable(f"redis read failed: {type(exc).__name__}: {exc}") from exc
         return " ".join(entries[0][0].decode() if entries else "0-0" for entries in replies)
 
     async def load_checkpoint(self, name: str) -> dict[str, str]:
@@ -920,13 +919,11 @@ class RedisStore(Store):
         over and lost its last writes (Redis replicates asynchronously) takes the
         source back to before them. A position some group lacks entirely (that group
         lost everything) is left out, as if nothing was stored."""
-        try:
+        with unavailable("read", one_call=True):
             async with self._client.pipeline(transaction=False) as pipe:
                 for group in self._groups:
                     pipe.hgetall(group.keys.checkpoint(name))
                 replies = await pipe.execute()
-        except REDIS_CALL_FAILED as exc:
-            raise StoreUnavailable(f"redis read failed: {type(exc).__name__}: {exc}") from exc
         copies = [{k.decode(): v.decode() for k, v in raw.items()} for raw in replies]
         if len(copies) == 1:
             return copies[0]
@@ -948,13 +945,11 @@ class RedisStore(Store):
         # look for every stored message in the wrong place. 0: one Redis, no groups.
         layout_key = self._keys.slot_groups
         groups = self._group_count or 0
-        try:
+        with unavailable("read"):
             await self._client.set(key, FORMAT_VERSION, nx=True)
             stored = int(await self._client.get(key) or FORMAT_VERSION)
             await self._client.set(layout_key, groups, nx=True)
             stored_groups = int(await self._client.get(layout_key) or groups)
-        except REDIS_UNAVAILABLE as exc:
-            raise StoreUnavailable(f"redis read failed: {type(exc).__name__}") from exc
         if stored > FORMAT_VERSION:
             raise StoreFormatError(
                 f"Redis holds ses-tracker data format {stored}; this version reads up to "
@@ -968,14 +963,12 @@ class RedisStore(Store):
                 "(README, Moving from one Redis to a cluster)"
             )
         steps = migrations.pending(0 if rerun else stored, FORMAT_VERSION)
-        try:
+        with unavailable("migration", one_call=True):
             for step in steps:
                 log.info("store_migrating", to_format=step.to_version, summary=step.summary)
                 await step.run(self)
             if steps or stored < FORMAT_VERSION:
                 await self._raise_format(FORMAT_VERSION)
-        except REDIS_CALL_FAILED as exc:
-            raise StoreUnavailable(f"redis migration failed: {type(exc).__name__}") from exc
         return stored
 
     async def _raise_format(self, version: int) -> None:
@@ -1085,27 +1078,18 @@ _SCANS_A_ROUND = 64
 _TRIMS_PER_CALL = 256
 _TRIMS_KEPT = 2_048
 _PROBLEM_STATUSES = state.STATUSES[layout.CODES["PROBLEM_FIRST"] :]
-_HOUR_MS, _DAY_MS = 3_600_000, 86_400_000
 
 
-def _declared(
-    keys: RedisKeys,
-    writes: Sequence[MessageWrite],
-    counting: stats.Counting | None,
-    trim: list[str],
-) -> list[str]:
+def _declared(keys: RedisKeys, writes: Sequence[MessageWrite], trim: list[str]) -> list[str]:
     """Every key beyond the fixed ones that merge.lua may touch for these writes:
-    their send-time buckets, their addresses' indexes and suppressions, the live
-    buckets and rollups of their events, the shared indexes, and the trim
-    candidates' keys. A superset is harmless; a key missing is refused by the
+    their send-time buckets, their addresses' indexes and suppressions, the shared
+    indexes, and the trim candidates' keys. A superset is harmless; a key missing is refused by the
     script (its twin is ``given`` in merge.lua)."""
     names = {keys.pending, keys.buckets, keys.suppressions}
     names.update(keys.suppressions_by_reason(reason) for reason in SUPPRESSION_REASONS)
     names.update(keys.status(name) for name in _PROBLEM_STATUSES)
     addresses: set[str] = set()
     unsafe: set[str] = set()
-    moments: set[int] = set()
-    buckets: set[int] = set()
     for write in writes:
         names.add(keys.send_time_bucket(str(max(0, write.sent_at) // SEND_TIME_BUCKET_MS)))
         addresses.update(write.destination)
@@ -1114,27 +1098,8 @@ def _declared(
                 addresses.add(address)
                 if bits & state.UNSAFE:
                     unsafe.add(address)  # only these can become suppressions
-            moments.add(event.at)
-            buckets.add(event.bucket)
     names.update(keys.recipient(address) for address in addresses)
     names.update(keys.suppression(address) for address in unsafe)
-    if counting is not None:
-        if counting.live:
-            # A live bucket's overall hash, its groups' hash of every dimension the
-            # writes have, and its hour's admission (service.stats.LiveBucket).
-            dimensions = {"domain", "provider"}
-            for write in writes:
-                dimensions.update(dimension_of(group) for group in write.groups)
-                buckets.add(write.first_bucket)
-            for bucket in buckets - {stats.NOT_LIVE}:
-                names.add(keys.stats(bucket))
-                names.add(keys.stats_admission(stats.admission_hour(bucket)))
-                names.update(keys.stats_groups(bucket, dimension) for dimension in dimensions)
-        for at in moments:
-            for step, start in (("hour", at // _HOUR_MS * 3_600), ("day", at // _DAY_MS * 86_400)):
-                names.add(keys.rollup(step, start))
-                names.add(keys.rollup_overall(step, start))
-        names.update(keys.rollup_index(step) for step in stats.STEPS)
     names.update(trim[0::3])
     names.update(trim[2::3])
     return list(names)

@@ -37,6 +37,8 @@ VARIABLE = {
     "send_time_bucket": lambda k, v: k.send_time_bucket(v),
     "checkpoint": lambda k, v: k.checkpoint(v),
     "forward_lease": lambda k, v: k.forward_lease(v),
+    "projection": lambda k, v: k.projection(v),
+    "projection_lease": lambda k, v: k.projection_lease(v),
     "stats": lambda k, v: k.stats_prefix + v,
     "stats_groups": lambda k, v: k.stats_groups(0, v),
     "stats_admission": lambda k, v: k.stats_admission_prefix + v,

@@ -66,9 +66,16 @@ class HostileReceiver(LoopbackServer):
 
     async def _drip(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         writer.write(b"HTTP/1.1 200 OK\r\nx-drip: ")
-        while not reader.at_eof():  # until the sender hangs up
-            await asyncio.sleep(self.drip_s)
-            writer.write(b"a")
-            await writer.drain()
-            self.sent_bytes += 1
-        raise ConnectionResetError
+        # Noticed as soon as the sender hangs up, not at the next drip: a sender that
+        # retries at once must not look like a second post open beside the first.
+        hung_up = asyncio.ensure_future(reader.read())
+        try:
+            while True:
+                done, _ = await asyncio.wait({hung_up}, timeout=self.drip_s)
+                if done:
+                    raise ConnectionResetError
+                writer.write(b"a")
+                await writer.drain()
+                self.sent_bytes += 1
+        finally:
+            hung_up.cancel()
