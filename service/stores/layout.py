@@ -17,6 +17,10 @@ import re
 from service import codec, dimensions, search, state, stats
 from service.stores import keys
 
+# KEYS: one record key per batch entry, then these, each only when its ARGV part is
+# sent (named by the same word), in this order; then, on a cluster, the declared
+# keys. The script finds each by name (KEY_OF below), never by counting.
+OPTIONAL_KEYS = ("checkpoint", "log", "feed", "forward")
 # A batch entry: one per message key, in KEYS order.
 ENTRY = ("write", "handle")
 MESSAGE = state.MessageWrite._fields
@@ -65,6 +69,8 @@ LIVE = (
     "groups",  # [[group, {tail: n}]...], in first-counted order
     "dimension_keys",  # {dimension: key}
 )
+# One of a target's groups: the group, and {tail: n} counted under it.
+COUNTED_GROUP = ("group", "tails")
 ROLLUP = (
     "key",
     "ttl_s",
@@ -142,9 +148,11 @@ _ARRAYS = {
     "BITS": BITS,
     "RECORD": RECORD,
     "ARG": ARG,
+    "OPTIONAL_KEY": OPTIONAL_KEYS,
     "LOG": LOG,
     "PLAN": PLAN,
     "ADMISSION": ADMISSION,
+    "COUNTED_GROUP": COUNTED_GROUP,
     "LIVE": LIVE,
     "ROLLUP": ROLLUP,
     "APPLIED": APPLIED,
@@ -196,6 +204,7 @@ def lua_prelude(script: str | None = None) -> str:
     constants += list(CODES.items())
     constants += [(name, f"'{text}'") for name, text in STRINGS.items()]
     constants.append(("REPLY_STRIDE", len(REPLY)))
+    constants.append(("OPTIONAL_KEYS", len(OPTIONAL_KEYS)))
     for name, value in constants:
         if script is None or re.search(rf"\b{name}\b", script):
             lines.append(f"local {name} = {value}")

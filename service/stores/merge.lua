@@ -5,12 +5,13 @@
 -- {address = flags}, {field = blob}]: one compact value, whatever Redis's
 -- hash-max-listpack-* settings, read and written once per message per batch.
 --
--- KEYS: one per message, then the checkpoint hash when there is a checkpoint, then
--- the change log stream when there is a log, then the transitions
--- stream when there is a feed, then the forwarding outbox when there is one; then,
+-- KEYS: one per message, then one for each of the parts checkpoint, log, feed and
+-- forward that is sent, in that order (layout.OPTIONAL_KEYS; the script finds each
+-- by name): the checkpoint hash, the change log stream, the transitions stream and
+-- the forwarding outbox; then,
 -- with slot groups (ARGV[declared] = '1'), in any order, every other key the call
--- may touch (declared by service.stores.redis: index, statistics, rollup and
--- suppression keys of the batch's messages, and the probe keys of ARGV[trim]). The
+-- may touch (declared by service.stores.redis: index and suppression keys of the
+-- batch's messages, and the probe keys of ARGV[trim]). The
 -- script then names no key outside KEYS (`given`), so on a Redis Cluster every key
 -- of a call is routed with it; all share the call's slot group prefix
 -- (service.stores.slots).
@@ -87,7 +88,6 @@ local max_recipients = tonumber(ARGV[ARG_MAX_RECIPIENTS])
 local max_blob_bytes = tonumber(ARGV[ARG_MAX_BLOB_BYTES])
 local fed = {}
 local forwarded = {}
-local merged_header = '' -- the message being merged's header, as merged so far
 local applied = {} -- flattened: message_index, event_index of each event new to the store
 local bor = bit.bor
 
@@ -262,7 +262,10 @@ local function index_message(message, handle, raw, before_top, before_pending, r
   end
 end
 
-local function transition(message_index, event, event_index, address, from_status, to_status)
+-- A recipient's status changed: in the reply, and in the live stream and the
+-- forwarding outbox when they are kept. `header` is the message's, as merged.
+local function transition(message_index, header, event, event_index, address, from_status,
+                          to_status)
   -- In REPLY order.
   out[#out + 1] = message_index
   out[#out + 1] = event_index
@@ -286,7 +289,7 @@ local function transition(message_index, event, event_index, address, from_statu
     local domain = string.match(address, '@([^@]*)$') or ''
     -- In FORWARDED order (service.forward.items.Change).
     forwarded[#forwarded + 1] = {message[MESSAGE_MESSAGE_ID], address, from_status, to_status, at,
-                                 latency, merged_header, cause and cause[EVENT_BLOB] or '',
+                                 latency, header, cause and cause[EVENT_BLOB] or '',
                                  message[MESSAGE_PROVIDERS][domain] or 'other'}
   end
 end
@@ -358,7 +361,6 @@ local function merge_message(m)
     header = incoming_header
     changed = true
   end
-  merged_header = header
   if message[MESSAGE_TRUNCATED] and not truncated then
     truncated = true
     changed = true
@@ -409,7 +411,7 @@ local function merge_message(m)
       new_recipients[#new_recipients + 1] = address
       size = size + 1
       changed = true
-      transition(m, event, event_index, address, NEW_RECIPIENT, status_of(bor(bits, mf)))
+      transition(m, header, event, event_index, address, NEW_RECIPIENT, status_of(bor(bits, mf)))
       if suppress and event and bit.band(bits, UNSAFE_BITS) ~= 0 then
         suppress_address(message, event, address, bit.band(bits, UNSAFE_BITS))
       end
@@ -427,7 +429,7 @@ local function merge_message(m)
     changed = true
     local before, after = status_of(bor(old, mf)), status_of(bor(new, mf))
     if before ~= after then
-      transition(m, event, event_index, address, before, after)
+      transition(m, header, event, event_index, address, before, after)
     end
   end
 
@@ -474,7 +476,7 @@ local function merge_message(m)
         for address, flags in pairs(recipients) do
           local before, after = status_of(bor(flags, before_mf)), status_of(bor(flags, mf))
           if before ~= after then
-            transition(m, event, e, address, before, after)
+            transition(m, header, event, e, address, before, after)
           end
         end
       end
@@ -528,51 +530,56 @@ for m = 1, #batch do
   end
 end
 
+-- The keys after the records, by name (layout.OPTIONAL_KEYS): each part sent has
+-- its key, in that order.
+local sent = {}
+sent[OPTIONAL_KEY_CHECKPOINT] = checkpoint
+sent[OPTIONAL_KEY_LOG] = log
+sent[OPTIONAL_KEY_FEED] = feed
+sent[OPTIONAL_KEY_FORWARD] = forward
+local key_of = {}
 local next_key = #batch + 1
+for part = 1, OPTIONAL_KEYS do
+  if sent[part] then
+    key_of[part] = KEYS[next_key]
+    next_key = next_key + 1
+  end
+end
 
 if checkpoint then
-  local checkpoint_key = KEYS[next_key]
-  next_key = next_key + 1
   -- Not past a refused message: the caller writes it once that is parked.
   for position, value in pairs(#refused == 0 and checkpoint or {}) do
-    redis.call('HSET', checkpoint_key, position, value)
+    redis.call('HSET', key_of[OPTIONAL_KEY_CHECKPOINT], position, value)
   end
 end
 
-if log then
-  -- The change log (service.stores.changelog): one entry per call that changed
-  -- anything, for the projections to apply after the merge, each under its own
-  -- checkpoint. The context goes in as Python packed it; the script adds what only
-  -- it knows: which events were new to the store and which transitions they made.
-  -- The transitions name their recipient's domain, never the address: what the
-  -- statistics count by, and all the log needs (an erasure has nothing to reach
-  -- in it).
-  if #out > 0 or #applied > 0 then
-    local logged = {}
-    for i = 1, #out do
-      logged[i] = out[i]
-    end
-    for i = REPLY_ADDRESS, #out, REPLY_STRIDE do
-      local domain = string.match(out[i], '@([^@]*)$')
-      logged[i] = (domain == nil or domain == '') and NO_DOMAIN or domain
-    end
-    redis.call('XADD', KEYS[next_key], 'MINID', '~', log[LOG_MIN_ID_MS], '*',
-               'c', ARGV[ARG_LOG_CONTEXT], 't', cmsgpack.pack(logged), 'a', cmsgpack.pack(applied))
+-- The change log (service.stores.changelog): one entry per call that changed
+-- anything, for the projections to apply after the merge, each under its own
+-- checkpoint. The context goes in as Python packed it; the script adds what only it
+-- knows: which events were new to the store and which transitions they made. The
+-- transitions name their recipient's domain, never the address: what the statistics
+-- count by, and all the log needs (an erasure has nothing to reach in it).
+if log and (#out > 0 or #applied > 0) then
+  local logged = {}
+  for i = 1, #out do
+    logged[i] = out[i]
   end
-  next_key = next_key + 1
+  for i = REPLY_ADDRESS, #out, REPLY_STRIDE do
+    local domain = string.match(out[i], '@([^@]*)$')
+    logged[i] = (domain == nil or domain == '') and NO_DOMAIN or domain
+  end
+  redis.call('XADD', key_of[OPTIONAL_KEY_LOG], 'MINID', '~', log[LOG_MIN_ID_MS], '*',
+             'c', ARGV[ARG_LOG_CONTEXT], 't', cmsgpack.pack(logged), 'a', cmsgpack.pack(applied))
 end
 
-if feed then
-  if #fed > 0 then
-    redis.call('XADD', KEYS[next_key], 'MINID', '~', feed[FEED_MIN_ID_MS], '*', 't',
-               cmsgpack.pack(fed))
-  end
-  next_key = next_key + 1
+if feed and #fed > 0 then
+  redis.call('XADD', key_of[OPTIONAL_KEY_FEED], 'MINID', '~', feed[FEED_MIN_ID_MS], '*', 't',
+             cmsgpack.pack(fed))
 end
 
 if forward and #forwarded > 0 then
-  redis.call('XADD', KEYS[next_key], 'MINID', '~', forward[FORWARD_MIN_ID_MS], '*', 't',
-             cmsgpack.pack(forwarded))
+  redis.call('XADD', key_of[OPTIONAL_KEY_FORWARD], 'MINID', '~', forward[FORWARD_MIN_ID_MS], '*',
+             't', cmsgpack.pack(forwarded))
 end
 
 return cmsgpack.pack({out, candidates, refused})

@@ -94,7 +94,7 @@ local function apply_live(t)
   local by_dimension = {} -- key position -> counted
   local marks = {}
   for _, entry in ipairs(t[LIVE_GROUPS]) do
-    local known = admit(a, entry[1])
+    local known = admit(a, entry[COUNTED_GROUP_GROUP])
     local dimension = dimension_of(known)
     local position = t[LIVE_DIMENSION_KEYS][dimension]
     local counted = by_dimension[position]
@@ -104,7 +104,7 @@ local function apply_live(t)
       marks['d:' .. dimension] = true
     end
     local prefix = 'g:' .. known .. '|'
-    for tail, n in pairs(entry[2]) do
+    for tail, n in pairs(entry[COUNTED_GROUP_TAILS]) do
       add(counted, prefix .. tail, n)
     end
   end
@@ -128,8 +128,8 @@ local function apply_rollup(t)
     counted[field] = n
   end
   for _, entry in ipairs(t[ROLLUP_GROUPS]) do
-    local prefix = 'g:' .. admit(a, entry[1]) .. '|'
-    for tail, n in pairs(entry[2]) do
+    local prefix = 'g:' .. admit(a, entry[COUNTED_GROUP_GROUP]) .. '|'
+    for tail, n in pairs(entry[COUNTED_GROUP_TAILS]) do
       add(counted, prefix .. tail, n)
     end
   end

@@ -425,27 +425,29 @@ class RedisStore(Store):
             for write, handle in zip(writes, handles, strict=True)
         ]
         trim = self._take_trims(group.number)
-        packed_checkpoint = b""
-        if checkpoint is not None:
-            keys.append(group_keys.checkpoint(checkpoint.name))
-            packed_checkpoint = _pack(dict(checkpoint.positions))
         now_ms = time.time_ns() // 1_000_000
-        packed_log = context = b""
+        # The parts sent, each with its key (KEYS after the records, in the order
+        # layout.OPTIONAL_KEYS names them; a part not sent has no key).
+        optional: dict[str, tuple[str, bytes]] = {}
+        if checkpoint is not None:
+            packed = _pack(dict(checkpoint.positions))
+            optional["checkpoint"] = (group_keys.checkpoint(checkpoint.name), packed)
+        context = b""
         if counting is not None:
             # What the statistics projection counts, after the merge (changelog).
-            keys.append(group_keys.changelog)
-            packed_log = _pack(_in_order(layout.LOG, min_id_ms=now_ms - LOG_KEEP_S * 1000))
+            packed = _pack(_in_order(layout.LOG, min_id_ms=now_ms - LOG_KEEP_S * 1000))
+            optional["log"] = (group_keys.changelog, packed)
             context = changelog.pack_context(writes, counting)
-        packed_feed = b""
         if self._feed_window_ms is not None:
-            keys.append(group_keys.transitions)
-            packed_feed = _pack(_in_order(layout.FEED, min_id_ms=now_ms - self._feed_window_ms))
-        packed_forward = b""
+            packed = _pack(_in_order(layout.FEED, min_id_ms=now_ms - self._feed_window_ms))
+            optional["feed"] = (group_keys.transitions, packed)
         if self._forward_keep_ms is not None:
-            keys.append(group_keys.forward)
-            packed_forward = _pack(
-                _in_order(layout.FORWARD, min_id_ms=now_ms - self._forward_keep_ms)
-            )
+            packed = _pack(_in_order(layout.FORWARD, min_id_ms=now_ms - self._forward_keep_ms))
+            optional["forward"] = (group_keys.forward, packed)
+        keys += [optional[name][0] for name in layout.OPTIONAL_KEYS if name in optional]
+        sent = {
+            name: optional[name][1] if name in optional else b"" for name in layout.OPTIONAL_KEYS
+        }
         index = _in_order(
             layout.INDEX,
             prefix=group_keys.prefix,
@@ -459,16 +461,12 @@ class RedisStore(Store):
             status_table=state.STATUS_TABLE,
             max_fields=str(state.MAX_RECORD_FIELDS),
             batch=_pack(batch),
-            checkpoint=packed_checkpoint,
-            log=packed_log,
             log_context=context,
-            feed=packed_feed,
             index=_pack(index),
             max_recipients=str(state.MAX_RECIPIENTS),
             max_blob_bytes=str(state.MAX_RECORD_BLOB_BYTES),
             # Replays (nothing counted live) hold messages past the retention briefly.
             hold_s=str(PAST_RETENTION_HOLD_S if counting is not None and not counting.live else 0),
-            forward=packed_forward,
             suppress=_pack(
                 _in_order(layout.SUPPRESS, keep_s=self._suppression_keep_s, now_ms=now_ms)
             )
@@ -476,6 +474,7 @@ class RedisStore(Store):
             else b"",
             trim=_pack(trim) if trim else b"",
             declared="1" if self._group_count is not None else "",
+            **sent,
         )
         if self._group_count is not None:
             keys += _declared(group_keys, writes, trim)

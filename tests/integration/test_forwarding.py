@@ -262,6 +262,12 @@ async def test_two_replicas_share_the_outbox_and_one_sends(redis_target: RedisTa
                     and sum(r.figures["app"].sent for r in replicas) >= 120
                 )
             )
+            # A sender counts a batch sent before it acknowledges the entries it came
+            # from: every entry acknowledged, soon after.
+            deadline = time.monotonic() + 10
+            while (await replicas[0].outbox.backlog(sub.id)).entries:
+                assert time.monotonic() < deadline, "entries left unacknowledged"
+                await asyncio.sleep(0.02)
         finally:
             for task, replica in zip(tasks, replicas, strict=True):
                 await halt(task, replica)

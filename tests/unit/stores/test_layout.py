@@ -44,3 +44,22 @@ def test_the_script_builds_key_names_only_from_the_key_families() -> None:
     assert "sup:idx" not in CODE and "'x:" not in CODE and "'r:" not in CODE
     for family in layout.LUA_KEY_FAMILIES:
         assert f"KEY_{family.upper()}" in PRELUDE
+
+
+def test_the_script_finds_the_keys_after_the_records_by_name() -> None:
+    # layout.OPTIONAL_KEYS is the one definition of their order: no key is found by
+    # counting from the batch (KEYS[#batch + ...]) or by a running index.
+    assert re.findall(r"KEYS\[#batch", CODE) == []
+    assert "KEYS[next_key]" in CODE  # only in the one loop that names them
+    assert CODE.count("KEYS[next_key]") == 1
+    for part in layout.OPTIONAL_KEYS:
+        assert f"key_of[OPTIONAL_KEY_{part.upper()}]" in CODE
+    assert set(layout.OPTIONAL_KEYS) <= set(layout.ARG)
+
+
+def test_the_projection_script_reads_its_plan_only_by_name() -> None:
+    project = resources.files("service.stores").joinpath("project.lua").read_text()
+    code = "\n".join(line.split("--", 1)[0] for line in project.splitlines())
+    assert re.findall(r"\b(t|plan|entry)\[\s*-?\d", code) == []
+    used = set(re.findall(r"\b([A-Z][A-Z0-9]*_[A-Z0-9_]+)\b", code)) - {"KEYS", "ARGV"}
+    assert used <= PRELUDE.keys(), used - PRELUDE.keys()
