@@ -21,7 +21,7 @@ from collections import Counter
 from collections.abc import Collection, Iterable
 
 from service.stats import BUCKET_S, window_buckets
-from service.stores.base import Store
+from service.stores.base import Statistics
 
 
 class WindowReader:
@@ -29,7 +29,7 @@ class WindowReader:
     dimension's)."""
 
     def __init__(
-        self, store: Store, windows: Iterable[int], dimensions: Collection[str] | None = None
+        self, store: Statistics, windows: Iterable[int], dimensions: Collection[str] | None = None
     ) -> None:
         self._store = store
         self._windows = sorted(set(windows))

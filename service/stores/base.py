@@ -81,13 +81,8 @@ class MemoryFigures:
     evicted: int  # since the store started (Redis: since its last restart)
 
 
-class Store(ABC):
-    """Merged message state, keyed by SES message id.
-
-    ``merge`` is idempotent and commutative per message (see ``service.state``), so
-    replaying a batch after a crash, or two processes merging the same message at
-    once, gives the state a single orderly pass would have.
-    """
+class Merging(ABC):
+    """Merges batches, each with its source's checkpoint, atomically."""
 
     @abstractmethod
     async def merge(
@@ -112,6 +107,26 @@ class Store(ABC):
         ``MergeRejected`` when it refuses messages for what they hold (poison:
         retrying fails the same way; the rest may have merged, see there).
         """
+
+    @abstractmethod
+    async def load_checkpoint(self, name: str) -> dict[str, str]:
+        """Positions last stored under ``name``; empty when there are none."""
+
+
+class Messages(ABC):
+    """Reads merged messages: one by id, or a page of a search."""
+
+    @abstractmethod
+    async def get(self, message_id: str) -> MessageRecord | None:
+        """The merged record, or None for an unknown or expired message."""
+
+    @abstractmethod
+    async def search(self, query: SearchQuery) -> SearchPage:
+        """One page of the messages ``query`` matches, newest first (``service.search``)."""
+
+
+class Statistics(ABC):
+    """Reads the statistics the merges counted (``service.stats``)."""
 
     async def read_stats(
         self, first_bucket: int, last_bucket: int, dimensions: Collection[str] | None = None
@@ -143,21 +158,9 @@ class Store(ABC):
     async def stats_revisions(self) -> Revisions:
         """Which live buckets changed, and when (``service.stats.Revisions``)."""
 
-    @abstractmethod
-    async def get(self, message_id: str) -> MessageRecord | None:
-        """The merged record, or None for an unknown or expired message."""
 
-    @abstractmethod
-    async def search(self, query: SearchQuery) -> SearchPage:
-        """One page of the messages ``query`` matches, newest first (``service.search``)."""
-
-    @abstractmethod
-    async def load_checkpoint(self, name: str) -> dict[str, str]:
-        """Positions last stored under ``name``; empty when there are none."""
-
-    async def ping(self) -> bool:
-        """Whether the store can serve requests now."""
-        return True
+class Suppressions(ABC):
+    """Addresses unsafe to mail again (``service.suppressions``)."""
 
     @abstractmethod
     async def suppression(self, address: str) -> Suppression | None:
@@ -184,11 +187,27 @@ class Store(ABC):
     async def remove_suppression(self, address: str) -> bool:
         """Forget a suppression (the address is safe again); False when there was none."""
 
+
+class Erasing(ABC):
+    """Forgets a recipient (``service.erasure``)."""
+
     @abstractmethod
     async def erase_recipient(self, address: str) -> int:
         """Remove ``address`` from every kept message (``service.erasure``), its search
         index and its suppression; how many messages named it. Statistics stay: they
         count per domain and provider, never per address."""
+
+
+class Admin(ABC):
+    """Health, capacity and bookkeeping of the store itself."""
+
+    async def ping(self) -> bool:
+        """Whether the store can serve requests now."""
+        return True
+
+    async def memory(self) -> MemoryFigures | None:
+        """How full the store is; None when it cannot say."""
+        return None
 
     @abstractmethod
     async def replayed(self, digest: str) -> bool:
@@ -200,12 +219,18 @@ class Store(ABC):
         history counts are in, and a second replay would count those of messages
         past the retention again (their records are only held briefly)."""
 
-    async def memory(self) -> MemoryFigures | None:
-        """How full the store is; None when it cannot say."""
-        return None
-
     async def close(self) -> None:  # noqa: B027 - optional hook, nothing to release by default
         """Release connections."""
 
     def describe(self) -> str:
         return type(self).__name__
+
+
+class Store(Merging, Messages, Statistics, Suppressions, Erasing, Admin):
+    """Merged message state, keyed by SES message id: every role above, as each
+    backend implements them (a part that needs one role names that role).
+
+    ``merge`` is idempotent and commutative per message (see ``service.state``), so
+    replaying a batch after a crash, or two processes merging the same message at
+    once, gives the state a single orderly pass would have.
+    """

@@ -3,19 +3,18 @@
 from __future__ import annotations
 
 import time
-from collections import Counter, OrderedDict
-from collections.abc import Callable, Collection, Sequence
+from collections import OrderedDict
+from collections.abc import Callable, Sequence
+from typing import Any
 
-from service.history import Fields
-from service.search import SearchPage, SearchQuery
 from service.state import MessageRecord, MessageWrite, Transition
-from service.stats import Counting, Revisions
-from service.stores.base import Checkpoint, MemoryFigures, Store, SuppressionCursor
-from service.suppressions import Suppression
+from service.stats import Counting
+from service.stores.base import Checkpoint, Store
 
 
-class CachedStore(Store):
-    """Serves repeated lookups from memory for ``ttl_s``; writes go straight through.
+class CachedStore:
+    """Serves repeated lookups (``get``) from memory for ``ttl_s``; everything else is
+    the truth's. A ``Store`` (registered as one) that wraps only what it caches.
 
     Why a TTL rather than invalidation: other replicas merge into the same Redis
     and cannot reach this cache, so a cached record may be up to ``ttl_s`` behind
@@ -66,58 +65,18 @@ class CachedStore(Store):
             self._entries.popitem(last=False)
         return record
 
-    async def search(self, query: SearchQuery) -> SearchPage:
-        return await self.truth.search(query)
-
-    async def load_checkpoint(self, name: str) -> dict[str, str]:
-        return await self.truth.load_checkpoint(name)
-
-    async def read_buckets(
-        self, buckets: Sequence[int], dimensions: Collection[str] | None = None
-    ) -> list[Counter[str]]:
-        return await self.truth.read_buckets(buckets, dimensions)
-
-    async def read_rollups(
-        self, step: str, starts: Sequence[int], fields: Fields | None = None
-    ) -> list[Counter[str]]:
-        return await self.truth.read_rollups(step, starts, fields)
-
-    async def suppression(self, address: str) -> Suppression | None:
-        return await self.truth.suppression(address)
-
-    async def suppressions_of(self, addresses: Sequence[str]) -> dict[str, Suppression]:
-        return await self.truth.suppressions_of(addresses)
-
-    async def suppressions(
-        self, reason: str | None, since_ms: int | None, limit: int, after: SuppressionCursor | None
-    ) -> tuple[list[Suppression], SuppressionCursor | None]:
-        return await self.truth.suppressions(reason, since_ms, limit, after)
-
-    async def remove_suppression(self, address: str) -> bool:
-        return await self.truth.remove_suppression(address)
-
     async def erase_recipient(self, address: str) -> int:
         erased = await self.truth.erase_recipient(address)
         self._entries.clear()  # cached records may still name the address
         return erased
 
-    async def replayed(self, digest: str) -> bool:
-        return await self.truth.replayed(digest)
-
-    async def mark_replayed(self, digest: str, keep_s: int) -> None:
-        await self.truth.mark_replayed(digest, keep_s)
-
-    async def stats_revisions(self) -> Revisions:
-        return await self.truth.stats_revisions()
-
-    async def ping(self) -> bool:
-        return await self.truth.ping()
-
-    async def memory(self) -> MemoryFigures | None:
-        return await self.truth.memory()
-
-    async def close(self) -> None:
-        await self.truth.close()
+    def __getattr__(self, name: str) -> Any:
+        # Everything it does not cache is the truth's own (searches, statistics,
+        # suppressions, checkpoints, admin): no pass-through to keep in step.
+        return getattr(self.truth, name)
 
     def describe(self) -> str:
         return f"{self.truth.describe()} (cached {self._ttl_s:g}s)"
+
+
+Store.register(CachedStore)
