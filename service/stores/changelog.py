@@ -41,20 +41,17 @@ from service.stores import layout
 # Fields of an entry.
 CONTEXT, TRANSITIONS, APPLIED = b"c", b"t", b"a"
 _REPLY_STRIDE = len(layout.REPLY)
+# An event's facts in the context: its fields from ``at`` on (its time, whether it
+# was capped, then its statistics fields), cut from the tuple as they stand.
+_FACTS = state.EventWrite._fields.index("at")
 _NEW_RECIPIENT = layout.CODES["NEW_RECIPIENT"]
 
 
 def pack_context(writes: Sequence[state.MessageWrite], counting: stats.Counting) -> bytes:
     """The ``c`` field of the entry a merge of ``writes`` appends (one per message,
     in the call's order)."""
-    first_fact = state.EventWrite._fields.index("natural")
     messages = [
-        (
-            write.groups,
-            write.providers,
-            write.first_at,
-            [(event.at, *event[first_fact:]) for event in write.events],
-        )
+        (write.groups, write.providers, write.first_at, [event[_FACTS:] for event in write.events])
         for write in writes
     ]
     settings = (counting.now_ms, counting.live, counting.history_days, counting.hourly_days)
@@ -133,11 +130,12 @@ def count_entries(entries: Iterable[dict[bytes, bytes]], into: Counted | None = 
 
 
 # Tally keys: (ONCE, bucket, hour, day, once_fields, live_fields) and
-# (TRANSITION, bucket, hour, day, groups, old, new, natural, latency, history_latency);
+# (TRANSITION, bucket, hour, day, message groups, domain, provider, old, new, natural,
+# latency, history_latency);
 # bucket NOT_LIVE and hour/day -1 where the change counts in none.
 _ONCE, _TRANSITION = 0, 1
-# An event in the context: (at, *EventWrite's statistics fields).
-_E_AT, _E_NATURAL, _E_LATENCY, _E_ONCE, _E_BUCKET, _E_HISTORY_LATENCY, _E_LIVE = range(7)
+# An event in the context (EventWrite's fields from ``at`` on).
+_E_AT, _E_CAPPED, _E_NATURAL, _E_LATENCY, _E_ONCE, _E_BUCKET, _E_HISTORY_LATENCY, _E_LIVE = range(8)
 _M_GROUPS, _M_PROVIDERS, _M_FIRST_AT, _M_EVENTS = range(4)
 _HOUR_MS, _DAY_MS = stats.HOUR_S * 1000, stats.DAY_S * 1000
 
@@ -153,21 +151,36 @@ def _tally_entry(fields: dict[bytes, bytes], counted: Counted, tally: Counter[tu
     hour_from, day_from = counting.from_ms("hour"), counting.from_ms("day")
     not_live = stats.NOT_LIVE
 
-    def where(bucket: int, at: int) -> tuple[int, int, int]:
-        return (
-            bucket if live else not_live,
-            at // _HOUR_MS * stats.HOUR_S if 0 <= hour_from <= at else -1,
-            at // _DAY_MS * stats.DAY_S if 0 <= day_from <= at else -1,
-        )
+    places: dict[tuple[int, int], tuple[int, int, int]] = {}
+
+    def where(message_index: int, event_index: int) -> tuple[int, int, int]:
+        """Where an event's changes count: (live bucket, hour, day), -1/NOT_LIVE for
+        none; for event 0 (new destination recipients), the message's first event's
+        (state.MessageWrite.first_at, first_bucket)."""
+        place = places.get((message_index, event_index))
+        if place is None:
+            message = messages[message_index - 1]
+            events = message[_M_EVENTS]
+            if events:
+                event = events[max(event_index, 1) - 1]
+                bucket, at = event[_E_BUCKET], event[_E_AT]
+            else:
+                bucket, at = not_live, message[_M_FIRST_AT]
+            place = places[message_index, event_index] = (
+                bucket if live else not_live,
+                at // _HOUR_MS * stats.HOUR_S if 0 <= hour_from <= at else -1,
+                at // _DAY_MS * stats.DAY_S if 0 <= day_from <= at else -1,
+            )
+        return place
 
     applied = msgpack.unpackb(fields[APPLIED], raw=False)
     reply = msgpack.unpackb(fields[TRANSITIONS], raw=False)
 
-    def once(message: int, event_index: int) -> None:
-        event = messages[message - 1][_M_EVENTS][event_index - 1]
+    def once(message_index: int, event_index: int) -> None:
+        event = messages[message_index - 1][_M_EVENTS][event_index - 1]
         if event[_E_ONCE] or event[_E_LIVE]:
-            bucket, hour, day = where(event[_E_BUCKET], event[_E_AT])
-            tally[(_ONCE, bucket, hour, day, event[_E_ONCE], event[_E_LIVE])] += 1
+            key = (_ONCE, *where(message_index, event_index), event[_E_ONCE], event[_E_LIVE])
+            tally[key] += 1
 
     # In the merge's own order, which admission (first come) depends on: message
     # by message, a message's destination transitions, then each new event
@@ -183,28 +196,18 @@ def _tally_entry(fields: dict[bytes, bytes], counted: Counted, tally: Counter[tu
             once(applied[next_applied], applied[next_applied + 1])
             next_applied += 2
         message = messages[message_index - 1]
-        events = message[_M_EVENTS]
         if event_index:
-            event = events[event_index - 1]
-            bucket, hour, day = where(event[_E_BUCKET], event[_E_AT])
+            event = message[_M_EVENTS][event_index - 1]
             natural, latency = event[_E_NATURAL], event[_E_LATENCY]
             history_latency = event[_E_HISTORY_LATENCY]
         else:
-            # New destination recipients: at, and in, the batch's first event
-            # (state.MessageWrite.first_at, first_bucket).
-            if events:
-                bucket, hour, day = where(events[0][_E_BUCKET], events[0][_E_AT])
-            else:
-                bucket, hour, day = where(not_live, message[_M_FIRST_AT])
             natural, latency, history_latency = -1, "", ""
-        # The log names the recipient's domain only (service.dimensions.domain_of).
-        groups = message[_M_GROUPS] + (
-            "domain=" + domain,
-            "provider=" + message[_M_PROVIDERS].get(domain, OTHER),
-        )
+        # The log names the recipient's domain only (service.dimensions.domain_of);
+        # its groups are the message's, its domain's and its provider's.
         tally[
-            (_TRANSITION, bucket, hour, day, groups, None if old == _NEW_RECIPIENT else old, new,
-             natural, latency, history_latency)
+            (_TRANSITION, *where(message_index, event_index), message[_M_GROUPS], domain,
+             message[_M_PROVIDERS].get(domain, OTHER), None if old == _NEW_RECIPIENT else old,
+             new, natural, latency, history_latency)
         ] += 1  # fmt: skip
     for at in range(next_applied, pending, 2):
         once(applied[at], applied[at + 1])
@@ -226,7 +229,8 @@ def _count_tally(tally: Counter[tuple[Any, ...]], counted: Counted) -> None:
                 for name in live_fields:
                     live.overall[name] += n
             continue
-        groups, old, new, natural, latency, history_latency = key[4:]
+        message_groups, domain, provider, old, new, natural, latency, history_latency = key[4:]
+        groups = (*message_groups, "domain=" + domain, "provider=" + provider)
         rollups = _rollups(counted, hour, day)
         if live is not None:
             live.transition(groups, stats.transition_names(old, new, natural, latency), n)

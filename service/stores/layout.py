@@ -169,20 +169,26 @@ _ARRAYS = {
 
 
 _EVENT_FIELDS = len(EVENT)
-_GROUPS = MESSAGE.index("groups")
-_PROVIDERS = MESSAGE.index("providers")
+_NO_PROVIDERS: dict[str, str] = {}
 
 
 def slim(write: state.MessageWrite, providers: bool) -> tuple:
     """What the script is sent of a write: its events without their statistics
     fields, no groups, and its providers only when forwarding (the forwarded
-    entries name each recipient's provider)."""
-    fields = list(write)
-    fields[MESSAGE.index("events")] = tuple(event[:_EVENT_FIELDS] for event in write.events)
-    fields[_GROUPS] = ()
-    if not providers:
-        fields[_PROVIDERS] = {}
-    return tuple(fields)
+    entries name each recipient's provider). Field for field in MESSAGE's order."""
+    (message_id, header, sent_at, destination, events, sent_known, _, kept, truncated) = write
+    cut = _EVENT_FIELDS
+    return (
+        message_id,
+        header,
+        sent_at,
+        destination,
+        [event[:cut] for event in events],
+        sent_known,
+        (),
+        kept if providers else _NO_PROVIDERS,
+        truncated,
+    )
 
 
 def position(array: tuple[str, ...], name: str) -> int:

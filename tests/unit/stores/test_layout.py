@@ -63,3 +63,31 @@ def test_the_projection_script_reads_its_plan_only_by_name() -> None:
     assert re.findall(r"\b(t|plan|entry)\[\s*-?\d", code) == []
     used = set(re.findall(r"\b([A-Z][A-Z0-9]*_[A-Z0-9_]+)\b", code)) - {"KEYS", "ARGV"}
     assert used <= PRELUDE.keys(), used - PRELUDE.keys()
+
+
+def test_the_script_is_sent_each_write_cut_to_what_it_reads() -> None:
+    from service.codec import encode_batch
+    from service.dimensions import Dimensions
+    from tests.support import ses
+    from tests.support.fold import SEEN_MS, events_of
+
+    [write] = encode_batch(
+        list(
+            events_of(
+                [
+                    ses.send("slim", ["a@gmail.com"]),
+                    ses.delivery("slim", ["a@gmail.com"], ses.SENT_AT + 900),
+                ]
+            )
+        ),
+        SEEN_MS,
+        Dimensions(),
+    )
+    slim = layout.slim(write, providers=False)
+    assert len(slim) == len(layout.MESSAGE)
+    events = slim[layout.MESSAGE.index("events")]
+    assert [list(event) for event in events] == [list(e[: len(layout.EVENT)]) for e in write.events]
+    assert slim[layout.MESSAGE.index("groups")] == ()
+    assert slim[layout.MESSAGE.index("providers")] == {}
+    assert layout.slim(write, providers=True)[layout.MESSAGE.index("providers")] == write.providers
+    assert slim[layout.MESSAGE.index("message_id")] == write.message_id
