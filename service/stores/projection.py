@@ -27,6 +27,7 @@ from __future__ import annotations
 import asyncio
 import os
 import time
+from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
 from importlib import resources
 from typing import Any
@@ -90,8 +91,10 @@ class StatsProjection:
         self.runs = 0
         self.lost = 0  # runs that found entries trimmed before they were applied
         self.skipped = 0  # entries or targets that could not be applied (counted loss)
-        # Seconds from the oldest entry's append to its run's apply, last run.
+        # Seconds from the oldest entry's append to its run's apply, last run; and
+        # each applied entry's, the latest few thousand (bench.bench_projection).
         self.last_delay_s = 0.0
+        self.delays: deque[float] = deque(maxlen=4_096)
 
     async def catch_up(self, number: int, *, force: bool = False) -> int:
         """Apply every entry of group ``number`` not yet applied; how many were.
@@ -196,8 +199,10 @@ class StatsProjection:
                 error=str(failures[0])[:200],
             )
         self.applied_entries += len(entries)
-        oldest_ms = int(entries[0][0].split(b"-", 1)[0])
-        self.last_delay_s = max(0.0, time.time() - oldest_ms / 1000)
+        now = time.time()
+        for entry_id, _ in entries:
+            self.delays.append(max(0.0, now - int(entry_id.split(b"-", 1)[0]) / 1000))
+        self.last_delay_s = self.delays[-len(entries)]
         return len(entries), len(entries) == ENTRIES_PER_RUN
 
     @property
