@@ -41,21 +41,78 @@ from service.stores import layout
 # Fields of an entry.
 CONTEXT, TRANSITIONS, APPLIED = b"c", b"t", b"a"
 _REPLY_STRIDE = len(layout.REPLY)
-# An event's facts in the context: its fields from ``at`` on (its time, whether it
-# was capped, then its statistics fields), cut from the tuple as they stand.
-_FACTS = state.EventWrite._fields.index("at")
+# EventWrite positions the context reads; a fact is (bucket, hour, day, then the
+# event's statistics fields in EventWrite's order).
+_AT = state.EventWrite._fields.index("at")
+_BUCKET = state.EventWrite._fields.index("bucket")
+_STATISTICS = state.EventWrite._fields.index("natural")
+_NO_STEP = state.EventWrite("", b"", 0, (), 0, False)[_STATISTICS:]  # no step, no fields
+(
+    _F_BUCKET, _F_HOUR, _F_DAY, _F_NATURAL, _F_LATENCY, _F_ONCE, _F_EVENT_BUCKET,
+    _F_HISTORY_LATENCY, _F_LIVE,
+) = range(9)  # fmt: skip
 _NEW_RECIPIENT = layout.CODES["NEW_RECIPIENT"]
+_HOUR_MS, _DAY_MS = stats.HOUR_S * 1000, stats.DAY_S * 1000
 
 
 def pack_context(writes: Sequence[state.MessageWrite], counting: stats.Counting) -> bytes:
-    """The ``c`` field of the entry a merge of ``writes`` appends (one per message,
-    in the call's order)."""
-    messages = [
-        (write.groups, write.providers, write.first_at, [event[_FACTS:] for event in write.events])
-        for write in writes
-    ]
+    """The ``c`` field of the entry a merge of ``writes`` appends.
+
+    Each event's *fact* is where its changes count and what they count: its live
+    bucket, hour and day (placed here, by ``counting``, as ``stats.Changes`` would:
+    NOT_LIVE or -1 for none) and its statistics fields. Facts repeat (a busy
+    second's events share their bucket, hour, day and most bins), so the entry
+    lists each distinct one once and messages name them by number, as they name
+    their groups: ``(settings, facts, groups, [(groups, providers, first, [fact
+    ...]) ...])``, ``first`` being the fact of changes no single event made (new
+    destination recipients: at, and in, the first event, with no step).
+    """
+    hour_from, day_from = counting.from_ms("hour"), counting.from_ms("day")
+    live = counting.live
+    facts: dict[tuple[Any, ...], int] = {}
+    group_sets: dict[tuple[str, ...], int] = {}
+
+    def place(bucket: int, at: int) -> tuple[int, int, int]:
+        return (
+            bucket if live else stats.NOT_LIVE,
+            at // _HOUR_MS * stats.HOUR_S if 0 <= hour_from <= at else -1,
+            at // _DAY_MS * stats.DAY_S if 0 <= day_from <= at else -1,
+        )
+
+    def fact(key: tuple[Any, ...]) -> int:
+        number = facts.get(key)
+        if number is None:
+            number = facts[key] = len(facts)
+        return number
+
+    not_live = stats.NOT_LIVE
+    hour_ms, hour_s, day_ms, day_s = _HOUR_MS, stats.HOUR_S, _DAY_MS, stats.DAY_S
+    messages = []
+    for write in writes:
+        events = write.events
+        numbers = []
+        for event in events:  # the hot loop: place() and fact() inlined
+            at = event[_AT]
+            key = (
+                event[_BUCKET] if live else not_live,
+                at // hour_ms * hour_s if 0 <= hour_from <= at else -1,
+                at // day_ms * day_s if 0 <= day_from <= at else -1,
+                *event[_STATISTICS:],
+            )
+            number = facts.get(key)
+            if number is None:
+                number = facts[key] = len(facts)
+            numbers.append(number)
+        if events:
+            first = fact((*place(events[0][_BUCKET], events[0][_AT]), *_NO_STEP))
+        else:
+            first = fact((*place(not_live, write.sent_at), *_NO_STEP))
+        groups = group_sets.get(write.groups)
+        if groups is None:
+            groups = group_sets[write.groups] = len(group_sets)
+        messages.append((groups, write.providers, first, numbers))
     settings = (counting.now_ms, counting.live, counting.history_days, counting.hourly_days)
-    return msgpack.packb((settings, messages), use_bin_type=True)
+    return msgpack.packb((settings, list(facts), list(group_sets), messages), use_bin_type=True)
 
 
 class _Passing(stats.Admission):
@@ -129,58 +186,32 @@ def count_entries(entries: Iterable[dict[bytes, bytes]], into: Counted | None = 
     return counted
 
 
-# Tally keys: (ONCE, bucket, hour, day, once_fields, live_fields) and
-# (TRANSITION, bucket, hour, day, message groups, domain, provider, old, new, natural,
-# latency, history_latency);
-# bucket NOT_LIVE and hour/day -1 where the change counts in none.
+# Tally keys: (ONCE, fact) and (TRANSITION, fact, message groups, domain, provider,
+# old, new), facts and groups as the entry lists them (pack_context).
 _ONCE, _TRANSITION = 0, 1
-# An event in the context (EventWrite's fields from ``at`` on).
-_E_AT, _E_CAPPED, _E_NATURAL, _E_LATENCY, _E_ONCE, _E_BUCKET, _E_HISTORY_LATENCY, _E_LIVE = range(8)
-_M_GROUPS, _M_PROVIDERS, _M_FIRST_AT, _M_EVENTS = range(4)
-_HOUR_MS, _DAY_MS = stats.HOUR_S * 1000, stats.DAY_S * 1000
+_M_GROUPS, _M_PROVIDERS, _M_FIRST, _M_FACTS = range(4)
 
 
 def _tally_entry(fields: dict[bytes, bytes], counted: Counted, tally: Counter[tuple]) -> None:
-    """Tally one entry's changes (the hot part of a run: plain tuples, no objects)."""
-    settings, messages = msgpack.unpackb(fields[CONTEXT], raw=False, use_list=False)
+    """Tally one entry's changes: by number within the entry (cheap to hash), then
+    into ``tally`` by value, in the order first met."""
+    settings, facts, group_sets, messages = msgpack.unpackb(
+        fields[CONTEXT], raw=False, use_list=False
+    )
     now_ms, live, history_days, hourly_days = settings
     counting = stats.Counting(int(now_ms), bool(live), int(history_days), int(hourly_days))
     counted.now_ms = max(counted.now_ms, counting.now_ms)
     for step in stats.STEPS:
         counted.keep_days[step] = max(counted.keep_days.get(step, 0), counting.keep_days(step))
-    hour_from, day_from = counting.from_ms("hour"), counting.from_ms("day")
-    not_live = stats.NOT_LIVE
-
-    places: dict[tuple[int, int], tuple[int, int, int]] = {}
-
-    def where(message_index: int, event_index: int) -> tuple[int, int, int]:
-        """Where an event's changes count: (live bucket, hour, day), -1/NOT_LIVE for
-        none; for event 0 (new destination recipients), the message's first event's
-        (state.MessageWrite.first_at, first_bucket)."""
-        place = places.get((message_index, event_index))
-        if place is None:
-            message = messages[message_index - 1]
-            events = message[_M_EVENTS]
-            if events:
-                event = events[max(event_index, 1) - 1]
-                bucket, at = event[_E_BUCKET], event[_E_AT]
-            else:
-                bucket, at = not_live, message[_M_FIRST_AT]
-            place = places[message_index, event_index] = (
-                bucket if live else not_live,
-                at // _HOUR_MS * stats.HOUR_S if 0 <= hour_from <= at else -1,
-                at // _DAY_MS * stats.DAY_S if 0 <= day_from <= at else -1,
-            )
-        return place
-
     applied = msgpack.unpackb(fields[APPLIED], raw=False)
     reply = msgpack.unpackb(fields[TRANSITIONS], raw=False)
+    local: Counter[tuple[Any, ...]] = Counter()
 
     def once(message_index: int, event_index: int) -> None:
-        event = messages[message_index - 1][_M_EVENTS][event_index - 1]
-        if event[_E_ONCE] or event[_E_LIVE]:
-            key = (_ONCE, *where(message_index, event_index), event[_E_ONCE], event[_E_LIVE])
-            tally[key] += 1
+        number = messages[message_index - 1][_M_FACTS][event_index - 1]
+        fact = facts[number]
+        if fact[_F_ONCE] or fact[_F_LIVE]:
+            local[(_ONCE, number)] += 1
 
     # In the merge's own order, which admission (first come) depends on: message
     # by message, a message's destination transitions, then each new event
@@ -196,32 +227,30 @@ def _tally_entry(fields: dict[bytes, bytes], counted: Counted, tally: Counter[tu
             once(applied[next_applied], applied[next_applied + 1])
             next_applied += 2
         message = messages[message_index - 1]
-        if event_index:
-            event = message[_M_EVENTS][event_index - 1]
-            natural, latency = event[_E_NATURAL], event[_E_LATENCY]
-            history_latency = event[_E_HISTORY_LATENCY]
-        else:
-            natural, latency, history_latency = -1, "", ""
-        # The log names the recipient's domain only (service.dimensions.domain_of);
-        # its groups are the message's, its domain's and its provider's.
-        tally[
-            (_TRANSITION, *where(message_index, event_index), message[_M_GROUPS], domain,
-             message[_M_PROVIDERS].get(domain, OTHER), None if old == _NEW_RECIPIENT else old,
-             new, natural, latency, history_latency)
-        ] += 1  # fmt: skip
+        number = message[_M_FACTS][event_index - 1] if event_index else message[_M_FIRST]
+        # The log names the recipient's domain only (service.dimensions.domain_of).
+        provider = message[_M_PROVIDERS].get(domain, OTHER)
+        local[(_TRANSITION, number, message[_M_GROUPS], domain, provider, old, new)] += 1
     for at in range(next_applied, pending, 2):
         once(applied[at], applied[at + 1])
+    for key, n in local.items():
+        if key[0] == _ONCE:
+            tally[(_ONCE, facts[key[1]])] += n
+        else:
+            _, number, groups, domain, provider, old, new = key
+            old = None if old == _NEW_RECIPIENT else old
+            tally[(_TRANSITION, facts[number], group_sets[groups], domain, provider, old, new)] += n
 
 
 def _count_tally(tally: Counter[tuple[Any, ...]], counted: Counted) -> None:
     """Count each distinct change of the tally, with its multiplicity, in order."""
     for key, n in tally.items():
-        bucket, hour, day = key[1], key[2], key[3]
-        live = _live(counted, bucket)
+        fact = key[1]
+        live = _live(counted, fact[_F_BUCKET])
         if key[0] == _ONCE:
-            once_fields, live_fields = key[4], key[5]
+            once_fields, live_fields = fact[_F_ONCE], fact[_F_LIVE]
             if once_fields:
-                for rollup in _rollups(counted, hour, day):
+                for rollup in _rollups(counted, fact[_F_HOUR], fact[_F_DAY]):
                     rollup.once(once_fields, n)
                 if live is not None:
                     live.once(once_fields, n)
@@ -229,13 +258,15 @@ def _count_tally(tally: Counter[tuple[Any, ...]], counted: Counted) -> None:
                 for name in live_fields:
                     live.overall[name] += n
             continue
-        message_groups, domain, provider, old, new, natural, latency, history_latency = key[4:]
+        message_groups, domain, provider, old, new = key[2:]
         groups = (*message_groups, "domain=" + domain, "provider=" + provider)
-        rollups = _rollups(counted, hour, day)
+        natural = fact[_F_NATURAL]
+        rollups = _rollups(counted, fact[_F_HOUR], fact[_F_DAY])
         if live is not None:
-            live.transition(groups, stats.transition_names(old, new, natural, latency), n)
+            names = stats.transition_names(old, new, natural, fact[_F_LATENCY])
+            live.transition(groups, names, n)
         if rollups:
-            names = stats.transition_names(old, new, natural, history_latency)
+            names = stats.transition_names(old, new, natural, fact[_F_HISTORY_LATENCY])
             for rollup in rollups:
                 rollup.transition(groups, names, n)
 
