@@ -313,46 +313,30 @@ class _PipelineCollector(Collector):
 
 def _projection_metrics(projection: Any) -> Iterator[Metric]:
     """The statistics projection of the change log (service.stores.projection)."""
-    labels = ["projection"]
-    name = ["stats"]
-    applied = CounterMetricFamily(
-        "ses_tracker_projection_entries_applied",
-        "Change log entries this process applied to its projection.",
-        labels=labels,
-    )
-    applied.add_metric(name, projection.applied_entries)
-    runs = CounterMetricFamily(
-        "ses_tracker_projection_runs", "Projection runs (one atomic step each).", labels=labels
-    )
-    runs.add_metric(name, projection.runs)
-    lost = CounterMetricFamily(
-        "ses_tracker_projection_fell_behind",
-        "Runs that found change log entries trimmed before they were applied (a projection"
-        " stalled longer than the log is kept): those statistics are short.",
-        labels=labels,
-    )
-    lost.add_metric(name, projection.lost)
-    skipped = CounterMetricFamily(
-        "ses_tracker_projection_skipped",
-        "Log entries or targets a projection could not apply and passed over.",
-        labels=labels,
-    )
-    skipped.add_metric(name, projection.skipped)
-    leases = GaugeMetricFamily(
-        "ses_tracker_projection_leases",
-        "Slot groups whose projection this process holds the lease of (0 or 1 without a"
-        " cluster; one process of a fleet holds each).",
-        labels=labels,
-    )
-    leases.add_metric(name, projection.leases)
-    delay = GaugeMetricFamily(
-        "ses_tracker_projection_delay_seconds",
-        "Seconds from a merge to its statistics being applied, for the oldest entry of this"
-        " process's last run.",
-        labels=labels,
-    )
-    delay.add_metric(name, projection.last_delay_s)
-    yield from (applied, runs, lost, skipped, leases, delay)
+    figures = (
+        (CounterMetricFamily, "ses_tracker_projection_entries_applied",
+         "Change log entries this process applied to its projection.",
+         projection.applied_entries),
+        (CounterMetricFamily, "ses_tracker_projection_runs",
+         "Projection runs (one atomic step each).", projection.runs),
+        (CounterMetricFamily, "ses_tracker_projection_fell_behind",
+         "Runs that found change log entries trimmed before they were applied (a"
+         " projection stalled longer than the log is kept): those statistics are short.",
+         projection.lost),
+        (CounterMetricFamily, "ses_tracker_projection_skipped",
+         "Log entries or targets a projection could not apply and passed over.",
+         projection.skipped),
+        (GaugeMetricFamily, "ses_tracker_projection_leases",
+         "Slot groups whose projection this process holds the lease of (0 or 1 without a"
+         " cluster; one process of a fleet holds each).", projection.leases),
+        (GaugeMetricFamily, "ses_tracker_projection_delay_seconds",
+         "Seconds from a merge to its statistics being applied, for the oldest entry of"
+         " this process's last run.", projection.last_delay_s),
+    )  # fmt: skip
+    for family, name, documentation, value in figures:
+        metric = family(name, documentation, labels=["projection"])
+        metric.add_metric(["stats"], value)
+        yield metric
 
 
 def _forward_metrics(subscriptions: list[dict[str, Any]]) -> Iterator[Metric]:

@@ -130,14 +130,8 @@ class _Passing(stats.Admission):
         return group
 
 
-class _PassingRollup(stats.RollupCounters):
-    def __init__(self) -> None:
-        super().__init__()
-        self.order: dict[str, None] = {}
-
-    def admit(self, group: str) -> str:
-        self.order[group] = None
-        return group
+class _PassingRollup(_Passing, stats.RollupCounters):
+    """A rollup's counters, its groups passed through and their order kept."""
 
 
 @dataclass

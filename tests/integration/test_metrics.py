@@ -7,6 +7,7 @@ from typing import Any
 import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
+from redis import asyncio as aioredis
 
 from api.app import create_app
 from consumers.base import Source
@@ -160,3 +161,20 @@ async def test_metrics_can_require_the_api_token() -> None:
     assert allowed.status_code == 200
     open_by_default = await scrape(Settings(_env_file=None, api_token="tok"), b"[]")
     assert open_by_default.status_code == 200
+
+
+async def test_the_statistics_projection_is_measured_with_redis(redis_server) -> None:
+    settings = Settings(_env_file=None, redis_url=redis_server.url, cache_ttl_s=0)
+    client = aioredis.Redis.from_url(redis_server.url)
+    await client.flushdb()
+    await client.aclose()
+    body = ses.dumps(ses.send("metrics-projection", ["a@gmail.com"]))
+    response = await scrape(settings, body)
+    found = samples(response.text)
+    labels = (("projection", "stats"),)
+    assert found[("ses_tracker_projection_entries_applied_total", labels)] == 1
+    assert found[("ses_tracker_projection_runs_total", labels)] >= 1
+    assert found[("ses_tracker_projection_leases", labels)] == 1
+    assert found[("ses_tracker_projection_fell_behind_total", labels)] == 0
+    assert found[("ses_tracker_projection_skipped_total", labels)] == 0
+    assert 0 <= found[("ses_tracker_projection_delay_seconds", labels)] < 5
