@@ -26,27 +26,11 @@ from service.alerts.evaluate import AccountStatus
 from service.alerts.lifecycle import AlertRecord, Plan
 from service.alerts.model import Alert, alert_from_dict, alert_to_dict
 from service.alerts.store import HISTORY_KEPT, AlertStore, OutboxEntry, new_entries
+from service.stores import lease
 from service.stores.keys import DEFAULT_PREFIX, RedisKeys
 
 log = structlog.get_logger(__name__)
 
-_HOLD_LEASE = """
-local holder = redis.call('GET', KEYS[1])
-if holder == ARGV[1] then
-  redis.call('PEXPIRE', KEYS[1], ARGV[2])
-  return 1
-end
-if not holder then
-  redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
-  return 1
-end
-return 0
-"""
-
-_DROP_LEASE = """
-if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
-return 0
-"""
 
 # KEYS: lease, records, history, entries. ARGV: owner, plan JSON.
 _COMMIT = """
@@ -172,8 +156,8 @@ class RedisAlertStore(AlertStore):
         self._history_key = self._keys.alert_history
         self._entries_key = self._keys.alert_entries
         self._accounts_key = self._keys.alert_accounts
-        self._hold_lease = client.register_script(_HOLD_LEASE)
-        self._drop_lease = client.register_script(_DROP_LEASE)
+        self._hold_lease = client.register_script(lease.TAKE_OR_RENEW)
+        self._drop_lease = client.register_script(lease.RELEASE)
         self._commit = client.register_script(_COMMIT)
         self._claim = client.register_script(_CLAIM)
         self._note_account = client.register_script(_NOTE_ACCOUNT)

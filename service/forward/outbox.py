@@ -32,6 +32,7 @@ from redis import asyncio as aioredis
 from redis.exceptions import ResponseError
 
 from service.forward.items import Change
+from service.stores import lease
 from service.stores.base import StoreUnavailable
 from service.stores.errors import REDIS_UNAVAILABLE, unavailable
 from service.stores.keys import RedisKeys
@@ -45,18 +46,6 @@ MAX_MEMORY_ENTRIES = 10_000
 # Redis client has no socket timeout, and a half-open connection must not hold a
 # sender for ever.
 CALL_TIMEOUT_S = 10.0
-
-# Renew a lease only if still ours; release it only if ours.
-_RENEW = """
-if redis.call('GET', KEYS[1]) == ARGV[1] then
-  return redis.call('PEXPIRE', KEYS[1], ARGV[2])
-end
-return redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) and 1 or 0
-"""
-_RELEASE = """
-if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
-return 0
-"""
 
 
 class Entry(NamedTuple):
@@ -124,8 +113,8 @@ class RedisOutbox(Outbox):
         self._client = client
         self._keys = RedisKeys(prefix)
         self._streams = [RedisKeys(p).forward for p in group_prefixes] or [self._keys.forward]
-        self._renew = client.register_script(_RENEW)
-        self._release = client.register_script(_RELEASE)
+        self._renew = client.register_script(lease.TAKE_OR_RENEW)
+        self._release = client.register_script(lease.RELEASE)
         self.lost = 0  # entries trimmed before a subscription acknowledged them
 
     @property

@@ -37,7 +37,7 @@ import structlog
 from redis.exceptions import NoScriptError
 
 from service import stats
-from service.stores import changelog, layout
+from service.stores import changelog, layout, lease
 from service.stores.base import StoreUnavailable
 from service.stores.errors import unavailable
 from service.stores.keys import RedisKeys
@@ -56,14 +56,6 @@ LEASE_MS = 5_000
 _BODY = resources.files("service.stores").joinpath("project.lua").read_text()
 PROJECT_SCRIPT = layout.lua_prelude(_BODY) + _BODY
 
-# Take a free lease or renew our own; 1 when held by us afterwards.
-_LEASE = """
-local holder = redis.call('GET', KEYS[1])
-if holder == ARGV[1] then return redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
-if holder then return 0 end
-redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
-return 1
-"""
 
 # Sends one script call to a group's node: (group number, sha, keys, args) -> reply.
 Run = Callable[[int, str, list[str], list[Any]], Awaitable[Any]]
@@ -146,7 +138,11 @@ class StatsProjection:
             return False
         keys = self._groups[number]
         held = await self._script(
-            number, _LEASE, [keys.projection_lease(NAME)], [self._holder, LEASE_MS], "lease"
+            number,
+            lease.TAKE_OR_RENEW,
+            [keys.projection_lease(NAME)],
+            [self._holder, LEASE_MS],
+            "lease",
         )
         if held:
             self._lease_until[number] = now + LEASE_MS / 1000
