@@ -155,8 +155,9 @@ class StatsProjection:
     async def _run_once(self, number: int) -> tuple[int, bool]:
         """One run: (entries applied, whether more may wait)."""
         keys = self._groups[number]
+        cached = self._checkpoints[number]
         with unavailable("change log read", one_call=True):
-            start_id = self._checkpoints[number]
+            start_id = cached
             if start_id is None:
                 start = await self._client.get(keys.projection(NAME))
                 start_id = start.decode() if start else ""
@@ -168,6 +169,11 @@ class StatsProjection:
         if start_id and entries:
             if entries[0][0].decode() == start_id:
                 entries = entries[1:]
+            elif cached is not None:
+                # Our checkpoint may be stale (another process ran meanwhile, and
+                # trimmed its entry): read it again before calling anything lost.
+                self._checkpoints[number] = None
+                return 0, True
             else:
                 self._note_loss(start_id, entries[0][0].decode())
         entries = entries[:ENTRIES_PER_RUN]

@@ -230,3 +230,27 @@ async def test_the_log_names_domains_never_addresses(redis_target: RedisTarget) 
     assert raw and b"d3.example" in raw
     assert b"@" not in raw
     await store.close()
+
+
+@pytest.mark.single_redis
+async def test_a_stale_checkpoint_is_read_again_not_taken_for_a_loss(
+    redis_target: RedisTarget,
+) -> None:
+    """A process whose remembered checkpoint another process has moved past (its
+    lease ran out in a long pause) finds that entry trimmed: not a loss."""
+    prefix = f"stale{next(_ids)}:"
+    paused = redis_target.store(prefix=prefix, project_inline=False)
+    other = redis_target.store(prefix=prefix, project_inline=False)
+    await merge(paused, traffic(5, f"stale{next(_ids)}")[0])
+    await paused.project()  # remembers its checkpoint
+    await merge(other, traffic(5, f"stale{next(_ids)}")[0])
+    await other.project()  # moves it on, and trims the entry paused remembers
+    await merge(other, traffic(5, f"stale{next(_ids)}")[0])
+    with structlog.testing.capture_logs() as logs:
+        assert await paused.project() == 1
+    assert paused.projection.lost == 0
+    assert "projection_fell_behind" not in [entry["event"] for entry in logs]
+    [sends] = await paused.read_buckets([bucket_of(T)])
+    assert sends["c:sent"] == 15
+    for store in (paused, other):
+        await store.close()
