@@ -423,10 +423,6 @@ class Changes:
     """
 
     __slots__ = ("_admissions", "_counting", "_live", "_rollups", "_steps", "touched")
-    # What new hours' admissions and new rollups are made of (the change log's
-    # projection passes every group through: service.stores.changelog).
-    admission_type: type[Admission] = Admission
-    rollup_type: type[RollupCounters] = RollupCounters
 
     def __init__(
         self,
@@ -453,7 +449,7 @@ class Changes:
             hour = admission_hour(bucket)
             admission = self._admissions.get(hour)
             if admission is None:
-                admission = self._admissions[hour] = self.admission_type()
+                admission = self._admissions[hour] = Admission()
             counters = self._live[bucket] = LiveBucket(admission)
         self.touched.add(bucket)
         return counters
@@ -465,7 +461,7 @@ class Changes:
                 key = (step, start_of(at))
                 rollup = self._rollups.get(key)
                 if rollup is None:
-                    rollup = self._rollups[key] = self.rollup_type()
+                    rollup = self._rollups[key] = RollupCounters()
                 targets.append(rollup)
         return targets
 

@@ -10,19 +10,20 @@ a batch applied twice (a retry, two replicas racing) counts once.
 An entry holds three fields:
 
 * ``c``, the *context*, packed here before the merge (:func:`pack_context`): the
-  merge's counting settings (``stats.Counting``) and, for each message of the call,
-  the statistics facts of its write (groups, providers, and each event's time, live
-  bucket, natural step, latency bins and once/live fields);
+  merge's counting settings (``stats.Counting``), each distinct event fact (where
+  its changes count and what they count) listed once, and for each message of the
+  call its groups, providers and the numbers of its events' facts;
 * ``t``, the transitions the merge made, as its reply holds them (``layout.REPLY``)
   but naming each recipient's domain, never its address: the log is counted by
   domain and provider, and holds nothing an erasure would have to reach;
 * ``a``, the events that were new to the store (``layout.APPLIED``): what counts once.
 
-:func:`count_entries` replays entries into ``stats.Changes``, the same counting the
-memory store runs inside its merge, with every group passed through: which values
-of a dimension are admitted apart (``stats.admit``) is decided where the counters
-live, by the projection's atomic step (``project.lua``), against the admissions
-already stored. Pure: no I/O.
+:func:`count_entries` counts entries into the live buckets and rollups of
+``service.stats`` (``LiveBucket``, ``RollupCounters``), the sums the memory store's
+``stats.Changes`` gives counting inside its merge, with every group passed through:
+which values of a dimension are admitted apart (``stats.admit``) is decided where
+the counters live, by the projection's atomic step (``project.lua``), against the
+admissions already stored. Pure: no I/O.
 """
 
 from __future__ import annotations
@@ -35,7 +36,7 @@ from typing import Any
 import msgpack
 
 from service import state, stats
-from service.dimensions import OTHER, dimension_of
+from service.dimensions import OTHER
 from service.stores import layout
 
 # Fields of an entry.
@@ -293,23 +294,3 @@ def admission_order(admission: stats.Admission) -> list[str]:
     """The groups an admission met, first counted first (what ``project.lua`` admits
     in that order)."""
     return list(getattr(admission, "order", ()))
-
-
-def split_groups(fields: Counter[str]) -> tuple[dict[str, int], dict[str, dict[str, int]]]:
-    """A map of counters as (overall fields, group -> tail -> n), groups in the order
-    they were first counted: admission is first come."""
-    overall: dict[str, int] = {}
-    groups: dict[str, dict[str, int]] = {}
-    for name, n in fields.items():
-        if not n:
-            continue
-        if name.startswith("g:"):
-            group, _, tail = name[2:].rpartition("|")
-            groups.setdefault(group, {})[tail] = n
-        else:
-            overall[name] = n
-    return overall, groups
-
-
-def dimensions_of(groups: Iterable[str]) -> list[str]:
-    return list(dict.fromkeys(dimension_of(group) for group in groups))

@@ -13,6 +13,7 @@ a message's own tuple with its events cut before their statistics fields
 from __future__ import annotations
 
 import re
+from typing import Any
 
 from service import codec, dimensions, search, state, stats
 from service.stores import keys
@@ -189,6 +190,12 @@ def slim(write: state.MessageWrite, providers: bool) -> tuple:
         kept if providers else _NO_PROVIDERS,
         truncated,
     )
+
+
+def in_order(names: tuple[str, ...], **values: Any) -> list[Any]:
+    """``values`` as the array ``names`` lays out (every name, no other)."""
+    assert values.keys() == set(names), set(names) ^ values.keys()
+    return [values[name] for name in names]
 
 
 def position(array: tuple[str, ...], name: str) -> int:

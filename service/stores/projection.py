@@ -28,7 +28,7 @@ import asyncio
 import os
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from importlib import resources
 from typing import Any
 
@@ -260,7 +260,7 @@ def _plan(keys: RedisKeys, counted: changelog.Counted) -> tuple[list[str], list[
         ttl = hour + stats.HOUR_S - now_bucket + stats.BUCKET_TTL_S
         if order and ttl > 0:
             admissions.append(
-                layout_row(
+                layout.in_order(
                     layout.ADMISSION,
                     key=at(keys.stats_admission(hour)),
                     ttl_s=ttl,
@@ -276,12 +276,11 @@ def _plan(keys: RedisKeys, counted: changelog.Counted) -> tuple[list[str], list[
         groups: list[list[Any]] = []
         dimension_keys: dict[str, int] = {}
         for dimension, fields in counters.groups.items():
-            _, by_group = changelog.split_groups(fields)
-            groups += [[group, tails] for group, tails in by_group.items()]
+            groups += _counted_groups(fields)
             dimension_keys[dimension] = at(keys.stats_groups(bucket, dimension))
         hour = stats.admission_hour(bucket)
         live_targets.append(
-            layout_row(
+            layout.in_order(
                 layout.LIVE,
                 bucket=bucket,
                 key=at(keys.stats(bucket)),
@@ -298,9 +297,9 @@ def _plan(keys: RedisKeys, counted: changelog.Counted) -> tuple[list[str], list[
         ttl = start + stats.STEPS[step] + keep_s - now_s
         if ttl <= 0:
             continue
-        overall, by_group = changelog.split_groups(counters)
+        overall, _ = stats.split_groups(counters)
         admissions.append(
-            layout_row(
+            layout.in_order(
                 layout.ADMISSION,
                 key=at(keys.rollup(step, start)),
                 ttl_s=ttl,
@@ -309,19 +308,19 @@ def _plan(keys: RedisKeys, counted: changelog.Counted) -> tuple[list[str], list[
             )
         )
         rollup_targets.append(
-            layout_row(
+            layout.in_order(
                 layout.ROLLUP,
                 key=at(keys.rollup(step, start)),
                 ttl_s=ttl,
                 overall=overall,
-                groups=[[group, tails] for group, tails in by_group.items()],
+                groups=_counted_groups(counters),
                 overall_key=at(keys.rollup_overall(step, start)),
                 index_key=at(keys.rollup_index(step)),
                 start=start,
                 expired_before=now_s - stats.STEPS[step] - keep_s,
             )
         )
-    plan = layout_row(
+    plan = layout.in_order(
         layout.PLAN,
         admissions=admissions,
         live=live_targets,
@@ -332,5 +331,12 @@ def _plan(keys: RedisKeys, counted: changelog.Counted) -> tuple[list[str], list[
     return key_list, plan
 
 
-def layout_row(names: tuple[str, ...], **values: Any) -> list[Any]:
-    return [values[name] for name in names]
+def _counted_groups(fields: Mapping[str, int]) -> list[list[Any]]:
+    """A target's ``g:`` fields as layout.COUNTED_GROUP rows, groups in the order
+    they were first counted (admission is first come)."""
+    _, per_dimension = stats.split_groups(fields)
+    return [
+        [f"{dimension}={value}", dict(tails)]
+        for dimension, values in per_dimension.items()
+        for value, tails in values.items()
+    ]

@@ -334,8 +334,9 @@ class RedisStore(Store):
             applied += await self.projection.catch_up(number, force=True)
         return applied
 
-    async def _run_script(self, number: int, sha: str, keys: list[str], args: list[Any]) -> Any:
-        """One script call to group ``number``'s node."""
+    async def _run_script(self, number: int, sha: str, keys: list[Any], args: list[Any]) -> Any:
+        """One script call to group ``number``'s node (its master, on a cluster): the
+        merge's calls and the projection's go through here."""
         if isinstance(self._client, RedisCluster):
             return await self._client.execute_command(
                 "EVALSHA", sha, len(keys), *keys, *args, **self._master_of(number)
@@ -376,21 +377,17 @@ class RedisStore(Store):
     async def _run(
         self, calls: list[tuple[list[str], list[str | bytes]]], numbers: list[int]
     ) -> list[bytes]:
-        assert self._sha is not None
-        if isinstance(self._client, RedisCluster):
-            # redis-py's cluster pipeline refuses scripts; each call goes to its
-            # group's master on its own connection, all at once.
+        sha = self._sha
+        assert sha is not None
+        if isinstance(self._client, RedisCluster) or len(calls) == 1:
+            # redis-py's cluster pipeline refuses scripts; on a cluster each call
+            # goes to its group's master on its own connection, all at once.
             return await asyncio.gather(
                 *(
-                    self._client.execute_command(
-                        "EVALSHA", self._sha, len(keys), *keys, *args, **self._master_of(number)
-                    )
+                    self._run_script(number, sha, keys, args)
                     for (keys, args), number in zip(calls, numbers, strict=True)
                 )
             )
-        if len(calls) == 1:
-            keys, args = calls[0]
-            return [await self._client.evalsha(self._sha, len(keys), *keys, *args)]
         async with self._client.pipeline(transaction=False) as pipe:
             for keys, args in calls:
                 pipe.evalsha(self._sha, len(keys), *keys, *args)
@@ -435,27 +432,27 @@ class RedisStore(Store):
         context = b""
         if counting is not None:
             # What the statistics projection counts, after the merge (changelog).
-            packed = _pack(_in_order(layout.LOG, min_id_ms=now_ms - LOG_KEEP_S * 1000))
+            packed = _pack(layout.in_order(layout.LOG, min_id_ms=now_ms - LOG_KEEP_S * 1000))
             optional["log"] = (group_keys.changelog, packed)
             context = changelog.pack_context(writes, counting)
         if self._feed_window_ms is not None:
-            packed = _pack(_in_order(layout.FEED, min_id_ms=now_ms - self._feed_window_ms))
+            packed = _pack(layout.in_order(layout.FEED, min_id_ms=now_ms - self._feed_window_ms))
             optional["feed"] = (group_keys.transitions, packed)
         if self._forward_keep_ms is not None:
-            packed = _pack(_in_order(layout.FORWARD, min_id_ms=now_ms - self._forward_keep_ms))
+            packed = _pack(
+                layout.in_order(layout.FORWARD, min_id_ms=now_ms - self._forward_keep_ms)
+            )
             optional["forward"] = (group_keys.forward, packed)
         keys += [optional[name][0] for name in layout.OPTIONAL_KEYS if name in optional]
-        sent = {
-            name: optional[name][1] if name in optional else b"" for name in layout.OPTIONAL_KEYS
-        }
-        index = _in_order(
+        sent = {name: optional.get(name, ("", b""))[1] for name in layout.OPTIONAL_KEYS}
+        index = layout.in_order(
             layout.INDEX,
             prefix=group_keys.prefix,
             bucket_ms=SEND_TIME_BUCKET_MS,
             status_names=list(state.STATUSES),
             oldest_live_ms=now_ms - self._retention_ms,
         )
-        args = _in_order(
+        args = layout.in_order(
             layout.ARG,
             ttl_s=self._retention_s,
             status_table=state.STATUS_TABLE,
@@ -468,7 +465,7 @@ class RedisStore(Store):
             # Replays (nothing counted live) hold messages past the retention briefly.
             hold_s=str(PAST_RETENTION_HOLD_S if counting is not None and not counting.live else 0),
             suppress=_pack(
-                _in_order(layout.SUPPRESS, keep_s=self._suppression_keep_s, now_ms=now_ms)
+                layout.in_order(layout.SUPPRESS, keep_s=self._suppression_keep_s, now_ms=now_ms)
             )
             if self._suppression_keep_s
             else b"",
@@ -1034,12 +1031,6 @@ _DESTINATION_EVENT = layout.CODES["DESTINATION_EVENT"]
 def _pack(value: Any) -> bytes:
     # Redis's bundled cmsgpack predates msgpack's bin type: bytes go as str.
     return msgpack.packb(value, use_bin_type=False)
-
-
-def _in_order(names: tuple[str, ...], **values: Any) -> list[Any]:
-    """``values`` as the array ``names`` lays out (every name, no other)."""
-    assert values.keys() == set(names), set(names) ^ values.keys()
-    return [values[name] for name in names]
 
 
 def _status_or_new(code: int) -> str | None:
