@@ -8,13 +8,12 @@
 -- KEYS: one per message, then one for each of the parts checkpoint, log, feed and
 -- forward that is sent, in that order (layout.OPTIONAL_KEYS; the script finds each
 -- by name): the checkpoint hash, the change log stream, the transitions stream and
--- the forwarding outbox; then,
--- with slot groups (ARGV[declared] = '1'), in any order, every other key the call
--- may touch (declared by service.stores.redis: index and suppression keys of the
--- batch's messages, and the probe keys of ARGV[trim]). The
--- script then names no key outside KEYS (`given`), so on a Redis Cluster every key
--- of a call is routed with it; all share the call's slot group prefix
--- (service.stores.slots).
+-- the forwarding outbox; then, with slot groups (ARGV[declared] = '1'), in any
+-- order, every other key the call may touch (declared by service.stores.redis:
+-- index and suppression keys of the batch's messages, and the probe keys of
+-- ARGV[trim]). The script then names no key outside KEYS (`given`), so on a Redis
+-- Cluster every key of a call is routed with it; all share the call's slot group
+-- prefix (service.stores.slots).
 -- ARGV, and every array below, are laid out as service.stores.layout names them;
 -- the script is loaded behind a prelude generated from it (ARG_BATCH, EVENT_AT,
 -- STATUS_DELAYED ...), so no position or status code is written here as a number.
@@ -24,13 +23,14 @@
 --   checkpoint = {position = value}, or an empty string for none;
 --   log = [min_id_ms], or an empty string for none; log_context = bytes: when
 --           there is a log, each call that changed anything appends one entry to
---           the change log stream (KEYS, after the checkpoint's): field "c" the
---           context as Python packed it (service.stores.changelog: the counting
---           settings and each message's statistics facts), "t" the transitions as
---           the reply holds them but with the recipient's domain for its address,
---           "a" the events new to the store (message_index, event_index, flattened). Entries older than min_id_ms are trimmed. The
---           projections (statistics) apply the log after the merge, each under its
---           own checkpoint: nothing derived is counted here.
+--           the change log stream: field "c" the context as Python packed it
+--           (service.stores.changelog: the counting settings and the statistics
+--           facts of the call's events), "t" the transitions as the reply holds
+--           them but with the recipient's domain for its address, "a" the events
+--           new to the store (message_index, event_index, flattened). Entries older
+--           than min_id_ms are trimmed. The projections (statistics) apply the log
+--           after the merge, each under its own checkpoint: nothing derived is
+--           counted here.
 --   suppress = [keep_s, now_ms], or an empty string for none: a recipient newly
 --          holding a Permanent bounce or a complaint is recorded at
 --          <prefix>sup:<address> (msgpack layout.SUPPRESSION; the earliest reason
@@ -112,6 +112,16 @@ local function bytes_less(x, y)
 end
 
 local out = {}
+
+-- An address's domain, NO_DOMAIN without one (twin of service.dimensions.domain_of):
+-- what forwarded changes name a provider by, and the change log names.
+local function domain_of(address)
+  local domain = string.match(address, '@([^@]*)$')
+  if domain == nil or domain == '' then
+    return NO_DOMAIN
+  end
+  return domain
+end
 
 -- With slot groups (a Redis Cluster, ARGV[declared] set), every key this script
 -- touches is in KEYS (the cluster routes by KEYS, and a script must name no other):
@@ -286,7 +296,7 @@ local function transition(message_index, header, event, event_index, address, fr
     fed[#fed + 1] = {message[MESSAGE_MESSAGE_ID], address, from_status, to_status, at, latency}
   end
   if forward then
-    local domain = string.match(address, '@([^@]*)$') or ''
+    local domain = domain_of(address)
     -- In FORWARDED order (service.forward.items.Change).
     forwarded[#forwarded + 1] = {message[MESSAGE_MESSAGE_ID], address, from_status, to_status, at,
                                  latency, header, cause and cause[EVENT_BLOB] or '',
@@ -565,8 +575,7 @@ if log and (#out > 0 or #applied > 0) then
     logged[i] = out[i]
   end
   for i = REPLY_ADDRESS, #out, REPLY_STRIDE do
-    local domain = string.match(out[i], '@([^@]*)$')
-    logged[i] = (domain == nil or domain == '') and NO_DOMAIN or domain
+    logged[i] = domain_of(out[i])
   end
   redis.call('XADD', key_of[OPTIONAL_KEY_LOG], 'MINID', '~', log[LOG_MIN_ID_MS], '*',
              'c', ARGV[ARG_LOG_CONTEXT], 't', cmsgpack.pack(logged), 'a', cmsgpack.pack(applied))

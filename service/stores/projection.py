@@ -3,7 +3,8 @@ live buckets, their revisions and the hourly and daily rollups.
 
 Each slot group has its own log and its own projection checkpoint (the id of the
 last entry applied, ``proj:stats``). A run reads the entries after the checkpoint,
-counts them in Python (``changelog.count_entries``, the memory store's counting),
+counts them in Python (``changelog.count_entries``, with the classes the memory
+store counts with),
 and applies the sums in one script (``project.lua``) that first checks the
 checkpoint is still where the run started: a run applied twice, or by two replicas
 at once, counts once. The run also trims the entries it applied from the log.
