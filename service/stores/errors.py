@@ -28,7 +28,7 @@ from redis.exceptions import (
 )
 from redis.exceptions import TimeoutError as RedisTimeout
 
-from service.stores.base import StoreUnavailable
+from service.stores.base import MergeRejected, StoreUnavailable
 
 REDIS_UNAVAILABLE: tuple[type[BaseException], ...] = (RedisError, RedisClusterException, OSError)
 # Around one client call only (see above).
@@ -91,18 +91,22 @@ def cool_down_s(exc: BaseException) -> float:
 
 
 @contextmanager
-def unavailable(what: str, *, one_call: bool = False) -> Iterator[None]:
+def unavailable(what: str, *, one_call: bool = False, scripts: bool = False) -> Iterator[None]:
     """The one mapping of what a Redis client raises for an outage to
     ``StoreUnavailable`` (retry later; nothing was lost), as httpx maps its
     transport's errors once: ``with unavailable("read"): ...``.
 
     ``one_call``: the block is a single client call, where the client's own
     ``AttributeError``/``TypeError`` on a dead connection mean an outage too (the
-    module docstring); around more code they would hide a bug."""
+    module docstring); around more code they would hide a bug. ``scripts``: the
+    block runs scripts whose errors on what they were given are poison
+    (:func:`rejected_by_script`), raised as ``MergeRejected``, not retried."""
     caught = REDIS_CALL_FAILED if one_call else REDIS_UNAVAILABLE
     try:
         yield
     except caught as exc:
+        if scripts and rejected_by_script(exc):
+            raise MergeRejected(f"redis refused the {what}: {str(exc)[:300]}") from exc
         raise StoreUnavailable(
             f"redis {what} failed: {type(exc).__name__}: {str(exc)[:300]}",
             retry_after_s=cool_down_s(exc),

@@ -20,7 +20,8 @@ from service.stores import keys
 
 # KEYS: one record key per batch entry, then these, each only when its ARGV part is
 # sent (named by the same word), in this order; then, on a cluster, the declared
-# keys. The script finds each by name (KEY_OF below), never by counting.
+# keys. The script finds each by name (its OPTIONAL_KEY_* constants), never by
+# counting.
 OPTIONAL_KEYS = ("checkpoint", "log", "feed", "forward")
 # A batch entry: one per message key, in KEYS order.
 ENTRY = ("write", "handle")

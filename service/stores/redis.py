@@ -62,10 +62,7 @@ from service.stores.base import (
     SuppressionCursor,
 )
 from service.stores.errors import (
-    REDIS_CALL_FAILED,
     REDIS_UNAVAILABLE,
-    cool_down_s,
-    rejected_by_script,
     unavailable,
 )
 from service.stores.keys import DEFAULT_PREFIX, RedisKeys
@@ -277,7 +274,8 @@ class RedisStore(Store):
                 numbers.append(group.number)
                 costs.append(cost)
                 calls.append(self._call_args(group, chunk, checkpoint if last else None, counting))
-        try:
+        replies: list[bytes] = []
+        with unavailable("merge", one_call=True, scripts=True):
             if calls:
                 if self._sha is None:
                     self._sha = await self._client.script_load(MERGE_SCRIPT)
@@ -288,15 +286,6 @@ class RedisStore(Store):
                     # merge is idempotent, so running every chunk again is safe.
                     self._sha = await self._client.script_load(MERGE_SCRIPT)
                     replies = await self._run_in_round_trips(calls, numbers, costs)
-            else:
-                replies = []
-        except REDIS_CALL_FAILED as exc:
-            if rejected_by_script(exc):
-                raise MergeRejected(f"redis refused the merge: {str(exc)[:300]}") from exc
-            raise StoreUnavailable(
-                f"redis merge failed: {type(exc).__name__}: {str(exc)[:300]}",
-                retry_after_s=cool_down_s(exc),
-            ) from exc
         transitions: list[Transition] = []
         refused: dict[str, str] = {}
         for chunk, number, reply in zip(chunks, numbers, replies, strict=True):
