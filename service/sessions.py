@@ -14,8 +14,7 @@ from collections import OrderedDict
 
 import redis.asyncio as aioredis
 
-from service.stores.base import StoreUnavailable
-from service.stores.errors import REDIS_UNAVAILABLE
+from service.stores.errors import unavailable
 from service.stores.keys import RedisKeys
 
 # Sign-outs are rare (a person clicking); this bounds memory against a loop of
@@ -69,16 +68,12 @@ class RedisRevocations(Revocations):
         ttl_ms = until_ms - now_ms
         if ttl_ms <= 0:
             return  # already expired: its signature check refuses it
-        try:
+        with unavailable("write"):
             await self._client.set(
                 self._keys.session_revoked(session_id[:MAX_ID_CHARS]), b"1", px=ttl_ms
             )
-        except REDIS_UNAVAILABLE as exc:
-            raise StoreUnavailable(f"redis write failed: {type(exc).__name__}") from exc
 
     async def revoked(self, session_id: str, now_ms: int) -> bool:
-        try:
+        with unavailable("read"):
             key = self._keys.session_revoked(session_id[:MAX_ID_CHARS])
             return bool(await self._client.exists(key))
-        except REDIS_UNAVAILABLE as exc:
-            raise StoreUnavailable(f"redis read failed: {type(exc).__name__}") from exc

@@ -51,7 +51,7 @@ from service.events import AccountEvent
 from service.lag import DEFAULT_CATCH_UP_S
 from service.search import MAX_LIMIT, SearchQuery
 from service.stores.base import Store, StoreUnavailable
-from service.stores.errors import REDIS_UNAVAILABLE
+from service.stores.errors import unavailable
 from service.view import ViewOptions, recipient_diagnosis
 
 log = structlog.get_logger(__name__)
@@ -355,10 +355,8 @@ class Alerting:
         status = clamped(
             AccountStatus(not event.sending_disabled, event.at, event.detail_type), now_ms
         )
-        try:
+        with unavailable("account status save"):
             await self.alert_store.note_account(event.account, status, now_ms)
-        except REDIS_UNAVAILABLE as exc:
-            raise StoreUnavailable(f"account status not saved: {type(exc).__name__}") from exc
         return True
 
     def _dropped(self, reason: Dropped, event: AccountEvent) -> None:

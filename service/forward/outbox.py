@@ -228,12 +228,11 @@ class RedisOutbox(Outbox):
         return Backlog(entries, min(oldest, default=None))
 
     async def _stream_backlog(self, stream: str, subscription_id: str) -> Backlog:
-        try:
-            groups = await _bounded(self._client.xinfo_groups(stream))
-        except ResponseError:
-            return Backlog(0, None)  # no stream yet
-        except REDIS_UNAVAILABLE as exc:
-            raise StoreUnavailable(f"redis read failed: {type(exc).__name__}") from exc
+        with unavailable("read"):
+            try:
+                groups = await _bounded(self._client.xinfo_groups(stream))
+            except ResponseError:
+                return Backlog(0, None)  # no stream yet
         group = next((g for g in groups if g["name"] == subscription_id.encode()
                       or g["name"] == subscription_id), None)  # fmt: skip
         if group is None:
