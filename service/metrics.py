@@ -285,7 +285,8 @@ class _PipelineCollector(Collector):
         yield from _forward_metrics(measured.forwarding())
 
         store = measured.store
-        projection = getattr(getattr(store, "truth", store), "projection", None)
+        # The Redis store's statistics projection (a cache in front hands it through).
+        projection = getattr(store, "projection", None)
         if projection is not None:
             yield from _projection_metrics(projection)
         stored = getattr(store, "__len__", None)
