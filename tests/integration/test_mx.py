@@ -4,7 +4,10 @@ the test starts on loopback, with answers cached in a real Redis."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
+from collections.abc import AsyncIterator
+from typing import Any
 
 import pytest
 from redis import asyncio as aioredis
@@ -94,25 +97,35 @@ async def test_company_domains_get_their_provider_once_looked_up(redis_server: R
         dns_server.transport.close()
 
 
-async def test_another_replica_reads_the_cached_answers(redis_server: RedisServer) -> None:
-    dns_server = await start_mx_server(RECORDS)
+@contextlib.asynccontextmanager
+async def two_replicas(
+    redis_server: RedisServer, dns_server: Any
+) -> AsyncIterator[tuple[aioredis.Redis, MxResolver, MxResolver]]:
+    """Two resolvers sharing one Redis cache (two replicas), running; the DNS
+    server closed after."""
     client = aioredis.Redis.from_url(redis_server.url)
     await client.flushdb()
     first = MxResolver(dns_lookup([dns_server.address]), MxCache(client), lookups_per_s=1000)
     second = MxResolver(dns_lookup([dns_server.address]), MxCache(client), lookups_per_s=1000)
     tasks = [asyncio.create_task(r.run()) for r in (first, second)]
     try:
+        yield client, first, second
+    finally:
+        for task in tasks:
+            task.cancel()
+        await client.aclose()
+        dns_server.transport.close()
+
+
+async def test_another_replica_reads_the_cached_answers(redis_server: RedisServer) -> None:
+    dns_server = await start_mx_server(RECORDS)
+    async with two_replicas(redis_server, dns_server) as (_, first, second):
         first.note("acme-on-google.example")
         await until(lambda: "acme-on-google.example" in first.providers)
         second.note("acme-on-google.example")
         await until(lambda: "acme-on-google.example" in second.providers)
         assert dns_server.questions["acme-on-google.example"] == 1
         assert second.lookups == 0
-    finally:
-        for task in tasks:
-            task.cancel()
-        await client.aclose()
-        dns_server.transport.close()
 
 
 async def test_lookups_are_bounded_whatever_recipients_send() -> None:
@@ -202,12 +215,7 @@ async def test_a_timed_out_name_is_not_asked_again_within_its_cache_time(
 ) -> None:
     monkeypatch.setattr(mx, "LOOKUP_TIMEOUT_S", 0.3)
     dns_server = await start_mx_server(RECORDS, slow={"slow.example": 30.0})
-    client = aioredis.Redis.from_url(redis_server.url)
-    await client.flushdb()
-    first = MxResolver(dns_lookup([dns_server.address]), MxCache(client), lookups_per_s=1000)
-    second = MxResolver(dns_lookup([dns_server.address]), MxCache(client), lookups_per_s=1000)
-    tasks = [asyncio.create_task(r.run()) for r in (first, second)]
-    try:
+    async with two_replicas(redis_server, dns_server) as (client, first, second):
         first.note("slow.example")
         await until(lambda: first.failures == 1)
         asked = dns_server.questions["slow.example"]
@@ -221,8 +229,3 @@ async def test_a_timed_out_name_is_not_asked_again_within_its_cache_time(
         assert "slow.example" not in second.providers  # other meanwhile
         # For minutes, not a day as a negative answer.
         assert 0 < await client.ttl("st:mx:slow.example") <= mx.TIMEOUT_TTL_S
-    finally:
-        for task in tasks:
-            task.cancel()
-        await client.aclose()
-        dns_server.transport.close()
