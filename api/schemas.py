@@ -8,7 +8,7 @@ Objects allow extra fields, so adding one is not a breaking change.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict
 
@@ -287,7 +287,18 @@ class SuppressionRemoved(_Open):
     removed: bool
 
 
-class RecipientErased(_Open):
+class ErasureAccepted(_Open):
     address: str
+    id: str
+    status_url: str
+
+
+class ErasureProgress(_Open):
+    id: str
+    status: Literal["queued", "running", "done"]
+    requested_at: int
+    started_at: int | None
+    finished_at: int | None
     messages: int
-    suppression: bool
+    index_entries: int
+    reached: dict[str, int]

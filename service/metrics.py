@@ -72,6 +72,8 @@ class Metrics:
         self.forwarding = forwarding
         self.alerting = alerting
         self.live: Any = None
+        # The erasure jobs' runner (service.erasure_job), attached by the runtime.
+        self.erasures: Any = None
         self.registry = CollectorRegistry(auto_describe=True)
         self.merge_seconds = Histogram(
             "ses_tracker_store_merge_seconds",
@@ -284,6 +286,9 @@ class _PipelineCollector(Collector):
         yield from _alert_metrics(measured.alerting)
         yield from _forward_metrics(measured.forwarding())
 
+        if measured.erasures is not None:
+            yield from _erasure_metrics(measured.erasures, measured.store)
+
         store = measured.store
         # The Redis store's statistics projection (a cache in front hands it through).
         projection = getattr(store, "projection", None)
@@ -310,6 +315,25 @@ class _PipelineCollector(Collector):
             outbox = getattr(store, "outbox", None)
             dropped.add_metric(["forward_outbox"], getattr(outbox, "lost", 0))
             yield from (size, held, dropped)
+
+
+def _erasure_metrics(erasures: Any, store: Any) -> Iterator[Metric]:
+    """Erasure jobs (service.erasure_job) and the merges they made strip again."""
+    finished = CounterMetricFamily(
+        "ses_tracker_erasures_finished", "Erasure jobs this process finished."
+    )
+    finished.add_metric([], erasures.finished)
+    failed = CounterMetricFamily(
+        "ses_tracker_erasure_failures",
+        "Erasure job attempts that failed with an unexpected error (retried; logged).",
+    )
+    failed.add_metric([], erasures.failures)
+    restripped = CounterMetricFamily(
+        "ses_tracker_merge_calls_restripped",
+        "Merge calls sent again because an erasure changed the tombstones meanwhile.",
+    )
+    restripped.add_metric([], getattr(store, "stale_erasure_calls", 0))
+    yield from (finished, failed, restripped)
 
 
 def _projection_metrics(projection: Any) -> Iterator[Metric]:

@@ -20,7 +20,8 @@ from service.alerts.redis_store import RedisAlertStore
 from service.alerts.store import AlertStore, MemoryAlertStore
 from service.clock import wall_clock_ms
 from service.dedupe import MemorySeenIds, RedisSeenIds, SeenIds
-from service.feed import TransitionFeed, follow_redis
+from service.erasure_job import ErasureRunner, Reach
+from service.feed import TransitionFeed, erase_transitions, follow_redis
 from service.forward.config import load_subscriptions
 from service.forward.outbox import MemoryOutbox, Outbox, RedisOutbox
 from service.forward.sender import Forwarder
@@ -106,7 +107,32 @@ def build_forwarder(settings: Settings, store: Store) -> Forwarder | None:
         outbox,
         Outbound.from_environ(allow_private=settings.forward_allow_private),
         allow_private=settings.forward_allow_private,
+        # Changes read before an erasure reached the outbox are not posted either.
+        forgotten=store.forgotten,
     )
+
+
+def build_erasures(runtime: Runtime) -> ErasureRunner:
+    """The erasure jobs' runner, reaching every part that quotes recipients."""
+    store = runtime.store
+    reaches: list[tuple[str, Reach]] = [("alerts", runtime.alerting.alert_store.erase_address)]
+    redis = redis_of(store)
+    if redis is not None:
+        # The outbox is there to clean whether or not this process forwards (a
+        # backlog outlives a subscription file's edit).
+        outbox = RedisOutbox(redis.client, redis.prefix, redis.group_prefixes)
+        reaches.append(("forwarding", outbox.erase_address))
+
+        async def transitions(address: str) -> int:
+            erased = 0
+            for key in redis.transitions_keys:
+                erased += await erase_transitions(redis.client, key, address)
+            return erased
+
+        reaches.append(("transitions", transitions))
+    elif isinstance(outbox := getattr(store, "outbox", None), MemoryOutbox):
+        reaches.append(("forwarding", outbox.erase_address))
+    return ErasureRunner(store, reaches, runtime.clock_ms)
 
 
 # Firehose retries a failed delivery for up to two hours (its longest retry duration).
@@ -251,6 +277,8 @@ class Runtime:
             event_lags=self.event_lags,
             forwarding=self.forwarding,
         )
+        self.erasures = build_erasures(self)
+        self.metrics.erasures = self.erasures
         self._source_tasks: list[asyncio.Task[None]] = []
         self._tasks: list[asyncio.Task[None]] = []
 
@@ -292,6 +320,7 @@ class Runtime:
             self.spawn("transition-feed", follow_redis(redis, self.feed, asyncio.sleep))
             self.spawn("statistics-projection", redis.projection.run_forever())
         self.spawn("alert-evaluator", self.alerting.run_evaluator())
+        self.spawn("erasures", self.erasures.run_forever())
         if self.mx is not None:
             self.spawn("mx-resolver", self.mx.run())
         if self.forwarder is not None:

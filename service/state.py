@@ -214,7 +214,9 @@ def merge(
 
     With ``counters``, also count what changed for the statistics (``service.stats``):
     counting only real changes makes a repeated batch count once. Recipients let go
-    past MAX_RECIPIENTS are appended to ``evicted`` (for the caller's indexes).
+    past MAX_RECIPIENTS (evicted, or never kept) are appended to ``evicted``: the
+    events kept still name them, so the caller's indexes keep them (an erasure must
+    find the record).
 
     ``service/stores/merge.lua`` is this function's twin for Redis; a consistency
     test holds the two to the same results.
@@ -291,6 +293,9 @@ def _add_bits(
             record.truncated = True
             largest = max(record.recipients)
             if address > largest:
+                # Never kept, but its events are: the caller indexes it still.
+                if evicted is not None:
+                    evicted.append(address)
                 return
             del record.recipients[largest]
             if evicted is not None:

@@ -1,15 +1,18 @@
 from __future__ import annotations
 
-import structlog
-from fastapi import APIRouter, HTTPException
+from typing import Annotated
 
-from api.deps import Address, ClockDep, SettingsDep, StoreDep
+import structlog
+from fastapi import APIRouter, HTTPException, Path
+
+from api.deps import Address, ClockDep, RuntimeDep, SettingsDep, StoreDep
 from api.responses import OrjsonResponse
-from api.schemas import ERRORS, RecipientErased, RecipientProfile
-from service import profile, search
+from api.schemas import ERRORS, ErasureAccepted, ErasureProgress, RecipientProfile
+from service import erasure_job, profile, search
 from service.view import ViewOptions
 
 router = APIRouter()
+JobId = Annotated[str, Path(pattern=r"^[A-Za-z0-9_-]{1,64}$")]
 log = structlog.get_logger(__name__)
 
 
@@ -35,14 +38,36 @@ async def get_recipient(
     return OrjsonResponse(profile.profile(wanted, hits, complete, suppressed, options))
 
 
-@router.delete("/recipients/{address}", response_model=RecipientErased, responses=ERRORS)
-async def erase_recipient(address: Address, store: StoreDep) -> OrjsonResponse:
-    """Erase ``address`` everywhere (privacy requests): from every kept message, the
-    search index and the suppression list. ``404`` when nothing named it."""
+@router.delete(
+    "/recipients/{address}", status_code=202, response_model=ErasureAccepted, responses=ERRORS
+)
+async def erase_recipient(
+    address: Address, runtime: RuntimeDep, clock_ms: ClockDep
+) -> OrjsonResponse:
+    """Erase ``address`` everywhere (privacy requests), in the background: from every
+    kept message, the search index, the suppression list, the forwarding outbox, the
+    live stream and alert records (``service.erasure_job``). From this answer on,
+    late events of messages sent before it arrive without the address; messages
+    sent after it are new data. ``202`` with where to follow the job, whether or
+    not anything names the address (the answer does not say who was mailed)."""
     wanted = search.recipient_key(address)
-    suppressed = await store.suppression(wanted) is not None
-    erased = await store.erase_recipient(wanted)
-    if not erased and not suppressed:
-        raise HTTPException(404, f"nothing kept names {wanted!r}")
-    log.info("recipient_erased", messages=erased, suppression=suppressed)
-    return OrjsonResponse({"address": wanted, "messages": erased, "suppression": suppressed})
+    job = await erasure_job.request(runtime.store, wanted, clock_ms())
+    runtime.erasures.wake()
+    log.info("recipient_erasure_requested", job=job.id)
+    status_url = f"/v1/erasures/{job.id}"
+    return OrjsonResponse(
+        {"address": wanted, "id": job.id, "status_url": status_url},
+        status_code=202,
+        headers={"Location": status_url},
+    )
+
+
+@router.get("/erasures/{job_id}", response_model=ErasureProgress, responses=ERRORS)
+async def get_erasure(job_id: JobId, store: StoreDep) -> OrjsonResponse:
+    """An erasure's progress: ``queued``, ``running`` or ``done``, with how many
+    messages named the address and what each other part rewrote. Never the
+    address. Kept 30 days after it finished."""
+    job = await erasure_job.load(store, job_id)
+    if job is None:
+        raise HTTPException(404, "no such erasure (unknown, or finished over 30 days ago)")
+    return OrjsonResponse(job.public())

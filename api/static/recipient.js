@@ -47,6 +47,23 @@ export async function showRecipient(address, view, ctx) {
   view.body.replaceChildren(...parts);
 }
 
+/** An erasure runs in the background: its progress, until done (or a minute passes). */
+async function followErasure(statusUrl, result) {
+  for (let attempt = 0; attempt < 60; attempt++) {
+    const response = await api(statusUrl);
+    if (response.ok) {
+      const job = await response.json();
+      if (job.status === "done") {
+        result.textContent = `Erased from ${job.messages} message(s).`;
+        return;
+      }
+      result.textContent = `Erasure ${job.status}: ${job.messages} message(s) so far…`;
+    }
+    await new Promise((resolve) => setTimeout(resolve, 1000));
+  }
+  result.textContent = "Erasure still running: see " + statusUrl;
+}
+
 /** Erasure (a privacy request): a control that changes state, for write sessions only. */
 function eraseControl(address) {
   const box = el("div", "danger writes");
@@ -58,7 +75,12 @@ function eraseControl(address) {
     if (!confirm(`Erase every kept trace of ${address}? This cannot be undone.`)) return;
     button.disabled = true;
     const response = await api("/v1/recipients/" + encodeURIComponent(address), { method: "DELETE" });
-    result.textContent = response.ok ? "Erasure started." : "Not erased: error " + response.status;
+    if (!response.ok) {
+      result.textContent = "Not erased: error " + response.status;
+      return;
+    }
+    result.textContent = "Erasure started…";
+    followErasure((await response.json()).status_url, result);
   };
   box.append(button, " ", result);
   return box;

@@ -9,11 +9,16 @@ it was last seen, at most ``AccountLimits.keep`` fields: the scripts that write 
 read it trim it in the same step, so it never grows past that however many accounts
 events name). Every multi-key change is one Lua script, so it happens whole or not
 at all.
+
+An erasure (``erase_address``) reads records, history and entries a page at a time
+and replaces each item with a script that first checks it is still what was read,
+so a commit or a reschedule landing meanwhile is neither lost nor overwritten with
+the address it had; on a mismatch it erases from what is there now.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import replace
 from typing import Any
 
@@ -22,11 +27,14 @@ import structlog
 from redis import asyncio as aioredis
 
 from service.alerts.accounts import AccountLimits
+from service.alerts.erasure import ERASED, address_forms, erase_from_alert, erase_from_record
 from service.alerts.evaluate import AccountStatus
 from service.alerts.lifecycle import AlertRecord, Plan
 from service.alerts.model import Alert, alert_from_dict, alert_to_dict
 from service.alerts.store import HISTORY_KEPT, AlertStore, OutboxEntry, new_entries
 from service.stores import lease
+from service.stores.base import StoreUnavailable
+from service.stores.errors import unavailable
 from service.stores.keys import DEFAULT_PREFIX, RedisKeys
 
 log = structlog.get_logger(__name__)
@@ -61,6 +69,49 @@ for _, id in ipairs(ids) do
   end
 end
 return claimed
+"""
+
+# KEYS: entries, outbox zset. ARGV: entry id, entry as read, entry rescheduled, due.
+# Only if unchanged since read: an erasure may have rewritten it meanwhile.
+_RESCHEDULE = """
+if redis.call('HGET', KEYS[1], ARGV[1]) ~= ARGV[2] then return 0 end
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[3])
+redis.call('ZADD', KEYS[2], 'XX', ARGV[4], ARGV[1])
+return 1
+"""
+
+# How many items an erasure reads at once (HSCAN COUNT, LRANGE span), so neither a
+# long history nor a large outbox becomes one long call.
+ERASE_PAGE = 200
+# Passes over everything an erasure makes at most (erase_address).
+ERASE_PASSES = 4
+
+# KEYS: hash. ARGV: field, value as read, value erased. 0: changed (or gone) since.
+_ERASE_FIELD = """
+if redis.call('HGET', KEYS[1], ARGV[1]) ~= ARGV[2] then return 0 end
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[3])
+return 1
+"""
+
+# KEYS: history. ARGV: index read at, value as read, value erased, window. Commits
+# only push at the head (and trim the tail), so a notice read at an index is there
+# or, after pushes, further on: it is looked for in a bounded window past it (the
+# first equal one: equal notices are all erased alike). 0: not found there (trimmed
+# away, or pushed past the window; the caller reads the list again).
+_ERASE_NOTICE = """
+local at = tonumber(ARGV[1])
+if redis.call('LINDEX', KEYS[1], at) == ARGV[2] then
+  redis.call('LSET', KEYS[1], at, ARGV[3])
+  return 1
+end
+local later = redis.call('LRANGE', KEYS[1], at + 1, at + tonumber(ARGV[4]))
+for i, value in ipairs(later) do
+  if value == ARGV[2] then
+    redis.call('LSET', KEYS[1], at + i, ARGV[3])
+    return 1
+  end
+end
+return 0
 """
 
 # The twin of accounts.to_forget: drop accounts unseen for the TTL (ms, 0: none),
@@ -162,6 +213,9 @@ class RedisAlertStore(AlertStore):
         self._claim = client.register_script(_CLAIM)
         self._note_account = client.register_script(_NOTE_ACCOUNT)
         self._accounts = client.register_script(_ACCOUNTS)
+        self._reschedule = client.register_script(_RESCHEDULE)
+        self._erase_field = client.register_script(_ERASE_FIELD)
+        self._erase_notice = client.register_script(_ERASE_NOTICE)
 
     def outbox_key(self, sink_id: str) -> str:
         return self._keys.alert_outbox(sink_id)
@@ -218,11 +272,15 @@ class RedisAlertStore(AlertStore):
             await pipe.execute()
 
     async def reschedule(self, entry: OutboxEntry, due_ms: int) -> None:
-        again = replace(entry, attempts=entry.attempts + 1)
-        async with self._client.pipeline(transaction=True) as pipe:
-            pipe.hset(self._entries_key, entry.id, again.to_json())
-            pipe.zadd(self.outbox_key(entry.sink_id), {entry.id: due_ms}, xx=True)
-            await pipe.execute()
+        # From the stored entry, not the claimed copy: an erasure may have rewritten
+        # it while it was being sent, and the copy would bring the address back.
+        while (raw := await self._client.hget(self._entries_key, entry.id)) is not None:
+            stored = OutboxEntry.from_json(raw)
+            again = replace(stored, attempts=stored.attempts + 1)
+            keys = [self._entries_key, self.outbox_key(entry.sink_id)]
+            if await self._reschedule(keys=keys, args=[entry.id, raw, again.to_json(), due_ms]):
+                return
+        # Gone: finished (or given up) meanwhile, nothing to try again.
 
     async def release(self, entries: Sequence[OutboxEntry], now_ms: int) -> None:
         if not entries:
@@ -280,9 +338,122 @@ class RedisAlertStore(AlertStore):
             )
         return accounts
 
+    async def erase_address(self, address: str) -> int:
+        # A commit landing during a pass may add notices that name the address (its
+        # evaluation looked messages up before they were erased): passes go on until
+        # one finds nothing, so whatever was committed before the last one began is
+        # erased. Commits that keep naming it (the messages still do) are an error.
+        erased = 0
+        with unavailable("alert erasure"):
+            for _ in range(ERASE_PASSES):
+                rewritten = await self._erase_pass(address)
+                erased += rewritten
+                if not rewritten:
+                    # Never the address itself in the log.
+                    log.info("alert_address_erased", store="redis", items=erased)
+                    return erased
+        log.warning("alert_erasure_unsettled", items=erased, passes=ERASE_PASSES)
+        raise StoreUnavailable(
+            f"alert erasure: commits still named the address after {ERASE_PASSES} passes"
+        )
+
+    async def _erase_pass(self, address: str) -> int:
+        """Every record, notice and entry once; how many were rewritten."""
+        erased = await self._erase_from_hash(self._records_key, address, _erased_record)
+        erased += await self._erase_from_history(address)
+        # Outbox zsets hold entry ids only (store.new_entries): entries say what is sent.
+        erased += await self._erase_from_hash(self._entries_key, address, _erased_entry)
+        return erased
+
+    async def _erase_from_hash(self, key: str, address: str, rewrite: _Rewrite) -> int:
+        erased = 0
+        cursor = 0
+        while True:
+            # HSCAN returns each field there all along at least once (a field twice
+            # is erased once: the second time it names nothing).
+            cursor, page = await self._client.hscan(key, cursor, count=ERASE_PAGE)
+            for field, raw in page.items():
+                erased += await self._erase_field_of(key, field, raw, address, rewrite)
+            if cursor == 0:
+                return erased
+
+    async def _erase_field_of(
+        self, key: str, field: bytes, raw: bytes | None, address: str, rewrite: _Rewrite
+    ) -> int:
+        while raw is not None:
+            erased = _erased(raw, address, rewrite)
+            if erased is None:
+                return 0
+            if await self._erase_field(keys=[key], args=[field, raw, erased]):
+                return 1
+            # Committed, rescheduled or finished meanwhile: erase from what is there.
+            raw = await self._client.hget(key, field)
+        return 0
+
+    async def _erase_from_history(self, address: str) -> int:
+        erased = 0
+        while True:
+            missed = 0
+            start = 0
+            while True:
+                page = await self._client.lrange(self._history_key, start, start + ERASE_PAGE - 1)
+                for n, raw in enumerate(page):
+                    rewritten = _erased(raw, address, _erased_notice)
+                    if rewritten is None:
+                        continue
+                    args = [start + n, raw, rewritten, ERASE_PAGE]
+                    if await self._erase_notice(keys=[self._history_key], args=args):
+                        erased += 1
+                    else:
+                        missed += 1
+                # Pushes meanwhile move notices toward the tail, never past a page
+                # read, so paging by index skips none (at worst reads some twice).
+                if len(page) < ERASE_PAGE:
+                    break
+                start += len(page)
+            if not missed:
+                return erased
+            # Trimmed away, or pushed past the window by a burst of commits: once
+            # more over what is there now, until a pass misses nothing.
+
     async def close(self) -> None:
         if self._owns_client:
             await self._client.aclose()
+
+
+# A stored value without the address, or None when it names none.
+_Rewrite = Callable[[bytes, str], bytes | None]
+
+
+def _erased_record(raw: bytes, address: str) -> bytes | None:
+    record = erase_from_record(AlertRecord.from_dict(orjson.loads(raw)), address)
+    return None if record is None else orjson.dumps(record.to_dict())
+
+
+def _erased_notice(raw: bytes, address: str) -> bytes | None:
+    alert = erase_from_alert(alert_from_dict(orjson.loads(raw)), address)
+    return None if alert is None else orjson.dumps(alert_to_dict(alert))
+
+
+def _erased_entry(raw: bytes, address: str) -> bytes | None:
+    entry = OutboxEntry.from_json(raw)
+    alert = erase_from_alert(entry.alert, address)
+    return None if alert is None else replace(entry, alert=alert).to_json()
+
+
+def _erased(raw: bytes, address: str, rewrite: _Rewrite) -> bytes | None:
+    """``rewrite(raw)``; a value this version cannot read (an older or damaged one)
+    loses the address from its bytes all the same, rather than stop the erasure."""
+    try:
+        return rewrite(raw, address)
+    except (ValueError, KeyError, TypeError) as exc:
+        needles = [form.encode() for form in address_forms(address)]
+        if not any(needle in raw for needle in needles):
+            return None
+        log.warning("alert_erasure_unreadable_value", error=type(exc).__name__)
+        for needle in needles:
+            raw = raw.replace(needle, ERASED.encode())
+        return raw
 
 
 def _flood_discarded(fields: int) -> None:

@@ -28,6 +28,7 @@ import orjson
 import structlog
 
 from service.alerts.accounts import AccountLimits, to_forget
+from service.alerts.erasure import ERASED, address_forms, erase_from_alert, erase_from_record
 from service.alerts.evaluate import AccountStatus
 from service.alerts.lifecycle import AlertRecord, Plan
 from service.alerts.model import Alert, alert_from_dict, alert_to_dict
@@ -144,6 +145,17 @@ class AlertStore(ABC):
     async def healths(self) -> dict[str, dict[str, Any]]:
         """The figures each replica last noted, by replica."""
 
+    @abstractmethod
+    async def erase_address(self, address: str) -> int:
+        """Rewrite every record, notice in the history and outbox entry that names
+        ``address`` (lower-cased by the caller) without it (``alerts.erasure``), so
+        that no stored value keeps it; how many items were rewritten (0 again).
+
+        An item is replaced only if unchanged since read, so a commit landing
+        meanwhile is neither lost nor overwritten; what it committed is erased too.
+        Erase the messages first (``Erasing.erase_recipient``): an evaluation that
+        looked them up before then may still commit the address afterwards."""
+
     async def close(self) -> None:  # noqa: B027 - optional hook
         """Release connections."""
 
@@ -218,9 +230,12 @@ class MemoryAlertStore(AlertStore):
             self._entry_path(entry).unlink(missing_ok=True)
 
     async def reschedule(self, entry: OutboxEntry, due_ms: int) -> None:
-        if entry.id not in self._entries:
+        stored = self._entries.get(entry.id)
+        if stored is None:
             return
-        again = replace(entry, attempts=entry.attempts + 1)
+        # From the stored entry, not the claimed copy: an erasure may have rewritten
+        # it while it was being sent, and the copy would bring the address back.
+        again = replace(stored, attempts=stored.attempts + 1)
         self._write_entry(again)
         self._entries[entry.id] = again
         self._due[entry.id] = due_ms
@@ -270,6 +285,56 @@ class MemoryAlertStore(AlertStore):
 
     async def healths(self) -> dict[str, dict[str, Any]]:
         return dict(self._healths)
+
+    async def erase_address(self, address: str) -> int:
+        # Nothing here awaits, so no commit lands halfway through (one event loop):
+        # what is rewritten is what was read, with nothing to compare.
+        erased = 0
+        for key, record in list(self._records.items()):
+            if (rewritten := erase_from_record(record, address)) is not None:
+                self._records[key] = rewritten
+                erased += 1
+        state_changed = erased > 0
+        for n, alert in enumerate(self._history):
+            if (rewritten_alert := erase_from_alert(alert, address)) is not None:
+                self._history[n] = rewritten_alert
+                erased += 1
+                state_changed = True
+        for entry_id, entry in list(self._entries.items()):
+            if (rewritten_alert := erase_from_alert(entry.alert, address)) is not None:
+                again = replace(entry, alert=rewritten_alert)
+                self._write_entry(again)
+                self._entries[entry_id] = again
+                erased += 1
+        if state_changed:
+            self._write_state()
+        erased += self._erase_from_leftovers(address)
+        log.info("alert_address_erased", store="memory", items=erased)  # never the address
+        return erased
+
+    def _erase_from_leftovers(self, address: str) -> int:
+        """Files on disk that no load parses but that may quote the address: outbox
+        entries set aside as unreadable (the address is replaced in their bytes, as
+        they cannot be parsed) and what an interrupted write left (removed: nothing
+        reads it, the next write replaces it); how many there were."""
+        if self._directory is None:
+            return 0
+        needles = [form.encode() for form in address_forms(address)]
+        touched = 0
+        for path in sorted(self._directory.rglob("*")):
+            if not path.is_file() or path.suffix == ".json":
+                continue  # the live files, rewritten above from what they hold
+            data = path.read_bytes()
+            if not any(needle in data for needle in needles):
+                continue
+            if path.suffix in _TEMPORARY_SUFFIXES:
+                path.unlink(missing_ok=True)
+            else:
+                for needle in needles:
+                    data = data.replace(needle, ERASED.encode())
+                _write_atomically(path, data, ".erasing")
+            touched += 1
+        return touched
 
     # On disk ---------------------------------------------------------------
 
@@ -322,9 +387,13 @@ class MemoryAlertStore(AlertStore):
             self._due[entry.id] = 0
 
 
-def _write_atomically(path: Path, data: bytes) -> None:
+# What _write_atomically writes before the rename (a crash may leave it behind).
+_TEMPORARY_SUFFIXES = (".tmp", ".erasing")
+
+
+def _write_atomically(path: Path, data: bytes, temporary_suffix: str = ".tmp") -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_suffix(".tmp")
+    temporary = path.with_suffix(temporary_suffix)
     with open(temporary, "wb") as file:
         file.write(data)
         file.flush()

@@ -15,6 +15,12 @@ every item taken from it was delivered: a sender that dies or loses its lease
 mid-batch leaves it to the next holder, which sends its items again with the same
 ``id`` (at least once).
 
+An erased recipient (``forgotten``, when given) is left out of every post: right
+before each request body is built (a first try or a retry), its changes are dropped
+and the other changes' events are rewritten without it, so entries read before the
+erasure ran (the outbox's own erasure, ``Outbox.erase_address``, cannot reach them)
+forward nothing of it either.
+
 Each POST is ``{"items": [...]}`` (``service.forward.items.item``), signed as the
 alert ``webhook`` sink is: ``X-SES-Tracker-Timestamp`` (Unix seconds) and
 ``X-SES-Tracker-Signature: v1=<hex HMAC-SHA256 of "<timestamp>.<body>">`` under the
@@ -29,14 +35,16 @@ import time
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import httpx
 import orjson
 import structlog
 
+from service.codec import decode_event
 from service.forward.config import Subscription
-from service.forward.items import Facts, facts_of, item, matches
-from service.forward.outbox import Entry, Outbox
+from service.forward.items import Change, Facts, facts_of, item, matches
+from service.forward.outbox import Entry, Outbox, event_without
 from service.outbound import (
     SIGNATURE_HEADER,
     TIMESTAMP_HEADER,
@@ -72,6 +80,16 @@ class Figures:
     oldest_ms: int | None = None  # when the oldest of them was merged
     sending: bool = False  # this replica holds the lease
     last_error: str | None = None
+    forgotten: int = 0  # changes left out: their recipient was erased
+
+
+class Taken(NamedTuple):
+    """A change a subscription takes, and the id its item is named by."""
+
+    entry_id: str
+    index: int
+    change: Change
+    facts: Facts
 
 
 class Forwarder:
@@ -87,7 +105,10 @@ class Forwarder:
         lease_ms: int = LEASE_MS,
         post_timeout_s: float = POST_TIMEOUT_S,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        forgotten: Callable[[str], bool] | None = None,
     ) -> None:
+        """``forgotten(address)``: whether the address was erased (lower-cased, as
+        stored); asked right before each request body is built."""
         if post_timeout_s * 1000 >= lease_ms:
             # A post that outlives the lease lets another replica send meanwhile.
             raise ValueError("the post deadline must be shorter than the lease")
@@ -104,6 +125,7 @@ class Forwarder:
         self._sleep = sleep
         self._lease_ms = lease_ms
         self._post_timeout_s = post_timeout_s
+        self._forgotten = forgotten
         self.holder = uuid.uuid4().hex  # this replica, in the leases
         # Set by stop(): each sender ends at its next turn, whether or not a
         # cancellation reaches it (a client library may swallow one).
@@ -160,7 +182,7 @@ class Forwarder:
         """Post every item the subscription takes from ``entries``; False when the
         lease was lost first (the next holder sends them)."""
         cache: dict[bytes, Facts] = {}
-        items = []
+        taken: list[Taken] = []
         for entry in entries:
             for index, change in enumerate(entry.changes):
                 facts = facts_of(change.header, cache)
@@ -172,29 +194,61 @@ class Forwarder:
                     tags=subscription.tags,
                     providers=subscription.providers,
                 ):
-                    items.append(item(entry.id, index, change, facts))
-        for start in range(0, len(items), subscription.batch_size):
-            batch = items[start : start + subscription.batch_size]
-            if not await self._post_until_delivered(subscription, figures, batch):
+                    taken.append(Taken(*entry.place(index), change, facts))
+        for start in range(0, len(taken), subscription.batch_size):
+            batch = taken[start : start + subscription.batch_size]
+            sent = await self._post_until_delivered(subscription, figures, batch)
+            if sent is None:
                 return False
-            figures.sent += len(batch)
+            figures.sent += sent
         return True
 
+    def _unforgotten(
+        self, subscription: Subscription, figures: Figures, batch: list[Taken]
+    ) -> list[Taken]:
+        """``batch`` without what ``forgotten`` says was erased: its changes left out
+        (counted, once: the batch returned holds them no more), the others' events
+        rewritten without it."""
+        if self._forgotten is None:
+            return batch
+        forgotten = self._forgotten
+        rewritten: dict[bytes, bytes] = {}  # event blob -> without the erased
+        kept: list[Taken] = []
+        for taken in batch:
+            change = taken.change
+            if forgotten(change.address):
+                continue
+            event = rewritten.get(change.event)
+            if event is None:
+                event = rewritten[change.event] = _event_unforgotten(change.event, forgotten)
+            if event is not change.event:
+                taken = taken._replace(change=change._replace(event=event))
+            kept.append(taken)
+        if dropped := len(batch) - len(kept):
+            figures.forgotten += dropped
+            log.info("forward_changes_forgotten", subscription=subscription.name, changes=dropped)
+        return kept
+
     async def _post_until_delivered(
-        self, subscription: Subscription, figures: Figures, batch: list[dict]
-    ) -> bool:
-        body = orjson.dumps({"items": batch})
+        self, subscription: Subscription, figures: Figures, batch: list[Taken]
+    ) -> int | None:
+        """Post ``batch`` until delivered: how many items went (None when the lease
+        was lost first). What was erased meanwhile is left out of every try."""
         attempt = 0
         while True:
             if not await self.outbox.lease(subscription.id, self.holder, self._lease_ms):
                 figures.sending = False
-                return False
+                return None
+            batch = self._unforgotten(subscription, figures, batch)
+            if not batch:
+                return 0
+            body = orjson.dumps({"items": [item(*taken) for taken in batch]})
             try:
                 if not await self._post_holding(subscription, body):
                     figures.sending = False
-                    return False
+                    return None
                 figures.last_error = None
-                return True
+                return len(batch)
             except PostFailed as exc:
                 attempt += 1
                 figures.failed += 1
@@ -217,7 +271,7 @@ class Forwarder:
                 )
                 if not await self._wait_holding(subscription, wait):
                     figures.sending = False
-                    return False
+                    return None
 
     async def _wait_holding(self, subscription: Subscription, seconds: float) -> bool:
         """Sleep, renewing the lease meanwhile; False if it was lost."""
@@ -265,3 +319,19 @@ class Forwarder:
             # Any refusal is retried: entries wait in the outbox for the receiver to be
             # fixed (a receiver's 4xx is usually its own mistake) rather than be lost.
             raise PostFailed(f"HTTP {reply.status}", reply.retry_after_s)
+
+
+def _event_unforgotten(blob: bytes, forgotten: Callable[[str], bool]) -> bytes:
+    """The event ``blob`` without each address it names that ``forgotten`` says was
+    erased (``blob`` itself when it names none; b"" when it named only them)."""
+    if not blob:
+        return blob
+    event = decode_event(blob)
+    named = set(event.recipients)
+    for report in event.details.get("reports") or ():
+        if isinstance(report, dict) and isinstance(report.get("address"), str):
+            named.add(report["address"])
+    for address in sorted(named):
+        if blob and forgotten(address):
+            blob = event_without(blob, address)
+    return blob

@@ -189,13 +189,64 @@ class Suppressions(ABC):
 
 
 class Erasing(ABC):
-    """Forgets a recipient (``service.erasure``)."""
+    """Forgets a recipient, record by record (``service.erasure_job`` drives it), and
+    keeps its tombstone so late events of older messages arrive without it
+    (``service.tombstones``)."""
 
     @abstractmethod
-    async def erase_recipient(self, address: str) -> int:
-        """Remove ``address`` from every kept message (``service.erasure``), its search
-        index and its suppression; how many messages named it. Statistics stay: they
-        count per domain and provider, never per address."""
+    async def tombstone(self, address: str, at_ms: int) -> int:
+        """Remember that ``address`` was erased at ``at_ms`` (the later of two
+        erasures wins); from when this returns, no merge stores the address in a
+        message sent before that time. Returns the time kept."""
+
+    @abstractmethod
+    def forgotten(self, address: str) -> bool:
+        """Whether ``address`` has a tombstone, as this process last read them (for
+        what leaves the service: forwarded changes)."""
+
+    @abstractmethod
+    async def refresh_tombstones(self) -> None:
+        """Read the tombstones again when another process added one."""
+
+    @abstractmethod
+    async def erasure_candidates(self, address: str, before_ms: int, limit: int) -> list[str]:
+        """Up to ``limit`` records the address's search index lists for messages sent
+        before ``before_ms``, also those whose record let the address go past its
+        cap (their events still name it), as ids ``erase_record`` takes. Each one
+        erased leaves the index, so asking again gives the next."""
+
+    @abstractmethod
+    async def erase_record(self, candidate: str, address: str) -> bool:
+        """Take ``address`` out of one record (``service.erasure.erase``) and the
+        record out of the address's search index, in one atomic step; whether the
+        record named it."""
+
+    @abstractmethod
+    async def forget_recipient(self, address: str, before_ms: int) -> int:
+        """Drop what is left under the address for messages sent before
+        ``before_ms``: its search index entries and its suppression (when since
+        before then); how many entries went. Statistics stay: they count per domain
+        and provider, never per address."""
+
+
+class ErasureJobs(ABC):
+    """Where erasure jobs wait and report progress (``service.erasure_job``)."""
+
+    @abstractmethod
+    async def save_erasure(self, job_id: str, data: bytes, queued: bool, keep_s: int) -> None:
+        """Store a job's state (kept ``keep_s``); ``queued``: still to be worked."""
+
+    @abstractmethod
+    async def load_erasure(self, job_id: str) -> bytes | None:
+        """A job's state, or None (unknown or expired)."""
+
+    @abstractmethod
+    async def queued_erasures(self, limit: int) -> list[str]:
+        """Ids of jobs still to be worked, oldest first."""
+
+    @abstractmethod
+    async def hold_erasure_lease(self, owner: str, ttl_ms: int) -> bool:
+        """Take or renew the lease that lets one process work the jobs at a time."""
 
 
 class Admin(ABC):
@@ -226,7 +277,7 @@ class Admin(ABC):
         return type(self).__name__
 
 
-class Store(Merging, Messages, Statistics, Suppressions, Erasing, Admin):
+class Store(Merging, Messages, Statistics, Suppressions, Erasing, ErasureJobs, Admin):
     """Merged message state, keyed by SES message id: every role above, as each
     backend implements them (a part that needs one role names that role).
 

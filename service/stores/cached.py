@@ -65,9 +65,12 @@ class CachedStore:
             self._entries.popitem(last=False)
         return record
 
-    async def erase_recipient(self, address: str) -> int:
-        erased = await self.truth.erase_recipient(address)
-        self._entries.clear()  # cached records may still name the address
+    async def erase_record(self, candidate: str, address: str) -> bool:
+        erased = await self.truth.erase_record(candidate, address)
+        if erased:
+            # A candidate is the store's own id for a record, not always the
+            # message's; erasures are rare, so the whole cache goes.
+            self._entries.clear()
         return erased
 
     def __getattr__(self, name: str) -> Any:

@@ -46,6 +46,8 @@ FAMILIES: dict[str, tuple[str, bool]] = {
     "transitions": ("transitions", False),
     "forward": ("fwd", False),
     "forward_lease": ("fwd:lease:", True),
+    # Outbox entry ids an erasure deleted while some subscription had them pending.
+    "forward_erased": ("fwd-erased", False),
     "stats": ("stats:", True),
     # A live bucket's groups, one hash per dimension, and an hour's admission.
     "stats_groups": ("stats-g:", True),
@@ -74,6 +76,15 @@ FAMILIES: dict[str, tuple[str, bool]] = {
     "alert_accounts": ("al:accounts", False),
     "alert_health": ("al:health", False),
     "alert_outbox": ("al:out:", True),
+    # Erasures (service.erasure_job, service.tombstones): the key of the tombstones'
+    # hashes, the tombstones (keyed hash -> erased at), each slot group's revision of
+    # them (checked by merge.lua), the jobs, their queue, and the lease to work it.
+    "erasure_key": ("erasure-key", False),
+    "tombstones": ("tombstones", False),
+    "erasure_epoch": ("erasure-epoch", False),
+    "erasure": ("erasure:", True),
+    "erasures": ("erasures", False),
+    "erasure_lease": ("erasure-lease", False),
     # Signed-out session ids, until they would have expired (service.sessions).
     "session_revoked": ("session-revoked:", True),
 }
@@ -146,6 +157,11 @@ class RedisKeys:
         """The forwarding outbox stream (service.forward), one consumer group per
         subscription."""
         return self._fixed("forward")
+
+    @property
+    def forward_erased(self) -> str:
+        """Ids of outbox entries an erasure deleted while pending (service.forward)."""
+        return self._fixed("forward_erased")
 
     def forward_lease(self, subscription_id: str) -> str:
         return f"{self._fixed('forward_lease')}{subscription_id}"
@@ -248,6 +264,29 @@ class RedisKeys:
 
     def alert_outbox(self, sink_id: str) -> str:
         return f"{self._fixed('alert_outbox')}{sink_id}"
+
+    @property
+    def erasure_key(self) -> str:
+        return self._fixed("erasure_key")
+
+    @property
+    def tombstones(self) -> str:
+        return self._fixed("tombstones")
+
+    @property
+    def erasure_epoch(self) -> str:
+        return self._fixed("erasure_epoch")
+
+    def erasure(self, job_id: str) -> str:
+        return f"{self._fixed('erasure')}{job_id}"
+
+    @property
+    def erasures(self) -> str:
+        return self._fixed("erasures")
+
+    @property
+    def erasure_lease(self) -> str:
+        return self._fixed("erasure_lease")
 
     def session_revoked(self, session_id: str) -> str:
         return f"{self._fixed('session_revoked')}{session_id}"

@@ -8,7 +8,7 @@ from collections import Counter, OrderedDict
 from collections.abc import Callable, Collection, Sequence
 from typing import TYPE_CHECKING
 
-from service import stats
+from service import stats, tombstones
 from service.erasure import erase
 from service.forward.items import Change, change_of
 from service.history import Fields
@@ -127,6 +127,11 @@ class MemoryStore(Store):
         self._wall_clock = wall_clock
         self.evictions = 0
         self.expirations = 0
+        # Erasures (service.erasure_job): tombstones under a key of this process's
+        # own (nothing here outlives it), and the jobs, id -> (expires, state).
+        self._tombstones = tombstones.Tombstones(tombstones.new_key(), {})
+        self._erasures: dict[str, tuple[float, bytes]] = {}
+        self._erasure_queue: dict[str, None] = {}
 
     def __len__(self) -> int:
         return len(self._records)
@@ -175,6 +180,7 @@ class MemoryStore(Store):
             oldest_live_ms = counting.now_ms - int(self._retention_s * 1000)
         records = self._records
         transitions: list[Transition] = []
+        writes = self._tombstones.strip(writes)
         for write in writes:
             message_id = write.message_id
             entry = records.pop(message_id, None)
@@ -199,7 +205,8 @@ class MemoryStore(Store):
                 self._index.update(message_id, record, added)
                 transitions.extend(changed)
             for address in evicted:
-                self._index.drop_recipient(message_id, address)
+                # Still named by the events kept: an erasure must find the record.
+                self._index.name_past_cap(message_id, address)
             weight = record_weight(record)
             self._record_bytes += weight
             # A held record expires before records ahead of it in the LRU order, so
@@ -369,22 +376,79 @@ class MemoryStore(Store):
         """Suppressions are kept by wall time (SES_TRACKER_SUPPRESSION_DAYS)."""
         return int(self._wall_clock() * 1000)
 
-    async def erase_recipient(self, address: str) -> int:
-        self._suppressions.remove(address)
+    async def tombstone(self, address: str, at_ms: int) -> int:
+        erased_at = self._tombstones.erased_at
+        assert isinstance(erased_at, dict)
+        name = self._tombstones.digest(address)
+        kept = erased_at[name] = max(at_ms, erased_at.get(name, at_ms))
+        return kept
+
+    def forgotten(self, address: str) -> bool:
+        return self._tombstones.forgotten(address)
+
+    async def refresh_tombstones(self) -> None:
+        """One process holds them all; only those past their keep go."""
+        erased_at = self._tombstones.erased_at
+        assert isinstance(erased_at, dict)
+        kept = tombstones.live(erased_at, self._wall_ms())
+        if len(kept) != len(erased_at):
+            erased_at.clear()
+            erased_at.update(kept)
+
+    async def erase_record(self, candidate: str, address: str) -> bool:
+        message_id = candidate
+        self._index.drop_recipient(message_id, address)
+        entry = self._records.get(message_id)
+        if entry is None:
+            return False
+        expires, record, key, weight = entry
+        if not erase(record, address):
+            return False
+        new_weight = record_weight(record)
+        self._record_bytes += new_weight - weight
+        self._records[message_id] = (expires, record, key, new_weight)
+        return True
+
+    async def erasure_candidates(self, address: str, before_ms: int, limit: int) -> list[str]:
         named = self._index.candidates(SearchQuery(recipient=address)) or ()
-        erased = 0
+        found = []
         for message_id in list(named):
             entry = self._records.get(message_id)
-            if entry is None:
-                continue
-            expires, record, key, weight = entry
-            if erase(record, address):
-                erased += 1
-                self._index.drop_recipient(message_id, address)
-                new_weight = record_weight(record)
-                self._record_bytes += new_weight - weight
-                self._records[message_id] = (expires, record, key, new_weight)
-        return erased
+            if entry is None or position_of(entry[2]).sent_at < before_ms:
+                found.append(message_id)
+                if len(found) >= limit:
+                    break
+        return found
+
+    async def forget_recipient(self, address: str, before_ms: int) -> int:
+        left = await self.erasure_candidates(address, before_ms, 1 << 62)
+        for message_id in left:
+            self._index.drop_recipient(message_id, address)
+        suppression = self._suppressions.get(address, self._wall_ms())
+        if suppression is not None and suppression.since_ms < before_ms:
+            self._suppressions.remove(address)
+            return len(left) + 1
+        return len(left)
+
+    async def save_erasure(self, job_id: str, data: bytes, queued: bool, keep_s: int) -> None:
+        self._erasures[job_id] = (self._wall_clock() + keep_s, data)
+        if queued:
+            self._erasure_queue.setdefault(job_id, None)
+        else:
+            self._erasure_queue.pop(job_id, None)
+        now = self._wall_clock()
+        for gone in [name for name, (until, _) in self._erasures.items() if until <= now]:
+            del self._erasures[gone]
+
+    async def load_erasure(self, job_id: str) -> bytes | None:
+        held = self._erasures.get(job_id)
+        return held[1] if held is not None and held[0] > self._wall_clock() else None
+
+    async def queued_erasures(self, limit: int) -> list[str]:
+        return list(self._erasure_queue)[:limit]
+
+    async def hold_erasure_lease(self, owner: str, ttl_ms: int) -> bool:
+        return True  # one process holds the memory store
 
     async def replayed(self, digest: str) -> bool:
         expires = self._replayed.get(digest)

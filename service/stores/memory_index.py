@@ -106,6 +106,10 @@ class MemoryIndex:
         self._waiting: dict[str, None] = {}
         self._by_status: dict[str, dict[str, None]] = {name: {} for name in PROBLEM_STATUSES}
         self.by_time: SortedIndex[int, str] = SortedIndex()
+        # Addresses a record let go past its cap (or never kept) that its events
+        # still name: indexed under the address for an erasure to find, and let go
+        # with the message.
+        self._past_cap: dict[str, set[str]] = {}
 
     def file(self, key: int, message_id: str) -> None:
         """A new record: file it by send time (its key stays while it lives)."""
@@ -116,14 +120,7 @@ class MemoryIndex:
     ) -> None:
         """After a merge that changed a status: file the message where it now belongs."""
         for address in new_recipients:
-            held = self._by_recipient.get(address)
-            if held is None:
-                self._by_recipient[address] = message_id
-            elif isinstance(held, str):
-                if held != message_id:
-                    self._by_recipient[address] = {held: None, message_id: None}
-            else:
-                held[message_id] = None
+            self.update_recipient(message_id, address)
         top, waiting = rollup(record)
         for code, name in _PROBLEM_CODES.items():
             if code == top:
@@ -140,9 +137,25 @@ class MemoryIndex:
         self.by_time.remove(key, message_id)
         for address in record.recipients:
             self.drop_recipient(message_id, address)
+        for address in self._past_cap.pop(message_id, ()):
+            self.drop_recipient(message_id, address)
         self._waiting.pop(message_id, None)
         for members in self._by_status.values():
             members.pop(message_id, None)
+
+    def name_past_cap(self, message_id: str, address: str) -> None:
+        self._past_cap.setdefault(message_id, set()).add(address)
+        self.update_recipient(message_id, address)
+
+    def update_recipient(self, message_id: str, address: str) -> None:
+        held = self._by_recipient.get(address)
+        if held is None:
+            self._by_recipient[address] = message_id
+        elif isinstance(held, str):
+            if held != message_id:
+                self._by_recipient[address] = {held: None, message_id: None}
+        else:
+            held[message_id] = None
 
     def drop_recipient(self, message_id: str, address: str) -> None:
         """Forget that ``address`` received ``message_id`` (the record let it go)."""

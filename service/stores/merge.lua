@@ -5,10 +5,10 @@
 -- {address = flags}, {field = blob}]: one compact value, whatever Redis's
 -- hash-max-listpack-* settings, read and written once per message per batch.
 --
--- KEYS: one per message, then one for each of the parts checkpoint, log, feed and
--- forward that is sent, in that order (layout.OPTIONAL_KEYS; the script finds each
--- by name): the checkpoint hash, the change log stream, the transitions stream and
--- the forwarding outbox; then, with slot groups (ARGV[declared] = '1'), in any
+-- KEYS: one per message, then one for each of the parts checkpoint, log, feed,
+-- forward and erasures that is sent, in that order (layout.OPTIONAL_KEYS; the
+-- script finds each by name): the checkpoint hash, the change log stream, the
+-- transitions stream, the forwarding outbox and the group's tombstone revision; then, with slot groups (ARGV[declared] = '1'), in any
 -- order, every other key the call may touch (declared by service.stores.redis:
 -- index and suppression keys of the batch's messages, and the probe keys of
 -- ARGV[trim]). The script then names no key outside KEYS (`given`), so on a Redis
@@ -66,6 +66,9 @@
 --   trim = [index key, member, probe key, ...] (the last call's candidates), or an
 --          empty string: an entry whose probe key (its record, or bucket string)
 --          no longer exists is removed from its index.
+--   erasures = the group's tombstone revision the writes were stripped against
+--          (service.tombstones), or an empty string: when the stored one differs,
+--          the script writes nothing and returns msgpack ['stale-erasures'].
 -- Returns msgpack [transitions, candidates]: the transitions flattened
 -- (message_index, event_index (0 = destination), address, from_status (-1 = new
 -- recipient), to_status), and the trim candidates flattened as ARGV[trim] takes them.
@@ -86,6 +89,35 @@ local trim = ARGV[ARG_TRIM] ~= '' and cmsgpack.unpack(ARGV[ARG_TRIM]) or nil
 -- the atomic merge, so no writer can grow one record past them.
 local max_recipients = tonumber(ARGV[ARG_MAX_RECIPIENTS])
 local max_blob_bytes = tonumber(ARGV[ARG_MAX_BLOB_BYTES])
+-- The tombstones (service.tombstones) the writes were stripped against, by their
+-- revision in this group, or nil when not sent.
+local erasures = ARGV[ARG_ERASURES] ~= '' and ARGV[ARG_ERASURES] or nil
+
+-- The keys after the records, by name (layout.OPTIONAL_KEYS): each part sent has
+-- its key, in that order.
+local sent = {}
+sent[OPTIONAL_KEY_CHECKPOINT] = checkpoint
+sent[OPTIONAL_KEY_LOG] = log
+sent[OPTIONAL_KEY_FEED] = feed
+sent[OPTIONAL_KEY_FORWARD] = forward
+sent[OPTIONAL_KEY_ERASURES] = erasures
+local key_of = {}
+local next_key = #batch + 1
+for part = 1, OPTIONAL_KEYS do
+  if sent[part] then
+    key_of[part] = KEYS[next_key]
+    next_key = next_key + 1
+  end
+end
+
+-- An erasure since the caller read the tombstones: write nothing and say so, for
+-- it to strip the writes again (an address erased before a message was sent never
+-- comes back through a late event of it). The erasure job reads the records only
+-- after the revision moved, so a call that passes here is one it will see.
+if erasures and (redis.call('GET', key_of[OPTIONAL_KEY_ERASURES]) or '0') ~= erasures then
+  return cmsgpack.pack({'stale-erasures'})
+end
+
 local fed = {}
 local forwarded = {}
 local applied = {} -- flattened: message_index, event_index of each event new to the store
@@ -398,6 +430,9 @@ local function merge_message(m)
         end
         local largest = ordered[#ordered]
         if not bytes_less(address, largest) then
+          -- Never kept, but its events are: indexed still, so an erasure finds
+          -- the record (twin of service.state._add_bits).
+          new_recipients[#new_recipients + 1] = address
           return
         end
         recipients[largest] = nil
@@ -537,22 +572,6 @@ for m = 1, #batch do
     drop_after(forwarded, forwarded_length)
     refused[#refused + 1] = m
     refused[#refused + 1] = tostring(err)
-  end
-end
-
--- The keys after the records, by name (layout.OPTIONAL_KEYS): each part sent has
--- its key, in that order.
-local sent = {}
-sent[OPTIONAL_KEY_CHECKPOINT] = checkpoint
-sent[OPTIONAL_KEY_LOG] = log
-sent[OPTIONAL_KEY_FEED] = feed
-sent[OPTIONAL_KEY_FORWARD] = forward
-local key_of = {}
-local next_key = #batch + 1
-for part = 1, OPTIONAL_KEYS do
-  if sent[part] then
-    key_of[part] = KEYS[next_key]
-    next_key = next_key + 1
   end
 end
 

@@ -46,12 +46,12 @@ from redis.asyncio.cluster import RedisCluster
 from redis.crc import key_slot
 from redis.exceptions import NoScriptError, RedisClusterException
 
-from service import state, stats
+from service import state, stats, tombstones
 from service.erasure import erase
 from service.history import Fields
-from service.search import SCAN_BUDGET, SearchPage, SearchQuery, message_handle, pages
+from service.search import SCAN_BUDGET, SearchPage, SearchQuery, message_handle
 from service.state import MessageRecord, MessageWrite, Transition
-from service.stores import changelog, layout, merge_cost, migrations, rollup_cache
+from service.stores import changelog, layout, lease, merge_cost, migrations, rollup_cache
 from service.stores.base import (
     PAST_RETENTION_HOLD_S,
     Checkpoint,
@@ -99,12 +99,45 @@ class StoreLayoutError(StoreFormatError):
 _MERGE_BODY = resources.files("service.stores").joinpath("merge.lua").read_text()
 MERGE_SCRIPT = layout.lua_prelude(_MERGE_BODY) + _MERGE_BODY
 
-# Replace a record only if it is still what was read (an erasure racing a merge).
-_COMPARE_AND_SET = """
-if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
-redis.call('SET', KEYS[1], ARGV[2], 'KEEPTTL')
+# An erasure's step on one record (KEYS: the record, the address's index; ARGV: the
+# record as read or '' for none, its rewrite or '' for none, its handle): only if
+# the record is still what was read (a merge may have landed), the rewrite and the
+# index entry's removal together. 0: changed meanwhile, read again.
+_ERASE_RECORD = """
+if (redis.call('GET', KEYS[1]) or '') ~= ARGV[1] then return 0 end
+if ARGV[2] ~= '' then redis.call('SET', KEYS[1], ARGV[2], 'KEEPTTL') end
+redis.call('ZREM', KEYS[2], ARGV[3])
 return 1
 """
+
+# What an erasure leaves under the address (KEYS: its index, its suppression, the
+# suppression listing, then one listing per reason; ARGV: before_ms, the address):
+# index entries of messages sent before, and a suppression from before.
+_FORGET_RECIPIENT = """
+local gone = redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', '(' .. ARGV[1])
+local raw = redis.call('GET', KEYS[2])
+if raw and cmsgpack.unpack(raw)[{since}] < tonumber(ARGV[1]) then
+  redis.call('DEL', KEYS[2])
+  for i = 3, #KEYS do
+    redis.call('ZREM', KEYS[i], ARGV[2])
+  end
+  gone = gone + 1
+end
+return gone
+""".format(since=layout.position(layout.SUPPRESSION, "since_ms") + 1)
+
+# A tombstone keeps the later of two erasure times.
+_KEEP_LATER = """
+local kept = math.max(tonumber(redis.call('HGET', KEYS[1], ARGV[1]) or '0'), tonumber(ARGV[2]))
+redis.call('HSET', KEYS[1], ARGV[1], string.format("%d", kept))
+return kept
+"""
+
+# merge.lua's answer when the tombstones changed since the caller read them.
+_STALE_ERASURES = msgpack.packb(["stale-erasures"])
+# Strip and send again at most this often before giving up for now (an erasure a
+# merge call, every call: the caller retries the batch later).
+ERASURE_RETRIES = 5
 
 _RAISE_FORMAT = """
 if tonumber(redis.call('GET', KEYS[1]) or '0') < tonumber(ARGV[1]) then
@@ -174,7 +207,14 @@ class RedisStore(Store):
             SlotGroup(number, RedisKeys(group_prefix), IndexReader(client, group_prefix, budget))
             for number, group_prefix in enumerate(prefixes)
         ]
-        self._compare_and_set = client.register_script(_COMPARE_AND_SET)
+        self._erase_record = client.register_script(_ERASE_RECORD)
+        self._forget_recipient = client.register_script(_FORGET_RECIPIENT)
+        self._keep_later = client.register_script(_KEEP_LATER)
+        self._hold_lease = client.register_script(lease.TAKE_OR_RENEW)
+        # The tombstones as last read (service.tombstones); None: read at next use.
+        self._tombstones: tombstones.Tombstones | None = None
+        # Merge calls sent again because an erasure changed the tombstones meanwhile.
+        self.stale_erasure_calls = 0
         # Each group's hash slot (its prefix holds the tag).
         self._slots = [key_slot(group.keys.prefix.encode()) for group in self._groups]
         # Per group: index entries that may be dead, for its next call to check.
@@ -259,10 +299,15 @@ class RedisStore(Store):
     ) -> list[Transition]:
         if not writes and checkpoint is None:
             return []
+        with unavailable("merge", one_call=True, scripts=True):
+            view = self._tombstones or await self._load_tombstones()
+            self._tombstones = view
+        writes = view.strip(writes)
         chunks: list[Sequence[MessageWrite]] = []
         numbers: list[int] = []
         costs: list[int] = []
         calls = []
+        parts: list[tuple[SlotGroup, Checkpoint | None]] = []
         # The checkpoint rides in the last script of every group, atomically with that
         # group's part (a group with no message of the batch gets a script of its own
         # for it), so each group's copy says what that group holds durably.
@@ -273,7 +318,8 @@ class RedisStore(Store):
                 chunks.append(chunk)
                 numbers.append(group.number)
                 costs.append(cost)
-                calls.append(self._call_args(group, chunk, checkpoint if last else None, counting))
+                parts.append((group, checkpoint if last else None))
+                calls.append(self._call_args(group, chunk, parts[-1][1], counting, view))
         replies: list[bytes] = []
         with unavailable("merge", one_call=True, scripts=True):
             if calls:
@@ -286,6 +332,26 @@ class RedisStore(Store):
                     # merge is idempotent, so running every chunk again is safe.
                     self._sha = await self._client.script_load(MERGE_SCRIPT)
                     replies = await self._run_in_round_trips(calls, numbers, costs)
+            for _ in range(ERASURE_RETRIES):
+                stale = [n for n, reply in enumerate(replies) if reply == _STALE_ERASURES]
+                if not stale:
+                    break
+                self.stale_erasure_calls += len(stale)
+                # Another process erased an address since the view was read: those
+                # calls wrote nothing; strip them again against the new tombstones.
+                view = self._tombstones = await self._load_tombstones()
+                for n in stale:
+                    chunks[n] = view.strip(chunks[n])
+                    calls[n] = self._call_args(parts[n][0], chunks[n], parts[n][1], counting, view)
+                again = await self._run_in_round_trips(
+                    [calls[n] for n in stale],
+                    [numbers[n] for n in stale],
+                    [costs[n] for n in stale],
+                )
+                for n, reply in zip(stale, again, strict=True):
+                    replies[n] = reply
+            if any(reply == _STALE_ERASURES for reply in replies):
+                raise StoreUnavailable("erasures kept changing the tombstones", retry_after_s=1.0)
         transitions: list[Transition] = []
         refused: dict[str, str] = {}
         for chunk, number, reply in zip(chunks, numbers, replies, strict=True):
@@ -400,6 +466,7 @@ class RedisStore(Store):
         writes: Sequence[MessageWrite],
         checkpoint: Checkpoint | None,
         counting: stats.Counting | None,
+        erased: tombstones.Tombstones,
     ) -> tuple[list[str], list[str | bytes]]:
         group_keys = group.keys
         handles = [message_handle(write.message_id) for write in writes]
@@ -432,6 +499,8 @@ class RedisStore(Store):
                 layout.in_order(layout.FORWARD, min_id_ms=now_ms - self._forward_keep_ms)
             )
             optional["forward"] = (group_keys.forward, packed)
+        # The tombstones' revision the writes were stripped against (merge.lua checks).
+        optional["erasures"] = (group_keys.erasure_epoch, erased.epochs[group.number].encode())
         keys += [optional[name][0] for name in layout.OPTIONAL_KEYS if name in optional]
         sent = {name: optional.get(name, ("", b""))[1] for name in layout.OPTIONAL_KEYS}
         index = layout.in_order(
@@ -667,39 +736,135 @@ class RedisStore(Store):
                 replies = await pipe.execute()
         return any(replies[0 :: 2 + len(SUPPRESSION_REASONS)])
 
-    async def erase_recipient(self, address: str) -> int:
-        """Each record is replaced only if unchanged since read (compare and set), so
-        a merge landing meanwhile is not overwritten: the erasure is redone on the
-        merged record."""
-        keys: list[str] = []
+    # Erasures (service.erasure_job): tombstones, then each record, then what is left.
+
+    async def tombstone(self, address: str, at_ms: int) -> int:
+        """The tombstone first, then every group's revision of them: a merge that
+        read the revision before this sees it changed and strips again."""
         with unavailable("erase"):
-            async for hits in pages(self.search, SearchQuery(recipient=address)):
-                keys += [self.key(hit.message_id) for hit in hits]
-            erased = 0
-            for key in keys:
-                erased += await self._erase_from(key, address)
+            view = self._tombstones or await self._load_tombstones()
+            kept = await self._keep_later(
+                keys=[self._keys.tombstones], args=[view.digest(address), at_ms]
+            )
             async with self._client.pipeline(transaction=False) as pipe:
                 for group in self._groups:
-                    pipe.delete(group.keys.recipient(address))
-                    pipe.delete(group.keys.suppression(address))
-                    pipe.zrem(group.keys.suppressions, address)
-                    for reason in SUPPRESSION_REASONS:
-                        pipe.zrem(group.keys.suppressions_by_reason(reason), address)
+                    pipe.incr(group.keys.erasure_epoch)
                 await pipe.execute()
-        return erased
+            # At once: a sender in this process checks them (``forgotten``).
+            self._tombstones = await self._load_tombstones()
+        return int(kept)
 
-    async def _erase_from(self, key: str, address: str) -> int:
-        while True:
-            raw = await self._client.get(key)
-            if raw is None:
-                return 0
-            message_id, record = record_from_bytes(raw)
-            if not erase(record, address):
-                return 0
-            rewritten = record_to_bytes(message_id, record)
-            if await self._compare_and_set(keys=[key], args=[raw, rewritten]):
-                return 1
-            # Merged meanwhile: erase from the new version.
+    def forgotten(self, address: str) -> bool:
+        return self._tombstones is not None and self._tombstones.forgotten(address)
+
+    async def refresh_tombstones(self) -> None:
+        with unavailable("read"):
+            async with self._client.pipeline(transaction=False) as pipe:
+                for group in self._groups:
+                    pipe.get(group.keys.erasure_epoch)
+                epochs = await pipe.execute()
+        view = self._tombstones
+        if view is None or [view.epochs.get(n) for n in range(len(epochs))] != [
+            (epoch or b"0").decode() for epoch in epochs
+        ]:
+            self._tombstones = await self._load_tombstones()
+
+    async def _load_tombstones(self) -> tombstones.Tombstones:
+        """The revisions first, then the tombstones: a view is never older than the
+        revisions it carries (what merge.lua checks)."""
+        with unavailable("read"):
+            async with self._client.pipeline(transaction=False) as pipe:
+                for group in self._groups:
+                    pipe.get(group.keys.erasure_epoch)
+                epochs = await pipe.execute()
+            key = await self._client.get(self._keys.erasure_key)
+            if key is None:
+                # Made on first use, stored beside the data it keys.
+                await self._client.set(self._keys.erasure_key, tombstones.new_key().hex(), nx=True)
+                key = await self._client.get(self._keys.erasure_key)
+            stored: dict[str, int] = {}
+            async for name, at in self._client.hscan_iter(self._keys.tombstones, count=1000):
+                stored[name.decode()] = int(at)
+            kept = tombstones.live(stored, int(time.time() * 1000))
+            if len(kept) < len(stored):
+                await self._client.hdel(self._keys.tombstones, *(stored.keys() - kept.keys()))
+        return tombstones.Tombstones(
+            bytes.fromhex(key.decode()),
+            kept,
+            {n: (epoch or b"0").decode() for n, epoch in enumerate(epochs)},
+        )
+
+    async def erasure_candidates(self, address: str, before_ms: int, limit: int) -> list[str]:
+        with unavailable("read"):
+            async with self._client.pipeline(transaction=False) as pipe:
+                for group in self._groups:
+                    pipe.zrangebyscore(
+                        group.keys.recipient(address), "-inf", f"({before_ms}", start=0, num=limit
+                    )
+                replies = await pipe.execute()
+        found = [
+            f"{number}:{handle.decode()}"
+            for number, handles in enumerate(replies)
+            for handle in handles
+        ]
+        return found[:limit]
+
+    async def erase_record(self, candidate: str, address: str) -> bool:
+        """Compare and set: a merge landing between the read and the write is not
+        overwritten; the erasure is redone on the merged record."""
+        number, _, handle = candidate.partition(":")
+        group = self._groups[int(number)]
+        keys = [group.keys.record(handle), group.keys.recipient(address)]
+        with unavailable("erase"):
+            while True:
+                raw = await self._client.get(keys[0])
+                rewritten = b""
+                if raw is not None:
+                    message_id, record = record_from_bytes(raw)
+                    if erase(record, address):
+                        rewritten = record_to_bytes(message_id, record)
+                if await self._erase_record(keys=keys, args=[raw or b"", rewritten, handle]):
+                    return bool(rewritten)
+
+    async def forget_recipient(self, address: str, before_ms: int) -> int:
+        forgotten = 0
+        with unavailable("erase"):
+            for group in self._groups:
+                keys = [
+                    group.keys.recipient(address),
+                    group.keys.suppression(address),
+                    group.keys.suppressions,
+                    *(group.keys.suppressions_by_reason(r) for r in SUPPRESSION_REASONS),
+                ]
+                forgotten += int(await self._forget_recipient(keys=keys, args=[before_ms, address]))
+        return forgotten
+
+    async def save_erasure(self, job_id: str, data: bytes, queued: bool, keep_s: int) -> None:
+        with unavailable("write"):
+            async with self._client.pipeline(transaction=False) as pipe:
+                pipe.set(self._keys.erasure(job_id), data, ex=max(1, keep_s))
+                if queued:
+                    pipe.zadd(self._keys.erasures, {job_id: time.time()}, nx=True)
+                else:
+                    pipe.zrem(self._keys.erasures, job_id)
+                await pipe.execute()
+
+    async def load_erasure(self, job_id: str) -> bytes | None:
+        with unavailable("read"):
+            return await self._client.get(self._keys.erasure(job_id))
+
+    async def queued_erasures(self, limit: int) -> list[str]:
+        with unavailable("read"):
+            return [
+                name.decode()
+                for name in await self._client.zrange(self._keys.erasures, 0, limit - 1)
+            ]
+
+    async def hold_erasure_lease(self, owner: str, ttl_ms: int) -> bool:
+        with unavailable("lease"):
+            return bool(
+                await self._hold_lease(keys=[self._keys.erasure_lease], args=[owner, ttl_ms])
+            )
 
     async def replayed(self, digest: str) -> bool:
         with unavailable("read"):

@@ -6,6 +6,7 @@ diagnosis in the first screen. The service runs with an API token and a read tok
 
 from __future__ import annotations
 
+import asyncio
 import threading
 import time
 from collections.abc import Iterator
@@ -264,6 +265,13 @@ async def test_a_read_session_sees_no_control_that_changes_state() -> None:
             assert (await client.delete(f"/v1/recipients/{ADDRESS}")).status_code == 403
             assert (await client.delete(f"/v1/suppressions/{ADDRESS}")).status_code == 403
             assert (await client.get(f"/v1/messages/{BOUNCED}")).status_code == 200
+        # The writer erases the recipient: the page follows the background job.
+        writer.on("dialog", lambda dialog: asyncio.ensure_future(dialog.accept()))
+        await writer.goto(f"{server.base}/?recipient={ADDRESS}")
+        await writer.locator("#erase-recipient").click()
+        await expect(writer.locator(".danger .muted")).to_have_text(
+            "Erased from 1 message(s).", timeout=10_000
+        )
         await browser.close()
 
 

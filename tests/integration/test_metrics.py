@@ -178,3 +178,7 @@ async def test_the_statistics_projection_is_measured_with_redis(redis_server) ->
     assert found[("ses_tracker_projection_fell_behind_total", labels)] == 0
     assert found[("ses_tracker_projection_skipped_total", labels)] == 0
     assert 0 <= found[("ses_tracker_projection_delay_seconds", labels)] < 5
+    # Erasures: the runner's figures and the merges they made strip again.
+    assert found[("ses_tracker_erasures_finished_total", ())] == 0
+    assert found[("ses_tracker_erasure_failures_total", ())] == 0
+    assert found[("ses_tracker_merge_calls_restripped_total", ())] == 0

@@ -52,6 +52,7 @@ VARIABLE = {
     "mx": lambda k, v: k.mx(v),
     "alert_outbox": lambda k, v: k.alert_outbox(v),
     "session_revoked": lambda k, v: k.session_revoked(v),
+    "erasure": lambda k, v: k.erasure(v),
 }
 FIXED = [family for family, (_, variable) in FAMILIES.items() if not variable]
 

@@ -5,9 +5,18 @@ from __future__ import annotations
 import inspect
 
 from service.stores import CachedStore, MemoryStore, RedisStore
-from service.stores.base import Admin, Erasing, Merging, Messages, Statistics, Store, Suppressions
+from service.stores.base import (
+    Admin,
+    Erasing,
+    ErasureJobs,
+    Merging,
+    Messages,
+    Statistics,
+    Store,
+    Suppressions,
+)
 
-ROLES = (Merging, Messages, Statistics, Suppressions, Erasing, Admin)
+ROLES = (Merging, Messages, Statistics, Suppressions, Erasing, ErasureJobs, Admin)
 
 
 def _methods(cls: type) -> set[str]:
@@ -31,5 +40,5 @@ def test_both_backends_play_every_role() -> None:
 
 def test_the_cache_defines_only_what_it_caches() -> None:
     assert issubclass(CachedStore, Store)
-    # get (cached), merge and erase_recipient (drop what they touch), describe.
-    assert _methods(CachedStore) == {"get", "merge", "erase_recipient", "describe"}
+    # get (cached), merge and erase_record (drop what they touch), describe.
+    assert _methods(CachedStore) == {"get", "merge", "erase_record", "describe"}
