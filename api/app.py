@@ -38,7 +38,7 @@ from service.access import Keyring
 from service.clock import wall_clock_ms
 from service.parsing import ParseQueueFull
 from service.peers import TrustedProxies
-from service.runtime import Runtime, redis_of
+from service.runtime import Runtime
 from service.sessions import MemoryRevocations, RedisRevocations, Revocations
 from service.settings import Settings
 from service.stores import StoreUnavailable
@@ -150,7 +150,9 @@ def create_app(
 
     @app.exception_handler(StoreUnavailable)
     async def store_down(request: Request, exc: StoreUnavailable) -> OrjsonResponse:
-        log.error("store_unavailable", path=request.url.path, error=str(exc))
+        # The route's template, not the path: a path may hold an address.
+        route = request.scope.get("route")
+        log.error("store_unavailable", path=getattr(route, "path", "?"), error=str(exc))
         return OrjsonResponse(
             {"error": "state store unavailable, retry later"},
             status_code=503,
@@ -172,7 +174,6 @@ def create_app(
 
 def build_revocations(runtime: Runtime) -> Revocations:
     """Signed-out sessions: in Redis (every replica) when there is one."""
-    redis = redis_of(runtime.store)
-    if redis is None:
+    if runtime.keyspace is None:
         return MemoryRevocations()
-    return RedisRevocations(redis.client, redis.prefix)
+    return RedisRevocations(runtime.keyspace)

@@ -295,10 +295,11 @@ class ErasureAccepted(_Open):
 
 class ErasureProgress(_Open):
     id: str
-    status: Literal["queued", "running", "done"]
+    status: Literal["queued", "running", "done", "failed"]
     requested_at: int
     started_at: int | None
     finished_at: int | None
     messages: int
     index_entries: int
     reached: dict[str, int]
+    error: str | None

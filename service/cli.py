@@ -618,7 +618,7 @@ def _migrate(args: argparse.Namespace) -> int:
     import asyncio
 
     from service import logs
-    from service.runtime import build_store, redis_of
+    from service.runtime import build_keyspace, build_redis_store
     from service.stores import StoreUnavailable
     from service.stores.redis import FORMAT_VERSION, StoreFormatError
 
@@ -631,13 +631,13 @@ def _migrate(args: argparse.Namespace) -> int:
         return 2
 
     async def run() -> int:
-        store = build_store(settings.model_copy(update={"forward_file": None}))
-        redis = redis_of(store)
-        assert redis is not None
+        keyspace = build_keyspace(settings)
+        assert keyspace is not None
+        redis = build_redis_store(settings.model_copy(update={"forward_file": None}), keyspace)
         try:
             found = await redis.claim_format(rerun=True)
         finally:
-            await store.close()
+            await redis.close()
         sys.stderr.write(f"ses-tracker migrate: format {found} -> {FORMAT_VERSION}\n")
         return 0
 

@@ -15,10 +15,8 @@ from abc import ABC, abstractmethod
 from collections import OrderedDict
 from collections.abc import Callable
 
-import redis.asyncio as aioredis
-
 from service.stores.errors import unavailable
-from service.stores.keys import RedisKeys
+from service.stores.keyspace import RedisKeyspace
 
 
 class RecentIds:
@@ -75,9 +73,9 @@ class MemorySeenIds(SeenIds):
 class RedisSeenIds(SeenIds):
     """Shared by every replica; a key per id, expiring after ``ttl_s``."""
 
-    def __init__(self, client: aioredis.Redis, *, prefix: str, kind: str, ttl_s: float) -> None:
-        self._client = client
-        self._keys = RedisKeys(prefix)
+    def __init__(self, keyspace: RedisKeyspace, *, kind: str, ttl_s: float) -> None:
+        self._client = keyspace.client
+        self._keys = keyspace.keys
         self._kind = kind
         self._ttl_ms = max(1, int(ttl_s * 1000))
 

@@ -42,7 +42,10 @@ PAGE = 100
 LEASE_MS = 15_000
 IDLE_POLL_S = 1.0
 RETRY_S = 5.0
-QUEUED, RUNNING, DONE = "queued", "running", "done"
+QUEUED, RUNNING, DONE, FAILED = "queued", "running", "done", "failed"
+# A job failing this often with an unexpected error is given up (and says so), so
+# one poison job cannot hold the queue for ever.
+MAX_ATTEMPTS = 5
 JOB_ID_BYTES = 12
 
 Reach = Callable[[str], Awaitable[int]]
@@ -60,6 +63,8 @@ class ErasureJob:
     index_entries: int = 0  # what step 2 found left
     reached: dict[str, int] = field(default_factory=dict)  # part -> items rewritten
     attempts: int = 0
+    error: str | None = None  # why it failed, when it did
+    tombstoned: bool = False  # the request recorded the tombstone whole
 
     def to_bytes(self) -> bytes:
         return orjson.dumps(asdict(self))
@@ -79,6 +84,7 @@ class ErasureJob:
             "messages": self.messages,
             "index_entries": self.index_entries,
             "reached": dict(self.reached),
+            "error": self.error,
         }
 
 
@@ -87,16 +93,26 @@ def new_id() -> str:
 
 
 async def request(store: Store, address: str, now_ms: int) -> ErasureJob:
-    """Tombstone ``address`` and queue its erasure; the job to follow."""
-    at = await store.tombstone(address, now_ms)
-    job = ErasureJob(id=new_id(), address=address, requested_at=at)
+    """Queue the erasure of ``address``, then tombstone it; the job to follow. In
+    that order: a tombstone that failed half way (503) is recorded again by the
+    job, which then tombstones first (not otherwise: that would also drop a
+    suppression recorded since, by a message sent after the erasure)."""
+    job = ErasureJob(id=new_id(), address=address, requested_at=now_ms)
+    await store.save_erasure(job.id, job.to_bytes(), queued=True, keep_s=JOB_KEEP_S)
+    await store.tombstone(address, now_ms)
+    job.tombstoned = True
     await store.save_erasure(job.id, job.to_bytes(), queued=True, keep_s=JOB_KEEP_S)
     return job
 
 
 async def load(store: Store, job_id: str) -> ErasureJob | None:
     data = await store.load_erasure(job_id)
-    return None if data is None else ErasureJob.from_bytes(data)
+    if data is None:
+        return None
+    try:
+        return ErasureJob.from_bytes(data)
+    except (ValueError, TypeError):
+        return None  # not a job's state (damaged): as if gone
 
 
 class ErasureRunner:
@@ -142,7 +158,7 @@ class ErasureRunner:
                 delay = RETRY_S
             except Exception:
                 self.failures += 1
-                log.exception("erasure_failed", retry_s=RETRY_S)
+                log.exception("erasure_runner_failed", retry_s=RETRY_S)
                 delay = RETRY_S
             self._wake.clear()
             with contextlib.suppress(TimeoutError):
@@ -157,12 +173,33 @@ class ErasureRunner:
                 break
             job = await load(self.store, queued[0])
             if job is None or job.address is None:
-                # Expired or finished elsewhere: off the queue.
-                await self.store.save_erasure(queued[0], b"{}", queued=False, keep_s=1)
+                # Expired or finished elsewhere: off the queue, its state as it is.
+                data = job.to_bytes() if job is not None else b"{}"
+                await self.store.save_erasure(queued[0], data, queued=False, keep_s=JOB_KEEP_S)
                 continue
-            await self.run(job)
+            try:
+                await self.run(job)
+            except StoreUnavailable:
+                raise  # an outage: the job waits, first in line
+            except Exception as exc:
+                await self._failed(job, exc)
+                continue
             finished += 1
         return finished
+
+    async def _failed(self, job: ErasureJob, exc: Exception) -> None:
+        """An unexpected error: retried behind the rest of the queue, given up after
+        MAX_ATTEMPTS (the address then forgotten by the job; the tombstone stays)."""
+        self.failures += 1
+        job.error = f"{type(exc).__name__}: {str(exc)[:200]}"
+        log.error("erasure_failed", job=job.id, attempts=job.attempts, error=job.error)
+        if job.attempts < MAX_ATTEMPTS:
+            # Behind the others: drop from the queue and queue again.
+            await self._save(job, queued=False)
+            await self._save(job, queued=True)
+            return
+        job.status, job.address, job.finished_at = FAILED, None, self.clock_ms()
+        await self._save(job, queued=False)
 
     async def run(self, job: ErasureJob) -> ErasureJob:
         address = job.address
@@ -170,6 +207,10 @@ class ErasureRunner:
         job.status, job.attempts = RUNNING, job.attempts + 1
         job.started_at = job.started_at or self.clock_ms()
         await self._save(job, queued=True)
+        if not job.tombstoned:
+            # The request's own failed half way.
+            await self.store.tombstone(address, job.requested_at)
+            job.tombstoned = True
         while True:
             candidates = await self.store.erasure_candidates(address, job.requested_at, self.page)
             if not candidates:
@@ -194,4 +235,7 @@ class ErasureRunner:
             raise StoreUnavailable("the erasure lease went to another process")
 
     async def _save(self, job: ErasureJob, queued: bool) -> None:
+        # Only while holding the lease: a runner that lost it (paused past it) must
+        # not queue again a job another finished meanwhile.
+        await self._renew()
         await self.store.save_erasure(job.id, job.to_bytes(), queued=queued, keep_s=JOB_KEEP_S)

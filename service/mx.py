@@ -30,12 +30,12 @@ import dns.asyncresolver
 import dns.exception
 import dns.resolver
 import structlog
-from redis import asyncio as aioredis
 
 from service.logs import loggable
 from service.providers import OTHER, provider_of_mx
 from service.stores.errors import REDIS_UNAVAILABLE
 from service.stores.keys import RedisKeys
+from service.stores.keyspace import RedisKeyspace
 
 log = structlog.get_logger(__name__)
 
@@ -91,9 +91,10 @@ def is_internal(domain: str) -> bool:
 class MxCache:
     """Answers shared through Redis (``<prefix>mx:<domain>``), or kept in process."""
 
-    def __init__(self, client: aioredis.Redis | None = None, prefix: str = "st:") -> None:
-        self._client = client
-        self._keys = RedisKeys(prefix)
+    def __init__(self, keyspace: RedisKeyspace | None = None) -> None:
+        """Without a keyspace, nothing is cached across processes."""
+        self._client = keyspace.client if keyspace is not None else None
+        self._keys = keyspace.keys if keyspace is not None else RedisKeys()
 
     async def get_many(self, domains: Sequence[str]) -> list[Cached | None]:
         """Each domain's cached provider and the time its entry has left."""

@@ -34,6 +34,7 @@ from service.ratelimit import RateLimiter
 from service.settings import Settings
 from service.stores import CachedStore, MemoryStore, RedisStore, Store
 from service.stores.base import StoreUnavailable
+from service.stores.keyspace import RedisKeyspace
 from service.stores.redis import StoreFormatError, StoreLayoutError
 
 log = structlog.get_logger(__name__)
@@ -53,52 +54,65 @@ def tune_gc() -> None:
     gc.set_threshold(*GC_THRESHOLDS)
 
 
-def redis_of(store: Store) -> RedisStore | None:
-    """The Redis store behind ``store``, if there is one."""
-    if isinstance(store, CachedStore):
-        store = store.truth
-    return store if isinstance(store, RedisStore) else None
+def build_keyspace(settings: Settings) -> RedisKeyspace | None:
+    """The Redis every Redis-backed part shares (``service.stores.keyspace``); None
+    without SES_TRACKER_REDIS_URL."""
+    if not settings.redis_url:
+        return None
+    return RedisKeyspace.connect(
+        settings.redis_url,
+        cluster=settings.redis_cluster,
+        slot_groups=settings.redis_slot_group_count(),
+        connection=settings.redis_options(),
+    )
 
 
-def build_store(settings: Settings) -> Store:
-    """Memory alone by default; with Redis, Redis is the truth behind a read cache.
-
-    With ``SES_TRACKER_FORWARD_FILE``, merges also append to the forwarding outbox.
-    """
+def build_redis_store(settings: Settings, keyspace: RedisKeyspace) -> RedisStore:
+    """With ``SES_TRACKER_FORWARD_FILE``, merges also append to the forwarding outbox."""
     forwarding = settings.forward_file is not None
-    if settings.redis_url:
-        truth = RedisStore.from_url(
-            settings.redis_url,
-            cluster=settings.redis_cluster,
-            slot_groups=settings.redis_slot_group_count(),
-            connection=settings.redis_options(),
-            retention_s=settings.retention_s,
-            feed_window_s=settings.feed_window_s,
-            forward_keep_s=settings.forward_keep_s if forwarding else None,
-            suppression_days=settings.suppression_days,
-        )
-        if settings.cache_ttl_s > 0:
-            return CachedStore(truth, ttl_s=settings.cache_ttl_s)
-        return truth
-    return MemoryStore(
-        max_messages=settings.memory_max_messages,
-        max_bytes=settings.memory_max_bytes,
+    return RedisStore(
+        keyspace,
         retention_s=settings.retention_s,
-        outbox=MemoryOutbox() if forwarding else None,
+        feed_window_s=settings.feed_window_s,
+        forward_keep_s=settings.forward_keep_s if forwarding else None,
         suppression_days=settings.suppression_days,
     )
 
 
-def build_forwarder(settings: Settings, store: Store) -> Forwarder | None:
+def build_store(settings: Settings, keyspace: RedisKeyspace | None = None) -> Store:
+    """Memory alone by default; with Redis, Redis is the truth behind a read cache.
+
+    With ``SES_TRACKER_FORWARD_FILE``, merges also append to the forwarding outbox.
+    """
+    keyspace = keyspace or build_keyspace(settings)
+    if keyspace is not None:
+        return cached(settings, build_redis_store(settings, keyspace))
+    return MemoryStore(
+        max_messages=settings.memory_max_messages,
+        max_bytes=settings.memory_max_bytes,
+        retention_s=settings.retention_s,
+        outbox=MemoryOutbox() if settings.forward_file is not None else None,
+        suppression_days=settings.suppression_days,
+    )
+
+
+def cached(settings: Settings, truth: RedisStore) -> Store:
+    if settings.cache_ttl_s > 0:
+        return CachedStore(truth, ttl_s=settings.cache_ttl_s)
+    return truth
+
+
+def build_forwarder(
+    settings: Settings, store: Store, keyspace: RedisKeyspace | None
+) -> Forwarder | None:
     """The senders of SES_TRACKER_FORWARD_FILE's subscriptions; raises
     ForwardConfigError on a bad file."""
     subscriptions = load_subscriptions(settings.forward_file)
     if not subscriptions:
         return None
-    redis = redis_of(store)
     outbox: Outbox
-    if redis is not None:
-        outbox = RedisOutbox(redis.client, redis.prefix, redis.group_prefixes)
+    if keyspace is not None:
+        outbox = RedisOutbox(keyspace)
     else:
         assert isinstance(store, MemoryStore) and store.outbox is not None
         outbox = store.outbox
@@ -114,19 +128,17 @@ def build_forwarder(settings: Settings, store: Store) -> Forwarder | None:
 
 def build_erasures(runtime: Runtime) -> ErasureRunner:
     """The erasure jobs' runner, reaching every part that quotes recipients."""
-    store = runtime.store
+    store, keyspace = runtime.store, runtime.keyspace
     reaches: list[tuple[str, Reach]] = [("alerts", runtime.alerting.alert_store.erase_address)]
-    redis = redis_of(store)
-    if redis is not None:
+    if keyspace is not None:
         # The outbox is there to clean whether or not this process forwards (a
         # backlog outlives a subscription file's edit).
-        outbox = RedisOutbox(redis.client, redis.prefix, redis.group_prefixes)
-        reaches.append(("forwarding", outbox.erase_address))
+        reaches.append(("forwarding", RedisOutbox(keyspace).erase_address))
 
         async def transitions(address: str) -> int:
             erased = 0
-            for key in redis.transitions_keys:
-                erased += await erase_transitions(redis.client, key, address)
+            for keys in keyspace.groups:
+                erased += await erase_transitions(keyspace.client, keys.transitions, address)
             return erased
 
         reaches.append(("transitions", transitions))
@@ -139,39 +151,35 @@ def build_erasures(runtime: Runtime) -> ErasureRunner:
 FIREHOSE_RETRY_S = 7_200
 
 
-def build_mx_resolver(settings: Settings, store: Store) -> MxResolver | None:
+def build_mx_resolver(settings: Settings, keyspace: RedisKeyspace | None) -> MxResolver | None:
     """With SES_TRACKER_RESOLVE_MX: MX answers cached in Redis when there is one."""
     if not settings.resolve_mx:
         return None
-    redis = redis_of(store)
-    cache = MxCache(redis.client, redis.prefix) if redis is not None else MxCache()
+    cache = MxCache(keyspace)
     return MxResolver(dns_lookup(settings.nameservers), cache)
 
 
-def build_seen_ids(store: Store, kind: str, ttl_s: float) -> SeenIds:
+def build_seen_ids(keyspace: RedisKeyspace | None, kind: str, ttl_s: float) -> SeenIds:
     """Delivery ids remembered for ``ttl_s``: in Redis (every replica) when there is one."""
-    redis = redis_of(store)
-    if redis is None:
+    if keyspace is None:
         return MemorySeenIds(ttl_s=ttl_s)
-    return RedisSeenIds(redis.client, prefix=redis.prefix, kind=kind, ttl_s=ttl_s)
+    return RedisSeenIds(keyspace, kind=kind, ttl_s=ttl_s)
 
 
 def build_alerting(
     settings: Settings,
     store: Store,
+    keyspace: RedisKeyspace | None = None,
     health_of: Callable[[], list[dict[str, Any]]] = list,
     clock_ms: Callable[[], int] = wall_clock_ms,
 ) -> Alerting:
     """Rules, sinks and alert state; raises AlertConfigError on bad settings."""
     config = alert_config(settings)
     alert_store: AlertStore
-    redis = redis_of(store)
-    if redis is not None:
+    if keyspace is not None:
         # Alert state lives beside the messages, on the message store's connections.
         alert_store = RedisAlertStore(
-            redis.client,
-            prefix=redis.single_slot_prefix("alerts"),
-            owns_client=False,
+            keyspace,
             account_limits=config.accounts.limits,
         )
     else:
@@ -236,9 +244,19 @@ class Runtime:
     ) -> None:
         self.settings = settings
         self.clock_ms = clock_ms
-        self.store = store if store is not None else build_store(settings)
-        self.mx = build_mx_resolver(settings, self.store)
-        self.forwarder = build_forwarder(settings, self.store)
+        # The Redis store, when there is one: for what only it does (its format,
+        # its projection, its transitions stream).
+        self.redis: RedisStore | None
+        if store is None:
+            self.keyspace = build_keyspace(settings)
+            self.redis = build_redis_store(settings, self.keyspace) if self.keyspace else None
+            self.store = cached(settings, self.redis) if self.redis else build_store(settings)
+        else:
+            self.store = store
+            self.redis = store if isinstance(store, RedisStore) else None
+            self.keyspace = self.redis.keyspace if self.redis is not None else None
+        self.mx = build_mx_resolver(settings, self.keyspace)
+        self.forwarder = build_forwarder(settings, self.store, self.keyspace)
         dimensions = settings.dimensions()
         if self.mx is not None:
             dimensions = replace(dimensions, resolved=self.mx.providers, on_unknown=self.mx.note)
@@ -262,12 +280,14 @@ class Runtime:
             if settings.rate_limit_per_s > 0
             else None
         )
-        self.seen_sns_ids = build_seen_ids(self.store, "sns", settings.sns_max_age_s)
-        self.seen_firehose_ids = build_seen_ids(self.store, "firehose", FIREHOSE_RETRY_S)
+        self.seen_sns_ids = build_seen_ids(self.keyspace, "sns", settings.sns_max_age_s)
+        self.seen_firehose_ids = build_seen_ids(self.keyspace, "firehose", FIREHOSE_RETRY_S)
         # The websocket broadcaster (api.live), attached by the app.
         self.live: Any = None
         self.feed = TransitionFeed()
-        self.alerting = build_alerting(settings, self.store, self._source_health, clock_ms)
+        self.alerting = build_alerting(
+            settings, self.store, self.keyspace, self._source_health, clock_ms
+        )
         self.pipeline.on_account_event(self.alerting.on_account_event)
         self.metrics = Metrics(
             pipeline=self.pipeline,
@@ -301,7 +321,7 @@ class Runtime:
             firehose_endpoint="open" if settings.firehose_access_key else "closed",
             rate_limit_per_s=settings.rate_limit_per_s or None,
         )
-        redis = redis_of(self.store)
+        redis = self.redis
         if not await self.store.ping():
             # Not fatal: /readyz reports it and the store reconnects on its own.
             log.error("store_unreachable", store=self.store.describe())
@@ -342,7 +362,7 @@ class Runtime:
                 log.error("source_drain_timed_out", task=task.get_name())
                 task.cancel()
             await asyncio.gather(*self._source_tasks, return_exceptions=True)
-        redis = redis_of(self.store)
+        redis = self.redis
         if redis is not None:
             # What the drained sources merged, counted now rather than by the next
             # lease holder (best effort: the log keeps it either way).

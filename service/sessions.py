@@ -12,10 +12,8 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections import OrderedDict
 
-import redis.asyncio as aioredis
-
 from service.stores.errors import unavailable
-from service.stores.keys import RedisKeys
+from service.stores.keyspace import RedisKeyspace
 
 # Sign-outs are rare (a person clicking); this bounds memory against a loop of
 # sign-in/sign-out, dropping the soonest to expire first once it is full.
@@ -60,9 +58,9 @@ class MemoryRevocations(Revocations):
 class RedisRevocations(Revocations):
     """One key per revoked id, expiring when the session would have."""
 
-    def __init__(self, client: aioredis.Redis, prefix: str) -> None:
-        self._client = client
-        self._keys = RedisKeys(prefix)
+    def __init__(self, keyspace: RedisKeyspace) -> None:
+        self._client = keyspace.client
+        self._keys = keyspace.keys
 
     async def revoke(self, session_id: str, until_ms: int, now_ms: int) -> None:
         ttl_ms = until_ms - now_ms

@@ -61,9 +61,9 @@ class Tombstones:
             known = self._digests[address] = digest(self.key, address)
         return known
 
-    def forgotten(self, address: str) -> bool:
-        """Whether ``address`` was erased (at any time): nothing names it outward."""
-        return bool(self.erased_at) and self.digest(address) in self.erased_at
+    def forgotten(self, address: str, sent_at: int) -> bool:
+        """Whether ``address`` was erased after a message sent at ``sent_at``."""
+        return bool(self.erased_at) and self._erased_before(sent_at, address)
 
     def strip(self, writes: Sequence[MessageWrite]) -> list[MessageWrite]:
         """``writes`` without addresses erased after their message was sent."""

@@ -108,4 +108,4 @@ async def get_history(
 def _slot_group_count(store: Store) -> int:
     """How many slot groups each period is read from (1 but on a Redis Cluster)."""
     truth = getattr(store, "truth", store)
-    return len(getattr(truth, "group_prefixes", ())) or 1
+    return len(getattr(truth, "slot_groups", ())) or 1

@@ -24,7 +24,6 @@ from typing import Any
 
 import orjson
 import structlog
-from redis import asyncio as aioredis
 
 from service.alerts.accounts import AccountLimits
 from service.alerts.erasure import ERASED, address_forms, erase_from_alert, erase_from_record
@@ -35,7 +34,7 @@ from service.alerts.store import HISTORY_KEPT, AlertStore, OutboxEntry, new_entr
 from service.stores import lease
 from service.stores.base import StoreUnavailable
 from service.stores.errors import unavailable
-from service.stores.keys import DEFAULT_PREFIX, RedisKeys
+from service.stores.keyspace import RedisKeyspace
 
 log = structlog.get_logger(__name__)
 
@@ -192,16 +191,17 @@ return {discarded, redis.call('HGETALL', KEYS[1])}
 class RedisAlertStore(AlertStore):
     def __init__(
         self,
-        client: aioredis.Redis,
+        keyspace: RedisKeyspace,
         *,
-        prefix: str = DEFAULT_PREFIX,
-        owns_client: bool = True,
+        owns_client: bool = False,
         account_limits: AccountLimits | None = None,
     ) -> None:
-        self._client = client
+        """Alert state is read and written together: its keys share one slot on a
+        cluster (``keyspace.single_slot``)."""
+        client = self._client = keyspace.client
         self._account_limits = account_limits or AccountLimits()
         self._owns_client = owns_client
-        self._keys = RedisKeys(prefix)
+        self._keys = keyspace.single_slot("alerts")
         self._lease_key = self._keys.alert_lease
         self._records_key = self._keys.alert_records
         self._history_key = self._keys.alert_history

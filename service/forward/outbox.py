@@ -43,7 +43,6 @@ from typing import NamedTuple, TypeVar
 
 import msgpack
 import structlog
-from redis import asyncio as aioredis
 from redis.exceptions import ResponseError
 
 from service.erasure import blob_without
@@ -51,7 +50,7 @@ from service.forward.items import Change
 from service.stores import lease
 from service.stores.base import StoreUnavailable
 from service.stores.errors import REDIS_UNAVAILABLE, unavailable
-from service.stores.keys import RedisKeys
+from service.stores.keyspace import RedisKeyspace
 from service.stores.slots import poll_groups
 
 log = structlog.get_logger(__name__)
@@ -112,7 +111,8 @@ class Outbox(ABC):
     async def erase_address(self, address: str) -> int:
         """Remove ``address`` (lower-cased, as stored) from every entry: its changes
         go, the others' events are rewritten without it, and each other change is
-        still delivered, once, to each subscription that had not had it. Returns how
+        still delivered, at least once (as every change), to each subscription that
+        had not acknowledged it; one that had is not sent it again. Returns how
         many entries named it."""
 
 
@@ -246,12 +246,10 @@ class RedisOutbox(Outbox):
     # holder must see what the last one read and never acknowledged.
     CONSUMER = "sender"
 
-    def __init__(
-        self, client: aioredis.Redis, prefix: str = "st:", group_prefixes: Sequence[str] = ()
-    ) -> None:
-        self._client = client
-        self._keys = RedisKeys(prefix)
-        groups = [RedisKeys(p) for p in group_prefixes] or [self._keys]
+    def __init__(self, keyspace: RedisKeyspace) -> None:
+        client = self._client = keyspace.client
+        self._keys = keyspace.keys
+        groups = keyspace.groups
         self._streams = [keys.forward for keys in groups]
         # Beside each stream, in its slot (same hash tag): ids erased while pending.
         self._erased = [keys.forward_erased for keys in groups]

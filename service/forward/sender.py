@@ -105,10 +105,11 @@ class Forwarder:
         lease_ms: int = LEASE_MS,
         post_timeout_s: float = POST_TIMEOUT_S,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
-        forgotten: Callable[[str], bool] | None = None,
+        forgotten: Callable[[str, int], bool] | None = None,
     ) -> None:
-        """``forgotten(address)``: whether the address was erased (lower-cased, as
-        stored); asked right before each request body is built."""
+        """``forgotten(address, sent_at_ms)``: whether the address was erased after a
+        message sent then (lower-cased, as stored; a message sent after the erasure
+        is new data); asked right before each request body is built."""
         if post_timeout_s * 1000 >= lease_ms:
             # A post that outlives the lease lets another replica send meanwhile.
             raise ValueError("the post deadline must be shorter than the lease")
@@ -216,11 +217,15 @@ class Forwarder:
         kept: list[Taken] = []
         for taken in batch:
             change = taken.change
-            if forgotten(change.address):
+            # The message's send time: the change's, less its latency when known.
+            sent_at = change.at - change.latency_ms if change.latency_ms >= 0 else change.at
+            if forgotten(change.address, sent_at):
                 continue
             event = rewritten.get(change.event)
             if event is None:
-                event = rewritten[change.event] = _event_unforgotten(change.event, forgotten)
+                event = rewritten[change.event] = _event_unforgotten(
+                    change.event, lambda address, at=sent_at: forgotten(address, at)
+                )
             if event is not change.event:
                 taken = taken._replace(change=change._replace(event=event))
             kept.append(taken)

@@ -197,12 +197,15 @@ class Erasing(ABC):
     async def tombstone(self, address: str, at_ms: int) -> int:
         """Remember that ``address`` was erased at ``at_ms`` (the later of two
         erasures wins); from when this returns, no merge stores the address in a
-        message sent before that time. Returns the time kept."""
+        message sent before that time, and its suppression is gone (one recorded
+        later comes from a message sent after). Returns the time kept. Safe to
+        repeat."""
 
     @abstractmethod
-    def forgotten(self, address: str) -> bool:
-        """Whether ``address`` has a tombstone, as this process last read them (for
-        what leaves the service: forwarded changes)."""
+    def forgotten(self, address: str, sent_at: int) -> bool:
+        """Whether ``address`` was erased after a message sent at ``sent_at`` (ms), as
+        this process last read the tombstones (for what leaves the service:
+        forwarded changes)."""
 
     @abstractmethod
     async def refresh_tombstones(self) -> None:
@@ -224,9 +227,8 @@ class Erasing(ABC):
     @abstractmethod
     async def forget_recipient(self, address: str, before_ms: int) -> int:
         """Drop what is left under the address for messages sent before
-        ``before_ms``: its search index entries and its suppression (when since
-        before then); how many entries went. Statistics stay: they count per domain
-        and provider, never per address."""
+        ``before_ms``: its search index entries; how many went. Statistics stay:
+        they count per domain and provider, never per address."""
 
 
 class ErasureJobs(ABC):

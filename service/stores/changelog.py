@@ -40,7 +40,9 @@ from service.dimensions import OTHER
 from service.stores import layout
 
 # Fields of an entry.
-CONTEXT, TRANSITIONS, APPLIED = b"c", b"t", b"a"
+CONTEXT, TRANSITIONS, APPLIED = (
+    name.encode() for name in (layout.FIELD_CONTEXT, layout.FIELD_TRANSITIONS, layout.FIELD_APPLIED)
+)
 _REPLY_STRIDE = len(layout.REPLY)
 # EventWrite positions the context reads; a fact is (bucket, hour, day, then the
 # event's statistics fields in EventWrite's order).

@@ -15,7 +15,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from service import codec, dimensions, search, state, stats
+from service import codec, dimensions, providers, search, state, stats, suppressions
 from service.stores import keys
 
 # KEYS: one record key per batch entry, then these, each only when its ARGV part is
@@ -136,8 +136,26 @@ LUA_KEY_FAMILIES = (
     "suppressions",
     "suppressions_by_reason",
 )
+# The fields of the stream entries the script appends: the change log's context,
+# transitions and applied events (service.stores.changelog); the transitions stream
+# and the forwarding outbox hold their transitions under FIELD_TRANSITIONS too.
+FIELD_CONTEXT, FIELD_TRANSITIONS, FIELD_APPLIED = "c", "t", "a"
+# The script's whole answer when the tombstones changed since the caller read them
+# (service.stores.redis strips the writes again).
+STALE_ERASURES = "stale-erasures"
+# The tombstones' revision of a group where none was ever recorded.
+NO_ERASURES = "0"
+assert suppressions.REASONS == ("bounce", "complaint")
 # Strings the script tests or builds names from, named.
 STRINGS = {
+    "FIELD_CONTEXT": FIELD_CONTEXT,
+    "FIELD_TRANSITIONS": FIELD_TRANSITIONS,
+    "FIELD_APPLIED": FIELD_APPLIED,
+    "STALE_ERASURES": STALE_ERASURES,
+    "NO_ERASURES": NO_ERASURES,
+    "OTHER_PROVIDER": providers.OTHER,  # a forwarded change's provider without one
+    "REASON_BOUNCE": suppressions.REASONS[0],
+    "REASON_COMPLAINT": suppressions.REASONS[1],
     "DETAIL_BOUNCE_SUBTYPE": codec.short_key("bounce_subtype"),
     "OTHER_SUFFIX": "=" + stats.OTHER,
     "NO_DOMAIN": dimensions.NONE,  # the domain of an address without one

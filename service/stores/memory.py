@@ -381,10 +381,11 @@ class MemoryStore(Store):
         assert isinstance(erased_at, dict)
         name = self._tombstones.digest(address)
         kept = erased_at[name] = max(at_ms, erased_at.get(name, at_ms))
+        self._suppressions.remove(address)
         return kept
 
-    def forgotten(self, address: str) -> bool:
-        return self._tombstones.forgotten(address)
+    def forgotten(self, address: str, sent_at: int) -> bool:
+        return self._tombstones.forgotten(address, sent_at)
 
     async def refresh_tombstones(self) -> None:
         """One process holds them all; only those past their keep go."""
@@ -424,10 +425,6 @@ class MemoryStore(Store):
         left = await self.erasure_candidates(address, before_ms, 1 << 62)
         for message_id in left:
             self._index.drop_recipient(message_id, address)
-        suppression = self._suppressions.get(address, self._wall_ms())
-        if suppression is not None and suppression.since_ms < before_ms:
-            self._suppressions.remove(address)
-            return len(left) + 1
         return len(left)
 
     async def save_erasure(self, job_id: str, data: bytes, queued: bool, keep_s: int) -> None:

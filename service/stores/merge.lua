@@ -114,8 +114,8 @@ end
 -- it to strip the writes again (an address erased before a message was sent never
 -- comes back through a late event of it). The erasure job reads the records only
 -- after the revision moved, so a call that passes here is one it will see.
-if erasures and (redis.call('GET', key_of[OPTIONAL_KEY_ERASURES]) or '0') ~= erasures then
-  return cmsgpack.pack({'stale-erasures'})
+if erasures and (redis.call('GET', key_of[OPTIONAL_KEY_ERASURES]) or NO_ERASURES) ~= erasures then
+  return cmsgpack.pack({STALE_ERASURES})
 end
 
 local fed = {}
@@ -332,7 +332,7 @@ local function transition(message_index, header, event, event_index, address, fr
     -- In FORWARDED order (service.forward.items.Change).
     forwarded[#forwarded + 1] = {message[MESSAGE_MESSAGE_ID], address, from_status, to_status, at,
                                  latency, header, cause and cause[EVENT_BLOB] or '',
-                                 message[MESSAGE_PROVIDERS][domain] or 'other'}
+                                 message[MESSAGE_PROVIDERS][domain] or OTHER_PROVIDER}
   end
 end
 
@@ -352,9 +352,9 @@ local function suppress_address(message, event, address, gained)
   end
   local entry = {}
   entry[SUPPRESSION_SINCE_MS], entry[SUPPRESSION_MESSAGE_ID] = at, message[MESSAGE_MESSAGE_ID]
-  entry[SUPPRESSION_REASON], entry[SUPPRESSION_SUBTYPE] = 'complaint', ''
+  entry[SUPPRESSION_REASON], entry[SUPPRESSION_SUBTYPE] = REASON_COMPLAINT, ''
   if bit.band(gained, COMPLAINT_BIT) == 0 then
-    entry[SUPPRESSION_REASON] = 'bounce'
+    entry[SUPPRESSION_REASON] = REASON_BOUNCE
     local details = cmsgpack.unpack(event[EVENT_BLOB])[STORED_DETAILS]
     if type(details) == 'table' and details[DETAIL_BOUNCE_SUBTYPE] then
       entry[SUPPRESSION_SUBTYPE] = details[DETAIL_BOUNCE_SUBTYPE]
@@ -363,7 +363,7 @@ local function suppress_address(message, event, address, gained)
   redis.call('SET', key, cmsgpack.pack(entry), 'EX', expires_s)
   redis.call('ZADD', given(index[INDEX_PREFIX] .. KEY_SUPPRESSIONS), at, address)
   -- And in its reason's listing (out of the other's, when the reason changed).
-  local other = entry[SUPPRESSION_REASON] == 'bounce' and 'complaint' or 'bounce'
+  local other = entry[SUPPRESSION_REASON] == REASON_BOUNCE and REASON_COMPLAINT or REASON_BOUNCE
   redis.call('ZADD', given(index[INDEX_PREFIX] .. KEY_SUPPRESSIONS_BY_REASON .. entry[SUPPRESSION_REASON]),
              at, address)
   if current then
@@ -597,17 +597,18 @@ if log and (#out > 0 or #applied > 0) then
     logged[i] = domain_of(out[i])
   end
   redis.call('XADD', key_of[OPTIONAL_KEY_LOG], 'MINID', '~', log[LOG_MIN_ID_MS], '*',
-             'c', ARGV[ARG_LOG_CONTEXT], 't', cmsgpack.pack(logged), 'a', cmsgpack.pack(applied))
+             FIELD_CONTEXT, ARGV[ARG_LOG_CONTEXT], FIELD_TRANSITIONS, cmsgpack.pack(logged),
+             FIELD_APPLIED, cmsgpack.pack(applied))
 end
 
 if feed and #fed > 0 then
-  redis.call('XADD', key_of[OPTIONAL_KEY_FEED], 'MINID', '~', feed[FEED_MIN_ID_MS], '*', 't',
-             cmsgpack.pack(fed))
+  redis.call('XADD', key_of[OPTIONAL_KEY_FEED], 'MINID', '~', feed[FEED_MIN_ID_MS], '*',
+             FIELD_TRANSITIONS, cmsgpack.pack(fed))
 end
 
 if forward and #forwarded > 0 then
   redis.call('XADD', key_of[OPTIONAL_KEY_FORWARD], 'MINID', '~', forward[FORWARD_MIN_ID_MS], '*',
-             't', cmsgpack.pack(forwarded))
+             FIELD_TRANSITIONS, cmsgpack.pack(forwarded))
 end
 
 return cmsgpack.pack({out, candidates, refused})

@@ -75,7 +75,7 @@ async def _separate_listings(store: RedisStore) -> None:
     from service.stores import layout
 
     since = layout.position(layout.SUPPRESSION, "since_ms") + 1
-    script = store.client.register_script(_SEPARATE_LISTINGS)
+    script = store.keyspace.client.register_script(_SEPARATE_LISTINGS)
     for group in store.slot_groups:
         keys: RedisKeys = group.keys
         prefix = keys.prefix
@@ -105,7 +105,7 @@ async def _list_by_reason(store: RedisStore) -> None:
     what is there changes nothing."""
     from service.stores.redis import _suppression
 
-    client = store.client
+    client = store.keyspace.client
     for group in store.slot_groups:
         keys: RedisKeys = group.keys
         cursor = 0
@@ -178,7 +178,7 @@ async def _index_rollups(store: RedisStore) -> None:
 
     from service import stats
 
-    client = store.client
+    client = store.keyspace.client
     script = client.register_script(_INDEX_ROLLUP)
     now_s = int(time.time())
     for group in store.slot_groups:

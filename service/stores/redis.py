@@ -41,7 +41,6 @@ from typing import Any
 
 import msgpack
 import structlog
-from redis import asyncio as aioredis
 from redis.asyncio.cluster import RedisCluster
 from redis.crc import key_slot
 from redis.exceptions import NoScriptError, RedisClusterException
@@ -66,13 +65,12 @@ from service.stores.errors import (
     unavailable,
 )
 from service.stores.keys import DEFAULT_PREFIX, RedisKeys
+from service.stores.keyspace import Client, RedisKeyspace
 from service.stores.projection import LOG_KEEP_S, StatsProjection
 from service.stores.redis_record import record_from_bytes, record_to_bytes
 from service.stores.redis_search import SEND_TIME_BUCKET_MS, IndexReader, search_groups
 from service.stores.slots import (
-    DEFAULT_SLOT_GROUPS,
     group_of,
-    group_prefixes,
     merge_pages,
     poll_groups,
 )
@@ -100,31 +98,29 @@ _MERGE_BODY = resources.files("service.stores").joinpath("merge.lua").read_text(
 MERGE_SCRIPT = layout.lua_prelude(_MERGE_BODY) + _MERGE_BODY
 
 # An erasure's step on one record (KEYS: the record, the address's index; ARGV: the
-# record as read or '' for none, its rewrite or '' for none, its handle): only if
-# the record is still what was read (a merge may have landed), the rewrite and the
-# index entry's removal together. 0: changed meanwhile, read again.
+# record as read or '' for none, its rewrite or '' for none, its handle, '1' to
+# delete it instead): only if the record is still what was read (a merge may have
+# landed), the rewrite and the index entry's removal together. 0: changed
+# meanwhile, read again.
 _ERASE_RECORD = """
 if (redis.call('GET', KEYS[1]) or '') ~= ARGV[1] then return 0 end
-if ARGV[2] ~= '' then redis.call('SET', KEYS[1], ARGV[2], 'KEEPTTL') end
+if ARGV[4] == '1' then
+  redis.call('DEL', KEYS[1])
+elseif ARGV[2] ~= '' then
+  redis.call('SET', KEYS[1], ARGV[2], 'KEEPTTL')
+end
 redis.call('ZREM', KEYS[2], ARGV[3])
 return 1
 """
 
-# What an erasure leaves under the address (KEYS: its index, its suppression, the
-# suppression listing, then one listing per reason; ARGV: before_ms, the address):
-# index entries of messages sent before, and a suppression from before.
-_FORGET_RECIPIENT = """
-local gone = redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', '(' .. ARGV[1])
-local raw = redis.call('GET', KEYS[2])
-if raw and cmsgpack.unpack(raw)[{since}] < tonumber(ARGV[1]) then
-  redis.call('DEL', KEYS[2])
-  for i = 3, #KEYS do
-    redis.call('ZREM', KEYS[i], ARGV[2])
-  end
-  gone = gone + 1
+# An erased address's suppression (KEYS: it, the listing, one listing per reason;
+# ARGV: the address).
+_FORGET_SUPPRESSION = """
+redis.call('DEL', KEYS[1])
+for i = 2, #KEYS do
+  redis.call('ZREM', KEYS[i], ARGV[1])
 end
-return gone
-""".format(since=layout.position(layout.SUPPRESSION, "since_ms") + 1)
+"""
 
 # A tombstone keeps the later of two erasure times.
 _KEEP_LATER = """
@@ -134,7 +130,7 @@ return kept
 """
 
 # merge.lua's answer when the tombstones changed since the caller read them.
-_STALE_ERASURES = msgpack.packb(["stale-erasures"])
+_STALE_ERASURES = msgpack.packb([layout.STALE_ERASURES])
 # Strip and send again at most this often before giving up for now (an erasure a
 # merge call, every call: the caller retries the batch later).
 ERASURE_RETRIES = 5
@@ -144,9 +140,6 @@ if tonumber(redis.call('GET', KEYS[1]) or '0') < tonumber(ARGV[1]) then
   redis.call('SET', KEYS[1], ARGV[1])
 end
 """
-
-# Either client: redis-py's cluster client speaks the same commands per key.
-Client = aioredis.Redis | RedisCluster
 
 
 @dataclass(frozen=True, slots=True)
@@ -165,7 +158,7 @@ class RedisStore(Store):
 
     def __init__(
         self,
-        client: Client,
+        keyspace: RedisKeyspace | Client,
         *,
         slot_groups: int | None = None,
         scan_budget: int = SCAN_BUDGET,
@@ -177,6 +170,13 @@ class RedisStore(Store):
         suppression_days: int = DEFAULT_SUPPRESSION_DAYS,
         project_inline: bool = True,
     ) -> None:
+        """``keyspace``: where the data lives (a bare client: under ``prefix``, in
+        ``slot_groups``, which a keyspace carries itself)."""
+        if not isinstance(keyspace, RedisKeyspace):
+            keyspace = RedisKeyspace.of(keyspace, prefix=prefix, slot_groups=slot_groups)
+        self.keyspace = keyspace
+        client = keyspace.client
+        prefix, slot_groups = keyspace.prefix, keyspace.slot_groups
         self._client = client
         # Inline, each merge applies the change log of its slot groups before
         # returning, where this process holds (or finds free) their projection's
@@ -200,7 +200,7 @@ class RedisStore(Store):
         self._sha: str | None = None
         self._retention_ms = int(retention_s * 1000)
         self._group_count = slot_groups
-        prefixes = group_prefixes(prefix, slot_groups)
+        prefixes = keyspace.group_prefixes
         # A page's candidates are shared out between the groups searched at once.
         budget = -(-scan_budget // len(prefixes))
         self._groups = [
@@ -208,7 +208,7 @@ class RedisStore(Store):
             for number, group_prefix in enumerate(prefixes)
         ]
         self._erase_record = client.register_script(_ERASE_RECORD)
-        self._forget_recipient = client.register_script(_FORGET_RECIPIENT)
+        self._forget_suppression = client.register_script(_FORGET_SUPPRESSION)
         self._keep_later = client.register_script(_KEEP_LATER)
         self._hold_lease = client.register_script(lease.TAKE_OR_RENEW)
         # The tombstones as last read (service.tombstones); None: read at next use.
@@ -239,35 +239,14 @@ class RedisStore(Store):
         cluster: bool = False,
         slot_groups: int | None = None,
         connection: dict[str, Any] | None = None,
+        prefix: str = DEFAULT_PREFIX,
         **kwargs: object,
     ) -> RedisStore:
-        """``connection``: redis-py arguments beyond the URL (TLS CA, client cert).
-        ``cluster``: the URL names a node of a Redis Cluster, split in ``slot_groups``."""
-        client: Client
-        if cluster:
-            client = RedisCluster.from_url(url, health_check_interval=30, **(connection or {}))
-            slot_groups = slot_groups or DEFAULT_SLOT_GROUPS
-        else:
-            client = aioredis.Redis.from_url(url, health_check_interval=30, **(connection or {}))
-        return cls(client, slot_groups=slot_groups, **kwargs)  # type: ignore[arg-type]
-
-    @property
-    def client(self) -> Client:
-        """The connection pool, for other Redis-backed parts (alert state) to share."""
-        return self._client
-
-    @property
-    def prefix(self) -> str:
-        return self._prefix
-
-    @property
-    def group_prefixes(self) -> list[str]:
-        return [group.keys.prefix for group in self._groups]
-
-    def single_slot_prefix(self, name: str) -> str:
-        """A prefix whose keys share one slot on a cluster (for state read and
-        written together, such as alerting's): the plain prefix on one Redis."""
-        return f"{self._prefix}{{{name}}}:" if self.cluster else self._prefix
+        """A store on a keyspace of its own (``RedisKeyspace.connect``)."""
+        keyspace = RedisKeyspace.connect(
+            url, cluster=cluster, slot_groups=slot_groups, prefix=prefix, connection=connection
+        )
+        return cls(keyspace, **kwargs)  # type: ignore[arg-type]
 
     @property
     def cluster(self) -> bool:
@@ -750,12 +729,21 @@ class RedisStore(Store):
                 for group in self._groups:
                     pipe.incr(group.keys.erasure_epoch)
                 await pipe.execute()
+            # After the revisions moved: a merge from then on cannot suppress the
+            # address for a message sent before, so what is suppressed later is new.
+            for group in self._groups:
+                keys = [
+                    group.keys.suppression(address),
+                    group.keys.suppressions,
+                    *(group.keys.suppressions_by_reason(r) for r in SUPPRESSION_REASONS),
+                ]
+                await self._forget_suppression(keys=keys, args=[address])
             # At once: a sender in this process checks them (``forgotten``).
             self._tombstones = await self._load_tombstones()
         return int(kept)
 
-    def forgotten(self, address: str) -> bool:
-        return self._tombstones is not None and self._tombstones.forgotten(address)
+    def forgotten(self, address: str, sent_at: int) -> bool:
+        return self._tombstones is not None and self._tombstones.forgotten(address, sent_at)
 
     async def refresh_tombstones(self) -> None:
         with unavailable("read"):
@@ -765,7 +753,7 @@ class RedisStore(Store):
                 epochs = await pipe.execute()
         view = self._tombstones
         if view is None or [view.epochs.get(n) for n in range(len(epochs))] != [
-            (epoch or b"0").decode() for epoch in epochs
+            (epoch or layout.NO_ERASURES.encode()).decode() for epoch in epochs
         ]:
             self._tombstones = await self._load_tombstones()
 
@@ -786,12 +774,13 @@ class RedisStore(Store):
             async for name, at in self._client.hscan_iter(self._keys.tombstones, count=1000):
                 stored[name.decode()] = int(at)
             kept = tombstones.live(stored, int(time.time() * 1000))
-            if len(kept) < len(stored):
-                await self._client.hdel(self._keys.tombstones, *(stored.keys() - kept.keys()))
+            expired = sorted(stored.keys() - kept.keys())
+            for start in range(0, len(expired), 1_000):  # bounded calls
+                await self._client.hdel(self._keys.tombstones, *expired[start : start + 1_000])
         return tombstones.Tombstones(
             bytes.fromhex(key.decode()),
             kept,
-            {n: (epoch or b"0").decode() for n, epoch in enumerate(epochs)},
+            {n: (epoch or layout.NO_ERASURES.encode()).decode() for n, epoch in enumerate(epochs)},
         )
 
     async def erasure_candidates(self, address: str, before_ms: int, limit: int) -> list[str]:
@@ -818,26 +807,29 @@ class RedisStore(Store):
         with unavailable("erase"):
             while True:
                 raw = await self._client.get(keys[0])
-                rewritten = b""
+                rewritten, drop = b"", False
                 if raw is not None:
-                    message_id, record = record_from_bytes(raw)
-                    if erase(record, address):
-                        rewritten = record_to_bytes(message_id, record)
-                if await self._erase_record(keys=keys, args=[raw or b"", rewritten, handle]):
-                    return bool(rewritten)
+                    try:
+                        message_id, record = record_from_bytes(raw)
+                    except Exception:
+                        # Not a record this code can read (written by something
+                        # else, or damaged): it cannot be rewritten, so when it
+                        # names the address it goes whole.
+                        drop = address.encode() in raw
+                        log.warning("erasure_dropped_unreadable_record", dropped=drop)
+                    else:
+                        if erase(record, address):
+                            rewritten = record_to_bytes(message_id, record)
+                args = [raw or b"", rewritten, handle, "1" if drop else ""]
+                if await self._erase_record(keys=keys, args=args):
+                    return bool(rewritten) or drop
 
     async def forget_recipient(self, address: str, before_ms: int) -> int:
-        forgotten = 0
         with unavailable("erase"):
-            for group in self._groups:
-                keys = [
-                    group.keys.recipient(address),
-                    group.keys.suppression(address),
-                    group.keys.suppressions,
-                    *(group.keys.suppressions_by_reason(r) for r in SUPPRESSION_REASONS),
-                ]
-                forgotten += int(await self._forget_recipient(keys=keys, args=[before_ms, address]))
-        return forgotten
+            async with self._client.pipeline(transaction=False) as pipe:
+                for group in self._groups:
+                    pipe.zremrangebyscore(group.keys.recipient(address), "-inf", f"({before_ms}")
+                return sum(await pipe.execute())
 
     async def save_erasure(self, job_id: str, data: bytes, queued: bool, keep_s: int) -> None:
         with unavailable("write"):
@@ -1281,7 +1273,7 @@ def _read_entries(reply: Any, position: str, into: list[Transition]) -> str:
         for entry_id, fields in entries:
             position = entry_id.decode()
             for message_id, address, old, new, at, latency in msgpack.unpackb(
-                fields[b"t"], raw=False
+                fields[layout.FIELD_TRANSITIONS.encode()], raw=False
             ):  # layout.FED
                 into.append(
                     Transition(

@@ -72,7 +72,7 @@ def _dimension(field: bytes) -> str | None:
 
 async def split_live_buckets(store: RedisStore) -> None:
     """Each slot group's format-1 live buckets, split as format 2 keeps them."""
-    client = store.client
+    client = store.keyspace.client
     script = client.register_script(_SPLIT_BUCKETS)
     for group in store.slot_groups:
         keys: RedisKeys = group.keys

@@ -19,6 +19,7 @@ from service.alerts.lifecycle import AlertRecord, Phase, Plan
 from service.alerts.model import Alert, Example, alert_to_dict
 from service.alerts.redis_store import ERASE_PAGE, RedisAlertStore
 from service.alerts.store import HISTORY_KEPT
+from service.stores.keyspace import RedisKeyspace
 from tests.support.chat import sample_alert
 
 T = 1_700_000_000_000
@@ -39,9 +40,9 @@ def kept() -> str:
 
 @pytest.fixture
 async def alerts(redis_client: aioredis.Redis) -> AsyncIterator[RedisAlertStore]:
-    # Alert state shares one slot on a cluster (RedisStore.single_slot_prefix).
+    # Alert state shares one slot on a cluster (RedisKeyspace.single_slot).
     store = RedisAlertStore(
-        redis_client, prefix=f"{{erase-{uuid.uuid4().hex[:8]}}}:", owns_client=False
+        RedisKeyspace.of(redis_client, prefix=f"{{erase-{uuid.uuid4().hex[:8]}}}:")
     )
     assert await store.hold_lease(OWNER, 60_000)
     yield store

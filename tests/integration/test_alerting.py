@@ -8,6 +8,7 @@ the stores, the outbox and the chat receiver are real.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import uuid
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
@@ -29,6 +30,7 @@ from service.alerts.sinks import Sink, parse_webhooks
 from service.alerts.store import AlertStore, MemoryAlertStore
 from service.pipeline import Pipeline
 from service.stores import MemoryStore, Store
+from service.stores.keyspace import RedisKeyspace
 from service.timestamps import parse_ms
 from tests.support import ses
 from tests.support.chat import checker
@@ -132,7 +134,10 @@ def stores(
         if target is None:
             return memory, MemoryAlertStore(tmp_path / "alerts")
         store = target.store(prefix=prefix)
-        alerts = RedisAlertStore(target.client(), prefix=store.single_slot_prefix("alerts"))
+        # On connections of its own, as another replica's.
+        alerts = RedisAlertStore(
+            dataclasses.replace(store.keyspace, client=target.client()), owns_client=True
+        )
         return store, alerts
 
     return make
@@ -299,9 +304,12 @@ async def test_only_the_lease_holder_evaluates_and_a_stale_holder_cannot_commit(
     clock = ManualClock(T0)
     clients = [redis_target.client() for _ in range(2)]
     store = redis_target.store(prefix=f"al{uuid.uuid4().hex[:8]}:")
-    prefix = store.single_slot_prefix("alerts")
+
+    def on(client) -> RedisKeyspace:
+        return dataclasses.replace(store.keyspace, client=client)
+
     replicas = [
-        make_alerting(store, RedisAlertStore(c, prefix=prefix), BOUNCE_RULES, [], clock)
+        make_alerting(store, RedisAlertStore(on(c), owns_client=True), BOUNCE_RULES, [], clock)
         for c in clients
     ]
     await mail(Pipeline(store, clock_ms=clock), "x.com", sent=20, bounced=10)
@@ -318,7 +326,7 @@ async def test_only_the_lease_holder_evaluates_and_a_stale_holder_cannot_commit(
     assert await other.tick() == [] and other.leading
     assert len(await other.alert_store.history(10)) == 2  # nothing fired twice
     # A holder whose lease moved on cannot commit what it planned.
-    stale = RedisAlertStore(redis_target.client(), prefix=prefix)
+    stale = RedisAlertStore(on(redis_target.client()), owns_client=True)
     records = await stale.records()
     from service.alerts.lifecycle import plan
 

@@ -90,7 +90,7 @@ async def test_the_rollup_index_and_overall_figures_are_rebuilt_by_the_format_2_
     today = int(time.time()) // stats.DAY_S * stats.DAY_S
     recent = await make_recent_rollup(store, today)
     for group in store.slot_groups:
-        await store.client.delete(
+        await store.keyspace.client.delete(
             group.keys.rollup_index("day"),
             group.keys.rollup_index("hour"),
             group.keys.rollup_overall("day", today),
@@ -106,8 +106,8 @@ async def test_the_rollup_index_and_overall_figures_are_rebuilt_by_the_format_2_
     key = store.slot_group("m-now").keys
     assert (
         0
-        < await store.client.ttl(key.rollup_overall("day", today))
-        <= await store.client.ttl(key.rollup("day", today))
+        < await store.keyspace.client.ttl(key.rollup_overall("day", today))
+        <= await store.keyspace.client.ttl(key.rollup("day", today))
     )
     await store.close()
     await fresh.close()
@@ -181,7 +181,7 @@ async def test_the_reason_listings_are_built_by_the_format_2_migration(make_stor
     await store.merge(writes_for(records, now_ms))
     for group in store.slot_groups:
         for reason in ("bounce", "complaint"):
-            await store.client.delete(group.keys.suppressions_by_reason(reason))
+            await store.keyspace.client.delete(group.keys.suppressions_by_reason(reason))
     assert (await store.suppressions("bounce", None, 100, None))[0] == []
     await migrations._list_by_reason(store)
     await migrations._list_by_reason(store)  # idempotent

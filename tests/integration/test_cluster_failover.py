@@ -78,7 +78,7 @@ def replicated(cluster: RedisClusterServers) -> bool:
 def master_of_most_groups(cluster: RedisClusterServers, store: RedisStore) -> int:
     """The node serving the most slot groups (so it holds messages to lose)."""
     owners: Counter[int] = Counter()
-    slots = [key_slot(prefix.encode()) for prefix in store.group_prefixes]
+    slots = [key_slot(prefix.encode()) for prefix in store.keyspace.group_prefixes]
     for index, node in enumerate(cluster.nodes):
         lines = node.cli("cluster", "nodes").splitlines()
         mine = next(line for line in lines if "myself" in line)

@@ -9,6 +9,7 @@ import asyncio
 import time
 
 import httpx
+import orjson
 import pytest
 
 from service import erasure_job
@@ -21,7 +22,7 @@ from service.forward.config import Subscription
 from service.forward.outbox import MemoryOutbox, RedisOutbox
 from service.forward.sender import Forwarder
 from service.parser import parse_payload
-from service.search import SearchQuery
+from service.search import SearchQuery, message_handle
 from service.stats import Counting
 from service.stores import MemoryStore, RedisStore
 from tests.support import ses
@@ -89,12 +90,12 @@ async def everything_naming(client, prefix: str) -> list[str]:
 
 
 def redis_reaches(store: RedisStore) -> list[tuple[str, erasure_job.Reach]]:
-    outbox = RedisOutbox(store.client, store.prefix, store.group_prefixes)
+    outbox = RedisOutbox(store.keyspace)
 
     async def transitions(address: str) -> int:
         erased = 0
-        for key in store.transitions_keys:
-            erased += await erase_transitions(store.client, key, address)
+        for keys in store.keyspace.groups:
+            erased += await erase_transitions(store.keyspace.client, keys.transitions, address)
         return erased
 
     return [("forwarding", outbox.erase_address), ("transitions", transitions)]
@@ -132,10 +133,10 @@ async def test_an_erasure_under_traffic_leaves_the_address_in_no_key_or_value(
 async def _erase_under_traffic(store, other, redis_client, receiver: Receiver) -> None:
     # A subscription whose sender is down through it all: its group reads nothing.
     subscription = Subscription(name="app", url=receiver.base, secret=SECRET)
-    await RedisOutbox(store.client, store.prefix, store.group_prefixes).prepare([subscription.id])
+    await RedisOutbox(store.keyspace).prepare([subscription.id])
     await store.merge(writes(*before_the_erasure()), counting=Counting(T + 60_000))
     await other.refresh_tombstones()  # its view predates the erasure
-    assert await everything_naming(redis_client, store.prefix)
+    assert await everything_naming(redis_client, store.keyspace.prefix)
     runner = ErasureRunner(store, redis_reaches(store), lambda: int(time.time() * 1000), page=5)
     stop, merged = asyncio.Event(), []
     busy = asyncio.create_task(traffic(other, stop, merged))
@@ -149,7 +150,7 @@ async def _erase_under_traffic(store, other, redis_client, receiver: Receiver) -
         stop.set()
         await asyncio.wait_for(busy, 30)
     assert other.stale_erasure_calls > 0  # the other process had to strip again
-    assert await everything_naming(redis_client, store.prefix) == []
+    assert await everything_naming(redis_client, store.keyspace.prefix) == []
     done = await erasure_job.load(store, job.id)
     assert done is not None and done.status == "done" and done.address is None
     assert done.messages == 13  # twelve messages and the crowded record
@@ -165,8 +166,22 @@ async def _erase_under_traffic(store, other, redis_client, receiver: Receiver) -
     ]
     assert ("keep2@x.com",) in bounces  # the shared bounce, rewritten without it
     assert (await store.search(SearchQuery(recipient="keep5@x.com"))).hits
-    # Forwarding comes back: nothing it posts names the address, the rest arrives.
-    outbox = RedisOutbox(store.client, store.prefix, store.group_prefixes)
+    # A message sent after the erasure is new data: kept, searchable, suppressed
+    # when it bounces, and forwarded.
+    later = int(time.time() * 1000) + 60_000
+    await store.merge(
+        writes(
+            ses.send("m-new", [GONE], later),
+            ses.bounce("m-new", [GONE], later + 500, "Permanent", sent_at=later),
+            seen_ms=later,
+        )
+    )
+    hits = (await store.search(SearchQuery(recipient=GONE))).hits
+    assert [hit.message_id for hit in hits] == ["m-new"]
+    assert (await store.suppression(GONE)).message_id == "m-new"
+    # Forwarding comes back: nothing it posts names the address for a message sent
+    # before the erasure; the rest arrives.
+    outbox = RedisOutbox(store.keyspace)
     sender = Forwarder(
         [subscription], outbox, httpx.AsyncClient(), backoff_s=0.05, forgotten=store.forgotten
     )
@@ -180,15 +195,64 @@ async def _erase_under_traffic(store, other, redis_client, receiver: Receiver) -
         sender.stop()
         task.cancel()
         await asyncio.wait_for(asyncio.gather(task, return_exceptions=True), 15)
-    posted = b"".join(request.body for request in receiver.received)
-    assert posted and NEEDLE not in posted
-    assert b"keep3@x.com" in posted
-    # A message sent after the erasure is new data.
-    later = int(time.time() * 1000) + 60_000
-    await store.merge(writes(ses.send("m-new", [GONE], later), seen_ms=later))
-    assert [hit.message_id for hit in (await store.search(SearchQuery(recipient=GONE))).hits] == [
-        "m-new"
-    ]
+    items = [item for request in receiver.received for item in request.json()["items"]]
+    naming = {item["message_id"] for item in items if NEEDLE in orjson.dumps(item)}
+    assert naming == {"m-new"}
+    assert any(item["recipient"] == "keep3@x.com" for item in items)
+
+
+async def test_a_suppression_recorded_after_the_erasure_stays(make_store) -> None:
+    """The suppression goes with the tombstone, before the job: one a message sent
+    after the erasure records meanwhile is new data, and the job leaves it."""
+    store = make_store(suppression_days=3_660)
+    await store.merge(writes(ses.send("m-old", [GONE], T), ses.complaint("m-old", [GONE], T + 9)))
+    assert (await store.suppression(GONE)).message_id == "m-old"
+    now = int(time.time() * 1000)
+    job = await erasure_job.request(store, GONE, now)
+    assert await store.suppression(GONE) is None
+    await store.merge(
+        writes(
+            ses.send("m-after", [GONE], now + 1_000),
+            ses.bounce("m-after", [GONE], now + 2_000, "Permanent", sent_at=now + 1_000),
+            seen_ms=now + 3_000,
+        )
+    )
+    runner = ErasureRunner(store, [], lambda: int(time.time() * 1000))
+    assert await runner.work_queue() == 1
+    assert (await erasure_job.load(store, job.id)).status == "done"
+    assert (await store.suppression(GONE)).message_id == "m-after"
+
+
+async def test_a_job_that_keeps_failing_is_given_up_and_holds_no_other(make_store) -> None:
+    """An unexpected error sends the job behind the rest; after MAX_ATTEMPTS it is
+    marked failed (the address dropped from its state), and the queue goes on. An
+    unreadable value under the address is dropped, not a reason to fail."""
+    store = make_store()
+    await store.merge(writes(ses.send("m-bad", ["bad@x.com"], T), ses.send("m-ok", [GONE], T)))
+    # A damaged record the address's index lists: unreadable, naming the address.
+    group = store.slot_group("m-bad")
+    await store.keyspace.client.set(
+        group.keys.record(message_handle("m-bad")), b"not msgpack bad@x.com"
+    )
+
+    async def alerts(address: str) -> int:
+        if address == "bad@x.com":
+            raise RuntimeError("an alert store that cannot take it")
+        return 0
+
+    now = int(time.time() * 1000)
+    bad = await erasure_job.request(store, "bad@x.com", now)
+    good = await erasure_job.request(store, GONE, now + 1)
+    runner = ErasureRunner(store, [("alerts", alerts)], lambda: int(time.time() * 1000))
+    assert await runner.work_queue() == 1
+    failed, done = await erasure_job.load(store, bad.id), await erasure_job.load(store, good.id)
+    assert done.status == "done" and done.messages == 1
+    assert failed.status == "failed" and failed.address is None
+    assert failed.attempts == erasure_job.MAX_ATTEMPTS and "RuntimeError" in failed.error
+    assert failed.messages >= 1  # the damaged record went
+    assert await store.queued_erasures(10) == []
+    assert runner.failures == erasure_job.MAX_ATTEMPTS
+    assert not await store.keyspace.client.exists(group.keys.record(message_handle("m-bad")))
 
 
 async def test_the_memory_store_erases_the_same_way() -> None:

@@ -46,7 +46,7 @@ def shared(message_id: str, recipients: list[str]) -> list[dict]:
 
 
 def outbox_of(store: RedisStore) -> RedisOutbox:
-    return RedisOutbox(store.client, store.prefix, store.group_prefixes)
+    return RedisOutbox(store.keyspace)
 
 
 def forwarder(subscriptions, outbox, **options) -> Forwarder:
@@ -295,7 +295,7 @@ async def test_the_sender_leaves_out_what_was_erased_before_each_post() -> None:
     async with Receiver() as receiver:
         sub = Subscription(name="app", url=receiver.base, secret=SECRET)
         receiver.script = [Answer(status=429, headers={"retry-after": "1"})]
-        sender = forwarder([sub], outbox, forgotten=erased.__contains__)
+        sender = forwarder([sub], outbox, forgotten=lambda address, _sent_at: address in erased)
         await outbox.prepare([sub.id])
         both = event_naming("keep@x.com", GONE)
         outbox.append([change("m-1", GONE, both), change("m-1", "keep@x.com", both)])
@@ -352,7 +352,7 @@ async def test_a_pending_entry_trimmed_is_a_loss_and_one_erased_is_not(
     assert await outbox.erase_address(GONE) == 1
     # The other is trimmed meanwhile (as the keep does): that one was lost.
     group = outbox._place(other.id)[0]
-    await store.client.xdel(outbox._streams[group], outbox._place(other.id)[1])
+    await store.keyspace.client.xdel(outbox._streams[group], outbox._place(other.id)[1])
     assert await outbox.read("sub", 100, 10) == []
     assert outbox.lost == 1
     assert await outbox.read("sub", 100, 10) == []  # both acknowledged
@@ -360,7 +360,7 @@ async def test_a_pending_entry_trimmed_is_a_loss_and_one_erased_is_not(
     assert (await outbox.backlog("sub")).entries == 0
     # Nothing pending any more: the next erasure lets go of the erased ids.
     await outbox.erase_address("nobody@x.com")
-    assert not await store.client.exists(*outbox._erased)
+    assert not await store.keyspace.client.exists(*outbox._erased)
     assert named.id != other.id
     await store.close()
 
@@ -419,11 +419,13 @@ async def test_an_entry_another_erasure_replaced_first_is_met_again(
     await outbox.prepare(["sub"])
     await store.merge(writes(*shared("ie-1", [GONE, "two@x.com", "keep@x.com"])))
     erasing = outbox_of(store)
-    erasing._client = Interleaved(store.client, lambda: outbox_of(store).erase_address("two@x.com"))
+    erasing._client = Interleaved(
+        store.keyspace.client, lambda: outbox_of(store).erase_address("two@x.com")
+    )
     assert await erasing.erase_address(GONE) >= 1
     entries = await outbox.read("sub", 100, 10)
     # keep@x.com's changes (sent, delivered), nothing of the others.
     assert [c.address for e in entries for c in e.changes] == ["keep@x.com"] * 2
-    found = await every_value(store.client)
+    found = await every_value(store.keyspace.client)
     assert not outside_the_store(naming(found) + naming(found, b"two@x.com"))
     await store.close()

@@ -112,7 +112,7 @@ async def outbox_store(request):
 
 def outbox_of(store: RedisStore) -> RedisOutbox:
     """The outbox a replica on this store reads (one stream per slot group on a cluster)."""
-    return RedisOutbox(store.client, store.prefix, store.group_prefixes)
+    return RedisOutbox(store.keyspace)
 
 
 async def test_every_change_arrives_signed_and_in_order_through_every_failure(
@@ -379,14 +379,14 @@ async def test_a_dripping_receiver_ends_each_post_at_its_deadline_under_a_held_l
         replicas = [forwarder([sub], outbox_of(s), lease_ms=1_000) for s in stores]
         await replicas[0].outbox.prepare([sub.id])
         await stores[0].merge(_writes(messages(1, "drip")))
-        lease = RedisKeys(stores[0].prefix).forward_lease(sub.id)
+        lease = RedisKeys(stores[0].keyspace.prefix).forward_lease(sub.id)
         tasks = [asyncio.create_task(r.run()) for r in replicas]
         try:
             await until(lambda: receiver.requests == 1, timeout_s=5)
             ttls, senders = [], []
             started = time.monotonic()
             while time.monotonic() - started < 2.5:
-                ttls.append(await stores[0].client.pttl(lease))
+                ttls.append(await stores[0].keyspace.client.pttl(lease))
                 senders.append(sum(r.figures["app"].sending for r in replicas))
                 await asyncio.sleep(0.05)
         finally:

@@ -33,7 +33,7 @@ def format1(tmp_path: Path):
 
 async def test_a_format_1_dump_is_migrated_in_place_at_start_up(format1: RedisServer) -> None:
     store = RedisStore.from_url(format1.url, **KEEP)
-    client = store.client
+    client = store.keyspace.client
     try:
         assert await client.get("st:format") == b"1"
         assert await client.type("st:sup:idx") == b"zset"
@@ -69,7 +69,7 @@ async def test_a_format_1_suppression_of_the_address_idx_gets_its_listing_entry(
     the listing): that string is a suppression, and the migration lists it."""
     await redis_target.flush()
     store = redis_target.store(**KEEP)
-    client = store.client
+    client = store.keyspace.client
     entry = [None] * len(layout.SUPPRESSION)
     entry[layout.position(layout.SUPPRESSION, "reason")] = "bounce"
     entry[layout.position(layout.SUPPRESSION, "since_ms")] = 1_700_000_000_000
@@ -94,10 +94,10 @@ async def test_a_newer_format_is_refused_and_an_older_one_never_lowers_it(
     await redis_target.flush()
     store = redis_target.store()
     try:
-        await store.client.set("st:format", FORMAT_VERSION + 1)
+        await store.keyspace.client.set("st:format", FORMAT_VERSION + 1)
         with pytest.raises(Exception, match="data format"):
             await store.claim_format()
-        assert int(await store.client.get("st:format")) == FORMAT_VERSION + 1
+        assert int(await store.keyspace.client.get("st:format")) == FORMAT_VERSION + 1
     finally:
         await store.close()
 

@@ -17,6 +17,7 @@ from service.mx import NEGATIVE_TTL_S, TTL_S, MxCache, MxResolver, dns_lookup
 from service.runtime import Runtime
 from service.search import SearchQuery
 from service.settings import Settings
+from service.stores.keyspace import RedisKeyspace
 from tests.support import ses
 from tests.support.dns import start_mx_server
 from tests.support.servers import RedisServer
@@ -105,8 +106,9 @@ async def two_replicas(
     server closed after."""
     client = aioredis.Redis.from_url(redis_server.url)
     await client.flushdb()
-    first = MxResolver(dns_lookup([dns_server.address]), MxCache(client), lookups_per_s=1000)
-    second = MxResolver(dns_lookup([dns_server.address]), MxCache(client), lookups_per_s=1000)
+    cache = RedisKeyspace.of(client)
+    first = MxResolver(dns_lookup([dns_server.address]), MxCache(cache), lookups_per_s=1000)
+    second = MxResolver(dns_lookup([dns_server.address]), MxCache(cache), lookups_per_s=1000)
     tasks = [asyncio.create_task(r.run()) for r in (first, second)]
     try:
         yield client, first, second

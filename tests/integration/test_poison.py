@@ -32,7 +32,7 @@ _names = itertools.count()
 
 async def poison(store: RedisStore, message_id: str) -> None:
     """Make every later merge of ``message_id`` fail inside the script."""
-    await store.client.hset(store.key(message_id), "not", "a record")
+    await store.keyspace.client.hset(store.key(message_id), "not", "a record")
 
 
 def batch(ids: list[str]) -> list:

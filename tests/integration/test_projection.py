@@ -107,7 +107,7 @@ async def test_a_run_applied_twice_or_by_two_replicas_at_once_counts_once(
     for batch in batches:
         await merge(stores[0], batch)
     logs = [group.keys.changelog for group in stores[0].slot_groups]
-    entries = sum([await stores[0].client.xlen(key) for key in logs])
+    entries = sum([await stores[0].keyspace.client.xlen(key) for key in logs])
     # Three replicas race for the same runs; the checkpoint lets one apply each.
     await asyncio.gather(*(store.project() for store in stores))
     assert await figures(stores[1], want_rollups) == (want_live, want_rollups)
@@ -138,7 +138,7 @@ async def test_the_log_is_trimmed_as_it_is_applied(redis_target: RedisTarget) ->
     store = redis_target.store(prefix=f"trim{next(_ids)}:", project_inline=False)
     for batch in traffic(20, f"trim{next(_ids)}"):
         await merge(store, batch)
-    client = store.client
+    client = store.keyspace.client
     logs = [group.keys.changelog for group in store.slot_groups]
     assert sum([await client.xlen(key) for key in logs]) > 0
     await store.project()
@@ -159,7 +159,7 @@ async def test_a_target_redis_refuses_is_passed_over_and_counted(
     want_live, _ = expected(batches)
     store = redis_target.store(prefix=f"poison{next(_ids)}:", project_inline=False)
     keys = store.slot_groups[0].keys
-    await store.client.set(keys.rollup("day", (T // 86_400_000) * 86_400), "not a hash")
+    await store.keyspace.client.set(keys.rollup("day", (T // 86_400_000) * 86_400), "not a hash")
     for batch in batches:
         await merge(store, batch)
     assert await store.project() > 0
@@ -182,8 +182,8 @@ async def test_a_projection_further_behind_than_the_log_says_what_it_lost(
     await merge(store, lost)
     await merge(store, last)
     # The merges' trim by age reaches past the checkpoint of a stalled projection.
-    [(newest, _)] = await store.client.xrevrange(keys.changelog, count=1)
-    await store.client.xtrim(keys.changelog, minid=newest, approximate=False)
+    [(newest, _)] = await store.keyspace.client.xrevrange(keys.changelog, count=1)
+    await store.keyspace.client.xtrim(keys.changelog, minid=newest, approximate=False)
     with structlog.testing.capture_logs() as logs:
         assert await store.project() == 1
     assert store.projection.lost == 1
@@ -225,7 +225,7 @@ async def test_the_log_names_domains_never_addresses(redis_target: RedisTarget) 
         await merge(store, batch)
     raw = b""
     for group in store.slot_groups:
-        for _, fields in await store.client.xrange(group.keys.changelog):
+        for _, fields in await store.keyspace.client.xrange(group.keys.changelog):
             raw += b"".join(fields.values())
     assert raw and b"d3.example" in raw
     assert b"@" not in raw

@@ -17,6 +17,7 @@ from service.codec import encode_batch
 from service.dimensions import Dimensions
 from service.stats import BUCKET_TTL_S, Counting, bucket_of
 from service.stores import Checkpoint, MergeRejected, RedisStore, StoreUnavailable
+from service.stores.keyspace import RedisKeyspace
 from tests.support import ses
 from tests.support.fold import SEEN_MS, changes, events_of, fold
 from tests.support.servers import RedisServer, free_port
@@ -399,8 +400,8 @@ async def test_the_alert_outbox_says_how_old_its_oldest_entry_is(redis_client) -
     from service.alerts.redis_store import RedisAlertStore
     from tests.support.chat import sample_alert
 
-    # Alert state shares one slot on a cluster (RedisStore.single_slot_prefix).
-    alerts = RedisAlertStore(redis_client, prefix="{outbox-age}:", owns_client=False)
+    # Alert state shares one slot on a cluster (RedisKeyspace.single_slot).
+    alerts = RedisAlertStore(RedisKeyspace.of(redis_client, prefix="{outbox-age}:"))
     assert await alerts.oldest_waiting_ms("slack-1") is None
     assert await alerts.hold_lease("me", 10_000)
     plan = Plan(upserts={}, deletes=(), notices=(sample_alert(),))
@@ -419,7 +420,7 @@ async def test_a_replay_holds_messages_past_the_retention_briefly(make_store, re
     records = [ses.send("m-old", ["a@gmail.com"]), ses.delivery("m-old", ["a@gmail.com"], T + 900)]
     await store.merge(writes_for(records, seen_ms=now), counting=replaying)
     assert 0 < await redis_client.ttl(store.key("m-old")) <= PAST_RETENTION_HOLD_S
-    assert not await redis_client.exists(f"{store.prefix}r:a@gmail.com")
+    assert not await redis_client.exists(f"{store.keyspace.prefix}r:a@gmail.com")
     [day] = await store.read_rollups("day", [stats.day_of(T)])
     assert day["c:sent"] == 1 and day["g:provider=gmail|c:delivered"] == 1
     await store.merge(writes_for(records, seen_ms=now), counting=replaying)  # counts once
@@ -431,7 +432,7 @@ async def test_a_replay_holds_messages_past_the_retention_briefly(make_store, re
     assert not await store.replayed("abc")
     await store.mark_replayed("abc", 60)
     assert await store.replayed("abc")
-    assert 0 < await redis_client.ttl(f"{store.prefix}replayed:abc") <= 60
+    assert 0 < await redis_client.ttl(f"{store.keyspace.prefix}replayed:abc") <= 60
     await store.close()
 
 

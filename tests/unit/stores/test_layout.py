@@ -36,6 +36,21 @@ def test_every_constant_the_script_uses_comes_from_the_prelude() -> None:
     assert used and used <= PRELUDE.keys(), used - PRELUDE.keys()
 
 
+def test_the_script_writes_no_string_of_the_data_but_by_name() -> None:
+    """Stream fields, reasons, providers and answers come from layout.STRINGS: only
+    Redis's own words (commands, options), Lua's type names and error texts are
+    written in the script."""
+    literals = re.findall(r"'([^']*)'", CODE)
+    ours = [
+        text
+        for text in literals
+        # Redis's and Lua's own words; an address's domain pattern; a hash tag.
+        if text and not text.isupper() and text not in {"~", "*", "table", "@([^@]*)$", "{", "}"}
+        and not text.startswith("merge.lua: ")
+    ]  # fmt: skip
+    assert ours == [], ours
+
+
 def test_the_script_builds_key_names_only_from_the_key_families() -> None:
     # A stem written as a literal would drift from service.stores.keys, where the
     # families are kept apart (tests/property/test_key_families.py).
