@@ -18,7 +18,14 @@ import orjson
 import uvicorn
 
 import service
-from service.settings import Settings, SettingsError, load_settings, split_list, unknown_names
+from service.settings import (
+    Settings,
+    SettingsError,
+    load_settings,
+    misspelt_prefixes,
+    split_list,
+    startup_problems,
+)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -147,26 +154,27 @@ def _settings(args: argparse.Namespace) -> Settings | None:
 
 
 def _load_settings(**overrides: Any) -> Settings | None:
-    """The settings, or None after naming every problem on stderr (exit 2 then)."""
-    try:
-        settings = load_settings(**overrides)
-    except SettingsError as exc:
-        sys.stderr.write("ses-tracker: invalid settings\n")
-        sys.stderr.writelines(f"  {problem}\n" for problem in exc.problems)
-        return None
-    return settings
-
-
-def _warn_unknown_settings() -> None:
-    """A misspelt name would silently fall back to a default: say so at start-up."""
+    """The settings, or None after naming every problem on stderr (exit 2 then):
+    invalid values, names no setting has, secrets that guard nothing (fail closed:
+    ``settings.startup_problems``). A name under a misspelt prefix is warned about."""
     import os
 
-    import structlog
     from dotenv import dotenv_values
 
     dotenv = dotenv_values(".env") if Path(".env").is_file() else {}
-    for problem in unknown_names(dict(os.environ), dotenv):
-        structlog.get_logger(__name__).warning("unknown_setting", problem=problem)
+    for warning in misspelt_prefixes(os.environ, dotenv):
+        sys.stderr.write(f"ses-tracker: warning: {warning}\n")
+    try:
+        settings = load_settings(**overrides)
+    except SettingsError as exc:
+        problems = exc.problems
+    else:
+        problems = startup_problems(settings, os.environ, dotenv)
+    if problems:
+        sys.stderr.write("ses-tracker: invalid settings\n")
+        sys.stderr.writelines(f"  {problem}\n" for problem in problems)
+        return None
+    return settings
 
 
 def _serve(args: argparse.Namespace, *, demo: bool = False) -> int:
@@ -178,7 +186,6 @@ def _serve(args: argparse.Namespace, *, demo: bool = False) -> int:
     if settings is None:
         return 2
     logs.configure(settings.log_level, settings.secret_values())
-    _warn_unknown_settings()
     if not _alert_settings_valid(settings) or not _forward_settings_valid(settings):
         return 2
     if not _exposure_settings_valid(settings):

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import difflib
 import os
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import urlsplit
@@ -23,7 +24,7 @@ from pydantic import (
 )
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from service.access import ReadToken, parse_read_tokens
+from service.access import ReadToken, parse_read_tokens, token_problem
 from service.alerts.accounts import AccountPolicy, parse_account_ids
 from service.dimensions import Dimensions, parse_tag_names
 from service.stores.slots import DEFAULT_SLOT_GROUPS, MAX_SLOT_GROUPS
@@ -306,7 +307,45 @@ def load_settings(**overrides: Any) -> Settings:
         raise SettingsError(problems) from None
 
 
-def unknown_names(environ: dict[str, str], dotenv: dict[str, str | None]) -> list[str]:
+def startup_problems(
+    settings: Settings, environ: Mapping[str, str], dotenv: Mapping[str, str | None]
+) -> list[str]:
+    """Why a process must not start with these settings (fail closed): a
+    ``SES_TRACKER_*`` name no setting has (a misspelt secret would leave a route
+    open, a misspelt URL fall back to a default), and a secret that guards nothing
+    (the API token and the Firehose key: at least 24 characters, no placeholder the
+    examples ship). Never repeats a value."""
+    problems = unknown_names(environ, dotenv)
+    for name, secret in (
+        ("API_TOKEN", settings.api_token),
+        ("FIREHOSE_ACCESS_KEY", settings.firehose_access_key),
+    ):
+        if secret is not None and (problem := token_problem(secret.get_secret_value())):
+            problems.append(f"{PREFIX}{name} {problem}")
+    return problems
+
+
+# What a misspelt prefix looks like: near SES_TRACKER_ but not it.
+_PREFIX_LOOKALIKE = 0.8
+
+
+def misspelt_prefixes(environ: Mapping[str, str], dotenv: Mapping[str, str | None]) -> list[str]:
+    """Names that look like a setting under a misspelt prefix (``SES_TRAKER_*``,
+    ``SESTRACKER_*``, ``SES_TRACKERPORT``): warned about, as they may belong to
+    something else."""
+    found = []
+    for name in sorted({*environ, *dotenv}):
+        upper = name.upper()
+        if upper.startswith(PREFIX):
+            continue
+        head = upper[: len(PREFIX)]
+        near = difflib.SequenceMatcher(None, head, PREFIX).ratio() >= _PREFIX_LOOKALIKE
+        if near or upper.startswith(("SESTRACKER", "SES_TRACKER")):
+            found.append(f"{name} looks like a setting with a misspelt {PREFIX} prefix; ignored")
+    return found
+
+
+def unknown_names(environ: Mapping[str, str], dotenv: Mapping[str, str | None]) -> list[str]:
     """``SES_TRACKER_*`` names that no setting has, each with the closest one."""
     known = {PREFIX + name.upper() for name in Settings.model_fields}
     warnings = []

@@ -18,8 +18,8 @@ from tests.support.servers import free_port
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(90)]
 
-API_TOKEN = "tok-Zq81-api-secret/+="
-FIREHOSE_KEY = "fh-key-9f8e7d6c5b"
+API_TOKEN = "tok-Zq81-api-secret/+=-0123456789"
+FIREHOSE_KEY = "fh-key-9f8e7d6c5b-4a3b2c1d0e"
 WEBHOOK_SECRET = "whsec-0123456789abcdef"
 WEBHOOK_PATH = "/services/T000/B000/slack-secret-path-42"
 REDIS_PASSWORD = "redis-pass-6d5c4b"
