@@ -10,7 +10,8 @@ from pathlib import Path
 import structlog
 from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import FileResponse
+from fastapi.openapi.docs import get_swagger_ui_html
+from fastapi.responses import FileResponse, HTMLResponse
 from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
@@ -46,6 +47,9 @@ from service.stores import StoreUnavailable
 log = structlog.get_logger(__name__)
 
 STATIC = Path(__file__).parent / "static"
+# Front-end libraries from the npm registry, vendored with their licence and pinned
+# version (README, Front-end libraries).
+SWAGGER_UI = "/static/vendor/swagger-ui-dist"
 
 RuntimeHook = Callable[[Runtime], None]
 
@@ -90,6 +94,10 @@ def create_app(
         version=service.__version__,
         default_response_class=OrjsonResponse,
         lifespan=lifespan,
+        # Served below from the vendored Swagger UI (works offline, no CDN); ReDoc
+        # would need a CDN: off.
+        docs_url=None,
+        redoc_url=None,
     )
     # Every token a request may present, and the session key derived from them.
     app.state.keyring = Keyring(
@@ -130,6 +138,26 @@ def create_app(
         """The live status page: served to anyone (a SameSite=Strict cookie is not sent
         on a click from chat); its data calls carry the session the page signs in to."""
         return FileResponse(STATIC / "index.html", headers={"Cache-Control": "no-cache"})
+
+    @app.get("/docs", include_in_schema=False)
+    async def api_docs() -> HTMLResponse:
+        """Swagger UI from ``static/vendor/swagger-ui-dist`` (README, Front-end
+        libraries): nothing loaded from elsewhere."""
+        return get_swagger_ui_html(
+            openapi_url=app.openapi_url or "/openapi.json",
+            title="ses-tracker API",
+            swagger_js_url=f"{SWAGGER_UI}/swagger-ui-bundle.js",
+            swagger_css_url=f"{SWAGGER_UI}/swagger-ui.css",
+            swagger_favicon_url="/favicon.ico",
+        )
+
+    @app.get("/favicon.ico", include_in_schema=False)
+    async def favicon() -> FileResponse:
+        return FileResponse(
+            STATIC / "favicon.ico",
+            media_type="image/x-icon",
+            headers={"Cache-Control": "public, max-age=86400"},
+        )
 
     # One error shape for every status, the framework's own 404/405/422 included.
     @app.exception_handler(StarletteHTTPException)

@@ -17,6 +17,7 @@ from typing import Any, TypeVar
 import structlog
 
 from service.lag import EventLag
+from service.outages import OUTAGES, STORE
 from service.stores import StoreUnavailable
 
 log = structlog.get_logger(__name__)
@@ -80,9 +81,10 @@ class Source(ABC):
             except StoreUnavailable as exc:
                 self.failure = f"store unavailable: {exc}"
                 wait = max(delay, exc.retry_after_s)
-                log.warning("store_unavailable_retrying", source=self.name, what=what, retry_s=wait)
+                OUTAGES.failed(STORE, exc, part=f"source {self.name}")
             else:
                 self.failure = None
+                OUTAGES.ok(STORE)
                 return result
             if self.stopping:
                 raise Stopped(what)

@@ -50,6 +50,11 @@ def _parser() -> argparse.ArgumentParser:
     _server_flags(demo)
     demo.add_argument("--rate", type=float, default=20.0, help="simulated messages per second")
     demo.add_argument("--seed", type=int, default=None, help="seed for repeatable traffic")
+    demo.add_argument(
+        "--allow-existing-data",
+        action="store_true",
+        help="seed and simulate into a Redis that already holds data the demo did not write",
+    )
     demo.set_defaults(run=_demo)
 
     replay = commands.add_parser(
@@ -513,7 +518,51 @@ def _loadgen(args: argparse.Namespace) -> int:
 
 
 def _demo(args: argparse.Namespace) -> int:
+    settings = _settings(args)
+    if settings is None:
+        return 2
+    if settings.redis_url and not _demo_may_write(settings, args.allow_existing_data):
+        return 2
     return _serve(args, demo=True)
+
+
+def _demo_may_write(settings: Settings, allowed: bool) -> bool:
+    """The demo writes 89 days of invented history and live traffic: into an empty
+    Redis or one it seeded before, or, with ``--allow-existing-data``, anywhere."""
+    import asyncio
+
+    from service.runtime import build_keyspace
+    from service.traffic.simulator import SEEDED_MARK
+
+    async def holds() -> tuple[bool, bool]:
+        keyspace = build_keyspace(settings)
+        assert keyspace is not None
+        try:
+            seeded = bool(await keyspace.client.exists(keyspace.keys.replayed(SEEDED_MARK)))
+            async for _key in keyspace.client.scan_iter(match=f"{keyspace.prefix}*", count=100):
+                return True, seeded
+            return False, seeded
+        finally:
+            await keyspace.close()
+
+    try:
+        data, seeded = asyncio.run(holds())
+    except Exception as exc:
+        sys.stderr.write(f"ses-tracker demo: cannot check the Redis first ({type(exc).__name__})\n")
+        return False
+    if data and not seeded and not allowed:
+        sys.stderr.write(
+            "ses-tracker demo: this Redis already holds data the demo did not write; the "
+            "demo adds 89 days of invented history and simulated traffic to it. Use an "
+            "empty Redis, or pass --allow-existing-data to write there anyway.\n"
+        )
+        return False
+    if data or seeded:
+        sys.stderr.write(
+            "ses-tracker demo: warning: writing simulated traffic into a Redis that holds "
+            "data (history seeded once, marked)\n"
+        )
+    return True
 
 
 # replay's exit codes

@@ -33,6 +33,7 @@ from typing import Any
 import orjson
 import structlog
 
+from service.outages import OUTAGES, STORE
 from service.stores.base import Store, StoreUnavailable
 
 log = structlog.get_logger(__name__)
@@ -49,6 +50,10 @@ MAX_ATTEMPTS = 5
 JOB_ID_BYTES = 12
 
 Reach = Callable[[str], Awaitable[int]]
+
+
+class LeaseLost(Exception):
+    """Another process holds the erasure lease now: it goes on with the job."""
 
 
 @dataclass(slots=True)
@@ -153,9 +158,12 @@ class ErasureRunner:
             try:
                 await self.store.refresh_tombstones()
                 await self.work_queue()
+                OUTAGES.ok(STORE)
             except StoreUnavailable as exc:
-                log.warning("erasure_deferred", error=str(exc)[:300], retry_s=RETRY_S)
+                OUTAGES.failed(STORE, exc, part="erasures")
                 delay = RETRY_S
+            except LeaseLost:
+                log.info("erasure_lease_lost")
             except Exception:
                 self.failures += 1
                 log.exception("erasure_runner_failed", retry_s=RETRY_S)
@@ -179,8 +187,8 @@ class ErasureRunner:
                 continue
             try:
                 await self.run(job)
-            except StoreUnavailable:
-                raise  # an outage: the job waits, first in line
+            except (StoreUnavailable, LeaseLost):
+                raise  # an outage, or another process's turn: the job waits
             except Exception as exc:
                 await self._failed(job, exc)
                 continue
@@ -232,7 +240,7 @@ class ErasureRunner:
 
     async def _renew(self) -> None:
         if not await self.store.hold_erasure_lease(self.holder, LEASE_MS):
-            raise StoreUnavailable("the erasure lease went to another process")
+            raise LeaseLost(self.holder)
 
     async def _save(self, job: ErasureJob, queued: bool) -> None:
         # Only while holding the lease: a runner that lost it (paused past it) must

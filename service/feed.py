@@ -21,6 +21,7 @@ import msgpack
 import structlog
 from redis import asyncio as aioredis
 
+from service.outages import OUTAGES, STORE
 from service.state import Transition
 from service.stores import RedisStore, StoreUnavailable
 from service.stores.errors import unavailable
@@ -99,10 +100,11 @@ async def follow_redis(store: RedisStore, feed: TransitionFeed, sleep: Callable)
         except StoreUnavailable as exc:
             if task is not None and task.cancelling():
                 raise asyncio.CancelledError from exc
-            log.warning("transition_feed_unavailable", error=str(exc), retry_s=delay)
+            OUTAGES.failed(STORE, exc, part="transition feed")
             await sleep(delay)
             delay = min(delay * 2, 10.0)
             continue
+        OUTAGES.ok(STORE)
         delay = 0.5
         if transitions:
             feed.publish(transitions)

@@ -16,6 +16,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.registry import Collector
 
 from service.dimensions import NONE, domain_of
+from service.outages import OUTAGES
 from service.providers import OTHER as OTHER_PROVIDER
 from service.state import MessageWrite, Transition
 
@@ -288,6 +289,7 @@ class _PipelineCollector(Collector):
 
         if measured.erasures is not None:
             yield from _erasure_metrics(measured.erasures, measured.store)
+        yield from _dependency_metrics()
 
         store = measured.store
         # The Redis store's statistics projection (a cache in front hands it through).
@@ -315,6 +317,24 @@ class _PipelineCollector(Collector):
             outbox = getattr(store, "outbox", None)
             dropped.add_metric(["forward_outbox"], getattr(outbox, "lost", 0))
             yield from (size, held, dropped)
+
+
+def _dependency_metrics() -> Iterator[Metric]:
+    """Outages of what the service depends on (service.outages)."""
+    up = GaugeMetricFamily(
+        "ses_tracker_dependency_up",
+        "1 while the dependency answers, 0 from its first failure to its next success.",
+        labels=["dependency"],
+    )
+    failures = CounterMetricFamily(
+        "ses_tracker_dependency_failures",
+        "Calls to the dependency that failed for an outage (each logged once per outage).",
+        labels=["dependency"],
+    )
+    for name, dependency in sorted(OUTAGES.dependencies.items()):
+        up.add_metric([name], 1 if dependency.up else 0)
+        failures.add_metric([name], dependency.failures)
+    yield from (up, failures)
 
 
 def _erasure_metrics(erasures: Any, store: Any) -> Iterator[Metric]:

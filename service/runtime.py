@@ -27,6 +27,7 @@ from service.forward.outbox import MemoryOutbox, Outbox, RedisOutbox
 from service.forward.sender import Forwarder
 from service.metrics import Metrics
 from service.mx import MxCache, MxResolver, dns_lookup
+from service.outages import OUTAGES, STORE, cause_of
 from service.outbound import Outbound
 from service.parsing import ParsePool, processes_per_worker
 from service.pipeline import Pipeline
@@ -34,6 +35,7 @@ from service.ratelimit import RateLimiter
 from service.settings import Settings
 from service.stores import CachedStore, MemoryStore, RedisStore, Store
 from service.stores.base import StoreUnavailable
+from service.stores.errors import REDIS_UNAVAILABLE
 from service.stores.keyspace import RedisKeyspace
 from service.stores.redis import StoreFormatError, StoreLayoutError
 
@@ -322,9 +324,10 @@ class Runtime:
             rate_limit_per_s=settings.rate_limit_per_s or None,
         )
         redis = self.redis
-        if not await self.store.ping():
+        unreachable = await self._unreachable()
+        if unreachable is not None:
             # Not fatal: /readyz reports it and the store reconnects on its own.
-            log.error("store_unreachable", store=self.store.describe())
+            log.error("store_unreachable", store=self.store.describe(), cause=unreachable)
         elif redis is not None:
             try:
                 await redis.claim_format()
@@ -351,6 +354,17 @@ class Runtime:
             task = asyncio.create_task(supervise(source), name=f"source:{source.name}")
             task.add_done_callback(_report_crash)
             self._source_tasks.append(task)
+
+    async def _unreachable(self) -> str | None:
+        """Why the store cannot be reached at start-up (None: it can)."""
+        if self.keyspace is None:
+            return None if await self.store.ping() else "unreachable"
+        try:
+            await self.keyspace.client.ping()
+        except REDIS_UNAVAILABLE as exc:
+            OUTAGES.failed(STORE, exc, part="start-up")
+            return cause_of(exc)
+        return None
 
     async def stop(self, drain_s: float = 15.0) -> None:
         """Drain sources (finish, make durable, acknowledge), then stop the rest."""

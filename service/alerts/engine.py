@@ -49,9 +49,10 @@ from service.clock import wall_clock_ms
 from service.codec import decode_header
 from service.events import AccountEvent
 from service.lag import DEFAULT_CATCH_UP_S
+from service.outages import OUTAGES, STORE
 from service.search import MAX_LIMIT, SearchQuery
 from service.stores.base import Store, StoreUnavailable
-from service.stores.errors import unavailable
+from service.stores.errors import REDIS_UNAVAILABLE, unavailable
 from service.view import ViewOptions, recipient_diagnosis
 
 log = structlog.get_logger(__name__)
@@ -329,9 +330,11 @@ class Alerting:
             _honour_cancel()
             try:
                 await self.tick()
-            except (StoreUnavailable, OSError, ConnectionError) as exc:
+                OUTAGES.ok(STORE)
+            except (StoreUnavailable, *REDIS_UNAVAILABLE) as exc:
+                # An outage (OSError: the alert state directory), said once.
                 self.evaluation_errors += 1
-                log.warning("alert_evaluation_failed", error=str(exc))
+                OUTAGES.failed(STORE, exc, part="alert evaluator")
             except Exception:
                 self.evaluation_errors += 1
                 log.exception("alert_evaluation_crashed")
@@ -389,8 +392,8 @@ class Alerting:
             try:
                 sent = await self.send_due(sink)
                 self.backlog[sink.name] = await self.alert_store.pending(sink.id)
-            except (StoreUnavailable, OSError, ConnectionError) as exc:
-                log.warning("alert_outbox_unreachable", sink=sink.name, error=str(exc))
+            except (StoreUnavailable, *REDIS_UNAVAILABLE) as exc:
+                OUTAGES.failed(STORE, exc, part=f"alert sender {sink.name}")
                 sent = 0
             except Exception:
                 log.exception("alert_sender_crashed", sink=sink.name)

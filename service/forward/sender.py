@@ -45,6 +45,7 @@ from service.codec import decode_event
 from service.forward.config import Subscription
 from service.forward.items import Change, Facts, facts_of, item, matches
 from service.forward.outbox import Entry, Outbox, event_without
+from service.outages import OUTAGES, STORE
 from service.outbound import (
     SIGNATURE_HEADER,
     TIMESTAMP_HEADER,
@@ -153,7 +154,7 @@ class Forwarder:
                     await self._round(subscription, figures)
                 except StoreUnavailable as exc:
                     figures.last_error = str(exc)
-                    log.warning("forward_store_unavailable", subscription=subscription.name)
+                    OUTAGES.failed(STORE, exc, part=f"forwarding to {subscription.name}")
                     await self._sleep(1.0)
         finally:
             figures.sending = False

@@ -103,6 +103,9 @@ class Merging(ABC):
         projection``: before this returns where this process holds the projection's
         lease, else within the holder's next sweep). Without it, nothing is counted.
 
+        A merge that counts nothing live (``counting.live`` off: history) appends
+        nothing to the live transitions stream or the forwarding outbox.
+
         Raises ``StoreUnavailable`` when the store cannot take it (retry), and
         ``MergeRejected`` when it refuses messages for what they hold (poison:
         retrying fails the same way; the rest may have merged, see there).

@@ -219,7 +219,8 @@ class MemoryStore(Store):
             self._revision += 1
             for bucket in changes.touched:
                 self._revisions[bucket] = self._revision
-        if forwarded and self.outbox is not None:
+        # History (nothing counted live) is not news: not forwarded.
+        if forwarded and self.outbox is not None and (counting is None or counting.live):
             self.outbox.append(forwarded)
         if observer.suppressed and self._suppression_days:
             wall_ms = counting.now_ms if counting is not None else self._wall_ms()

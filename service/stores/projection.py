@@ -38,6 +38,7 @@ import structlog
 from redis.exceptions import NoScriptError
 
 from service import stats
+from service.outages import OUTAGES, STORE
 from service.stores import changelog, layout, lease
 from service.stores.base import StoreUnavailable
 from service.stores.errors import unavailable
@@ -112,19 +113,14 @@ class StatsProjection:
             await self.catch_up(number)
 
     async def run_forever(self) -> None:
-        """Sweep every ``SWEEP_S`` until cancelled: an outage is one line, and the
-        sweep goes on when Redis is back."""
-        down = False
+        """Sweep every ``SWEEP_S`` until cancelled: an outage is one line for the
+        process (``service.outages``), and the sweep goes on when Redis is back."""
         while True:
             try:
                 await self.sweep()
-                if down:
-                    log.info("projection_resumed", projection=NAME)
-                    down = False
+                OUTAGES.ok(STORE)
             except StoreUnavailable as exc:
-                if not down:
-                    log.warning("projection_waiting", projection=NAME, error=str(exc))
-                    down = True
+                OUTAGES.failed(STORE, exc, part="statistics projection")
             await asyncio.sleep(SWEEP_S)
 
     async def _hold(self, number: int) -> bool:

@@ -470,10 +470,13 @@ class RedisStore(Store):
             packed = _pack(layout.in_order(layout.LOG, min_id_ms=now_ms - LOG_KEEP_S * 1000))
             optional["log"] = (group_keys.changelog, packed)
             context = changelog.pack_context(writes, counting)
-        if self._feed_window_ms is not None:
+        # History (a replay, the demo's seeded days: nothing counted live) is not
+        # news: nothing of it goes to the live stream or the forwarding outbox.
+        news = counting is None or counting.live
+        if self._feed_window_ms is not None and news:
             packed = _pack(layout.in_order(layout.FEED, min_id_ms=now_ms - self._feed_window_ms))
             optional["feed"] = (group_keys.transitions, packed)
-        if self._forward_keep_ms is not None:
+        if self._forward_keep_ms is not None and news:
             packed = _pack(
                 layout.in_order(layout.FORWARD, min_id_ms=now_ms - self._forward_keep_ms)
             )

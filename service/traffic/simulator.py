@@ -65,12 +65,23 @@ TROUBLED_DAYS = {12: 0.7, 13: 0.5, 40: 0.3}
 DAY_MS = 86_400_000
 
 
+# Marks a store the demo has seeded (Admin.mark_replayed), for as long as the
+# history it wrote is kept: a second demo on the same Redis seeds nothing.
+SEEDED_MARK = "demo-history-v1"
+SEEDED_KEEP_S = 400 * 86_400
+
+
 async def seed_history(
     pipeline: Pipeline, *, days: int = 89, per_day: int = 150, seed: int | None = None
 ) -> int:
     """Merge ``per_day`` simulated messages for each of the ``days`` before today
     (every event of each at once), counting them in the history rollups only, as a
-    replay does. Returns the events merged."""
+    replay does: never forwarded, never on the live stream. Once per store: one
+    seeded before (its mark) is left as it is. Returns the events merged."""
+    store = pipeline.store
+    if await store.replayed(SEEDED_MARK):
+        log.info("demo_history_already_seeded")
+        return 0
     history = Pipeline(
         pipeline.store,
         live_stats=False,
@@ -95,5 +106,6 @@ async def seed_history(
         )
         merged += len(result.events)
         await asyncio.sleep(0)  # one day at a time: the API answers meanwhile
+    await store.mark_replayed(SEEDED_MARK, SEEDED_KEEP_S)
     log.info("demo_history_seeded", days=days, events=merged)
     return merged
