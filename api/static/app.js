@@ -187,12 +187,24 @@ async function refreshTrend() {
   } catch (error) { /* next poll */ }
 }
 
+// The severity of a firing rate alert, by kind ("bounce", "complaint"): a bar is
+// never green while its alert fires (refreshAlerts keeps this).
+const firingRates = {};
+let lastRates = {};
+
 function showRate(name, rate, reviewAt) {
+  lastRates[name] = [rate, reviewAt];
   const bar = $(name + "-bar");
   // The bar's full width is twice the review threshold; the marker sits at half.
   const share = rate === null ? 0 : Math.min(1, rate / (2 * reviewAt));
   bar.style.width = (share * 100).toFixed(1) + "%";
-  bar.className = rate !== null && rate >= reviewAt ? "over" : "";
+  // Red at SES's review threshold or a critical alert; amber from 40% of it (2%
+  // bounces, AWS's advice) or any firing alert on the rate; green below.
+  const alert = firingRates[name];
+  let state = "";
+  if (rate !== null && (rate >= reviewAt || alert === "critical")) state = "over";
+  else if (alert || (rate !== null && rate >= 0.4 * reviewAt)) state = "near";
+  bar.className = state;
   $(name + "-rate").textContent = rate === null ? "–" : (rate * 100).toFixed(2) + "%";
 }
 
@@ -224,7 +236,11 @@ function showTransitions(items) {
     row.append(cell, text("td", item.recipient));
     row.append(text("td", `${item.from || "new"} → ${item.to}`, "status-" + item.to));
     row.append(text("td", item.latency_ms + " ms"));
-    body.prepend(row);
+    // In event-time order, newest first (transitions arrive as merged, and a
+    // late event is older than what came before it).
+    row.dataset.at = item.at;
+    const later = Array.from(body.rows).find((other) => other.dataset.at <= item.at);
+    body.insertBefore(row, later || null);
   }
   while (body.rows.length > FEED_ROWS) body.deleteRow(-1);
 }
@@ -265,7 +281,16 @@ async function refreshAlerts() {
     if (!response.ok) throw new Error("alerts failed: " + response.status);
     const list = $("alerts");
     list.replaceChildren();
-    for (const alert of (await response.json()).firing) {
+    const firing = (await response.json()).firing;
+    for (const kind of ["bounce", "complaint"]) {
+      // A rate rule's alert names its rate among its figures ("bounce rate": ...).
+      const severities = firing
+        .filter((a) => a.figures && Object.hasOwn(a.figures, kind + " rate"))
+        .map((a) => a.severity);
+      firingRates[kind] = severities.includes("critical") ? "critical" : severities[0] || null;
+      if (lastRates[kind]) showRate(kind, ...lastRates[kind]);
+    }
+    for (const alert of firing) {
       const item = document.createElement("li");
       item.append(text("span", alert.severity, alert.severity === "critical" ? "status-bounced" : "status-delayed"));
       item.append(` ${alert.title} `);

@@ -311,3 +311,75 @@ async def test_the_lookup_box_shows_a_recipient_profile() -> None:
         await page.locator("#lookup-result a", has_text="0100018b-prof-a").click()
         await expect(page.locator("#lookup-title")).to_have_text("0100018b-prof-a")
         await browser.close()
+
+
+async def test_live_rows_are_in_event_time_order_and_counters_say_their_window() -> None:
+    """#27: a late event (older than what came before it) goes below the newer rows,
+    not on top; the counters say which window they count."""
+    async with serving(Settings(_env_file=None)) as server, async_playwright() as p:
+        browser = await p.chromium.launch(
+            executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS
+        )
+        page = await browser.new_page(viewport={"width": 1400, "height": 1000})
+        await page.goto(server.base + "/")
+        await expect(page.locator("#connection")).to_have_text("live", timeout=5_000)
+        await expect(page.locator(".counters-window")).to_have_text(
+            "Recipients by status, last 5 minutes (by event time)"
+        )
+        now = int(time.time() * 1000)
+        newer = [ses.send("0100018b-order-new", ["a@x.com"], now - 1_000),
+                 ses.delivery("0100018b-order-new", ["a@x.com"], now, now - 1_000)]  # fmt: skip
+        late = [ses.send("0100018b-order-late", ["b@x.com"], now - 60_000)]
+        async with httpx.AsyncClient(base_url=server.base) as client:
+            for batch in (newer, late):
+                assert (await client.post("/v1/events", content=ses.dumps(*batch))).status_code
+                rows = page.locator("#feed tbody tr")
+                await expect(rows).to_have_count(3 if batch is late else 2, timeout=5_000)
+        times = await page.locator("#feed tbody tr td:first-child").all_inner_texts()
+        assert times == sorted(times, reverse=True), times
+        links = await page.locator("#feed tbody tr td.mid").all_inner_texts()
+        assert links[-1].startswith("0100018b-order-late"), links
+        await browser.close()
+
+
+async def test_a_rate_bar_is_never_green_past_a_threshold_or_while_its_alert_fires(
+    tmp_path: Path,
+) -> None:
+    """#27: green below, amber from 2% bounces (or while a rate alert fires, whatever
+    its threshold), red from SES's review threshold (before: green up to 5%)."""
+    rules = tmp_path / "rules.yaml"
+    rules.write_text(
+        "timing:\n  evaluate_every_s: 0.5\n  group_wait_s: 0\nrules:\n"
+        "  - name: bounces\n    kind: bounce_rate\n    window_s: 3600\n"
+        "    warn: 0.005\n    min_sent: 10\n"
+    )
+    settings = Settings(_env_file=None, alert_rules=rules)
+    async with serving(settings) as server, async_playwright() as p:
+        browser = await p.chromium.launch(
+            executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS
+        )
+        page = await browser.new_page(viewport={"width": 1400, "height": 1000})
+        await page.goto(server.base + "/")
+        await expect(page.locator("#connection")).to_have_text("live", timeout=5_000)
+        now = int(time.time() * 1000)
+        sent = [ses.send(f"0100018b-bar-{n:03}", [f"r{n}@x.com"], now - 5_000) for n in range(100)]
+        bounced = ses.bounce(
+            "0100018b-bar-000", ["r0@x.com"], now, "Permanent", sent_at=now - 5_000
+        )
+        async with httpx.AsyncClient(base_url=server.base) as client:
+            assert (await client.post("/v1/events", content=ses.dumps(*sent))).status_code == 202
+            await expect(page.locator("#bounce-bar")).to_have_class("", timeout=5_000)
+            # 1%: under 2%, but past the rule's 0.5%: its alert fires, so amber.
+            assert (await client.post("/v1/events", content=ses.dumps(bounced))).status_code == 202
+            await expect(page.locator("#bounce-rate")).to_have_text("1.00%", timeout=5_000)
+            await expect(page.locator("#alerts")).to_contain_text("Bounce rate", timeout=15_000)
+            await expect(page.locator("#bounce-bar")).to_have_class("near", timeout=15_000)
+            # 6%: past SES's review threshold: red.
+            more = [
+                ses.bounce(f"0100018b-bar-{n:03}", [f"r{n}@x.com"], now, "Permanent",
+                           sent_at=now - 5_000)
+                for n in range(1, 6)
+            ]  # fmt: skip
+            assert (await client.post("/v1/events", content=ses.dumps(*more))).status_code == 202
+            await expect(page.locator("#bounce-bar")).to_have_class("over", timeout=5_000)
+        await browser.close()

@@ -22,7 +22,7 @@ from service.parser import parse_payload
 from service.stores import RedisStore
 from tests.support import ses
 from tests.support.receiver import Answer, Receiver
-from tests.support.redis import RedisTarget
+from tests.support.redis import Interleaved, RedisTarget
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(60)]
 
@@ -388,26 +388,6 @@ async def test_the_backlog_still_counts_past_an_erased_entry(redis_target: Redis
     await outbox.ack("sub", [entry.id for entry in left])
     assert (await outbox.backlog("sub")).entries == 0
     await store.close()
-
-
-class Interleaved:
-    """A client whose first XRANGE that finds entries runs ``meanwhile`` (another
-    erasure) before answering: that erasure replaces the entries this page holds,
-    after the page's end."""
-
-    def __init__(self, client, meanwhile) -> None:
-        self._client = client
-        self._meanwhile = meanwhile
-
-    def __getattr__(self, name: str):
-        return getattr(self._client, name)
-
-    async def xrange(self, *args, **kwargs):
-        rows = await self._client.xrange(*args, **kwargs)
-        if rows and self._meanwhile is not None:
-            meanwhile, self._meanwhile = self._meanwhile, None
-            await meanwhile()
-        return rows
 
 
 async def test_an_entry_another_erasure_replaced_first_is_met_again(

@@ -60,3 +60,23 @@ class RedisTarget:
             "SES_TRACKER_REDIS_URL": self.url,
             "SES_TRACKER_REDIS_CLUSTER": "true" if self.cluster else "false",
         }
+
+
+class Interleaved:
+    """A client whose first XRANGE that finds entries runs ``meanwhile`` (another
+    erasure) before answering: that erasure replaces the entries this page holds,
+    after the page's end."""
+
+    def __init__(self, client, meanwhile) -> None:
+        self._client = client
+        self._meanwhile = meanwhile
+
+    def __getattr__(self, name: str):
+        return getattr(self._client, name)
+
+    async def xrange(self, *args, **kwargs):
+        rows = await self._client.xrange(*args, **kwargs)
+        if rows and self._meanwhile is not None:
+            meanwhile, self._meanwhile = self._meanwhile, None
+            await meanwhile()
+        return rows
