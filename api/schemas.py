@@ -67,6 +67,7 @@ class FirehoseAnswer(_Open):
 class RecipientSummary(_Open):
     address: str
     status: str
+    diagnosis: str  # its code (service.diagnosis.CODES)
 
 
 class _MessageHeader(_Open):

@@ -134,12 +134,18 @@ def _message_notes(header: Header) -> list[str]:
 def message_summary(
     message_id: str, record: state.MessageRecord, options: ViewOptions
 ) -> dict[str, Any]:
-    """One search result: what the message is and where each recipient stands."""
+    """One search result: what the message is and where each recipient stands, with
+    each recipient's diagnosis code (``service.diagnosis``: why it failed, or
+    what it waits for)."""
     header = decode_header(record.header) or Header(None, None, None, {})
-    recipients = [
-        {"address": address, "status": record.recipient_status(address)}
-        for address in sorted(record.recipients)
-    ]
+    events = [decode_event(blob) for blob in record.blobs.values()]
+    recipients = []
+    for address in sorted(record.recipients):
+        status = record.recipient_status(address)
+        state_now = _state_of(address, status, header, events, options)
+        recipients.append(
+            {"address": address, "status": status, "diagnosis": diagnose(state_now).code}
+        )
     waiting = any(r["status"] in _PENDING for r in recipients)
     return {
         "message_id": message_id,

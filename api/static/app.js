@@ -4,6 +4,7 @@
 
 import { api } from "./api.js";
 import { $, text, viewLink } from "./dom.js";
+import { searchHref } from "./search.js";
 
 const FEED_ROWS = 50;
 const HISTORY = 300; // one stats point a second: five minutes
@@ -13,6 +14,7 @@ const WAITING_ROWS = 15;
 
 // Opens a message as the page's main view (set by startDashboard).
 let openMessage = () => {};
+let openSearch = () => {};
 let stopped = false;
 
 function messageLink(messageId, shown) {
@@ -90,6 +92,13 @@ function showDimensions(names) {
   }
 }
 
+/** The search filters of one breakdown group (null for "(other)"). */
+function searchFor(dimension, key) {
+  if (key === "(other)" || key === "(none)") return null;
+  if (dimension.startsWith("tag:")) return { tag: `${dimension.slice(4)}:${key}` };
+  return { [dimension]: key };
+}
+
 function showBreakdown(groups) {
   $("breakdown-key").textContent = breakdownBy;
   const body = $("breakdown").querySelector("tbody");
@@ -102,6 +111,12 @@ function showBreakdown(groups) {
     for (const value of [group.key, c.sent, c.delivered, c.delayed, c.bounced, c.complained, bounce,
                          delivery ? delivery.p90 : "–"]) {
       row.append(text("td", String(value)));
+    }
+    const filters = searchFor(breakdownBy, group.key);
+    if (filters) {
+      // A row opens the search for its group (the "(other)" row stands for many).
+      const link = viewLink(group.key, searchHref(filters), () => openSearch(filters));
+      row.cells[0].replaceChildren(link);
     }
     body.append(row);
   }
@@ -385,6 +400,17 @@ async function searchMessages(params) {
 /** Starts the live panels; `ctx.openMessage(id)` opens a message as the main view. */
 export function startDashboard(ctx) {
   openMessage = ctx.openMessage;
+  openSearch = ctx.openSearch;
+  // A status counter opens the search for its status.
+  for (const counter of document.querySelectorAll(".counter")) {
+    const status = counter.querySelector("[id^=count-]").id.slice("count-".length);
+    counter.classList.add("clickable");
+    counter.tabIndex = 0;
+    counter.setAttribute("role", "link");
+    counter.title = `search messages ${status}`;
+    counter.onclick = () => openSearch({ status });
+    counter.onkeydown = (event) => { if (event.key === "Enter") openSearch({ status }); };
+  }
   checkAccess().then((allowed) => { if (allowed) connect(); });
   refreshWaiting();
   refreshAlerts();

@@ -8,6 +8,7 @@ import { startDashboard, stopLive } from "./app.js";
 import { $ } from "./dom.js";
 import { showMessage } from "./message.js";
 import { showRecipient } from "./recipient.js";
+import { searchHref, showSearch } from "./search.js";
 import { askForToken, signIn, signOut, takeTokenFromAddress, whoAmI } from "./session.js";
 
 // Before anything else: a token in the address (an old bookmark, a hand-made link)
@@ -15,12 +16,21 @@ import { askForToken, signIn, signOut, takeTokenFromAddress, whoAmI } from "./se
 const linkToken = takeTokenFromAddress();
 
 const view = { panel: $("lookup-panel"), title: $("lookup-title"), body: $("lookup-result") };
-const ctx = { canWrite: false, openMessage: (id) => open("message", id), openRecipient: (a) => open("recipient", a) };
+const ctx = {
+  canWrite: false,
+  openMessage: (id) => open("message", id),
+  openRecipient: (a) => open("recipient", a),
+  openSearch: (filters) => go(searchHref(filters)),
+};
 let started = false;
 let asking = null;
 
 function open(kind, value) {
-  history.pushState({ fromPage: true }, "", `/?${kind}=${encodeURIComponent(value)}`);
+  go(`/?${kind}=${encodeURIComponent(value)}`);
+}
+
+function go(href) {
+  history.pushState({ fromPage: true }, "", href);
   route();
 }
 
@@ -29,7 +39,8 @@ function route() {
   const params = new URLSearchParams(location.search);
   const message = params.get("message");
   const recipient = params.get("recipient");
-  const viewing = Boolean(message || recipient);
+  const search = params.has("search");
+  const viewing = Boolean(message || recipient || search);
   $("dashboard").hidden = viewing;
   view.panel.hidden = !viewing;
   if (!viewing) {
@@ -37,6 +48,12 @@ function route() {
     return;
   }
   window.scrollTo(0, 0);
+  if (search) {
+    $("lookup-kind").textContent = "Search messages";
+    document.title = "ses-tracker · search";
+    showSearch(params, view, ctx);
+    return;
+  }
   $("lookup-id").value = message || recipient;
   $("lookup-kind").textContent = message ? "Message" : "Recipient";
   document.title = `ses-tracker · ${message ? "message" : "recipient"}`;
@@ -62,6 +79,12 @@ whenUnauthorised(() => {
   $("connection").textContent = "signed out";
   asking = askForToken("Your session has ended: sign in again.").then(() => location.reload());
 });
+
+$("open-search").onclick = (event) => {
+  if (event.button !== 0 || event.metaKey || event.ctrlKey || event.shiftKey) return;
+  event.preventDefault();
+  go("/?search=1");
+};
 
 $("sign-out").onclick = async () => {
   stopLive();
