@@ -21,6 +21,14 @@ export function el(tag, className, ...children) {
   return node;
 }
 
+/** A box that scrolls what it holds sideways (a wide table on a narrow screen):
+ * focusable, so a keyboard can scroll it too. */
+export function scrollBox(...children) {
+  const box = el("div", "scroll", ...children);
+  box.tabIndex = 0;
+  return box;
+}
+
 export function headerRow(names) {
   const row = document.createElement("tr");
   for (const name of names) row.append(text("th", name));

@@ -8,6 +8,7 @@ import { startDashboard, stopLive } from "./app.js";
 import { $ } from "./dom.js";
 import { showMessage } from "./message.js";
 import { showRecipient } from "./recipient.js";
+import { showAlerts, showSuppressions } from "./lists.js";
 import { searchHref, showSearch } from "./search.js";
 import { askForToken, signIn, signOut, takeTokenFromAddress, whoAmI } from "./session.js";
 
@@ -21,6 +22,13 @@ const ctx = {
   openMessage: (id) => open("message", id),
   openRecipient: (a) => open("recipient", a),
   openSearch: (filters) => go(searchHref(filters)),
+  go: (href) => go(href),
+};
+// The list views, by the parameter that names them: [title, renderer].
+const LISTS = {
+  search: ["Search messages", showSearch],
+  suppressions: ["Suppression list", showSuppressions],
+  alerts: ["Alerts", showAlerts],
 };
 let started = false;
 let asking = null;
@@ -39,8 +47,8 @@ function route() {
   const params = new URLSearchParams(location.search);
   const message = params.get("message");
   const recipient = params.get("recipient");
-  const search = params.has("search");
-  const viewing = Boolean(message || recipient || search);
+  const list = Object.keys(LISTS).find((name) => params.has(name));
+  const viewing = Boolean(message || recipient || list);
   $("dashboard").hidden = viewing;
   view.panel.hidden = !viewing;
   if (!viewing) {
@@ -48,10 +56,11 @@ function route() {
     return;
   }
   window.scrollTo(0, 0);
-  if (search) {
-    $("lookup-kind").textContent = "Search messages";
-    document.title = "ses-tracker · search";
-    showSearch(params, view, ctx);
+  if (list) {
+    const [title, show] = LISTS[list];
+    $("lookup-kind").textContent = title;
+    document.title = `ses-tracker · ${title.toLowerCase()}`;
+    show(params, view, ctx);
     return;
   }
   $("lookup-id").value = message || recipient;
@@ -80,11 +89,13 @@ whenUnauthorised(() => {
   asking = askForToken("Your session has ended: sign in again.").then(() => location.reload());
 });
 
-$("open-search").onclick = (event) => {
-  if (event.button !== 0 || event.metaKey || event.ctrlKey || event.shiftKey) return;
-  event.preventDefault();
-  go("/?search=1");
-};
+for (const name of Object.keys(LISTS)) {
+  $("open-" + name).onclick = (event) => {
+    if (event.button !== 0 || event.metaKey || event.ctrlKey || event.shiftKey) return;
+    event.preventDefault();
+    go(`/?${name}=1`);
+  };
+}
 
 $("sign-out").onclick = async () => {
   stopLive();

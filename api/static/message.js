@@ -4,7 +4,7 @@
 "use strict";
 
 import { api, getJson } from "./api.js";
-import { duration, el, facts, text, viewLink, when } from "./dom.js";
+import { duration, el, facts, text, viewLink, when, scrollBox } from "./dom.js";
 import { waterfall } from "./waterfall.js";
 
 const HOUR_S = 3600;
@@ -185,7 +185,7 @@ function sesSaid(message, recipient) {
       body.append(row);
     }
     table.append(body);
-    box.append(el("div", "scroll", table));
+    box.append(scrollBox(table));
   }
   return box;
 }

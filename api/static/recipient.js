@@ -3,7 +3,7 @@
 "use strict";
 
 import { api } from "./api.js";
-import { el, headerRow, text, viewLink, when } from "./dom.js";
+import { el, headerRow, text, viewLink, when, scrollBox } from "./dom.js";
 import { removeSuppressionButton } from "./message.js";
 
 /** Renders `address`'s profile into `view`; `ctx`: `{canWrite, openMessage}`. */
@@ -42,7 +42,7 @@ export async function showRecipient(address, view, ctx) {
     line.append(text("td", when(m.sent_at)), cell, text("td", mine ? mine.status : m.status));
     recent.append(line);
   }
-  const parts = [summary, suppressed, el("div", "scroll", counts), text("h3", "Recent messages"), el("div", "scroll", recent)];
+  const parts = [summary, suppressed, scrollBox(counts), text("h3", "Recent messages"), scrollBox(recent)];
   if (ctx.canWrite) parts.push(eraseControl(body.address));
   view.body.replaceChildren(...parts);
 }

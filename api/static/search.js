@@ -5,7 +5,7 @@
 "use strict";
 
 import { api } from "./api.js";
-import { el, headerRow, text, viewLink, when } from "./dom.js";
+import { el, headerRow, text, viewLink, when, scrollBox } from "./dom.js";
 
 const STATUSES = ["sent", "delayed", "delivered", "bounced", "complained", "rejected", "rendering_failed"];
 const BOUNCE_TYPES = ["Permanent", "Transient", "Undetermined"];
@@ -90,7 +90,7 @@ export async function showSearch(params, view, ctx) {
     link.className = "export-" + format;
     exports.append(link, " ");
   }
-  const results = el("div", "scroll");
+  const results = scrollBox();
   results.id = "search-results";
   const more = text("button", "More");
   more.id = "search-more";
