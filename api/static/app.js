@@ -4,6 +4,7 @@
 
 import { api } from "./api.js";
 import { $, text, viewLink } from "./dom.js";
+import { lineChart } from "./charts.js";
 import { searchHref } from "./search.js";
 
 const FEED_ROWS = 50;
@@ -61,11 +62,14 @@ function showStats(stats) {
   showRate("complaint", stats.rates.complaint, 0.001);
   const delivery = stats.latency_ms.send_to_delivery;
   if (delivery && delivery.count) {
-    history.push({ p50: delivery.p50, p90: delivery.p90, p99: delivery.p99 });
+    history.push({ at: Date.now() / 1000, p50: delivery.p50, p90: delivery.p90, p99: delivery.p99 });
     if (history.length > HISTORY) history.shift();
     $("latency-now").textContent =
       `now: p50 ${delivery.p50} ms · p90 ${delivery.p90} ms · p99 ${delivery.p99} ms · max ${delivery.max} ms (${delivery.count} deliveries)`;
-    drawChart();
+    drawLatency(
+      history.map((h) => h.at),
+      ...["p50", "p90", "p99"].map((q) => history.map((h) => h[q])),
+    );
   }
   showDimensions(stats.dimensions || []);
   if (breakdownBy === "domain") {
@@ -136,39 +140,36 @@ async function refreshBreakdown() {
 // Ninety days of daily figures against SES's review thresholds.
 const TREND_DAYS = 90;
 const TREND_POLL_MS = 60000;
-const SVG = "http://www.w3.org/2000/svg";
+const DAY_MS = 86400000;
+const COLOURS = { p50: "#3fb950", p90: "#d29922", p99: "#f85149", threshold: "#8a96a3" };
+const percent = (v) => (v * 100).toFixed(v < 0.01 ? 2 : 1) + "%";
+const ms = (v) => (v >= 10000 ? (v / 1000).toFixed(0) + " s" : Math.round(v) + " ms");
+let trendStart = 0;
+let drawLatency = () => {};
+const charts = {};
 
-function polyline(svg, points, colour, dashed) {
-  const line = document.createElementNS(SVG, "polyline");
-  line.setAttribute("points", points.map(([x, y]) => `${x.toFixed(1)},${y.toFixed(1)}`).join(" "));
-  line.setAttribute("fill", "none");
-  line.setAttribute("stroke", colour);
-  line.setAttribute("stroke-width", "2");
-  if (dashed) line.setAttribute("stroke-dasharray", "6 4");
-  svg.append(line);
+/** The charts, once: the live latency, and the 90 days (a click on a day opens the
+ * search for the messages sent that day). */
+function makeCharts() {
+  const percentiles = ["p50", "p90", "p99"].map((q) => ({ label: q, colour: COLOURS[q] }));
+  drawLatency = lineChart($("latency-chart"), {
+    series: percentiles, format: ms, unit: "ms", windowS: HISTORY,
+  });
+  const openDay = (i) => {
+    const since = new Date(trendStart + i * DAY_MS);
+    const until = new Date(since.getTime() + DAY_MS);
+    openSearch({ since: since.toISOString(), until: until.toISOString() });
+  };
+  const trend = (id, label, colour, review) => lineChart($(id), {
+    series: [{ label, colour }, { label: `SES review ${percent(review)}`, colour: COLOURS.threshold, dashed: true }],
+    format: percent, unit: "%", day: true, height: 150, onPick: openDay,
+  });
+  charts.bounce = trend("trend-bounce", "bounce rate", "#f85149", 0.05);
+  charts.complaint = trend("trend-complaint", "complaint rate", "#d29922", 0.001);
+  charts.latency = lineChart($("trend-latency"), {
+    series: percentiles, format: ms, unit: "send → delivery", day: true, height: 150, onPick: openDay,
+  });
 }
-
-function drawTrend(svg, days, series, threshold, label) {
-  // series: [[colour, day -> value or null]]; x is the day's place in the 90.
-  svg.replaceChildren();
-  const values = series.flatMap(([, value]) => days.map(value)).filter((v) => v !== null);
-  const max = Math.max(threshold === null ? 0 : threshold * 1.5, ...values, 1e-9);
-  const top = document.createElementNS(SVG, "text");
-  top.setAttribute("x", "4");
-  top.setAttribute("y", "12");
-  top.setAttribute("fill", "#8b949e");
-  top.setAttribute("font-size", "11");
-  top.textContent = "top " + label(max);
-  svg.append(top);
-  const x = (i) => (i / (TREND_DAYS - 1)) * 600;
-  const y = (v) => 135 - (v / max) * 125;
-  if (threshold !== null) polyline(svg, [[0, y(threshold)], [600, y(threshold)]], "#8b949e", true);
-  for (const [colour, value] of series) {
-    const points = days.map((day, i) => [i, value(day)]).filter(([, v]) => v !== null);
-    polyline(svg, points.map(([i, v]) => [x(i), y(v)]), colour, false);
-  }
-}
-
 async function refreshTrend() {
   const until = new Date();
   const start = new Date(until.getTime() - (TREND_DAYS - 1) * 86400000);
@@ -188,12 +189,13 @@ async function refreshTrend() {
       const figures = day && day.latency_ms.send_to_delivery;
       return figures && figures.count ? figures[q] : null;
     };
-    const percent = (v) => (v * 100).toFixed(2) + "%";
-    const ms = (v) => (v >= 10000 ? (v / 1000).toFixed(0) + " s" : Math.round(v) + " ms");
-    drawTrend($("trend-bounce"), days, [["#f85149", rate("bounce")]], 0.05, percent);
-    drawTrend($("trend-complaint"), days, [["#d29922", rate("complaint")]], 0.001, percent);
-    drawTrend($("trend-latency"), days,
-      [["#3fb950", delivery("p50")], ["#d29922", delivery("p90")], ["#f85149", delivery("p99")]], null, ms);
+    const xs = days.map((_, i) => (start.getTime() + i * 86400000) / 1000);
+    const column = (value) => days.map(value);
+    const flat = (level) => days.map(() => level);
+    trendStart = start.getTime();
+    charts.bounce(xs, column(rate("bounce")), flat(0.05));
+    charts.complaint(xs, column(rate("complaint")), flat(0.001));
+    charts.latency(xs, column(delivery("p50")), column(delivery("p90")), column(delivery("p99")));
     const seen = days.filter((day) => day !== null);
     const sent = seen.reduce((total, day) => total + day.counts.sent, 0);
     $("trend-summary").textContent = seen.length
@@ -221,23 +223,6 @@ function showRate(name, rate, reviewAt) {
   else if (alert || (rate !== null && rate >= 0.4 * reviewAt)) state = "near";
   bar.className = state;
   $(name + "-rate").textContent = rate === null ? "–" : (rate * 100).toFixed(2) + "%";
-}
-
-function drawChart() {
-  const svg = $("latency-chart");
-  const max = Math.max(1, ...history.map((h) => h.p99));
-  const x = (i) => (history.length < 2 ? 0 : (i / (history.length - 1)) * 600);
-  const y = (v) => 175 - (v / max) * 165;
-  const colours = { p50: "#3fb950", p90: "#d29922", p99: "#f85149" };
-  svg.replaceChildren();
-  for (const [key, colour] of Object.entries(colours)) {
-    const line = document.createElementNS("http://www.w3.org/2000/svg", "polyline");
-    line.setAttribute("points", history.map((h, i) => `${x(i)},${y(h[key])}`).join(" "));
-    line.setAttribute("fill", "none");
-    line.setAttribute("stroke", colour);
-    line.setAttribute("stroke-width", "2");
-    svg.append(line);
-  }
 }
 
 function showTransitions(items) {
@@ -401,6 +386,7 @@ async function searchMessages(params) {
 export function startDashboard(ctx) {
   openMessage = ctx.openMessage;
   openSearch = ctx.openSearch;
+  makeCharts();
   // A status counter opens the search for its status.
   for (const counter of document.querySelectorAll(".counter")) {
     const status = counter.querySelector("[id^=count-]").id.slice("count-".length);

@@ -79,7 +79,10 @@ async def test_the_page_is_live_and_looks_messages_up(tmp_path: Path) -> None:
             arg=[rows_before, first_before],
             timeout=2_000,
         )
-        await expect(page.locator("#latency-chart polyline")).to_have_count(3, timeout=3_000)
+        # The latency chart (axes drawn on its canvas): a legend of three lines.
+        await expect(page.locator("#latency-chart canvas")).to_have_count(1, timeout=3_000)
+        labels = await page.locator("#latency-chart .u-legend .u-label").all_inner_texts()
+        assert labels == ["time (UTC)", "p50", "p90", "p99"], labels
         # A message sent an hour ago with no outcome is listed as overdue, by the server.
         stale = ses.send("0100018b-stale-0000", ["late@x.com"], int(time.time() * 1000) - 3_600_000)
         async with httpx.AsyncClient(base_url=server.base) as client:
@@ -169,24 +172,26 @@ async def test_the_page_breaks_down_by_any_dimension_and_draws_ninety_days() -> 
         )
         summary = await page.inner_text("#trend-summary")
         assert int(summary.split()[0]) >= 89, summary
-        # Threshold line + the series; three percentiles for latency.
-        await expect(page.locator("#trend-bounce polyline")).to_have_count(2)
-        await expect(page.locator("#trend-complaint polyline")).to_have_count(2)
-        await expect(page.locator("#trend-latency polyline")).to_have_count(3)
-        # The troubled days cross the review threshold: some point of the bounce
-        # series sits above the dashed line (smaller y is higher).
-        above = await page.evaluate(
-            """() => {
-              const [threshold, series] = document.querySelectorAll('#trend-bounce polyline');
-              const line = Number(threshold.getAttribute('points').split(' ')[0].split(',')[1]);
-              return series.getAttribute('points').split(' ')
-                .filter((p) => Number(p.split(',')[1]) < line).length;
-            }"""
-        )
-        assert above >= 1
-        assert max(TROUBLED_DAYS.values()) > 0.5
+        # Each chart names its lines, the SES review threshold among them, and says a
+        # day's values under the cursor; a click on a day opens its messages.
+        legend = page.locator("#trend-bounce .u-legend .u-label")
+        assert await legend.all_inner_texts() == ["day (UTC)", "bounce rate", "SES review 5.0%"]
+        labels = await page.locator("#trend-latency .u-legend .u-label").all_inner_texts()
+        assert labels == ["day (UTC)", "p50", "p90", "p99"], labels
+        over = page.locator("#trend-bounce .u-over")
+        box = await over.bounding_box()
+        troubled = 89 - max(TROUBLED_DAYS, key=TROUBLED_DAYS.get)  # the worst day's place
+        await page.mouse.move(box["x"] + box["width"] * troubled / 89, box["y"] + 10)
+        values = await page.locator("#trend-bounce .u-legend .u-value").all_inner_texts()
+        day, rate, review = values
+        assert review == "5.0%" and rate.endswith("%") and float(rate[:-1]) > 5, values
+        assert len(day) == 10, values  # the day's date
         ARTIFACTS.mkdir(exist_ok=True)
         await page.screenshot(path=str(ARTIFACTS / "status-page-trend.png"), full_page=True)
+        await page.mouse.click(box["x"] + box["width"] * troubled / 89, box["y"] + 10)
+        await expect(page).to_have_url(re.compile(r"/\?search=1&since=.*&until="))
+        await expect(page.locator("#search-since")).to_have_value(re.compile(f"^{day}T00:00"))
+        assert max(TROUBLED_DAYS.values()) > 0.5
         await browser.close()
 
 

@@ -26,6 +26,7 @@ VENDORED = {
         "5.35.0",
         ["swagger-ui-bundle.js", "swagger-ui.css", "LICENSE", "NOTICE", "package.json"],
     ),
+    "uplot": ("1.6.32", ["uPlot.esm.js", "uPlot.min.css", "LICENSE", "package.json"]),
 }
 
 
