@@ -29,14 +29,18 @@ export function lineChart(
     tzDate: utc,
     cursor: { points: { size: 6 } },
     legend: { live: true },
-    scales: {
-      x: windowS === null ? { time: true } : {
-        time: true,
-        range: (u, min, max) => [(max || Date.now() / 1000) - windowS, max || Date.now() / 1000],
-      },
-    },
+    scales: { x: { time: true } },
     axes: [
-      { ...AXIS },
+      {
+        ...AXIS,
+        // UTC, written out (uPlot's own date labels follow the browser's locale),
+        // far enough apart to read.
+        space: day ? 50 : 90,
+        values: (u, splits) => splits.map((ts) => {
+          const iso = new Date(ts * 1000).toISOString();
+          return day ? iso.slice(5, 10) : iso.slice(11, 19);
+        }),
+      },
       { ...AXIS, label: unit, size: 64, values: (u, splits) => splits.map(format) },
     ],
     series: [
@@ -64,5 +68,12 @@ export function lineChart(
     const width = Math.max(200, container.clientWidth);
     if (width !== chart.width) chart.setSize({ width, height });
   }).observe(container);
-  return (xs, ...columns) => chart.setData([xs, ...columns]);
+  return (xs, ...columns) => {
+    if (windowS !== null && xs.length && xs[0] > xs[xs.length - 1] - windowS) {
+      // The whole window from the first point on: an empty start, not a stretch.
+      xs = [xs[xs.length - 1] - windowS, ...xs];
+      columns = columns.map((column) => [null, ...column]);
+    }
+    chart.setData([xs, ...columns]);
+  };
 }
