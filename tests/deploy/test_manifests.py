@@ -331,3 +331,32 @@ def test_the_ingress_host_is_the_public_urls_and_only_the_proxy_is_trusted() -> 
     assert_proxies_named(env_file(DEPLOY / "ses-tracker.env.example")["FORWARDED_ALLOW_IPS"])
     for path in [*DEPLOY.rglob("*.yaml"), DEPLOY / "ses-tracker.env.example", ROOT / "Dockerfile"]:
         assert not re.search(r"FORWARDED_ALLOW_IPS\W+\*", path.read_text()), path
+
+
+def test_compose_publishes_on_loopback_unless_told_and_every_image_user_can_build() -> None:
+    """#29: an open API is not published on every host interface by default; a
+    name outside SES_TRACKER_* chooses the address; whatever runs the image builds it."""
+    services = compose_services("compose.yaml")
+    published = [port for service in services.values() for port in service.get("ports", [])]
+    assert published and all(
+        str(port).startswith("${PUBLISH_ADDRESS:-127.0.0.1}:") for port in published
+    ), published
+    for name, service in services.items():
+        if service.get("image") == "ses-tracker:local":
+            assert service.get("build"), name
+
+
+def test_the_systemd_unit_keeps_a_state_directory_under_strict_protection() -> None:
+    """#29: with ProtectSystem=strict the alert state directory must be one systemd
+    makes writable (StateDirectory=), else SES_TRACKER_ALERT_STATE_DIR fails."""
+    unit = (DEPLOY / "systemd" / "ses-tracker.service").read_text()
+    directives = dict(
+        line.split("=", 1) for line in unit.splitlines() if "=" in line and not line.startswith("#")
+    )
+    assert directives["ProtectSystem"] == "strict"
+    assert directives["StateDirectory"] == "ses-tracker"
+
+
+def test_the_ingress_names_its_class() -> None:
+    (ingress,) = documents(DEPLOY / "kubernetes" / "ingress.yaml")
+    assert ingress["spec"]["ingressClassName"]
