@@ -226,8 +226,7 @@ class ErasureRunner:
             for candidate in candidates:
                 if await self.store.erase_record(candidate, address):
                     job.messages += 1
-            await self._save(job, queued=True)
-            await self._renew()
+            await self._save(job, queued=True)  # renews the lease too
         job.index_entries = await self.store.forget_recipient(address, job.requested_at)
         for name, reach in self.reaches:
             await self._renew()

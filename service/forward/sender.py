@@ -42,9 +42,10 @@ import orjson
 import structlog
 
 from service.codec import decode_event
+from service.erasure import blob_without
 from service.forward.config import Subscription
 from service.forward.items import Change, Facts, facts_of, item, matches
-from service.forward.outbox import Entry, Outbox, event_without
+from service.forward.outbox import Entry, Outbox
 from service.outages import OUTAGES, STORE
 from service.outbound import (
     SIGNATURE_HEADER,
@@ -337,7 +338,8 @@ def _event_unforgotten(blob: bytes, forgotten: Callable[[str], bool]) -> bytes:
     for report in event.details.get("reports") or ():
         if isinstance(report, dict) and isinstance(report.get("address"), str):
             named.add(report["address"])
-    for address in sorted(named):
-        if blob and forgotten(address):
-            blob = event_without(blob, address)
-    return blob
+    gone = frozenset(address for address in named if forgotten(address))
+    if not gone:
+        return blob
+    # One rewrite for every erased address (service.erasure's rules), not one each.
+    return blob_without(blob, gone) or b""

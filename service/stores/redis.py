@@ -175,9 +175,7 @@ class RedisStore(Store):
         if not isinstance(keyspace, RedisKeyspace):
             keyspace = RedisKeyspace.of(keyspace, prefix=prefix, slot_groups=slot_groups)
         self.keyspace = keyspace
-        client = keyspace.client
-        prefix, slot_groups = keyspace.prefix, keyspace.slot_groups
-        self._client = client
+        client = self._client = keyspace.client
         # Inline, each merge applies the change log of its slot groups before
         # returning, where this process holds (or finds free) their projection's
         # lease, so what a merge counted is visible when it returns; the lease
@@ -185,8 +183,7 @@ class RedisStore(Store):
         # the others merged. Off, only the sweep applies the log.
         self._project_inline = project_inline
         self._retention_s = str(int(retention_s))
-        self._prefix = prefix
-        self._keys = RedisKeys(prefix)
+        self._keys = keyspace.keys
         # Units of script work one merge call may take (service.stores.merge_cost).
         self._call_budget = call_budget
         # With a window, each merge appends its transitions to a stream that every
@@ -199,13 +196,11 @@ class RedisStore(Store):
         self._suppression_keep_s = suppression_days * 86_400
         self._sha: str | None = None
         self._retention_ms = int(retention_s * 1000)
-        self._group_count = slot_groups
-        prefixes = keyspace.group_prefixes
         # A page's candidates are shared out between the groups searched at once.
-        budget = -(-scan_budget // len(prefixes))
+        budget = -(-scan_budget // len(keyspace.groups))
         self._groups = [
-            SlotGroup(number, RedisKeys(group_prefix), IndexReader(client, group_prefix, budget))
-            for number, group_prefix in enumerate(prefixes)
+            SlotGroup(number, keys, IndexReader(client, keys.prefix, budget))
+            for number, keys in enumerate(keyspace.groups)
         ]
         self._erase_record = client.register_script(_ERASE_RECORD)
         self._forget_suppression = client.register_script(_FORGET_SUPPRESSION)
@@ -510,10 +505,10 @@ class RedisStore(Store):
             if self._suppression_keep_s
             else b"",
             trim=_pack(trim) if trim else b"",
-            declared="1" if self._group_count is not None else "",
+            declared="1" if self.keyspace.slot_groups is not None else "",
             **sent,
         )
-        if self._group_count is not None:
+        if self.keyspace.slot_groups is not None:
             keys += _declared(group_keys, writes, trim)
         return keys, args
 
@@ -749,25 +744,28 @@ class RedisStore(Store):
         return self._tombstones is not None and self._tombstones.forgotten(address, sent_at)
 
     async def refresh_tombstones(self) -> None:
-        with unavailable("read"):
-            async with self._client.pipeline(transaction=False) as pipe:
-                for group in self._groups:
-                    pipe.get(group.keys.erasure_epoch)
-                epochs = await pipe.execute()
+        epochs = await self._read_epochs()
         view = self._tombstones
-        if view is None or [view.epochs.get(n) for n in range(len(epochs))] != [
-            (epoch or layout.NO_ERASURES.encode()).decode() for epoch in epochs
-        ]:
-            self._tombstones = await self._load_tombstones()
+        if view is None or dict(view.epochs) != epochs:
+            self._tombstones = await self._load_tombstones(epochs)
 
-    async def _load_tombstones(self) -> tombstones.Tombstones:
-        """The revisions first, then the tombstones: a view is never older than the
-        revisions it carries (what merge.lua checks)."""
+    async def _read_epochs(self) -> dict[int, str]:
+        """Each slot group's revision of the tombstones (merge.lua checks it)."""
         with unavailable("read"):
             async with self._client.pipeline(transaction=False) as pipe:
                 for group in self._groups:
                     pipe.get(group.keys.erasure_epoch)
-                epochs = await pipe.execute()
+                replies = await pipe.execute()
+        return {
+            n: (epoch or layout.NO_ERASURES.encode()).decode() for n, epoch in enumerate(replies)
+        }
+
+    async def _load_tombstones(self, epochs: dict[int, str] | None = None) -> tombstones.Tombstones:
+        """The revisions first (``epochs``, when just read), then the tombstones: a
+        view is never older than the revisions it carries (what merge.lua checks)."""
+        if epochs is None:
+            epochs = await self._read_epochs()
+        with unavailable("read"):
             key = await self._client.get(self._keys.erasure_key)
             if key is None:
                 # Made on first use, stored beside the data it keys.
@@ -780,11 +778,7 @@ class RedisStore(Store):
             expired = sorted(stored.keys() - kept.keys())
             for start in range(0, len(expired), 1_000):  # bounded calls
                 await self._client.hdel(self._keys.tombstones, *expired[start : start + 1_000])
-        return tombstones.Tombstones(
-            bytes.fromhex(key.decode()),
-            kept,
-            {n: (epoch or layout.NO_ERASURES.encode()).decode() for n, epoch in enumerate(epochs)},
-        )
+        return tombstones.Tombstones(bytes.fromhex(key.decode()), kept, epochs)
 
     async def erasure_candidates(self, address: str, before_ms: int, limit: int) -> list[str]:
         with unavailable("read"):
@@ -1089,7 +1083,7 @@ class RedisStore(Store):
         # A message's slot group is its handle modulo the count: another count would
         # look for every stored message in the wrong place. 0: one Redis, no groups.
         layout_key = self._keys.slot_groups
-        groups = self._group_count or 0
+        groups = self.keyspace.slot_groups or 0
         with unavailable("read"):
             await self._client.set(key, FORMAT_VERSION, nx=True)
             stored = int(await self._client.get(key) or FORMAT_VERSION)
