@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import socket
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -17,6 +18,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 
 import service
+from api.admin import create_admin_app, serving_admin
 from api.auth import authenticate
 from api.exports import ExportSlots
 from api.hosts import HostGuard, HostPolicy
@@ -29,7 +31,6 @@ from api.routes import (
     ingest,
     live,
     messages,
-    metrics,
     recipients,
     session,
     stats,
@@ -59,17 +60,21 @@ def create_app(
     *,
     on_start: RuntimeHook | None = None,
     clock_ms: Callable[[], int] = wall_clock_ms,
+    admin_listener: socket.socket | None = None,
 ) -> FastAPI:
     """Build the app; ``on_start`` may add background work (the demo simulator).
 
     ``clock_ms`` is the wall clock every part reads (tests set it near their events).
+    The admin routes are a second app, ``state.admin_app``, over the same runtime
+    (``api.admin``); given ``admin_listener``, the lifespan serves it there.
     """
     settings = settings or Settings()
+    admin_app = create_admin_app()
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         runtime = Runtime(settings, clock_ms=clock_ms)
-        app.state.runtime = runtime
+        app.state.runtime = admin_app.state.runtime = runtime
         app.state.exports = ExportSlots()
         app.state.revocations = build_revocations(runtime)
         runtime.live = Broadcaster(
@@ -79,15 +84,18 @@ def create_app(
         )
         runtime.metrics.live = runtime.live
         runtime.feed.subscribe(runtime.live.publish, wanted=lambda: runtime.live.clients > 0)
-        await runtime.start()
-        runtime.live.start()
-        if on_start is not None:
-            on_start(runtime)
-        try:
-            yield
-        finally:
-            await runtime.live.stop()
-            await runtime.stop()
+        # Up before the runtime starts and after it stops: probes and scrapes see
+        # the start-up and the drain.
+        async with serving_admin(admin_app, admin_listener):
+            await runtime.start()
+            runtime.live.start()
+            if on_start is not None:
+                on_start(runtime)
+            try:
+                yield
+            finally:
+                await runtime.live.stop()
+                await runtime.stop()
 
     app = FastAPI(
         title="ses-tracker",
@@ -119,8 +127,10 @@ def create_app(
     app.include_router(live.router, prefix="/v1", tags=["live"])
     # Authenticated by SNS signatures and the Firehose access key instead.
     app.include_router(ingest.router, prefix="/v1", tags=["ingest"])
+    # /healthz and a /readyz without details (a token shows them); /metrics and the
+    # rest are on the admin port.
     app.include_router(health.router, tags=["health"])
-    app.include_router(metrics.router, tags=["metrics"])
+    app.state.admin_app = admin_app
 
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
 

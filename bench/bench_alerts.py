@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
 import sys
 import tempfile
 import time
@@ -23,6 +22,7 @@ from pathlib import Path
 import httpx
 
 from tests.support import ses
+from tests.support.process import clean_environment
 from tests.support.servers import free_port, wait_for_port
 
 RULES = """
@@ -58,7 +58,7 @@ async def run(args: argparse.Namespace, sink_url: str | None, workdir: Path) -> 
     port = free_port()
     rules = workdir / "rules.yaml"
     rules.write_text(RULES)
-    env = {k: v for k, v in os.environ.items() if not k.startswith("SES_TRACKER_")}
+    env = clean_environment()
     env.update(
         SES_TRACKER_PORT=str(port),
         SES_TRACKER_LOG_LEVEL="warning",

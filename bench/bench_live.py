@@ -26,6 +26,7 @@ import websockets
 
 from bench.serving import served
 from tests.support import ses
+from tests.support.servers import free_port
 
 DOMAINS = [f"d{n}.example" for n in range(9)]
 
@@ -46,8 +47,9 @@ async def main() -> None:
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
 
-    async with served() as port:
-        figures = await run(port, args)
+    admin_port = free_port()  # /metrics
+    async with served({"SES_TRACKER_ADMIN_PORT": str(admin_port)}) as port:
+        figures = await run(port, admin_port, args)
     if args.json:
         sys.stdout.write(orjson.dumps(figures).decode() + "\n")
         return
@@ -55,7 +57,7 @@ async def main() -> None:
         sys.stdout.write(f"{name:34} {value}\n")
 
 
-async def run(port: int, args: argparse.Namespace) -> dict:
+async def run(port: int, admin_port: int, args: argparse.Namespace) -> dict:
     rng = random.Random(7)
     messages_per_s = args.rate // 2  # Send + Delivery per message
     total_messages = int(messages_per_s * args.seconds)
@@ -112,7 +114,7 @@ async def run(port: int, args: argparse.Namespace) -> dict:
         achieved = 2 * total_messages / (time.perf_counter() - started)
         await asyncio.sleep(1.0)
         ready = (await http.get(f"http://127.0.0.1:{port}/readyz")).json()
-        metrics = (await http.get(f"http://127.0.0.1:{port}/metrics")).text
+        metrics = (await http.get(f"http://127.0.0.1:{admin_port}/metrics")).text
     for ws in connections:
         await ws.close()
     await asyncio.gather(*listeners, return_exceptions=True)

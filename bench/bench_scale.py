@@ -27,6 +27,7 @@ from redis import asyncio as aioredis
 
 from service.stores import RedisStore
 from service.traffic.loadgen import KafkaTarget, generate
+from tests.support.process import clean_environment
 from tests.support.servers import RedisServer, TansuBroker, free_port, wait_for_port
 
 
@@ -106,7 +107,7 @@ async def main() -> None:
         target = KafkaTarget(broker.bootstrap_servers, "scale-ses", args.partitions)
         report = await generate(target, rate=0, messages=args.messages, seed=2)
         total = report.events
-        env_base = {k: v for k, v in os.environ.items() if not k.startswith("SES_TRACKER_")}
+        env_base = clean_environment()
         env_base.update(
             SES_TRACKER_REDIS_URL=redis.url,
             SES_TRACKER_KAFKA_BOOTSTRAP_SERVERS=broker.bootstrap_servers,

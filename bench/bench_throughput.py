@@ -46,6 +46,7 @@ from redis import asyncio as aioredis
 
 from bench.bench_kafka import produce
 from tests.support import ses
+from tests.support.process import clean_environment
 from tests.support.servers import (
     RedisClusterServers,
     RedisServer,
@@ -273,7 +274,7 @@ async def main() -> None:
         await produce(broker.bootstrap_servers, topic, args.partitions, items)
         raw = await raw_rate(broker.bootstrap_servers, topic, total)
         sys.stdout.write(f"raw aiokafka: {raw:,.0f} events/s\n")
-        base_env = {k: v for k, v in os.environ.items() if not k.startswith("SES_TRACKER_")}
+        base_env = clean_environment()
         script = str(Path(sys.executable).parent / "ses-tracker")
         tracker_env = {
             **base_env,

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import asyncio
-import os
 import signal
 import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 
+from tests.support.process import clean_environment
 from tests.support.servers import free_port, wait_for_port
 
 
@@ -18,7 +18,7 @@ async def served(settings: dict[str, str] | None = None) -> AsyncIterator[int]:
     """Start `ses-tracker serve` (no SES_TRACKER_* of this shell), yield its port,
     stop it with SIGTERM (it drains) when done."""
     port = free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("SES_TRACKER_")}
+    env = clean_environment()
     env.update(SES_TRACKER_PORT=str(port), SES_TRACKER_LOG_LEVEL="warning", **(settings or {}))
     script = Path(sys.executable).parent / "ses-tracker"
     server = await asyncio.create_subprocess_exec(

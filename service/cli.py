@@ -179,10 +179,17 @@ def _load_settings(**overrides: Any) -> Settings | None:
         sys.stderr.write("ses-tracker: invalid settings\n")
         sys.stderr.writelines(f"  {problem}\n" for problem in problems)
         return None
+    if "metrics_require_token" in settings.model_fields_set:
+        sys.stderr.write(
+            "ses-tracker: warning: SES_TRACKER_METRICS_REQUIRE_TOKEN is deprecated and "
+            "ignored: /metrics is served on the admin port only (SES_TRACKER_ADMIN_PORT); "
+            "remove it, it stops being a setting in the next release\n"
+        )
     return settings
 
 
 def _serve(args: argparse.Namespace, *, demo: bool = False) -> int:
+    from api.admin import AdminListenError, listen_tcp
     from api.app import create_app
     from service import logs
     from service.runtime import tune_gc
@@ -223,7 +230,14 @@ def _serve(args: argparse.Namespace, *, demo: bool = False) -> int:
         def on_start(runtime: Any) -> None:
             runtime.spawn("simulator", simulate(runtime))
 
-    app = create_app(settings, on_start=on_start)
+    # The admin port; demo (a try-out on a laptop) listens on it only when asked.
+    wanted = settings.admin_port and (not demo or "admin_port" in settings.model_fields_set)
+    try:
+        admin = listen_tcp(settings.host, settings.admin_port) if wanted else None
+    except AdminListenError as exc:
+        sys.stderr.write(f"ses-tracker: {exc}\n")
+        return 1
+    app = create_app(settings, on_start=on_start, admin_listener=admin)
     config = uvicorn.Config(
         app,
         host=settings.host,
@@ -277,17 +291,32 @@ def _serve_workers(settings: Settings, workers: int) -> int:
     multiply, one of them holds the alert lease, and every websocket follows every
     worker's transitions through the Redis stream. A worker that dies is replaced.
     The settings reach the workers through the environment (flags included).
+
+    This process serves the admin port for all of them (``api.fleet``): each worker
+    answers on a Unix socket in a private directory, and this process adds up.
     """
     import os
+    import shutil
+    import tempfile
 
     import structlog
     from uvicorn.supervisors import Multiprocess
 
+    from api.admin import AdminListenError, listen_tcp
+    from api.fleet import SOCKETS_ENV, FleetAdmin, Workers, create_fleet_app
+
+    try:
+        admin_sock = listen_tcp(settings.host, settings.admin_port) if settings.admin_port else None
+    except AdminListenError as exc:
+        sys.stderr.write(f"ses-tracker: {exc}\n")
+        return 1
     # What flags set, as the settings the workers read: the rest is already there.
     flagged = {"HOST": settings.host, "PORT": str(settings.port),
                "REDIS_URL": settings.redis_url, "LOG_LEVEL": settings.log_level}  # fmt: skip
     for name, value in flagged.items():
         os.environ[f"SES_TRACKER_{name}"] = str(value)
+    sockets = Path(tempfile.mkdtemp(prefix="ses-tracker-"))  # mode 0700
+    os.environ[SOCKETS_ENV] = str(sockets)
     config = uvicorn.Config(
         "service.cli:worker_app",
         factory=True,
@@ -300,21 +329,41 @@ def _serve_workers(settings: Settings, workers: int) -> int:
         timeout_graceful_shutdown=20,
         proxy_headers=False,  # as in _serve: the app reads them
     )
-    structlog.get_logger(__name__).info("workers_starting", workers=workers, port=settings.port)
-    Multiprocess(config, sockets=[config.bind_socket()]).run()
+    structlog.get_logger(__name__).info(
+        "workers_starting", workers=workers, port=settings.port, admin_port=settings.admin_port
+    )
+    supervisor = Multiprocess(config, sockets=[config.bind_socket()])
+    admin = None
+    if admin_sock is not None:
+        fleet = Workers(sockets, lambda: [p.pid or 0 for p in list(supervisor.processes)], workers)
+        admin = FleetAdmin(create_fleet_app(fleet), admin_sock)
+        admin.start()
+    try:
+        supervisor.run()
+    finally:
+        if admin is not None:
+            admin.stop()
+        shutil.rmtree(sockets, ignore_errors=True)
     return 0
 
 
 def worker_app() -> Any:
-    """One worker's app (``serve --workers``): settings from the environment."""
+    """One worker's app (``serve --workers``): settings from the environment; its
+    admin routes on its own socket in the parent's directory (``api.fleet``)."""
+    import os
+
+    from api.admin import listen_unix
     from api.app import create_app
+    from api.fleet import SOCKETS_ENV, socket_of
     from service import logs
     from service.runtime import tune_gc
 
     settings = load_settings()
     logs.configure(settings.log_level, settings.secret_values())
     tune_gc()
-    return create_app(settings)
+    directory = os.environ.get(SOCKETS_ENV)
+    admin = listen_unix(socket_of(Path(directory), os.getpid())) if directory else None
+    return create_app(settings, admin_listener=admin)
 
 
 class DrainingServer(uvicorn.Server):

@@ -47,6 +47,37 @@ def _configuration_set(groups: tuple[str, ...]) -> str:
 _LATENCY_BUCKETS = (0.5, 1, 2, 5, 10, 30, 60, 120, 300, 900, 1800, 3600, 4 * 3600, 12 * 3600)
 
 
+# How the parent of ``serve --workers`` answers a gauge from its workers' values
+# (api.fleet; counters and histograms are summed). "sum": each worker holds its own
+# share (its clients, its partitions); "max": each reads the same shared figure, or
+# the worst one counts (lag, an outbox read from Redis, the lease one worker holds);
+# "min": any worker failing shows (up, a reload that failed). A gauge missing here
+# fails tests/unit/test_fleet_metrics.py.
+GAUGE_AGGREGATION: dict[str, str] = {
+    "ses_tracker_alert_leader": "max",
+    "ses_tracker_alert_outbox": "max",
+    "ses_tracker_config_reload_last_success_seconds": "min",
+    "ses_tracker_config_reload_success": "min",
+    "ses_tracker_consumer_up": "min",
+    "ses_tracker_dependency_up": "min",
+    "ses_tracker_event_lag_seconds": "max",
+    "ses_tracker_forward_oldest_seconds": "max",
+    "ses_tracker_forward_queued": "max",
+    "ses_tracker_kafka_dlq_blocked_partitions": "sum",
+    "ses_tracker_kafka_lag": "max",
+    "ses_tracker_kafka_stalled_partitions": "sum",
+    "ses_tracker_memory_store_bytes": "sum",
+    "ses_tracker_memory_store_max_bytes": "max",
+    "ses_tracker_memory_store_messages": "sum",
+    "ses_tracker_redis_memory_max_bytes": "max",
+    "ses_tracker_redis_memory_used_bytes": "max",
+    "ses_tracker_parse_pool_busy": "sum",
+    "ses_tracker_projection_delay_seconds": "max",
+    "ses_tracker_projection_leases": "sum",
+    "ses_tracker_websocket_clients": "sum",
+}
+
+
 class Metrics:
     """One registry per runtime (tests run several apps in one process).
 
@@ -75,6 +106,10 @@ class Metrics:
         self.live: Any = None
         # The erasure jobs' runner (service.erasure_job), attached by the runtime.
         self.erasures: Any = None
+        # The files re-read while running (service.reload), attached by the runtime.
+        self.config_files: Any = None
+        # Each Redis master's memory (service.stores.redis_memory), with Redis.
+        self.redis_memory: Any = None
         self.registry = CollectorRegistry(auto_describe=True)
         self.merge_seconds = Histogram(
             "ses_tracker_store_merge_seconds",
@@ -289,6 +324,10 @@ class _PipelineCollector(Collector):
 
         if measured.erasures is not None:
             yield from _erasure_metrics(measured.erasures, measured.store)
+        if measured.config_files is not None:
+            yield from _reload_metrics(measured.config_files)
+        if measured.redis_memory is not None:
+            yield from _redis_memory_metrics(measured.redis_memory)
         yield from _dependency_metrics()
 
         store = measured.store
@@ -307,6 +346,13 @@ class _PipelineCollector(Collector):
                 "Estimated bytes held by the in-memory store (bounded by MEMORY_MAX_BYTES).",
             )
             held.add_metric([], getattr(store, "bytes", 0))
+            limit = GaugeMetricFamily(
+                "ses_tracker_memory_store_max_bytes",
+                "The in-memory store's limit (MEMORY_MAX_BYTES): past it, the least recently "
+                "updated messages are evicted.",
+            )
+            limit.add_metric([], getattr(store, "max_bytes", 0))
+            yield limit
             dropped = CounterMetricFamily(
                 "ses_tracker_memory_store_dropped",
                 "What the in-memory store let go past its share of MEMORY_MAX_BYTES: the "
@@ -335,6 +381,50 @@ def _dependency_metrics() -> Iterator[Metric]:
         up.add_metric([name], 1 if dependency.up else 0)
         failures.add_metric([name], dependency.failures)
     yield from (up, failures)
+
+
+def _redis_memory_metrics(memory: Any) -> Iterator[Metric]:
+    """Each Redis master's memory, as last sampled (service.stores.redis_memory)."""
+    used = GaugeMetricFamily(
+        "ses_tracker_redis_memory_used_bytes",
+        "Memory a Redis master uses (INFO used_memory), sampled every 15 s.",
+        labels=["node"],
+    )
+    limit = GaugeMetricFamily(
+        "ses_tracker_redis_memory_max_bytes",
+        "A Redis master's maxmemory; 0 when it has none. Under noeviction, a master at "
+        "its limit refuses every merge.",
+        labels=["node"],
+    )
+    for node, (used_bytes, max_bytes) in sorted(memory.nodes.items()):
+        used.add_metric([node], used_bytes)
+        limit.add_metric([node], max_bytes)
+    yield from (used, limit)
+
+
+def _reload_metrics(config_files: Any) -> Iterator[Metric]:
+    """Re-reads of the rules and forwarding files (service.reload)."""
+    success = GaugeMetricFamily(
+        "ses_tracker_config_reload_success",
+        "1 when the file's last read was applied; 0 when it failed and the running "
+        "configuration was kept (log line config_reload_failed says why).",
+        labels=["file"],
+    )
+    last = GaugeMetricFamily(
+        "ses_tracker_config_reload_last_success_seconds",
+        "When the file was last read and applied (Unix time).",
+        labels=["file"],
+    )
+    for name, ok, at_s in config_files.figures():
+        success.add_metric([name], 1.0 if ok else 0.0)
+        last.add_metric([name], at_s)
+    reloads = CounterMetricFamily(
+        "ses_tracker_config_reloads", "Reads of a changed or asked-for file, by result.",
+        labels=["file", "result"],
+    )  # fmt: skip
+    for (name, result), count in sorted(config_files.reloads.items()):
+        reloads.add_metric([name, result], count)
+    yield from (success, last, reloads)
 
 
 def _erasure_metrics(erasures: Any, store: Any) -> Iterator[Metric]:

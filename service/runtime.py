@@ -32,12 +32,14 @@ from service.outbound import Outbound
 from service.parsing import ParsePool, processes_per_worker
 from service.pipeline import Pipeline
 from service.ratelimit import RateLimiter
+from service.reload import ConfigFiles
 from service.settings import Settings
 from service.stores import CachedStore, MemoryStore, RedisStore, Store
 from service.stores.base import StoreUnavailable
 from service.stores.errors import REDIS_UNAVAILABLE
 from service.stores.keyspace import RedisKeyspace
 from service.stores.redis import StoreFormatError, StoreLayoutError
+from service.stores.redis_memory import RedisMemory
 
 log = structlog.get_logger(__name__)
 
@@ -109,9 +111,10 @@ def build_forwarder(
 ) -> Forwarder | None:
     """The senders of SES_TRACKER_FORWARD_FILE's subscriptions; raises
     ForwardConfigError on a bad file."""
-    subscriptions = load_subscriptions(settings.forward_file)
-    if not subscriptions:
+    if settings.forward_file is None:
         return None
+    # Built even for a file with no subscriptions yet: a reload may add some.
+    subscriptions = load_subscriptions(settings.forward_file)
     outbox: Outbox
     if keyspace is not None:
         outbox = RedisOutbox(keyspace)
@@ -301,6 +304,10 @@ class Runtime:
         )
         self.erasures = build_erasures(self)
         self.metrics.erasures = self.erasures
+        self.config_files = ConfigFiles(settings, self.alerting, self.forwarder)
+        self.metrics.config_files = self.config_files
+        self.redis_memory = RedisMemory(self.keyspace) if self.keyspace is not None else None
+        self.metrics.redis_memory = self.redis_memory
         self._source_tasks: list[asyncio.Task[None]] = []
         self._tasks: list[asyncio.Task[None]] = []
 
@@ -342,12 +349,16 @@ class Runtime:
         else:
             self.spawn("transition-feed", follow_redis(redis, self.feed, asyncio.sleep))
             self.spawn("statistics-projection", redis.projection.run_forever())
+        if self.redis_memory is not None:
+            self.spawn("redis-memory", self.redis_memory.run())
         self.spawn("alert-evaluator", self.alerting.run_evaluator())
         self.spawn("erasures", self.erasures.run_forever())
         if self.mx is not None:
             self.spawn("mx-resolver", self.mx.run())
         if self.forwarder is not None:
             self.spawn("forwarder", self.forwarder.run())
+        if self.config_files.watching and settings.config_poll_s > 0:
+            self.spawn("config-watch", self.config_files.watch(settings.config_poll_s))
         for sink in self.alerting.sinks:
             self.spawn(f"alert-sender:{sink.id}", self.alerting.run_sender(sink))
         for source in self.sources:

@@ -43,6 +43,9 @@ class Settings(BaseSettings):
 
     host: str = "127.0.0.1"
     port: int = Field(8000, ge=0, le=65535)
+    # /metrics, /healthz, /readyz (whole) and POST /-/reload, on HOST's address
+    # (api.admin); 0: none. Unchecked Host, no token: the port is the protection.
+    admin_port: int = Field(9000, ge=0, le=65535)
     redis_url: str | None = Field(None, pattern=r"^(redis|rediss|unix)://.+")
     redis_cluster: bool = False
     kafka_bootstrap_servers: str | None = None
@@ -92,7 +95,12 @@ class Settings(BaseSettings):
     rate_limit_per_s: float = Field(200.0, ge=0)
     rate_limit_burst: int = Field(1_000, ge=1)
     rate_limit_loopback: bool = False
+    # Deprecated: /metrics left the public port for the admin port. Accepted and
+    # ignored, with a warning, for one release.
     metrics_require_token: bool = False
+    # How often each process re-reads ALERT_RULES and FORWARD_FILE for a changed
+    # content (service.reload); 0: only on POST /-/reload.
+    config_poll_s: float = Field(10.0, ge=0)
     feed_window_s: float = Field(60.0, gt=0)
     live_queue_frames: int = Field(64, gt=0)
     live_send_timeout_s: float = Field(5.0, gt=0)
@@ -316,6 +324,11 @@ def startup_problems(
     (the API token and the Firehose key: at least 24 characters, no placeholder the
     examples ship). Never repeats a value."""
     problems = unknown_names(environ, dotenv)
+    if settings.admin_port and settings.admin_port == settings.port:
+        problems.append(
+            f"{PREFIX}ADMIN_PORT is {PREFIX}PORT ({settings.port}): the admin port must be "
+            "another port (0 turns it off)"
+        )
     for name, secret in (
         ("API_TOKEN", settings.api_token),
         ("FIREHOSE_ACCESS_KEY", settings.firehose_access_key),

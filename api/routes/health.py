@@ -23,13 +23,14 @@ async def readyz(request: Request, runtime: RuntimeDep) -> OrjsonResponse:
     A broker or queue outage does not make the service unready (it would take every
     replica out of a load balancer while lookups still work); each source's state
     is in the body and in ``/metrics``. Details (the store's address, failure texts,
-    forwarding hosts and errors, poison reasons) can name hosts, accounts and queues,
-    and this route answers any Host (probes), so only a caller presenting a token,
-    the API token or a read token, sees them; an open service (no token set) shows
-    them to nobody here.
+    forwarding hosts and errors, poison reasons) can name hosts, accounts and queues:
+    the admin port shows them whole; on the public port, which answers any Host
+    (probes), only a caller presenting a token, the API token or a read token, sees
+    them, and an open service (no token set) shows them to nobody.
     """
     store_ok = await runtime.store.ping()
-    detailed = presents_a_token(request)
+    # On the admin port everything: the port is the protection (api.admin).
+    detailed = getattr(request.app.state, "is_admin", False) or presents_a_token(request)
     consumers = {}
     for source in runtime.sources:
         status = source.status()

@@ -123,7 +123,6 @@ class Alerting:
     ) -> None:
         self.store = store
         self.alert_store = alert_store
-        self.rules = rules
         self.sinks = list(sinks)
         self.deliverer = deliverer
         self.overdue_after_s = overdue_after_s
@@ -142,9 +141,6 @@ class Alerting:
         # Entries waiting per sink (kind:host label), as each sender last saw them.
         self.backlog: dict[str, int] = {}
         self._in_flight: dict[str, OutboxEntry] = {}
-        self._window_reader = WindowReader(
-            store, windows_needed(rules.rules), dimensions_needed(rules.rules)
-        )
         # This replica's sources, as their status() says (tracker rule).
         self._health_of = health_of
         # A source this far behind by event time holds window alerts' resolution.
@@ -154,6 +150,18 @@ class Alerting:
         self._holding: set[str] = set()
         # (time, dead letters, evictions) totals, to tell what grew in a window.
         self._samples: deque[tuple[int, int, int]] = deque()
+        self.apply_rules(rules)
+
+    def apply_rules(self, rules: RuleSet) -> None:
+        """Evaluate ``rules`` from the next tick on (a reload, ``service.reload``).
+
+        Alerts of rules no longer there resolve at that tick, as when a rule's
+        condition clears; the lease and outbox carry on.
+        """
+        self.rules = rules
+        self._window_reader = WindowReader(
+            self.store, windows_needed(rules.rules), dimensions_needed(rules.rules)
+        )
         # The tracker rules' longest window (ms); None when none watches the tracker.
         tracker_windows = [r.window_s for r in rules.rules if isinstance(r, TrackerRule)]
         self._tracker_window_ms = max(tracker_windows) * 1000 if tracker_windows else None
@@ -325,7 +333,6 @@ class Alerting:
         return f"{self.public_url}/" if self.public_url else None
 
     async def run_evaluator(self, sleep: Callable[[float], object] = asyncio.sleep) -> None:
-        every = self.rules.timing.evaluate_every_s
         while True:
             _honour_cancel()
             try:
@@ -339,7 +346,8 @@ class Alerting:
                 self.evaluation_errors += 1
                 log.exception("alert_evaluation_crashed")
             _honour_cancel()
-            await sleep(every)  # type: ignore[misc]
+            # Read each turn: a reload may change it.
+            await sleep(self.rules.timing.evaluate_every_s)  # type: ignore[misc]
 
     # Account events --------------------------------------------------------
 

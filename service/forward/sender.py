@@ -134,6 +134,10 @@ class Forwarder:
         # cancellation reaches it (a client library may swallow one).
         self._stopping = asyncio.Event()
         self.figures = {s.name: Figures() for s in self.subscriptions}
+        # Each subscription's sender task and its own stop, by subscription id.
+        self._senders: dict[str, tuple[asyncio.Task[None], asyncio.Event]] = {}
+        self._by_id = {s.id: s for s in self.subscriptions}
+        self._running = False
 
     def stop(self) -> None:
         self._stopping.set()
@@ -143,14 +147,58 @@ class Forwarder:
         await self._client.aclose()
 
     async def run(self) -> None:
-        """Send for every subscription until cancelled."""
-        await self.outbox.prepare([s.id for s in self.subscriptions])
-        await asyncio.gather(*(self._run(s) for s in self.subscriptions))
+        """Send for every subscription until stopped or cancelled; ``apply`` changes
+        the subscriptions meanwhile."""
+        self._running = True
+        try:
+            await self._start(self.subscriptions)
+            await self._stopping.wait()
+        finally:
+            self._running = False
+            await self._end(list(self._senders))
 
-    async def _run(self, subscription: Subscription) -> None:
+    async def apply(self, subscriptions: Sequence[Subscription]) -> None:
+        """Send for ``subscriptions`` from now on (a reload, ``service.reload``).
+
+        A subscription is known by its id (name and URL): one kept keeps its place in
+        the outbox, one edited (filters, secret) restarts its sender with the new
+        settings at that place, one added starts at the end (it forwards what comes),
+        one removed stops sending; its consumer group stays, so putting it back
+        resumes where it was while the outbox still holds that.
+        """
+        kept = {s.id: s for s in subscriptions}
+        changed = [sid for sid, s in self._by_id.items() if kept.get(sid) != s]
+        self.subscriptions = list(subscriptions)
+        self.figures = {s.name: self.figures.get(s.name) or Figures() for s in subscriptions}
+        if not self._running:
+            self._by_id = kept
+            return
+        await self._end(changed)
+        await self._start([s for s in subscriptions if s.id not in self._senders])
+
+    async def _start(self, subscriptions: Sequence[Subscription]) -> None:
+        await self.outbox.prepare([s.id for s in subscriptions])
+        for subscription in subscriptions:
+            stop = asyncio.Event()
+            task = asyncio.create_task(
+                self._run(subscription, stop), name=f"forward:{subscription.name}"
+            )
+            self._senders[subscription.id] = (task, stop)
+            self._by_id[subscription.id] = subscription
+
+    async def _end(self, subscription_ids: Sequence[str]) -> None:
+        ending = [self._senders.pop(sid) for sid in subscription_ids if sid in self._senders]
+        for sid in subscription_ids:
+            self._by_id.pop(sid, None)
+        for task, stop in ending:
+            stop.set()
+            task.cancel()
+        await asyncio.gather(*(task for task, _ in ending), return_exceptions=True)
+
+    async def _run(self, subscription: Subscription, stop: asyncio.Event) -> None:
         figures = self.figures[subscription.name]
         try:
-            while not self._stopping.is_set():
+            while not (self._stopping.is_set() or stop.is_set()):
                 try:
                     await self._round(subscription, figures)
                 except StoreUnavailable as exc:

@@ -133,6 +133,10 @@ class MemoryStore(Store):
         self._erasures: dict[str, tuple[float, bytes]] = {}
         self._erasure_queue: dict[str, None] = {}
 
+    @property
+    def max_bytes(self) -> int:
+        return self._max_bytes
+
     def __len__(self) -> int:
         return len(self._records)
 

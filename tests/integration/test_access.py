@@ -4,7 +4,6 @@ for the websocket, a real uvicorn."""
 from __future__ import annotations
 
 import asyncio
-import os
 import re
 import subprocess
 from collections.abc import AsyncIterator, Callable
@@ -20,7 +19,7 @@ from fastapi import APIRouter, FastAPI
 from api.app import create_app
 from service.settings import Settings
 from service.timestamps import format_ms
-from tests.support.process import command
+from tests.support.process import clean_environment, command
 from tests.support.servers import RedisServer
 from tests.support.serving import serving
 
@@ -338,7 +337,7 @@ async def test_the_cookie_is_secure_when_a_trusted_proxy_says_https() -> None:
 
 
 def test_read_tokens_without_the_api_token_stop_serve_with_exit_2_naming_both() -> None:
-    environment = {k: v for k, v in os.environ.items() if not k.startswith("SES_TRACKER_")}
+    environment = clean_environment()
     environment["SES_TRACKER_READ_TOKENS"] = f"support:{READ}"
     result = subprocess.run(
         [*command(), "serve"], env=environment, capture_output=True, timeout=30, text=True

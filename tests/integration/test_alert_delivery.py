@@ -111,14 +111,13 @@ async def test_generic_webhook_is_signed() -> None:
 
 async def test_test_alert_posts_to_every_sink_and_says_how_each_went() -> None:
     """`ses-tracker test-alert`: one post per sink, each checked by its service's rules."""
-    import os
 
-    from tests.support.process import command
+    from tests.support.process import clean_environment, command
     from tests.support.servers import free_port
 
     async with Receiver(check_by_path) as receiver:
         dead = f"http://127.0.0.1:{free_port()}/nothing-listens"
-        env = {k: v for k, v in os.environ.items() if not k.startswith("SES_TRACKER_")}
+        env = clean_environment()
         env["SES_TRACKER_ALERT_WEBHOOKS"] = (
             f"slack={receiver.base}/slack,discord={receiver.base}/discord,teams={dead}"
         )

@@ -69,7 +69,7 @@ async def test_a_hung_sink_does_not_delay_event_processing(tmp_path: Path) -> No
             await eventually(posted)  # the sender is now stuck on the hung receiver
 
             async def backlog():
-                metrics = (await http.get("/metrics")).text
+                metrics = (await http.get(f"{server.admin}/metrics")).text
                 return (
                     f'ses_tracker_alert_outbox{{sink="slack:127.0.0.1:{receiver.port}"}} 1.0'
                     in metrics
@@ -122,7 +122,7 @@ async def test_alerts_api_lists_fired_and_resolved_newest_first(tmp_path: Path) 
         assert alert["key"] == "rejects" and alert["severity"] == "critical"
         assert alert["examples"][0]["message_id"] == "api-reject"
         assert body["items"][0]["state"] == "firing"
-        metrics = (await http.get("/metrics", headers=headers)).text
+        metrics = (await http.get(f"{server.admin}/metrics")).text
         assert "ses_tracker_alert_leader 1.0" in metrics
         bad = await http.get("/v1/alerts", params={"state": "sideways"}, headers=headers)
         assert bad.status_code == 422
@@ -255,6 +255,6 @@ async def test_account_events_of_accounts_not_listed_are_counted_and_dropped(
         [alert] = await eventually(firing)
         assert alert["title"] == f"SES sending is paused for account {GENUINE}"
         assert "900000000000" not in str(alert)
-        metrics = (await http.get("/metrics")).text
+        metrics = (await http.get(f"{server.admin}/metrics")).text
         assert 'ses_tracker_account_events_dropped_total{reason="not_listed"} 500.0' in metrics
         assert "900000000000" not in metrics  # never an account as a label

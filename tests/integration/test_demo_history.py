@@ -5,7 +5,6 @@ doubled counts on a second run, no warning.)"""
 
 from __future__ import annotations
 
-import os
 import subprocess
 from pathlib import Path
 
@@ -16,7 +15,7 @@ from service.forward.outbox import MemoryOutbox
 from service.pipeline import Pipeline
 from service.stores import MemoryStore
 from service.traffic.simulator import seed_history
-from tests.support.process import command, running
+from tests.support.process import clean_environment, command, running
 from tests.support.servers import RedisServer
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
@@ -54,7 +53,7 @@ async def test_the_memory_store_forwards_no_seeded_history() -> None:
 
 
 def demo(*args: str, redis: RedisServer) -> subprocess.CompletedProcess[str]:
-    environment = {k: v for k, v in os.environ.items() if not k.startswith("SES_TRACKER_")}
+    environment = clean_environment()
     return subprocess.run(
         [*command(), "demo", "--port", "0", "--redis-url", redis.url, *args],
         env=environment,

@@ -313,7 +313,7 @@ async def test_serve_forwards_and_reports_each_subscription(tmp_path) -> None:
             [figures] = (await client.get("/readyz")).json()["forwarding"]
             assert figures["name"] == "app" and figures["sent"] == 3
             assert figures["sending"] and figures["queued"] == 0
-            metrics = (await client.get("/metrics")).text
+            metrics = (await client.get(f"{server.admin}/metrics")).text
             assert 'ses_tracker_forward_items_sent_total{subscription="app"} 3.0' in metrics
             assert 'ses_tracker_forward_queued{subscription="app"} 0.0' in metrics
 

@@ -70,7 +70,7 @@ async def test_a_full_parse_pool_answers_429_while_small_posts_go_on(harness: Ha
     again = await harness.client.post("/v1/events", content=big_batch("big"), headers=AUTH)
     assert again.status_code == 202 and again.json()["accepted"] == 1_500
     assert pool.refused == 2 and pool.busy == 0
-    metrics = (await harness.client.get("/metrics")).text
+    metrics = (await harness.admin.get("/metrics")).text
     assert "ses_tracker_parse_refused_total 2.0" in metrics
 
 

@@ -254,5 +254,5 @@ async def test_the_feed_refuses_clients_past_its_caps_in_all_and_per_address() -
             await frames(back, "stats", lambda f: len(f) >= 1)
             await frames(fourth, "stats", lambda f: len(f) >= 1)
         async with httpx.AsyncClient() as http:
-            metrics = (await http.get(f"{server.base}/metrics")).text
+            metrics = (await http.get(f"{server.admin}/metrics")).text
         assert 'ses_tracker_websocket_refused_total{cap="total"} 1.0' in metrics

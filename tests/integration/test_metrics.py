@@ -14,6 +14,7 @@ from consumers.base import Source
 from service.runtime import Runtime
 from service.settings import Settings
 from tests.support import ses
+from tests.support.push import admin_client
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(30)]
 
@@ -53,9 +54,12 @@ async def scrape(settings: Settings, body: bytes, extra_source: Source | None = 
     app = create_app(settings, on_start=on_start)
     async with app.router.lifespan_context(app):
         transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://127.0.0.1") as client:
+        async with (
+            httpx.AsyncClient(transport=transport, base_url="http://127.0.0.1") as client,
+            admin_client(app) as admin,
+        ):
             await client.post("/v1/events", content=body, headers=headers or {})
-            return await client.get("/metrics", headers=headers or {})
+            return await admin.get("/metrics")
 
 
 async def test_counts_rejections_merges_and_latencies_are_exposed() -> None:
@@ -133,7 +137,10 @@ async def test_event_time_lag_is_in_readyz_and_metrics_and_says_when_catching_up
     app = create_app(Settings(_env_file=None), clock_ms=ses.clock_from(T + 3_600_000))
     async with app.router.lifespan_context(app):
         transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://127.0.0.1") as client:
+        async with (
+            httpx.AsyncClient(transport=transport, base_url="http://127.0.0.1") as client,
+            admin_client(app) as admin,
+        ):
             ready = (await client.get("/readyz")).json()
             assert ready["event_lag_s"] == {} and ready["catching_up"] == {}
             await client.post("/v1/events", content=ses.dumps(ses.send("m-old", ["a@x.com"])))
@@ -142,7 +149,7 @@ async def test_event_time_lag_is_in_readyz_and_metrics_and_says_when_catching_up
             assert position == "http" and 3_600 <= lag_s < 3_610
             assert ready["catching_up"] == {"push http": lag_s}
             assert ready["catch_up_after_s"] == 900
-            found = samples((await client.get("/metrics")).text)
+            found = samples((await admin.get("/metrics")).text)
             gauge = found[
                 ("ses_tracker_event_lag_seconds", (("position", "http"), ("source", "push")))
             ]
@@ -153,14 +160,24 @@ async def test_event_time_lag_is_in_readyz_and_metrics_and_says_when_catching_up
             assert ready["catching_up"] == {} and ready["event_lag_s"]["push"]["http"] < 10
 
 
-async def test_metrics_can_require_the_api_token() -> None:
+async def test_metrics_are_on_the_admin_routes_only() -> None:
+    # The deprecated METRICS_REQUIRE_TOKEN changes nothing: the admin port is the
+    # protection, and the public port has no /metrics to protect.
     settings = Settings(_env_file=None, api_token="tok", metrics_require_token=True)
-    denied = await scrape(settings, b"[]")
-    assert denied.status_code == 401
-    allowed = await scrape(settings, b"[]", headers={"Authorization": "Bearer tok"})
-    assert allowed.status_code == 200
-    open_by_default = await scrape(Settings(_env_file=None, api_token="tok"), b"[]")
-    assert open_by_default.status_code == 200
+    app = create_app(settings)
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app)
+        async with (
+            httpx.AsyncClient(transport=transport, base_url="http://127.0.0.1") as public,
+            admin_client(app) as admin,
+        ):
+            token = {"Authorization": "Bearer tok"}
+            assert (await public.get("/metrics", headers=token)).status_code == 404
+            assert (await admin.get("/metrics")).status_code == 200
+            # The admin port has nothing but its four routes.
+            assert (await admin.get("/v1/stats")).status_code == 404
+            assert (await admin.get("/openapi.json")).status_code == 404
+            assert (await admin.get("/docs")).status_code == 404
 
 
 async def test_the_statistics_projection_is_measured_with_redis(redis_server) -> None:

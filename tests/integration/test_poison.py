@@ -107,7 +107,7 @@ async def test_the_http_answer_lists_a_refused_record_as_merge_failed(
             assert ready["status"] == "ready"
             assert ready["sources"]["http"]["merge_refused"] == 2
             assert [p["message_id"] for p in ready["parked"]] == ["http-bad", "http-bad"]
-            metrics = (await client.get("/metrics")).text
+            metrics = (await client.get(f"{server.admin}/metrics")).text
             assert 'ses_tracker_merges_refused_total{source="http"} 2.0' in metrics
         assert (await store.get("http-good-2")).status() == "sent"
 

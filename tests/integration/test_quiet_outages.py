@@ -39,7 +39,7 @@ def test_a_redis_outage_is_said_once_with_its_cause_and_its_end(tmp_path: Path) 
     with running("serve", env=env) as service:
         time.sleep(4)  # a few evaluations, sweeps and erasure polls against nothing
         down = log_lines(service.logs())
-        metrics = httpx.get(f"{service.base}/metrics", timeout=5).text
+        metrics = httpx.get(f"{service.admin}/metrics", timeout=5).text
         redis.start()
         try:
             deadline = time.monotonic() + 20

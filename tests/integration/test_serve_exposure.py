@@ -4,19 +4,18 @@ and the process as started answers only those names."""
 
 from __future__ import annotations
 
-import os
 import subprocess
 
 import httpx
 import pytest
 
-from tests.support.process import command, running
+from tests.support.process import clean_environment, command, running
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(60)]
 
 
 def serve_with(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
-    environment = {k: v for k, v in os.environ.items() if not k.startswith("SES_TRACKER_")}
+    environment = clean_environment()
     environment.update(env)
     return subprocess.run(
         [*command(), "serve", *args], env=environment, capture_output=True, timeout=30, text=True

@@ -13,7 +13,7 @@ import pytest
 from service.search import message_handle
 from service.state import STATUSES
 from tests.support import ses
-from tests.support.process import command, running
+from tests.support.process import clean_environment, command, running
 from tests.support.servers import RedisClusterServers, RedisServer, free_port
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(90)]
@@ -116,7 +116,7 @@ def test_demo_runs_realistic_traffic_with_no_setup() -> None:
 
 
 def test_bad_configuration_fails_fast_with_a_clear_error() -> None:
-    environment = {k: v for k, v in os.environ.items() if not k.startswith("SES_TRACKER_")}
+    environment = clean_environment()
     environment["SES_TRACKER_PORT"] = "not-a-port"
     result = subprocess.run(
         [*command(), "serve"], env=environment, capture_output=True, timeout=30, text=True
@@ -130,7 +130,7 @@ def test_bad_alert_rules_and_webhooks_stop_start_up_naming_line_and_entry(tmp_pa
     rules.write_text(
         "rules:\n  - name: bounces\n    kind: bounce_rate\n    warn: 0.02\n    window_s: 7200\n"
     )
-    environment = {k: v for k, v in os.environ.items() if not k.startswith("SES_TRACKER_")}
+    environment = clean_environment()
     environment["SES_TRACKER_ALERT_RULES"] = str(rules)
     environment["SES_TRACKER_ALERT_WEBHOOKS"] = (
         "slack=https://hooks.slack.com/services/x,discord=http://discord.com/api/webhooks/1/t"
@@ -217,7 +217,7 @@ def test_a_newer_data_format_in_redis_stops_an_older_version(redis_server: Redis
         result = subprocess.run(
             [*command(), "serve"],
             env={
-                **{k: v for k, v in os.environ.items() if not k.startswith("SES_TRACKER_")},
+                **clean_environment(),
                 "SES_TRACKER_REDIS_URL": redis_server.url,
                 "SES_TRACKER_PORT": str(free_port()),
             },
@@ -238,7 +238,7 @@ def test_serve_refuses_a_cluster_written_in_another_number_of_slot_groups(
     """A message's group is its handle modulo the count: another count would look in
     the wrong places, so serve stops and says why."""
     env = {
-        **{k: v for k, v in os.environ.items() if not k.startswith("SES_TRACKER_")},
+        **clean_environment(),
         "SES_TRACKER_REDIS_URL": redis_cluster.url,
         "SES_TRACKER_REDIS_CLUSTER": "true",
     }

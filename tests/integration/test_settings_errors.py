@@ -2,19 +2,18 @@
 
 from __future__ import annotations
 
-import os
 import subprocess
 
 import pytest
 
 from service.settings import load_settings
-from tests.support.process import command
+from tests.support.process import clean_environment, command
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(60)]
 
 
 def serve_with(env: dict[str, str]) -> subprocess.CompletedProcess[str]:
-    environment = {k: v for k, v in os.environ.items() if not k.startswith("SES_TRACKER_")}
+    environment = clean_environment()
     environment.update(env)
     return subprocess.run(
         [*command(), "serve"], env=environment, capture_output=True, timeout=30, text=True

@@ -10,11 +10,13 @@ from __future__ import annotations
 import asyncio
 import subprocess
 import time
+from pathlib import Path
 
 import httpx
 import orjson
 import pytest
 import websockets
+from prometheus_client.parser import text_string_to_metric_families
 from redis import asyncio as aioredis
 
 from service.clock import wall_clock_ms
@@ -35,18 +37,22 @@ def test_more_than_one_worker_needs_redis() -> None:
 
 
 async def test_two_workers_split_the_partitions_and_act_as_one_service(
-    redis_server: RedisServer, kafka_broker: TansuBroker
+    redis_server: RedisServer, kafka_broker: TansuBroker, tmp_path: Path
 ) -> None:
     redis = aioredis.Redis.from_url(redis_server.url)
     await redis.flushdb()  # the service's own prefix: start from nothing
     topic = f"workers-{time.monotonic_ns()}"
     await create_topic(kafka_broker.bootstrap_servers, topic, partitions=2)
     records = simulated_records(400, seed=31)
+    rules = tmp_path / "rules.yaml"
+    rules.write_text(RULES.format(warn=0.05))
     env = {
         "SES_TRACKER_REDIS_URL": redis_server.url,
         "SES_TRACKER_KAFKA_BOOTSTRAP_SERVERS": kafka_broker.bootstrap_servers,
         "SES_TRACKER_KAFKA_TOPICS": topic,
         "SES_TRACKER_KAFKA_GROUP_ID": f"g-{topic}",
+        "SES_TRACKER_ALERT_RULES": str(rules),
+        "SES_TRACKER_CONFIG_POLL_S": "0",  # this test reloads by asking
     }
     try:
         with running("serve", "--workers", "2", env=env) as service:
@@ -66,6 +72,7 @@ async def test_two_workers_split_the_partitions_and_act_as_one_service(
                 )
 
             await wait_until(both_consumed, within_s=60)
+            await one_truth_on_the_admin_port(service.admin, len(records), rules)
             # One evaluator for the service, as across replicas.
             assert await redis.get("st:al:lease") in {k for k in await redis.hkeys("st:al:health")}
 
@@ -94,3 +101,56 @@ async def test_two_workers_split_the_partitions_and_act_as_one_service(
             assert service.stop() == 0
     finally:
         await redis.aclose()
+
+
+RULES = """rules:
+  - name: bounces
+    kind: bounce_rate
+    warn: {warn}
+    window_s: 600
+"""
+
+
+def samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    return {
+        (sample.name, tuple(sorted(sample.labels.items()))): sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+    }
+
+
+async def one_truth_on_the_admin_port(admin: str | None, records: int, rules: Path) -> None:
+    """#28.3 and #28.4: the parent answers for both workers. On main before this,
+    /metrics answered from whichever worker took the connection (770, 770, 770, 755;
+    the alert leader 0, 0, 0, 1) and there was no reload."""
+    assert admin is not None
+    async with httpx.AsyncClient(base_url=admin, timeout=10) as http:
+        for _ in range(4):
+            found = samples((await http.get("/metrics")).text)
+            read = sum(v for (name, _), v in found.items() if name == "ses_tracker_records_total")
+            assert read == records
+            assert found[("ses_tracker_alert_leader", ())] == 1
+            assert found[("ses_tracker_workers_answering", ())] == 2
+        ready = (await http.get("/readyz")).json()
+        assert ready["status"] == "ready" and len(ready["workers"]) == 2
+        partitions = [
+            consumer["partitions"]
+            for worker in ready["workers"].values()
+            for consumer in worker["consumers"].values()
+        ]
+        assert sorted(map(len, partitions)) == [1, 1]
+        # A reload reaches both workers; a bad file leaves both running as they were.
+        await asyncio.to_thread(rules.write_text, RULES.format(warn=0.05) + "    window_s: 9999\n")
+        refused = await http.post("/-/reload")
+        assert refused.status_code == 422
+        for answer in refused.json()["workers"].values():
+            [rules_file] = answer["files"]
+            assert not rules_file["ok"] and f"{rules}:" in rules_file["error"]
+        found = samples((await http.get("/metrics")).text)
+        assert found[("ses_tracker_config_reload_success", (("file", "rules"),))] == 0
+        await asyncio.to_thread(rules.write_text, RULES.format(warn=0.04))
+        reloaded = await http.post("/-/reload")
+        assert reloaded.status_code == 200, reloaded.text
+        assert len(reloaded.json()["workers"]) == 2
+        found = samples((await http.get("/metrics")).text)
+        assert found[("ses_tracker_config_reload_success", (("file", "rules"),))] == 1

@@ -17,6 +17,14 @@ import httpx
 from tests.support.servers import free_port
 
 
+def clean_environment(admin_port: int | None = None) -> dict[str, str]:
+    """This environment without any SES_TRACKER_* name, but for an admin port of
+    its own (a free one unless given): never the shared default, 9000."""
+    environment = {k: v for k, v in os.environ.items() if not k.startswith("SES_TRACKER_")}
+    environment["SES_TRACKER_ADMIN_PORT"] = str(admin_port or free_port())
+    return environment
+
+
 def command() -> list[str]:
     script = Path(sys.executable).parent / "ses-tracker"
     return [str(script)] if script.exists() else [sys.executable, "-m", "service.cli"]
@@ -25,9 +33,12 @@ def command() -> list[str]:
 class Service:
     """A running `ses-tracker` process; its stderr (the JSON log) goes to a file."""
 
-    def __init__(self, process: subprocess.Popen, base: str, log_path: Path) -> None:
+    def __init__(
+        self, process: subprocess.Popen, base: str, log_path: Path, admin: str | None = None
+    ) -> None:
         self.process = process
         self.base = base
+        self.admin = admin  # the admin port's base, when the command serves one
         self.log_path = log_path
 
     def logs(self) -> str:
@@ -44,8 +55,8 @@ class Service:
 
 @contextmanager
 def running(*args: str, env: dict[str, str] | None = None) -> Iterator[Service]:
-    port = free_port()
-    environment = {k: v for k, v in os.environ.items() if not k.startswith("SES_TRACKER_")}
+    port, admin_port = free_port(), free_port()
+    environment = clean_environment(admin_port)
     environment.update(env or {}, SES_TRACKER_PORT=str(port))
     with tempfile.TemporaryDirectory() as workdir:
         log_path = Path(workdir) / "stderr.log"
@@ -53,7 +64,9 @@ def running(*args: str, env: dict[str, str] | None = None) -> Iterator[Service]:
             process = subprocess.Popen(
                 [*command(), *args], env=environment, stdout=subprocess.DEVNULL, stderr=log_file
             )
-        service = Service(process, f"http://127.0.0.1:{port}", log_path)
+        admin = environment["SES_TRACKER_ADMIN_PORT"]
+        admin_base = f"http://127.0.0.1:{admin}" if admin != "0" else None
+        service = Service(process, f"http://127.0.0.1:{port}", log_path, admin_base)
         try:
             deadline = time.monotonic() + 20
             while True:

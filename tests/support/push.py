@@ -7,6 +7,7 @@ from typing import Any
 
 import httpx
 import orjson
+from fastapi import FastAPI
 
 from api.app import create_app
 from consumers.sns import SnsVerifier
@@ -32,8 +33,15 @@ def open_settings(**overrides: Any) -> Settings:
 
 
 class Harness:
-    def __init__(self, client: httpx.AsyncClient, runtime: Runtime, signer: LocalSigner) -> None:
+    def __init__(
+        self,
+        client: httpx.AsyncClient,
+        runtime: Runtime,
+        signer: LocalSigner,
+        admin: httpx.AsyncClient,
+    ) -> None:
         self.client = client
+        self.admin = admin  # the admin routes: /metrics, whole /readyz, /-/reload
         self.runtime = runtime
         self.signer = signer
         self.confirmed: list[str] = []
@@ -46,10 +54,13 @@ async def harness_for(settings: Settings) -> AsyncIterator[Harness]:
     async with app.router.lifespan_context(app):
         runtime = holder["runtime"]
         transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(
-            transport=transport, base_url="http://127.0.0.1", headers=FIREHOSE_KEY_HEADER
-        ) as client:
-            harness = Harness(client, runtime, signer)
+        async with (
+            httpx.AsyncClient(
+                transport=transport, base_url="http://127.0.0.1", headers=FIREHOSE_KEY_HEADER
+            ) as client,
+            admin_client(app) as admin,
+        ):
+            harness = Harness(client, runtime, signer, admin)
             runtime.sns_verifier = SnsVerifier(fetch=signer.fetch)
 
             async def confirm(url: str) -> None:
@@ -57,6 +68,12 @@ async def harness_for(settings: Settings) -> AsyncIterator[Harness]:
 
             runtime.confirm_subscription = confirm
             yield harness
+
+
+def admin_client(app: FastAPI) -> httpx.AsyncClient:
+    """A client of ``app``'s admin routes (``api.admin``), in process."""
+    transport = httpx.ASGITransport(app=app.state.admin_app)
+    return httpx.AsyncClient(transport=transport, base_url="http://127.0.0.1")
 
 
 def signed(harness: Harness, record: dict, message_id: str = "mid-1", version: str = "2") -> bytes:

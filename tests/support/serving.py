@@ -8,6 +8,7 @@ from contextlib import asynccontextmanager
 
 import uvicorn
 
+from api.admin import listen_tcp
 from api.app import create_app
 from service.clock import wall_clock_ms
 from service.runtime import Runtime
@@ -16,10 +17,11 @@ from tests.support.servers import free_port, wait_for_port
 
 
 class Server:
-    def __init__(self, base: str, runtime: Runtime) -> None:
+    def __init__(self, base: str, runtime: Runtime, admin: str) -> None:
         self.base = base
         self.ws = base.replace("http://", "ws://")
         self.runtime = runtime
+        self.admin = admin  # the admin port's base: /metrics, whole /readyz, /-/reload
 
 
 @asynccontextmanager
@@ -37,7 +39,9 @@ async def serving(
         if on_start is not None:
             on_start(runtime)
 
-    app = create_app(settings, on_start=started, clock_ms=clock_ms)
+    admin_port = free_port()
+    admin = listen_tcp("127.0.0.1", admin_port)
+    app = create_app(settings, on_start=started, clock_ms=clock_ms, admin_listener=admin)
     # As serve runs it: the app reads the proxy headers itself (api.app).
     config = uvicorn.Config(app, host="127.0.0.1", port=port, log_config=None, proxy_headers=False)
     server = uvicorn.Server(config)
@@ -46,7 +50,9 @@ async def serving(
         await asyncio.to_thread(wait_for_port, port)
         while "runtime" not in holder:  # noqa: ASYNC110 - set by the app's lifespan
             await asyncio.sleep(0.01)
-        yield Server(f"http://127.0.0.1:{port}", holder["runtime"])
+        yield Server(
+            f"http://127.0.0.1:{port}", holder["runtime"], f"http://127.0.0.1:{admin_port}"
+        )
     finally:
         server.should_exit = True
         await task

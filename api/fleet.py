@@ -1,0 +1,203 @@
+"""The admin port of ``serve --workers N``: the parent answers for all its workers.
+
+Each worker serves the admin routes (``api.admin``) on a Unix socket of its own,
+``<dir>/<pid>.sock`` in a directory only this user can enter, made by the parent
+and named to the workers in ``SES_TRACKER_WORKER_SOCKETS``. The parent serves the
+admin port and asks every live worker (the supervisor's list, so a replaced
+worker's socket is never asked):
+
+* ``GET /metrics``: one scrape, the workers' added up (``service.fleet_metrics``),
+  plus ``ses_tracker_workers`` and ``ses_tracker_workers_answering``;
+* ``GET /healthz``: ``200`` when every worker answers its own;
+* ``GET /readyz``: every worker's answer, whole, under ``workers`` by pid, with its
+  sources; ``200`` when at least one answered and every one that answered is ready
+  (a worker being replaced takes no connections meanwhile);
+* ``POST /-/reload``: every worker re-reads its files; ``200`` when all did.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import httpx
+import orjson
+import structlog
+import uvicorn
+from fastapi import FastAPI
+from fastapi.responses import Response
+from prometheus_client import CONTENT_TYPE_LATEST
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+
+from api.admin import UnsignalledServer
+from api.responses import OrjsonResponse
+from service.fleet_metrics import FleetMetrics
+
+log = structlog.get_logger(__name__)
+
+SOCKETS_ENV = "SES_TRACKER_WORKER_SOCKETS"
+# A worker slower than this to answer is counted as not answering this time.
+ASK_TIMEOUT_S = 5.0
+# A reload applies the files in every worker: allow it longer.
+RELOAD_TIMEOUT_S = 30.0
+
+
+def socket_of(directory: Path, pid: int) -> Path:
+    return directory / f"{pid}.sock"
+
+
+class Workers:
+    """Asks every live worker the same question over its admin socket."""
+
+    def __init__(self, directory: Path, pids: Callable[[], list[int]], configured: int) -> None:
+        self.directory = directory
+        self.pids = pids
+        self.configured = configured
+        self.scrape_failures = 0
+
+    async def ask(
+        self, method: str, path: str, timeout_s: float = ASK_TIMEOUT_S
+    ) -> dict[int, httpx.Response | str]:
+        """Each live worker's answer, or why there was none, by pid."""
+        pids = [pid for pid in self.pids() if pid]
+
+        async def one(pid: int) -> httpx.Response | str:
+            transport = httpx.AsyncHTTPTransport(uds=str(socket_of(self.directory, pid)))
+            try:
+                async with httpx.AsyncClient(
+                    transport=transport, base_url="http://worker", timeout=timeout_s
+                ) as client:
+                    return await client.request(method, path)
+            except httpx.HTTPError as exc:
+                return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+
+        answers = await asyncio.gather(*(one(pid) for pid in pids))
+        return dict(zip(pids, answers, strict=True))
+
+
+def create_fleet_app(workers: Workers) -> FastAPI:
+    app = FastAPI(
+        title="ses-tracker admin",
+        default_response_class=OrjsonResponse,
+        docs_url=None,
+        redoc_url=None,
+        openapi_url=None,
+    )
+    fleet_metrics = FleetMetrics()
+
+    @app.get("/metrics")
+    async def metrics() -> Response:
+        answers = await workers.ask("GET", "/metrics")
+        scrapes = {}
+        for pid, answer in answers.items():
+            if isinstance(answer, httpx.Response) and answer.status_code == 200:
+                scrapes[pid] = answer.text
+            else:
+                workers.scrape_failures += 1
+        configured = GaugeMetricFamily(
+            "ses_tracker_workers", "Worker processes serve --workers runs."
+        )
+        configured.add_metric([], workers.configured)
+        answering = GaugeMetricFamily(
+            "ses_tracker_workers_answering", "Workers that answered this scrape."
+        )
+        answering.add_metric([], len(scrapes))
+        failures = CounterMetricFamily(
+            "ses_tracker_worker_scrape_failures",
+            "Worker scrapes that got no answer (that worker's totals count as last seen).",
+        )
+        failures.add_metric([], workers.scrape_failures)
+        body = await asyncio.to_thread(
+            fleet_metrics.answer, scrapes, answers.keys(), [configured, answering, failures]
+        )
+        return Response(body, media_type=CONTENT_TYPE_LATEST)
+
+    @app.get("/healthz")
+    async def healthz() -> OrjsonResponse:
+        answers = await workers.ask("GET", "/healthz")
+        by_pid = {str(pid): _state(answer) for pid, answer in answers.items()}
+        healthy = bool(answers) and all(state == "ok" for state in by_pid.values())
+        return OrjsonResponse(
+            {"status": "ok" if healthy else "unhealthy", "workers": by_pid},
+            status_code=200 if healthy else 503,
+        )
+
+    @app.get("/readyz")
+    async def readyz() -> OrjsonResponse:
+        answers = await workers.ask("GET", "/readyz")
+        by_pid: dict[str, Any] = {}
+        ready = []
+        for pid, answer in answers.items():
+            if isinstance(answer, httpx.Response):
+                body = _json(answer)
+                by_pid[str(pid)] = body
+                ready.append(answer.status_code == 200)
+            else:
+                by_pid[str(pid)] = {"status": "not answering", "error": answer}
+        is_ready = bool(ready) and all(ready)
+        body = {
+            "status": "ready" if is_ready else "unavailable",
+            "store": is_ready,
+            "workers_configured": workers.configured,
+            "workers": by_pid,
+        }
+        return OrjsonResponse(body, status_code=200 if is_ready else 503)
+
+    @app.post("/-/reload")
+    async def reload() -> OrjsonResponse:
+        answers = await workers.ask("POST", "/-/reload", RELOAD_TIMEOUT_S)
+        by_pid: dict[str, Any] = {}
+        failed = []
+        for pid, answer in answers.items():
+            if isinstance(answer, httpx.Response):
+                by_pid[str(pid)] = _json(answer)
+                if answer.status_code != 200:
+                    failed.append(str(pid))
+            else:
+                by_pid[str(pid)] = {"error": answer}
+                failed.append(str(pid))
+        if failed or not answers:
+            error = f"workers {', '.join(failed)} kept their running configuration"
+            if not answers:
+                error = "no worker answered"
+            return OrjsonResponse({"error": error, "workers": by_pid}, status_code=422)
+        return OrjsonResponse({"workers": by_pid})
+
+    return app
+
+
+def _state(answer: httpx.Response | str) -> str:
+    if isinstance(answer, str):
+        return f"not answering: {answer}"
+    return "ok" if answer.status_code == 200 else f"answered {answer.status_code}"
+
+
+def _json(answer: httpx.Response) -> Any:
+    try:
+        return orjson.loads(answer.content)
+    except orjson.JSONDecodeError:
+        return {"status": f"answered {answer.status_code}", "error": "not JSON"}
+
+
+class FleetAdmin:
+    """The fleet app on the admin socket, in a thread of the supervisor process
+    (whose main thread runs uvicorn's supervisor and its signals)."""
+
+    def __init__(self, app: FastAPI, sock: Any) -> None:
+        config = uvicorn.Config(
+            app, lifespan="off", log_config=None, access_log=False, proxy_headers=False
+        )
+        self._server = UnsignalledServer(config)
+        self._thread = threading.Thread(
+            target=self._server.run, kwargs={"sockets": [sock]}, name="admin", daemon=True
+        )
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._server.should_exit = True
+        self._thread.join(15)
