@@ -74,8 +74,10 @@ class Dependency:
 
 
 class Outages:
-    def __init__(self) -> None:
-        self.dependencies: dict[str, Dependency] = {}
+    def __init__(self, known: tuple[str, ...] = ()) -> None:
+        # The ``known`` ones are reported from the start (up until they fail), so a
+        # scrape always has ses_tracker_dependency_up for them to alert on.
+        self.dependencies: dict[str, Dependency] = {name: Dependency(name) for name in known}
 
     def _of(self, name: str) -> Dependency:
         dependency = self.dependencies.get(name)
@@ -111,5 +113,5 @@ class Outages:
 
 
 # Process-wide, as the loops that report are (like Prometheus's default registry).
-OUTAGES = Outages()
 STORE = "store"
+OUTAGES = Outages(known=(STORE,))
