@@ -4,7 +4,12 @@
 texts, forwarding hosts) and ``POST /-/reload``, on ``SES_TRACKER_HOST``'s address
 and a port of its own, so an Ingress or load balancer in front of the public port
 never publishes them, and a NetworkPolicy can admit Prometheus and the kubelet to
-this one alone. No Host check and no token: the port is the protection.
+this one alone. No Host check and no token: the port is the protection. What a browser sends is
+refused (``403``): a request with ``Origin`` or ``Sec-Fetch-Mode`` (every current
+browser sends one of them, on every request) comes from a page, and no page has
+business here. Prometheus, the kubelet and curl send neither. That keeps a page
+on another site, or one reached by DNS rebinding, from reading the whole
+``/readyz`` or asking for a reload through a visitor's browser.
 
 One process (``serve``): a second uvicorn server in the same event loop, serving
 this app over the same runtime. ``serve --workers N``: each worker serves it on a
@@ -23,6 +28,7 @@ from pathlib import Path
 
 import uvicorn
 from fastapi import FastAPI
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from api.responses import OrjsonResponse
 from api.routes import health, metrics, reload
@@ -38,10 +44,29 @@ def create_admin_app() -> FastAPI:
         openapi_url=None,
     )
     admin.state.is_admin = True
+    admin.add_middleware(NoBrowsers)
     admin.include_router(health.router)
     admin.include_router(metrics.router)
     admin.include_router(reload.router)
     return admin
+
+
+class NoBrowsers:
+    """ASGI middleware: ``403`` to any request a browser made (see the module)."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            names = {name for name, _ in scope["headers"]}
+            if b"origin" in names or b"sec-fetch-mode" in names:
+                refused = OrjsonResponse(
+                    {"error": "the admin port answers tools, not browsers"}, status_code=403
+                )
+                await refused(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
 
 
 class AdminListenError(OSError):
@@ -90,8 +115,15 @@ class AdminServer:
     """``app`` served on an already listening socket, in this event loop."""
 
     def __init__(self, app: FastAPI, sock: socket.socket) -> None:
+        # A scrape or probe in flight at shutdown gets a few seconds, never more:
+        # an open connection must not hold the drain.
         config = uvicorn.Config(
-            app, lifespan="off", log_config=None, access_log=False, proxy_headers=False
+            app,
+            lifespan="off",
+            log_config=None,
+            access_log=False,
+            proxy_headers=False,
+            timeout_graceful_shutdown=5,
         )
         self._server = UnsignalledServer(config)
         self._sock = sock
@@ -103,13 +135,18 @@ class AdminServer:
         self._task = asyncio.create_task(self._server.serve(sockets=[self._sock]), name="admin")
         while not self._server.started and not self._task.done():  # noqa: ASYNC110
             await asyncio.sleep(0.01)
+        if self._task.done():
+            self._task.result()  # its error, if it has one
+            raise RuntimeError("the admin server stopped as it started")
 
     async def stop(self) -> None:
         if self._task is None:
             return
         self._server.should_exit = True
-        with contextlib.suppress(TimeoutError, asyncio.CancelledError):
-            await asyncio.wait_for(self._task, 10)
+        # Waited for, not awaited: a cancellation of the caller stays the caller's.
+        _, late = await asyncio.wait({self._task}, timeout=10)
+        for task in late:
+            task.cancel()
         if self._path:
             with contextlib.suppress(OSError):
                 os.unlink(self._path)

@@ -8,7 +8,9 @@ worker's socket is never asked):
 
 * ``GET /metrics``: one scrape, the workers' added up (``service.fleet_metrics``),
   plus ``ses_tracker_workers`` and ``ses_tracker_workers_answering``;
-* ``GET /healthz``: ``200`` when every worker answers its own;
+* ``GET /healthz``: ``200`` while this process serves and at least one worker
+  answers its own (a worker being replaced, after a crash or a SIGHUP, must not
+  fail the pod's liveness probe; uvicorn's supervisor replaces one that hangs);
 * ``GET /readyz``: every worker's answer, whole, under ``workers`` by pid, with its
   sources; ``200`` when at least one answered and every one that answered is ready
   (a worker being replaced takes no connections meanwhile);
@@ -30,7 +32,7 @@ import uvicorn
 from fastapi import FastAPI
 from fastapi.responses import Response
 from prometheus_client import CONTENT_TYPE_LATEST
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
 from api.admin import UnsignalledServer
 from api.responses import OrjsonResponse
@@ -39,8 +41,9 @@ from service.fleet_metrics import FleetMetrics
 log = structlog.get_logger(__name__)
 
 SOCKETS_ENV = "SES_TRACKER_WORKER_SOCKETS"
-# A worker slower than this to answer is counted as not answering this time.
-ASK_TIMEOUT_S = 5.0
+# A worker slower than this to answer is counted as not answering this time: under
+# the probes' own timeout (the manifests give 3 s).
+ASK_TIMEOUT_S = 2.0
 # A reload applies the files in every worker: allow it longer.
 RELOAD_TIMEOUT_S = 30.0
 
@@ -52,25 +55,33 @@ def socket_of(directory: Path, pid: int) -> Path:
 class Workers:
     """Asks every live worker the same question over its admin socket."""
 
-    def __init__(self, directory: Path, pids: Callable[[], list[int]], configured: int) -> None:
+    def __init__(self, directory: Path, pids: Callable[[], list[int]]) -> None:
         self.directory = directory
         self.pids = pids
-        self.configured = configured
         self.scrape_failures = 0
+        # One client per live worker, kept between questions (a client costs a TLS
+        # context to make, even for a Unix socket).
+        self._clients: dict[int, httpx.AsyncClient] = {}
+
+    def _client(self, pid: int) -> httpx.AsyncClient:
+        client = self._clients.get(pid)
+        if client is None:
+            transport = httpx.AsyncHTTPTransport(uds=str(socket_of(self.directory, pid)))
+            client = httpx.AsyncClient(transport=transport, base_url="http://worker")
+            self._clients[pid] = client
+        return client
 
     async def ask(
         self, method: str, path: str, timeout_s: float = ASK_TIMEOUT_S
     ) -> dict[int, httpx.Response | str]:
         """Each live worker's answer, or why there was none, by pid."""
         pids = [pid for pid in self.pids() if pid]
+        for gone in set(self._clients) - set(pids):
+            await self._clients.pop(gone).aclose()
 
         async def one(pid: int) -> httpx.Response | str:
-            transport = httpx.AsyncHTTPTransport(uds=str(socket_of(self.directory, pid)))
             try:
-                async with httpx.AsyncClient(
-                    transport=transport, base_url="http://worker", timeout=timeout_s
-                ) as client:
-                    return await client.request(method, path)
+                return await self._client(pid).request(method, path, timeout=timeout_s)
             except httpx.HTTPError as exc:
                 return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
 
@@ -87,39 +98,48 @@ def create_fleet_app(workers: Workers) -> FastAPI:
         openapi_url=None,
     )
     fleet_metrics = FleetMetrics()
+    # One round at a time (two Prometheus replicas, a probe and a scrape): a slow
+    # round must not land after a newer one and bring back a retired worker.
+    scraping = asyncio.Lock()
 
     @app.get("/metrics")
     async def metrics() -> Response:
-        answers = await workers.ask("GET", "/metrics")
-        scrapes = {}
-        for pid, answer in answers.items():
-            if isinstance(answer, httpx.Response) and answer.status_code == 200:
-                scrapes[pid] = answer.text
-            else:
-                workers.scrape_failures += 1
-        configured = GaugeMetricFamily(
-            "ses_tracker_workers", "Worker processes serve --workers runs."
+        async with scraping:
+            answers = await workers.ask("GET", "/metrics")
+            scrapes = {}
+            for pid, answer in answers.items():
+                if isinstance(answer, httpx.Response) and answer.status_code == 200:
+                    scrapes[pid] = answer.text
+                else:
+                    workers.scrape_failures += 1
+            body, unreadable = await asyncio.to_thread(
+                fleet_metrics.answer, scrapes, answers.keys(), own(len(answers), scrapes)
+            )
+            workers.scrape_failures += len(unreadable)
+        return Response(body, media_type=CONTENT_TYPE_LATEST)
+
+    def own(live: int, scrapes: dict[int, str]) -> list[Metric]:
+        running = GaugeMetricFamily(
+            "ses_tracker_workers", "Worker processes serve --workers runs now."
         )
-        configured.add_metric([], workers.configured)
+        running.add_metric([], live)
         answering = GaugeMetricFamily(
             "ses_tracker_workers_answering", "Workers that answered this scrape."
         )
         answering.add_metric([], len(scrapes))
         failures = CounterMetricFamily(
             "ses_tracker_worker_scrape_failures",
-            "Worker scrapes that got no answer (that worker's totals count as last seen).",
+            "Worker scrapes that got no answer, or none that could be read (that worker's "
+            "totals count as last seen).",
         )
         failures.add_metric([], workers.scrape_failures)
-        body = await asyncio.to_thread(
-            fleet_metrics.answer, scrapes, answers.keys(), [configured, answering, failures]
-        )
-        return Response(body, media_type=CONTENT_TYPE_LATEST)
+        return [running, answering, failures]
 
     @app.get("/healthz")
     async def healthz() -> OrjsonResponse:
         answers = await workers.ask("GET", "/healthz")
         by_pid = {str(pid): _state(answer) for pid, answer in answers.items()}
-        healthy = bool(answers) and all(state == "ok" for state in by_pid.values())
+        healthy = any(state == "ok" for state in by_pid.values())
         return OrjsonResponse(
             {"status": "ok" if healthy else "unhealthy", "workers": by_pid},
             status_code=200 if healthy else 503,
@@ -141,7 +161,6 @@ def create_fleet_app(workers: Workers) -> FastAPI:
         body = {
             "status": "ready" if is_ready else "unavailable",
             "store": is_ready,
-            "workers_configured": workers.configured,
             "workers": by_pid,
         }
         return OrjsonResponse(body, status_code=200 if is_ready else 503)
@@ -187,8 +206,15 @@ class FleetAdmin:
     (whose main thread runs uvicorn's supervisor and its signals)."""
 
     def __init__(self, app: FastAPI, sock: Any) -> None:
+        # A scrape or probe in flight at shutdown gets a few seconds, never more:
+        # an open connection must not hold the drain.
         config = uvicorn.Config(
-            app, lifespan="off", log_config=None, access_log=False, proxy_headers=False
+            app,
+            lifespan="off",
+            log_config=None,
+            access_log=False,
+            proxy_headers=False,
+            timeout_graceful_shutdown=5,
         )
         self._server = UnsignalledServer(config)
         self._thread = threading.Thread(

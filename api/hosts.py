@@ -28,9 +28,9 @@ from service.settings import Settings, split_list
 # client that is on this machine (its TCP peer is loopback).
 LOOPBACK_NAMES = frozenset({"localhost", "127.0.0.1", "::1"})
 ANY_ADDRESS_NAMES = frozenset({"0.0.0.0", "::"})
-# Probes reach pods by IP, so they name no host; /metrics is scraped by pod IP too
-# (it moves to the admin port, which is not checked).
-UNCHECKED_PATHS = frozenset({"/healthz", "/readyz", "/metrics"})
+# Probes reach pods by IP, so they name no host (scrapes go to the admin port,
+# which has no Host check: api.admin).
+UNCHECKED_PATHS = frozenset({"/healthz", "/readyz"})
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
 # Bodies every POST route reads; the push endpoints take what their sender sends too:

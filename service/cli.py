@@ -297,7 +297,6 @@ def _serve_workers(settings: Settings, workers: int) -> int:
     """
     import os
     import shutil
-    import tempfile
 
     import structlog
     from uvicorn.supervisors import Multiprocess
@@ -315,8 +314,6 @@ def _serve_workers(settings: Settings, workers: int) -> int:
                "REDIS_URL": settings.redis_url, "LOG_LEVEL": settings.log_level}  # fmt: skip
     for name, value in flagged.items():
         os.environ[f"SES_TRACKER_{name}"] = str(value)
-    sockets = Path(tempfile.mkdtemp(prefix="ses-tracker-"))  # mode 0700
-    os.environ[SOCKETS_ENV] = str(sockets)
     config = uvicorn.Config(
         "service.cli:worker_app",
         factory=True,
@@ -332,19 +329,34 @@ def _serve_workers(settings: Settings, workers: int) -> int:
     structlog.get_logger(__name__).info(
         "workers_starting", workers=workers, port=settings.port, admin_port=settings.admin_port
     )
-    supervisor = Multiprocess(config, sockets=[config.bind_socket()])
+    supervisor = Multiprocess(config, sockets=[config.bind_socket()])  # exits when taken
+    sockets = _worker_sockets_dir() if admin_sock is not None else None
     admin = None
-    if admin_sock is not None:
-        fleet = Workers(sockets, lambda: [p.pid or 0 for p in list(supervisor.processes)], workers)
-        admin = FleetAdmin(create_fleet_app(fleet), admin_sock)
-        admin.start()
     try:
+        if admin_sock is not None and sockets is not None:
+            os.environ[SOCKETS_ENV] = str(sockets)
+            fleet = Workers(sockets, lambda: [p.pid or 0 for p in list(supervisor.processes)])
+            admin = FleetAdmin(create_fleet_app(fleet), admin_sock)
+            admin.start()
         supervisor.run()
     finally:
         if admin is not None:
             admin.stop()
-        shutil.rmtree(sockets, ignore_errors=True)
+        if sockets is not None:
+            shutil.rmtree(sockets, ignore_errors=True)
     return 0
+
+
+def _worker_sockets_dir() -> Path:
+    """A private directory (0700) for the workers' admin sockets, short enough that
+    ``<dir>/<pid>.sock`` fits a Unix socket's path (108 bytes on Linux)."""
+    import tempfile
+
+    longest = len("/4194304.sock")  # the largest pid Linux gives
+    base = tempfile.gettempdir()
+    if len(base) + len("/ses-tracker-xxxxxxxx") + longest >= 100:
+        base = "/tmp"
+    return Path(tempfile.mkdtemp(prefix="ses-tracker-", dir=base))
 
 
 def worker_app() -> Any:

@@ -36,7 +36,10 @@ from service.alerts.engine import Alerting
 from service.alerts.rules import RulesError, parse_rules
 from service.forward.config import ForwardConfigError, parse_subscriptions
 from service.forward.sender import Forwarder
+from service.outages import OUTAGES, STORE
 from service.settings import Settings
+from service.stores.base import StoreUnavailable
+from service.stores.errors import REDIS_UNAVAILABLE
 
 log = structlog.get_logger(__name__)
 
@@ -86,12 +89,13 @@ class ConfigFiles:
         self._clock_s = clock_s
         self.reloads: Counter[tuple[str, str]] = Counter()  # (file, "success" | "failure")
         self._watched: list[_Watched] = []
+        self._applying = asyncio.Lock()
         if settings.alert_rules is not None:
             dimensions = settings.dimensions()
 
             async def rules(text: str) -> int:
                 ruleset = parse_rules(text, str(settings.alert_rules), dimensions)
-                alerting.apply_rules(ruleset)
+                await alerting.apply_rules(ruleset)
                 return len(ruleset.rules)
 
             self._watched.append(_Watched(RULES, settings.alert_rules, rules))
@@ -151,25 +155,42 @@ class ConfigFiles:
                 came_back = watched.name in unreadable
                 unreadable.discard(watched.name)
                 if came_back or _digest(text) != watched.digest:
-                    await self._apply(watched, text)
+                    await self._apply(watched, text)  # says and counts its own failures
 
     async def _apply(self, watched: _Watched, text: str) -> Outcome:
-        digest = _digest(text)
-        changed, watched.digest = digest != watched.digest, digest
-        try:
-            loaded = await watched.apply(text)
-        except (RulesError, ForwardConfigError, yamlfile.YamlFileError) as exc:
-            return self._failed(watched, str(exc), changed=changed)
-        watched.success, watched.last_success_s = True, self._clock_s()
-        self.reloads[(watched.name, "success")] += 1
-        log.info("config_reloaded", file=watched.name, path=str(watched.path), loaded=loaded)
-        return Outcome(watched.name, str(watched.path), True, changed, None, loaded)
+        # One at a time: a reload asked for while the poll applies waits for it.
+        async with self._applying:
+            digest = _digest(text)
+            changed = digest != watched.digest
+            try:
+                loaded = await watched.apply(text)
+            except (RulesError, ForwardConfigError, yamlfile.YamlFileError) as exc:
+                # The content is wrong: said once, read again when it changes.
+                watched.digest = digest
+                return self._failed(watched, str(exc), changed=changed)
+            except Exception as exc:
+                # Not the file's fault (the store, mid-change): the running
+                # configuration stays, and the next poll tries this content again.
+                reason = f"{watched.path}: not applied: {type(exc).__name__}: {exc}"
+                if isinstance(exc, (StoreUnavailable, *REDIS_UNAVAILABLE)):
+                    # An outage: one line for all of it (service.outages).
+                    OUTAGES.failed(STORE, exc, part=f"reloading {watched.name}")
+                    return self._failed(watched, reason, changed=changed, said=True)
+                return self._failed(watched, reason, changed=changed)
+            watched.digest = digest
+            watched.success, watched.last_success_s = True, self._clock_s()
+            self.reloads[(watched.name, "success")] += 1
+            log.info("config_reloaded", file=watched.name, path=str(watched.path), loaded=loaded)
+            return Outcome(watched.name, str(watched.path), True, changed, None, loaded)
 
-    def _failed(self, watched: _Watched, error: str, *, changed: bool) -> Outcome:
+    def _failed(
+        self, watched: _Watched, error: str, *, changed: bool, said: bool = False
+    ) -> Outcome:
         watched.success = False
         self.reloads[(watched.name, "failure")] += 1
-        # The running configuration stays; the error names file and line.
-        log.error("config_reload_failed", file=watched.name, error=error, kept="running")
+        if not said:
+            # The running configuration stays; the error names file and line.
+            log.error("config_reload_failed", file=watched.name, error=error, kept="running")
         return Outcome(watched.name, str(watched.path), False, changed, error)
 
 

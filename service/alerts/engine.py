@@ -150,14 +150,21 @@ class Alerting:
         self._holding: set[str] = set()
         # (time, dead letters, evictions) totals, to tell what grew in a window.
         self._samples: deque[tuple[int, int, int]] = deque()
-        self.apply_rules(rules)
+        # Held by a tick from its first read of the rules to its commit, so a reload
+        # never swaps them under one (its windows were read for the old rules).
+        self._rules_in_use = asyncio.Lock()
+        self._use_rules(rules)
 
-    def apply_rules(self, rules: RuleSet) -> None:
+    async def apply_rules(self, rules: RuleSet) -> None:
         """Evaluate ``rules`` from the next tick on (a reload, ``service.reload``).
 
         Alerts of rules no longer there resolve at that tick, as when a rule's
         condition clears; the lease and outbox carry on.
         """
+        async with self._rules_in_use:
+            self._use_rules(rules)
+
+    def _use_rules(self, rules: RuleSet) -> None:
         self.rules = rules
         self._window_reader = WindowReader(
             self.store, windows_needed(rules.rules), dimensions_needed(rules.rules)
@@ -174,6 +181,10 @@ class Alerting:
 
     async def tick(self) -> list[Alert]:
         """Evaluate once, if this replica holds the lease; the notices committed."""
+        async with self._rules_in_use:
+            return await self._tick()
+
+    async def _tick(self) -> list[Alert]:
         now_ms = self._clock_ms()
         # Every replica says how its own sources are; the lease holder judges.
         await self.alert_store.note_health(self.owner, {"at": now_ms, "sources": self._health_of()})

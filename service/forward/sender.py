@@ -138,6 +138,8 @@ class Forwarder:
         self._senders: dict[str, tuple[asyncio.Task[None], asyncio.Event]] = {}
         self._by_id = {s.id: s for s in self.subscriptions}
         self._running = False
+        # Held while the senders change (run's start and end, apply).
+        self._changing = asyncio.Lock()
 
     def stop(self) -> None:
         self._stopping.set()
@@ -149,13 +151,16 @@ class Forwarder:
     async def run(self) -> None:
         """Send for every subscription until stopped or cancelled; ``apply`` changes
         the subscriptions meanwhile."""
-        self._running = True
         try:
-            await self._start(self.subscriptions)
+            async with self._changing:
+                await self.outbox.prepare([s.id for s in self.subscriptions])
+                self._start(self.subscriptions)
+                self._running = True
             await self._stopping.wait()
         finally:
-            self._running = False
-            await self._end(list(self._senders))
+            async with self._changing:
+                self._running = False
+                await self._end(list(self._senders))
 
     async def apply(self, subscriptions: Sequence[Subscription]) -> None:
         """Send for ``subscriptions`` from now on (a reload, ``service.reload``).
@@ -165,28 +170,43 @@ class Forwarder:
         settings at that place, one added starts at the end (it forwards what comes),
         one removed stops sending; its consumer group stays, so putting it back
         resumes where it was while the outbox still holds that.
-        """
-        kept = {s.id: s for s in subscriptions}
-        changed = [sid for sid, s in self._by_id.items() if kept.get(sid) != s]
-        self.subscriptions = list(subscriptions)
-        self.figures = {s.name: self.figures.get(s.name) or Figures() for s in subscriptions}
-        if not self._running:
-            self._by_id = kept
-            return
-        await self._end(changed)
-        await self._start([s for s in subscriptions if s.id not in self._senders])
 
-    async def _start(self, subscriptions: Sequence[Subscription]) -> None:
-        await self.outbox.prepare([s.id for s in subscriptions])
+        One change at a time (a reload racing the poll, or ``run`` starting); the new
+        places are made before any sender stops, so an outage there raises with the
+        running senders untouched. Returns when the new senders run.
+        """
+        async with self._changing:
+            wanted = {s.id: s for s in subscriptions}
+            ending = [sid for sid, s in self._by_id.items() if wanted.get(sid) != s]
+            starting = [s for s in subscriptions if self._by_id.get(s.id) != s]
+            if self._running:
+                await self.outbox.prepare([s.id for s in starting])
+            for subscription in subscriptions:
+                self.figures.setdefault(subscription.name, Figures())
+            if self._running:
+                await self._end(ending)
+                self._start(starting)
+            else:
+                self._by_id = dict(wanted)
+            self.subscriptions = list(subscriptions)
+            for name in set(self.figures) - {s.name for s in subscriptions}:
+                del self.figures[name]
+
+    def _start(self, subscriptions: Sequence[Subscription]) -> None:
         for subscription in subscriptions:
             stop = asyncio.Event()
             task = asyncio.create_task(
                 self._run(subscription, stop), name=f"forward:{subscription.name}"
             )
+            # A sender is not awaited while it runs: its crash is said here.
+            task.add_done_callback(_report_sender_crash)
             self._senders[subscription.id] = (task, stop)
             self._by_id[subscription.id] = subscription
 
     async def _end(self, subscription_ids: Sequence[str]) -> None:
+        """Stop these senders now. A post in hand is cut off and its batch sent again
+        by the next sender: at least once, with the same item ids, as after a crash
+        (waiting for it instead would let a stopping sender go on retrying)."""
         ending = [self._senders.pop(sid) for sid in subscription_ids if sid in self._senders]
         for sid in subscription_ids:
             self._by_id.pop(sid, None)
@@ -212,6 +232,9 @@ class Forwarder:
     async def _round(self, subscription: Subscription, figures: Figures) -> None:
         if not await self.outbox.lease(subscription.id, self.holder, self._lease_ms):
             figures.sending = False
+            # The backlog is the outbox's, not the holder's: kept current here too, so
+            # no replica reports a stale one (metrics take the largest).
+            await self._note_backlog(subscription, figures)
             await self._sleep(self._lease_ms / 3_000)
             return
         figures.sending = True
@@ -391,3 +414,8 @@ def _event_unforgotten(blob: bytes, forgotten: Callable[[str], bool]) -> bytes:
         return blob
     # One rewrite for every erased address (service.erasure's rules), not one each.
     return blob_without(blob, gone) or b""
+
+
+def _report_sender_crash(task: asyncio.Task[None]) -> None:
+    if not task.cancelled() and task.exception() is not None:
+        log.error("forward_sender_crashed", task=task.get_name(), exc_info=task.exception())

@@ -119,6 +119,7 @@ CODES = {
     "STATUS_DELAYED": state.DELAYED,  # this or below: still waiting (search.is_pending)
     "PROBLEM_FIRST": state.STATUSES.index(search.PROBLEM_STATUSES[0]),
     "NEW_RECIPIENT": -1,  # from_status of a recipient first seen
+    "NO_RECORD": -1,  # the index status of a message not stored yet (below any status)
     "DESTINATION_EVENT": 0,  # event_index of a change no single event made
     "NO_LATENCY": -1,  # FED latency_ms without a known send time
     "COMPLAINT_BIT": state.COMPLAINT,  # gained by a complaint (else a Permanent bounce)

@@ -4,8 +4,11 @@ A store that reaches ``maxmemory`` under ``noeviction`` refuses every write: the
 merges fail and ingestion stops. Operators alert on the fraction used before then
 (``deploy/prometheus``), from figures the service reads itself, so no exporter is
 needed. Collectors are synchronous, so the figures are read here every
-``EVERY_S`` and the scrape shows the last ones; a node that cannot be read drops
-out of them (``ses_tracker_dependency_up`` says why).
+``EVERY_S`` and the scrape shows the last ones; while Redis cannot be read they are
+absent (the merges and ``ses_tracker_dependency_up`` say why: this sampler reports
+no outage of its own, as a read of INFO says nothing of whether writes work). A
+user whose ACL refuses INFO (it is in ``@dangerous``) gets one warning and no
+figures: the store works without them.
 """
 
 from __future__ import annotations
@@ -14,11 +17,14 @@ import asyncio
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+import structlog
 from redis.asyncio.cluster import RedisCluster
+from redis.exceptions import ResponseError
 
-from service.outages import OUTAGES, STORE
 from service.stores.errors import REDIS_UNAVAILABLE
 from service.stores.keyspace import RedisKeyspace
+
+log = structlog.get_logger(__name__)
 
 EVERY_S = 15.0
 # A timeout per read: a wedged node must not hold the sampler.
@@ -35,6 +41,7 @@ class RedisMemory:
         client = self._keyspace.client
         found: dict[str, tuple[int, int]] = {}
         if isinstance(client, RedisCluster):
+            await client.initialize()  # learns the masters once (a no-op after)
             for node in client.get_primaries():
                 info = await client.info("memory", target_nodes=node)
                 found[node.name] = _figures(info)
@@ -49,10 +56,15 @@ class RedisMemory:
         while True:
             try:
                 await asyncio.wait_for(self.sample(), READ_TIMEOUT_S)
-                OUTAGES.ok(STORE)
-            except (TimeoutError, *REDIS_UNAVAILABLE) as exc:
+            except ResponseError as exc:
+                # Refused, not unreachable (NOPERM: the ACL has no INFO): asking again
+                # changes nothing.
                 self.nodes = {}
-                OUTAGES.failed(STORE, exc, part="redis memory")
+                log.warning("redis_memory_not_readable", error=str(exc)[:200],
+                            figures="ses_tracker_redis_memory_* absent")  # fmt: skip
+                return
+            except (TimeoutError, *REDIS_UNAVAILABLE):
+                self.nodes = {}
             await sleep(EVERY_S)
 
 

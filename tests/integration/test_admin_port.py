@@ -12,7 +12,7 @@ import time
 import httpx
 import pytest
 
-from tests.support.process import clean_environment, command, running
+from tests.support.process import clean_environment, command, listening_ports, running
 from tests.support.servers import RedisServer, free_port
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(90)]
@@ -53,13 +53,31 @@ def test_metrics_and_whole_readiness_are_on_the_admin_port_only(
 
 
 def test_admin_port_zero_turns_it_off() -> None:
-    admin_port = free_port()
     with running("serve", env={"SES_TRACKER_ADMIN_PORT": "0"}) as service:
         assert service.admin is None
         assert httpx.get(f"{service.base}/healthz", timeout=5).status_code == 200
         assert httpx.get(f"{service.base}/metrics", timeout=5).status_code == 404
-        with pytest.raises(httpx.ConnectError):
-            httpx.get(f"http://127.0.0.1:{admin_port}/metrics", timeout=2)
+        # It listens on its public port and nothing else (port 0 is no ephemeral port).
+        public = int(service.base.rsplit(":", 1)[1])
+        assert listening_ports(service.process.pid) == {public}
+        assert service.stop() == 0
+    with running("serve") as service:  # and the same check sees an admin port
+        admin = int(str(service.admin).rsplit(":", 1)[1])
+        assert listening_ports(service.process.pid) == {int(service.base.rsplit(":", 1)[1]), admin}
+        assert service.stop() == 0
+
+
+def test_the_admin_port_refuses_browsers() -> None:
+    """No Host check there (probes and scrapes come by address), so a page, on
+    another site or reached by DNS rebinding, must not read it through a browser."""
+    with running("serve") as service:
+        assert httpx.get(f"{service.admin}/readyz", timeout=5).status_code == 200
+        for header in ({"Origin": "https://evil.example"}, {"Sec-Fetch-Mode": "cors"},
+                       {"Sec-Fetch-Mode": "navigate"}):  # fmt: skip
+            for method, path in (("GET", "/readyz"), ("GET", "/metrics"), ("POST", "/-/reload")):
+                answer = httpx.request(method, f"{service.admin}{path}", headers=header, timeout=5)
+                assert answer.status_code == 403, (header, path)
+                assert answer.json() == {"error": "the admin port answers tools, not browsers"}
         assert service.stop() == 0
 
 

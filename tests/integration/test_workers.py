@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import subprocess
+import tempfile
 import time
 from pathlib import Path
 
@@ -54,6 +55,7 @@ async def test_two_workers_split_the_partitions_and_act_as_one_service(
         "SES_TRACKER_ALERT_RULES": str(rules),
         "SES_TRACKER_CONFIG_POLL_S": "0",  # this test reloads by asking
     }
+    before = socket_dirs()
     try:
         with running("serve", "--workers", "2", env=env) as service:
             await produce(kafka_broker.bootstrap_servers, topic, keyed(records))
@@ -73,6 +75,10 @@ async def test_two_workers_split_the_partitions_and_act_as_one_service(
 
             await wait_until(both_consumed, within_s=60)
             await one_truth_on_the_admin_port(service.admin, len(records), rules)
+            # The workers' admin sockets: in one private directory, one each.
+            [made] = socket_dirs() - before
+            assert made.stat().st_mode & 0o777 == 0o700
+            assert len(list(made.glob("*.sock"))) == 2
             # One evaluator for the service, as across replicas.
             assert await redis.get("st:al:lease") in {k for k in await redis.hkeys("st:al:health")}
 
@@ -99,6 +105,7 @@ async def test_two_workers_split_the_partitions_and_act_as_one_service(
                     found = await http.get(f"/v1/messages/{records[0]['mail']['messageId']}")
                     assert found.status_code == 200
             assert service.stop() == 0
+        assert socket_dirs() == before  # removed at exit
     finally:
         await redis.aclose()
 
@@ -154,3 +161,7 @@ async def one_truth_on_the_admin_port(admin: str | None, records: int, rules: Pa
         assert len(reloaded.json()["workers"]) == 2
         found = samples((await http.get("/metrics")).text)
         assert found[("ses_tracker_config_reload_success", (("file", "rules"),))] == 1
+
+
+def socket_dirs() -> set[Path]:
+    return set(Path(tempfile.gettempdir()).glob("ses-tracker-*"))

@@ -25,6 +25,26 @@ def clean_environment(admin_port: int | None = None) -> dict[str, str]:
     return environment
 
 
+def listening_ports(pid: int) -> set[int]:
+    """TCP ports process ``pid`` listens on (from /proc: its socket inodes, then
+    the kernel's listening table)."""
+    inodes = set()
+    for fd in Path(f"/proc/{pid}/fd").iterdir():
+        try:
+            target = os.readlink(fd)
+        except OSError:
+            continue
+        if target.startswith("socket:["):
+            inodes.add(target[8:-1])
+    ports = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        for line in Path(table).read_text().splitlines()[1:]:
+            fields = line.split()
+            if fields[3] == "0A" and fields[9] in inodes:  # 0A: LISTEN
+                ports.add(int(fields[1].rsplit(":", 1)[1], 16))
+    return ports
+
+
 def command() -> list[str]:
     script = Path(sys.executable).parent / "ses-tracker"
     return [str(script)] if script.exists() else [sys.executable, "-m", "service.cli"]
@@ -44,9 +64,15 @@ class Service:
     def logs(self) -> str:
         return self.log_path.read_text()
 
-    def stop(self) -> int:
+    def stop(self, timeout_s: float = 40) -> int:
+        """SIGTERM, then the exit status. ``timeout_s``: the drain the service
+        promises (sources 15 s, then HTTP 20 s) with a little room, as its
+        orchestrators give it (systemd TimeoutStopSec=40, Kubernetes 45 s)."""
+        started = time.monotonic()
         self.process.send_signal(signal.SIGTERM)
-        return self.process.wait(timeout=15)
+        status = self.process.wait(timeout=timeout_s)
+        self.stopped_in_s = time.monotonic() - started
+        return status
 
     def kill(self) -> None:
         self.process.kill()

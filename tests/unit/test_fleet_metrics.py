@@ -45,7 +45,12 @@ ses_tracker_store_merge_seconds_sum{{store="RedisStore"}} {merges / 1000}
 """
 
 
-def values(text: bytes) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
+
+
+def values(text: bytes | tuple[bytes, list[int]]) -> Samples:
+    if isinstance(text, tuple):
+        text = text[0]
     found = {}
     for family in text_string_to_metric_families(text.decode()):
         for sample in family.samples:
@@ -55,13 +60,14 @@ def values(text: bytes) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
 
 def test_counters_and_histograms_add_up_and_gauges_follow_their_rule() -> None:
     fleet = FleetMetrics()
-    raw = fleet.answer(
+    raw, unreadable = fleet.answer(
         {
             1: worker(records=770, leader=0, lag=3, up=1, clients=2, merges=10),
             2: worker(records=755, leader=1, lag=9, up=0, clients=5, merges=4),
         },
         alive=[1, 2],
     )
+    assert unreadable == []
     # Types survive, so Prometheus reads a counter as a counter.
     assert b"# TYPE ses_tracker_records_total counter" in raw
     assert b"# TYPE ses_tracker_store_merge_seconds histogram" in raw
@@ -124,3 +130,30 @@ async def test_every_gauge_in_a_scrape_has_an_aggregation() -> None:
     }
     assert gauges
     assert gauges <= metrics.GAUGE_AGGREGATION.keys(), gauges - metrics.GAUGE_AGGREGATION.keys()
+
+
+def test_a_figure_that_drops_within_one_pid_carries_what_it_had_reached() -> None:
+    """A reused pid, or a counter object made anew (a subscription removed and put
+    back): the sum must not drop, or rate() reads a reset and a false spike."""
+    fleet = FleetMetrics()
+    records = ("ses_tracker_records_total", (("source", "kafka"),))
+    fleet.answer({7: worker(1_000, 0, 0, 1, 1, 1), 8: worker(10, 1, 0, 1, 1, 1)}, alive=[7, 8])
+    dropped = values(fleet.answer({7: worker(3, 0, 0, 1, 1, 1), 8: worker(10, 1, 0, 1, 1, 1)},
+                                  alive=[7, 8]))  # fmt: skip
+    assert dropped[records] == 1_000 + 3 + 10
+    later = values(fleet.answer({7: worker(5, 0, 0, 1, 1, 1), 8: worker(12, 1, 0, 1, 1, 1)},
+                                alive=[7, 8]))  # fmt: skip
+    assert later[records] == 1_000 + 5 + 12
+    # And when that pid goes, what it carried stays in the total.
+    gone = values(fleet.answer({8: worker(13, 1, 0, 1, 1, 1)}, alive=[8]))
+    assert gone[records] == 1_000 + 5 + 13
+
+
+def test_a_scrape_that_cannot_be_read_is_left_out_not_fatal() -> None:
+    fleet = FleetMetrics()
+    body, unreadable = fleet.answer(
+        {1: worker(10, 1, 0, 1, 1, 1), 2: "ses_tracker_records_total{source= garbled"},
+        alive=[1, 2],
+    )
+    assert unreadable == [2]
+    assert values(body)[("ses_tracker_records_total", (("source", "kafka"),))] == 10
