@@ -69,10 +69,15 @@
 --   erasures = the group's tombstone revision the writes were stripped against
 --          (service.tombstones), or an empty string: when the stored one differs,
 --          the script writes nothing and returns msgpack ['stale-erasures'].
--- Returns msgpack [transitions, candidates]: the transitions flattened
+-- Read it as state.merge: the arguments (read-only) and the keys after the records
+-- first; then one function per concern (the record, its recipients' bits, its
+-- events, its indexes, suppressions, the streams), each given the call's outputs
+-- (`call`, made once below) rather than reaching for script-wide tables.
+-- Returns msgpack [transitions, candidates, refused]: the transitions flattened
 -- (message_index, event_index (0 = destination), address, from_status (-1 = new
 -- recipient), to_status), and the trim candidates flattened as ARGV[trim] takes them.
 
+-- The arguments, read-only from here on.
 local ttl = tonumber(ARGV[ARG_TTL_S])
 local hold = tonumber(ARGV[ARG_HOLD_S])
 local statuses = ARGV[ARG_STATUS_TABLE]
@@ -92,36 +97,52 @@ local max_blob_bytes = tonumber(ARGV[ARG_MAX_BLOB_BYTES])
 -- The tombstones (service.tombstones) the writes were stripped against, by their
 -- revision in this group, or nil when not sent.
 local erasures = ARGV[ARG_ERASURES] ~= '' and ARGV[ARG_ERASURES] or nil
+local index_prefix = index and index[INDEX_PREFIX]
+local oldest_live = index and index[INDEX_OLDEST_LIVE_MS]
+local bor, band, bnot = bit.bor, bit.band, bit.bnot
 
 -- The keys after the records, by name (layout.OPTIONAL_KEYS): each part sent has
 -- its key, in that order.
-local sent = {}
-sent[OPTIONAL_KEY_CHECKPOINT] = checkpoint
-sent[OPTIONAL_KEY_LOG] = log
-sent[OPTIONAL_KEY_FEED] = feed
-sent[OPTIONAL_KEY_FORWARD] = forward
-sent[OPTIONAL_KEY_ERASURES] = erasures
 local key_of = {}
-local next_key = #batch + 1
-for part = 1, OPTIONAL_KEYS do
-  if sent[part] then
-    key_of[part] = KEYS[next_key]
-    next_key = next_key + 1
+do
+  local sent = {}
+  sent[OPTIONAL_KEY_CHECKPOINT] = checkpoint
+  sent[OPTIONAL_KEY_LOG] = log
+  sent[OPTIONAL_KEY_FEED] = feed
+  sent[OPTIONAL_KEY_FORWARD] = forward
+  sent[OPTIONAL_KEY_ERASURES] = erasures
+  local next_key = #batch + 1
+  for part = 1, OPTIONAL_KEYS do
+    if sent[part] then
+      key_of[part] = KEYS[next_key]
+      next_key = next_key + 1
+    end
   end
 end
 
--- An erasure since the caller read the tombstones: write nothing and say so, for
--- it to strip the writes again (an address erased before a message was sent never
--- comes back through a late event of it). The erasure job reads the records only
--- after the revision moved, so a call that passes here is one it will see.
-if erasures and (redis.call('GET', key_of[OPTIONAL_KEY_ERASURES]) or NO_ERASURES) ~= erasures then
-  return cmsgpack.pack({STALE_ERASURES})
+-- With slot groups (a Redis Cluster, ARGV[declared] set), every key this script
+-- touches is in KEYS (the cluster routes by KEYS, and a script must name no other):
+-- the fixed ones by position, the rest (index, bucket and suppression keys of this
+-- call's messages, trim probes) declared after them. A key built here and not
+-- declared is a bug in the Python side's list: refused loudly. One Redis needs no
+-- declaration, and is spared building and checking it.
+local given = function(name)
+  return name
+end
+if ARGV[ARG_DECLARED] ~= '' then
+  local declared = {}
+  for i = 1, #KEYS do
+    declared[KEYS[i]] = true
+  end
+  given = function(name)
+    if not declared[name] then
+      error('merge.lua: key not in KEYS: ' .. name)
+    end
+    return name
+  end
 end
 
-local fed = {}
-local forwarded = {}
-local applied = {} -- flattened: message_index, event_index of each event new to the store
-local bor = bit.bor
+-- Pure helpers --------------------------------------------------------------
 
 local function status_of(flags)
   return string.byte(statuses, flags + 1) - 48
@@ -143,8 +164,6 @@ local function bytes_less(x, y)
   return #x < #y
 end
 
-local out = {}
-
 -- An address's domain, NO_DOMAIN without one (twin of service.dimensions.domain_of):
 -- what forwarded changes name a provider by, and the change log names.
 local function domain_of(address)
@@ -155,41 +174,6 @@ local function domain_of(address)
   return domain
 end
 
--- With slot groups (a Redis Cluster, ARGV[declared] set), every key this script
--- touches is in KEYS (the cluster routes by KEYS, and a script must name no other):
--- the fixed ones by position, the rest (index, bucket, rollup and suppression keys
--- of this call's messages, trim probes) declared after them. A key built here and
--- not declared is a bug in the Python side's list: refused loudly. One Redis needs
--- no declaration, and is spared building and checking it.
-local given = function(name)
-  return name
-end
-if ARGV[ARG_DECLARED] ~= '' then
-  local declared = {}
-  for i = 1, #KEYS do
-    declared[KEYS[i]] = true
-  end
-  given = function(name)
-    if not declared[name] then
-      error('merge.lua: key not in KEYS: ' .. name)
-    end
-    return name
-  end
-end
-
--- Search indexes (see the header). Records expire on their own; index entries are
--- dropped when found dead: by the reader, and by the merge, from the oldest end of
--- the zset. A member sent after oldest_live_ms cannot be dead (its record was merged
--- after it was sent, and lives the retention from then), so the common case costs
--- one ZRANGE. An older one may be dead: its record key was not given to this call,
--- so it is returned as a candidate (index key, member, key to probe), and the next
--- call of this group gets the probe keys in KEYS and the candidates in ARGV[trim]:
--- an entry whose probe key is gone is dropped then. Shared zsets and buckets are
--- tended once a call.
-local index_prefix = index and index[INDEX_PREFIX]
-local oldest_live = index and index[INDEX_OLDEST_LIVE_MS]
-local tended = {}
-
 local function send_time_bytes(ms)
   local b = {}
   for i = 6, 1, -1 do
@@ -197,61 +181,6 @@ local function send_time_bytes(ms)
     ms = (ms - b[i]) / 256
   end
   return string.char(b[1], b[2], b[3], b[4], b[5], b[6])
-end
-
-local candidates = {} -- flattened: index key, member, probe key
-
-local function note_old(key, count)
-  local rows = redis.call('ZRANGE', key, 0, count - 1, 'WITHSCORES')
-  for i = 1, #rows, 2 do
-    local member = rows[i]
-    if tonumber(rows[i + 1]) < oldest_live then
-      candidates[#candidates + 1] = key
-      candidates[#candidates + 1] = member
-      candidates[#candidates + 1] = index_prefix .. KEY_RECORD .. '{' .. member .. '}'
-    end
-  end
-end
-
--- The last call's candidates: dropped where their probe key is gone.
-if trim then
-  for i = 1, #trim, 3 do
-    if redis.call('EXISTS', given(trim[i + 2])) == 0 then
-      redis.call('ZREM', given(trim[i]), trim[i + 1])
-    end
-  end
-end
-
-local function index_add(key, score, handle, shared)
-  redis.call('ZADD', given(key), score, handle)
-  if not shared then
-    note_old(key, 1)
-  elseif not tended[key] then
-    tended[key] = true
-    note_old(key, 8)
-  end
-end
-
-local function add_to_bucket(sent_at, handle)
-  local bucket = math.floor(sent_at / index[INDEX_BUCKET_MS])
-  local bucket_key = given(index_prefix .. KEY_SEND_TIME_BUCKET .. bucket)
-  redis.call('APPEND', bucket_key, send_time_bytes(sent_at) .. handle)
-  if tended[bucket_key] then
-    return
-  end
-  tended[bucket_key] = true
-  redis.call('EXPIRE', bucket_key, ttl)
-  local buckets_key = given(index_prefix .. KEY_BUCKETS)
-  redis.call('ZADD', buckets_key, bucket, bucket)
-  if not tended[buckets_key] then
-    tended[buckets_key] = true
-    local oldest = redis.call('ZRANGE', buckets_key, 0, 0)[1]
-    if oldest ~= tostring(bucket) then
-      candidates[#candidates + 1] = buckets_key
-      candidates[#candidates + 1] = oldest
-      candidates[#candidates + 1] = index_prefix .. KEY_SEND_TIME_BUCKET .. oldest
-    end
-  end
 end
 
 -- The message's status (highest of its recipients') and whether it has a recipient
@@ -274,40 +203,25 @@ local function rollup(recipients, mf)
   return top, pending or top <= STATUS_DELAYED
 end
 
-local function index_message(message, handle, raw, before_top, before_pending, recipients, mf,
-                             new_recipients)
-  local sent_at = math.max(0, message[MESSAGE_SENT_AT])
-  if not raw then
-    add_to_bucket(sent_at, handle)
-  end
-  for _, address in ipairs(new_recipients) do
-    local key = given(index_prefix .. KEY_RECIPIENT .. address)
-    index_add(key, sent_at, handle, false)
-    redis.call('EXPIRE', key, ttl)
-  end
-  local top, pending = rollup(recipients, mf)
-  if top ~= before_top then
-    if before_top >= PROBLEM_FIRST then
-      redis.call('ZREM', given(index_prefix .. KEY_STATUS .. index[INDEX_STATUS_NAMES][before_top + 1]),
-                 handle)
-    end
-    if top >= PROBLEM_FIRST then
-      index_add(index_prefix .. KEY_STATUS .. index[INDEX_STATUS_NAMES][top + 1], sent_at, handle, true)
-    end
-  end
-  if pending ~= before_pending then
-    if pending then
-      index_add(index_prefix .. KEY_PENDING, sent_at, handle, true)
-    else
-      redis.call('ZREM', given(index_prefix .. KEY_PENDING), handle)
-    end
-  end
+-- What a call produces ---------------------------------------------------------
+
+-- Everything a call accumulates, made once per call and handed to each function
+-- that adds to it (nothing else outlives a function):
+--   out        the reply's transitions, flattened in REPLY order;
+--   fed        the live stream's entries (FED order), when kept;
+--   forwarded  the forwarding outbox's entries (FORWARDED order), when kept;
+--   applied    message_index, event_index of each event new to the store (APPLIED);
+--   candidates index entries that may be dead: index key, member, probe key;
+--   tended     shared index keys already looked after in this call.
+local function new_call()
+  return {out = {}, fed = {}, forwarded = {}, applied = {}, candidates = {}, tended = {}}
 end
 
 -- A recipient's status changed: in the reply, and in the live stream and the
 -- forwarding outbox when they are kept. `header` is the message's, as merged.
-local function transition(message_index, header, event, event_index, address, from_status,
+local function transition(call, message_index, header, event, event_index, address, from_status,
                           to_status)
+  local out = call.out
   -- In REPLY order.
   out[#out + 1] = message_index
   out[#out + 1] = event_index
@@ -325,16 +239,117 @@ local function transition(message_index, header, event, event_index, address, fr
   end
   if feed then
     -- In FED order.
-    fed[#fed + 1] = {message[MESSAGE_MESSAGE_ID], address, from_status, to_status, at, latency}
+    call.fed[#call.fed + 1] = {message[MESSAGE_MESSAGE_ID], address, from_status, to_status, at,
+                               latency}
   end
   if forward then
     local domain = domain_of(address)
     -- In FORWARDED order (service.forward.items.Change).
-    forwarded[#forwarded + 1] = {message[MESSAGE_MESSAGE_ID], address, from_status, to_status, at,
-                                 latency, header, cause and cause[EVENT_BLOB] or '',
-                                 message[MESSAGE_PROVIDERS][domain] or OTHER_PROVIDER}
+    call.forwarded[#call.forwarded + 1] = {
+      message[MESSAGE_MESSAGE_ID], address, from_status, to_status, at, latency, header,
+      cause and cause[EVENT_BLOB] or '', message[MESSAGE_PROVIDERS][domain] or OTHER_PROVIDER}
   end
 end
+
+-- Search indexes ---------------------------------------------------------------
+-- (See the header.) Records expire on their own; index entries are dropped when
+-- found dead: by the reader, and by the merge, from the oldest end of the zset. A
+-- member sent after oldest_live_ms cannot be dead (its record was merged after it
+-- was sent, and lives the retention from then), so the common case costs one
+-- ZRANGE. An older one may be dead: its record key was not given to this call, so
+-- it is returned as a candidate (index key, member, key to probe), and the next
+-- call of this group gets the probe keys in KEYS and the candidates in ARGV[trim]:
+-- an entry whose probe key is gone is dropped then. Shared zsets and buckets are
+-- tended once a call.
+
+local function note_old(call, key, count)
+  local candidates = call.candidates
+  local rows = redis.call('ZRANGE', key, 0, count - 1, 'WITHSCORES')
+  for i = 1, #rows, 2 do
+    local member = rows[i]
+    if tonumber(rows[i + 1]) < oldest_live then
+      candidates[#candidates + 1] = key
+      candidates[#candidates + 1] = member
+      candidates[#candidates + 1] = index_prefix .. KEY_RECORD .. '{' .. member .. '}'
+    end
+  end
+end
+
+-- The last call's candidates: dropped where their probe key is gone.
+local function trim_candidates()
+  for i = 1, #trim, 3 do
+    if redis.call('EXISTS', given(trim[i + 2])) == 0 then
+      redis.call('ZREM', given(trim[i]), trim[i + 1])
+    end
+  end
+end
+
+local function index_add(call, key, score, handle, shared)
+  redis.call('ZADD', given(key), score, handle)
+  if not shared then
+    note_old(call, key, 1)
+  elseif not call.tended[key] then
+    call.tended[key] = true
+    note_old(call, key, 8)
+  end
+end
+
+local function add_to_bucket(call, sent_at, handle)
+  local tended, candidates = call.tended, call.candidates
+  local bucket = math.floor(sent_at / index[INDEX_BUCKET_MS])
+  local bucket_key = given(index_prefix .. KEY_SEND_TIME_BUCKET .. bucket)
+  redis.call('APPEND', bucket_key, send_time_bytes(sent_at) .. handle)
+  if tended[bucket_key] then
+    return
+  end
+  tended[bucket_key] = true
+  redis.call('EXPIRE', bucket_key, ttl)
+  local buckets_key = given(index_prefix .. KEY_BUCKETS)
+  redis.call('ZADD', buckets_key, bucket, bucket)
+  if not tended[buckets_key] then
+    tended[buckets_key] = true
+    local oldest = redis.call('ZRANGE', buckets_key, 0, 0)[1]
+    if oldest ~= tostring(bucket) then
+      candidates[#candidates + 1] = buckets_key
+      candidates[#candidates + 1] = oldest
+      candidates[#candidates + 1] = index_prefix .. KEY_SEND_TIME_BUCKET .. oldest
+    end
+  end
+end
+
+-- A merged record's index entries: its send-time bucket (a new record), its new
+-- recipients, and its status and pending entries where they moved since `before`.
+local function index_message(call, message, handle, record, before)
+  local sent_at = math.max(0, message[MESSAGE_SENT_AT])
+  if not record.raw then
+    add_to_bucket(call, sent_at, handle)
+  end
+  for _, address in ipairs(record.new_recipients) do
+    local key = given(index_prefix .. KEY_RECIPIENT .. address)
+    index_add(call, key, sent_at, handle, false)
+    redis.call('EXPIRE', key, ttl)
+  end
+  local top, pending = rollup(record.recipients, record.mf)
+  if top ~= before.top then
+    if before.top >= PROBLEM_FIRST then
+      redis.call('ZREM', given(index_prefix .. KEY_STATUS .. index[INDEX_STATUS_NAMES][before.top + 1]),
+                 handle)
+    end
+    if top >= PROBLEM_FIRST then
+      index_add(call, index_prefix .. KEY_STATUS .. index[INDEX_STATUS_NAMES][top + 1], sent_at, handle,
+                true)
+    end
+  end
+  if pending ~= before.pending then
+    if pending then
+      index_add(call, index_prefix .. KEY_PENDING, sent_at, handle, true)
+    else
+      redis.call('ZREM', given(index_prefix .. KEY_PENDING), handle)
+    end
+  end
+end
+
+-- Suppressions -----------------------------------------------------------------
 
 -- An address newly holding a Permanent bounce or a complaint (`gained` bits) is
 -- unsafe to mail again: twin of service.suppressions (the earliest reason wins; kept
@@ -345,7 +360,7 @@ local function suppress_address(message, event, address, gained)
   if expires_s <= 0 then
     return
   end
-  local key = given(index[INDEX_PREFIX] .. KEY_SUPPRESSION .. address)
+  local key = given(index_prefix .. KEY_SUPPRESSION .. address)
   local current = redis.call('GET', key)
   if current and cmsgpack.unpack(current)[SUPPRESSION_SINCE_MS] <= at then
     return
@@ -353,7 +368,7 @@ local function suppress_address(message, event, address, gained)
   local entry = {}
   entry[SUPPRESSION_SINCE_MS], entry[SUPPRESSION_MESSAGE_ID] = at, message[MESSAGE_MESSAGE_ID]
   entry[SUPPRESSION_REASON], entry[SUPPRESSION_SUBTYPE] = REASON_COMPLAINT, ''
-  if bit.band(gained, COMPLAINT_BIT) == 0 then
+  if band(gained, COMPLAINT_BIT) == 0 then
     entry[SUPPRESSION_REASON] = REASON_BOUNCE
     local details = cmsgpack.unpack(event[EVENT_BLOB])[STORED_DETAILS]
     if type(details) == 'table' and details[DETAIL_BOUNCE_SUBTYPE] then
@@ -361,193 +376,272 @@ local function suppress_address(message, event, address, gained)
     end
   end
   redis.call('SET', key, cmsgpack.pack(entry), 'EX', expires_s)
-  redis.call('ZADD', given(index[INDEX_PREFIX] .. KEY_SUPPRESSIONS), at, address)
+  redis.call('ZADD', given(index_prefix .. KEY_SUPPRESSIONS), at, address)
   -- And in its reason's listing (out of the other's, when the reason changed).
   local other = entry[SUPPRESSION_REASON] == REASON_BOUNCE and REASON_COMPLAINT or REASON_BOUNCE
-  redis.call('ZADD', given(index[INDEX_PREFIX] .. KEY_SUPPRESSIONS_BY_REASON .. entry[SUPPRESSION_REASON]),
+  redis.call('ZADD', given(index_prefix .. KEY_SUPPRESSIONS_BY_REASON .. entry[SUPPRESSION_REASON]),
              at, address)
   if current then
-    redis.call('ZREM', given(index[INDEX_PREFIX] .. KEY_SUPPRESSIONS_BY_REASON .. other), address)
+    redis.call('ZREM', given(index_prefix .. KEY_SUPPRESSIONS_BY_REASON .. other), address)
   end
 end
 
-local function merge_message(m)
-  local key = KEYS[m]
-  local message = batch[m][ENTRY_WRITE]
-  local handle = batch[m][ENTRY_HANDLE]
-  local raw = redis.call('GET', key)
-  local header, mf, truncated, recipients, blobs = '', 0, false, {}, {}
-  local size, recipient_count, blob_bytes = 0, 0, 0
-  if raw then
-    local record = cmsgpack.unpack(raw)
-    header, mf, truncated = record[RECORD_HEADER], record[RECORD_FLAGS], record[RECORD_TRUNCATED]
-    recipients, blobs = record[RECORD_RECIPIENTS], record[RECORD_BLOBS]
-    for _ in pairs(recipients) do
-      recipient_count = recipient_count + 1
-    end
-    for _, blob in pairs(blobs) do
-      size = size + 1
-      blob_bytes = blob_bytes + #blob
-    end
-    size = size + recipient_count
-  end
-  local changed = false
-  local before_top, before_pending = -1, false
-  if index and raw then
-    before_top, before_pending = rollup(recipients, mf)
-  end
-  local new_recipients = {}
+-- The record ---------------------------------------------------------------------
 
-  local incoming_header = message[MESSAGE_HEADER]
-  if bytes_less(header, incoming_header) then
-    header = incoming_header
-    changed = true
+-- The stored record at `key` as a working copy (twin of MessageRecord), with what
+-- the caps count: its fields, recipients and blob bytes.
+local function read_record(key)
+  local record = {raw = redis.call('GET', key), header = '', mf = 0, truncated = false,
+                  recipients = {}, blobs = {}, size = 0, recipient_count = 0, blob_bytes = 0,
+                  changed = false, new_recipients = {}, ordered = nil}
+  if record.raw then
+    local stored = cmsgpack.unpack(record.raw)
+    record.header, record.mf = stored[RECORD_HEADER], stored[RECORD_FLAGS]
+    record.truncated = stored[RECORD_TRUNCATED]
+    record.recipients, record.blobs = stored[RECORD_RECIPIENTS], stored[RECORD_BLOBS]
+    for _ in pairs(record.recipients) do
+      record.recipient_count = record.recipient_count + 1
+    end
+    for _, blob in pairs(record.blobs) do
+      record.size = record.size + 1
+      record.blob_bytes = record.blob_bytes + #blob
+    end
+    record.size = record.size + record.recipient_count
   end
-  if message[MESSAGE_TRUNCATED] and not truncated then
-    truncated = true
-    changed = true
-  end
+  return record
+end
 
-  -- The kept addresses in order, once the record is at its cap: an address past it
-  -- is then compared with the largest only, and an eviction costs a binary search,
-  -- not a scan of every kept address (events naming many new addresses each).
-  local ordered = nil
-  local function add_bits(address, bits, event, event_index)
-    local old = recipients[address]
-    if old == nil then
-      if recipient_count >= max_recipients then
-        -- Keep the smallest addresses (twin of service.state._add_bits).
-        if not truncated then
-          truncated = true
-          changed = true
-        end
-        if ordered == nil then
-          ordered = {}
-          for kept in pairs(recipients) do
-            ordered[#ordered + 1] = kept
-          end
-          table.sort(ordered, bytes_less)
-        end
-        local largest = ordered[#ordered]
-        if not bytes_less(address, largest) then
-          -- Never kept, but its events are: indexed still, so an erasure finds
-          -- the record (twin of service.state._add_bits).
-          new_recipients[#new_recipients + 1] = address
-          return
-        end
-        recipients[largest] = nil
-        ordered[#ordered] = nil
-        local low, high = 1, #ordered + 1
-        while low < high do
-          local middle = math.floor((low + high) / 2)
-          if bytes_less(ordered[middle], address) then
-            low = middle + 1
-          else
-            high = middle
-          end
-        end
-        table.insert(ordered, low, address)
-        recipient_count = recipient_count - 1
-        size = size - 1
-        changed = true
-      end
-      recipients[address] = bits
-      recipient_count = recipient_count + 1
-      new_recipients[#new_recipients + 1] = address
-      size = size + 1
-      changed = true
-      transition(m, header, event, event_index, address, NEW_RECIPIENT, status_of(bor(bits, mf)))
-      if suppress and event and bit.band(bits, UNSAFE_BITS) ~= 0 then
-        suppress_address(message, event, address, bit.band(bits, UNSAFE_BITS))
-      end
+local function truncate(record)
+  if not record.truncated then
+    record.truncated = true
+    record.changed = true
+  end
+end
+
+-- A new address at the recipient cap: keep the smallest addresses (twin of
+-- service.state._add_bits). True when `address` takes the largest one's place;
+-- false when it is the largest (never kept, but its events are: indexed still, so
+-- an erasure finds the record). The kept addresses are sorted once the record is
+-- at its cap, so an eviction costs a binary search, not a scan of every address.
+local function make_room(record, address)
+  truncate(record)
+  local ordered = record.ordered
+  if ordered == nil then
+    ordered = {}
+    for kept in pairs(record.recipients) do
+      ordered[#ordered + 1] = kept
+    end
+    table.sort(ordered, bytes_less)
+    record.ordered = ordered
+  end
+  local largest = ordered[#ordered]
+  if not bytes_less(address, largest) then
+    return false
+  end
+  record.recipients[largest] = nil
+  ordered[#ordered] = nil
+  local low, high = 1, #ordered + 1
+  while low < high do
+    local middle = math.floor((low + high) / 2)
+    if bytes_less(ordered[middle], address) then
+      low = middle + 1
+    else
+      high = middle
+    end
+  end
+  table.insert(ordered, low, address)
+  record.recipient_count = record.recipient_count - 1
+  record.size = record.size - 1
+  return true
+end
+
+-- `bits` for `address` from `event` (nil: the destination) of message `m`: twin of
+-- service.state._add_bits.
+local function add_bits(call, m, message, record, address, bits, event, event_index)
+  local recipients, mf = record.recipients, record.mf
+  local old = recipients[address]
+  if old == nil then
+    if record.recipient_count >= max_recipients and not make_room(record, address) then
+      record.new_recipients[#record.new_recipients + 1] = address
       return
     end
-    local new = bor(old, bits)
-    if new == old then
-      return
+    recipients[address] = bits
+    record.recipient_count = record.recipient_count + 1
+    record.new_recipients[#record.new_recipients + 1] = address
+    record.size = record.size + 1
+    record.changed = true
+    transition(call, m, record.header, event, event_index, address, NEW_RECIPIENT,
+               status_of(bor(bits, mf)))
+    if suppress and event and band(bits, UNSAFE_BITS) ~= 0 then
+      suppress_address(message, event, address, band(bits, UNSAFE_BITS))
     end
-    local gained = bit.band(bit.band(new, bit.bnot(old)), UNSAFE_BITS)
-    if suppress and event and gained ~= 0 then
-      suppress_address(message, event, address, gained)
-    end
-    recipients[address] = new
-    changed = true
-    local before, after = status_of(bor(old, mf)), status_of(bor(new, mf))
-    if before ~= after then
-      transition(m, header, event, event_index, address, before, after)
-    end
+    return
   end
-
-  for _, address in ipairs(message[MESSAGE_DESTINATION]) do
-    add_bits(address, 0, nil, DESTINATION_EVENT)
+  local new = bor(old, bits)
+  if new == old then
+    return
   end
+  local gained = band(band(new, bnot(old)), UNSAFE_BITS)
+  if suppress and event and gained ~= 0 then
+    suppress_address(message, event, address, gained)
+  end
+  recipients[address] = new
+  record.changed = true
+  local before, after = status_of(bor(old, mf)), status_of(bor(new, mf))
+  if before ~= after then
+    transition(call, m, record.header, event, event_index, address, before, after)
+  end
+end
 
+-- Event `e` of message `m`, its blob stored (or the record truncated at its caps);
+-- true when it is new to the store, so its bits and counts apply.
+local function store_blob(record, event)
+  local field, blob = event[EVENT_FIELD], event[EVENT_BLOB]
+  local current = record.blobs[field]
+  if current == nil then
+    if (event[EVENT_CAPPED] and record.size >= max_fields)
+        or record.blob_bytes + #blob > max_blob_bytes then
+      truncate(record)
+    else
+      record.blobs[field] = blob
+      record.size = record.size + 1
+      record.blob_bytes = record.blob_bytes + #blob
+      record.changed = true
+    end
+    return true
+  end
+  if bytes_less(blob, current) then
+    record.blob_bytes = record.blob_bytes - #current + #blob
+    record.blobs[field] = blob
+    record.changed = true
+  end
+  return false
+end
+
+-- The message's events in order: each new one's blob, message bits (a pass over
+-- the recipients when they move a status) and recipients' bits.
+local function merge_events(call, m, message, record)
   local events = message[MESSAGE_EVENTS]
   for e = 1, #events do
     local event = events[e]
-    local field, blob = event[EVENT_FIELD], event[EVENT_BLOB]
-    local message_bits, capped = event[EVENT_MESSAGE_BITS], event[EVENT_CAPPED]
-    local current = blobs[field]
-    local apply = false
-    if current == nil then
-      apply = true
-      if (capped and size >= max_fields) or blob_bytes + #blob > max_blob_bytes then
-        if not truncated then
-          truncated = true
-          changed = true
-        end
-      else
-        blobs[field] = blob
-        size = size + 1
-        blob_bytes = blob_bytes + #blob
-        changed = true
-      end
-    elseif bytes_less(blob, current) then
-      blob_bytes = blob_bytes - #current + #blob
-      blobs[field] = blob
-      changed = true
-    end
-    if apply then
+    if store_blob(record, event) then
       if log then
         -- In APPLIED order: what the change log's statistics projection counts once.
-        applied[#applied + 1] = m
-        applied[#applied + 1] = e
+        call.applied[#call.applied + 1] = m
+        call.applied[#call.applied + 1] = e
       end
-      local merged = bor(mf, message_bits)
-      if merged ~= mf then
-        local before_mf = mf
-        mf = merged
-        changed = true
-        for address, flags in pairs(recipients) do
-          local before, after = status_of(bor(flags, before_mf)), status_of(bor(flags, mf))
+      local before_mf = record.mf
+      local merged = bor(before_mf, event[EVENT_MESSAGE_BITS])
+      if merged ~= before_mf then
+        record.mf = merged
+        record.changed = true
+        for address, flags in pairs(record.recipients) do
+          local before, after = status_of(bor(flags, before_mf)), status_of(bor(flags, merged))
           if before ~= after then
-            transition(m, header, event, e, address, before, after)
+            transition(call, m, record.header, event, e, address, before, after)
           end
         end
       end
       for _, pair in ipairs(event[EVENT_RECIPIENT_BITS]) do
-        add_bits(pair[BITS_ADDRESS], pair[BITS_BITS], event, e)
+        add_bits(call, m, message, record, pair[BITS_ADDRESS], pair[BITS_BITS], event, e)
       end
     end
   end
+end
+
+-- Message `m` of the batch: read, merged (twin of service.state.merge), written
+-- back with its expiry, and indexed.
+local function merge_message(call, m)
+  local key = KEYS[m]
+  local message = batch[m][ENTRY_WRITE]
+  local record = read_record(key)
+  local before = {top = NO_RECORD, pending = false}
+  if index and record.raw then
+    before.top, before.pending = rollup(record.recipients, record.mf)
+  end
+  if bytes_less(record.header, message[MESSAGE_HEADER]) then
+    record.header = message[MESSAGE_HEADER]
+    record.changed = true
+  end
+  if message[MESSAGE_TRUNCATED] then
+    truncate(record)
+  end
+  for _, address in ipairs(message[MESSAGE_DESTINATION]) do
+    add_bits(call, m, message, record, address, 0, nil, DESTINATION_EVENT)
+  end
+  merge_events(call, m, message, record)
 
   -- In a replay (hold > 0), a message sent before the retention is kept only
   -- briefly, long enough to merge the rest of its events exactly once, and is not
   -- indexed: what lasts of it is what it counted in the history rollups.
-  local past = hold > 0 and index and message[MESSAGE_SENT_AT] < index[INDEX_OLDEST_LIVE_MS]
+  local past = hold > 0 and index and message[MESSAGE_SENT_AT] < oldest_live
   local message_ttl = past and hold or ttl
-  if changed then
-    local record = {}
-    record[RECORD_HEADER], record[RECORD_FLAGS], record[RECORD_TRUNCATED] = header, mf, truncated
-    record[RECORD_RECIPIENTS], record[RECORD_BLOBS] = recipients, blobs
-    record[RECORD_MESSAGE_ID] = message[MESSAGE_MESSAGE_ID]
-    redis.call('SET', key, cmsgpack.pack(record), 'EX', message_ttl)
-    if index and not past then
-      index_message(message, handle, raw, before_top, before_pending, recipients, mf, new_recipients)
-    end
-  else
+  if not record.changed then
     redis.call('EXPIRE', key, message_ttl)
+    return
   end
+  local stored = {}
+  stored[RECORD_HEADER], stored[RECORD_FLAGS] = record.header, record.mf
+  stored[RECORD_TRUNCATED] = record.truncated
+  stored[RECORD_RECIPIENTS], stored[RECORD_BLOBS] = record.recipients, record.blobs
+  stored[RECORD_MESSAGE_ID] = message[MESSAGE_MESSAGE_ID]
+  redis.call('SET', key, cmsgpack.pack(stored), 'EX', message_ttl)
+  if index and not past then
+    index_message(call, message, batch[m][ENTRY_HANDLE], record, before)
+  end
+end
+
+-- The streams --------------------------------------------------------------------
+
+-- The change log (service.stores.changelog): one entry per call that changed
+-- anything, for the projections to apply after the merge, each under its own
+-- checkpoint. The context goes in as Python packed it; the script adds what only it
+-- knows: which events were new to the store and which transitions they made. The
+-- transitions name their recipient's domain, never the address: what the statistics
+-- count by, and all the log needs (an erasure has nothing to reach in it).
+local function append_log(call)
+  local out = call.out
+  if #out == 0 and #call.applied == 0 then
+    return
+  end
+  local logged = {}
+  for i = 1, #out do
+    logged[i] = out[i]
+  end
+  for i = REPLY_ADDRESS, #out, REPLY_STRIDE do
+    logged[i] = domain_of(out[i])
+  end
+  redis.call('XADD', key_of[OPTIONAL_KEY_LOG], 'MINID', '~', log[LOG_MIN_ID_MS], '*',
+             FIELD_CONTEXT, ARGV[ARG_LOG_CONTEXT], FIELD_TRANSITIONS, cmsgpack.pack(logged),
+             FIELD_APPLIED, cmsgpack.pack(call.applied))
+end
+
+local function append_streams(call)
+  if log then
+    append_log(call)
+  end
+  if feed and #call.fed > 0 then
+    redis.call('XADD', key_of[OPTIONAL_KEY_FEED], 'MINID', '~', feed[FEED_MIN_ID_MS], '*',
+               FIELD_TRANSITIONS, cmsgpack.pack(call.fed))
+  end
+  if forward and #call.forwarded > 0 then
+    redis.call('XADD', key_of[OPTIONAL_KEY_FORWARD], 'MINID', '~', forward[FORWARD_MIN_ID_MS], '*',
+               FIELD_TRANSITIONS, cmsgpack.pack(call.forwarded))
+  end
+end
+
+-- The call -----------------------------------------------------------------------
+
+-- An erasure since the caller read the tombstones: write nothing and say so, for
+-- it to strip the writes again (an address erased before a message was sent never
+-- comes back through a late event of it). The erasure job reads the records only
+-- after the revision moved, so a call that passes here is one it will see.
+if erasures and (redis.call('GET', key_of[OPTIONAL_KEY_ERASURES]) or NO_ERASURES) ~= erasures then
+  return cmsgpack.pack({STALE_ERASURES})
+end
+
+if trim then
+  trim_candidates()
 end
 
 -- A message whose merge raises (a key of the wrong type, a Lua error on what it
@@ -555,6 +649,7 @@ end
 -- it were not there, and its index and error go back for the caller to park
 -- (service.pipeline). Redis does not roll back what it wrote before the error; its
 -- transitions are dropped from the reply and the streams, as it is poison.
+local call = new_call()
 local refused = {}
 local function drop_after(list, length)
   for i = #list, length + 1, -1 do
@@ -562,14 +657,13 @@ local function drop_after(list, length)
   end
 end
 for m = 1, #batch do
-  local out_length, fed_length, forwarded_length = #out, #fed, #forwarded
-  local applied_length = #applied
-  local ok, err = pcall(merge_message, m)
+  local lengths = {#call.out, #call.applied, #call.fed, #call.forwarded}
+  local ok, err = pcall(merge_message, call, m)
   if not ok then
-    drop_after(out, out_length)
-    drop_after(applied, applied_length)
-    drop_after(fed, fed_length)
-    drop_after(forwarded, forwarded_length)
+    drop_after(call.out, lengths[1])
+    drop_after(call.applied, lengths[2])
+    drop_after(call.fed, lengths[3])
+    drop_after(call.forwarded, lengths[4])
     refused[#refused + 1] = m
     refused[#refused + 1] = tostring(err)
   end
@@ -582,33 +676,6 @@ if checkpoint then
   end
 end
 
--- The change log (service.stores.changelog): one entry per call that changed
--- anything, for the projections to apply after the merge, each under its own
--- checkpoint. The context goes in as Python packed it; the script adds what only it
--- knows: which events were new to the store and which transitions they made. The
--- transitions name their recipient's domain, never the address: what the statistics
--- count by, and all the log needs (an erasure has nothing to reach in it).
-if log and (#out > 0 or #applied > 0) then
-  local logged = {}
-  for i = 1, #out do
-    logged[i] = out[i]
-  end
-  for i = REPLY_ADDRESS, #out, REPLY_STRIDE do
-    logged[i] = domain_of(out[i])
-  end
-  redis.call('XADD', key_of[OPTIONAL_KEY_LOG], 'MINID', '~', log[LOG_MIN_ID_MS], '*',
-             FIELD_CONTEXT, ARGV[ARG_LOG_CONTEXT], FIELD_TRANSITIONS, cmsgpack.pack(logged),
-             FIELD_APPLIED, cmsgpack.pack(applied))
-end
+append_streams(call)
 
-if feed and #fed > 0 then
-  redis.call('XADD', key_of[OPTIONAL_KEY_FEED], 'MINID', '~', feed[FEED_MIN_ID_MS], '*',
-             FIELD_TRANSITIONS, cmsgpack.pack(fed))
-end
-
-if forward and #forwarded > 0 then
-  redis.call('XADD', key_of[OPTIONAL_KEY_FORWARD], 'MINID', '~', forward[FORWARD_MIN_ID_MS], '*',
-             FIELD_TRANSITIONS, cmsgpack.pack(forwarded))
-end
-
-return cmsgpack.pack({out, candidates, refused})
+return cmsgpack.pack({call.out, call.candidates, refused})
