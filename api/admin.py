@@ -111,21 +111,26 @@ class UnsignalledServer(uvicorn.Server):
         yield
 
 
+def admin_server(app: FastAPI) -> UnsignalledServer:
+    """A uvicorn server for an admin app (this one, or the fleet's): no lifespan,
+    no access log, no proxy headers; a scrape or probe in flight at shutdown gets a
+    few seconds, never more, as an open connection must not hold the drain."""
+    config = uvicorn.Config(
+        app,
+        lifespan="off",
+        log_config=None,
+        access_log=False,
+        proxy_headers=False,
+        timeout_graceful_shutdown=5,
+    )
+    return UnsignalledServer(config)
+
+
 class AdminServer:
     """``app`` served on an already listening socket, in this event loop."""
 
     def __init__(self, app: FastAPI, sock: socket.socket) -> None:
-        # A scrape or probe in flight at shutdown gets a few seconds, never more:
-        # an open connection must not hold the drain.
-        config = uvicorn.Config(
-            app,
-            lifespan="off",
-            log_config=None,
-            access_log=False,
-            proxy_headers=False,
-            timeout_graceful_shutdown=5,
-        )
-        self._server = UnsignalledServer(config)
+        self._server = admin_server(app)
         self._sock = sock
         # uvicorn closes the socket at shutdown; the file of a Unix one stays.
         self._path = sock.getsockname() if sock.family == socket.AF_UNIX else None

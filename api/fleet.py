@@ -28,13 +28,12 @@ from typing import Any
 import httpx
 import orjson
 import structlog
-import uvicorn
 from fastapi import FastAPI
 from fastapi.responses import Response
 from prometheus_client import CONTENT_TYPE_LATEST
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
-from api.admin import UnsignalledServer
+from api.admin import admin_server
 from api.responses import OrjsonResponse
 from service.fleet_metrics import FleetMetrics
 
@@ -206,17 +205,7 @@ class FleetAdmin:
     (whose main thread runs uvicorn's supervisor and its signals)."""
 
     def __init__(self, app: FastAPI, sock: Any) -> None:
-        # A scrape or probe in flight at shutdown gets a few seconds, never more:
-        # an open connection must not hold the drain.
-        config = uvicorn.Config(
-            app,
-            lifespan="off",
-            log_config=None,
-            access_log=False,
-            proxy_headers=False,
-            timeout_graceful_shutdown=5,
-        )
-        self._server = UnsignalledServer(config)
+        self._server = admin_server(app)
         self._thread = threading.Thread(
             target=self._server.run, kwargs={"sockets": [sock]}, name="admin", daemon=True
         )
