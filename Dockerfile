@@ -23,7 +23,8 @@ ENV PATH=/opt/venv/bin:$PATH \
     SES_TRACKER_HOST=0.0.0.0 \
     SES_TRACKER_ALLOWED_HOSTS=localhost
 USER 10001:10001
-EXPOSE 8000
+# 8000: the API, page and push endpoints; 9000: the admin port (metrics, probes, reload).
+EXPOSE 8000 9000
 # /healthz says the process serves; readiness (/readyz) is for the orchestrator.
 HEALTHCHECK --interval=15s --timeout=3s --start-period=10s --retries=3 \
   CMD ["python", "-c", "import os, urllib.request; urllib.request.urlopen('http://127.0.0.1:%s/healthz' % os.environ.get('SES_TRACKER_PORT', '8000'), timeout=2)"]

@@ -249,7 +249,7 @@ def _serve(args: argparse.Namespace, *, demo: bool = False) -> int:
         # The app reads the proxy headers itself (api.app), after noting the TCP peer.
         proxy_headers=False,
     )
-    server = DrainingServer(config)
+    server = DrainingServer(config, app)
     server.run()
     return 0 if server.started else 1
 
@@ -379,25 +379,52 @@ def worker_app() -> Any:
 
 
 class DrainingServer(uvicorn.Server):
-    """uvicorn, but a drained SIGTERM/SIGINT exits 0.
+    """uvicorn, but a drained SIGTERM/SIGINT exits 0, and SIGHUP reloads.
 
     uvicorn re-raises the signal once it has shut down, so the process dies of
     SIGTERM even after a clean drain; orchestrators then report a crash. Here the
     handlers are installed the same way and simply restored afterwards.
+
+    SIGHUP re-reads the rules and forwarding files, as ``POST /-/reload`` does
+    (``service.reload``; systemd's ``ExecReload=``). The handler only notes it:
+    the reload runs on the event loop at uvicorn's next tick (a tenth of a second).
     """
+
+    def __init__(self, config: uvicorn.Config, app: Any = None) -> None:
+        super().__init__(config)
+        self._app = app
+        self._reload_asked = False
+        self._reloads: set[Any] = set()
 
     @contextmanager
     def capture_signals(self) -> Iterator[None]:
         if threading.current_thread() is not threading.main_thread():
             yield
             return
-        handled = (signal.SIGINT, signal.SIGTERM)
-        original = {sig: signal.signal(sig, self.handle_exit) for sig in handled}
+        handlers = {signal.SIGINT: self.handle_exit, signal.SIGTERM: self.handle_exit}
+        if self._app is not None:
+            handlers[signal.SIGHUP] = self._ask_reload
+        original = {sig: signal.signal(sig, handler) for sig, handler in handlers.items()}
         try:
             yield
         finally:
             for sig, handler in original.items():
                 signal.signal(sig, handler)
+
+    def _ask_reload(self, sig: int, frame: Any) -> None:
+        self._reload_asked = True
+
+    async def on_tick(self, counter: int) -> bool:
+        if self._reload_asked:
+            self._reload_asked = False
+            runtime = getattr(self._app.state, "runtime", None) if self._app else None
+            if runtime is not None:
+                import asyncio
+
+                task = asyncio.create_task(runtime.config_files.reload(), name="sighup-reload")
+                self._reloads.add(task)  # held until done (the loop keeps weak references)
+                task.add_done_callback(self._reloads.discard)
+        return await super().on_tick(counter)
 
 
 def _alert_settings_valid(settings: Settings) -> bool:

@@ -119,3 +119,26 @@ async def test_subscriptions_added_edited_and_removed_by_editing_the_file(tmp_pa
         assert (await client.post("/v1/events", content=bounce)).status_code == 202
         await asyncio.sleep(1.0)
         assert len(delivered(receiver)) == before + 1
+
+
+def test_sighup_reloads_a_single_serve(tmp_path: Path) -> None:
+    """systemd's ExecReload= sends SIGHUP: it re-reads the files, as POST /-/reload."""
+    import signal
+    import time
+
+    from tests.support.process import running
+
+    rules = tmp_path / "rules.yaml"
+    rules.write_text(RULES.format(name="bounces"))
+    env = {"SES_TRACKER_ALERT_RULES": str(rules), "SES_TRACKER_CONFIG_POLL_S": "0"}
+    with running("serve", env=env) as service:
+        rules.write_text(RULES.format(name="bounces_after_hup"))
+        service.process.send_signal(signal.SIGHUP)
+        success = 'ses_tracker_config_reloads_total{file="rules",result="success"}'
+        deadline = time.monotonic() + 10
+        while success not in httpx.get(f"{service.admin}/metrics", timeout=5).text:
+            assert time.monotonic() < deadline, service.logs()[-2000:]
+            time.sleep(0.1)
+        assert service.process.poll() is None  # reloaded, not stopped
+        assert "config_reloaded" in service.logs()
+        assert service.stop() == 0
