@@ -76,7 +76,9 @@ class Workers:
         """Each live worker's answer, or why there was none, by pid."""
         pids = [pid for pid in self.pids() if pid]
         for gone in set(self._clients) - set(pids):
-            await self._clients.pop(gone).aclose()
+            client = self._clients.pop(gone, None)  # another question may have closed it
+            if client is not None:
+                await client.aclose()
 
         async def one(pid: int) -> httpx.Response | str:
             try:
