@@ -218,3 +218,18 @@ class FleetAdmin:
     def stop(self) -> None:
         self._server.should_exit = True
         self._thread.join(15)
+
+
+def reload_every_worker(directory: Path, pids: list[int]) -> dict[str, str]:
+    """``POST /-/reload`` to each worker, from the supervisor's own thread (its
+    SIGHUP): each worker's outcome, by pid. Blocking, bounded by the timeout."""
+    outcomes: dict[str, str] = {}
+    for pid in pids:
+        transport = httpx.HTTPTransport(uds=str(socket_of(directory, pid)))
+        try:
+            with httpx.Client(transport=transport, base_url="http://worker") as client:
+                answer = client.post("/-/reload", timeout=RELOAD_TIMEOUT_S)
+            outcomes[str(pid)] = "reloaded" if answer.status_code == 200 else answer.text[:500]
+        except httpx.HTTPError as exc:
+            outcomes[str(pid)] = f"not answering: {type(exc).__name__}"
+    return outcomes

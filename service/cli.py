@@ -302,7 +302,13 @@ def _serve_workers(settings: Settings, workers: int) -> int:
     from uvicorn.supervisors import Multiprocess
 
     from api.admin import AdminListenError, listen_tcp
-    from api.fleet import SOCKETS_ENV, FleetAdmin, Workers, create_fleet_app
+    from api.fleet import (
+        SOCKETS_ENV,
+        FleetAdmin,
+        Workers,
+        create_fleet_app,
+        reload_every_worker,
+    )
 
     try:
         admin_sock = listen_tcp(settings.host, settings.admin_port) if settings.admin_port else None
@@ -329,8 +335,26 @@ def _serve_workers(settings: Settings, workers: int) -> int:
     structlog.get_logger(__name__).info(
         "workers_starting", workers=workers, port=settings.port, admin_port=settings.admin_port
     )
-    supervisor = Multiprocess(config, sockets=[config.bind_socket()])  # exits when taken
+    listener = config.bind_socket()  # exits when taken: before anything is made
     sockets = _worker_sockets_dir() if admin_sock is not None else None
+
+    class Supervisor(Multiprocess):
+        def handle_hup(self) -> None:
+            """SIGHUP re-reads the rules and forwarding files in every worker, as
+            ``POST /-/reload`` and a single ``serve`` do (uvicorn's own answer,
+            replacing every worker, is what it does without an admin port)."""
+            if sockets is None:
+                super().handle_hup()
+                return
+            log = structlog.get_logger(__name__)
+            try:
+                outcomes = reload_every_worker(sockets, [p.pid or 0 for p in self.processes])
+            except Exception:  # the supervisor's loop must go on whatever a reload does
+                log.exception("workers_reload_failed")
+                return
+            log.info("workers_reloaded", outcomes=outcomes)
+
+    supervisor = Supervisor(config, sockets=[listener])
     admin = None
     try:
         if admin_sock is not None and sockets is not None:

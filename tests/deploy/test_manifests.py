@@ -124,13 +124,14 @@ def built(overlay: str) -> str:
 
 
 def rendered(overlay: str) -> dict[str, dict[str, Any]]:
-    """The built overlay's objects by kind (one of each), the settings' ConfigMap as
-    ``ConfigMap`` and the rules' as ``ConfigMap/ses-tracker-rules``."""
+    """The built overlay's objects by kind (one of each), the settings' ConfigMap
+    (``ses-tracker-<hash>``) as ``ConfigMap`` and the rules' as
+    ``ConfigMap/ses-tracker-rules``."""
     found: dict[str, dict[str, Any]] = {}
     for doc in yaml.safe_load_all(built(overlay)):
         key = doc["kind"]
-        if key == "ConfigMap" and doc["metadata"]["name"] != "ses-tracker":
-            key = f"ConfigMap/{doc['metadata']['name']}"
+        if key == "ConfigMap" and doc["metadata"]["name"] == "ses-tracker-rules":
+            key = "ConfigMap/ses-tracker-rules"
         assert key not in found, key
         found[key] = doc
     return found
@@ -170,6 +171,42 @@ def test_the_base_applies_every_manifest_it_holds() -> None:
     assert not (KUBERNETES / "kustomization.yaml").exists()  # apply an overlay
 
 
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_a_settings_edit_rolls_the_pods_and_a_rules_edit_does_not(
+    overlay: str, tmp_path: Path
+) -> None:
+    """Settings are read at start-up: their ConfigMap's name carries a hash of its
+    content, so an edit renames it and the Deployment rolls. The rules file is
+    reloaded in place (README, Admin port): its ConfigMap keeps its name."""
+    objects = rendered(overlay)
+    settings_map = objects["ConfigMap"]["metadata"]["name"]
+    assert re.fullmatch(r"ses-tracker-[a-z0-9]{10}", settings_map)
+    refs = [e["configMapRef"]["name"] for e in container_of(objects)["envFrom"]
+            if "configMapRef" in e]  # fmt: skip
+    assert refs == [settings_map]
+    volumes = objects["Deployment"]["spec"]["template"]["spec"]["volumes"]
+    assert {"name": "ses-tracker-rules"} in [v.get("configMap") for v in volumes]
+    # Edit one setting in a copy of the tree: the name changes.
+    import shutil
+
+    copy = tmp_path / "kubernetes"
+    shutil.copytree(KUBERNETES, copy)
+    settings_file = copy / "base" / "settings.env"
+    settings_file.write_text(settings_file.read_text().replace("LOG_LEVEL=info", "LOG_LEVEL=debug"))
+    result = tool("kubectl", "kustomize", str(copy / "overlays" / overlay))
+    assert result.returncode == 0, result.stderr
+    names = [d["metadata"]["name"] for d in yaml.safe_load_all(result.stdout)
+             if d["kind"] == "ConfigMap"]  # fmt: skip
+    assert "ses-tracker-rules" in names and settings_map not in names
+
+
+def test_the_autoscaler_owns_the_replica_count() -> None:
+    """A count in the Deployment would reset a scaled-up one at every apply."""
+    objects = rendered("sqs")
+    assert "replicas" not in objects["Deployment"]["spec"]
+    assert objects["HorizontalPodAutoscaler"]["spec"]["minReplicas"] >= 2
+
+
 def test_probes_and_the_scrape_use_the_admin_port_which_nothing_publishes() -> None:
     for overlay in OVERLAYS:
         objects = rendered(overlay)
@@ -181,6 +218,8 @@ def test_probes_and_the_scrape_use_the_admin_port_which_nothing_publishes() -> N
         for probe, path in (("readinessProbe", "/readyz"), ("livenessProbe", "/healthz"),
                             ("startupProbe", "/healthz")):  # fmt: skip
             assert container[probe]["httpGet"] == {"path": path, "port": "admin"}, probe
+            # Longer than the parent of --workers waits for a worker (api.fleet).
+            assert container[probe]["timeoutSeconds"] > 2, probe
         annotations = objects["Deployment"]["spec"]["template"]["metadata"]["annotations"]
         assert int(annotations["prometheus.io/port"]) == ports["admin"]
         assert annotations["prometheus.io/path"] == "/metrics"
@@ -231,6 +270,10 @@ def test_the_ingress_routes_the_push_endpoints_and_page_and_never_the_operators_
     page = overlay != "push-only"  # the overlay that turns the page off
     for path in PAGE_AND_API:
         assert routes(ingress, path) is page, path
+    # Bodies as large as the service takes (ingress-nginx refuses past 1 MiB).
+    annotations = ingress["metadata"]["annotations"]
+    body_limit = annotations["nginx.ingress.kubernetes.io/proxy-body-size"]
+    assert int(body_limit.rstrip("m")) * 1024 * 1024 >= Settings(_env_file=None).max_body_bytes
     # Alert links open the page at the Ingress's host (SES_TRACKER_PUBLIC_URL's).
     config = objects["ConfigMap"]["data"]
     public_host = config["SES_TRACKER_PUBLIC_URL"].split("//", 1)[1].split("/")[0]
@@ -345,6 +388,7 @@ def test_configuration_names_only_settings_the_service_has(overlay: str) -> None
                               "SES_TRACKER_ALERT_WEBHOOK_SECRET", "SES_TRACKER_REDIS_URL",
                               "SES_TRACKER_FIREHOSE_ACCESS_KEY"}  # fmt: skip
     # The rules file the ConfigMap mounts is where the settings look, and valid.
+    # Settings from the generated ConfigMap only; the rules file mounted as a directory.
     mounts = container_of(objects)["volumeMounts"]
     rules_mount = next(m for m in mounts if m["name"] == "rules")
     assert "subPath" not in rules_mount  # a subPath mount never sees an edit: no reload
@@ -524,6 +568,10 @@ def test_the_systemd_unit_rates_ok_with_directives_safe_for_cpython_and_cffi() -
     assert float(found.group(1)) <= 2.5, result.stdout
     directives = [line.split("=", 1)[0] for line in unit.read_text().splitlines() if "=" in line]
     assert "MemoryDenyWriteExecute" not in directives  # cffi's closures need it off
+    # SIGTERM to the main process only: it stops its workers and parse processes in
+    # order; and a reload is a reload (SIGHUP), never a restart.
+    assert "KillMode=mixed" in unit.read_text()
+    assert "ExecReload=/bin/kill -HUP $MAINPID" in unit.read_text()
     assert "SystemCallErrorNumber" in directives  # a filtered call is an error, not a kill
 
 

@@ -79,6 +79,32 @@ def test_the_rules_pass_promtool_check_rules() -> None:
     assert "SUCCESS" in result.stdout
 
 
+def test_the_example_scrape_config_passes_promtool_and_names_the_rules_job() -> None:
+    result = promtool("check", "config", str(PROMETHEUS / "prometheus.yaml"))
+    assert result.returncode == 0, result.stdout + result.stderr
+    config = yaml.safe_load((PROMETHEUS / "prometheus.yaml").read_text())
+    assert [job["job_name"] for job in config["scrape_configs"]] == ["ses-tracker"]
+
+
+def test_the_kubernetes_scrape_job_keeps_the_deployments_admin_port() -> None:
+    """Debian's promtool has no Kubernetes discovery: checked against the manifests."""
+    [job] = yaml.safe_load((PROMETHEUS / "scrape-kubernetes.yaml").read_text())
+    assert job["job_name"] == "ses-tracker"  # what the rules' `job=` names
+    keeps = {
+        tuple(rule["source_labels"]): rule["regex"]
+        for rule in job["relabel_configs"]
+        if rule.get("action") == "keep"
+    }
+    deployment = yaml.safe_load((ROOT / "deploy/kubernetes/base/deployment.yaml").read_text())
+    pod = deployment["spec"]["template"]
+    label = pod["metadata"]["labels"]["app.kubernetes.io/name"]
+    assert keeps[("__meta_kubernetes_pod_label_app_kubernetes_io_name",)] == label
+    port_names = {port["name"] for port in pod["spec"]["containers"][0]["ports"]}
+    assert keeps[("__meta_kubernetes_pod_container_port_name",)] == "admin" in port_names
+    rules_jobs = set(re.findall(r'job="([^"]+)"', RULES.read_text()))
+    assert rules_jobs == {job["job_name"]}
+
+
 def test_the_rules_pass_their_promtool_unit_tests() -> None:
     result = promtool("test", "rules", str(RULE_TESTS))
     assert result.returncode == 0, result.stdout + result.stderr
@@ -125,6 +151,9 @@ def test_the_dashboard_shows_what_an_operator_asks_for() -> None:
             assert used <= variables, (panel["title"], used - variables)
     ids = [panel["id"] for panel in board["panels"]]
     assert len(ids) == len(set(ids))
+    for panel in board["panels"]:  # on Grafana's 24-column grid
+        grid = panel["gridPos"]
+        assert grid["x"] + grid["w"] <= 24 and grid["w"] > 0, panel["title"]
 
 
 def named_metrics() -> set[str]:

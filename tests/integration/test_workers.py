@@ -8,6 +8,7 @@ Redis, and a candidate for the one alert lease.
 from __future__ import annotations
 
 import asyncio
+import signal
 import subprocess
 import tempfile
 import time
@@ -75,6 +76,14 @@ async def test_two_workers_split_the_partitions_and_act_as_one_service(
 
             await wait_until(both_consumed, within_s=60)
             await one_truth_on_the_admin_port(service.admin, len(records), rules)
+            # SIGHUP reloads every worker's files, and restarts none.
+            async with httpx.AsyncClient(base_url=str(service.admin), timeout=10) as admin:
+                before_hup = set((await admin.get("/readyz")).json()["workers"])
+                service.process.send_signal(signal.SIGHUP)
+                await wait_until(lambda: _said(service, "workers_reloaded"), within_s=20)
+                assert set((await admin.get("/readyz")).json()["workers"]) == before_hup
+            [line] = [x for x in service.logs().splitlines() if "workers_reloaded" in x]
+            assert sorted(orjson.loads(line)["outcomes"].values()) == ["reloaded", "reloaded"]
             # The workers' admin sockets: in one private directory, one each.
             [made] = socket_dirs() - before
             assert made.stat().st_mode & 0o777 == 0o700
@@ -165,3 +174,7 @@ async def one_truth_on_the_admin_port(admin: str | None, records: int, rules: Pa
 
 def socket_dirs() -> set[Path]:
     return set(Path(tempfile.gettempdir()).glob("ses-tracker-*"))
+
+
+async def _said(service, event: str) -> bool:
+    return f'"event":"{event}"' in service.logs() or f'"event": "{event}"' in service.logs()
