@@ -34,8 +34,9 @@ from api.responses import OrjsonResponse
 from api.routes import health, metrics, reload
 
 
-def create_admin_app() -> FastAPI:
-    """The admin routes; ``state.runtime`` is set by the public app's lifespan."""
+def bare_admin_app() -> FastAPI:
+    """An admin app without routes: no docs or schema, browsers refused. This
+    process's (``create_admin_app``) and the parent's of ``--workers`` (``api.fleet``)."""
     admin = FastAPI(
         title="ses-tracker admin",
         default_response_class=OrjsonResponse,
@@ -45,6 +46,12 @@ def create_admin_app() -> FastAPI:
     )
     admin.state.is_admin = True
     admin.add_middleware(NoBrowsers)
+    return admin
+
+
+def create_admin_app() -> FastAPI:
+    """The admin routes; ``state.runtime`` is set by the public app's lifespan."""
+    admin = bare_admin_app()
     admin.include_router(health.router)
     admin.include_router(metrics.router)
     admin.include_router(reload.router)

@@ -33,7 +33,7 @@ from fastapi.responses import Response
 from prometheus_client import CONTENT_TYPE_LATEST
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
-from api.admin import admin_server
+from api.admin import admin_server, bare_admin_app
 from api.responses import OrjsonResponse
 from service.fleet_metrics import FleetMetrics
 
@@ -91,13 +91,7 @@ class Workers:
 
 
 def create_fleet_app(workers: Workers) -> FastAPI:
-    app = FastAPI(
-        title="ses-tracker admin",
-        default_response_class=OrjsonResponse,
-        docs_url=None,
-        redoc_url=None,
-        openapi_url=None,
-    )
+    app = bare_admin_app()
     fleet_metrics = FleetMetrics()
     # One round at a time (two Prometheus replicas, a probe and a scrape): a slow
     # round must not land after a newer one and bring back a retired worker.

@@ -21,7 +21,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from service.settings import Settings
 from tests.support import ses
 from tests.support.kafka import create_topic, keyed, produce, simulated_records
-from tests.support.push import admin_client
+from tests.support.push import in_process
 from tests.support.receiver import Receiver
 from tests.support.servers import MotoServer, RedisServer, TansuBroker
 from tests.support.serving import serving
@@ -241,10 +241,7 @@ async def test_every_metric_the_dashboard_and_rules_read_is_in_a_scrape(
                 await until(everything_read, 60)
                 wired = (await http.get(f"{server.admin}/metrics")).text
     # The in-memory store's figures (its own limit and size) come from a service on it.
-    from api.app import create_app
-
-    app = create_app(Settings(_env_file=None))
-    async with app.router.lifespan_context(app), admin_client(app) as admin:
+    async with in_process(Settings(_env_file=None)) as (_, admin):
         memory = (await admin.get("/metrics")).text
     scraped = sample_names(wired) | sample_names(memory)
     missing = named_metrics() - scraped

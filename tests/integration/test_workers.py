@@ -149,6 +149,9 @@ async def one_truth_on_the_admin_port(admin: str | None, records: int, rules: Pa
             assert found[("ses_tracker_workers_answering", ())] == 2
         ready = (await http.get("/readyz")).json()
         assert ready["status"] == "ready" and len(ready["workers"]) == 2
+        # The parent's admin port refuses browsers too.
+        browser = await http.get("/readyz", headers={"Origin": "https://evil.example"})
+        assert browser.status_code == 403
         partitions = [
             consumer["partitions"]
             for worker in ready["workers"].values()

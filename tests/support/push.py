@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import Any
 
 import httpx
@@ -68,6 +69,22 @@ async def harness_for(settings: Settings) -> AsyncIterator[Harness]:
 
             runtime.confirm_subscription = confirm
             yield harness
+
+
+@asynccontextmanager
+async def in_process(
+    settings: Settings,
+) -> AsyncIterator[tuple[httpx.AsyncClient, httpx.AsyncClient]]:
+    """The app for ``settings``, started, with a client of its public routes and
+    one of its admin routes."""
+    app = create_app(settings)
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app)
+        async with (
+            httpx.AsyncClient(transport=transport, base_url="http://127.0.0.1") as public,
+            admin_client(app) as admin,
+        ):
+            yield public, admin
 
 
 def admin_client(app: FastAPI) -> httpx.AsyncClient:

@@ -5,15 +5,13 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-import httpx
 from prometheus_client.parser import text_string_to_metric_families
 
-from api.app import create_app
 from service import metrics
 from service.fleet_metrics import FleetMetrics
 from service.settings import Settings
 from tests.support import ses
-from tests.support.push import admin_client
+from tests.support.push import in_process
 
 
 def worker(records: int, leader: int, lag: float, up: int, clients: int, merges: int) -> str:
@@ -112,15 +110,9 @@ def test_every_gauge_the_service_defines_has_an_aggregation() -> None:
 
 
 async def test_every_gauge_in_a_scrape_has_an_aggregation() -> None:
-    app = create_app(Settings(_env_file=None))
-    async with app.router.lifespan_context(app):
-        transport = httpx.ASGITransport(app=app)
-        async with (
-            httpx.AsyncClient(transport=transport, base_url="http://127.0.0.1") as client,
-            admin_client(app) as admin,
-        ):
-            await client.post("/v1/events", content=ses.dumps(ses.send("g-1", ["a@x.com"])))
-            text = (await admin.get("/metrics")).text
+    async with in_process(Settings(_env_file=None)) as (client, admin):
+        await client.post("/v1/events", content=ses.dumps(ses.send("g-1", ["a@x.com"])))
+        text = (await admin.get("/metrics")).text
     gauges = {
         family.name
         for family in text_string_to_metric_families(text)

@@ -6,18 +6,16 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-import httpx
 import orjson
 import pytest
 
-from api.app import create_app
 from service.events import EventType, Reason
 from service.parser import MAX_RECIPIENTS, parse_payload
 from service.pipeline import Pipeline
 from service.settings import Settings
 from service.stores import MemoryStore
 from tests.support import ses
-from tests.support.push import admin_client
+from tests.support.push import in_process
 
 MID = "0100018bcafe0001-aaaa-bbbb-cccc-000000000023-000000"
 AT = ses.SENT_AT + 5_000
@@ -156,16 +154,10 @@ async def test_an_operator_sees_bad_addresses_in_the_answer_readyz_and_metrics()
         ses.send(MID + "-2", ["@nobody"]),
         ses.send(MID + "-3", [f"r{n:03d}@x.com" for n in range(MAX_RECIPIENTS + 5)]),
     )
-    app = create_app(Settings(_env_file=None))
-    async with app.router.lifespan_context(app):
-        transport = httpx.ASGITransport(app=app)
-        async with (
-            httpx.AsyncClient(transport=transport, base_url="http://127.0.0.1") as client,
-            admin_client(app) as admin,
-        ):
-            answer = (await client.post("/v1/events", content=body)).json()
-            ready = (await client.get("/readyz")).json()
-            metrics = (await admin.get("/metrics")).text
+    async with in_process(Settings(_env_file=None)) as (client, admin):
+        answer = (await client.post("/v1/events", content=body)).json()
+        ready = (await client.get("/readyz")).json()
+        metrics = (await admin.get("/metrics")).text
     assert (answer["accepted"], answer["rejected"]) == (2, 1)
     assert answer["error_codes"] == {"bad_address": 1}
     assert answer["errors"][0]["index"] == 1
