@@ -22,7 +22,6 @@ import contextlib
 import gc
 import math
 import multiprocessing
-import os
 import time
 from collections import deque
 from collections.abc import Callable
@@ -31,6 +30,7 @@ from concurrent.futures.process import BrokenProcessPool
 
 import structlog
 
+from service.cpus import usable_cpus
 from service.events import ParseResult
 
 log = structlog.get_logger(__name__)
@@ -56,8 +56,9 @@ class ParseQueueFull(Exception):
 
 
 def processes_per_worker(workers: int, cores: int | None = None) -> int:
-    """Parse processes for one of ``workers`` server processes: the cores shared out."""
-    return max(1, (cores if cores is not None else os.cpu_count() or 1) // max(1, workers))
+    """Parse processes for one of ``workers`` server processes: the usable cores
+    (``service.cpus``: affinity and CPU quota, not the node's count) shared out."""
+    return max(1, (cores if cores is not None else usable_cpus()) // max(1, workers))
 
 
 class ParsePool:

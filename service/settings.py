@@ -26,6 +26,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from service.access import ReadToken, parse_read_tokens, token_problem
 from service.alerts.accounts import AccountPolicy, parse_account_ids
+from service.cpus import usable_cpus
 from service.dimensions import Dimensions, parse_tag_names
 from service.stores.slots import DEFAULT_SLOT_GROUPS, MAX_SLOT_GROUPS
 
@@ -206,8 +207,9 @@ class Settings(BaseSettings):
         return value.lower() if isinstance(value, str) else value
 
     def worker_count(self) -> int:
-        """Processes ``serve`` runs: ``auto`` is one per core."""
-        return (os.cpu_count() or 1) if self.workers == "auto" else int(self.workers)
+        """Processes ``serve`` runs: ``auto`` is one per usable core (``service.cpus``:
+        affinity and CPU quota, not a container's node)."""
+        return usable_cpus() if self.workers == "auto" else int(self.workers)
 
     def secret_values(self) -> list[str]:
         """Every configured secret, for the log redactor (``service.logs``)."""

@@ -324,6 +324,8 @@ def test_deployment_drain_and_hardening() -> None:
     pre_stop = container["lifecycle"]["preStop"]["sleep"]["seconds"]
     assert pod["terminationGracePeriodSeconds"] > pre_stop + DRAIN_S
     assert container["securityContext"]["readOnlyRootFilesystem"] is True
+    # A CPU limit: the parse pool sizes by it (service.cpus), never by the node.
+    assert container["resources"]["limits"]["cpu"] and container["resources"]["limits"]["memory"]
     assert pod["securityContext"]["runAsNonRoot"] is True
     assert deployment["spec"]["strategy"]["rollingUpdate"]["maxUnavailable"] == 0
     labels = pod_labels = deployment["spec"]["template"]["metadata"]["labels"]
