@@ -89,6 +89,27 @@ class Workers:
         answers = await asyncio.gather(*(one(pid) for pid in pids))
         return dict(zip(pids, answers, strict=True))
 
+    async def aclose(self) -> None:
+        for client in list(self._clients.values()):
+            await client.aclose()
+        self._clients.clear()
+
+
+def reload_answers(answers: dict[int, httpx.Response | str]) -> tuple[dict[str, Any], list[str]]:
+    """Each worker's answer to ``POST /-/reload`` by pid, and the pids that did not
+    reload (an error answer, or none)."""
+    by_pid: dict[str, Any] = {}
+    failed = []
+    for pid, answer in answers.items():
+        if isinstance(answer, httpx.Response):
+            by_pid[str(pid)] = _json(answer)
+            if answer.status_code != 200:
+                failed.append(str(pid))
+        else:
+            by_pid[str(pid)] = {"error": answer}
+            failed.append(str(pid))
+    return by_pid, failed
+
 
 def create_fleet_app(workers: Workers) -> FastAPI:
     app = bare_admin_app()
@@ -163,16 +184,7 @@ def create_fleet_app(workers: Workers) -> FastAPI:
     @app.post("/-/reload")
     async def reload() -> OrjsonResponse:
         answers = await workers.ask("POST", "/-/reload", RELOAD_TIMEOUT_S)
-        by_pid: dict[str, Any] = {}
-        failed = []
-        for pid, answer in answers.items():
-            if isinstance(answer, httpx.Response):
-                by_pid[str(pid)] = _json(answer)
-                if answer.status_code != 200:
-                    failed.append(str(pid))
-            else:
-                by_pid[str(pid)] = {"error": answer}
-                failed.append(str(pid))
+        by_pid, failed = reload_answers(answers)
         if failed or not answers:
             error = f"workers {', '.join(failed)} kept their running configuration"
             if not answers:
@@ -214,16 +226,17 @@ class FleetAdmin:
         self._thread.join(15)
 
 
-def reload_every_worker(directory: Path, pids: list[int]) -> dict[str, str]:
-    """``POST /-/reload`` to each worker, from the supervisor's own thread (its
-    SIGHUP): each worker's outcome, by pid. Blocking, bounded by the timeout."""
-    outcomes: dict[str, str] = {}
-    for pid in pids:
-        transport = httpx.HTTPTransport(uds=str(socket_of(directory, pid)))
+def reload_every_worker(directory: Path, pids: list[int]) -> dict[str, Any]:
+    """``POST /-/reload`` to each worker from the supervisor's own thread (its
+    SIGHUP), asked as the admin port asks, on an event loop of its own: by pid,
+    "reloaded" or what the worker answered instead. Blocking, bounded by the timeout."""
+
+    async def ask() -> dict[int, httpx.Response | str]:
+        workers = Workers(directory, lambda: pids)
         try:
-            with httpx.Client(transport=transport, base_url="http://worker") as client:
-                answer = client.post("/-/reload", timeout=RELOAD_TIMEOUT_S)
-            outcomes[str(pid)] = "reloaded" if answer.status_code == 200 else answer.text[:500]
-        except httpx.HTTPError as exc:
-            outcomes[str(pid)] = f"not answering: {type(exc).__name__}"
-    return outcomes
+            return await workers.ask("POST", "/-/reload", RELOAD_TIMEOUT_S)
+        finally:
+            await workers.aclose()
+
+    by_pid, failed = reload_answers(asyncio.run(ask()))
+    return {pid: answer if pid in failed else "reloaded" for pid, answer in by_pid.items()}

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import signal
+import socket
 import sys
 import threading
 from collections.abc import Iterator
@@ -213,7 +214,16 @@ def _serve(args: argparse.Namespace, *, demo: bool = False) -> int:
                 "share state, statistics, alerts and the live feed through Redis\n"
             )
             return 2
-        return _serve_workers(settings, workers)
+    # The admin port, this process's or, with workers, their parent's; demo (a
+    # try-out on a laptop) listens on it only when asked.
+    wanted = settings.admin_port and (not demo or "admin_port" in settings.model_fields_set)
+    try:
+        admin = listen_tcp(settings.host, settings.admin_port) if wanted else None
+    except AdminListenError as exc:
+        sys.stderr.write(f"ses-tracker: {exc}\n")
+        return 1
+    if workers > 1:
+        return _serve_workers(settings, workers, admin)
     tune_gc()
     on_start = None
     if demo:
@@ -230,13 +240,6 @@ def _serve(args: argparse.Namespace, *, demo: bool = False) -> int:
         def on_start(runtime: Any) -> None:
             runtime.spawn("simulator", simulate(runtime))
 
-    # The admin port; demo (a try-out on a laptop) listens on it only when asked.
-    wanted = settings.admin_port and (not demo or "admin_port" in settings.model_fields_set)
-    try:
-        admin = listen_tcp(settings.host, settings.admin_port) if wanted else None
-    except AdminListenError as exc:
-        sys.stderr.write(f"ses-tracker: {exc}\n")
-        return 1
     app = create_app(settings, on_start=on_start, admin_listener=admin)
     config = uvicorn.Config(
         app,
@@ -283,7 +286,7 @@ def _exposure_settings_valid(settings: Settings) -> bool:
     return True
 
 
-def _serve_workers(settings: Settings, workers: int) -> int:
+def _serve_workers(settings: Settings, workers: int, admin_sock: socket.socket | None) -> int:
     """N worker processes on one listening socket, as uvicorn's supervisor runs them.
 
     Each worker is a whole ``serve`` (API, consumers, alerting): with Redis they are
@@ -292,8 +295,9 @@ def _serve_workers(settings: Settings, workers: int) -> int:
     worker's transitions through the Redis stream. A worker that dies is replaced.
     The settings reach the workers through the environment (flags included).
 
-    This process serves the admin port for all of them (``api.fleet``): each worker
-    answers on a Unix socket in a private directory, and this process adds up.
+    This process serves the admin port (``admin_sock``, None when off) for all of
+    them (``api.fleet``): each worker answers on a Unix socket in a private
+    directory, and this process adds up.
     """
     import os
     import shutil
@@ -301,7 +305,6 @@ def _serve_workers(settings: Settings, workers: int) -> int:
     import structlog
     from uvicorn.supervisors import Multiprocess
 
-    from api.admin import AdminListenError, listen_tcp
     from api.fleet import (
         SOCKETS_ENV,
         FleetAdmin,
@@ -310,11 +313,6 @@ def _serve_workers(settings: Settings, workers: int) -> int:
         reload_every_worker,
     )
 
-    try:
-        admin_sock = listen_tcp(settings.host, settings.admin_port) if settings.admin_port else None
-    except AdminListenError as exc:
-        sys.stderr.write(f"ses-tracker: {exc}\n")
-        return 1
     # What flags set, as the settings the workers read: the rest is already there.
     flagged = {"HOST": settings.host, "PORT": str(settings.port),
                "REDIS_URL": settings.redis_url, "LOG_LEVEL": settings.log_level}  # fmt: skip

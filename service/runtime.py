@@ -40,6 +40,7 @@ from service.stores.errors import REDIS_UNAVAILABLE
 from service.stores.keyspace import RedisKeyspace
 from service.stores.redis import StoreFormatError, StoreLayoutError
 from service.stores.redis_memory import RedisMemory
+from service.tasks import crash_reporter
 
 log = structlog.get_logger(__name__)
 
@@ -462,6 +463,5 @@ class Runtime:
         return all(source.healthy for source in self.sources)
 
 
-def _report_crash(task: asyncio.Task[None]) -> None:
-    if not task.cancelled() and task.exception() is not None:
-        log.error("background_task_crashed", task=task.get_name(), exc_info=task.exception())
+# A crash of a task this runtime spawned (a source, a loop), said with its traceback.
+_report_crash = crash_reporter("background_task_crashed")

@@ -56,8 +56,11 @@ from service.outbound import (
     sign,
 )
 from service.stores.base import StoreUnavailable
+from service.tasks import crash_reporter
 
 log = structlog.get_logger(__name__)
+# A sender is not awaited while it runs: its crash is said by this.
+_report_sender_crash = crash_reporter("forward_sender_crashed")
 
 LEASE_MS = 15_000
 READ_ENTRIES = 50
@@ -198,7 +201,6 @@ class Forwarder:
             task = asyncio.create_task(
                 self._run(subscription, stop), name=f"forward:{subscription.name}"
             )
-            # A sender is not awaited while it runs: its crash is said here.
             task.add_done_callback(_report_sender_crash)
             self._senders[subscription.id] = (task, stop)
             self._by_id[subscription.id] = subscription
@@ -414,8 +416,3 @@ def _event_unforgotten(blob: bytes, forgotten: Callable[[str], bool]) -> bytes:
         return blob
     # One rewrite for every erased address (service.erasure's rules), not one each.
     return blob_without(blob, gone) or b""
-
-
-def _report_sender_crash(task: asyncio.Task[None]) -> None:
-    if not task.cancelled() and task.exception() is not None:
-        log.error("forward_sender_crashed", task=task.get_name(), exc_info=task.exception())

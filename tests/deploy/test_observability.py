@@ -3,7 +3,6 @@ checked by promtool and against a scrape of a service wired to everything."""
 
 from __future__ import annotations
 
-import asyncio
 import json
 import re
 import shutil
@@ -20,7 +19,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from service.settings import Settings
 from tests.support import ses
-from tests.support.kafka import create_topic, keyed, produce, simulated_records
+from tests.support.kafka import create_topic, keyed, produce, simulated_records, wait_until
 from tests.support.push import in_process
 from tests.support.receiver import Receiver
 from tests.support.servers import MotoServer, RedisServer, TansuBroker
@@ -169,13 +168,6 @@ def sample_names(text: str) -> set[str]:
     }
 
 
-async def until(condition: Any, within_s: float) -> None:
-    deadline = time.monotonic() + within_s
-    while not await condition():
-        assert time.monotonic() < deadline, "timed out"
-        await asyncio.sleep(0.2)
-
-
 @pytest.mark.integration
 @pytest.mark.timeout(120)
 async def test_every_metric_the_dashboard_and_rules_read_is_in_a_scrape(
@@ -238,7 +230,7 @@ async def test_every_metric_the_dashboard_and_rules_read_is_in_a_scrape(
                     }
                     return {"kafka", "sqs", "http"} <= sources and receiver.received != []
 
-                await until(everything_read, 60)
+                await wait_until(everything_read, within_s=60)
                 wired = (await http.get(f"{server.admin}/metrics")).text
     # The in-memory store's figures (its own limit and size) come from a service on it.
     async with in_process(Settings(_env_file=None)) as (_, admin):

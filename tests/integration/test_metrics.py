@@ -14,7 +14,7 @@ from consumers.base import Source
 from service.runtime import Runtime
 from service.settings import Settings
 from tests.support import ses
-from tests.support.push import admin_client
+from tests.support.push import admin_client, in_process
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(30)]
 
@@ -134,50 +134,37 @@ async def test_recipient_statuses_carry_bounded_provider_and_configuration_set_l
 
 async def test_event_time_lag_is_in_readyz_and_metrics_and_says_when_catching_up() -> None:
     # Firehose redelivering an hour of events after an endpoint outage, say.
-    app = create_app(Settings(_env_file=None), clock_ms=ses.clock_from(T + 3_600_000))
-    async with app.router.lifespan_context(app):
-        transport = httpx.ASGITransport(app=app)
-        async with (
-            httpx.AsyncClient(transport=transport, base_url="http://127.0.0.1") as client,
-            admin_client(app) as admin,
-        ):
-            ready = (await client.get("/readyz")).json()
-            assert ready["event_lag_s"] == {} and ready["catching_up"] == {}
-            await client.post("/v1/events", content=ses.dumps(ses.send("m-old", ["a@x.com"])))
-            ready = (await client.get("/readyz")).json()
-            [[position, lag_s]] = ready["event_lag_s"]["push"].items()
-            assert position == "http" and 3_600 <= lag_s < 3_610
-            assert ready["catching_up"] == {"push http": lag_s}
-            assert ready["catch_up_after_s"] == 900
-            found = samples((await admin.get("/metrics")).text)
-            gauge = found[
-                ("ses_tracker_event_lag_seconds", (("position", "http"), ("source", "push")))
-            ]
-            assert 3_600 <= gauge < 3_610
-            fresh = ses.send("m-new", ["a@x.com"], T + 3_600_000 - 2_000)
-            await client.post("/v1/events", content=ses.dumps(fresh))
-            ready = (await client.get("/readyz")).json()
-            assert ready["catching_up"] == {} and ready["event_lag_s"]["push"]["http"] < 10
+    clock = ses.clock_from(T + 3_600_000)
+    async with in_process(Settings(_env_file=None), clock) as (client, admin):
+        ready = (await client.get("/readyz")).json()
+        assert ready["event_lag_s"] == {} and ready["catching_up"] == {}
+        await client.post("/v1/events", content=ses.dumps(ses.send("m-old", ["a@x.com"])))
+        ready = (await client.get("/readyz")).json()
+        [[position, lag_s]] = ready["event_lag_s"]["push"].items()
+        assert position == "http" and 3_600 <= lag_s < 3_610
+        assert ready["catching_up"] == {"push http": lag_s}
+        assert ready["catch_up_after_s"] == 900
+        found = samples((await admin.get("/metrics")).text)
+        gauge = found[("ses_tracker_event_lag_seconds", (("position", "http"), ("source", "push")))]
+        assert 3_600 <= gauge < 3_610
+        fresh = ses.send("m-new", ["a@x.com"], T + 3_600_000 - 2_000)
+        await client.post("/v1/events", content=ses.dumps(fresh))
+        ready = (await client.get("/readyz")).json()
+        assert ready["catching_up"] == {} and ready["event_lag_s"]["push"]["http"] < 10
 
 
 async def test_metrics_are_on_the_admin_routes_only() -> None:
     # The deprecated METRICS_REQUIRE_TOKEN changes nothing: the admin port is the
     # protection, and the public port has no /metrics to protect.
     settings = Settings(_env_file=None, api_token="tok", metrics_require_token=True)
-    app = create_app(settings)
-    async with app.router.lifespan_context(app):
-        transport = httpx.ASGITransport(app=app)
-        async with (
-            httpx.AsyncClient(transport=transport, base_url="http://127.0.0.1") as public,
-            admin_client(app) as admin,
-        ):
-            token = {"Authorization": "Bearer tok"}
-            assert (await public.get("/metrics", headers=token)).status_code == 404
-            assert (await admin.get("/metrics")).status_code == 200
-            # The admin port has nothing but its four routes.
-            assert (await admin.get("/v1/stats")).status_code == 404
-            assert (await admin.get("/openapi.json")).status_code == 404
-            assert (await admin.get("/docs")).status_code == 404
+    async with in_process(settings) as (public, admin):
+        token = {"Authorization": "Bearer tok"}
+        assert (await public.get("/metrics", headers=token)).status_code == 404
+        assert (await admin.get("/metrics")).status_code == 200
+        # The admin port has nothing but its four routes.
+        assert (await admin.get("/v1/stats")).status_code == 404
+        assert (await admin.get("/openapi.json")).status_code == 404
+        assert (await admin.get("/docs")).status_code == 404
 
 
 async def test_the_statistics_projection_is_measured_with_redis(redis_server) -> None:

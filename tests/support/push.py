@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -12,6 +12,7 @@ from fastapi import FastAPI
 
 from api.app import create_app
 from consumers.sns import SnsVerifier
+from service.clock import wall_clock_ms
 from service.runtime import Runtime
 from service.settings import Settings
 from tests.support import ses
@@ -73,11 +74,11 @@ async def harness_for(settings: Settings) -> AsyncIterator[Harness]:
 
 @asynccontextmanager
 async def in_process(
-    settings: Settings,
+    settings: Settings, clock_ms: Callable[[], int] = wall_clock_ms
 ) -> AsyncIterator[tuple[httpx.AsyncClient, httpx.AsyncClient]]:
     """The app for ``settings``, started, with a client of its public routes and
     one of its admin routes."""
-    app = create_app(settings)
+    app = create_app(settings, clock_ms=clock_ms)
     async with app.router.lifespan_context(app):
         transport = httpx.ASGITransport(app=app)
         async with (
