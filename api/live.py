@@ -32,6 +32,7 @@ from starlette.websockets import WebSocket
 
 from service.dimensions import domain_of
 from service.state import Transition
+from service.tasks import cancel_and_wait
 from service.timestamps import format_ms
 
 log = structlog.get_logger(__name__)
@@ -193,9 +194,7 @@ class Broadcaster:
         ]
 
     async def stop(self) -> None:
-        for task in self._tasks:
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await cancel_and_wait(self._tasks)
         for group in list(self._groups.values()):
             for client in list(group):
                 await self._close(client, 1001)
@@ -266,9 +265,7 @@ class Broadcaster:
         try:
             await asyncio.wait({writer, reader, closed}, return_when=asyncio.FIRST_COMPLETED)
         finally:
-            for task in (writer, reader, closed):
-                task.cancel()
-            await asyncio.gather(writer, reader, closed, return_exceptions=True)
+            await cancel_and_wait((writer, reader, closed))
             self._leave(client, live_filter)
 
     def _offer(self, client: LiveClient, frame: bytes) -> None:

@@ -32,6 +32,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 from consumers.base import Source, Stopped
 from service.lag import EventLag, newest_event_ms
 from service.pipeline import Pipeline
+from service.tasks import cancel_and_wait
 
 log = structlog.get_logger(__name__)
 
@@ -122,8 +123,7 @@ class SqsSource(Source):
                 if not receive.done():
                     # Stopping mid-poll: anything SQS hands over now stays invisible
                     # until its timeout and is then delivered again.
-                    receive.cancel()
-                    await asyncio.gather(receive, return_exceptions=True)
+                    await cancel_and_wait([receive])
                     break
                 try:
                     messages = receive.result().get("Messages", [])
@@ -211,8 +211,7 @@ class SqsSource(Source):
                 what="sqs batch",
             )
         finally:
-            keeper.cancel()
-            await asyncio.gather(keeper, return_exceptions=True)
+            await cancel_and_wait([keeper])
         await self._delete(client, queue_url, done)
         behind = len(messages) >= self.max_messages
         self.event_lag.read(queue_name(queue_url), newest_event_ms(events), behind)

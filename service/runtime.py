@@ -40,7 +40,7 @@ from service.stores.errors import REDIS_UNAVAILABLE
 from service.stores.keyspace import RedisKeyspace
 from service.stores.redis import StoreFormatError, StoreLayoutError
 from service.stores.redis_memory import RedisMemory
-from service.tasks import crash_reporter
+from service.tasks import cancel_and_wait, crash_reporter
 
 log = structlog.get_logger(__name__)
 
@@ -386,8 +386,7 @@ class Runtime:
             _, late = await asyncio.wait(self._source_tasks, timeout=drain_s)
             for task in late:
                 log.error("source_drain_timed_out", task=task.get_name())
-                task.cancel()
-            await asyncio.gather(*self._source_tasks, return_exceptions=True)
+            await cancel_and_wait(self._source_tasks)
         redis = self.redis
         if redis is not None:
             # What the drained sources merged, counted now rather than by the next
@@ -396,9 +395,7 @@ class Runtime:
                 await asyncio.wait_for(redis.projection.sweep(), 5.0)
         if self.forwarder is not None:
             self.forwarder.stop()
-        for task in self._tasks:
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await cancel_and_wait(self._tasks)
         await self.alerting.stop()
         if self.forwarder is not None:
             await self.forwarder.aclose()

@@ -30,7 +30,6 @@ subscription's secret.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
@@ -56,7 +55,7 @@ from service.outbound import (
     sign,
 )
 from service.stores.base import StoreUnavailable
-from service.tasks import crash_reporter
+from service.tasks import cancel_and_wait, crash_reporter
 
 log = structlog.get_logger(__name__)
 # A sender is not awaited while it runs: its crash is said by this.
@@ -212,10 +211,9 @@ class Forwarder:
         ending = [self._senders.pop(sid) for sid in subscription_ids if sid in self._senders]
         for sid in subscription_ids:
             self._by_id.pop(sid, None)
-        for task, stop in ending:
+        for _, stop in ending:
             stop.set()
-            task.cancel()
-        await asyncio.gather(*(task for task, _ in ending), return_exceptions=True)
+        await cancel_and_wait(task for task, _ in ending)
 
     async def _run(self, subscription: Subscription, stop: asyncio.Event) -> None:
         figures = self.figures[subscription.name]
@@ -376,10 +374,7 @@ class Forwarder:
                     log.warning("forward_lease_lost_mid_post", subscription=subscription.name)
                     return False
         finally:
-            if not post.done():
-                post.cancel()
-                with contextlib.suppress(asyncio.CancelledError, PostFailed):
-                    await post
+            await cancel_and_wait([post])
 
     async def _post(self, subscription: Subscription, body: bytes) -> None:
         now_s = int(time.time())
