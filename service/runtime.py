@@ -25,6 +25,7 @@ from service.feed import TransitionFeed, erase_transitions, follow_redis
 from service.forward.config import load_subscriptions
 from service.forward.outbox import MemoryOutbox, Outbox, RedisOutbox
 from service.forward.sender import Forwarder
+from service.live_demand import LiveDemand
 from service.metrics import Metrics
 from service.mx import MxCache, MxResolver, dns_lookup
 from service.outages import OUTAGES, STORE, cause_of
@@ -79,6 +80,7 @@ def build_redis_store(settings: Settings, keyspace: RedisKeyspace) -> RedisStore
         keyspace,
         retention_s=settings.retention_s,
         feed_window_s=settings.feed_window_s,
+        feed_when_watched=True,
         forward_keep_s=settings.forward_keep_s if forwarding else None,
         suppression_days=settings.suppression_days,
     )
@@ -308,6 +310,10 @@ class Runtime:
         self.config_files = ConfigFiles(settings, self.alerting, self.forwarder)
         self.metrics.config_files = self.config_files
         self.redis_memory = RedisMemory(self.keyspace) if self.keyspace is not None else None
+        # With Redis, merges write the live stream only while a page is open somewhere.
+        self.live_demand = (
+            LiveDemand(self.keyspace, self.feed.wanted) if self.keyspace is not None else None
+        )
         self.metrics.redis_memory = self.redis_memory
         self._source_tasks: list[asyncio.Task[None]] = []
         self._tasks: list[asyncio.Task[None]] = []
@@ -349,6 +355,8 @@ class Runtime:
             self.pipeline.on_transitions(self.feed.publish)
         else:
             self.spawn("transition-feed", follow_redis(redis, self.feed, asyncio.sleep))
+        if self.live_demand is not None:
+            self.spawn("live-demand", self.live_demand.run())
             self.spawn("statistics-projection", redis.projection.run_forever())
         if self.redis_memory is not None:
             self.spawn("redis-memory", self.redis_memory.run())

@@ -44,6 +44,9 @@ FAMILIES: dict[str, tuple[str, bool]] = {
     "projection": ("proj:", True),
     "projection_lease": ("proj-lease:", True),
     "transitions": ("transitions", False),
+    # Set while some process has a live page open (service.live_demand): merge.lua
+    # appends to the transitions stream only then.
+    "live_watched": ("live-watched", False),
     "forward": ("fwd", False),
     "forward_lease": ("fwd:lease:", True),
     # Outbox entry ids an erasure deleted while some subscription had them pending.
@@ -151,6 +154,10 @@ class RedisKeys:
     @property
     def transitions(self) -> str:
         return self._fixed("transitions")
+
+    @property
+    def live_watched(self) -> str:
+        return self._fixed("live_watched")
 
     @property
     def forward(self) -> str:

@@ -22,7 +22,7 @@ from service.stores import keys
 # sent (named by the same word), in this order; then, on a cluster, the declared
 # keys. The script finds each by name (its OPTIONAL_KEY_* constants), never by
 # counting.
-OPTIONAL_KEYS = ("checkpoint", "log", "feed", "forward", "erasures")
+OPTIONAL_KEYS = ("checkpoint", "log", "feed", "forward", "erasures", "watched")
 # A batch entry: one per message key, in KEYS order.
 ENTRY = ("write", "handle")
 MESSAGE = state.MessageWrite._fields
@@ -52,6 +52,7 @@ ARG = (
     "declared",
     "log_context",
     "erasures",
+    "watched",
 )
 # ARGV[log], when the call appends to the change log (service.stores.changelog).
 LOG = ("min_id_ms",)

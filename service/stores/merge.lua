@@ -97,6 +97,7 @@ local max_blob_bytes = tonumber(ARGV[ARG_MAX_BLOB_BYTES])
 -- The tombstones (service.tombstones) the writes were stripped against, by their
 -- revision in this group, or nil when not sent.
 local erasures = ARGV[ARG_ERASURES] ~= '' and ARGV[ARG_ERASURES] or nil
+local watched = ARGV[ARG_WATCHED] ~= '' or nil
 local index_prefix = index and index[INDEX_PREFIX]
 local oldest_live = index and index[INDEX_OLDEST_LIVE_MS]
 local bor, band, bnot = bit.bor, bit.band, bit.bnot
@@ -111,6 +112,7 @@ do
   sent[OPTIONAL_KEY_FEED] = feed
   sent[OPTIONAL_KEY_FORWARD] = forward
   sent[OPTIONAL_KEY_ERASURES] = erasures
+  sent[OPTIONAL_KEY_WATCHED] = watched
   local next_key = #batch + 1
   for part = 1, OPTIONAL_KEYS do
     if sent[part] then
@@ -126,6 +128,13 @@ end
 -- call's messages, trim probes) declared after them. A key built here and not
 -- declared is a bug in the Python side's list: refused loudly. One Redis needs no
 -- declaration, and is spared building and checking it.
+-- The live stream is kept for the processes that have a live page open: with a
+-- watchers' flag given and none set (service.live_demand), nobody reads it, and
+-- the call neither builds its entries nor appends them.
+if feed and watched and redis.call('EXISTS', key_of[OPTIONAL_KEY_WATCHED]) == 0 then
+  feed = nil
+end
+
 local given = function(name)
   return name
 end

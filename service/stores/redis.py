@@ -166,6 +166,7 @@ class RedisStore(Store):
         prefix: str = DEFAULT_PREFIX,
         call_budget: int = merge_cost.DEFAULT_BUDGET,
         feed_window_s: float | None = None,
+        feed_when_watched: bool = False,
         forward_keep_s: float | None = None,
         suppression_days: int = DEFAULT_SUPPRESSION_DAYS,
         project_inline: bool = True,
@@ -190,6 +191,10 @@ class RedisStore(Store):
         # replica follows (follow_transitions), kept for that many seconds; without,
         # nothing is appended.
         self._feed_window_ms = None if feed_window_s is None else int(feed_window_s * 1000)
+        # And with ``feed_when_watched``, only while some process has a live page open
+        # (its flag, service.live_demand): what serve runs. Nobody reads the stream
+        # otherwise, and writing it was about a fifteenth of Redis's work per event.
+        self._feed_when_watched = feed_when_watched
         # With a keep, each merge also appends its transitions to the forwarding
         # outbox (service.forward), kept that long for senders that fall behind.
         self._forward_keep_ms = None if forward_keep_s is None else int(forward_keep_s * 1000)
@@ -471,6 +476,8 @@ class RedisStore(Store):
         if self._feed_window_ms is not None and news:
             packed = _pack(layout.in_order(layout.FEED, min_id_ms=now_ms - self._feed_window_ms))
             optional["feed"] = (group_keys.transitions, packed)
+            if self._feed_when_watched:
+                optional["watched"] = (group_keys.live_watched, b"1")
         if self._forward_keep_ms is not None and news:
             packed = _pack(
                 layout.in_order(layout.FORWARD, min_id_ms=now_ms - self._forward_keep_ms)
