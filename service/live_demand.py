@@ -47,24 +47,28 @@ class LiveDemand:
         self._watching = watching
         self._clock = clock
         self._announced_at: float | None = None
+        # One announcement at a time: a burst of connects writes the flags once.
+        self._lock = asyncio.Lock()
         self.announcements = 0
 
     async def announce(self, *, force: bool = False) -> None:
         """Set the flag in every slot group (unless done within the refresh period,
         ``force`` aside). Raises StoreUnavailable on an outage."""
-        now = self._clock()
-        if not force and self._announced_at is not None and now - self._announced_at < REFRESH_S:
-            return
-        client = self._keyspace.client
-        with unavailable("live demand"):
-            await asyncio.gather(
-                *(
-                    client.set(group.live_watched, b"1", px=WATCH_TTL_MS)
-                    for group in self._keyspace.groups
+        async with self._lock:
+            now = self._clock()
+            fresh = self._announced_at is not None and now - self._announced_at < REFRESH_S
+            if fresh and not force:
+                return
+            client = self._keyspace.client
+            with unavailable("live demand"):
+                await asyncio.gather(
+                    *(
+                        client.set(group.live_watched, b"1", px=WATCH_TTL_MS)
+                        for group in self._keyspace.groups
+                    )
                 )
-            )
-        self._announced_at = now
-        self.announcements += 1
+            self._announced_at = now
+            self.announcements += 1
 
     async def run(self, sleep: Callable[[float], Awaitable[object]] = asyncio.sleep) -> None:
         """Refresh the flag while this process has live clients, until cancelled."""
