@@ -194,7 +194,7 @@ def create_app(
         return OrjsonResponse(
             {"error": "state store unavailable, retry later"},
             status_code=503,
-            # Longer after a call that may still run in Redis (service.stores.errors).
+            # Longer after a call that may still run in Redis (service.stores.redis.errors).
             headers={"Retry-After": str(max(1, math.ceil(exc.retry_after_s)))},
         )
 

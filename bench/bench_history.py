@@ -93,7 +93,7 @@ async def merge_all(
         events += len(parsed)
         await store.merge(encode_batch(parsed, counting.now_ms, dimensions), None, counting)
     # Every command: the merge script, and the statistics projection's reads and
-    # script (service.stores.projection), which each merge runs inline here.
+    # script (service.stores.redis.projection), which each merge runs inline here.
     stats = await client.info("commandstats")
     spent = sum(
         float(figures.get("usec", 0))

@@ -31,8 +31,8 @@ from redis import asyncio as aioredis
 from bench.bench_throughput import records
 from service.runtime import Runtime
 from service.settings import Settings
-from service.stores import layout
-from service.stores import redis as redis_store
+from service.stores.redis import layout
+from service.stores.redis import store as redis_store
 from tests.support.servers import RedisServer
 
 BATCH = 500

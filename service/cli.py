@@ -786,7 +786,7 @@ def _migrate(args: argparse.Namespace) -> int:
     from service import logs
     from service.runtime import build_keyspace, build_redis_store
     from service.stores import StoreUnavailable
-    from service.stores.redis import FORMAT_VERSION, StoreFormatError
+    from service.stores.redis.store import FORMAT_VERSION, StoreFormatError
 
     settings = _load_settings(**({"redis_url": args.redis_url} if args.redis_url else {}))
     if settings is None:

@@ -15,8 +15,8 @@ from abc import ABC, abstractmethod
 from collections import OrderedDict
 from collections.abc import Callable
 
-from service.stores.errors import unavailable
-from service.stores.keyspace import RedisKeyspace
+from service.stores.redis.errors import unavailable
+from service.stores.redis.keyspace import RedisKeyspace
 
 
 class RecentIds:

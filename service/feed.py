@@ -24,7 +24,7 @@ from redis import asyncio as aioredis
 from service.outages import OUTAGES, STORE
 from service.state import Transition
 from service.stores import RedisStore, StoreUnavailable
-from service.stores.errors import unavailable
+from service.stores.redis.errors import unavailable
 
 log = structlog.get_logger(__name__)
 

@@ -23,8 +23,8 @@ import structlog
 
 from service.outages import OUTAGES, STORE
 from service.stores import StoreUnavailable
-from service.stores.errors import unavailable
-from service.stores.keyspace import RedisKeyspace
+from service.stores.redis.errors import unavailable
+from service.stores.redis.keyspace import RedisKeyspace
 
 log = structlog.get_logger(__name__)
 

@@ -108,7 +108,7 @@ class Metrics:
         self.erasures: Any = None
         # The files re-read while running (service.reload), attached by the runtime.
         self.config_files: Any = None
-        # Each Redis master's memory (service.stores.redis_memory), with Redis.
+        # Each Redis master's memory (service.stores.redis.memory), with Redis.
         self.redis_memory: Any = None
         self.registry = CollectorRegistry(auto_describe=True)
         self.merge_seconds = Histogram(
@@ -384,7 +384,7 @@ def _dependency_metrics() -> Iterator[Metric]:
 
 
 def _redis_memory_metrics(memory: Any) -> Iterator[Metric]:
-    """Each Redis master's memory, as last sampled (service.stores.redis_memory)."""
+    """Each Redis master's memory, as last sampled (service.stores.redis.memory)."""
     used = GaugeMetricFamily(
         "ses_tracker_redis_memory_used_bytes",
         "Memory a Redis master uses (INFO used_memory), sampled every 15 s.",
@@ -447,7 +447,7 @@ def _erasure_metrics(erasures: Any, store: Any) -> Iterator[Metric]:
 
 
 def _projection_metrics(projection: Any) -> Iterator[Metric]:
-    """The statistics projection of the change log (service.stores.projection)."""
+    """The statistics projection of the change log (service.stores.redis.projection)."""
     figures = (
         (CounterMetricFamily, "ses_tracker_projection_entries_applied",
          "Change log entries this process applied to its projection.",

@@ -33,9 +33,9 @@ import structlog
 
 from service.logs import loggable
 from service.providers import OTHER, provider_of_mx
-from service.stores.errors import REDIS_UNAVAILABLE
-from service.stores.keys import RedisKeys
-from service.stores.keyspace import RedisKeyspace
+from service.stores.redis.errors import REDIS_UNAVAILABLE
+from service.stores.redis.keys import RedisKeys
+from service.stores.redis.keyspace import RedisKeyspace
 
 log = structlog.get_logger(__name__)
 

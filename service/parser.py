@@ -65,7 +65,7 @@ MAX_SOURCE_CHARS = 320
 # addresses (whatever the list's order, so every copy of the event keeps the same
 # ones), counts the rest in ParseResult.dropped (too_many) and marks the message
 # truncated: each address named is work inside the store's merge (its cost model,
-# service.stores.merge_cost, counts on this bound).
+# service.stores.redis.merge_cost, counts on this bound).
 MAX_RECIPIENTS = 50
 MAX_SUBJECT_CHARS = 256
 MAX_TAGS = 50

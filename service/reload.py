@@ -39,7 +39,7 @@ from service.forward.sender import Forwarder
 from service.outages import OUTAGES, STORE
 from service.settings import Settings
 from service.stores.base import StoreUnavailable
-from service.stores.errors import REDIS_UNAVAILABLE
+from service.stores.redis.errors import REDIS_UNAVAILABLE
 
 log = structlog.get_logger(__name__)
 

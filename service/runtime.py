@@ -37,10 +37,10 @@ from service.reload import ConfigFiles
 from service.settings import Settings
 from service.stores import CachedStore, MemoryStore, RedisStore, Store
 from service.stores.base import StoreUnavailable
-from service.stores.errors import REDIS_UNAVAILABLE
-from service.stores.keyspace import RedisKeyspace
-from service.stores.redis import StoreFormatError, StoreLayoutError
-from service.stores.redis_memory import RedisMemory
+from service.stores.redis.errors import REDIS_UNAVAILABLE
+from service.stores.redis.keyspace import RedisKeyspace
+from service.stores.redis.memory import RedisMemory
+from service.stores.redis.store import StoreFormatError, StoreLayoutError
 from service.tasks import cancel_and_wait, crash_reporter
 
 log = structlog.get_logger(__name__)
@@ -61,7 +61,7 @@ def tune_gc() -> None:
 
 
 def build_keyspace(settings: Settings) -> RedisKeyspace | None:
-    """The Redis every Redis-backed part shares (``service.stores.keyspace``); None
+    """The Redis every Redis-backed part shares (``service.stores.redis.keyspace``); None
     without SES_TRACKER_REDIS_URL."""
     if not settings.redis_url:
         return None

@@ -12,8 +12,8 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections import OrderedDict
 
-from service.stores.errors import unavailable
-from service.stores.keyspace import RedisKeyspace
+from service.stores.redis.errors import unavailable
+from service.stores.redis.keyspace import RedisKeyspace
 
 # Sign-outs are rare (a person clicking); this bounds memory against a loop of
 # sign-in/sign-out, dropping the soonest to expire first once it is full.

@@ -28,7 +28,7 @@ from service.access import ReadToken, parse_read_tokens, token_problem
 from service.alerts.accounts import AccountPolicy, parse_account_ids
 from service.cpus import usable_cpus
 from service.dimensions import Dimensions, parse_tag_names
-from service.stores.slots import DEFAULT_SLOT_GROUPS, MAX_SLOT_GROUPS
+from service.stores.redis.slots import DEFAULT_SLOT_GROUPS, MAX_SLOT_GROUPS
 
 PREFIX = "SES_TRACKER_"
 # Kubernetes injects <SERVICE>_SERVICE_HOST, <SERVICE>_PORT=tcp://... and
@@ -194,7 +194,7 @@ class Settings(BaseSettings):
         return self
 
     def redis_slot_group_count(self) -> int | None:
-        """Slot groups of the keyspace (service.stores.slots): None with one Redis."""
+        """Slot groups of the keyspace (service.stores.redis.slots): None with one Redis."""
         return self.redis_slot_groups if self.redis_cluster else None
 
     def dimensions(self) -> Dimensions:

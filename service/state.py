@@ -218,7 +218,7 @@ def merge(
     events kept still name them, so the caller's indexes keep them (an erasure must
     find the record).
 
-    ``service/stores/merge.lua`` is this function's twin for Redis; a consistency
+    ``service/stores/redis/merge.lua`` is this function's twin for Redis; a consistency
     test holds the two to the same results.
     """
     transitions: list[Transition] = []

@@ -5,7 +5,7 @@ Counting follows from what a merge actually changed, so a batch merged twice (a
 retry, a replay after a crash) counts once, and every replica adds to the same
 numbers: the memory store counts inside its merge (:class:`Changes`); Redis from
 the change log its merge appends, applied by a projection with its own checkpoint
-(``service.stores.changelog``, ``projection``), with the same classes. A change
+(``service.stores.redis.changelog``, ``projection``), with the same classes. A change
 counts in up to three places, all keyed by *event* time (the SES timestamp of the
 event that made it; send time for Send):
 

@@ -52,7 +52,7 @@ from service.lag import DEFAULT_CATCH_UP_S
 from service.outages import OUTAGES, STORE
 from service.search import MAX_LIMIT, SearchQuery
 from service.stores.base import Store, StoreUnavailable
-from service.stores.errors import REDIS_UNAVAILABLE, unavailable
+from service.stores.redis.errors import REDIS_UNAVAILABLE, unavailable
 from service.view import ViewOptions, recipient_diagnosis
 
 log = structlog.get_logger(__name__)

@@ -31,10 +31,10 @@ from service.alerts.evaluate import AccountStatus
 from service.alerts.lifecycle import AlertRecord, Plan
 from service.alerts.model import Alert, alert_from_dict, alert_to_dict
 from service.alerts.store import HISTORY_KEPT, AlertStore, OutboxEntry, new_entries
-from service.stores import lease
 from service.stores.base import StoreUnavailable
-from service.stores.errors import unavailable
-from service.stores.keyspace import RedisKeyspace
+from service.stores.redis import lease
+from service.stores.redis.errors import unavailable
+from service.stores.redis.keyspace import RedisKeyspace
 
 log = structlog.get_logger(__name__)
 

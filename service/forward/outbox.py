@@ -47,11 +47,11 @@ from redis.exceptions import ResponseError
 
 from service.erasure import blob_without
 from service.forward.items import Change
-from service.stores import lease
 from service.stores.base import StoreUnavailable
-from service.stores.errors import REDIS_UNAVAILABLE, unavailable
-from service.stores.keyspace import RedisKeyspace
-from service.stores.slots import poll_groups
+from service.stores.redis import lease
+from service.stores.redis.errors import REDIS_UNAVAILABLE, unavailable
+from service.stores.redis.keyspace import RedisKeyspace
+from service.stores.redis.slots import poll_groups
 
 log = structlog.get_logger(__name__)
 T = TypeVar("T")

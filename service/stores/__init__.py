@@ -3,7 +3,7 @@
 from service.stores.base import Checkpoint, MergeRejected, Store, StoreUnavailable
 from service.stores.cached import CachedStore
 from service.stores.memory import MemoryStore
-from service.stores.redis import RedisStore
+from service.stores.redis.store import RedisStore
 
 __all__ = [
     "CachedStore",

@@ -19,7 +19,7 @@ from service.alerts.lifecycle import AlertRecord, Phase, Plan
 from service.alerts.model import Alert, Example, alert_to_dict
 from service.alerts.redis_store import ERASE_PAGE, RedisAlertStore
 from service.alerts.store import HISTORY_KEPT
-from service.stores.keyspace import RedisKeyspace
+from service.stores.redis.keyspace import RedisKeyspace
 from tests.support.chat import sample_alert
 
 T = 1_700_000_000_000

@@ -30,7 +30,7 @@ from service.alerts.sinks import Sink, parse_webhooks
 from service.alerts.store import AlertStore, MemoryAlertStore
 from service.pipeline import Pipeline
 from service.stores import MemoryStore, Store
-from service.stores.keyspace import RedisKeyspace
+from service.stores.redis.keyspace import RedisKeyspace
 from service.timestamps import parse_ms
 from tests.support import ses
 from tests.support.chat import checker

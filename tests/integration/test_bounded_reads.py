@@ -11,7 +11,7 @@ from service import history, stats
 from service.codec import encode_batch
 from service.dimensions import Dimensions
 from service.stats import Counting
-from service.stores import migrations
+from service.stores.redis import migrations
 from tests.support import ses
 from tests.support.fold import SEEN_MS, events_of
 

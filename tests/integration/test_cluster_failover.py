@@ -17,7 +17,7 @@ from redis.crc import key_slot
 from service.pipeline import Pipeline
 from service.search import SearchQuery
 from service.stores import MemoryStore, RedisStore, StoreUnavailable
-from service.stores.slots import DEFAULT_SLOT_GROUPS
+from service.stores.redis.slots import DEFAULT_SLOT_GROUPS
 from tests.support import ses
 from tests.support.servers import RedisClusterServers
 

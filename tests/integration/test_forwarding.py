@@ -17,7 +17,7 @@ from service.forward.outbox import MemoryOutbox, RedisOutbox
 from service.forward.sender import Forwarder
 from service.pipeline import Pipeline
 from service.stores import MemoryStore, RedisStore
-from service.stores.keys import RedisKeys
+from service.stores.redis.keys import RedisKeys
 from tests.support import ses
 from tests.support.hostile import HostileReceiver
 from tests.support.receiver import Answer, Receiver

@@ -1,4 +1,4 @@
-"""A name an event carries cannot reach another key family (service.stores.keys):
+"""A name an event carries cannot reach another key family (service.stores.redis.keys):
 the parser refuses what is not an address, and the store keeps its families apart
 even for what the parser lets through (these tests go under the parser)."""
 

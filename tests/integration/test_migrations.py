@@ -1,4 +1,4 @@
-"""The data format migrates in place (service.stores.migrations), from a dump of the
+"""The data format migrates in place (service.stores.redis.migrations), from a dump of the
 format before (tests/data/format1, written by that release) and on both layouts."""
 
 from __future__ import annotations
@@ -9,8 +9,8 @@ from pathlib import Path
 import msgpack
 import pytest
 
-from service.stores import layout
-from service.stores.redis import FORMAT_VERSION, RedisStore
+from service.stores.redis import layout
+from service.stores.redis.store import FORMAT_VERSION, RedisStore
 from tests.support.redis import RedisTarget
 from tests.support.servers import RedisServer
 

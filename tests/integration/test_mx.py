@@ -17,7 +17,7 @@ from service.mx import NEGATIVE_TTL_S, TTL_S, MxCache, MxResolver, dns_lookup
 from service.runtime import Runtime
 from service.search import SearchQuery
 from service.settings import Settings
-from service.stores.keyspace import RedisKeyspace
+from service.stores.redis.keyspace import RedisKeyspace
 from tests.support import ses
 from tests.support.dns import start_mx_server
 from tests.support.servers import RedisServer

@@ -1,5 +1,5 @@
 """Each Redis master's memory, sampled for /metrics and the near-the-limit alert
-(service.stores.redis_memory)."""
+(service.stores.redis.memory)."""
 
 from __future__ import annotations
 
@@ -11,8 +11,8 @@ import structlog
 from redis import asyncio as aioredis
 
 from service.outages import OUTAGES, STORE
-from service.stores.keyspace import RedisKeyspace
-from service.stores.redis_memory import RedisMemory
+from service.stores.redis.keyspace import RedisKeyspace
+from service.stores.redis.memory import RedisMemory
 from tests.support.servers import RedisClusterServers, RedisServer
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(30)]

@@ -17,7 +17,7 @@ from service.codec import encode_batch
 from service.dimensions import Dimensions
 from service.stats import BUCKET_TTL_S, Counting, bucket_of
 from service.stores import Checkpoint, MergeRejected, RedisStore, StoreUnavailable
-from service.stores.keyspace import RedisKeyspace
+from service.stores.redis.keyspace import RedisKeyspace
 from tests.support import ses
 from tests.support.fold import SEEN_MS, changes, events_of, fold
 from tests.support.servers import RedisServer, free_port
@@ -512,7 +512,7 @@ async def test_an_address_suppressed_from_two_slot_groups_is_listed_once(make_st
 
 
 async def test_a_store_refuses_data_kept_in_another_number_of_slot_groups(make_store) -> None:
-    from service.stores.redis import StoreFormatError
+    from service.stores.redis.store import StoreFormatError
 
     store = make_store()
     await store.claim_format()
@@ -585,23 +585,23 @@ async def test_the_merge_script_names_no_key_it_was_not_given(
     nothing.)"""
     from redis.crc import key_slot
 
-    from service.stores import redis as redis_store
+    from service.stores.redis import merge_call
 
     grouped = {} if redis_target.cluster else {"slot_groups": 4}
     store = make_store(suppression_days=3_660, feed_window_s=60, **grouped)
     records = [ses.send("m-keys", ["a@x.com", "b@y.com"]), ses.bounce("m-keys", ["a@x.com"], T + 9)]
     group = store.slot_group("m-keys")
     await store.refresh_tombstones()
-    keys, _args = store._call_args(group, writes_for(records), None, COUNTING, store._tombstones)
+    keys, _args = store._calls.args(group, writes_for(records), None, COUNTING, store._tombstones)
     assert len({key_slot(key.encode()) for key in keys}) == 1
-    declared = redis_store._declared
+    declared = merge_call.declared
     monkeypatch.setattr(
-        redis_store, "_declared", lambda *a: [k for k in declared(*a) if ":sup:" not in k]
+        merge_call, "declared", lambda *a: [k for k in declared(*a) if ":sup:" not in k]
     )
     with pytest.raises(MergeRejected) as refused:
         await store.merge(writes_for(records), counting=COUNTING)
     assert "key not in KEYS" in refused.value.refused["m-keys"]
-    monkeypatch.setattr(redis_store, "_declared", declared)
+    monkeypatch.setattr(merge_call, "declared", declared)
     await store.merge(writes_for(records), counting=COUNTING)
     assert (await store.get("m-keys")).recipient_status("a@x.com") == "bounced"
     await store.close()

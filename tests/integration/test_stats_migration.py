@@ -1,5 +1,5 @@
 """Format 1's live buckets migrate in place to format 2's split layout
-(service.stores.stats_migration), from what that release wrote
+(service.stores.redis.stats_migration), from what that release wrote
 (tests/data/format1/live_buckets.json, by make_live_buckets.py beside it), on one
 Redis and in slot groups."""
 
@@ -13,8 +13,8 @@ import orjson
 import pytest
 from redis import asyncio as aioredis
 
-from service.stores.redis import FORMAT_VERSION, RedisStore
-from service.stores.stats_migration import split_live_buckets
+from service.stores.redis.stats_migration import split_live_buckets
+from service.stores.redis.store import FORMAT_VERSION, RedisStore
 from tests.support.servers import RedisServer
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(60)]

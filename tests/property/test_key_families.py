@@ -1,4 +1,4 @@
-"""No key family can meet another, whatever a variable part holds (service.stores.keys)."""
+"""No key family can meet another, whatever a variable part holds (service.stores.redis.keys)."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ import inspect
 from hypothesis import given
 from hypothesis import strategies as st
 
-from service.stores.keys import DEFAULT_PREFIX, FAMILIES, RedisKeys, family_of
-from service.stores.slots import group_prefixes
+from service.stores.redis.keys import DEFAULT_PREFIX, FAMILIES, RedisKeys, family_of
+from service.stores.redis.slots import group_prefixes
 
 HOSTILE = [
     "idx",

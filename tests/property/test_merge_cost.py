@@ -1,5 +1,5 @@
 """No merge call exceeds its budget for any parsed input, and cutting a message into
-parts changes nothing it ends in (service.stores.merge_cost)."""
+parts changes nothing it ends in (service.stores.redis.merge_cost)."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from service import state
 from service.codec import encode_batch
 from service.dimensions import MAX_TAG_DIMENSIONS, Dimensions
 from service.parser import MAX_RECIPIENTS, parse_payload
-from service.stores import merge_cost
+from service.stores.redis import merge_cost
 from tests.support import ses
 from tests.support.strategies import crowded_message
 

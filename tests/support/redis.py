@@ -9,7 +9,7 @@ from redis import asyncio as aioredis
 from redis.asyncio.cluster import RedisCluster
 
 from service.stores import RedisStore
-from service.stores.slots import DEFAULT_SLOT_GROUPS
+from service.stores.redis.slots import DEFAULT_SLOT_GROUPS
 
 
 @dataclass(frozen=True)

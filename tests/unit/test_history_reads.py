@@ -7,8 +7,8 @@ from collections import Counter
 import pytest
 
 from service import history, stats
-from service.stores import rollup_cache
 from service.stores.memory import MemoryStore
+from service.stores.redis import rollup_cache
 
 DAY_MS = 86_400_000
 

@@ -17,7 +17,7 @@ import orjson
 
 from service.clock import wall_clock_ms
 from service.pipeline import Pipeline
-from service.stores.redis import RedisStore
+from service.stores.redis.store import RedisStore
 from tests.support import ses
 from tests.support.servers import RedisServer
 

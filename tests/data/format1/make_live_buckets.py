@@ -21,7 +21,7 @@ from redis import asyncio as aioredis
 from service.codec import encode_batch
 from service.dimensions import Dimensions
 from service.stats import Counting
-from service.stores.redis import RedisStore
+from service.stores.redis.store import RedisStore
 from tests.support import ses
 from tests.support.fold import events_of
 from tests.support.servers import RedisServer

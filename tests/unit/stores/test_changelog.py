@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 from service import state, stats
 from service.codec import encode_batch
 from service.dimensions import Dimensions, domain_of
-from service.stores import changelog, layout
+from service.stores.redis import changelog, layout
 from tests.support import ses
 from tests.support.fold import SEEN_MS, events_of
 from tests.support.strategies import deliveries, message_events

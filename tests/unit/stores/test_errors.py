@@ -16,7 +16,7 @@ from redis.exceptions import (
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeout
 
-from service.stores.errors import BUSY_COOL_DOWN_S, cool_down_s, rejected_by_script
+from service.stores.redis.errors import BUSY_COOL_DOWN_S, cool_down_s, rejected_by_script
 
 SCRIPT = "script: a81dcb13, on @user_script:595."
 

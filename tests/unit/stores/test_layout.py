@@ -6,9 +6,9 @@ import re
 from importlib import resources
 
 from service import state
-from service.stores import layout
+from service.stores.redis import layout
 
-SCRIPT = resources.files("service.stores").joinpath("merge.lua").read_text()
+SCRIPT = resources.files("service.stores.redis").joinpath("merge.lua").read_text()
 CODE = "\n".join(line.split("--", 1)[0] for line in SCRIPT.splitlines())  # no comments
 PRELUDE = dict(re.findall(r"^local (\w+) = (-?\d+|'[^']*')$", layout.lua_prelude(), re.MULTILINE))
 
@@ -52,7 +52,7 @@ def test_the_script_writes_no_string_of_the_data_but_by_name() -> None:
 
 
 def test_the_script_builds_key_names_only_from_the_key_families() -> None:
-    # A stem written as a literal would drift from service.stores.keys, where the
+    # A stem written as a literal would drift from service.stores.redis.keys, where the
     # families are kept apart (tests/property/test_key_families.py).
     named_by_literal = re.findall(r"prefix\]?\s*\.\.\s*'[^']*'", CODE, re.IGNORECASE)
     assert named_by_literal == [], named_by_literal
@@ -73,7 +73,7 @@ def test_the_script_finds_the_keys_after_the_records_by_name() -> None:
 
 
 def test_the_projection_script_reads_its_plan_only_by_name() -> None:
-    project = resources.files("service.stores").joinpath("project.lua").read_text()
+    project = resources.files("service.stores.redis").joinpath("project.lua").read_text()
     code = "\n".join(line.split("--", 1)[0] for line in project.splitlines())
     assert re.findall(r"\b(t|plan|entry)\[\s*-?\d", code) == []
     used = set(re.findall(r"\b([A-Z][A-Z0-9]*_[A-Z0-9_]+)\b", code)) - {"KEYS", "ARGV"}

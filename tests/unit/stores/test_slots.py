@@ -10,8 +10,8 @@ from hypothesis import strategies as st
 from redis.crc import REDIS_CLUSTER_HASH_SLOTS, key_slot
 
 from service.search import message_handle
-from service.stores.keys import RedisKeys
-from service.stores.slots import group_of, group_prefixes, group_tags, merge_pages
+from service.stores.redis.keys import RedisKeys
+from service.stores.redis.slots import group_of, group_prefixes, group_tags, merge_pages
 
 
 @pytest.mark.parametrize("count", [1, 3, 16, 100])

@@ -1,4 +1,4 @@
-"""Format 2's step for live statistics (``service.stores.migrations``).
+"""Format 2's step for live statistics (``service.stores.redis.migrations``).
 
 Format 1 kept a live bucket in one hash, ``<prefix>stats:<bucket>``: overall figures,
 every group's ``g:`` fields and the bucket's own admission (``a:``/``n:``). Format 2
@@ -22,10 +22,10 @@ from typing import TYPE_CHECKING
 import msgpack
 import structlog
 
-from service.stores.keys import RedisKeys
+from service.stores.redis.keys import RedisKeys
 
 if TYPE_CHECKING:
-    from service.stores.redis import RedisStore
+    from service.stores.redis.store import RedisStore
 
 log = structlog.get_logger(__name__)
 

@@ -11,10 +11,10 @@ variable part holds (``idx``, ``:``, braces, nothing, ten kilobytes).
 through every builder.
 
 ``merge.lua`` builds the record, index and suppression keys itself, from the stems
-here (``service.stores.layout`` hands them to the script as ``KEY_*`` constants).
+here (``service.stores.redis.layout`` hands them to the script as ``KEY_*`` constants).
 Records carry their handle in a hash tag (``m:{<handle>}``), so one message's key maps
 to one Redis Cluster slot. On a cluster, a slot group's keys sit under
-``<prefix>{<tag>}:`` (``service.stores.slots``); no family's name starts with ``{``,
+``<prefix>{<tag>}:`` (``service.stores.redis.slots``); no family's name starts with ``{``,
 so a group's keys never meet the plain prefix's.
 """
 
@@ -38,7 +38,7 @@ FAMILIES: dict[str, tuple[str, bool]] = {
     "send_time_bucket": ("t:", True),
     # Written beside the records, in the same merge.
     "checkpoint": ("ckpt:", True),
-    # The change log (service.stores.changelog), and each projection's checkpoint in
+    # The change log (service.stores.redis.changelog), and each projection's checkpoint in
     # it and lease on it.
     "changelog": ("log", False),
     "projection": ("proj:", True),
@@ -111,7 +111,7 @@ class RedisKeys:
 
     @property
     def slot_groups(self) -> str:
-        """How many slot groups the data is split in (service.stores.slots); 0: none."""
+        """How many slot groups the data is split in (service.stores.redis.slots); 0: none."""
         return self._fixed("slot_groups")
 
     # Messages and their search indexes (written by merge.lua).
@@ -141,7 +141,7 @@ class RedisKeys:
 
     @property
     def changelog(self) -> str:
-        """The change log stream (service.stores.changelog)."""
+        """The change log stream (service.stores.redis.changelog)."""
         return self._fixed("changelog")
 
     def projection(self, name: str) -> str:

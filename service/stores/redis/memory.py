@@ -21,8 +21,8 @@ import structlog
 from redis.asyncio.cluster import RedisCluster
 from redis.exceptions import ResponseError
 
-from service.stores.errors import REDIS_UNAVAILABLE
-from service.stores.keyspace import RedisKeyspace
+from service.stores.redis.errors import REDIS_UNAVAILABLE
+from service.stores.redis.keyspace import RedisKeyspace
 
 log = structlog.get_logger(__name__)
 

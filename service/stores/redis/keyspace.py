@@ -3,10 +3,10 @@
 Every Redis-backed part (the message store, the forwarding outbox, the MX cache,
 delivery-id dedupe, alert state, session revocations, erasure) is given a
 :class:`RedisKeyspace`, not a store to reach into for its connection: the client,
-the plain prefix's keys (``service.stores.keys``, every key family), each slot
-group's keys on a cluster (``service.stores.slots``), a named one-slot area for
+the plain prefix's keys (``service.stores.redis.keys``, every key family), each slot
+group's keys on a cluster (``service.stores.redis.slots``), a named one-slot area for
 state read and written together, and the one mapping of Redis errors
-(``service.stores.errors.unavailable``).
+(``service.stores.redis.errors.unavailable``).
 """
 
 from __future__ import annotations
@@ -17,9 +17,9 @@ from typing import Any
 from redis import asyncio as aioredis
 from redis.asyncio.cluster import RedisCluster
 
-from service.stores import errors
-from service.stores.keys import DEFAULT_PREFIX, RedisKeys
-from service.stores.slots import DEFAULT_SLOT_GROUPS, group_prefixes
+from service.stores.redis import errors
+from service.stores.redis.keys import DEFAULT_PREFIX, RedisKeys
+from service.stores.redis.slots import DEFAULT_SLOT_GROUPS, group_prefixes
 
 # Either client: redis-py's cluster client speaks the same commands per key.
 Client = aioredis.Redis | RedisCluster
@@ -29,7 +29,7 @@ Client = aioredis.Redis | RedisCluster
 class RedisKeyspace:
     client: Client
     keys: RedisKeys
-    # Each slot group's keys (``service.stores.slots``); one, the plain prefix's,
+    # Each slot group's keys (``service.stores.redis.slots``); one, the plain prefix's,
     # without slot groups.
     groups: tuple[RedisKeys, ...]
     slot_groups: int | None = None  # None: the plain layout (one Redis)

@@ -30,9 +30,9 @@ from service.search import (
     SearchPage,
     SearchQuery,
 )
-from service.stores.keys import RedisKeys
-from service.stores.redis_record import record_from_bytes
-from service.stores.slots import merge_pages
+from service.stores.redis.keys import RedisKeys
+from service.stores.redis.record import record_from_bytes
+from service.stores.redis.slots import merge_pages
 
 # One minute per send-time bucket: at 1M messages a day a bucket holds ~700
 # messages (15 kB), and a 14-day walk over empty time touches ~20,000 buckets at most.
@@ -43,7 +43,7 @@ _BUCKETS_PER_READ = 32
 
 
 class IndexReader:
-    """One slot group's indexes (``service.stores.slots``); ``budget``: candidates one page
+    """One slot group's indexes (``service.stores.redis.slots``); ``budget``: candidates one page
     may examine (a search of several groups shares SCAN_BUDGET between them)."""
 
     def __init__(self, client: aioredis.Redis, prefix: str, budget: int = SCAN_BUDGET) -> None:

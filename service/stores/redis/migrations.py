@@ -22,11 +22,11 @@ from typing import TYPE_CHECKING
 
 import structlog
 
-from service.stores.keys import RedisKeys
-from service.stores.stats_migration import split_live_buckets
+from service.stores.redis.keys import RedisKeys
+from service.stores.redis.stats_migration import split_live_buckets
 
 if TYPE_CHECKING:
-    from service.stores.redis import RedisStore
+    from service.stores.redis.store import RedisStore
 
 log = structlog.get_logger(__name__)
 
@@ -72,7 +72,7 @@ return kind
 
 
 async def _separate_listings(store: RedisStore) -> None:
-    from service.stores import layout
+    from service.stores.redis import layout
 
     since = layout.position(layout.SUPPRESSION, "since_ms") + 1
     script = store.keyspace.client.register_script(_SEPARATE_LISTINGS)
@@ -103,7 +103,7 @@ async def _list_by_reason(store: RedisStore) -> None:
     returns every entry present throughout, whatever merges add meanwhile) and each
     live entry added to its reason's listing at the same score. Idempotent: ZADD of
     what is there changes nothing."""
-    from service.stores.redis import _suppression
+    from service.stores.redis.suppressions import suppression_from
 
     client = store.keyspace.client
     for group in store.slot_groups:
@@ -121,7 +121,7 @@ async def _list_by_reason(store: RedisStore) -> None:
                 async with client.pipeline(transaction=False) as pipe:
                     for (member, score), raw in zip(members, raws, strict=True):
                         if raw is not None:
-                            reason = _suppression(member, raw).reason
+                            reason = suppression_from(member, raw).reason
                             pipe.zadd(keys.suppressions_by_reason(reason), {member: score})
                             listed += 1
                     await pipe.execute()

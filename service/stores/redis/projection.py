@@ -39,10 +39,10 @@ from redis.exceptions import NoScriptError
 
 from service import stats
 from service.outages import OUTAGES, STORE
-from service.stores import changelog, layout, lease
 from service.stores.base import StoreUnavailable
-from service.stores.errors import unavailable
-from service.stores.keys import RedisKeys
+from service.stores.redis import changelog, layout, lease
+from service.stores.redis.errors import unavailable
+from service.stores.redis.keys import RedisKeys
 
 log = structlog.get_logger(__name__)
 
@@ -55,7 +55,7 @@ ENTRIES_PER_RUN = 64
 SWEEP_S = 0.25
 LEASE_MS = 5_000
 
-_BODY = resources.files("service.stores").joinpath("project.lua").read_text()
+_BODY = resources.files("service.stores.redis").joinpath("project.lua").read_text()
 PROJECT_SCRIPT = layout.lua_prelude(_BODY) + _BODY
 
 

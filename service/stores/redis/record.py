@@ -5,7 +5,7 @@ from __future__ import annotations
 import msgpack
 
 from service.state import MessageRecord
-from service.stores import layout
+from service.stores.redis import layout
 
 
 def record_from_bytes(raw: bytes) -> tuple[str, MessageRecord]:

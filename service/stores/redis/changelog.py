@@ -37,7 +37,7 @@ import msgpack
 
 from service import state, stats
 from service.dimensions import OTHER
-from service.stores import layout
+from service.stores.redis import layout
 
 # Fields of an entry.
 CONTEXT, TRANSITIONS, APPLIED = (
