@@ -26,6 +26,7 @@ from api.live import Broadcaster
 from api.responses import OrjsonResponse
 from api.routes import (
     alerts,
+    audit,
     events,
     health,
     ingest,
@@ -121,6 +122,7 @@ def create_app(
     app.include_router(recipients.router, prefix="/v1", dependencies=v1, tags=["recipients"])
     app.include_router(suppressions.router, prefix="/v1", dependencies=v1, tags=["suppressions"])
     app.include_router(alerts.router, prefix="/v1", dependencies=v1, tags=["alerts"])
+    app.include_router(audit.router, prefix="/v1", dependencies=v1, tags=["audit"])
     # Sign-in and sign-out: authenticates by the token posted, or the cookie.
     app.include_router(session.router, prefix="/v1", tags=["session"])
     # Checks the token or session itself (a websocket may pass it as ?token=).

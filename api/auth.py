@@ -23,6 +23,7 @@ from fastapi import Depends, HTTPException, Request
 from starlette.requests import HTTPConnection
 
 from api.hosts import PEER, HostPolicy
+from service import audit
 from service.access import Keyring, Scope, SessionClaims
 from service.peers import is_loopback
 from service.sessions import Revocations
@@ -150,3 +151,10 @@ async def authenticate(request: Request) -> Principal:
 
 
 PrincipalDep = Annotated[Principal, Depends(authenticate)]
+
+
+def actor_of(request: Request) -> str:
+    """Who the audit log says asked: the token's name (``api``, a read token's), or
+    ``open`` when the service has no token."""
+    principal: Principal | None = getattr(request.state, "principal", None)
+    return (principal.name if principal is not None else None) or audit.OPEN_ACTOR

@@ -304,3 +304,18 @@ class ErasureProgress(_Open):
     index_entries: int
     reached: dict[str, int]
     error: str | None
+
+
+class AuditEntryView(_Open):
+    id: str
+    at: str
+    actor: str
+    action: str
+    target: str | None
+    result: str
+    detail: str | None
+
+
+class AuditPage(_Open):
+    items: list[AuditEntryView]
+    next_cursor: str | None

@@ -443,7 +443,8 @@ class DrainingServer(uvicorn.Server):
             if runtime is not None:
                 import asyncio
 
-                task = asyncio.create_task(runtime.config_files.reload(), name="sighup-reload")
+                reload = runtime.config_files.reload(actor="signal")
+                task = asyncio.create_task(reload, name="sighup-reload")
                 self._reloads.add(task)  # held until done (the loop keeps weak references)
                 task.add_done_callback(self._reloads.discard)
         return await super().on_tick(counter)

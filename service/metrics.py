@@ -106,6 +106,7 @@ class Metrics:
         self.live: Any = None
         # The erasure jobs' runner (service.erasure_job), attached by the runtime.
         self.erasures: Any = None
+        self.audit: Any = None
         # The files re-read while running (service.reload), attached by the runtime.
         self.config_files: Any = None
         # Each Redis master's memory (service.stores.redis.memory), with Redis.
@@ -324,6 +325,8 @@ class _PipelineCollector(Collector):
 
         if measured.erasures is not None:
             yield from _erasure_metrics(measured.erasures, measured.store)
+        if measured.audit is not None:
+            yield from _audit_metrics(measured.audit)
         if measured.config_files is not None:
             yield from _reload_metrics(measured.config_files)
         if measured.redis_memory is not None:
@@ -444,6 +447,18 @@ def _erasure_metrics(erasures: Any, store: Any) -> Iterator[Metric]:
     )
     restripped.add_metric([], getattr(store, "stale_erasure_calls", 0))
     yield from (finished, failed, restripped)
+
+
+def _audit_metrics(auditor: Any) -> Iterator[Metric]:
+    """The audit log's entries (service.audit): recorded, and lost to an outage."""
+    entries = CounterMetricFamily(
+        "ses_tracker_audit_entries",
+        "Audit log entries this process recorded, and those it could not write (logged).",
+        labels=["result"],
+    )
+    entries.add_metric(["recorded"], auditor.recorded)
+    entries.add_metric(["failed"], auditor.failed)
+    yield entries
 
 
 def _projection_metrics(projection: Any) -> Iterator[Metric]:

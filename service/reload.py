@@ -31,9 +31,10 @@ from typing import Any
 
 import structlog
 
-from service import yamlfile
+from service import audit, yamlfile
 from service.alerts.engine import Alerting
 from service.alerts.rules import RulesError, parse_rules
+from service.audit import Auditor
 from service.forward.config import ForwardConfigError, parse_subscriptions
 from service.forward.sender import Forwarder
 from service.outages import OUTAGES, STORE
@@ -84,9 +85,11 @@ class ConfigFiles:
         settings: Settings,
         alerting: Alerting,
         forwarder: Forwarder | None,
+        audit: Auditor | None = None,
         clock_s: Callable[[], float] = time.time,
     ) -> None:
         self._clock_s = clock_s
+        self._audit = audit
         self.reloads: Counter[tuple[str, str]] = Counter()  # (file, "success" | "failure")
         self._watched: list[_Watched] = []
         self._applying = asyncio.Lock()
@@ -121,8 +124,9 @@ class ConfigFiles:
         """(file, last read applied, when one last was) for each watched file."""
         return [(w.name, w.success, w.last_success_s) for w in self._watched]
 
-    async def reload(self) -> list[Outcome]:
-        """Re-read every file, changed or not (``POST /-/reload``)."""
+    async def reload(self, actor: str = audit.ADMIN_PORT) -> list[Outcome]:
+        """Re-read every file, changed or not (``POST /-/reload``; SIGHUP), each
+        outcome in the audit log under ``actor``."""
         outcomes = []
         for watched in self._watched:
             try:
@@ -131,7 +135,20 @@ class ConfigFiles:
                 outcomes.append(self._failed(watched, str(exc), changed=True))
                 continue
             outcomes.append(await self._apply(watched, text))
+        for outcome in outcomes:
+            await self._audited(actor, outcome)
         return outcomes
+
+    async def _audited(self, actor: str, outcome: Outcome) -> None:
+        if self._audit is None:
+            return
+        await self._audit.record(
+            actor,
+            audit.CONFIG_RELOADED,
+            "reloaded" if outcome.ok else "kept the running configuration",
+            target=outcome.file,
+            detail=outcome.error if not outcome.ok else f"{outcome.loaded} loaded",
+        )
 
     async def watch(
         self, every_s: float, sleep: Callable[[float], Awaitable[Any]] = asyncio.sleep
@@ -155,7 +172,11 @@ class ConfigFiles:
                 came_back = watched.name in unreadable
                 unreadable.discard(watched.name)
                 if came_back or _digest(text) != watched.digest:
-                    await self._apply(watched, text)  # says and counts its own failures
+                    outcome = await self._apply(watched, text)  # says its own failures
+                    # Audited once a content is done with: applied, or refused for
+                    # itself (an outage is tried again next poll, not recorded each).
+                    if outcome.ok or watched.digest == _digest(text):
+                        await self._audited(audit.FILE_CHANGE, outcome)
 
     async def _apply(self, watched: _Watched, text: str) -> Outcome:
         # One at a time: a reload asked for while the poll applies waits for it.

@@ -13,11 +13,13 @@ import structlog
 
 from consumers.base import Source, supervise
 from consumers.sns import SnsVerifier, confirm_over_https
+from service import tombstones
 from service.alerts.config import alert_config
 from service.alerts.delivery import Deliverer
 from service.alerts.engine import Alerting
 from service.alerts.redis_store import RedisAlertStore
 from service.alerts.store import AlertStore, MemoryAlertStore
+from service.audit import Auditor, MemoryAuditLog, RedisAuditLog, keyed_hasher
 from service.clock import wall_clock_ms
 from service.dedupe import MemorySeenIds, RedisSeenIds, SeenIds
 from service.erasure_job import ErasureRunner, Reach
@@ -37,6 +39,7 @@ from service.reload import ConfigFiles
 from service.settings import Settings
 from service.stores import CachedStore, MemoryStore, RedisStore, Store
 from service.stores.base import StoreUnavailable
+from service.stores.redis.erasures import erasure_key
 from service.stores.redis.errors import REDIS_UNAVAILABLE
 from service.stores.redis.keyspace import RedisKeyspace
 from service.stores.redis.memory import RedisMemory
@@ -132,6 +135,23 @@ def build_forwarder(
         # Changes read before an erasure reached the outbox are not posted either.
         forgotten=store.forgotten,
     )
+
+
+def build_audit(store: Store, keyspace: RedisKeyspace | None) -> Auditor:
+    """The audit log: beside the data with Redis, this process's own without; an
+    address in it hashed under the key of the tombstones' hashes."""
+    if keyspace is not None:
+        return Auditor(
+            RedisAuditLog(keyspace),
+            keyed_hasher(lambda: erasure_key(keyspace.client, keyspace.keys)),
+            wall_clock_ms,
+        )
+    key = store.erasure_key if isinstance(store, MemoryStore) else tombstones.new_key()
+
+    async def load_key() -> bytes:
+        return key
+
+    return Auditor(MemoryAuditLog(), keyed_hasher(load_key), wall_clock_ms)
 
 
 def build_erasures(runtime: Runtime) -> ErasureRunner:
@@ -307,7 +327,9 @@ class Runtime:
         )
         self.erasures = build_erasures(self)
         self.metrics.erasures = self.erasures
-        self.config_files = ConfigFiles(settings, self.alerting, self.forwarder)
+        self.audit = build_audit(self.store, self.keyspace)
+        self.metrics.audit = self.audit
+        self.config_files = ConfigFiles(settings, self.alerting, self.forwarder, self.audit)
         self.metrics.config_files = self.config_files
         self.redis_memory = RedisMemory(self.keyspace) if self.keyspace is not None else None
         # With Redis, merges write the live stream only while a page is open somewhere.

@@ -3,12 +3,13 @@ from __future__ import annotations
 from typing import Annotated
 
 import structlog
-from fastapi import APIRouter, HTTPException, Path
+from fastapi import APIRouter, HTTPException, Path, Request
 
+from api.auth import actor_of
 from api.deps import Address, ClockDep, RuntimeDep, SettingsDep, StoreDep
 from api.responses import OrjsonResponse
 from api.schemas import ERRORS, ErasureAccepted, ErasureProgress, RecipientProfile
-from service import erasure_job, profile, search
+from service import audit, erasure_job, profile, search
 from service.view import ViewOptions
 
 router = APIRouter()
@@ -42,7 +43,7 @@ async def get_recipient(
     "/recipients/{address}", status_code=202, response_model=ErasureAccepted, responses=ERRORS
 )
 async def erase_recipient(
-    address: Address, runtime: RuntimeDep, clock_ms: ClockDep
+    address: Address, runtime: RuntimeDep, clock_ms: ClockDep, request: Request
 ) -> OrjsonResponse:
     """Erase ``address`` everywhere (privacy requests), in the background: from every
     kept message, the search index, the suppression list, the forwarding outbox, the
@@ -54,6 +55,9 @@ async def erase_recipient(
     job = await erasure_job.request(runtime.store, wanted, clock_ms())
     runtime.erasures.wake()
     log.info("recipient_erasure_requested", job=job.id)
+    await runtime.audit.record(
+        actor_of(request), audit.ERASURE_REQUESTED, "accepted", address=wanted, detail=job.id
+    )
     status_url = f"/v1/erasures/{job.id}"
     return OrjsonResponse(
         {"address": wanted, "id": job.id, "status_url": status_url},

@@ -6,6 +6,7 @@ from fastapi import APIRouter
 
 from api.deps import RuntimeDep
 from api.responses import OrjsonResponse
+from service import audit
 
 router = APIRouter()
 
@@ -18,7 +19,7 @@ async def reload(runtime: RuntimeDep) -> OrjsonResponse:
     running configuration of that file stays, and ``files`` says why, with file and
     line (``service.reload``).
     """
-    outcomes = await runtime.config_files.reload()
+    outcomes = await runtime.config_files.reload(actor=audit.ADMIN_PORT)
     files = [outcome.answer() for outcome in outcomes]
     failed = [outcome for outcome in outcomes if not outcome.ok]
     if failed:

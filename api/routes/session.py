@@ -23,9 +23,10 @@ from api.auth import (
     session_claims,
 )
 from api.body import read_limited
-from api.deps import ClockDep, SettingsDep, rate_limited
+from api.deps import ClockDep, RuntimeDep, SettingsDep, rate_limited
 from api.responses import OrjsonResponse
 from api.schemas import ERRORS
+from service import audit
 from service.access import SESSION_TTL_MS
 from service.settings import Settings
 from service.timestamps import format_ms
@@ -90,7 +91,9 @@ async def _presented_token(request: Request) -> str:
     dependencies=[Depends(rate_limited)],
     openapi_extra=_SIGN_IN_BODY,
 )
-async def sign_in(request: Request, settings: SettingsDep, clock_ms: ClockDep) -> Response:
+async def sign_in(
+    request: Request, settings: SettingsDep, clock_ms: ClockDep, runtime: RuntimeDep
+) -> Response:
     """Exchange a token (API or read-only) for a 12-hour session cookie.
 
     ``204`` with ``Set-Cookie``; ``401`` for a wrong token (no cookie). With no API
@@ -107,6 +110,9 @@ async def sign_in(request: Request, settings: SettingsDep, clock_ms: ClockDep) -
         raise HTTPException(401, "wrong token")
     claims, cookie = keyring.open_session(grant, clock_ms())
     log.info("session_opened", scope=claims.scope, name=claims.name)
+    await runtime.audit.record(
+        claims.name or audit.OPEN_ACTOR, audit.SESSION_OPENED, "opened", detail=claims.scope
+    )
     response = Response(status_code=204)
     response.set_cookie(
         SESSION_COOKIE,
@@ -141,7 +147,9 @@ async def who_am_i(request: Request) -> OrjsonResponse:
 
 
 @router.delete("/session", status_code=204, response_class=Response, responses=ERRORS)
-async def sign_out(request: Request, settings: SettingsDep, clock_ms: ClockDep) -> Response:
+async def sign_out(
+    request: Request, settings: SettingsDep, clock_ms: ClockDep, runtime: RuntimeDep
+) -> Response:
     """Revoke the session (a replayed cookie is then ``401``) and clear the cookie.
     ``204`` also when there was none to revoke."""
     _refuse_foreign(request)
@@ -149,6 +157,9 @@ async def sign_out(request: Request, settings: SettingsDep, clock_ms: ClockDep) 
     if claims is not None:
         await revocations_of(request).revoke(claims.id, claims.expires_ms, clock_ms())
         log.info("session_closed", scope=claims.scope, name=claims.name)
+        await runtime.audit.record(
+            claims.name or audit.OPEN_ACTOR, audit.SESSION_CLOSED, "signed out", detail=claims.scope
+        )
     response = Response(status_code=204)
     response.delete_cookie(
         SESSION_COOKIE,

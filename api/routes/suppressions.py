@@ -3,13 +3,14 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from typing import Annotated
 
-from fastapi import APIRouter, HTTPException, Query
+from fastapi import APIRouter, HTTPException, Query, Request
 from starlette.responses import Response, StreamingResponse
 
-from api.deps import Address, Instant, StoreDep
+from api.auth import actor_of
+from api.deps import Address, Instant, RuntimeDep, StoreDep
 from api.responses import OrjsonResponse
 from api.schemas import ERRORS, SuppressionList, SuppressionRemoved
-from service import search, suppressions
+from service import audit, search, suppressions
 from service.export import csv_lines
 from service.stores import Store
 from service.stores.base import SuppressionCursor
@@ -52,10 +53,19 @@ async def list_suppressions(
 
 
 @router.delete("/suppressions/{address}", response_model=SuppressionRemoved, responses=ERRORS)
-async def remove_suppression(store: StoreDep, address: Address) -> OrjsonResponse:
+async def remove_suppression(
+    store: StoreDep, address: Address, runtime: RuntimeDep, request: Request
+) -> OrjsonResponse:
     """The address is safe to mail again (``404`` when it was not suppressed)."""
     wanted = search.recipient_key(address)
-    if not await store.remove_suppression(wanted):
+    removed = await store.remove_suppression(wanted)
+    await runtime.audit.record(
+        actor_of(request),
+        audit.SUPPRESSION_REMOVED,
+        "removed" if removed else "not suppressed",
+        address=wanted,
+    )
+    if not removed:
         raise HTTPException(404, f"{wanted!r} is not suppressed")
     return OrjsonResponse({"address": wanted, "removed": True})
 

@@ -392,6 +392,11 @@ class MemoryStore(Store):
     def forgotten(self, address: str, sent_at: int) -> bool:
         return self._tombstones.forgotten(address, sent_at)
 
+    @property
+    def erasure_key(self) -> bytes:
+        """The key of this process's tombstones' hashes (the audit log's too)."""
+        return self._tombstones.key
+
     async def refresh_tombstones(self) -> None:
         """One process holds them all; only those past their keep go."""
         erased_at = self._tombstones.erased_at

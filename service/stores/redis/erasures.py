@@ -119,12 +119,8 @@ class ErasureSteps(GroupedReads, Erasing, ErasureJobs):
         view is never older than the revisions it carries (what merge.lua checks)."""
         if epochs is None:
             epochs = await self._read_epochs()
+        key = await erasure_key(self._client, self._keys)
         with unavailable("read"):
-            key = await self._client.get(self._keys.erasure_key)
-            if key is None:
-                # Made on first use, stored beside the data it keys.
-                await self._client.set(self._keys.erasure_key, tombstones.new_key().hex(), nx=True)
-                key = await self._client.get(self._keys.erasure_key)
             stored: dict[str, int] = {}
             async for name, at in self._client.hscan_iter(self._keys.tombstones, count=1000):
                 stored[name.decode()] = int(at)
@@ -132,7 +128,7 @@ class ErasureSteps(GroupedReads, Erasing, ErasureJobs):
             expired = sorted(stored.keys() - kept.keys())
             for start in range(0, len(expired), 1_000):  # bounded calls
                 await self._client.hdel(self._keys.tombstones, *expired[start : start + 1_000])
-        return tombstones.Tombstones(bytes.fromhex(key.decode()), kept, epochs)
+        return tombstones.Tombstones(key, kept, epochs)
 
     async def erasure_candidates(self, address: str, before_ms: int, limit: int) -> list[str]:
         with unavailable("read"):
@@ -208,3 +204,14 @@ class ErasureSteps(GroupedReads, Erasing, ErasureJobs):
             return bool(
                 await self._hold_lease(keys=[self._keys.erasure_lease], args=[owner, ttl_ms])
             )
+
+
+async def erasure_key(client: Client, keys: RedisKeys) -> bytes:
+    """The key of the tombstones' hashes, made on first use and stored beside the
+    data it keys (``st:erasure-key``); the audit log hashes addresses under it too."""
+    with unavailable("read"):
+        key = await client.get(keys.erasure_key)
+        if key is None:
+            await client.set(keys.erasure_key, tombstones.new_key().hex(), nx=True)
+            key = await client.get(keys.erasure_key)
+    return bytes.fromhex(key.decode())

@@ -90,6 +90,8 @@ FAMILIES: dict[str, tuple[str, bool]] = {
     "erasure_lease": ("erasure-lease", False),
     # Signed-out session ids, until they would have expired (service.sessions).
     "session_revoked": ("session-revoked:", True),
+    # The audit log (service.audit), one stream for the service.
+    "audit": ("audit", False),
 }
 
 
@@ -297,6 +299,10 @@ class RedisKeys:
 
     def session_revoked(self, session_id: str) -> str:
         return f"{self._fixed('session_revoked')}{session_id}"
+
+    @property
+    def audit(self) -> str:
+        return self._fixed("audit")
 
 
 def family_of(key: str, prefix: str = DEFAULT_PREFIX) -> str | None:
