@@ -12,6 +12,7 @@ from service.codec import encode_batch
 from service.live_demand import REFRESH_S, WATCH_TTL_MS, LiveDemand
 from service.parser import parse_payload
 from service.stores import RedisStore
+from service.tasks import cancel_and_wait
 from tests.support import ses
 from tests.support.redis import RedisTarget
 
@@ -30,13 +31,10 @@ async def streamed(client, store: RedisStore) -> int:
 async def test_merges_write_the_live_stream_only_while_someone_watches(
     redis_target: RedisTarget,
 ) -> None:
-    await redis_target.flush()
-    store = redis_target.store(feed_window_s=3_600, feed_when_watched=True)
-    client = redis_target.client()
     watching = False
-    demand = LiveDemand(store.keyspace, lambda: watching)
     many = [f"m-{n}" for n in range(40)]  # in every slot group of a cluster
-    try:
+    async with redis_target.emptied(feed_window_s=3_600, feed_when_watched=True) as (store, client):
+        demand = LiveDemand(store.keyspace, lambda: watching)
         await store.merge(writes(*many))
         assert await streamed(client, store) == 0  # nobody watching: nothing written
 
@@ -57,32 +55,20 @@ async def test_merges_write_the_live_stream_only_while_someone_watches(
         before = await streamed(client, store)
         await store.merge(writes(*(f"late-{mid}" for mid in many)))
         assert await streamed(client, store) == before
-    finally:
-        await store.close()
-        await client.aclose()
 
 
 async def test_a_store_not_asked_to_wait_for_watchers_always_writes(
     redis_target: RedisTarget,
 ) -> None:
     # Tools and tests that follow the stream themselves (feed_when_watched off).
-    await redis_target.flush()
-    store = redis_target.store(feed_window_s=3_600)
-    client = redis_target.client()
-    try:
+    async with redis_target.emptied(feed_window_s=3_600) as (store, client):
         await store.merge(writes("plain"))
         assert await streamed(client, store) == 1
-    finally:
-        await store.close()
-        await client.aclose()
 
 
 async def test_the_flag_is_refreshed_while_clients_stay_and_left_to_lapse_after(
     redis_target: RedisTarget,
 ) -> None:
-    await redis_target.flush()
-    store = redis_target.store(feed_window_s=3_600, feed_when_watched=True)
-    client = redis_target.client()
     clients = [1]
     naps: list[float] = []
     rounds = asyncio.Event()
@@ -95,19 +81,17 @@ async def test_the_flag_is_refreshed_while_clients_stay_and_left_to_lapse_after(
             rounds.set()
         await asyncio.sleep(0)
 
-    demand = LiveDemand(store.keyspace, lambda: clients[0] > 0)
-    task = asyncio.create_task(demand.run(sleep))
-    try:
-        await asyncio.wait_for(rounds.wait(), 10)
-        assert naps[0] == REFRESH_S
-        # Announced each round with a client (3), none after.
-        assert demand.announcements == 3
-        # Connects right after a refresh, a burst of them at once, write nothing more.
-        await asyncio.gather(*(demand.announce() for _ in range(20)))
-        assert demand.announcements == 3
-        assert await client.exists(store.keyspace.groups[0].live_watched)
-    finally:
-        task.cancel()
-        await asyncio.gather(task, return_exceptions=True)
-        await store.close()
-        await client.aclose()
+    async with redis_target.emptied(feed_window_s=3_600, feed_when_watched=True) as (store, client):
+        demand = LiveDemand(store.keyspace, lambda: clients[0] > 0)
+        task = asyncio.create_task(demand.run(sleep))
+        try:
+            await asyncio.wait_for(rounds.wait(), 10)
+            assert naps[0] == REFRESH_S
+            # Announced each round with a client (3), none after.
+            assert demand.announcements == 3
+            # Connects right after a refresh, a burst of them at once, write nothing more.
+            await asyncio.gather(*(demand.announce() for _ in range(20)))
+            assert demand.announcements == 3
+            assert await client.exists(store.keyspace.groups[0].live_watched)
+        finally:
+            await cancel_and_wait([task])

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -38,6 +40,18 @@ class RedisTarget:
         if self.cluster:
             kwargs.setdefault("slot_groups", DEFAULT_SLOT_GROUPS)
         return RedisStore(self.client(), **kwargs)
+
+    @contextlib.asynccontextmanager
+    async def emptied(self, **kwargs: Any) -> AsyncIterator[tuple[RedisStore, Any]]:
+        """The server emptied, then a store (``kwargs`` as :meth:`store` takes them)
+        and a client of its own, both closed after the block."""
+        await self.flush()
+        store, client = self.store(**kwargs), self.client()
+        try:
+            yield store, client
+        finally:
+            await store.close()
+            await client.aclose()
 
     async def flush(self) -> None:
         """Empties the server (every master of a cluster)."""
