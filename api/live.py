@@ -156,6 +156,12 @@ class LiveClient:
 
 
 class Broadcaster:
+    """The websocket clients of ``/v1/live`` and what they are sent: transitions
+    batched every 50 ms, matched to each client's filter through ``FilterIndex``,
+    and statistics every second. Bounded: clients in all and per address, each
+    client's queue and send time; a slow client is closed, never waited for.
+    """
+
     def __init__(
         self,
         stats: Callable[[], Awaitable[dict[str, Any]]],

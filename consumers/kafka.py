@@ -90,6 +90,13 @@ def position_key(tp: TopicPartition) -> str:
 
 
 class KafkaSource(Source):
+    """A consumer group member reading SES events (Firehose's records) from Kafka.
+
+    Offsets are committed only after their records are durable in the store, with
+    the store's own checkpoint as the truth on a rebalance; a poison record goes to
+    the dead-letter topic and the partition moves on; an outage is retried.
+    """
+
     name = "kafka"
 
     def __init__(

@@ -89,6 +89,15 @@ class SourceCounters:
 
 
 class Pipeline:
+    """Source bytes to durable state: parse (in a process pool past a size), encode a
+    write per message, merge into the store with the source's checkpoint, then tell
+    the listeners the transitions it made (metrics, the in-process live feed).
+
+    Every source, push endpoint and the demo go through one of these; a bad record
+    is counted and parked, never stops the others; a store outage raises
+    ``StoreUnavailable`` for the source to retry (nothing was acknowledged).
+    """
+
     def __init__(
         self,
         store: Store,

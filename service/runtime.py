@@ -264,6 +264,15 @@ def build_sources(settings: Settings, pipeline: Pipeline) -> list[Source]:
 
 
 class Runtime:
+    """One process's service, built from settings: the store (Redis behind a read
+    cache, or memory), the pipeline, the sources, alerting, forwarding, erasures,
+    the live feed, the audit log, metrics and the background tasks that keep them
+    (projection, demand for the live stream, MX, config polling).
+
+    ``start`` spawns the tasks and sources; ``stop`` drains the sources (finish,
+    make durable, acknowledge) and then cancels the rest (``service.tasks``).
+    """
+
     def __init__(
         self,
         settings: Settings,

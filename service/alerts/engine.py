@@ -105,6 +105,12 @@ def replica_name() -> str:
 
 
 class Alerting:
+    """Evaluates the alert rules against the statistics and records, decides
+    notices (fired, updated, repeated, resolved) and hands them to each sink's
+    sender; one process of a fleet does it, under the alert lease. Rules reload
+    without a restart (``apply_rules``).
+    """
+
     def __init__(
         self,
         store: Store,

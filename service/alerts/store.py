@@ -82,6 +82,10 @@ def new_entries(alerts: Sequence[Alert], sink_ids: Sequence[str], now_ms: int) -
 
 
 class AlertStore(ABC):
+    """Alerting's state: the lease, the open records, the history of notices and
+    each sink's outbox of notices to send, committed together so a notice is
+    recorded and queued at once (Redis for a fleet, memory for one process)."""
+
     @abstractmethod
     async def hold_lease(self, owner: str, ttl_ms: int) -> bool:
         """Take or renew the right to evaluate and send; False if another holds it."""

@@ -85,6 +85,10 @@ class Backlog(NamedTuple):
 
 
 class Outbox(ABC):
+    """The forwarding outbox: changes appended by the merge, read and acknowledged
+    per subscription, each subscription's place its own (Redis: a stream with a
+    consumer group per subscription; memory: a list with cursors)."""
+
     @abstractmethod
     async def prepare(self, subscription_ids: Sequence[str]) -> None:
         """Start each new subscription's place at the end: it forwards what comes."""

@@ -97,6 +97,12 @@ class Taken(NamedTuple):
 
 
 class Forwarder:
+    """Posts each subscription's changes from the outbox to the user's app: one
+    sender per subscription, under a lease so one replica sends it at a time,
+    signed, with retries and backoff (``Retry-After`` honoured); at least once, with
+    stable item ids; changes of an erased address are never posted.
+    """
+
     def __init__(
         self,
         subscriptions: Sequence[Subscription],
