@@ -9,17 +9,6 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 
-RECIPIENT_LATENCIES: tuple[str, ...] = (
-    "send_to_delivery",
-    "send_to_first_delay",
-    "send_to_bounce",
-    "send_to_complaint",
-    "delivery_to_open",
-    "delivery_to_click",
-    "processing_time",
-    "ingest_lag",
-)
-
 
 def span(start: int | None, end: int | None) -> int | None:
     """``end - start`` clamped at 0, or None when either end is unknown."""
