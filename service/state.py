@@ -185,7 +185,7 @@ class MessageRecord:
 UNSAFE = HARD_BOUNCE | COMPLAINT
 
 
-class ChangeCounter(Protocol):
+class MergeObserver(Protocol):
     """Told what a merge changed: statistics (``service.stats.Changes``), the
     forwarding outbox and suppressions listen here."""
 
@@ -207,7 +207,7 @@ class ChangeCounter(Protocol):
 def merge(
     record: MessageRecord,
     write: MessageWrite,
-    counters: ChangeCounter | None = None,
+    counters: MergeObserver | None = None,
     evicted: list[str] | None = None,
 ) -> list[Transition]:
     """Merge one message's batch of events into ``record``; return what changed.
@@ -265,7 +265,7 @@ def merge(
 
 
 def _count(
-    counters: ChangeCounter | None,
+    counters: MergeObserver | None,
     write: MessageWrite,
     address: str,
     old: int | None,
@@ -283,7 +283,7 @@ def _add_bits(
     bits: int,
     at: int,
     transitions: list[Transition],
-    counters: ChangeCounter | None,
+    counters: MergeObserver | None,
     event: EventWrite | None,
     evicted: list[str] | None,
 ) -> None:

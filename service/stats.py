@@ -414,7 +414,7 @@ class LiveBucket(Mapping[str, int]):
 class Changes:
     """What one merge changed, counted where :class:`Counting` says.
 
-    ``state.merge`` calls it (``state.ChangeCounter``). ``live`` maps a bucket to its
+    ``state.merge`` calls it (``state.MergeObserver``). ``live`` maps a bucket to its
     counters, ``rollups`` a ``(step, start)`` to its and ``admissions`` an hour
     (:func:`admission_hour`) to its live buckets' admission; all are the store's
     (``admissions`` may be left to this object when it counts every merge, as a

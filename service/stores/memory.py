@@ -14,8 +14,8 @@ from service.forward.items import Change, change_of
 from service.history import Fields
 from service.search import SCAN_BUDGET, SearchHit, SearchPage, SearchQuery
 from service.state import (
-    ChangeCounter,
     EventWrite,
+    MergeObserver,
     MessageRecord,
     MessageWrite,
     Transition,
@@ -521,7 +521,7 @@ class _Observer:
 
     __slots__ = ("forwarding", "inner", "made", "suppressed")
 
-    def __init__(self, inner: ChangeCounter | None, *, forwarding: bool) -> None:
+    def __init__(self, inner: MergeObserver | None, *, forwarding: bool) -> None:
         self.inner = inner
         self.forwarding = forwarding
         self.made: list[tuple[MessageWrite, EventWrite | None, str, int | None, int]] = []

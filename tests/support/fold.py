@@ -40,7 +40,7 @@ def changes(
 def fold(
     batches: Sequence[Sequence[dict[str, Any]]],
     seen_ms: int = SEEN_MS,
-    counters: state.ChangeCounter | None = None,
+    counters: state.MergeObserver | None = None,
     dimensions: Dimensions | None = None,
 ) -> tuple[dict[str, state.MessageRecord], list[state.Transition]]:
     records: dict[str, state.MessageRecord] = {}
