@@ -7,6 +7,7 @@ first; kept beside the data with Redis (every replica's entries in one log)."""
 from __future__ import annotations
 
 import asyncio
+import os
 from pathlib import Path
 from typing import Any
 
@@ -100,8 +101,10 @@ async def exercise(settings: Settings, tmp_path: Path) -> tuple[list[dict], byte
             signed_out = await client.delete("/v1/session")
             assert signed_out.status_code == 204
             assert (await admin.post("/-/reload")).status_code == 200
-            rules = tmp_path / "rules.yaml"
-            await asyncio.to_thread(rules.write_text, RULES.format(name="bounces_tight"))
+            # Swapped whole, as a ConfigMap's files are (a poll never reads half).
+            edited = tmp_path / "rules.yaml.new"
+            await asyncio.to_thread(edited.write_text, RULES.format(name="bounces_tight"))
+            await asyncio.to_thread(os.replace, edited, tmp_path / "rules.yaml")
             await until_audited(client, audit.CONFIG_RELOADED, 2)
             entries = await audited(client)
             kept = b"".join(entry.to_bytes() for _, entry in await _all(runtime.audit.log))
