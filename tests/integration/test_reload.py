@@ -6,6 +6,7 @@ files were read once at start-up: every test here failed."""
 from __future__ import annotations
 
 import asyncio
+import os
 from pathlib import Path
 
 import httpx
@@ -34,7 +35,11 @@ def metric(text: str, line_start: str) -> float:
 
 
 async def write(path: Path, text: str) -> None:
-    await asyncio.to_thread(path.write_text, text)
+    """The file swapped whole, as a ConfigMap's files are: a poll never reads it
+    half-written (which would count a failed reload the test does not expect)."""
+    edited = path.with_name(path.name + ".new")
+    await asyncio.to_thread(edited.write_text, text)
+    await asyncio.to_thread(os.replace, edited, path)
 
 
 async def test_an_edited_rules_file_is_polled_in_and_a_bad_one_kept_out(tmp_path: Path) -> None:
