@@ -52,7 +52,6 @@ SUPPRESSION_REMOVED = "suppression.removed"
 SESSION_OPENED = "session.opened"
 SESSION_CLOSED = "session.closed"
 CONFIG_RELOADED = "config.reloaded"
-ACTIONS = (ERASURE_REQUESTED, SUPPRESSION_REMOVED, SESSION_OPENED, SESSION_CLOSED, CONFIG_RELOADED)
 
 # Actors that are no token.
 OPEN_ACTOR = "open"

@@ -19,14 +19,10 @@ import asyncio
 import time
 from collections.abc import Awaitable, Callable
 
-import structlog
-
 from service.outages import OUTAGES, STORE
 from service.stores import StoreUnavailable
 from service.stores.redis.errors import unavailable
 from service.stores.redis.keyspace import RedisKeyspace
-
-log = structlog.get_logger(__name__)
 
 # How long a flag outlives its last refresh: a process that dies with pages open
 # keeps the stream written this long after it.
@@ -53,20 +49,26 @@ class LiveDemand:
 
     async def announce(self, *, force: bool = False) -> None:
         """Set the flag in every slot group (unless done within the refresh period,
-        ``force`` aside). Raises StoreUnavailable on an outage."""
+        ``force`` aside). An outage is said (``service.outages``), not raised: a
+        page still opens, and the next refresh sets the flag."""
         async with self._lock:
             now = self._clock()
             fresh = self._announced_at is not None and now - self._announced_at < REFRESH_S
             if fresh and not force:
                 return
             client = self._keyspace.client
-            with unavailable("live demand"):
-                await asyncio.gather(
-                    *(
-                        client.set(group.live_watched, b"1", px=WATCH_TTL_MS)
-                        for group in self._keyspace.groups
+            try:
+                with unavailable("live demand"):
+                    await asyncio.gather(
+                        *(
+                            client.set(group.live_watched, b"1", px=WATCH_TTL_MS)
+                            for group in self._keyspace.groups
+                        )
                     )
-                )
+            except StoreUnavailable as exc:
+                OUTAGES.failed(STORE, exc, part="live demand")
+                return
+            OUTAGES.ok(STORE)
             self._announced_at = now
             self.announcements += 1
 
@@ -74,9 +76,5 @@ class LiveDemand:
         """Refresh the flag while this process has live clients, until cancelled."""
         while True:
             if self._watching():
-                try:
-                    await self.announce(force=True)
-                    OUTAGES.ok(STORE)
-                except StoreUnavailable as exc:
-                    OUTAGES.failed(STORE, exc, part="live demand")
+                await self.announce(force=True)
             await sleep(REFRESH_S)

@@ -85,11 +85,11 @@ class ConfigFiles:
         settings: Settings,
         alerting: Alerting,
         forwarder: Forwarder | None,
-        audit: Auditor | None = None,
+        auditor: Auditor | None = None,
         clock_s: Callable[[], float] = time.time,
     ) -> None:
         self._clock_s = clock_s
-        self._audit = audit
+        self._auditor = auditor
         self.reloads: Counter[tuple[str, str]] = Counter()  # (file, "success" | "failure")
         self._watched: list[_Watched] = []
         self._applying = asyncio.Lock()
@@ -140,9 +140,9 @@ class ConfigFiles:
         return outcomes
 
     async def _audited(self, actor: str, outcome: Outcome) -> None:
-        if self._audit is None:
+        if self._auditor is None:
             return
-        await self._audit.record(
+        await self._auditor.record(
             actor,
             audit.CONFIG_RELOADED,
             "reloaded" if outcome.ok else "kept the running configuration",

@@ -5,7 +5,6 @@ from fastapi import APIRouter, WebSocket
 from api.auth import foreign_origin, principal_of
 from api.deps import RuntimeDep
 from api.live import POLICY_VIOLATION, TRY_AGAIN_LATER, LiveFilter
-from service.outages import OUTAGES, STORE
 from service.parser import MAX_ADDRESS_CHARS, MAX_MESSAGE_ID_CHARS
 from service.state import STATUSES
 from service.stores import StoreUnavailable
@@ -47,8 +46,5 @@ async def live(websocket: WebSocket, runtime: RuntimeDep) -> None:
     address = websocket.client.host if websocket.client else "unknown"
     if runtime.live_demand is not None:
         # Before the handshake: what any replica merges from now on reaches this page.
-        try:
-            await runtime.live_demand.announce()
-        except StoreUnavailable as exc:
-            OUTAGES.failed(STORE, exc, part="live demand")
+        await runtime.live_demand.announce()
     await runtime.live.serve(websocket, live_filter, address)
